@@ -1,0 +1,35 @@
+# Every target creates the virtual environment it needs: `make demo` and `make test`
+# work on a fresh machine. torch is installed first and pinned to the CPU wheel
+# (2.13.0); the project's range accepts it, so pip pulls no CUDA build.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.spectra-installed
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo demo-quick test test-slow bench figures clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/spectra demo
+
+demo-quick: $(STAMP)
+	$(VENV)/bin/spectra demo --quick
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 -m "not slow"
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(PY) bench/audit_speed.py
+	$(PY) bench/rora_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,33 @@
+"""spectra: spectral audit, backdoor-override estimates and RoRA repair for LoRA adapters.
+
+Heavy dependencies (torch, transformers, peft, matplotlib) are imported lazily so that
+``import spectra`` and ``spectra --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from spectra.errors import SpectraError
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "audit": ("spectra.audit", "audit"),
+    "AuditReport": ("spectra.audit", "AuditReport"),
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from spectra.audit import AuditReport, audit
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'spectra' has no attribute {name!r}")
+
+
+__all__ = ["SpectraError", "AuditReport", "audit", "__version__"]

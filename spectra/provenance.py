@@ -1,0 +1,39 @@
+"""What produced a report: library versions and content hashes of the inputs."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+from pathlib import Path
+
+_PACKAGES = ("spectra-lora", "torch", "transformers", "peft", "safetensors", "accelerate", "pandas", "numpy")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries whose behaviour shapes the numbers."""
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes, read in chunks so memory stays flat."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_hashes(folder: str | os.PathLike[str], suffixes: tuple[str, ...] = (".json", ".safetensors", ".bin", ".txt", ".model")) -> dict[str, str]:
+    """SHA-256 of every weight/config file directly inside ``folder``, keyed by file name."""
+    root = Path(folder)
+    if not root.is_dir():
+        return {}
+    return {p.name: file_sha256(p) for p in sorted(root.iterdir()) if p.is_file() and p.suffix in suffixes}
