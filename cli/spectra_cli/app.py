@@ -1,0 +1,48 @@
+"""The ``spectra`` command: one thin module per sub-command, registered here.
+
+Each sub-command module imports only typer at import time; it parses options, makes one
+library call, and writes the outputs.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="spectra",
+    help="Spectral audit, backdoor-override estimates and RoRA repair for LoRA adapters.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+# (module, function) per command, in the order --help lists them.
+COMMANDS = {
+    "audit": ("spectra_cli.cmd_audit", "audit_command"),
+    "threshold": ("spectra_cli.cmd_threshold", "threshold_command"),
+    "fix": ("spectra_cli.cmd_fix", "fix_command"),
+    "eval": ("spectra_cli.cmd_eval", "eval_command"),
+    "poison": ("spectra_cli.cmd_poison", "poison_command"),
+    "demo": ("spectra_cli.cmd_demo", "demo_command"),
+}
+
+for _name, (_module, _func) in COMMANDS.items():
+    try:
+        _mod = importlib.import_module(_module)
+    except ModuleNotFoundError as _exc:  # a command still being built is simply absent
+        if _exc.name != _module:
+            raise
+        continue
+    app.command(_name)(getattr(_mod, _func))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script; ``argv`` makes it testable without a subprocess."""
+    app(args=argv, prog_name="spectra")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
