@@ -1,0 +1,382 @@
+"""``spectra.audit``: the per-module spectral audit of one or more adapters against a base.
+
+For every adapted module it reports how strong the update is relative to the base layer
+(σ_max(W_pre) / σ_max(s·ΔW), paper Figure 1) and how much the update points into the base
+layer's dominant subspaces (paper Figure 2). The math lives in :mod:`spectra.spectral`,
+file access in :mod:`spectra.io`, drawing in :mod:`spectra.report`; this module only
+orchestrates: stream base weights in same-shape batches, reuse cached base spectra, and
+collect one row per (adapter, module).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from spectra.errors import SpectraError
+
+#: Columns every audit table carries, in this order (a public contract: pipelines parse them).
+COLUMNS = [
+    "adapter", "module", "layer", "module_type", "shape", "rank", "scale", "update_kind",
+    "sigma_pre", "sigma_delta", "ratio", "cos_max_left", "cos_max_right", "overlap",
+    "overlap_left", "overlap_right", "cos_random_left", "cos_random_right",
+    "sigma_pre_k", "frobenius_delta", "base_key", "spectrum_method", "certified",
+]
+
+#: One sentence per number, printed in every report.
+DEFINITIONS = {
+    "sigma_pre": "σ_max(W_pre), the largest singular value of the base layer's weight (out × in orientation).",
+    "sigma_delta": "σ_max(s·ΔW) with ΔW = B·A and s the scale PEFT applies (α/r, α/√r with rsLoRA, rank/alpha patterns resolved); for full, DoRA and modules_to_save updates ΔW is the dense difference of weights.",
+    "ratio": "sigma_pre / sigma_delta (∞ when ΔW = 0). Above 1 the update is weaker than the base layer; RoRA's rescaling targets 1.",
+    "cos_max_left": "max over W_pre's top-k left singular vectors of |cos| with ΔW's leading left singular vector (output space).",
+    "cos_max_right": "the same for right singular vectors (input space).",
+    "overlap": "mean of overlap_left and overlap_right: the share of ΔW's energy inside W_pre's top-k subspaces; RoRA's Tr penalty drives it to 0.",
+    "overlap_left": "‖U_kᵀ ΔW‖²_F / ‖ΔW‖²_F with U_k the top-k left singular vectors of W_pre.",
+    "overlap_right": "‖ΔW V_k‖²_F / ‖ΔW‖²_F with V_k the top-k right singular vectors of W_pre.",
+    "cos_random_left": "expected max |cos| of a random direction in the output dimension against k orthonormal vectors: the chance level for cos_max_left (and k/out is the chance level of overlap_left).",
+    "cos_random_right": "the same in the input dimension, for cos_max_right.",
+    "sigma_pre_k": "σ_k(W_pre), the k-th singular value: the edge of the subspace the cosines are measured against.",
+    "frobenius_delta": "‖s·ΔW‖_F.",
+    "rank": "LoRA rank r (min(out, in) for dense updates).",
+    "scale": "s, the factor PEFT multiplies B·A by (1 for dense updates).",
+    "spectrum_method": "how W_pre's top-k was computed: exact SVD, certified randomized, or randomized with exact fallback; 'cache' when reused.",
+    "certified": "whether the randomized top-k passed its residual certificate (exact results count as certified).",
+}
+
+
+@dataclass
+class AuditReport:
+    """The result of :func:`audit`: a table plus everything needed to reproduce it."""
+
+    table: pd.DataFrame
+    settings: dict[str, Any]
+    inputs: dict[str, Any]
+    versions: dict[str, str]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def adapters(self) -> list[str]:
+        return list(dict.fromkeys(self.table["adapter"]))
+
+    def summary(self) -> pd.DataFrame:
+        """Per-adapter medians and extremes of the headline numbers."""
+        finite = self.table.assign(ratio=self.table["ratio"].replace([float("inf")], float("nan")))
+        grouped = finite.groupby("adapter", sort=False)
+        return pd.DataFrame({
+            "modules": grouped.size(),
+            "ratio_median": grouped["ratio"].median(),
+            "ratio_min": grouped["ratio"].min(),
+            "cos_left_median": grouped["cos_max_left"].median(),
+            "cos_right_median": grouped["cos_max_right"].median(),
+            "cos_max": grouped[["cos_max_left", "cos_max_right"]].max().max(axis=1),
+            "overlap_median": grouped["overlap"].median(),
+        }).reset_index()
+
+    def violations(self, max_ratio: float | None = None, max_cos: float | None = None) -> pd.DataFrame:
+        """Rows breaking a policy: ratio above ``max_ratio`` or a cosine above ``max_cos``."""
+        mask = pd.Series(False, index=self.table.index)
+        if max_ratio is not None:
+            mask |= self.table["ratio"] > max_ratio
+        if max_cos is not None:
+            mask |= self.table[["cos_max_left", "cos_max_right"]].max(axis=1) > max_cos
+        return self.table[mask]
+
+    def figures(self) -> dict[str, Any]:
+        """``{"fig_ratio": Figure, "fig_alignment": Figure}`` (matplotlib, not yet saved)."""
+        from spectra.report.audit_figures import alignment_figure, ratio_figure
+
+        return {"fig_ratio": ratio_figure(self.table),
+                "fig_alignment": alignment_figure(self.table, self.settings["top_k"])}
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"modules": [...], "settings": ..., "inputs": ..., "versions": ..., ...}``."""
+        rows = json.loads(self.table.to_json(orient="records"))
+        return {"modules": rows, "settings": self.settings, "inputs": self.inputs,
+                "versions": self.versions, "timings": self.timings, "definitions": DEFINITIONS,
+                "summary": json.loads(self.summary().to_json(orient="records"))}
+
+    def write(self, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
+        """Write audit.csv, audit.json, fig_ratio.png, fig_alignment.png and report.md."""
+        from spectra.io.output import atomic_output_dir
+        from spectra.report.audit_markdown import render_audit_markdown
+        from spectra.report.style import save_figure
+
+        with atomic_output_dir(out, overwrite=overwrite) as tmp:
+            table = self.table.copy()
+            table["shape"] = table["shape"].map(lambda s: f"{s[0]}x{s[1]}")
+            table.to_csv(tmp / "audit.csv", index=False)
+            (tmp / "audit.json").write_text(json.dumps(self.to_json(), indent=2, default=str), encoding="utf-8")
+            for name, fig in self.figures().items():
+                save_figure(fig, tmp / f"{name}.png")
+            (tmp / "report.md").write_text(render_audit_markdown(self), encoding="utf-8")
+        return Path(out)
+
+
+# --------------------------------------------------------------------------------------
+# computation
+
+
+def _resolve(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
+    if dtype not in ("float32", "float64"):
+        raise SpectraError(f"--dtype {dtype}: choose float32 or float64")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise SpectraError(f"--device {device}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SpectraError(f"--device {device}: CUDA is not available on this machine")
+    return dev, getattr(torch, dtype)
+
+
+def _select(modules: Sequence[Any], patterns: Sequence[str] | None) -> list[Any]:
+    """Keep modules whose name or type matches any pattern (regex search)."""
+    if not patterns:
+        return list(modules)
+    import re
+
+    try:
+        regexes = [re.compile(p) for p in patterns]
+    except re.error as exc:
+        raise SpectraError(f"--modules: bad pattern ({exc})") from None
+    return [m for m in modules if any(r.search(m.name) or r.fullmatch(m.module_type) for r in regexes)]
+
+
+def _check_finite(tensor: torch.Tensor, what: str) -> None:
+    if not torch.isfinite(tensor).all():
+        raise SpectraError(f"{what}: weights contain NaN or Inf")
+
+
+def _batches(keys: list[str], shape: tuple[int, int], budget_bytes: int) -> list[list[str]]:
+    """Split same-shape keys into batches whose float32 stack fits the memory budget."""
+    per = max(1, budget_bytes // (shape[0] * shape[1] * 4))
+    return [keys[i:i + per] for i in range(0, len(keys), per)]
+
+
+def _base_spectra(base: Any, modules: dict[str, Any], top_k: int, exact: bool, dev: torch.device,
+                  dtype: torch.dtype, cache: Any, budget_bytes: int,
+                  tick: Callable[[int], None]) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, str, bool]]:
+    """Top-k of every base weight an adapter touches, batched by shape, cached by content."""
+    from spectra.io import base_weight_for
+    from spectra.spectral import spectrum_key, top_singular
+
+    method = "exact" if exact else "randomized"
+    result: dict[str, Any] = {}
+    pending: dict[tuple[int, int], list[str]] = defaultdict(list)
+    keys: dict[str, str] = {}
+    for base_key, module in modules.items():
+        m, n = module.shape
+        if top_k > min(m, n):
+            raise SpectraError(f"--top-k {top_k} exceeds the smaller dimension of {module.name} ({m}x{n})")
+        keys[base_key] = spectrum_key(base.fingerprint(base_key) + f"|{m}x{n}", top_k, str(dtype), method)
+        hit = cache.get(keys[base_key]) if cache is not None else None
+        if hit is not None:
+            result[base_key] = (hit.U[..., :, :top_k], hit.S[..., :top_k], hit.Vh[..., :top_k, :], "cache", True)
+            tick(1)
+        else:
+            pending[(m, n)].append(base_key)
+    for shape, group in pending.items():
+        for batch in _batches(group, shape, budget_bytes):
+            stack = torch.stack([base_weight_for(modules[k], base).to(dev, dtype) for k in batch])
+            for key, w in zip(batch, stack):
+                _check_finite(w, f"{base.path}: {key}")
+            top = top_singular(stack, top_k, exact=exact)
+            del stack
+            for i, key in enumerate(batch):
+                from spectra.spectral import TopK
+
+                one = TopK(top.U[i].cpu(), top.S[i].cpu(), top.Vh[i].cpu(), top.certified[i].cpu(),
+                           top.residual[i].cpu(), top.method)
+                if cache is not None:
+                    cache.put(keys[key], one)
+                result[key] = (one.U, one.S, one.Vh, top.method, bool(one.certified))
+            tick(len(batch))
+    return result
+
+
+def _update_spectrum(module: Any, base: Any, U_pre: torch.Tensor, Vh_pre: torch.Tensor, dev: torch.device,
+                     dtype: torch.dtype, top_j: int) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], float, dict[str, float]]:
+    """SVD of s·ΔW (thin, from the factors for LoRA: never a dense ΔW), its Frobenius norm
+    and its energy share in W_pre's top-k subspaces.
+
+    Dense updates (full fine-tuning, modules_to_save, DoRA's effective update) are read
+    once; their overlap uses the whole ΔW since only its leading triplets are kept.
+    """
+    from spectra.io import DenseUpdate, base_weight_for
+    from spectra.spectral import lowrank_svd, subspace_overlap, top_singular
+
+    needs_base = module.update_kind in ("dora", "full")
+    base_weight = base_weight_for(module, base).to(dtype) if needs_base else None
+    update = module.load_update(base_weight=base_weight, dtype=dtype)
+    U_pre, Vh_pre = U_pre.to(dev, dtype), Vh_pre.to(dev, dtype)
+    if isinstance(update, DenseUpdate):
+        delta = update.delta.to(dev, dtype)
+        _check_finite(delta, f"{module.name}: update")
+        energy = float(delta.pow(2).sum())
+        j = min(max(1, top_j), min(delta.shape))
+        if energy == 0.0:
+            m, n = delta.shape
+            zeros = (torch.zeros(m, j, dtype=dtype), torch.zeros(j, dtype=dtype), torch.zeros(j, n, dtype=dtype))
+            return zeros, 0.0, {"overlap_left": 0.0, "overlap_right": 0.0, "overlap": 0.0}
+        left = float((U_pre.T @ delta).pow(2).sum()) / energy
+        right = float((delta @ Vh_pre.T).pow(2).sum()) / energy
+        top = top_singular(delta, j, exact=True)
+        svd = (top.U.cpu(), top.S.cpu(), top.Vh.cpu())
+        return svd, energy ** 0.5, {"overlap_left": left, "overlap_right": right, "overlap": (left + right) / 2}
+    B = update.B.to(dev, dtype)
+    A = update.A.to(dev, dtype)
+    _check_finite(B, f"{module.name}: lora_B")
+    _check_finite(A, f"{module.name}: lora_A")
+    svd = lowrank_svd(B, A, float(update.scale))
+    overlap = {k: float(v) for k, v in subspace_overlap(U_pre, Vh_pre, svd.U, svd.S, svd.Vh).items()}
+    return (svd.U.cpu(), svd.S.cpu(), svd.Vh.cpu()), float(torch.linalg.vector_norm(svd.S)), overlap
+
+
+def audit(
+    base: str | os.PathLike[str],
+    adapters: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    top_k: int = 32,
+    top_j: int = 1,
+    device: str = "auto",
+    dtype: str = "float32",
+    exact: bool = False,
+    modules: Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None | bool = None,
+    allow_pickle: bool = False,
+    memory_budget_mb: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> AuditReport:
+    """Spectrally audit LoRA (or fully fine-tuned) adapters against their base model.
+
+    Args:
+        base: local Hugging Face model folder (safetensors, sharded or not) or hub id.
+        adapters: one or more PEFT LoRA folders, or fine-tuned model folders (ΔW = W_ft − W_base).
+        top_k: size of W_pre's top singular subspace the cosines and overlaps refer to.
+        top_j: also report the max |cos| over ΔW's top-j singular vectors (columns
+            ``cos_max_left_top{j}``/``cos_max_right_top{j}``) when greater than 1.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        dtype: compute dtype, ``float32`` (default) or ``float64``; stored fp16/bf16
+            weights are upcast per tensor.
+        exact: full SVD of every base weight (the reference path) instead of the
+            certified randomized top-k.
+        modules: regex patterns; keep modules whose name matches (search) or whose type
+            equals one of them.
+        names: display names for the adapters (default: folder names, made unique).
+        cache_dir: where base spectra are cached by content; None = the default cache
+            (``$SPECTRA_CACHE_DIR`` or ``~/.cache/spectra``), False = no cache.
+        allow_pickle: accept ``.bin`` weights (``torch.load(weights_only=True)``).
+        memory_budget_mb: upper bound for one stacked batch of base weights.
+        progress: callback ``(done, total)`` over modules, e.g. to drive a progress bar.
+
+    Returns:
+        :class:`AuditReport` with one row per (adapter, module).
+    """
+    from spectra.io import load_adapter, open_base
+    from spectra.provenance import library_versions
+    from spectra.spectral import SpectrumCache, alignment, cos_random, default_cache_dir
+
+    started = time.perf_counter()
+    if top_k < 1:
+        raise SpectraError(f"--top-k must be at least 1 (got {top_k})")
+    dev, torch_dtype = _resolve(device, dtype)
+    paths = [adapters] if isinstance(adapters, (str, os.PathLike)) else list(adapters)
+    if not paths:
+        raise SpectraError("no adapter given")
+    labels = list(names) if names else _unique_names(paths)
+    cache = None if cache_dir is False else SpectrumCache(cache_dir or default_cache_dir() / "base_spectra")
+
+    with open_base(base, allow_pickle=allow_pickle) as ckpt:
+        loaded = [load_adapter(p, ckpt, allow_pickle=allow_pickle) for p in paths]
+        selected = [_select(a.modules, modules) for a in loaded]
+        if not any(selected):
+            raise SpectraError(f"--modules {modules}: no adapted module matches")
+        unique = {m.base_key: m for mods in selected for m in mods}
+        total = len(unique) + sum(len(s) for s in selected)
+        done = 0
+
+        def tick(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress is not None:
+                progress(done, total)
+
+        t0 = time.perf_counter()
+        spectra_by_key = _base_spectra(ckpt, unique, top_k, exact, dev, torch_dtype, cache,
+                                       memory_budget_mb << 20, tick)
+        t_base = time.perf_counter() - t0
+
+        rows: list[dict[str, Any]] = []
+        t0 = time.perf_counter()
+        for label, adapter, mods in zip(labels, loaded, selected):
+            for module in mods:
+                U_pre, S_pre, Vh_pre, method, certified = spectra_by_key[module.base_key]
+                (U_d, S_d, Vh_d), frob, ov = _update_spectrum(module, ckpt, U_pre, Vh_pre, dev, torch_dtype, top_j)
+                cos = alignment(U_pre.to(torch_dtype), Vh_pre.to(torch_dtype), U_d, Vh_d, j=top_j)
+                sigma_pre = float(S_pre[0])
+                sigma_delta = float(S_d[0]) if S_d.numel() else 0.0
+                m, n = module.shape
+                row = {
+                    "adapter": label, "module": module.name, "layer": module.layer,
+                    "module_type": module.module_type, "shape": (m, n), "rank": module.rank,
+                    "scale": float(module.scale), "update_kind": module.update_kind,
+                    "sigma_pre": sigma_pre, "sigma_delta": sigma_delta,
+                    "ratio": sigma_pre / sigma_delta if sigma_delta > 0 else float("inf"),
+                    "cos_max_left": float(cos["cos_max_left"]), "cos_max_right": float(cos["cos_max_right"]),
+                    **ov,
+                    "cos_random_left": cos_random(m, top_k), "cos_random_right": cos_random(n, top_k),
+                    "sigma_pre_k": float(S_pre[top_k - 1]), "frobenius_delta": frob,
+                    "base_key": module.base_key, "spectrum_method": method, "certified": certified,
+                }
+                for name, value in cos.items():
+                    if name not in row:
+                        row[name] = float(value)
+                rows.append(row)
+                tick(1)
+        t_delta = time.perf_counter() - t0
+
+        inputs = {"base": _describe_input(ckpt.path, ckpt.files),
+                  "adapters": {label: _describe_input(a.path, _adapter_files(a.path)) for label, a in zip(labels, loaded)}}
+
+    table = pd.DataFrame(rows)
+    extra = [c for c in table.columns if c not in COLUMNS]
+    table = table[[c for c in COLUMNS if c in table.columns] + extra]
+    table["layer"] = table["layer"].astype("Int64")
+    settings = {"top_k": top_k, "top_j": top_j, "device": str(dev), "dtype": dtype, "exact": exact,
+                "modules": list(modules) if modules else None, "cache": str(cache.folder) if cache is not None else None,
+                "memory_budget_mb": memory_budget_mb}
+    timings = {"base_spectra_s": t_base, "updates_s": t_delta, "total_s": time.perf_counter() - started}
+    return AuditReport(table=table, settings=settings, inputs=inputs, versions=library_versions(), timings=timings)
+
+
+def _unique_names(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    names: list[str] = []
+    for p in paths:
+        name = Path(p).name or str(p)
+        candidate, i = name, 2
+        while candidate in names:
+            candidate, i = f"{name}#{i}", i + 1
+        names.append(candidate)
+    return names
+
+
+def _adapter_files(path: str | os.PathLike[str]) -> list[Path]:
+    root = Path(path)
+    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin")) if root.is_dir() else []
+
+
+def _describe_input(path: str | os.PathLike[str], files: Sequence[Path]) -> dict[str, Any]:
+    from spectra.provenance import content_hash
+
+    return {"path": str(Path(path).resolve()), "files": {Path(f).name: content_hash(f) for f in files}}

@@ -1,0 +1,59 @@
+"""``report.md`` for an audit: summary, figures, the full table, definitions, provenance."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from spectra.report.tables import markdown_table
+
+_TABLE_COLUMNS = ["adapter", "module", "layer", "module_type", "shape", "rank", "scale", "sigma_pre",
+                  "sigma_delta", "ratio", "cos_max_left", "cos_max_right", "overlap", "cos_random_left",
+                  "cos_random_right", "spectrum_method"]
+
+
+def render_audit_markdown(report: Any) -> str:
+    """Render an :class:`spectra.audit.AuditReport` as a self-contained Markdown report."""
+    from spectra.audit import DEFINITIONS
+
+    s = report.settings
+    parts = [
+        "# spectra audit\n",
+        f"Base: `{report.inputs['base']['path']}`  \n"
+        f"Adapters: {', '.join(f'`{a}`' for a in report.adapters)}  \n"
+        f"top-k = {s['top_k']}, dtype = {s['dtype']}, device = {s['device']}, "
+        f"{'exact SVD' if s['exact'] else 'certified randomized top-k'}\n",
+        "## Summary\n",
+        markdown_table(report.summary().to_dict("records")),
+        _reading(report),
+        "## Figures\n",
+        "![Figure 1: spectral ratio](fig_ratio.png)\n",
+        "![Figure 2: alignment with W_pre's top-k](fig_alignment.png)\n",
+        "## Per-module table\n",
+        markdown_table(report.table.to_dict("records"), [c for c in _TABLE_COLUMNS if c in report.table.columns]),
+        "## Definitions\n",
+        "".join(f"- **{name}**: {text}\n" for name, text in DEFINITIONS.items()),
+        "\n## Settings\n",
+        "```json\n" + json.dumps(s, indent=2) + "\n```\n",
+        "## Inputs\n",
+        "```json\n" + json.dumps(report.inputs, indent=2) + "\n```\n",
+        "## Versions\n",
+        "".join(f"- {k}: {v}\n" for k, v in report.versions.items()),
+        "\n## Timings (s)\n",
+        "".join(f"- {k}: {v:.3f}\n" for k, v in report.timings.items()),
+    ]
+    return "\n".join(parts)
+
+
+def _reading(report: Any) -> str:
+    """Two sentences per adapter that say what the numbers mean for backdoor override."""
+    lines = []
+    for row in report.summary().to_dict("records"):
+        chance = report.table.loc[report.table["adapter"] == row["adapter"], "cos_random_left"].median()
+        strength = ("weaker than" if row["ratio_median"] > 1 else "at least as strong as")
+        lines.append(
+            f"- `{row['adapter']}`: the median update is {strength} its base layer "
+            f"(σ_pre/σ_Δ median {row['ratio_median']:.3g}); the median max |cos| with W_pre's top-"
+            f"{report.settings['top_k']} is {row['cos_left_median']:.2f} (left) / {row['cos_right_median']:.2f} "
+            f"(right) against a chance level of about {chance:.2f}.")
+    return "\n".join(lines) + "\n"
