@@ -19,6 +19,27 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+
+
+def _version(value: bool) -> None:
+    if value:
+        from spectra import __version__
+
+        typer.echo(f"spectra {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Spectral audit, backdoor-override estimates and RoRA repair for LoRA adapters.
+
+    Start with `spectra demo` (the whole story on a real small model, on CPU), then
+    `spectra audit BASE ADAPTER -o OUT` on your own adapters.
+    """
+
+
 # (module, function) per command, in the order --help lists them.
 COMMANDS = {
     "audit": ("spectra_cli.cmd_audit", "audit_command"),
