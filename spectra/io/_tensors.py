@@ -1,0 +1,317 @@
+"""Lazy tensor stores: safetensors files read through their header, pickles on request.
+
+A store maps tensor names to the file that holds them and answers ``shape``/``dtype``
+from metadata alone; ``get`` reads exactly one tensor. The safetensors header (an
+8-byte little-endian length, then a JSON object) is parsed here and checked against
+the file size, so a truncated or corrupt file fails with one line naming it before
+``safe_open`` ever maps it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spectra.errors import SpectraError
+
+# safetensors dtype tag -> (torch dtype name, bytes per element)
+_ST_DTYPES: dict[str, tuple[str, int]] = {
+    "F64": ("float64", 8),
+    "F32": ("float32", 4),
+    "F16": ("float16", 2),
+    "BF16": ("bfloat16", 2),
+    "I64": ("int64", 8),
+    "I32": ("int32", 4),
+    "I16": ("int16", 2),
+    "I8": ("int8", 1),
+    "U64": ("uint64", 8),
+    "U32": ("uint32", 4),
+    "U16": ("uint16", 2),
+    "U8": ("uint8", 1),
+    "BOOL": ("bool", 1),
+    "F8_E4M3": ("float8_e4m3fn", 1),
+    "F8_E5M2": ("float8_e5m2", 1),
+}
+
+_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
+
+
+def one_line(text: object) -> str:
+    """Collapse an arbitrary exception text into a single line."""
+    return " ".join(str(text).split())
+
+
+def _torch_dtype(tag: str) -> torch.dtype:
+    name, _ = _ST_DTYPES[tag]
+    dtype = getattr(torch, name, None)
+    if dtype is None:  # pragma: no cover - very old torch
+        raise SpectraError(f"dtype {tag} is not supported by this torch version")
+    return dtype
+
+
+class SafetensorsHeader:
+    """The parsed and validated header of one safetensors file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            st = path.stat()
+        except OSError as exc:
+            raise SpectraError(f"{path}: cannot read ({one_line(exc)})") from None
+        self.size = st.st_size
+        self.mtime_ns = st.st_mtime_ns
+        if self.size < 8:
+            raise SpectraError(f"{path}: truncated safetensors file ({self.size} bytes, no header)")
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n == 0 or n > _MAX_HEADER or n > self.size - 8:
+                raise SpectraError(
+                    f"{path}: corrupt or truncated safetensors file (header length {n} does not fit "
+                    f"in a file of {self.size} bytes)"
+                )
+            raw = fh.read(n)
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SpectraError(f"{path}: corrupt safetensors header ({one_line(exc)})") from None
+        if not isinstance(header, dict):
+            raise SpectraError(f"{path}: corrupt safetensors header (not a JSON object)")
+        self.header_len = n
+        self.data_len = self.size - 8 - n
+        self.metadata = header.pop("__metadata__", None) or {}
+        self.entries: dict[str, dict[str, Any]] = {}
+        for key, info in header.items():
+            self.entries[key] = self._check_entry(key, info)
+
+    def _check_entry(self, key: str, info: Any) -> dict[str, Any]:
+        path = self.path
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+            raise SpectraError(f"{path}: corrupt safetensors header (bad entry for tensor {key})")
+        tag, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if tag not in _ST_DTYPES:
+            raise SpectraError(f"{path}: tensor {key} has unknown dtype {tag!r}")
+        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+            raise SpectraError(f"{path}: corrupt safetensors header (bad shape {shape!r} for tensor {key})")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise SpectraError(f"{path}: corrupt safetensors header (bad offsets for tensor {key})")
+        begin, end = offsets
+        if not 0 <= begin <= end:
+            raise SpectraError(f"{path}: corrupt safetensors header (offsets {offsets} of tensor {key})")
+        if end > self.data_len:
+            raise SpectraError(
+                f"{path}: truncated or corrupt safetensors file (tensor {key} ends at byte {end} of a "
+                f"{self.data_len}-byte data section)"
+            )
+        numel = 1
+        for d in shape:
+            numel *= d
+        if end - begin != numel * _ST_DTYPES[tag][1]:
+            raise SpectraError(
+                f"{path}: corrupt safetensors header (tensor {key}: {end - begin} bytes for shape "
+                f"{tuple(shape)} {tag})"
+            )
+        return {"dtype": tag, "shape": tuple(shape), "offsets": (begin, end)}
+
+
+class TensorStore:
+    """Common interface of the lazy stores."""
+
+    files: list[Path]
+
+    def keys(self) -> list[str]:
+        raise NotImplementedError
+
+    def __contains__(self, key: object) -> bool:
+        raise NotImplementedError
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def dtype(self, key: str) -> torch.dtype:
+        raise NotImplementedError
+
+    def get(self, key: str) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fingerprint(self, key: str) -> str:
+        raise NotImplementedError
+
+    def file_of(self, key: str) -> Path:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def _missing(store: TensorStore, key: str) -> SpectraError:
+    where = store.files[0].parent if store.files else "?"
+    return SpectraError(f"{where}: no tensor named {key}")
+
+
+class SafetensorsStore(TensorStore):
+    """Tensors spread over one or more safetensors files, opened lazily with ``safe_open``."""
+
+    def __init__(self, files: Iterable[Path], expected: dict[str, str] | None = None):
+        self.files = [Path(f) for f in files]
+        self.headers: dict[Path, SafetensorsHeader] = {}
+        self._where: dict[str, Path] = {}
+        for f in self.files:
+            h = SafetensorsHeader(f)
+            self.headers[f] = h
+            for key in h.entries:
+                self._where.setdefault(key, f)
+        if expected:  # index.json weight_map: every key it names must be in the shard it names
+            for key, fname in expected.items():
+                f = self.files[0].parent / fname
+                if key not in self.headers.get(f, _EMPTY).entries:
+                    raise SpectraError(f"{f}: the index names tensor {key} but this shard does not hold it")
+        self._handles: dict[Path, Any] = {}
+
+    def keys(self) -> list[str]:
+        return list(self._where)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._where
+
+    def _entry(self, key: str) -> dict[str, Any]:
+        try:
+            return self.headers[self._where[key]].entries[key]
+        except KeyError:
+            raise _missing(self, key) from None
+
+    def file_of(self, key: str) -> Path:
+        self._entry(key)
+        return self._where[key]
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self._entry(key)["shape"]
+
+    def dtype(self, key: str) -> torch.dtype:
+        return _torch_dtype(self._entry(key)["dtype"])
+
+    def _handle(self, f: Path) -> Any:
+        handle = self._handles.get(f)
+        if handle is None:
+            from safetensors import safe_open
+
+            try:
+                handle = safe_open(str(f), framework="pt", device="cpu")
+            except Exception as exc:  # safetensors_rust.SafetensorError, OSError, ...
+                raise SpectraError(f"{f}: corrupt safetensors file ({one_line(exc)})") from None
+            self._handles[f] = handle
+        return handle
+
+    def get(self, key: str) -> torch.Tensor:
+        self._entry(key)
+        f = self._where[key]
+        try:
+            return self._handle(f).get_tensor(key)
+        except SpectraError:
+            raise
+        except Exception as exc:
+            raise SpectraError(f"{f}: cannot read tensor {key} ({one_line(exc)})") from None
+
+    def fingerprint(self, key: str) -> str:
+        e = self._entry(key)
+        h = self.headers[self._where[key]]
+        ident = (
+            f"safetensors|{h.path.name}|{h.size}|{h.mtime_ns}|{key}|{e['dtype']}|"
+            f"{list(e['shape'])}|{8 + h.header_len + e['offsets'][0]}-{8 + h.header_len + e['offsets'][1]}"
+        )
+        return hashlib.sha256(ident.encode()).hexdigest()
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            exit_ = getattr(handle, "__exit__", None)
+            if exit_ is not None:
+                try:
+                    exit_(None, None, None)
+                except Exception:  # pragma: no cover - closing is best effort
+                    pass
+        self._handles.clear()
+
+
+class _Empty:
+    entries: dict[str, Any] = {}
+
+
+_EMPTY = _Empty()
+
+
+def torch_load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """``torch.load`` restricted to tensors (``weights_only=True``), memory-mapped when possible."""
+    try:
+        try:
+            obj = torch.load(path, weights_only=True, map_location="cpu", mmap=True)
+        except RuntimeError as exc:  # legacy (non-zip) format cannot be memory-mapped
+            if "mmap" not in str(exc):
+                raise
+            obj = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:
+        raise SpectraError(
+            f"{path}: cannot load as plain tensors with torch.load(weights_only=True) ({one_line(exc)})"
+        ) from None
+    if isinstance(obj, dict) and len(obj) == 1:
+        (inner,) = obj.values()
+        if isinstance(inner, dict):
+            obj = inner
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise SpectraError(f"{path}: not a state dict of tensors")
+    return obj
+
+
+class PickleStore(TensorStore):
+    """Tensors from ``.bin``/``.pt`` files, loaded with ``torch.load(weights_only=True, mmap=True)``."""
+
+    def __init__(self, files: Iterable[Path]):
+        self.files = [Path(f) for f in files]
+        self._tensors: dict[str, torch.Tensor] = {}
+        self._where: dict[str, Path] = {}
+        self._stat: dict[Path, tuple[int, int]] = {}
+        for f in self.files:
+            st = f.stat()
+            self._stat[f] = (st.st_size, st.st_mtime_ns)
+            for key, t in torch_load_weights(f).items():
+                self._tensors.setdefault(key, t)
+                self._where.setdefault(key, f)
+
+    def keys(self) -> list[str]:
+        return list(self._tensors)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._tensors
+
+    def _t(self, key: str) -> torch.Tensor:
+        try:
+            return self._tensors[key]
+        except KeyError:
+            raise _missing(self, key) from None
+
+    def file_of(self, key: str) -> Path:
+        self._t(key)
+        return self._where[key]
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._t(key).shape)
+
+    def dtype(self, key: str) -> torch.dtype:
+        return self._t(key).dtype
+
+    def get(self, key: str) -> torch.Tensor:
+        return self._t(key)
+
+    def fingerprint(self, key: str) -> str:
+        t = self._t(key)
+        f = self._where[key]
+        size, mtime = self._stat[f]
+        ident = f"pickle|{f.name}|{size}|{mtime}|{key}|{t.dtype}|{list(t.shape)}"
+        return hashlib.sha256(ident.encode()).hexdigest()
+
+    def close(self) -> None:
+        self._tensors.clear()

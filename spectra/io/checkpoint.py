@@ -1,0 +1,217 @@
+"""Open a base model checkpoint lazily: a local Hugging Face folder or a hub id.
+
+``open_base`` accepts a folder holding ``config.json`` and ``model.safetensors`` (or
+shards listed in ``model.safetensors.index.json``). Pickled weights (``.bin``/``.pt``)
+are read only with ``allow_pickle=True``, through ``torch.load(weights_only=True)``.
+Nothing is read beyond the safetensors headers until ``get`` asks for one tensor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from spectra.errors import SpectraError
+from spectra.io._tensors import PickleStore, SafetensorsStore, TensorStore, one_line
+
+ST_INDEX = "model.safetensors.index.json"
+BIN_INDEX = "pytorch_model.bin.index.json"
+ADAPTER_CONFIG = "adapter_config.json"
+MODEL_CONFIG = "config.json"
+
+# pickles that sit next to weights in Trainer output folders but are not weights
+_NOT_WEIGHTS = re.compile(r"^(training_args|optimizer|scheduler|scaler|rng_state.*|adapter_model)\.(bin|pt|pth)$")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON object; any problem is one line naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SpectraError(f"{path}: cannot read ({one_line(exc)})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SpectraError(f"{path}: invalid JSON ({one_line(exc)})") from None
+    if not isinstance(data, dict):
+        raise SpectraError(f"{path}: expected a JSON object")
+    return data
+
+
+def looks_like_hub_id(path: str | os.PathLike[str]) -> bool:
+    text = str(path)
+    return bool(_HUB_ID.match(text)) and not text.startswith(".")
+
+
+def resolve_folder(path: str | os.PathLike[str], what: str = "model", allow_pickle: bool = False) -> Path:
+    """A local folder for ``path``; a hub id (``org/name``) that is not a local path is downloaded.
+
+    Only ``*.json`` and ``*.safetensors`` are fetched (plus ``*.bin`` with ``allow_pickle``).
+    """
+    p = Path(path).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise SpectraError(f"{p}: is a file; pass the {what} folder that holds it")
+        return p
+    if looks_like_hub_id(path):
+        patterns = ["*.json", "*.safetensors"] + (["*.bin"] if allow_pickle else [])
+        try:
+            from huggingface_hub import snapshot_download
+
+            local = snapshot_download(str(path), allow_patterns=patterns)
+        except Exception as exc:  # offline, unknown repo, gated, network errors, ...
+            msg = one_line(exc)
+            if len(msg) > 160:
+                msg = msg[:157] + "..."
+            raise SpectraError(
+                f"{path}: no such local folder, and downloading it from the Hugging Face hub failed "
+                f"({type(exc).__name__}: {msg}); pass a local {what} folder or go online"
+            ) from None
+        return Path(local)
+    raise SpectraError(f"{p}: no such folder")
+
+
+def find_weight_files(folder: Path, allow_pickle: bool) -> tuple[str, list[Path], dict[str, str] | None] | None:
+    """``(format, files, weight_map)`` of the model weights in ``folder``, or None if it holds none.
+
+    Safetensors win over pickles. A folder with pickles only raises unless ``allow_pickle``.
+    """
+    index = folder / ST_INDEX
+    if index.is_file():
+        weight_map = _weight_map(index)
+        return "safetensors", _shards(folder, index, weight_map), weight_map
+    st = sorted(f for f in folder.glob("*.safetensors") if not f.name.startswith("adapter_model"))
+    if st:
+        return "safetensors", st, None
+    bin_index = folder / BIN_INDEX
+    pickles: list[Path]
+    weight_map = None
+    if bin_index.is_file():
+        weight_map = _weight_map(bin_index)
+        pickles = _shards(folder, bin_index, weight_map)
+    else:
+        pickles = sorted(
+            f for f in list(folder.glob("*.bin")) + list(folder.glob("*.pt")) + list(folder.glob("*.pth"))
+            if not _NOT_WEIGHTS.match(f.name)
+        )
+    if not pickles:
+        return None
+    if not allow_pickle:
+        names = ", ".join(f.name for f in pickles[:3]) + (", ..." if len(pickles) > 3 else "")
+        raise SpectraError(
+            f"{folder}: only pickle weights found ({names}); pickles can run code, so they are read only "
+            f"with --allow-pickle (torch.load weights_only=True) — or convert them to safetensors"
+        )
+    return "pickle", pickles, weight_map
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    data = read_json(index)
+    weight_map = data.get("weight_map")
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise SpectraError(f"{index}: no weight_map in the index")
+    return {str(k): str(v) for k, v in weight_map.items()}
+
+
+def _shards(folder: Path, index: Path, weight_map: dict[str, str]) -> list[Path]:
+    shards = sorted(set(weight_map.values()))
+    for name in shards:
+        if not (folder / name).is_file():
+            raise SpectraError(f"{index}: names shard {name}, which is missing from {folder}")
+    return [folder / name for name in shards]
+
+
+def open_store(fmt: str, files: list[Path], weight_map: dict[str, str] | None = None) -> TensorStore:
+    if fmt == "safetensors":
+        return SafetensorsStore(files, expected=weight_map)
+    return PickleStore(files)
+
+
+def check_not_empty(folder: Path) -> None:
+    try:
+        empty = not any(folder.iterdir())
+    except OSError as exc:
+        raise SpectraError(f"{folder}: cannot list the folder ({one_line(exc)})") from None
+    if empty:
+        raise SpectraError(f"{folder}: empty folder")
+
+
+class BaseCheckpoint:
+    """A model checkpoint opened lazily.
+
+    ``keys``/``shape``/``dtype`` come from file headers; ``get`` reads exactly one tensor
+    (in its stored dtype); ``fingerprint`` identifies a tensor's content cheaply (file name,
+    size, mtime and the tensor's byte range, dtype and shape) for content-keyed caches.
+    """
+
+    def __init__(self, path: Path, config: dict[str, Any], store: TensorStore, fmt: str):
+        self.path = path
+        self.config = config
+        self.format = fmt
+        self._store = store
+
+    @property
+    def files(self) -> list[Path]:
+        return list(self._store.files)
+
+    @property
+    def model_type(self) -> str | None:
+        mt = self.config.get("model_type")
+        return str(mt) if mt else None
+
+    def keys(self) -> list[str]:
+        return self._store.keys()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._store
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self._store.shape(key)
+
+    def dtype(self, key: str) -> torch.dtype:
+        return self._store.dtype(key)
+
+    def get(self, key: str) -> torch.Tensor:
+        return self._store.get(key)
+
+    def fingerprint(self, key: str) -> str:
+        return self._store.fingerprint(key)
+
+    def file_of(self, key: str) -> Path:
+        return self._store.file_of(key)
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> BaseCheckpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"BaseCheckpoint({str(self.path)!r}, {len(self.keys())} tensors, {self.format})"
+
+
+def open_base(path: str | os.PathLike[str], allow_pickle: bool = False) -> BaseCheckpoint:
+    """Open the base model at ``path`` (local folder or hub id) without reading any tensor."""
+    folder = resolve_folder(path, "model", allow_pickle)
+    check_not_empty(folder)
+    found = find_weight_files(folder, allow_pickle)
+    has_config = (folder / MODEL_CONFIG).is_file()
+    if found is None:
+        if (folder / ADAPTER_CONFIG).is_file():
+            raise SpectraError(f"{folder}: is a PEFT adapter folder (adapter_config.json), not a base model")
+        if has_config:
+            raise SpectraError(f"{folder}: config.json but no weights (expected model.safetensors)")
+        raise SpectraError(
+            f"{folder}: neither a model nor an adapter (no config.json + model.safetensors, no adapter_config.json)"
+        )
+    fmt, files, weight_map = found
+    config = read_json(folder / MODEL_CONFIG) if has_config else {}
+    store = open_store(fmt, files, weight_map)
+    return BaseCheckpoint(folder, config, store, fmt)
