@@ -1,0 +1,113 @@
+"""Content-keyed on-disk cache of base-weight spectra (one safetensors file per key).
+
+Auditing several adapters against one base model should pay for the base's top-k
+triplets once. Keys come from :func:`spectrum_key` (a content fingerprint of the weight
+plus the settings that change the result); values are :class:`~spectra.spectral.TopK`.
+A damaged file is a miss, never an error: the cache can always be rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from spectra.spectral.topk import TopK
+
+# bump when the stored layout or the meaning of a cached spectrum changes
+_FORMAT = "spectra-topk-v1"
+_FIELDS = ("U", "S", "Vh", "certified", "residual")
+
+
+def default_cache_dir() -> Path:
+    """``$SPECTRA_CACHE_DIR`` when set (and non-empty), else ``~/.cache/spectra``."""
+    env = os.environ.get("SPECTRA_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "spectra"
+
+
+def spectrum_key(fingerprint: str, k: int, dtype: str, method: str) -> str:
+    """sha256 hex key for the top-``k`` spectrum of one weight.
+
+    Parameters:
+        fingerprint: content identity of the weight (e.g. ``BaseCheckpoint.fingerprint``:
+            a hash of the tensor bytes or of file identity + offsets).
+        k: number of triplets.
+        dtype: compute dtype name (``"float32"``/``"float64"``): results differ by it.
+        method: ``"randomized"`` or ``"exact"`` — the requested mode, so ``--exact``
+            never reuses a randomized result.
+    """
+    text = "\x1f".join((_FORMAT, fingerprint, str(int(k)), str(dtype), str(method)))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class SpectrumCache:
+    """Folder of ``<key>.safetensors`` files holding :class:`TopK` results.
+
+    Writes go to a temporary file in the same folder and are moved into place with
+    ``os.replace``, so readers (including concurrent audits) see a complete file or none.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def path(self, key: str) -> Path:
+        if not key or any(c not in "0123456789abcdefABCDEF" for c in key):
+            # keys become file names: refuse anything that could walk out of the folder
+            raise ValueError(f"cache keys are hex digests, got {key!r}")
+        return self.folder / f"{key}.safetensors"
+
+    def get(self, key: str) -> TopK | None:
+        """The cached value, or ``None`` on a miss. Unreadable files are deleted."""
+        from safetensors import safe_open
+
+        file = self.path(key)
+        if not file.is_file():
+            return None
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {name: f.get_tensor(name) for name in _FIELDS}
+            if meta.get("format") != _FORMAT or meta.get("key") != key or "method" not in meta:
+                raise ValueError("foreign or stale cache file")
+            value = TopK(**tensors, method=meta["method"])
+            _check_shapes(value)
+            return value
+        except Exception:  # noqa: BLE001 — any damage means "recompute", by design
+            file.unlink(missing_ok=True)
+            return None
+
+    def put(self, key: str, value: TopK) -> None:
+        """Store ``value`` under ``key`` atomically (overwrites an existing entry)."""
+        from safetensors.torch import save_file
+
+        file = self.path(key)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tensors = {name: getattr(value, name).detach().to("cpu").contiguous() for name in _FIELDS}
+        meta = {"format": _FORMAT, "key": key, "method": value.method}
+        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=self.folder)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=meta)
+            os.replace(tmp, file)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _check_shapes(t: TopK) -> None:
+    k = t.S.shape[-1]
+    batch = t.S.shape[:-1]
+    ok = (
+        t.U.shape[:-2] == batch
+        and t.U.shape[-1] == k
+        and t.Vh.shape[:-2] == batch
+        and t.Vh.shape[-2] == k
+        and t.certified.shape == batch
+        and t.certified.dtype == torch.bool
+        and t.residual.shape == batch
+    )
+    if not ok:
+        raise ValueError("inconsistent shapes in cached spectrum")

@@ -1,0 +1,302 @@
+"""Certified top-k singular triplets of (stacks of) dense weight matrices."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from spectra.errors import SpectraError
+from spectra.spectral.lowrank import compute_dtype
+
+DEFAULT_SEED = 0
+
+
+class TopK(NamedTuple):
+    """Top-k singular triplets of a batch of matrices ``W (..., m, n)``.
+
+    ``U (..., m, k)``, ``S (..., k)`` descending, ``Vh (..., k, n)``.
+    ``certified (...)`` is True where the randomized estimate passed the residual
+    certificate and was returned as is; False where the element was computed by
+    ``torch.linalg.svd`` (``exact=True``, a matrix too small for the randomized path to
+    pay off, or a fallback after a failed certificate). ``residual (...)`` is the largest
+    measured residual ``max_i max(‖W v_i − σ_i u_i‖, ‖Wᵀu_i − σ_i v_i‖) / σ_1`` of the
+    returned triplets, whatever computed them. ``method`` says how the batch was done:
+    ``"randomized"``, ``"exact"`` or ``"randomized+exact-fallback(f/b)"``.
+    """
+
+    U: Tensor
+    S: Tensor
+    Vh: Tensor
+    certified: Tensor
+    residual: Tensor
+    method: str
+
+
+def top_singular(
+    W: Tensor,
+    k: int,
+    *,
+    exact: bool = False,
+    oversample: int = 10,
+    n_iter: int = 16,
+    tol: float = 1e-4,
+    angle_tol: float = 0.03,
+    generator: torch.Generator | None = None,
+    min_dim_randomized: int = 512,
+) -> TopK:
+    """Top-k singular triplets of ``W``, randomized and certified, exact on demand.
+
+    The default path is a randomized block Krylov method (block Lanczos on ``W Wᵀ`` with
+    full re-orthogonalisation, started from a Gaussian block of ``k + oversample``
+    columns) followed by Rayleigh–Ritz: Halko, Martinsson & Tropp, *Finding structure
+    with randomness* (SIAM Review 2011), Alg. 4.4/5.1, and Musco & Musco, *Randomized
+    block Krylov methods for stronger and faster approximate SVD* (NeurIPS 2015). Block
+    Krylov instead of plain subspace iteration because pretrained weight spectra are flat
+    around the 32nd singular value: the Krylov error decays with the square root of the
+    relative gap rather than the gap itself. The basis lives on the smaller side of ``W``
+    (a wide matrix iterates with ``m``-long vectors, a tall one is handled as ``Wᵀ``) so
+    that every product is a tall-skinny GEMM.
+
+    Certificate (checked per batch element on the returned triplets, with explicitly
+    computed residuals, independently of how they were obtained): let
+    ``r_i = sqrt(‖W v_i − σ_i u_i‖² + ‖Wᵀu_i − σ_i v_i‖²)`` for the top ``k + 1`` Ritz
+    triplets. The element is certified when
+
+    1. ``r_i ≤ tol · σ_1`` for every ``i ≤ k``. A triplet residual ``r`` puts a true
+       singular value within ``r`` of ``σ_i`` (and within ``r²/δ_i``, quadratically), and
+       Rayleigh–Ritz values never exceed the true ones, so ``σ_max`` is accurate to
+       ``tol`` relative and every ``σ_i`` to ``tol · σ_1`` absolute; and
+    2. ``r_i / δ_i ≤ angle_tol`` for every ``i ≤ k``, with the gap estimate
+       ``δ_i = min(σ_{i−1} − σ_i − r_{i−1}, σ_i − σ_{i+1} − r_{i+1})``. By Wedin's
+       sin θ theorem ``max(sin∠(u_i, u_i*), sin∠(v_i, v_i*)) ≤ r_i / δ_i``, so each
+       certified vector has ``1 − |cos| ≤ 1 − sqrt(1 − angle_tol²)`` (``≈ 4.5e-4`` at the
+       default 0.03) against the exact one; the ``σ_{k+1}`` neighbour is why ``k + 1``
+       triplets are checked. Singular values closer than the residual (a degenerate
+       pair) cannot be certified individually and go to the exact path.
+
+    The residual test is a posteriori and rigorous given the Ritz/true matching; what it
+    cannot see is a singular direction the random start missed entirely, an event of
+    probability zero for a Gaussian start (and the Krylov basis is not truncated to ``k``).
+    Elements that fail are recomputed with ``torch.linalg.svd`` (that element only).
+
+    Parameters:
+        W: ``(..., m, n)`` matrices in ``(out, in)`` orientation; leading dims are a
+            batch of same-shape matrices, processed together. Computed in ``W``'s dtype
+            (fp16/bf16 are raised to float32; pass float64 for the tightest results).
+        k: number of leading triplets (e.g. 32); ``1 ≤ k ≤ min(m, n)`` else
+            :class:`~spectra.errors.SpectraError`.
+        exact: use ``torch.linalg.svd`` for every element (the reference).
+        oversample: extra Krylov block columns beyond ``k`` (at least one is used, for
+            the ``σ_{k+1}`` gap); a wider block converges in fewer steps.
+        n_iter: maximum number of block Krylov steps (each is one pass of ``Wᵀ`` and one
+            of ``W`` over the block); the loop stops as soon as every element's Lanczos
+            residual estimate passes the certificate.
+        tol: residual tolerance relative to ``σ_1`` (criterion 1).
+        angle_tol: bound on ``sin∠`` of each returned vector (criterion 2).
+        generator: source of the Gaussian start block (its device is used to draw it);
+            default: a CPU generator seeded with ``DEFAULT_SEED``, so results are
+            deterministic. One start block is shared by the whole batch.
+        min_dim_randomized: when ``min(m, n)`` is below this, a dense SVD is as cheap as
+            the Krylov iteration and is used directly.
+
+    Returns:
+        :class:`TopK`. Singular vector signs are normalised (the largest-magnitude entry
+        of each ``u_i`` is positive) so that randomized and exact results agree.
+    """
+    if W.ndim < 2:
+        raise SpectraError(f"top_singular needs a matrix, got a tensor of shape {tuple(W.shape)}")
+    m, n = W.shape[-2:]
+    if not 1 <= k <= min(m, n):
+        raise SpectraError(
+            f"cannot take the top {k} singular vectors of a {m}×{n} matrix (k must be in 1..{min(m, n)})"
+        )
+    dtype = compute_dtype(W)
+    batch = W.shape[:-2]
+    Wb = W.to(dtype).reshape(-1, m, n)
+    b = Wb.shape[0]
+    small = min(m, n)
+    block = min(k + max(oversample, 1), small)
+
+    if exact or b == 0 or small < min_dim_randomized or 2 * block > small:
+        U, S, Vh = _exact_topk(Wb, k)
+        left, right = _triplet_residuals(Wb, U, S, Vh)
+        certified = torch.zeros(b, dtype=torch.bool, device=W.device)
+        method = "exact"
+    else:
+        gen = generator if generator is not None else torch.Generator().manual_seed(DEFAULT_SEED)
+        # keep the Krylov basis on the short side: fewer, shorter vectors to orthogonalise
+        flip = m > n
+        U, S, Vh = _block_krylov(Wb.mT if flip else Wb, k, block, n_iter, tol, angle_tol, gen)
+        if flip:
+            U, Vh = Vh.mT, U.mT
+        # the certificate is re-checked on explicit residuals, not the Lanczos estimates
+        left, right = _triplet_residuals(Wb, U, S, Vh)
+        r = torch.sqrt(left.square() + right.square())
+        certified = _excess(S, r, k, tol, angle_tol) <= 1.0
+        U, S, Vh = U[..., :k], S[..., :k], Vh[..., :k, :]
+        left, right = left[..., :k], right[..., :k]
+        failed = (~certified).nonzero().flatten()
+        if failed.numel():
+            Ue, Se, Vhe = _exact_topk(Wb[failed], k)
+            le, re = _triplet_residuals(Wb[failed], Ue, Se, Vhe)
+            U, S, Vh, left, right = U.clone(), S.clone(), Vh.clone(), left.clone(), right.clone()
+            U[failed], S[failed], Vh[failed], left[failed], right[failed] = Ue, Se, Vhe, le, re
+            method = f"randomized+exact-fallback({failed.numel()}/{b})"
+        else:
+            method = "randomized"
+
+    U, Vh = _normalise_signs(U, Vh)
+    residual = _relative_residual(left, right, S)
+    return TopK(
+        U=U.reshape(*batch, m, k),
+        S=S.reshape(*batch, k),
+        Vh=Vh.reshape(*batch, k, n),
+        certified=certified.reshape(batch),
+        residual=residual.reshape(batch),
+        method=method,
+    )
+
+
+def _exact_topk(W: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    # LAPACK's gesdd is markedly faster on tall than on wide inputs (7 s vs 3.5 s for
+    # 2048×5632 on 2 cores), so a wide matrix is decomposed as its transpose
+    if W.shape[-2] < W.shape[-1]:
+        Ut, S, Vht = torch.linalg.svd(W.mT, full_matrices=False)
+        return Vht[..., :k, :].mT, S[..., :k], Ut[..., :k].mT
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    return U[..., :k], S[..., :k], Vh[..., :k, :]
+
+
+def _block_krylov(
+    W: Tensor, k: int, block: int, n_iter: int, tol: float, angle_tol: float, gen: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Block Lanczos on ``W Wᵀ`` (``W (b, m, n)``, ``m ≤ n``); top ``k + 1`` Ritz triplets.
+
+    ``Qt`` holds the orthonormal basis row-wise (growing it is a contiguous row slice),
+    ``Z = Wᵀ Q`` column-wise (the faster GEMM layout). ``T = Qᵀ W Wᵀ Q`` is assembled
+    from products the iteration computes anyway, so Rayleigh–Ritz needs no extra pass
+    over ``W``; ``T`` is solved in ``W``'s dtype because its entries carry that rounding.
+    """
+    b, m, n = W.shape
+    dtype, device = W.dtype, W.device
+    tiny = torch.finfo(dtype).tiny
+    L_max = min(block * (n_iter + 1), m)
+    Qt = torch.empty(b, L_max, m, dtype=dtype, device=device)
+    Z = torch.empty(b, n, L_max, dtype=dtype, device=device)
+    T = torch.zeros(b, L_max, L_max, dtype=dtype, device=device)
+
+    omega = torch.randn(m, block, generator=gen, dtype=dtype, device=gen.device).to(device)
+    Qt[:, :block] = torch.linalg.qr(omega).Q.mT
+    lo, hi = 0, block
+    step, next_check, last = 0, 0, None
+    while True:
+        Zj = W.mT @ Qt[:, lo:hi].mT  # (b, n, l)
+        Z[:, :, lo:hi] = Zj
+        Y = W @ Zj  # (b, m, l) = W Wᵀ Q_j
+        Q_all = Qt[:, :hi]
+        # two Gram–Schmidt passes ("twice is enough") keep Q orthonormal to working precision
+        C = Q_all @ Y
+        Y = Y - Q_all.mT @ C
+        C2 = Q_all @ Y
+        Y = Y - Q_all.mT @ C2
+        C = C + C2
+        T[:, :hi, lo:hi] = C
+        T[:, lo:hi, :hi] = C.mT
+        T[:, lo:hi, lo:hi] = (C[:, lo:hi] + C[:, lo:hi].mT) / 2
+        Q_next, R_next = torch.linalg.qr(Y)
+        nxt = min(block, L_max - hi)
+        if nxt == 0 or step >= next_check:
+            theta, vecs = _ritz(T[:, :hi, :hi], k + 1)
+            if nxt == 0:
+                break
+            # Lanczos residual estimate: W Wᵀ u − θ u = Q_{j+1} R_{j+1} y_last for a Ritz pair
+            sigma = theta.clamp_min(0).sqrt()
+            r_est = torch.linalg.vector_norm(R_next @ vecs[:, lo:hi], dim=1) / sigma.clamp_min(tiny)
+            if bool((_excess(sigma, r_est, k, tol, angle_tol) <= 1.0).all()):
+                break
+            # each eigh costs O(L³): skip checks while the residuals' geometric decay
+            # rate says convergence is still several steps away (half the predicted gap)
+            worst = float(_progress(sigma, r_est, k, tol, angle_tol).max())
+            next_check = step + 1
+            if last is not None and 1.0 < worst < last[1] < math.inf:
+                rate = (worst / last[1]) ** (1.0 / (step - last[0]))
+                skip = int(0.5 * math.log(worst) / -math.log(rate))
+                # the early decay rate underestimates Krylov's acceleration: bound the jump
+                next_check = step + max(1, min(skip, (step + 1) // 2))
+            last = (step, worst)
+        Q_next = Q_next[..., :nxt]
+        # a (numerically) rank-deficient Y gives arbitrary QR columns: project them out again
+        Q_next = Q_next - Q_all.mT @ (Q_all @ Q_next)
+        Q_next = torch.linalg.qr(Q_next).Q
+        lo, hi = hi, hi + nxt
+        Qt[:, lo:hi] = Q_next.mT
+        step += 1
+
+    U = Qt[:, :hi].mT @ vecs  # (b, m, k+1)
+    V = Z[:, :, :hi] @ vecs  # (b, n, k+1) = Wᵀ U
+    S = torch.linalg.vector_norm(V, dim=-2)
+    V = V / S.clamp_min(tiny)[:, None, :]
+    U = U / torch.linalg.vector_norm(U, dim=-2, keepdim=True).clamp_min(tiny)
+    # ‖Wᵀu‖ can reorder nearly equal Ritz values; keep S descending
+    S, order = S.sort(dim=-1, descending=True)
+    U = U.gather(-1, order[:, None, :].expand_as(U))
+    V = V.gather(-1, order[:, None, :].expand_as(V))
+    return U, S, V.mT
+
+
+def _ritz(T: Tensor, count: int) -> tuple[Tensor, Tensor]:
+    """The ``count`` largest eigenpairs of symmetric ``T (b, L, L)``, descending."""
+    theta, vecs = torch.linalg.eigh(T)
+    count = min(count, T.shape[-1])
+    return theta.flip(-1)[:, :count], vecs.flip(-1)[:, :, :count]
+
+
+def _excess(S: Tensor, r: Tensor, k: int, tol: float, angle_tol: float) -> Tensor:
+    """How far each element is from the certificate: ≤ 1 passes (``S, r (b, k+1)``).
+
+    The worst over ``i ≤ k`` of ``r_i / (tol σ_1)`` and ``r_i / (angle_tol δ_i)``, with
+    the gap estimate ``δ_i`` of :func:`top_singular`; ``inf`` for a zero ``σ_1``/``σ_k``
+    or a non-positive gap.
+    """
+    s1 = S[:, :1]
+    inf = torch.full_like(s1, float("inf"))
+    diff = S[:, :-1] - S[:, 1:]
+    gap_up = torch.cat([inf, diff - r[:, :-1]], dim=-1)  # to σ_{i−1}
+    gap_down = torch.cat([diff - r[:, 1:], inf], dim=-1)  # to σ_{i+1}
+    delta = torch.minimum(gap_up, gap_down)[:, :k]
+    rk = r[:, :k]
+    ratio = torch.maximum(rk / (tol * s1), rk / (angle_tol * delta))
+    bad = (s1 <= 0) | (S[:, k - 1 : k] <= 0) | (delta <= 0) | ratio.isnan()
+    return torch.where(bad, torch.full_like(ratio, float("inf")), ratio).amax(dim=-1)
+
+
+def _progress(S: Tensor, r: Tensor, k: int, tol: float, angle_tol: float) -> Tensor:
+    """A finite stand-in for :func:`_excess` (raw Ritz gaps, no residual slack) whose
+    geometric decay over the steps predicts when the certificate can pass."""
+    diff = S[:, :-1] - S[:, 1:]
+    inf = torch.full_like(S[:, :1], float("inf"))
+    gap = torch.minimum(torch.cat([inf, diff], dim=-1), torch.cat([diff, inf], dim=-1))[:, :k]
+    need = torch.minimum(tol * S[:, :1], angle_tol * gap)
+    return (r[:, :k] / need).amax(dim=-1)
+
+
+def _triplet_residuals(W: Tensor, U: Tensor, S: Tensor, Vh: Tensor) -> tuple[Tensor, Tensor]:
+    left = torch.linalg.vector_norm(W @ Vh.mT - U * S[:, None, :], dim=-2)
+    right = torch.linalg.vector_norm(W.mT @ U - Vh.mT * S[:, None, :], dim=-2)
+    return left, right
+
+
+def _relative_residual(left: Tensor, right: Tensor, S: Tensor) -> Tensor:
+    worst = torch.maximum(left, right).amax(dim=-1)
+    s1 = S[:, 0]
+    return torch.where(s1 > 0, worst / s1.clamp_min(torch.finfo(S.dtype).tiny), worst)
+
+
+def _normalise_signs(U: Tensor, Vh: Tensor) -> tuple[Tensor, Tensor]:
+    idx = U.abs().argmax(dim=-2, keepdim=True)
+    sign = torch.sign(U.gather(-2, idx))
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    return U * sign, Vh * sign.mT
