@@ -1,0 +1,397 @@
+"""spectra.spectral against dense references on matrices with known spectra."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from spectra.errors import SpectraError
+from spectra.spectral import (
+    SpectrumCache,
+    TopK,
+    alignment,
+    cos_random,
+    default_cache_dir,
+    lowrank_svd,
+    spectrum_key,
+    subspace_overlap,
+    top_singular,
+)
+
+F64 = torch.float64
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def orthonormal(n: int, k: int, seed: int) -> torch.Tensor:
+    return torch.linalg.qr(torch.randn(n, k, generator=gen(seed), dtype=F64)).Q
+
+
+def with_spectrum(m: int, n: int, sigma: torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """W = Q1 diag(σ) Q2ᵀ with random orthonormal Q1, Q2; returns W, Q1, σ, Q2."""
+    Q1, Q2 = orthonormal(m, len(sigma), seed), orthonormal(n, len(sigma), seed + 1000)
+    return (Q1 * sigma) @ Q2.T, Q1, sigma, Q2
+
+
+def flat_tail(p: int, k: int) -> torch.Tensor:
+    """Power-law head for the top k, then a nearly flat tail starting just below σ_k."""
+    i = torch.arange(p, dtype=F64)
+    head = (i[:k] + 1) ** -0.5
+    tail = head[-1] * 0.97 * (1 - 1e-4 * (i[k:] - k))
+    return torch.cat([head, tail])
+
+
+def vec_err(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+    """max over vectors of 1 − |cos| (sign-free)."""
+    return (1 - (a * b).sum(dim).abs()).max()
+
+
+# ---------------------------------------------------------------- lowrank_svd
+
+
+@pytest.mark.parametrize("batch", [(), (3,), (2, 2)])
+def test_lowrank_svd_matches_dense_svd(batch):
+    m, n, r = 40, 30, 5
+    B = torch.randn(*batch, m, r, generator=gen(1), dtype=F64)
+    A = torch.randn(*batch, r, n, generator=gen(2), dtype=F64)
+    scale = torch.linspace(-2.0, 3.0, math.prod(batch)).reshape(batch).to(F64) if batch else 0.7
+    res = lowrank_svd(B, A, scale)
+    dense = torch.as_tensor(scale, dtype=F64)[..., None, None] * (B @ A)
+    U, S, Vh = torch.linalg.svd(dense, full_matrices=False)
+    assert res.U.shape == (*batch, m, r) and res.S.shape == (*batch, r) and res.Vh.shape == (*batch, r, n)
+    torch.testing.assert_close(res.S, S[..., :r], rtol=1e-10, atol=1e-12)
+    assert (res.S >= 0).all() and (res.S[..., :-1] >= res.S[..., 1:]).all()
+    torch.testing.assert_close(res.U @ torch.diag_embed(res.S) @ res.Vh, dense, rtol=0, atol=1e-11)
+    assert vec_err(res.U, U[..., :r], -2) < 1e-10
+    assert vec_err(res.Vh, Vh[..., :r, :], -1) < 1e-10
+
+
+def test_lowrank_svd_negative_scale_keeps_sigma_positive_and_flips_u():
+    B = torch.randn(20, 3, generator=gen(3), dtype=F64)
+    A = torch.randn(3, 25, generator=gen(4), dtype=F64)
+    pos, neg = lowrank_svd(B, A, 2.0), lowrank_svd(B, A, -2.0)
+    torch.testing.assert_close(neg.S, pos.S)
+    torch.testing.assert_close(neg.U @ torch.diag(neg.S) @ neg.Vh, -2.0 * B @ A)
+
+
+def test_lowrank_svd_zero_b_is_exact_zero_without_nan():
+    B = torch.zeros(2, 16, 4, dtype=torch.float32)  # PEFT's default init
+    A = torch.randn(2, 4, 12, generator=gen(5))
+    res = lowrank_svd(B, A, 2.0)
+    assert torch.equal(res.S, torch.zeros(2, 4))
+    assert torch.isfinite(res.U).all() and torch.isfinite(res.Vh).all()
+    # still an orthonormal basis, so downstream cosines stay in [0, 1]
+    torch.testing.assert_close(res.U.mT @ res.U, torch.eye(4).expand(2, 4, 4), atol=1e-6, rtol=0)
+
+
+def test_lowrank_svd_rank_larger_than_matrix():
+    B = torch.randn(6, 10, generator=gen(6), dtype=F64)
+    A = torch.randn(10, 8, generator=gen(7), dtype=F64)
+    res = lowrank_svd(B, A)
+    assert res.U.shape == (6, 6) and res.S.shape == (6,) and res.Vh.shape == (6, 8)
+    torch.testing.assert_close(res.U @ torch.diag(res.S) @ res.Vh, B @ A, atol=1e-11, rtol=0)
+    torch.testing.assert_close(res.S, torch.linalg.svdvals(B @ A), atol=1e-11, rtol=0)
+
+
+def test_lowrank_svd_half_inputs_are_upcast():
+    res = lowrank_svd(torch.randn(8, 2).half(), torch.randn(2, 9).bfloat16())
+    assert res.S.dtype == torch.float32
+
+
+# ---------------------------------------------------------------- top_singular
+
+STRICT = dict(tol=1e-11, angle_tol=1e-8, min_dim_randomized=0)
+
+
+@pytest.mark.parametrize("shape", [(180, 260), (260, 180)])
+@pytest.mark.parametrize("spectrum", ["power", "flat_tail"])
+def test_top_singular_recovers_known_spectrum_float64(shape, spectrum):
+    m, n = shape
+    k, p = 12, min(shape)
+    i = torch.arange(p, dtype=F64)
+    sigma = (i + 1) ** -0.5 if spectrum == "power" else flat_tail(p, k)
+    W, Q1, sigma, Q2 = with_spectrum(m, n, sigma)
+    res = top_singular(W, k, **STRICT)
+    assert res.method == "randomized", res.method
+    assert bool(res.certified) and float(res.residual) < 1e-11
+    torch.testing.assert_close(res.S, sigma[:k], rtol=1e-6, atol=0)
+    # signs are normalised, so compare vectors up to sign without relying on it
+    assert vec_err(res.U, Q1[:, :k], 0) < 1e-6
+    assert vec_err(res.Vh, Q2[:, :k].T, 1) < 1e-6
+
+
+def test_top_singular_default_tolerances_float32_batched():
+    k = 16
+    Ws = [with_spectrum(300, 520, flat_tail(300, k), seed=s)[0] for s in range(3)]
+    W = torch.stack(Ws).reshape(3, 1, 300, 520).float()
+    res = top_singular(W, k, min_dim_randomized=0)
+    ref = top_singular(W, k, exact=True)
+    assert res.U.shape == (3, 1, 300, k) and res.S.shape == (3, 1, k) and res.Vh.shape == (3, 1, k, 520)
+    assert res.certified.shape == (3, 1) and res.certified.all(), res.method
+    assert ((res.S[..., 0] - ref.S[..., 0]).abs() / ref.S[..., 0]).max() < 1e-4
+    assert vec_err(res.U, ref.U, -2) < 1e-3 and vec_err(res.Vh, ref.Vh, -1) < 1e-3
+    assert res.residual.max() < 1e-4
+
+
+def test_top_singular_falls_back_to_exact_when_certificate_fails():
+    k = 10
+    W = with_spectrum(200, 240, flat_tail(200, k))[0]
+    res = top_singular(W, k, n_iter=1, oversample=1, **STRICT)
+    ref = top_singular(W, k, exact=True)
+    assert res.method == "randomized+exact-fallback(1/1)"
+    assert not bool(res.certified)
+    torch.testing.assert_close(res.S, ref.S, rtol=1e-12, atol=0)
+    assert vec_err(res.U, ref.U, 0) < 1e-12 and vec_err(res.Vh, ref.Vh, 1) < 1e-12
+
+
+def test_certificate_flags_only_the_elements_that_need_it():
+    k = 8
+    easy = with_spectrum(150, 200, flat_tail(150, k), seed=1)[0]
+    sigma = flat_tail(150, k).clone()
+    sigma[4] = sigma[3]  # a repeated singular value: u_4, u_5 are not individually defined
+    hard = with_spectrum(150, 200, sigma, seed=2)[0]
+    res = top_singular(torch.stack([easy, hard, easy]), k, **STRICT)
+    assert res.certified.tolist() == [True, False, True]
+    assert res.method == "randomized+exact-fallback(1/3)"
+    ref = top_singular(hard, k, exact=True)
+    torch.testing.assert_close(res.S[1], ref.S, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("n_iter", [1, 2, 3, 4, 6])
+def test_certified_means_accurate(n_iter):
+    """Whatever the iteration budget, an element flagged certified meets the promise."""
+    k = 8
+    tol, angle_tol = 1e-4, 0.03
+    W = torch.stack([with_spectrum(160, 220, flat_tail(160, k), seed=s)[0] for s in range(4)])
+    res = top_singular(W, k, n_iter=n_iter, tol=tol, angle_tol=angle_tol, min_dim_randomized=0)
+    ref = top_singular(W, k, exact=True)
+    ok = res.certified
+    if ok.any():
+        s_err = ((res.S[ok] - ref.S[ok]).abs() / ref.S[ok][:, :1]).max()
+        assert s_err <= tol
+        cos_bound = 1 - math.sqrt(1 - angle_tol**2)
+        assert vec_err(res.U[ok], ref.U[ok], -2) <= cos_bound
+        assert vec_err(res.Vh[ok], ref.Vh[ok], -1) <= cos_bound
+    if not ok.all():
+        assert "fallback" in res.method
+        torch.testing.assert_close(res.S[~ok], ref.S[~ok], rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("n_iter", [3, 4, 5, 6])
+def test_certified_elements_meet_the_documented_gap_condition(n_iter):
+    """certified ⇒ r_i ≤ tol·σ_1 and r_i ≤ angle_tol·δ_i with the TRUE gaps δ_i (Wedin's
+    hypothesis), here with a close pair σ_7 − σ_8 = 1e-4 at the slow end of the top-k."""
+    k, tol, angle_tol = 8, 1e-4, 0.03
+    sigma = flat_tail(160, k).clone()
+    sigma[6] = sigma[7] + 1e-4
+    W = torch.stack([with_spectrum(160, 220, sigma, seed=s)[0] for s in range(4)])
+    res = top_singular(W, k, n_iter=n_iter, tol=tol, angle_tol=angle_tol, min_dim_randomized=0)
+    true = torch.linalg.svdvals(W)
+    for b in res.certified.nonzero().flatten().tolist():
+        U, S, Vh = res.U[b], res.S[b], res.Vh[b]
+        r = torch.sqrt((W[b] @ Vh.T - U * S).square().sum(0) + (W[b].T @ U - Vh.T * S).square().sum(0))
+        dist = (S[:, None] - true[b][None, :]).abs()
+        dist[torch.arange(k), torch.arange(k)] = float("inf")
+        delta = dist.amin(dim=1)
+        assert (r <= tol * S[0]).all()
+        assert (r <= angle_tol * delta).all(), (r / delta).max()
+
+
+def test_signs_are_normalised_so_methods_agree_without_abs():
+    W = with_spectrum(150, 190, flat_tail(150, 6), seed=4)[0]
+    res = top_singular(W, 6, **STRICT)
+    ref = top_singular(W, 6, exact=True)
+    idx = res.U.abs().argmax(dim=0)
+    assert (res.U[idx, torch.arange(6)] > 0).all()
+    torch.testing.assert_close(res.U, ref.U, atol=1e-8, rtol=0)
+    torch.testing.assert_close(res.Vh, ref.Vh, atol=1e-8, rtol=0)
+
+
+def test_top_singular_is_deterministic_and_seeded():
+    W = with_spectrum(120, 150, flat_tail(120, 6))[0]
+    a = top_singular(W, 6, n_iter=2, tol=1.0, angle_tol=1e9, min_dim_randomized=0)
+    b = top_singular(W, 6, n_iter=2, tol=1.0, angle_tol=1e9, min_dim_randomized=0)
+    c = top_singular(W, 6, n_iter=2, tol=1.0, angle_tol=1e9, min_dim_randomized=0, generator=gen(99))
+    assert a.method == "randomized"
+    assert torch.equal(a.U, b.U) and torch.equal(a.S, b.S)
+    assert not torch.equal(a.S, c.S)  # a two-step Krylov estimate depends on the start
+
+
+def test_top_singular_exact_mode_and_small_matrices():
+    W = torch.randn(40, 30, generator=gen(8), dtype=F64)
+    res = top_singular(W, 5, exact=True)
+    U, S, Vh = torch.linalg.svd(W, full_matrices=False)
+    assert res.method == "exact" and not res.certified.any()
+    torch.testing.assert_close(res.S, S[:5])
+    torch.testing.assert_close(res.U @ torch.diag(res.S) @ res.Vh, U[:, :5] @ torch.diag(S[:5]) @ Vh[:5])
+    assert top_singular(W, 5).method == "exact"  # below min_dim_randomized a dense SVD is cheaper
+
+
+@pytest.mark.parametrize("W", [torch.zeros(100, 120, dtype=F64), None])
+def test_top_singular_degenerate_matrices_do_not_nan(W):
+    if W is None:  # rank 3 < k
+        W = with_spectrum(100, 120, torch.tensor([3.0, 2.0, 1.0], dtype=F64))[0]
+    res = top_singular(W, 6, min_dim_randomized=0)
+    assert "fallback" in res.method
+    assert torch.isfinite(res.U).all() and torch.isfinite(res.S).all() and torch.isfinite(res.residual).all()
+    torch.testing.assert_close(res.S, torch.linalg.svdvals(W)[:6], atol=1e-12, rtol=1e-10)
+
+
+def test_top_singular_upcasts_half():
+    res = top_singular(torch.randn(30, 40, generator=gen(9)).half(), 4)
+    assert res.S.dtype == torch.float32
+
+
+def test_top_singular_rejects_non_finite():
+    W = torch.randn(30, 40)
+    W[3, 4] = float("nan")
+    with pytest.raises(SpectraError, match="NaN or Inf"):
+        top_singular(W, 4)
+
+
+@pytest.mark.parametrize("k", [0, 31, 100])
+def test_top_singular_rejects_bad_k(k):
+    with pytest.raises(SpectraError, match="top .* singular vectors of a 30×40 matrix"):
+        top_singular(torch.randn(30, 40), k)
+
+
+# ---------------------------------------------------------------- alignment / overlap
+
+
+def base_basis(m: int = 50, n: int = 60, k: int = 6):
+    U = orthonormal(m, m, 11)  # full basis: first k columns are W_pre's top-k
+    V = orthonormal(n, n, 12)
+    return U, V, k
+
+
+def test_alignment_leading_vector_equal_to_third_base_vector():
+    U, V, k = base_basis()
+    U_d = torch.stack([U[:, 2], U[:, k + 1]], dim=1)  # ΔW's u_1 is W_pre's u_3
+    Vh_d = torch.stack([V[:, k + 3], V[:, 0]], dim=0)  # ΔW's v_1 is outside, v_2 inside
+    out = alignment(U[:, :k], V[:, :k].T, U_d, Vh_d, j=2)
+    torch.testing.assert_close(out["cos_max_left"], torch.tensor(1.0, dtype=F64))
+    torch.testing.assert_close(out["cos_max_right"], torch.tensor(0.0, dtype=F64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(out["cos_max_right_top2"], torch.tensor(1.0, dtype=F64))
+    torch.testing.assert_close(out["cos_max_left_top2"], torch.tensor(1.0, dtype=F64))
+
+
+def test_alignment_known_angle_batched_and_zero_update():
+    U, V, k = base_basis()
+    c = 0.6
+    u = c * U[:, 1] + math.sqrt(1 - c**2) * U[:, k + 2]  # cos 0.6 with u_2, 0 with the others
+    U_d = torch.stack([u[:, None], U[:, k:k + 1]])  # batch of two
+    Vh_d = torch.stack([V[:, :1].T, V[:, :1].T])
+    out = alignment(U[:, :k].expand(2, -1, -1), V[:, :k].T.expand(2, -1, -1), U_d, Vh_d,
+                    S_d=torch.tensor([[1.0], [0.0]], dtype=F64))
+    torch.testing.assert_close(out["cos_max_left"], torch.tensor([c, 0.0], dtype=F64))
+    torch.testing.assert_close(out["cos_max_right"], torch.tensor([1.0, 0.0], dtype=F64))
+    assert set(out) == {"cos_max_left", "cos_max_right"}
+
+
+def test_overlap_inside_orthogonal_and_half():
+    U, V, k = base_basis()
+    Uk, Vhk = U[:, :k], V[:, :k].T
+    S = torch.tensor([2.0, 1.0], dtype=F64)
+    inside = subspace_overlap(Uk, Vhk, U[:, [0, 3]], S, V[:, [1, 2]].T)
+    outside = subspace_overlap(Uk, Vhk, U[:, [k, k + 1]], S, V[:, [k, k + 5]].T)
+    # left: σ=2 direction inside, σ=1 outside → 4/5; right: the reverse → 1/5
+    mixed = subspace_overlap(Uk, Vhk, U[:, [0, k]], S, V[:, [k, 0]].T)
+    for key in ("overlap_left", "overlap_right", "overlap"):
+        torch.testing.assert_close(inside[key], torch.tensor(1.0, dtype=F64))
+        torch.testing.assert_close(outside[key], torch.tensor(0.0, dtype=F64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(mixed["overlap_left"], torch.tensor(0.8, dtype=F64))
+    torch.testing.assert_close(mixed["overlap_right"], torch.tensor(0.2, dtype=F64))
+    torch.testing.assert_close(mixed["overlap"], torch.tensor(0.5, dtype=F64))
+
+
+def test_overlap_matches_dense_definition_and_zero_update():
+    U, V, k = base_basis()
+    B = torch.randn(2, 50, 3, generator=gen(13), dtype=F64)
+    A = torch.randn(2, 3, 60, generator=gen(14), dtype=F64)
+    B[1] = 0
+    d = lowrank_svd(B, A, 1.5)
+    out = subspace_overlap(U[:, :k], V[:, :k].T, d.U, d.S, d.Vh)
+    dW = 1.5 * B[0] @ A[0]
+    total = dW.square().sum()
+    torch.testing.assert_close(out["overlap_left"][0], (U[:, :k].T @ dW).square().sum() / total)
+    torch.testing.assert_close(out["overlap_right"][0], (dW @ V[:, :k]).square().sum() / total)
+    assert out["overlap"][1] == 0 and not any(v.isnan().any() for v in out.values())
+
+
+def test_cos_random_chance_level():
+    v = cos_random(384, 32)
+    assert 0.10 <= v <= 0.14
+    assert cos_random(384, 4) < cos_random(384, 32) < cos_random(384, 128)
+    assert cos_random(4096, 32) < v  # more room, less chance overlap
+    assert cos_random(384, 32) == v and cos_random(384, 32, seed=1) != v
+    assert cos_random(10, 10) == 1.0
+    # closed forms: in R^3 |cos| is uniform on [0, 1]; in R^2 E|cos θ| = 2/π
+    assert abs(cos_random(3, 1, samples=200_000) - 0.5) < 2e-3
+    assert abs(cos_random(2, 1, samples=200_000) - 2 / math.pi) < 2e-3
+    assert abs(cos_random(3, 2, samples=200_000) - 0.5) > 0.1  # k matters
+
+
+def test_cos_random_large_dim_branch_matches_brute_force():
+    # dim − k > 1024 draws ‖x_rest‖² by Wilson–Hilferty; check it against sampling all coords
+    d, k, n = 1500, 16, 4096
+    x = torch.randn(n, d, generator=gen(77), dtype=F64)
+    brute = float((x[:, :k].abs().amax(-1) / x.norm(dim=-1)).mean())
+    assert abs(cos_random(d, k, samples=n) - brute) < 1.5e-3  # ~5 standard errors of the difference
+
+
+# ---------------------------------------------------------------- cache
+
+
+def small_topk() -> TopK:
+    W = torch.randn(2, 20, 30, generator=gen(15))
+    return top_singular(W, 4)
+
+
+def test_cache_round_trip(tmp_path):
+    cache = SpectrumCache(tmp_path / "c")
+    key = spectrum_key("sha256:abc", 4, "float32", "randomized")
+    assert cache.get(key) is None
+    value = small_topk()
+    cache.put(key, value)
+    got = cache.get(key)
+    assert got is not None and got.method == value.method
+    for name in ("U", "S", "Vh", "certified", "residual"):
+        assert torch.equal(getattr(got, name), getattr(value, name)), name
+    assert [p.name for p in (tmp_path / "c").iterdir()] == [f"{key}.safetensors"]  # no temp left
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncate", "wrong_key"])
+def test_cache_corrupt_file_is_a_miss_and_is_removed(tmp_path, damage):
+    cache = SpectrumCache(tmp_path)
+    key = spectrum_key("f", 4, "float32", "exact")
+    cache.put(key, small_topk())
+    file = tmp_path / f"{key}.safetensors"
+    if damage == "garbage":
+        file.write_bytes(b"\x00not a safetensors file")
+    elif damage == "truncate":
+        file.write_bytes(file.read_bytes()[:-40])
+    else:  # a valid file stored under another key's name
+        other = spectrum_key("g", 4, "float32", "exact")
+        cache.put(other, small_topk())
+        (tmp_path / f"{other}.safetensors").replace(file)
+    assert cache.get(key) is None
+    assert not file.exists()
+
+
+def test_spectrum_key_and_default_dir(monkeypatch, tmp_path):
+    key = spectrum_key("fp", 32, "float32", "randomized")
+    assert len(key) == 64 and int(key, 16) >= 0
+    assert key == spectrum_key("fp", 32, "float32", "randomized")
+    variants = {spectrum_key("fq", 32, "float32", "randomized"), spectrum_key("fp", 16, "float32", "randomized"),
+                spectrum_key("fp", 32, "float64", "randomized"), spectrum_key("fp", 32, "float32", "exact")}
+    assert key not in variants and len(variants) == 4
+    with pytest.raises(ValueError):
+        SpectrumCache(tmp_path).get("../escape")
+    monkeypatch.setenv("SPECTRA_CACHE_DIR", str(tmp_path / "x"))
+    assert default_cache_dir() == tmp_path / "x"
+    monkeypatch.delenv("SPECTRA_CACHE_DIR")
+    assert default_cache_dir() == __import__("pathlib").Path.home() / ".cache" / "spectra"
