@@ -241,6 +241,21 @@ def test_top_singular_degenerate_matrices_do_not_nan(W):
     torch.testing.assert_close(res.S, torch.linalg.svdvals(W)[:6], atol=1e-12, rtol=1e-10)
 
 
+def test_a_hopeless_element_does_not_hold_the_batch(monkeypatch):
+    import spectra.spectral.topk as topk
+
+    sizes: list[int] = []
+    real = topk._ritz
+    monkeypatch.setattr(topk, "_ritz", lambda T, c: sizes.append(T.shape[-1]) or real(T, c))
+    easy = with_spectrum(150, 200, flat_tail(150, 8), seed=1)[0]
+    top_singular(easy, 8, min_dim_randomized=0)
+    alone = list(sizes)
+    sizes.clear()
+    res = top_singular(torch.stack([easy, torch.zeros_like(easy)]), 8, min_dim_randomized=0)
+    assert res.certified.tolist() == [True, False]
+    assert sizes == alone  # the zero matrix is given up at once, not iterated to n_iter
+
+
 def test_top_singular_upcasts_half():
     res = top_singular(torch.randn(30, 40, generator=gen(9)).half(), 4)
     assert res.S.dtype == torch.float32
