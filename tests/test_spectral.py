@@ -75,7 +75,10 @@ def test_lowrank_svd_negative_scale_keeps_sigma_positive_and_flips_u():
     A = torch.randn(3, 25, generator=gen(4), dtype=F64)
     pos, neg = lowrank_svd(B, A, 2.0), lowrank_svd(B, A, -2.0)
     torch.testing.assert_close(neg.S, pos.S)
+    torch.testing.assert_close(neg.U, -pos.U)
+    torch.testing.assert_close(neg.Vh, pos.Vh)
     torch.testing.assert_close(neg.U @ torch.diag(neg.S) @ neg.Vh, -2.0 * B @ A)
+    assert torch.equal(lowrank_svd(B, A, 0.0).S, torch.zeros(3, dtype=F64))
 
 
 def test_lowrank_svd_zero_b_is_exact_zero_without_nan():

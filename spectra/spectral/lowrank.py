@@ -28,7 +28,7 @@ def compute_dtype(*tensors: Tensor) -> torch.dtype:
     dtype = tensors[0].dtype
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
-    if dtype in _UPCAST or not dtype.is_floating_point and not dtype.is_complex:
+    if dtype in _UPCAST or not (dtype.is_floating_point or dtype.is_complex):
         return torch.float32
     return dtype
 
@@ -50,7 +50,7 @@ def lowrank_svd(B: Tensor, A: Tensor, scale: float | Tensor = 1.0) -> SVD:
             modules is handled in one batched call.
         scale: the PEFT scaling ``α/r`` (or ``α/√r``), a Python number or a tensor
             broadcastable to the batch shape ``(...)``. A negative scale yields the same
-            ``S ≥ 0`` with the sign carried by ``U``.
+            ``S ≥ 0`` and ``Vh`` as ``|scale|`` with ``U`` negated.
 
     Returns:
         :class:`SVD` with ``U (..., m, t)``, ``S (..., t)`` descending and non-negative,
@@ -75,7 +75,8 @@ def lowrank_svd(B: Tensor, A: Tensor, scale: float | Tensor = 1.0) -> SVD:
 
     Q_B, R_B = torch.linalg.qr(B, mode="reduced")  # (.., m, p), (.., p, r)
     Q_A, R_A = torch.linalg.qr(A.mT, mode="reduced")  # (.., n, q), (.., q, r)
-    # the scale goes into the r×r core, so SVD hands its sign to U and keeps S ≥ 0
-    core = (R_B @ R_A.mT) * scale_t.expand(batch)[..., None, None]  # (.., p, q)
-    U_c, S, Vh_c = torch.linalg.svd(core, full_matrices=False)
-    return SVD(U=Q_B @ U_c, S=S, Vh=Vh_c @ Q_A.mT)
+    U_c, S, Vh_c = torch.linalg.svd(R_B @ R_A.mT, full_matrices=False)  # (.., p, q) core
+    # scaling after the SVD keeps S ≥ 0 and puts a negative scale's sign on U, always
+    scale_t = scale_t.expand(batch)
+    sign = torch.where(scale_t < 0, -1.0, 1.0).to(dtype)
+    return SVD(U=(Q_B @ U_c) * sign[..., None, None], S=S * scale_t.abs()[..., None], Vh=Vh_c @ Q_A.mT)
