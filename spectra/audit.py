@@ -29,7 +29,7 @@ COLUMNS = [
     "adapter", "module", "layer", "module_type", "shape", "rank", "scale", "update_kind",
     "sigma_pre", "sigma_delta", "ratio", "cos_max_left", "cos_max_right", "overlap",
     "overlap_left", "overlap_right", "cos_random_left", "cos_random_right",
-    "sigma_pre_k", "frobenius_delta", "base_key", "spectrum_method", "certified",
+    "sigma_pre_k", "frobenius_delta", "base_key", "spectrum_method",
 ]
 
 #: One sentence per number, printed in every report.
@@ -48,8 +48,7 @@ DEFINITIONS = {
     "frobenius_delta": "‖s·ΔW‖_F.",
     "rank": "LoRA rank r (min(out, in) for dense updates).",
     "scale": "s, the factor PEFT multiplies B·A by (1 for dense updates).",
-    "spectrum_method": "how W_pre's top-k was computed: exact SVD, certified randomized, or randomized with exact fallback; 'cache' when reused.",
-    "certified": "whether the randomized top-k passed its residual certificate (exact results count as certified).",
+    "spectrum_method": "how W_pre's top-k was computed: 'randomized-certified' (block Krylov whose residuals passed the certificate: σ within 1e-4 relative, vectors within the gap-based angle bound), 'exact' (torch.linalg.svd: --exact, small matrices, or fallback when the certificate failed), or 'cache:<method>' when reused from the content-keyed cache.",
 }
 
 
@@ -165,7 +164,7 @@ def _batches(keys: list[str], shape: tuple[int, int], budget_bytes: int) -> list
 
 def _base_spectra(base: Any, modules: dict[str, Any], top_k: int, exact: bool, dev: torch.device,
                   dtype: torch.dtype, cache: Any, budget_bytes: int,
-                  tick: Callable[[int], None]) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, str, bool]]:
+                  tick: Callable[[int], None]) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]]:
     """Top-k of every base weight an adapter touches, batched by shape, cached by content."""
     from spectra.io import base_weight_for
     from spectra.spectral import spectrum_key, top_singular
@@ -181,7 +180,7 @@ def _base_spectra(base: Any, modules: dict[str, Any], top_k: int, exact: bool, d
         keys[base_key] = spectrum_key(base.fingerprint(base_key) + f"|{m}x{n}", top_k, str(dtype), method)
         hit = cache.get(keys[base_key]) if cache is not None else None
         if hit is not None:
-            result[base_key] = (hit.U[..., :, :top_k], hit.S[..., :top_k], hit.Vh[..., :top_k, :], "cache", True)
+            result[base_key] = (hit.U, hit.S, hit.Vh, f"cache:{hit.method}")
             tick(1)
         else:
             pending[(m, n)].append(base_key)
@@ -195,11 +194,12 @@ def _base_spectra(base: Any, modules: dict[str, Any], top_k: int, exact: bool, d
             for i, key in enumerate(batch):
                 from spectra.spectral import TopK
 
+                how = "randomized-certified" if bool(top.certified[i]) else "exact"
                 one = TopK(top.U[i].cpu(), top.S[i].cpu(), top.Vh[i].cpu(), top.certified[i].cpu(),
-                           top.residual[i].cpu(), top.method)
+                           top.residual[i].cpu(), how)
                 if cache is not None:
                     cache.put(keys[key], one)
-                result[key] = (one.U, one.S, one.Vh, top.method, bool(one.certified))
+                result[key] = (one.U, one.S, one.Vh, how)
             tick(len(batch))
     return result
 
@@ -321,7 +321,7 @@ def audit(
         t0 = time.perf_counter()
         for label, adapter, mods in zip(labels, loaded, selected):
             for module in mods:
-                U_pre, S_pre, Vh_pre, method, certified = spectra_by_key[module.base_key]
+                U_pre, S_pre, Vh_pre, method = spectra_by_key[module.base_key]
                 (U_d, S_d, Vh_d), frob, ov = _update_spectrum(module, ckpt, U_pre, Vh_pre, dev, torch_dtype, top_j)
                 cos = alignment(U_pre.to(torch_dtype), Vh_pre.to(torch_dtype), U_d, Vh_d, j=top_j)
                 sigma_pre = float(S_pre[0])
@@ -337,7 +337,7 @@ def audit(
                     **ov,
                     "cos_random_left": cos_random(m, top_k), "cos_random_right": cos_random(n, top_k),
                     "sigma_pre_k": float(S_pre[top_k - 1]), "frobenius_delta": frob,
-                    "base_key": module.base_key, "spectrum_method": method, "certified": certified,
+                    "base_key": module.base_key, "spectrum_method": method,
                 }
                 for name, value in cos.items():
                     if name not in row:

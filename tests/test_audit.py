@@ -1,0 +1,200 @@
+"""The audit's numbers against an independent dense computation, and the audit command."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from spectra.audit import COLUMNS, audit
+from spectra_cli.app import app
+
+K = 4
+
+
+def dense_reference(base_dir: Path, adapter_dir: Path, module: str, scale: float, k: int,
+                    transpose_base: bool = False) -> dict[str, float]:
+    """Everything the audit reports, from a dense ΔW and full float64 SVDs."""
+    base = load_file(str(base_dir / "model.safetensors"))
+    ad = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    key = next(k_ for k_ in base if k_.endswith(module.split(".", 1)[1] + ".weight") or k_ == module + ".weight")
+    W = base[key].double()
+    W = W.T if transpose_base else W
+    A = ad[f"base_model.model.{module}.lora_A.weight"].double()
+    B = ad[f"base_model.model.{module}.lora_B.weight"].double()
+    dW = scale * B @ A
+    Up, Sp, Vhp = torch.linalg.svd(W)
+    Ud, Sd, Vhd = torch.linalg.svd(dW)
+    Uk, Vk = Up[:, :k], Vhp[:k].T
+    energy = dW.pow(2).sum()
+    left = float((Uk.T @ dW).pow(2).sum() / energy)
+    right = float((dW @ Vk).pow(2).sum() / energy)
+    return {
+        "sigma_pre": float(Sp[0]), "sigma_delta": float(Sd[0]), "ratio": float(Sp[0] / Sd[0]),
+        "cos_max_left": float((Uk.T @ Ud[:, 0]).abs().max()),
+        "cos_max_right": float((Vk.T @ Vhd[0]).abs().max()),
+        "overlap_left": left, "overlap_right": right, "overlap": (left + right) / 2,
+        "sigma_pre_k": float(Sp[k - 1]),
+    }
+
+
+@pytest.mark.parametrize(("arch", "targets", "extra", "transpose"), [
+    ("bert", ["query", "value"], {}, False),
+    ("llama", ["q_proj", "down_proj"], {}, False),
+    ("gpt2", ["c_attn"], {"fan_in_fan_out": True}, True),
+])
+def test_audit_equals_dense_reference(tiny_model_dir, tiny_adapter_dir, tmp_path, arch, targets, extra, transpose):
+    base = tiny_model_dir(arch)
+    adapter = tiny_adapter_dir(base, arch=arch, target_modules=targets, r=4, lora_alpha=8, **extra)
+    report = audit(base, adapter, top_k=K, dtype="float64", cache_dir=False)
+    assert list(report.table.columns[:len(COLUMNS)]) == COLUMNS
+    assert len(report.table) == 2 * len(targets)  # tiny models have 2 blocks
+    for row in report.table.to_dict("records"):
+        ref = dense_reference(base, adapter, row["module"], 2.0, K, transpose_base=transpose)
+        for name, value in ref.items():
+            assert row[name] == pytest.approx(value, rel=1e-7, abs=1e-9), (row["module"], name)
+        assert row["rank"] == 4 and row["scale"] == 2.0
+        assert row["layer"] == int(re.search(r"\.(\d+)\.", row["module"]).group(1))
+
+
+def test_float32_default_agrees_with_float64(tiny_model_dir, tiny_adapter_dir):
+    base = tiny_model_dir("bert")
+    adapter = tiny_adapter_dir(base, target_modules=["query", "value", "dense"])
+    t32 = audit(base, adapter, top_k=K, cache_dir=False).table
+    t64 = audit(base, adapter, top_k=K, dtype="float64", cache_dir=False).table
+    for col in ("sigma_pre", "sigma_delta", "cos_max_left", "cos_max_right", "overlap"):
+        assert (t32[col] - t64[col]).abs().max() < 1e-4, col
+
+
+def test_rslora_and_patterns_reach_the_table(tiny_model_dir, tiny_adapter_dir):
+    base = tiny_model_dir("bert")
+    adapter = tiny_adapter_dir(base, target_modules=["query", "value"], r=4, lora_alpha=8, use_rslora=True,
+                               rank_pattern={"layer.1.attention.self.query": 2},
+                               alpha_pattern={"layer.0.attention.self.value": 3})
+    table = audit(base, adapter, top_k=2, cache_dir=False).table.set_index("module")
+    assert table.loc["bert.encoder.layer.0.attention.self.query", "scale"] == pytest.approx(8 / 4 ** 0.5)
+    assert table.loc["bert.encoder.layer.1.attention.self.query", "scale"] == pytest.approx(8 / 2 ** 0.5)
+    assert table.loc["bert.encoder.layer.1.attention.self.query", "rank"] == 2
+    assert table.loc["bert.encoder.layer.0.attention.self.value", "scale"] == pytest.approx(3 / 4 ** 0.5)
+
+
+def test_second_audit_reuses_cached_base_spectra(tiny_model_dir, tiny_adapter_dir, tmp_path):
+    base = tiny_model_dir("bert")
+    first = tiny_adapter_dir(base, name="a1", target_modules=["query"])
+    second = tiny_adapter_dir(base, name="a2", seed=7, target_modules=["query"])
+    cold = audit(base, first, top_k=K, cache_dir=tmp_path / "cache").table
+    warm = audit(base, second, top_k=K, cache_dir=tmp_path / "cache").table
+    assert set(cold["spectrum_method"]) == {"exact"}
+    assert set(warm["spectrum_method"]) == {"cache:exact"}
+    pd.testing.assert_series_equal(cold["sigma_pre"], warm["sigma_pre"])
+    assert not cold["sigma_delta"].equals(warm["sigma_delta"])  # other adapter, same base spectra
+
+
+def test_full_finetune_side_by_side_with_lora(tiny_model_dir, tiny_adapter_dir, tmp_path):
+    from conftest import build_tiny_model, save_model
+
+    base = tiny_model_dir("bert")
+    lora = tiny_adapter_dir(base, target_modules=["query"])
+    model = build_tiny_model("bert")
+    with torch.no_grad():
+        model.bert.encoder.layer[1].attention.self.query.weight.add_(0.01)
+    full = save_model(model, tmp_path / "full-ft")
+    report = audit(base, [lora, full], top_k=K, cache_dir=False)
+    ft = report.table[report.table["adapter"] == "full-ft"]
+    assert ft["module"].tolist() == ["bert.encoder.layer.1.attention.self.query"]
+    row = ft.iloc[0]
+    assert row["update_kind"] == "full"
+    # a constant shift 0.01·11ᵀ has σ = 0.01·√(32·32) and is rank one
+    assert row["sigma_delta"] == pytest.approx(0.01 * 32, rel=1e-4)
+    assert report.adapters == ["adapter", "full-ft"]
+
+
+def test_cli_writes_every_file_and_valid_pngs(tiny_model_dir, tiny_adapter_dir, tmp_path):
+    base = tiny_model_dir("bert")
+    adapter = tiny_adapter_dir(base, target_modules=["query", "value"])
+    other = tiny_adapter_dir(base, name="other", seed=3, target_modules=["query", "value"])
+    out = tmp_path / "audit-out"
+    result = CliRunner().invoke(app, ["audit", str(base), str(adapter), str(other), "-o", str(out),
+                                      "--top-k", "4", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    for name in ("audit.csv", "audit.json", "fig_ratio.png", "fig_alignment.png", "report.md"):
+        assert (out / name).is_file(), name
+    for png in ("fig_ratio.png", "fig_alignment.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        from PIL import Image
+
+        with Image.open(out / png) as img:
+            assert img.size[0] > 400 and img.size[1] > 200
+    data = json.loads((out / "audit.json").read_text())
+    assert set(data) >= {"modules", "settings", "inputs", "versions"}
+    assert len(data["modules"]) == 8 and data["settings"]["top_k"] == 4
+    csv = pd.read_csv(out / "audit.csv")
+    assert set(csv["adapter"]) == {"adapter", "other"}
+    assert csv["shape"].iloc[0] == "32x32"
+    report = (out / "report.md").read_text()
+    assert "sigma_pre" in report and "fig_ratio.png" in report and "torch" in report
+    assert data["inputs"]["base"]["files"]["model.safetensors"].startswith("sha256:")
+
+    before = (out / "audit.json").read_bytes()
+    again = CliRunner().invoke(app, ["audit", str(base), str(adapter), "-o", str(out), "--top-k", "4"])
+    assert again.exit_code == 1 and "--overwrite" in again.output
+    assert (out / "audit.json").read_bytes() == before  # the refused run touched nothing
+
+
+def test_policy_gate_exits_2_after_writing(tiny_model_dir, tiny_adapter_dir, tmp_path):
+    base = tiny_model_dir("bert")
+    adapter = tiny_adapter_dir(base, target_modules=["query"])
+    ratio = audit(base, adapter, top_k=K, cache_dir=False).table["ratio"].max()
+    runner = CliRunner()
+    strict = runner.invoke(app, ["audit", str(base), str(adapter), "-o", str(tmp_path / "a"), "--top-k", "4",
+                                 "--max-ratio", str(ratio * 0.99)])
+    assert strict.exit_code == 2 and (tmp_path / "a" / "report.md").is_file()
+    loose = runner.invoke(app, ["audit", str(base), str(adapter), "-o", str(tmp_path / "b"), "--top-k", "4",
+                                "--max-ratio", str(ratio * 1.01), "--max-cos", "1.0"])
+    assert loose.exit_code == 0, loose.output
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "neither", "truncated", "nan", "foreign", "topk", "modules"])
+def test_bad_input_is_one_line_exit_1(tiny_model_dir, tiny_adapter_dir, tmp_path, case):
+    from safetensors.torch import save_file
+
+    base = tiny_model_dir("bert")
+    adapter = tiny_adapter_dir(base, target_modules=["query"])
+    args = ["audit", str(base), str(adapter), "-o", str(tmp_path / "out"), "--top-k", "4", "--no-cache"]
+    if case == "missing":
+        args[2] = str(tmp_path / "nope")
+    elif case == "empty":
+        (tmp_path / "empty").mkdir()
+        args[2] = str(tmp_path / "empty")
+    elif case == "neither":
+        (tmp_path / "junk").mkdir()
+        (tmp_path / "junk" / "notes.txt").write_text("hello")
+        args[2] = str(tmp_path / "junk")
+    elif case == "truncated":
+        f = base / "model.safetensors"
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    elif case == "nan":
+        f = adapter / "adapter_model.safetensors"
+        tensors = load_file(str(f))
+        first = next(iter(tensors))
+        tensors[first][0, 0] = float("nan")
+        save_file(tensors, str(f))
+    elif case == "foreign":
+        llama = tiny_model_dir("llama", name="llama")
+        args[2] = str(tiny_adapter_dir(llama, name="llama-adapter", arch="llama", target_modules=["q_proj"]))
+    elif case == "topk":
+        args[-2] = "64"
+    elif case == "modules":
+        args += ["--modules", "no_such_module"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
