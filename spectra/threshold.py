@@ -353,3 +353,449 @@ def aggregate(values: Tensor, extremes: bool = False) -> dict[str, float]:
 
 def _scaled(agg: dict[str, float], s: float) -> dict[str, float]:
     return {k: (v * s if not (math.isinf(v) and s == 0) else float("nan")) for k, v in agg.items()}
+
+
+# --------------------------------------------------------------------------- transformer path
+
+
+@dataclass
+class ModuleChoice:
+    """The module whose σ's normalise the ρ's."""
+
+    name: str
+    module_type: str
+    layer: int | None
+    update_kind: str
+    shape: tuple[int, int]
+    rank: int
+    scale: float
+    sigma_pre: float
+    sigma_delta: float
+    why: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "module_type": self.module_type, "layer": self.layer,
+                "update_kind": self.update_kind, "shape": list(self.shape), "rank": self.rank,
+                "scale": self.scale, "sigma_pre": self.sigma_pre, "sigma_delta": self.sigma_delta, "why": self.why}
+
+
+@dataclass
+class ThresholdReport:
+    """The result of :func:`threshold`; ``.write(out)`` writes the report folder."""
+
+    result: ThresholdResult
+    sweep: list[dict[str, Any]]
+    module: ModuleChoice
+    settings: dict[str, Any]
+    inputs: dict[str, Any]
+    versions: dict[str, str]
+    checks: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def measured_threshold_k(self) -> float:
+        """Smallest grid k with measured ASR < 50% (∞ if none)."""
+        return measured_threshold(self.sweep)
+
+    @property
+    def predicted_threshold_k(self) -> float:
+        return self.result.predicted_threshold()
+
+    def predicted_curve(self, points: int = 400) -> tuple[list[float], list[float]]:
+        """(k, predicted ASR) on a dense grid from 0 to the largest swept k, crossings included."""
+        kmax = max([float(r["k"]) for r in self.sweep] + [1.0])
+        dense = torch.cat([torch.linspace(0.0, 1.0, points // 4, dtype=torch.float64),
+                           torch.logspace(0.0, math.log10(kmax), points, dtype=torch.float64) if kmax > 1 else
+                           torch.zeros(0, dtype=torch.float64)])
+        cross = torch.cat([self.result.k_star_flip, self.result.k_enter])
+        cross = cross[torch.isfinite(cross) & (cross > 0) & (cross <= kmax)]
+        eps = 1e-9 * max(kmax, 1.0)
+        ks = torch.unique(torch.cat([dense, cross - eps, cross]).clamp(min=0.0))
+        return ks.tolist(), self.result.predicted_asr(ks).tolist()
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.result.summary()
+        out: dict[str, Any] = {
+            "k_star_bound": s["k_star_bound"],
+            "k_star_flip": s["k_star_flip"],
+            "s_star": s["s_star"],
+            "rho_bd": s["rho_bd"], "rho_cl": s["rho_cl"], "rho_tr": s["rho_tr"], "rho_eff": s["rho_eff"],
+            "share_rho_eff_nonpositive": s["share_rho_eff_nonpositive"],
+            "share_k_star_bound_inf": s["share_k_star_bound_inf"],
+            "share_k_star_flip_inf": s["share_k_star_flip_inf"],
+            "n_samples": s["n_samples"],
+            "n_flipped_by_base": s["n_flipped_by_base"],
+            "share_flipped_by_base": s["share_flipped_by_base"],
+            "n_entering": s["n_entering"],
+            "predicted_threshold_k": self.predicted_threshold_k,
+            "measured_threshold_k": self.measured_threshold_k,
+            "sweep": self.sweep,
+            "module": self.module.name,
+            "module_info": self.module.to_dict(),
+            "sigma_pre": self.module.sigma_pre,
+            "sigma_delta": self.module.sigma_delta,
+            "scale": self.module.scale,
+            "checks": self.checks,
+            "notes": self.notes,
+            "settings": self.settings,
+            "inputs": self.inputs,
+            "versions": self.versions,
+            "timings_s": self.timings,
+            "definitions": DEFINITIONS,
+            "conventions": {"null": "∞ (no finite value: the estimate never crosses, or no grid k qualified)"},
+        }
+        return _json_safe(out)
+
+    def write(self, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
+        """Write threshold.json, threshold_samples.csv, fig_sweep.png and report.md atomically."""
+        import csv
+        import json
+
+        from spectra.io.output import atomic_output_dir
+        from spectra.report.style import save_figure
+        from spectra.report.threshold_figures import sweep_figure
+        from spectra.report.threshold_markdown import render_threshold_markdown
+
+        with atomic_output_dir(out, overwrite=overwrite) as tmp:
+            (tmp / "threshold.json").write_text(json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n",
+                                                encoding="utf-8")
+            columns = ["index", "M0_clean", "M0_trig", "D_clean", "D_trig", "k_star_bound", "k_star_flip",
+                       "rho_bd", "rho_cl", "rho_tr"]
+            with open(tmp / "threshold_samples.csv", "w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=columns)
+                writer.writeheader()
+                for row in self.result.rows():
+                    writer.writerow({k: (repr(float(v)) if isinstance(v, float) else v) for k, v in row.items()})
+            save_figure(sweep_figure(self), tmp / "fig_sweep.png")
+            (tmp / "report.md").write_text(render_threshold_markdown(self), encoding="utf-8")
+        return Path(out)
+
+
+def measured_threshold(sweep: Sequence[dict[str, Any]], level: float = 0.5) -> float:
+    for row in sorted(sweep, key=lambda r: float(r["k"])):
+        asr = row.get("asr")
+        if asr is not None and not math.isnan(float(asr)) and float(asr) < level:
+            return float(row["k"])
+    return INF
+
+
+def parse_grid(spec: str | Sequence[float]) -> list[float]:
+    """``"0,0.5,1,2"`` → sorted unique non-negative floats."""
+    if isinstance(spec, str):
+        try:
+            values = [float(v) for v in spec.replace(" ", "").split(",") if v]
+        except ValueError:
+            raise SpectraError(f"--grid {spec!r}: expected comma-separated numbers, e.g. 0,0.5,1,2,4") from None
+    else:
+        values = [float(v) for v in spec]
+    if not values:
+        raise SpectraError("--grid is empty")
+    if any(not math.isfinite(v) or v < 0 for v in values):
+        raise SpectraError(f"--grid {spec!r}: multipliers must be finite and ≥ 0")
+    return sorted(set(values))
+
+
+_ATTN_OUT = {"o_proj", "out_proj", "dense", "c_proj", "o", "wo", "dense_4h_to_h"}
+_MLP_IN = {"gate_proj", "up_proj", "fc1", "c_fc", "w1", "w3", "wi", "dense_h_to_4h", "gate_up_proj"}
+
+
+def _output_rank(m: Any) -> tuple[int, int, int]:
+    """Sort key: larger = nearer the output (head > pooler > last block's down-projection > …)."""
+    group = getattr(m, "module_group", "other")
+    name = m.name.lower()
+    if group == "head":
+        return (3, 0, 0) if "pooler" not in name else (2, 0, 0)
+    if m.layer is not None:
+        if group == "attn":
+            pos = 1 if m.module_type in _ATTN_OUT else 0
+        elif group == "mlp":
+            pos = 2 if (m.module_type in _MLP_IN or "intermediate" in name) else 3
+        else:
+            pos = 0
+        return (1, int(m.layer), pos)
+    return (0, 0, 0)
+
+
+def choose_module(modules: Sequence[Any], pattern: str | None = None) -> tuple[Any, str]:
+    """The module whose σ's normalise the ρ's: ``pattern`` (exact name, then regex search), else
+    the classification head when the adapter trains it, else the adapted module nearest the output."""
+    import re
+
+    if not modules:
+        raise SpectraError("the adapter changes no module")
+    if pattern:
+        exact = [m for m in modules if m.name == pattern]
+        if exact:
+            return exact[0], f"--module {pattern}"
+        try:
+            rx = re.compile(pattern)
+        except re.error as exc:
+            raise SpectraError(f"--module {pattern!r}: not a valid regex ({exc})") from None
+        hits = [m for m in modules if rx.search(m.name)]
+        if not hits:
+            sample = ", ".join(m.name for m in modules[:4]) + (", ..." if len(modules) > 4 else "")
+            raise SpectraError(f"--module {pattern!r} matches no adapted module (adapted: {sample})")
+        best = max(enumerate(hits), key=lambda im: (_output_rank(im[1]), im[0]))[1]
+        return best, f"--module {pattern} (nearest the output of {len(hits)} match(es))"
+    best = max(enumerate(modules), key=lambda im: (_output_rank(im[1]), im[0]))[1]  # ties: the later module
+    if getattr(best, "module_group", "") == "head":
+        return best, "the classification head (the adapter trains it)"
+    return best, "the adapted module nearest the output (the adapter does not train the head)"
+
+
+def module_sigmas(module: Any, base_ckpt: Any) -> tuple[float, float]:
+    """σ_max(W_pre) and σ_max(s·ΔW) of one adapted module (float32, certified/exact)."""
+    from spectra.io import base_weight_for
+    from spectra.io.adapter import LowRankUpdate
+    from spectra.spectral import lowrank_svd, top_singular
+
+    W = base_weight_for(module, base_ckpt, torch.float32)
+    sigma_pre = float(top_singular(W, 1).S[..., 0])
+    update = module.load_update(W)
+    if isinstance(update, LowRankUpdate):
+        sigma_delta = float(lowrank_svd(update.B, update.A, update.scale).S[..., 0])
+    else:
+        sigma_delta = float(top_singular(update.dense(), 1).S[..., 0])
+    return sigma_pre, sigma_delta
+
+
+def threshold(
+    base: str | os.PathLike[str],
+    adapter: str | os.PathLike[str],
+    data: Any,
+    trigger: Any,
+    target_label: int = 0,
+    *,
+    grid: str | Sequence[float] = DEFAULT_GRID,
+    module: str | None = None,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    batch_size: int = 32,
+    max_length: int = 128,
+    seed: int = 0,
+    max_samples: int | None = None,
+    split_test: float | None = None,
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> ThresholdReport:
+    """Estimate the scale at which ADAPTER overrides BASE's backdoor, and check it by a sweep.
+
+    Args:
+        base, adapter: a local HF model folder (or hub id) and a PEFT LoRA folder.
+        data: labelled text (a spec for :func:`spectra.data.load_labelled` or a ``LabelledData``).
+        trigger: a trigger spec (``badnet:mn``, ``insent:"…"``) or a parsed ``Trigger``.
+        target_label: the backdoor's target label.
+        grid: multipliers k to measure CA(k) and ASR(k) at; 0 and 1 are always measured.
+        module: which adapted module's σ's normalise the ρ's (default: head, else nearest the output).
+        max_samples: keep about this many non-target samples (a stratified subsample of all rows).
+        split_test: evaluate on the test side of ``split(data, split_test, seed)`` only.
+
+    Returns:
+        :class:`ThresholdReport` (call ``.write(out)``).
+    """
+    import time
+
+    from spectra.data import apply_trigger, load_labelled, parse_trigger, predict_logits, split
+    from spectra.io import load_adapter, open_base
+    from spectra.io.model import load_classifier, resolve_device, scaled_adapter
+    from spectra.provenance import library_versions
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    ks = sorted(set(parse_grid(grid)) | {0.0, 1.0})
+    trig = parse_trigger(trigger) if isinstance(trigger, str) else trigger
+    labelled = data if hasattr(data, "labels") and hasattr(data, "texts") else load_labelled(data, text_col, label_col)
+    full_source = labelled.to_dict() if hasattr(labelled, "to_dict") else {"source": str(data)}
+    _check_target(labelled, target_label)
+    notes: list[str] = []
+    if split_test is not None:
+        _, labelled = split(labelled, split_test, seed)
+        notes.append(f"evaluated on the test side of a stratified split (test size {split_test}, seed {seed}): "
+                     f"{len(labelled):,} rows")
+        _check_target(labelled, target_label)
+    if max_samples is not None:
+        labelled, note = _subsample(labelled, target_label, max_samples, seed, split)
+        if note:
+            notes.append(note)
+    texts, labels = list(labelled.texts), list(labelled.labels)
+    nt_idx = [i for i, y in enumerate(labels) if y != target_label]
+    nt_texts = [texts[i] for i in nt_idx]
+    nt_labels = torch.tensor([labels[i] for i in nt_idx], dtype=torch.long)
+    trig_texts = apply_trigger(nt_texts, trig, seed)
+
+    # σ's of the chosen module, streamed from the checkpoints
+    t0 = time.perf_counter()
+    with open_base(base) as ckpt:
+        with load_adapter(adapter, ckpt) as ad:
+            chosen, why = choose_module(ad.modules, module)
+            sigma_pre, sigma_delta = module_sigmas(chosen, ckpt)
+            choice = ModuleChoice(name=chosen.name, module_type=chosen.module_type, layer=chosen.layer,
+                                  update_kind=chosen.update_kind, shape=tuple(chosen.shape), rank=int(chosen.rank),
+                                  scale=float(chosen.scale), sigma_pre=sigma_pre, sigma_delta=sigma_delta, why=why)
+            adapter_kinds = sorted({m.update_kind for m in ad.modules})
+            n_modules = len(ad.modules)
+    timings["spectra"] = time.perf_counter() - t0
+    if "dora" in adapter_kinds:
+        notes.append("the adapter uses DoRA, whose magnitude renormalisation is not linear in the LoRA scale; "
+                     "k multiplies the LoRA scaling only")
+
+    dev = resolve_device(device)
+    model, tokenizer = load_classifier(base, adapter, num_labels=labelled.num_classes, device=dev)
+    n_model = int(getattr(model.config, "num_labels", labelled.num_classes))
+    if n_model != labelled.num_classes:
+        raise SpectraError(f"{base}: the classifier has {n_model} labels but {labelled.source} has "
+                           f"{labelled.num_classes} classes (num_labels mismatch)")
+
+    def logits(batch_texts: list[str]) -> Tensor:
+        return predict_logits(model, tokenizer, batch_texts, batch_size=batch_size, max_length=max_length,
+                              progress=None).detach().to("cpu", torch.float64)
+
+    t0 = time.perf_counter()
+    total = len(ks)
+    per_k: dict[float, tuple[Tensor, Tensor]] = {}
+    for i, k in enumerate(ks):
+        with scaled_adapter(model, k):
+            per_k[k] = (logits(texts), logits(trig_texts))
+        if progress is not None:
+            progress(i + 1, total)
+    timings["sweep"] = time.perf_counter() - t0
+
+    y_all = torch.tensor(labels, dtype=torch.long)
+    nt = torch.tensor(nt_idx, dtype=torch.long)
+    clean0, trig0 = per_k[0.0]
+    clean1, trig1 = per_k[1.0]
+    result = threshold_from_margins(
+        margins(clean0[nt], nt_labels, target_label), margins(trig0, nt_labels, target_label),
+        margins(clean1[nt], nt_labels, target_label), margins(trig1, nt_labels, target_label),
+        sigma_pre=sigma_pre, sigma_delta=sigma_delta, scale=choice.scale, index=nt,
+    )
+    checks = {"m0_equals_base": _check_base_margins(model, logits, texts, trig_texts, clean0, trig0)}
+    if not checks["m0_equals_base"].get("ok", True):
+        notes.append(f"M_0 differs from the base model's margins by up to {checks['m0_equals_base']['max_abs_diff']:.3g}: "
+                     "scaled_adapter(model, 0) did not reproduce the base; the estimates are suspect")
+
+    sweep = []
+    predicted = result.predicted_asr(ks).tolist()
+    for k, pred in zip(ks, predicted):
+        c, t = per_k[k]
+        sweep.append(_sweep_row(k, c, t, y_all, nt, nt_labels, target_label, pred, result))
+    versions = library_versions()
+    settings = {"grid": ks, "target_label": target_label, "trigger": getattr(trig, "spec", str(trigger)),
+                "module": module, "batch_size": batch_size, "max_length": max_length, "seed": seed,
+                "max_samples": max_samples, "split_test": split_test, "device": str(dev),
+                "text_col": text_col, "label_col": label_col}
+    inputs = {"base": _describe(base), "adapter": {**_describe(adapter), "modules": n_modules,
+                                                    "update_kinds": adapter_kinds},
+              "data": full_source, "evaluated_rows": len(texts), "non_target_rows": len(nt_idx),
+              "label_names": list(labelled.label_names)}
+    timings["total"] = time.perf_counter() - t_start
+    return ThresholdReport(result=result, sweep=sweep, module=choice, settings=settings, inputs=inputs,
+                           versions=versions, checks=checks, notes=notes, timings=timings)
+
+
+def _check_target(data: Any, target_label: int) -> None:
+    k = data.num_classes
+    if not 0 <= target_label < k:
+        raise SpectraError(f"{data.source}: target label {target_label} is not a class of the data "
+                           f"(labels 0..{k - 1}: {', '.join(map(str, data.label_names))})")
+    counts = data.counts()
+    if counts[target_label] == len(data):
+        raise SpectraError(f"{data.source}: every row has the target label {target_label}; "
+                           "ASR needs non-target samples")
+
+
+def _subsample(data: Any, target_label: int, max_samples: int, seed: int, split: Callable[..., Any]) -> tuple[Any, str]:
+    if max_samples < 1:
+        raise SpectraError(f"--max-samples must be ≥ 1, got {max_samples}")
+    n_nt = sum(1 for y in data.labels if y != target_label)
+    if n_nt <= max_samples:
+        return data, ""
+    total = int(round(len(data) * max_samples / n_nt))
+    if total >= len(data):
+        return data, ""
+    _, sub = split(data, max(total, 1), seed)
+    kept = sum(1 for y in sub.labels if y != target_label)
+    return sub, (f"subsampled to {len(sub):,} rows ({kept:,} non-target; --max-samples {max_samples}), "
+                 f"stratified, seed {seed}")
+
+
+def _wilson(k: int, n: int) -> list[float] | None:
+    if n == 0:
+        return None
+    try:
+        from spectra.data import wilson_interval
+
+        lo, hi = wilson_interval(k, n)
+        return [float(lo), float(hi)]
+    except ImportError:  # pragma: no cover - spectra.data always ships it
+        return None
+
+
+def _sweep_row(k: float, clean: Tensor, trig: Tensor, y_all: Tensor, nt: Tensor, nt_labels: Tensor,
+               target: int, predicted: float, result: ThresholdResult) -> dict[str, Any]:
+    pred_clean = clean.argmax(dim=1)
+    pred_trig = trig.argmax(dim=1)
+    n, n_nt = int(y_all.numel()), int(nt.numel())
+    correct = int((pred_clean == y_all).sum())
+    hits = int((pred_trig == target).sum())
+    floor_hits = int((pred_clean[nt] == target).sum())
+    majority = max(int((y_all == c).sum()) for c in torch.unique(y_all).tolist()) / max(n, 1)
+    top_share = float(torch.bincount(pred_clean).max()) / max(n, 1)
+    m_trig = margins(trig, nt_labels, target)
+    linear = result.M0_trig + k * result.D_trig
+    return {
+        "k": float(k),
+        "ca": correct / n if n else float("nan"),
+        "asr": hits / n_nt if n_nt else float("nan"),
+        "asr_floor": floor_hits / n_nt if n_nt else float("nan"),
+        "predicted_asr": float(predicted),
+        "ca_ci": _wilson(correct, n),
+        "asr_ci": _wilson(hits, n_nt),
+        "asr_floor_ci": _wilson(floor_hits, n_nt),
+        "n": n, "n_non_target": n_nt,
+        "collapsed": bool(top_share >= 0.95 or (n >= 20 and correct / n <= majority + 1e-9 and top_share >= 0.9)),
+        "top_class_share": top_share,
+        "median_margin_trig": quantile(m_trig, 0.5) if n_nt else float("nan"),
+        "median_abs_nonlinearity": quantile((m_trig - linear).abs(), 0.5) if n_nt else float("nan"),
+    }
+
+
+def _check_base_margins(model: Any, logits: Callable[[list[str]], Tensor], texts: list[str], trig_texts: list[str],
+                        clean0: Tensor, trig0: Tensor, limit: int = 64) -> dict[str, Any]:
+    """Compare k = 0 logits with the base model's own (PEFT's ``disable_adapter``) on a few rows."""
+    disable = getattr(model, "disable_adapter", None)
+    if disable is None:
+        return {"ok": None, "why": "the model has no disable_adapter(); not checked"}
+    sub_c, sub_t = texts[:limit], trig_texts[:limit]
+    with disable():
+        base_c, base_t = logits(sub_c), logits(sub_t)
+    diff = max(float((base_c - clean0[: len(sub_c)]).abs().max()) if sub_c else 0.0,
+               float((base_t - trig0[: len(sub_t)]).abs().max()) if sub_t else 0.0)
+    scale = max(float(base_c.abs().max()) if sub_c else 1.0, 1.0)
+    return {"ok": diff <= 1e-4 * scale, "max_abs_diff": diff, "rows_checked": len(sub_c) + len(sub_t),
+            "how": "logits under scaled_adapter(model, 0) vs the same model with PEFT's disable_adapter()"}
+
+
+def _describe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    from spectra.provenance import content_hash
+
+    p = Path(path)
+    if not p.is_dir():
+        return {"path": str(path)}
+    files = {f.name: content_hash(f) for f in sorted(p.iterdir())
+             if f.is_file() and f.suffix in (".json", ".safetensors")}
+    return {"path": str(p.resolve()), "files": files}
+
+
+def _json_safe(obj: Any) -> Any:
+    """Replace ±∞ and NaN by None so the JSON is strict."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, Tensor):
+        return _json_safe(obj.tolist())
+    return obj

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from spectra.errors import SpectraError
 from spectra.threshold import (
     INF,
     aggregate,
@@ -213,3 +214,67 @@ def test_quantiles_tolerate_infinity() -> None:
     assert quantile(torch.tensor([INF, INF]), 0.5) == INF
     agg = aggregate(torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]))
     assert agg == {"worst": 4.0, "median": 2.0, "p90": pytest.approx(3.6)}
+
+
+# --------------------------------------------------------------------------- module choice and σ's
+
+
+def _sigma_max(W: torch.Tensor) -> float:
+    return float(torch.linalg.svdvals(W.double())[0])
+
+
+def _adapter_with_trained_head(base, folder, seed: int = 3, head_noise: float = 0.5, **lora_kwargs):
+    """A LoRA (random A and B) whose modules_to_save head differs from the base head, as after training."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    lora_kwargs.setdefault("target_modules", ["query", "value"])
+    model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(base),
+                           LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, modules_to_save=["classifier"],
+                                      **lora_kwargs))
+    head = model.base_model.model.classifier.modules_to_save["default"]
+    with torch.no_grad():
+        head.weight.add_(head_noise * torch.randn_like(head.weight))
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_module_choice_and_sigmas_match_dense_references(tiny_model_dir, tiny_adapter_dir) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from spectra.io import load_adapter, open_base
+    from spectra.threshold import choose_module, module_sigmas
+
+    base = tiny_model_dir("bert")
+    with_head = _adapter_with_trained_head(base, base.parent / "with-head")
+    no_head = tiny_adapter_dir(base, name="no-head", target_modules=["query", "value"])
+    base_model = AutoModelForSequenceClassification.from_pretrained(base)
+    W_head = base_model.classifier.weight.detach()
+    peft_model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base), with_head)
+    saved = peft_model.base_model.model.classifier.modules_to_save["default"].weight.detach()
+
+    with open_base(base) as ckpt, load_adapter(with_head, ckpt) as ad:
+        m, why = choose_module(ad.modules)
+        assert m.name.endswith("classifier") and "head" in why
+        sp, sd = module_sigmas(m, ckpt)
+        assert sp == pytest.approx(_sigma_max(W_head), rel=1e-5)
+        assert sd == pytest.approx(_sigma_max(saved - W_head), rel=1e-5)
+        assert sd > 0.1
+        picked, _ = choose_module(ad.modules, r"layer\.0\..*query")
+        assert picked.name.endswith("layer.0.attention.self.query")
+        with pytest.raises(SpectraError, match="matches no adapted module"):
+            choose_module(ad.modules, "nonexistent_module")
+
+    with open_base(base) as ckpt, load_adapter(no_head, ckpt) as ad:
+        m, why = choose_module(ad.modules)
+        assert m.name.endswith("layer.1.attention.self.value") and "nearest the output" in why
+        sp, sd = module_sigmas(m, ckpt)
+        layer = base_model.bert.encoder.layer[1].attention.self.value
+        assert sp == pytest.approx(_sigma_max(layer.weight.detach()), rel=1e-5)
+        lora = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base), no_head)
+        v = lora.base_model.model.bert.encoder.layer[1].attention.self.value
+        dense = v.scaling["default"] * (v.lora_B["default"].weight @ v.lora_A["default"].weight).detach()
+        assert sd == pytest.approx(_sigma_max(dense), rel=1e-5)
+        assert m.scale == pytest.approx(v.scaling["default"])

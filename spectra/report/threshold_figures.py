@@ -1,0 +1,61 @@
+"""Figure 3 of the paper, drawn from a threshold report's sweep (never from a model).
+
+CA and ASR measured at each multiplier k of the adapter's scale, the ASR that the
+per-sample linear crossings predict (dashed), and the ASR floor (dotted), on a symlog
+x axis so that k = 0 (the base model) shows beside the log-spaced multipliers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spectra.report.style import pyplot
+
+
+def sweep_figure(report: Any) -> Any:
+    """Figure 3: CA(k) and ASR(k) against the adapter multiplier k, predicted ASR dashed.
+
+    ``report`` is a :class:`spectra.threshold.ThresholdReport`; vertical lines mark the
+    predicted threshold (smallest k where the predicted ASR < 50%) and the measured one
+    (smallest grid k where the measured ASR < 50%) when they are finite.
+    """
+    import math
+
+    import seaborn as sns
+
+    plt = pyplot()
+    colours = sns.color_palette("deep", 6)
+    sweep = sorted(report.sweep, key=lambda r: r["k"])
+    ks = [r["k"] for r in sweep]
+    pct = lambda v: float("nan") if v is None else 100.0 * v  # noqa: E731
+
+    fig, ax = plt.subplots(figsize=(6.8, 4.2))
+    for key, ci_key, label, colour, marker in (("ca", "ca_ci", "CA (clean accuracy)", colours[0], "o"),
+                                               ("asr", "asr_ci", "ASR measured", colours[3], "s")):
+        y = [pct(r[key]) for r in sweep]
+        lo = [pct(r[ci_key][0]) if r.get(ci_key) else v for r, v in zip(sweep, y)]
+        hi = [pct(r[ci_key][1]) if r.get(ci_key) else v for r, v in zip(sweep, y)]
+        ax.plot(ks, y, marker=marker, ms=5, lw=1.6, color=colour, label=label)
+        ax.fill_between(ks, lo, hi, color=colour, alpha=0.15, lw=0)
+    pk, pa = report.predicted_curve()
+    ax.plot(pk, [100.0 * v for v in pa], ls="--", lw=1.5, color=colours[3], alpha=0.8,
+            label="ASR predicted (linear in k)")
+    ax.plot(ks, [pct(r["asr_floor"]) for r in sweep], ls=":", lw=1.6, color="0.35", label="ASR floor")
+    ax.axhline(50.0, color="0.6", lw=0.8, alpha=0.6)
+    for value, label, colour in ((report.predicted_threshold_k, "predicted k*", colours[3]),
+                                 (report.measured_threshold_k, "measured k*", colours[2])):
+        if math.isfinite(value) and value <= max(ks):
+            ax.axvline(value, color=colour, lw=1.0, ls="-." if "pred" in label else "-", alpha=0.8,
+                       label=f"{label} = {value:.3g}")
+    positive = [k for k in ks if k > 0]
+    ax.set_xscale("symlog", linthresh=min(positive) if positive else 1.0, linscale=0.5)
+    ax.set_xlim(left=0.0, right=max(ks) * 1.05 if max(ks) > 0 else 1.0)
+    ax.set_xticks(ks)
+    ax.set_xticklabels([f"{k:g}" for k in ks], fontsize=8)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("k  (multiplier of every adapted module's scale; 0 = base, 1 = adapter as trained)")
+    ax.set_ylabel("%")
+    ax.set_title(f"Scale sweep: {report.inputs['adapter']['path'].rsplit('/', 1)[-1]}", fontsize=10)
+    ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,173 @@
+"""``report.md`` for ``spectra threshold``: estimates, predicted vs measured sweep, an honest reading."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from spectra.report.tables import fmt, markdown_table
+
+
+def _pct(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100.0 * v:.1f}%"
+
+
+def _ci(ci: Any) -> str:
+    return "" if not ci else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def _k(v: float) -> str:
+    return fmt(float(v)) if v is not None else "∞"
+
+
+def render_threshold_markdown(report: Any) -> str:
+    """Render a :class:`spectra.threshold.ThresholdReport` as a self-contained Markdown report."""
+    from spectra.threshold import DEFINITIONS
+
+    s = report.result.summary()
+    m = report.module
+    st = report.settings
+    kb, kf = s["k_star_bound"], s["k_star_flip"]
+    sb, sf = s["s_star"]["bound"], s["s_star"]["flip"]
+    estimates = [
+        {"estimate": "k*_bound (Prop. 4.2, sufficient)", "worst": kb["worst"], "median": kb["median"], "p90": kb["p90"],
+         "uniform constants": kb["uniform"], "share ∞": s["share_k_star_bound_inf"]},
+        {"estimate": "k*_flip (linear crossing)", "worst": kf["worst"], "median": kf["median"], "p90": kf["p90"],
+         "uniform constants": None, "share ∞": s["share_k_star_flip_inf"]},
+        {"estimate": f"s*_bound = k*_bound·s (s = {fmt(m.scale)})", "worst": sb["worst"], "median": sb["median"],
+         "p90": sb["p90"], "uniform constants": sb["uniform"], "share ∞": None},
+        {"estimate": "s*_flip = k*_flip·s", "worst": sf["worst"], "median": sf["median"], "p90": sf["p90"],
+         "uniform constants": None, "share ∞": None},
+    ]
+    thresholds = [{"threshold (ASR < 50%)": "predicted (from k*_flip, exact)", "k": report.predicted_threshold_k,
+                   "s = k·s_module": report.predicted_threshold_k * m.scale},
+                  {"threshold (ASR < 50%)": "measured (smallest grid k)", "k": report.measured_threshold_k,
+                   "s = k·s_module": report.measured_threshold_k * m.scale}]
+    sweep_rows = [{"k": r["k"], "CA": _pct(r["ca"]), "CA 95% CI": _ci(r.get("ca_ci")), "ASR": _pct(r["asr"]),
+                   "ASR 95% CI": _ci(r.get("asr_ci")), "ASR predicted": _pct(r["predicted_asr"]),
+                   "ASR floor": _pct(r["asr_floor"]), "collapsed": "yes" if r.get("collapsed") else "",
+                   "median M_k(x̃)": r.get("median_margin_trig"),
+                   "median |M_k(x̃) − linear|": r.get("median_abs_nonlinearity")}
+                  for r in sorted(report.sweep, key=lambda r: r["k"])]
+    rho_rows = [{"ρ": name, **{k: v for k, v in s[name].items()}} for name in ("rho_bd", "rho_cl", "rho_tr", "rho_eff")]
+    parts = [
+        "# spectra threshold\n",
+        f"Base: `{report.inputs['base']['path']}`  \n"
+        f"Adapter: `{report.inputs['adapter']['path']}` ({report.inputs['adapter']['modules']} adapted modules)  \n"
+        f"Data: `{report.inputs['data'].get('source')}` — {report.inputs['evaluated_rows']:,} rows evaluated, "
+        f"{report.inputs['non_target_rows']:,} non-target  \n"
+        f"Trigger: `{st['trigger']}`, target label {st['target_label']}, seed {st['seed']}\n",
+        "## Reading\n",
+        _reading(report, s),
+        "## Thresholds: predicted and measured\n",
+        markdown_table(thresholds),
+        "\n## Per-sample estimates (non-target samples)\n",
+        markdown_table(estimates),
+        f"\nρ's normalised by module `{m.name}` ({m.why}): σ_pre = {fmt(m.sigma_pre)}, σ_Δ = {fmt(m.sigma_delta)}, "
+        f"σ_pre/σ_Δ = {fmt(m.sigma_pre / m.sigma_delta) if m.sigma_delta > 0 else '∞'}, PEFT scale s = {fmt(m.scale)}, "
+        f"shape {fmt(tuple(m.shape))}, {m.update_kind}.\n",
+        markdown_table(rho_rows),
+        "\n## Scale sweep (Figure 3)\n",
+        "![Figure 3: CA and ASR against the adapter multiplier k](fig_sweep.png)\n",
+        markdown_table(sweep_rows),
+        "\nPer-sample values are in `threshold_samples.csv`; every number is in `threshold.json`.\n",
+        "## Definitions\n",
+        "".join(f"- **{name}**: {text}\n" for name, text in DEFINITIONS.items()),
+        "- **x, x̃**: a non-target evaluation sample and its triggered twin (the trigger inserted with the "
+        "recorded seed); only non-target samples enter the estimates.\n",
+        "- **Caveat**: Proposition 4.2 is about a linear classifier with ‖x‖ = 1. For a transformer the margins "
+        "come from the whole network and σ_pre, σ_Δ from one module, so the ρ's are normalised proxies; the k*'s "
+        "do not depend on that normalisation (σ's cancel), but they assume margins linear in k, which a "
+        "transformer is not — hence the measured sweep beside them.\n",
+        "\n## Checks\n",
+        "```json\n" + json.dumps(report.checks, indent=2, default=str) + "\n```\n",
+    ]
+    if report.notes:
+        parts += ["## Notes\n", "".join(f"- {n}\n" for n in report.notes)]
+    parts += [
+        "\n## Settings\n",
+        "```json\n" + json.dumps(st, indent=2, default=str) + "\n```\n",
+        "## Inputs\n",
+        "```json\n" + json.dumps(report.inputs, indent=2, default=str) + "\n```\n",
+        "## Versions\n",
+        "".join(f"- {k}: {v}\n" for k, v in report.versions.items()),
+        "\n## Timings (s)\n",
+        "".join(f"- {k}: {v:.3f}\n" for k, v in report.timings.items()),
+    ]
+    return "\n".join(parts)
+
+
+def _reading(report: Any, s: dict[str, Any]) -> str:
+    """Plain sentences on what the numbers say — including when they say little."""
+    lines: list[str] = []
+    n = s["n_samples"]
+    sweep = sorted(report.sweep, key=lambda r: r["k"])
+    if n == 0:
+        return "- No non-target samples: nothing to estimate.\n"
+    base_row = next((r for r in sweep if r["k"] == 0.0), None)
+    one_row = next((r for r in sweep if r["k"] == 1.0), None)
+    lines.append(
+        f"- The base model (k = 0) flips {_pct(s['share_flipped_by_base'])} of the {n:,} triggered non-target "
+        f"samples (margin M_0(x̃) < 0); the adapter as trained (k = 1) leaves a measured ASR of "
+        f"{_pct(one_row['asr']) if one_row else 'n/a'} (floor {_pct(one_row['asr_floor']) if one_row else 'n/a'}).")
+    if s["share_flipped_by_base"] < 0.5:
+        lines.append(
+            "- The backdoor is weak on this data (the base flips fewer than half of the triggered samples): most "
+            "per-sample k* are 0 and the aggregates describe a minority of samples.")
+    share_vacuous = s["share_rho_eff_nonpositive"]
+    if share_vacuous > 0.5:
+        lines.append(
+            f"- ρ_eff = ρ_cl − ρ_tr ≤ 0 for {_pct(share_vacuous)} of the samples: there the adapter's push on the clean "
+            "input does not dominate what the trigger changes, so Proposition 4.2's sufficient condition is vacuous "
+            f"and k*_bound is ∞ ({_pct(s['share_k_star_bound_inf'])} of samples). The theorem gives no finite "
+            "guarantee for this adapter; read k*_flip and the measured sweep instead.")
+    elif share_vacuous > 0:
+        lines.append(f"- ρ_eff ≤ 0 for {_pct(share_vacuous)} of the samples (their k*_bound is ∞, the theorem's "
+                     "condition is vacuous for them).")
+    else:
+        lines.append("- ρ_eff > 0 for every sample: Proposition 4.2 applies sample by sample.")
+    kb_worst = s["k_star_bound"]["worst"]
+    if math.isfinite(kb_worst):
+        lines.append(f"- Worst-case sufficient multiplier k*_bound = {fmt(kb_worst)} (s* = {fmt(kb_worst * report.module.scale)}); "
+                     f"median {fmt(s['k_star_bound']['median'])}.")
+    pred, meas = report.predicted_threshold_k, report.measured_threshold_k
+    lines.append(f"- Predicted threshold (ASR < 50%): k = {_k(pred)}; measured on the grid: k = {_k(meas)}. "
+                 + _agreement(pred, meas, [r["k"] for r in sweep]))
+    worst_gap = max(sweep, key=lambda r: abs(r["asr"] - r["predicted_asr"]))
+    lines.append(f"- Largest gap between predicted and measured ASR on the grid: {_pct(abs(worst_gap['asr'] - worst_gap['predicted_asr']))} "
+                 f"at k = {fmt(worst_gap['k'])} (predicted {_pct(worst_gap['predicted_asr'])}, measured {_pct(worst_gap['asr'])}). "
+                 "A transformer's margins are not linear in k; the prediction extrapolates the k = 0 → 1 change.")
+    collapsed = [r["k"] for r in sweep if r.get("collapsed")]
+    if collapsed:
+        lines.append(f"- The model predicts (nearly) one class at k ∈ {{{', '.join(fmt(k) for k in collapsed)}}}: "
+                     "ASR there says nothing about the trigger (compare it with the floor).")
+    near_floor = [r["k"] for r in sweep if r["asr"] > 0.5 and r["asr_floor"] >= r["asr"] - 0.05]
+    if near_floor:
+        lines.append(f"- At k ∈ {{{', '.join(fmt(k) for k in near_floor)}}} ASR is within 5 points of its floor: the "
+                     "model assigns the target without the trigger too.")
+    chk = report.checks.get("m0_equals_base", {})
+    if chk.get("ok") is False:
+        lines.append(f"- **Check failed**: M_0 differs from the base model's margins by {fmt(chk.get('max_abs_diff'))}.")
+    if base_row and base_row.get("asr") is not None and abs(base_row["asr"] - base_row["predicted_asr"]) > 1e-9 \
+            and report.inputs["label_names"] and len(report.inputs["label_names"]) > 2:
+        lines.append("- With more than two classes a negative margin z_y − z_ybd does not imply the target is the argmax, "
+                     "so predicted and measured ASR can differ even at k = 0.")
+    return "\n".join(lines) + "\n"
+
+
+def _agreement(pred: float, meas: float, grid: list[float]) -> str:
+    if math.isinf(pred) and math.isinf(meas):
+        return "Both say the backdoor survives every multiplier tried."
+    if math.isinf(meas):
+        return (f"The sweep never brings ASR below 50% (up to k = {fmt(max(grid))}) although the linear prediction "
+                "does: they disagree." if pred <= max(grid) else
+                "The prediction lies beyond the grid; extend --grid to check it.")
+    if math.isinf(pred):
+        return "The linear prediction never crosses 50% but the measured ASR does: they disagree."
+    below = [k for k in grid if k < meas]
+    prev = max(below) if below else 0.0
+    if prev < pred <= meas or pred == meas:
+        return f"They agree to the grid's resolution (the prediction lies in ({fmt(prev)}, {fmt(meas)}])."
+    ratio = pred / meas if meas > 0 else float("inf")
+    return f"They disagree: the prediction is {fmt(ratio)}× the measured grid threshold."
