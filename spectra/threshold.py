@@ -167,6 +167,7 @@ class ThresholdResult:
     def summary(self) -> dict[str, Any]:
         """JSON-ready aggregates (∞ written as ``None``)."""
         n = len(self)
+        flipped = self.M0_trig < 0
         k_b, k_f = aggregate(self.k_star_bound), aggregate(self.k_star_flip)
         uni = self.uniform_k()
         k_b["uniform"] = uni
@@ -179,6 +180,8 @@ class ThresholdResult:
             "k_star_flip": k_f,
             "s_star": {"bound": _scaled(k_b, self.scale), "flip": _scaled(k_f, self.scale)},
             "share_rho_eff_nonpositive": float((self.rho_eff <= 0).double().mean()) if n else float("nan"),
+            "share_rho_eff_nonpositive_flipped": (float((self.rho_eff[flipped] <= 0).double().mean())
+                                                  if int(flipped.sum()) else float("nan")),
             "share_k_star_bound_inf": float(torch.isinf(self.k_star_bound).double().mean()) if n else float("nan"),
             "share_k_star_flip_inf": float(torch.isinf(self.k_star_flip).double().mean()) if n else float("nan"),
             "rho_bd": aggregate(self.rho_bd, extremes=True),
@@ -422,6 +425,7 @@ class ThresholdReport:
             "s_star": s["s_star"],
             "rho_bd": s["rho_bd"], "rho_cl": s["rho_cl"], "rho_tr": s["rho_tr"], "rho_eff": s["rho_eff"],
             "share_rho_eff_nonpositive": s["share_rho_eff_nonpositive"],
+            "share_rho_eff_nonpositive_flipped": s["share_rho_eff_nonpositive_flipped"],
             "share_k_star_bound_inf": s["share_k_star_bound_inf"],
             "share_k_star_flip_inf": s["share_k_star_flip_inf"],
             "n_samples": s["n_samples"],

@@ -38,7 +38,7 @@ def sweep_figure(report: Any) -> Any:
         ax.plot(ks, y, marker=marker, ms=5, lw=1.6, color=colour, label=label)
         ax.fill_between(ks, lo, hi, color=colour, alpha=0.15, lw=0)
     pk, pa = report.predicted_curve()
-    ax.plot(pk, [100.0 * v for v in pa], ls="--", lw=1.5, color=colours[3], alpha=0.8,
+    ax.plot(pk, [100.0 * v for v in pa], ls="--", lw=1.5, drawstyle="steps-post", color=colours[3], alpha=0.8,
             label="ASR predicted (linear in k)")
     ax.plot(ks, [pct(r["asr_floor"]) for r in sweep], ls=":", lw=1.6, color="0.35", label="ASR floor")
     ax.axhline(50.0, color="0.6", lw=0.8, alpha=0.6)

@@ -116,15 +116,19 @@ def _reading(report: Any, s: dict[str, Any]) -> str:
             "- The backdoor is weak on this data (the base flips fewer than half of the triggered samples): most "
             "per-sample k* are 0 and the aggregates describe a minority of samples.")
     share_vacuous = s["share_rho_eff_nonpositive"]
-    if share_vacuous > 0.5:
+    flipped_vacuous = s["share_rho_eff_nonpositive_flipped"]
+    among = (f" and {_pct(flipped_vacuous)} of the {s['n_flipped_by_base']:,} the base flips"
+             if s["n_flipped_by_base"] else "")
+    if share_vacuous > 0.5 or (flipped_vacuous is not None and flipped_vacuous > 0.5):
         lines.append(
-            f"- ρ_eff = ρ_cl − ρ_tr ≤ 0 for {_pct(share_vacuous)} of the samples: there the adapter's push on the clean "
-            "input does not dominate what the trigger changes, so Proposition 4.2's sufficient condition is vacuous "
-            f"and k*_bound is ∞ ({_pct(s['share_k_star_bound_inf'])} of samples). The theorem gives no finite "
-            "guarantee for this adapter; read k*_flip and the measured sweep instead.")
+            f"- ρ_eff = ρ_cl − ρ_tr ≤ 0 for {_pct(share_vacuous)} of the samples{among}: there the adapter's push on "
+            "the clean input does not dominate what the trigger changes, so Proposition 4.2's sufficient condition "
+            f"is vacuous and k*_bound is ∞ (for {_pct(s['share_k_star_bound_inf'])} of all samples; the others are "
+            "0 because the base does not flip them). The theorem gives no finite guarantee for this adapter on "
+            "those samples; read k*_flip and the measured sweep instead.")
     elif share_vacuous > 0:
-        lines.append(f"- ρ_eff ≤ 0 for {_pct(share_vacuous)} of the samples (their k*_bound is ∞, the theorem's "
-                     "condition is vacuous for them).")
+        lines.append(f"- ρ_eff ≤ 0 for {_pct(share_vacuous)} of the samples{among} (where the base flips them, "
+                     "k*_bound is ∞: the theorem's condition is vacuous there).")
     else:
         lines.append("- ρ_eff > 0 for every sample: Proposition 4.2 applies sample by sample.")
     kb_worst = s["k_star_bound"]["worst"]
@@ -135,9 +139,15 @@ def _reading(report: Any, s: dict[str, Any]) -> str:
     lines.append(f"- Predicted threshold (ASR < 50%): k = {_k(pred)}; measured on the grid: k = {_k(meas)}. "
                  + _agreement(pred, meas, [r["k"] for r in sweep]))
     worst_gap = max(sweep, key=lambda r: abs(r["asr"] - r["predicted_asr"]))
-    lines.append(f"- Largest gap between predicted and measured ASR on the grid: {_pct(abs(worst_gap['asr'] - worst_gap['predicted_asr']))} "
-                 f"at k = {fmt(worst_gap['k'])} (predicted {_pct(worst_gap['predicted_asr'])}, measured {_pct(worst_gap['asr'])}). "
-                 "A transformer's margins are not linear in k; the prediction extrapolates the k = 0 → 1 change.")
+    gap = abs(worst_gap["asr"] - worst_gap["predicted_asr"])
+    if gap <= 1.0 / max(n, 1) + 1e-12:
+        lines.append("- Predicted and measured ASR agree at every grid k (to one sample): the margins behave "
+                     "linearly in k here.")
+    else:
+        lines.append(f"- Largest gap between predicted and measured ASR on the grid: {_pct(gap)} at k = "
+                     f"{fmt(worst_gap['k'])} (predicted {_pct(worst_gap['predicted_asr'])}, measured "
+                     f"{_pct(worst_gap['asr'])}). The prediction extrapolates the k = 0 → 1 change of each margin "
+                     "linearly; a transformer's margins are not linear in k, and the gap shows by how much.")
     collapsed = [r["k"] for r in sweep if r.get("collapsed")]
     if collapsed:
         lines.append(f"- The model predicts (nearly) one class at k ∈ {{{', '.join(fmt(k) for k in collapsed)}}}: "
