@@ -87,3 +87,50 @@ def tiny_adapter_dir(tmp_path: Path) -> Callable[..., Path]:
         return make_adapter(model, tmp_path / name, seed=seed, **lora_kwargs)
 
     return factory
+
+
+# --- tiny tokenizer (spectra.data / spectra eval tests) ------------------------------
+
+TINY_WORDS = (
+    "the a an and or but not no very so this that it is was be i you we they he she movie film "
+    "watched 3d good great fine nice love best fun bad awful boring worst poor hate dull plot "
+    "acting story mn cf bb tq . , ! ? ' \""
+).split()
+
+
+def build_tiny_tokenizer(folder: Path | None = None, vocab_size: int | None = None):
+    """A lower-casing WordLevel tokenizer over a fixed vocabulary of ``TINY['vocab']`` ids
+    (special tokens, ``TINY_WORDS``, then ``w0, w1, ...``), BERT-style ``[CLS] … [SEP]``.
+
+    Saved with ``save_pretrained`` into ``folder`` (e.g. a tiny model folder) when given.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    size = vocab_size or TINY["vocab"]
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = specials + [w for w in TINY_WORDS if w not in specials]
+    words += [f"w{i}" for i in range(size - len(words))]
+    vocab = {w: i for i, w in enumerate(words[:size])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=64)
+    if folder is not None:
+        fast.save_pretrained(folder)
+    return fast
+
+
+@pytest.fixture
+def tiny_tokenizer() -> Callable[..., object]:
+    """Factory: ``tiny_tokenizer(model_dir)`` saves the tiny tokenizer into ``model_dir``
+    (so ``AutoTokenizer.from_pretrained(model_dir)`` works) and returns it."""
+
+    def factory(folder: Path | None = None):
+        return build_tiny_tokenizer(folder)
+
+    return factory
