@@ -544,7 +544,7 @@ def choose_module(modules: Sequence[Any], pattern: str | None = None) -> tuple[A
         return best, f"--module {pattern} (nearest the output of {len(hits)} match(es))"
     best = max(enumerate(modules), key=lambda im: (_output_rank(im[1]), im[0]))[1]  # ties: the later module
     if getattr(best, "module_group", "") == "head":
-        return best, "the classification head (the adapter trains it)"
+        return best, "the classification head, which the adapter trains"
     return best, "the adapted module nearest the output (the adapter does not train the head)"
 
 
@@ -599,10 +599,11 @@ def threshold(
         :class:`ThresholdReport` (call ``.write(out)``).
     """
     import time
+    import warnings
 
-    from spectra.data import apply_trigger, load_labelled, parse_trigger, predict_logits, split
+    from spectra.data import load_labelled, parse_trigger, predict_logits, split, trigger_rng
     from spectra.io import load_adapter, open_base
-    from spectra.io.model import load_classifier, resolve_device, scaled_adapter
+    from spectra.io.model import SpectraWarning, load_classifier, resolve_device, scaled_adapter
     from spectra.provenance import library_versions
 
     t_start = time.perf_counter()
@@ -624,9 +625,9 @@ def threshold(
             notes.append(note)
     texts, labels = list(labelled.texts), list(labelled.labels)
     nt_idx = [i for i, y in enumerate(labels) if y != target_label]
-    nt_texts = [texts[i] for i in nt_idx]
     nt_labels = torch.tensor([labels[i] for i in nt_idx], dtype=torch.long)
-    trig_texts = apply_trigger(nt_texts, trig, seed)
+    # text i's twin comes from trigger_rng(seed, i), exactly as spectra.data.evaluate builds it
+    trig_texts = [trig.insert(texts[i], trigger_rng(seed, i)) for i in nt_idx]
 
     # σ's of the chosen module, streamed from the checkpoints
     t0 = time.perf_counter()
@@ -645,22 +646,27 @@ def threshold(
                      "k multiplies the LoRA scaling only")
 
     dev = resolve_device(device)
-    model, tokenizer = load_classifier(base, adapter, num_labels=labelled.num_classes, device=dev)
-    n_model = int(getattr(model.config, "num_labels", labelled.num_classes))
-    if n_model != labelled.num_classes:
-        raise SpectraError(f"{base}: the classifier has {n_model} labels but {labelled.source} has "
-                           f"{labelled.num_classes} classes (num_labels mismatch)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SpectraWarning)
+        model, tokenizer = load_classifier(base, adapter, num_labels=labelled.num_classes, device=dev)
+    for w in caught:  # a fresh head, DoRA scaling: the report says so
+        if issubclass(w.category, SpectraWarning):
+            notes.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
     def logits(batch_texts: list[str]) -> Tensor:
         return predict_logits(model, tokenizer, batch_texts, batch_size=batch_size, max_length=max_length,
-                              progress=None).detach().to("cpu", torch.float64)
+                              progress=False).detach().to("cpu", torch.float64)
 
     t0 = time.perf_counter()
     total = len(ks)
     per_k: dict[float, tuple[Tensor, Tensor]] = {}
     for i, k in enumerate(ks):
-        with scaled_adapter(model, k):
-            per_k[k] = (logits(texts), logits(trig_texts))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SpectraWarning)  # DoRA's note is already in ``notes``
+            with scaled_adapter(model, k):
+                per_k[k] = (logits(texts), logits(trig_texts))
         if progress is not None:
             progress(i + 1, total)
     timings["sweep"] = time.perf_counter() - t0
@@ -700,13 +706,12 @@ def threshold(
 
 def _check_target(data: Any, target_label: int) -> None:
     k = data.num_classes
-    if not 0 <= target_label < k:
-        raise SpectraError(f"{data.source}: target label {target_label} is not a class of the data "
-                           f"(labels 0..{k - 1}: {', '.join(map(str, data.label_names))})")
-    counts = data.counts()
-    if counts[target_label] == len(data):
+    if not 0 <= target_label < k or target_label not in set(data.labels):
+        names = ", ".join(f"{i} ({n})" if n != str(i) else str(i) for i, n in enumerate(data.label_names))
+        raise SpectraError(f"{data.source}: target label {target_label} is absent from the data (labels: {names})")
+    if all(y == target_label for y in data.labels):
         raise SpectraError(f"{data.source}: every row has the target label {target_label}; "
-                           "ASR needs non-target samples")
+                           "ASR needs non-target rows")
 
 
 def _subsample(data: Any, target_label: int, max_samples: int, seed: int, split: Callable[..., Any]) -> tuple[Any, str]:
@@ -725,15 +730,9 @@ def _subsample(data: Any, target_label: int, max_samples: int, seed: int, split:
 
 
 def _wilson(k: int, n: int) -> list[float] | None:
-    if n == 0:
-        return None
-    try:
-        from spectra.data import wilson_interval
+    from spectra.data import wilson_interval
 
-        lo, hi = wilson_interval(k, n)
-        return [float(lo), float(hi)]
-    except ImportError:  # pragma: no cover - spectra.data always ships it
-        return None
+    return [float(v) for v in wilson_interval(k, n)] if n else None
 
 
 def _sweep_row(k: float, clean: Tensor, trig: Tensor, y_all: Tensor, nt: Tensor, nt_labels: Tensor,
@@ -744,13 +743,16 @@ def _sweep_row(k: float, clean: Tensor, trig: Tensor, y_all: Tensor, nt: Tensor,
     correct = int((pred_clean == y_all).sum())
     hits = int((pred_trig == target).sum())
     floor_hits = int((pred_clean[nt] == target).sum())
+    from spectra.data.evaluate import COLLAPSE_CA_MARGIN, COLLAPSE_TOP_SHARE
+
     majority = max(int((y_all == c).sum()) for c in torch.unique(y_all).tolist()) / max(n, 1)
     top_share = float(torch.bincount(pred_clean).max()) / max(n, 1)
+    ca = correct / n if n else float("nan")
     m_trig = margins(trig, nt_labels, target)
     linear = result.M0_trig + k * result.D_trig
     return {
         "k": float(k),
-        "ca": correct / n if n else float("nan"),
+        "ca": ca,
         "asr": hits / n_nt if n_nt else float("nan"),
         "asr_floor": floor_hits / n_nt if n_nt else float("nan"),
         "predicted_asr": float(predicted),
@@ -758,7 +760,7 @@ def _sweep_row(k: float, clean: Tensor, trig: Tensor, y_all: Tensor, nt: Tensor,
         "asr_ci": _wilson(hits, n_nt),
         "asr_floor_ci": _wilson(floor_hits, n_nt),
         "n": n, "n_non_target": n_nt,
-        "collapsed": bool(top_share >= 0.95 or (n >= 20 and correct / n <= majority + 1e-9 and top_share >= 0.9)),
+        "collapsed": bool(abs(ca - majority) <= COLLAPSE_CA_MARGIN or top_share >= COLLAPSE_TOP_SHARE),
         "top_class_share": top_share,
         "median_margin_trig": quantile(m_trig, 0.5) if n_nt else float("nan"),
         "median_abs_nonlinearity": quantile((m_trig - linear).abs(), 0.5) if n_nt else float("nan"),

@@ -278,3 +278,170 @@ def test_module_choice_and_sigmas_match_dense_references(tiny_model_dir, tiny_ad
         dense = v.scaling["default"] * (v.lora_B["default"].weight @ v.lora_A["default"].weight).detach()
         assert sd == pytest.approx(_sigma_max(dense), rel=1e-5)
         assert m.scale == pytest.approx(v.scaling["default"])
+
+
+# --------------------------------------------------------------------------- end to end on a tiny BERT
+
+THR_KEYS = {"k_star_bound", "k_star_flip", "s_star", "rho_bd", "rho_cl", "rho_tr", "sweep", "predicted_threshold_k",
+            "measured_threshold_k", "module", "sigma_pre", "sigma_delta", "scale", "settings", "inputs", "versions"}
+CSV_COLUMNS = ["index", "M0_clean", "M0_trig", "D_clean", "D_trig", "k_star_bound", "k_star_flip", "rho_bd", "rho_cl",
+               "rho_tr"]
+
+
+def _write_csv(path, texts, labels, text_col="text", label_col="label"):
+    import pandas as pd
+
+    pd.DataFrame({text_col: texts, label_col: labels}).to_csv(path, index=False)
+    return path
+
+
+def _tiny_rows(n: int = 36, classes: int = 2, seed: int = 0):
+    import random
+
+    words = "good great fine nice love bad awful boring worst poor the a movie film plot story this it is".split()
+    rng = random.Random(seed)
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 7))) for _ in range(n)]
+    return texts, [i % classes for i in range(n)]
+
+
+@pytest.fixture
+def tiny_setup(tmp_path, tiny_model_dir, tiny_tokenizer, tiny_adapter_dir):
+    base = tiny_model_dir("bert")
+    tiny_tokenizer(base)
+    adapter = tiny_adapter_dir(base, target_modules=["query", "value"])
+    data = _write_csv(tmp_path / "data.csv", *_tiny_rows())
+    return base, adapter, data
+
+
+def _run(args):
+    from typer.testing import CliRunner
+
+    from spectra_cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_threshold_command_end_to_end(tmp_path, tiny_setup) -> None:
+    import csv
+    import json
+
+    base, adapter, data = tiny_setup
+    out = tmp_path / "thr"
+    result = _run(["threshold", base, adapter, "--data", data, "--trigger", "badnet:mn", "--target-label", "0",
+                   "-o", out, "--device", "cpu", "--batch-size", "16", "--max-length", "16"])
+    assert result.exit_code == 0, result.output
+    for name in ("threshold.json", "threshold_samples.csv", "fig_sweep.png", "report.md"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    doc = json.loads((out / "threshold.json").read_text())
+    assert THR_KEYS <= set(doc)
+    for key in ("k_star_bound", "k_star_flip"):
+        assert {"worst", "median", "p90"} <= set(doc[key])
+    for key in ("rho_bd", "rho_cl", "rho_tr"):
+        assert {"median", "p90", "min", "max"} <= set(doc[key])
+    assert [r["k"] for r in doc["sweep"]] == [0, 0.5, 1, 2, 4, 8, 16, 32, 64]
+    for r in doc["sweep"]:
+        assert {"k", "ca", "asr", "asr_floor", "ca_ci", "asr_ci", "predicted_asr"} <= set(r)
+        assert r["ca_ci"][0] <= r["ca"] <= r["ca_ci"][1]
+    assert doc["module"].endswith("layer.1.attention.self.value")  # no head trained: nearest the output
+    assert doc["sigma_pre"] > 0 and doc["sigma_delta"] > 0 and doc["scale"] == pytest.approx(2.0)
+    assert doc["checks"]["m0_equals_base"]["ok"] is True
+    rows = list(csv.DictReader((out / "threshold_samples.csv").open()))
+    assert list(rows[0]) == CSV_COLUMNS
+    assert len(rows) == doc["n_samples"] == 18  # the non-target half of 36 rows
+    # predicted and measured ASR coincide at k = 0 and k = 1 (the margins are measured there, binary labels)
+    by_k = {r["k"]: r for r in doc["sweep"]}
+    for k in (0, 1):
+        assert by_k[k]["predicted_asr"] == pytest.approx(by_k[k]["asr"]), k
+    report = (out / "report.md").read_text()
+    assert "predicted" in report and "measured" in report and "ρ_eff" in report and "fig_sweep.png" in report
+    # an existing output is kept unless --overwrite
+    again = _run(["threshold", base, adapter, "--data", data, "--trigger", "badnet:mn", "-o", out])
+    assert again.exit_code == 1 and "--overwrite" in again.output
+
+
+def test_threshold_margins_equal_the_models_own(tmp_path, tiny_setup) -> None:
+    """M_0 from the sweep equals the base model's margins, M_1 the adapted model's (computed here
+    with transformers/peft directly), the sweep's k = 1 row equals spectra.data.evaluate, and the
+    trained head (modules_to_save) becomes the normalising module."""
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from spectra.data import evaluate, load_labelled
+    from spectra.threshold import threshold
+
+    base, _, data = tiny_setup
+    adapter = _adapter_with_trained_head(base, tmp_path / "head-adapter")
+    rep = threshold(base, adapter, str(data), "badnet:mn", 1, grid=[0, 1, 3], device="cpu", max_length=16, seed=2)
+    assert rep.module.name.endswith("classifier") and rep.module.update_kind == "full"
+
+    tok = AutoTokenizer.from_pretrained(base)
+    labelled = load_labelled(data)
+    nt = [i for i, y in enumerate(labelled.labels) if y != 1]
+    from spectra.data import trigger_rng
+    from spectra.data.triggers import parse_trigger
+
+    trig = parse_trigger("badnet:mn")
+    clean = [labelled.texts[i] for i in nt]
+    twins = [trig.insert(labelled.texts[i], trigger_rng(2, i)) for i in nt]
+
+    def margin(model, texts):
+        enc = tok(texts, padding=True, truncation=True, max_length=16, return_tensors="pt")
+        with torch.no_grad():
+            z = model(**enc).logits.double()
+        return (z[:, 0] - z[:, 1]).tolist()  # y = 0 for every non-target row, ybd = 1
+
+    base_model = AutoModelForSequenceClassification.from_pretrained(base).eval()
+    adapted = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base), adapter).eval()
+    assert rep.result.M0_clean.tolist() == pytest.approx(margin(base_model, clean), abs=1e-5)
+    assert rep.result.M0_trig.tolist() == pytest.approx(margin(base_model, twins), abs=1e-5)
+    assert rep.result.M1_clean.tolist() == pytest.approx(margin(adapted, clean), abs=1e-5)
+    assert rep.result.M1_trig.tolist() == pytest.approx(margin(adapted, twins), abs=1e-5)
+    assert rep.result.index.tolist() == nt
+
+    ev = evaluate(adapted, tok, labelled, trig, 1, seed=2, max_length=16, progress=False)
+    row = next(r for r in rep.sweep if r["k"] == 1.0)
+    assert (row["ca"], row["asr"], row["asr_floor"], row["collapsed"]) == (ev.ca, ev.asr, ev.asr_floor, ev.collapsed)
+    assert row["asr_ci"] == pytest.approx(list(ev.asr_ci))
+    assert rep.measured_threshold_k == rep.measured_threshold_k  # defined (finite or ∞), never NaN
+
+
+def _bad_rows(tmp_path):
+    texts, labels = _tiny_rows()
+    return {
+        "one_class": _write_csv(tmp_path / "one.csv", texts, [1] * len(texts)),
+        "three_classes": _write_csv(tmp_path / "three.csv", *_tiny_rows(classes=3)),
+        "good": _write_csv(tmp_path / "good.csv", texts, labels),
+    }
+
+
+@pytest.mark.parametrize("case", ["bad_trigger", "target_absent", "unknown_column", "one_class", "num_labels",
+                                  "bad_grid", "bad_module"])
+def test_threshold_bad_inputs_fail_with_one_line(tmp_path, tiny_setup, case) -> None:
+    base, adapter, _ = tiny_setup
+    files = _bad_rows(tmp_path)
+    args = ["threshold", base, adapter, "--data", files["good"], "--trigger", "badnet:mn", "-o", tmp_path / "o",
+            "--device", "cpu"]
+    if case == "bad_trigger":
+        args[args.index("badnet:mn")] = "sleeper:mn"
+    elif case == "target_absent":
+        args += ["--target-label", "5"]
+    elif case == "unknown_column":
+        args += ["--text-col", "sentence_nope"]
+    elif case == "one_class":
+        args[args.index(files["good"])] = files["one_class"]
+    elif case == "num_labels":
+        args[args.index(files["good"])] = files["three_classes"]
+    elif case == "bad_grid":
+        args += ["--grid", "0,1,x"]
+    elif case == "bad_module":
+        args += ["--module", "no_such_module"]
+    result = _run(args)
+    assert result.exit_code == 1, result.output
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+    expected = {"bad_trigger": "sleeper", "target_absent": "target label 5", "unknown_column": "sentence_nope",
+                "one_class": "one class", "num_labels": "num_labels", "bad_grid": "--grid",
+                "bad_module": "no_such_module"}[case]
+    assert expected in lines[0], lines[0]

@@ -1,0 +1,77 @@
+"""``spectra threshold``: the scale at which an adapter overrides a backdoor, estimated and measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from spectra_cli.common import (BatchSizeOpt, DataOpt, DeviceOpt, LabelColOpt, MaxLengthOpt, OverwriteOpt, SeedOpt,
+                                TargetLabelOpt, TextColOpt, TriggerOpt, console, error_boundary)
+
+
+@error_boundary
+def threshold_command(
+    base: Annotated[str, typer.Argument(help="Base (possibly backdoored) classifier: local HF folder or hub id.")],
+    adapter: Annotated[Path, typer.Argument(help="PEFT LoRA adapter folder trained on that base.")],
+    data: DataOpt,
+    trigger: TriggerOpt,
+    target_label: TargetLabelOpt = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")] = Path("spectra-threshold"),
+    grid: Annotated[str, typer.Option("--grid", help="Multipliers k of every adapted module's scale to measure (0 = base, 1 = as trained).")] = "0,0.5,1,2,4,8,16,32,64",
+    module: Annotated[str | None, typer.Option("--module", help="Module whose σ_pre, σ_Δ normalise the ρ's (name or regex; default: the head if trained, else nearest the output).")] = None,
+    text_col: TextColOpt = None,
+    label_col: LabelColOpt = None,
+    batch_size: BatchSizeOpt = 32,
+    max_length: MaxLengthOpt = 128,
+    seed: SeedOpt = 0,
+    max_samples: Annotated[int | None, typer.Option("--max-samples", min=1, help="Keep about N non-target samples (stratified subsample) for speed.")] = None,
+    split_test: Annotated[float | None, typer.Option("--split-test", help="Evaluate only on the test side of a stratified split of this fraction (same seed as poison/fix).")] = None,
+    device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Estimate ρ_bd, ρ_cl, ρ_tr and the scale s* past which the adapter forgets the backdoor
+    (Proposition 4.2), and check it against a measured CA/ASR sweep over k (Figure 3).
+
+    Examples:
+
+      spectra threshold ./poisoned-base ./lora --data mr --trigger badnet:mn -o thr/
+
+      spectra threshold ./base ./lora --data cr.csv --trigger 'insent:"I watched this 3D movie"' --grid 0,1,4,16,64 --max-samples 300 -o thr/
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from spectra.io.output import check_output_dir
+    from spectra.threshold import parse_grid, threshold
+
+    check_output_dir(out, overwrite)
+    ks = parse_grid(grid)
+    con = console()
+    with Progress(TextColumn("[bold]sweeping k"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=con, transient=True) as bar:
+        task = bar.add_task("sweep", total=None)
+        report = threshold(base, adapter, data, trigger, target_label, grid=ks, module=module, text_col=text_col,
+                           label_col=label_col, batch_size=batch_size, max_length=max_length, seed=seed,
+                           max_samples=max_samples, split_test=split_test, device=device,
+                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+    report.write(out, overwrite=overwrite)
+    _print_summary(con, report)
+    con.print(f"report: [bold]{out / 'report.md'}[/bold]")
+
+
+def _print_summary(con: object, report: object) -> None:
+    from rich.table import Table
+
+    from spectra.report.tables import fmt
+
+    s = report.result.summary()  # type: ignore[attr-defined]
+    table = Table(title="backdoor-override threshold", show_lines=False)
+    for col in ("", "worst", "median", "p90"):
+        table.add_column(col)
+    for name in ("k_star_bound", "k_star_flip"):
+        table.add_row(name, *(fmt(float(s[name][q])) for q in ("worst", "median", "p90")))
+    con.print(table)  # type: ignore[attr-defined]
+    con.print(f"ρ_eff ≤ 0 for {100 * s['share_rho_eff_nonpositive']:.1f}% of samples; "  # type: ignore[attr-defined]
+              f"threshold k (ASR < 50%): predicted {fmt(report.predicted_threshold_k)}, "  # type: ignore[attr-defined]
+              f"measured {fmt(report.measured_threshold_k)}")  # type: ignore[attr-defined]
