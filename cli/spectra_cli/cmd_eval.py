@@ -1,0 +1,106 @@
+"""``spectra eval``: CA, ASR, Δ with confidence intervals, the ASR floor and a collapse flag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from spectra_cli.common import (AllowPickleOpt, BatchSizeOpt, DataOpt, DeviceOpt, LabelColOpt, MaxLengthOpt, OutOpt,
+                                OverwriteOpt, SeedOpt, TargetLabelOpt, TextColOpt, TriggerOpt, console,
+                                error_boundary)
+
+
+@error_boundary
+def eval_command(
+    model: Annotated[str, typer.Argument(help="Classifier: local HF model folder (safetensors) or hub id.")],
+    data: DataOpt,
+    trigger: TriggerOpt,
+    adapter: Annotated[Path | None, typer.Argument(help="Optional PEFT LoRA adapter folder to apply.")] = None,
+    target_label: TargetLabelOpt = 0,
+    out: OutOpt = Path("spectra-eval"),
+    text_col: TextColOpt = None,
+    label_col: LabelColOpt = None,
+    scale: Annotated[float, typer.Option("--scale", help="Adapter strength k: LoRA scaling × k, saved modules W_base + k·(W_saved − W_base); 0 = base, 1 = as trained.")] = 1.0,
+    split_test: Annotated[float | None, typer.Option("--split-test", help="Evaluate only on the test side of a stratified split of this fraction (same seed as poison/fix).")] = None,
+    batch_size: BatchSizeOpt = 64,
+    max_length: MaxLengthOpt = 128,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    overwrite: OverwriteOpt = False,
+    allow_pickle: AllowPickleOpt = False,
+) -> None:
+    """Clean accuracy, attack success rate and Δ = CA − ASR, with 95% intervals, the ASR
+    floor (non-target texts already predicted as the target without the trigger) and a
+    collapse flag. Writes OUT/eval.json and OUT/report.md.
+
+    Triggers: badnet:WORD, insent:"SENTENCE", options after @ (count=N, position=random|boundary|start|end).
+
+    Examples:
+
+      spectra eval ./poisoned-base --data mr --trigger badnet:mn --target-label 0 -o eval-base/
+
+      spectra eval ./poisoned-base ./lora --data cr.csv --trigger 'insent:"I watched this 3D movie"' -o eval-lora/
+
+      spectra eval ./base ./lora --data reviews.parquet --text-col body --label-col stars --trigger badnet:cf@count=2 --scale 4 -o eval-k4/
+    """
+    import json
+
+    from spectra.data.evaluate import eval_markdown, run_eval
+    from spectra.data.triggers import parse_trigger
+    from spectra.io.output import atomic_output_dir, check_output_dir
+
+    check_output_dir(out, overwrite)
+    trig = parse_trigger(trigger)  # a bad spec fails before any loading
+    con = console()
+    result = run_eval(model, adapter, data, trig, target_label, scale=scale, text_col=text_col,
+                      label_col=label_col, split_test=split_test, seed=seed, batch_size=batch_size,
+                      max_length=max_length, device=device, allow_pickle=allow_pickle,
+                      progress=con.is_terminal)
+    payload = _json_safe(result.to_dict())
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        (tmp / "eval.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / "report.md").write_text(eval_markdown(result), encoding="utf-8")
+    _print_summary(con, result)
+    con.print(f"wrote [bold]{out / 'eval.json'}[/bold] and [bold]{out / 'report.md'}[/bold]")
+
+
+def _json_safe(obj: Any) -> Any:
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _print_summary(con: Any, r: Any) -> None:
+    from rich.table import Table
+
+    def pct(x: float) -> str:
+        return f"{100 * x:.1f}%"
+
+    def ci(c: Any) -> str:
+        return f"[{100 * c[0]:.1f}, {100 * c[1]:.1f}]"
+
+    from spectra.data.evaluate import label_text
+
+    table = Table(title=f"spectra eval · {r.trigger} → {label_text(r, r.target_label)}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_column("95% interval", justify="right")
+    table.add_column("n", justify="right")
+    table.add_row("CA", pct(r.ca), ci(r.ca_ci), f"{r.n_clean:,}")
+    table.add_row("ASR", pct(r.asr), ci(r.asr_ci), f"{r.n_triggered:,}")
+    table.add_row("Δ = CA − ASR", f"{100 * r.delta:+.1f} pts", f"[{100 * r.delta_ci[0]:+.1f}, {100 * r.delta_ci[1]:+.1f}]", "")
+    table.add_row("ASR floor", pct(r.asr_floor), ci(r.asr_floor_ci), f"{r.n_triggered:,}")
+    table.add_row("collapsed", "yes" if r.collapsed else "no", "", "")
+    con.print(table)
+    from rich.markup import escape
+
+    for w in r.warnings:
+        con.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
