@@ -1,0 +1,116 @@
+"""RoRA's CI: dropout on the frozen base path ``W_pre·x`` of every adapted module.
+
+Luong & Chen (2026) argue that LoRA fails to forget a backdoor partly because the frozen
+path ``W_pre·x`` keeps solving the training task on its own, so the low-rank update has
+little pressure to grow. CI ("cutting the incumbent") applies dropout with rate ``p``
+(default 0.1) to that path during training, so the adapter must learn to carry the
+signal itself. It is active in training mode only: in ``eval()`` the layer computes
+exactly what plain LoRA computes.
+
+How: a forward hook on each LoRA layer's ``base_layer`` (``nn.Linear``, GPT-2's
+``Conv1D``) replaces its output ``W_pre·x + b`` by ``dropout_p(W_pre·x) + b``. The hook
+changes no module names, parameters or state-dict keys, so the saved adapter is a plain
+PEFT adapter and DDP/FSDP see the model they expect.
+
+- **Bias**: the bias is *not* dropped. It is an input-independent offset, not part of
+  the path that maps the (triggered) input through ``W_pre``; dropping it would only add
+  noise. The hook subtracts it, drops ``W_pre·x`` and adds it back.
+- **Scaling**: standard inverted dropout — kept entries are scaled by ``1/(1−p)`` so the
+  expected training-time output equals the eval-time output.
+- **DoRA**: a DoRA layer computes ``m/‖W+sBA‖_c ⊙ (W+sBA)x + b`` as
+  ``base_layer(x) + (m/‖·‖_c − 1)⊙W·x' + m/‖·‖_c ⊙ sBAx'``. CI drops the first term, the
+  frozen ``W_pre·x`` that PEFT gets from ``base_layer``. The magnitude correction
+  ``(m/‖·‖_c − 1)⊙W·x'`` belongs to the trainable DoRA update: when ``lora_dropout > 0``
+  PEFT recomputes it from ``W`` directly (undropped by CI); with ``lora_dropout = 0``
+  PEFT reuses the (dropped) base output for it, so CI then masks the whole
+  magnitude-scaled base path. Either way the frozen direction ``W_pre·x`` is what CI cuts.
+- Embedding LoRA layers are left alone (their "base path" is a table lookup).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spectra.errors import SpectraError
+
+
+def lora_linear_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """``(name, layer)`` for every PEFT LoRA *linear* layer (``nn.Linear``/``Conv1D`` base).
+
+    ``name`` is the module path relative to the wrapped transformers model (PEFT's
+    ``base_model.model.`` prefix removed): the name PEFT saves and matches patterns against.
+    """
+    from peft.tuners.lora import Linear as LoraLinear
+
+    from spectra.io.keys import strip_peft_prefix
+
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLinear):
+            yield strip_peft_prefix(name), module
+
+
+class BaseDropoutHook:
+    """Forward hook ``output -> dropout_p(output − b) + b`` on a frozen base layer (training only)."""
+
+    def __init__(self, p: float) -> None:
+        if not 0.0 <= p < 1.0:
+            raise SpectraError(f"--base-dropout {p!r}: CI's dropout rate p must be in [0, 1)")
+        self.p = float(p)
+
+    def __call__(self, module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor | None:
+        if not module.training or self.p == 0.0:
+            return None  # keep the output unchanged
+        bias = getattr(module, "bias", None)
+        if bias is None:
+            return F.dropout(output, self.p, training=True)
+        bias = bias.to(output.dtype)
+        return F.dropout(output - bias, self.p, training=True) + bias
+
+
+@dataclass
+class BaseDropout:
+    """Handle on the CI hooks attached to a model; :meth:`remove` detaches them."""
+
+    p: float
+    modules: list[str] = field(default_factory=list)
+    _handles: list[Any] = field(default_factory=list, repr=False)
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def __enter__(self) -> BaseDropout:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def attach_base_dropout(model: nn.Module, p: float = 0.1) -> BaseDropout:
+    """Attach CI to every LoRA linear layer of the PEFT ``model``.
+
+    Parameters:
+        model: a ``PeftModel`` (or a model holding PEFT LoRA layers).
+        p: dropout rate on the base path, in ``[0, 1)``; ``0`` attaches nothing.
+
+    Returns:
+        :class:`BaseDropout` listing the hooked modules (``.remove()`` undoes it).
+    """
+    hook = BaseDropoutHook(p)
+    handle = BaseDropout(p=hook.p)
+    if hook.p == 0.0:
+        return handle
+    for name, layer in lora_linear_layers(model):
+        base = layer.get_base_layer()
+        handle._handles.append(base.register_forward_hook(hook))
+        handle.modules.append(name)
+    if not handle.modules:
+        raise SpectraError("CI: the model has no LoRA linear layer to attach base-path dropout to")
+    return handle

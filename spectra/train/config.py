@@ -1,0 +1,212 @@
+"""Every setting of a RoRA run, with the paper's defaults, validated in one place.
+
+RoRA (Luong & Chen 2026) = LoRA + three switchable parts:
+
+- **CI** (``ci``, ``base_dropout`` = p): dropout on the frozen base path ``W_pre·x`` of
+  every adapted module, in training only — :mod:`spectra.train.base_dropout`;
+- **Tr** (``tr``, ``lam`` = λ, ``top_k`` = k): the penalty
+  ``λ·Σ_modules(‖U_kᵀB‖²_F + ‖A V_k‖²_F)`` — :mod:`spectra.train.regularizers`;
+- **Pt** (``pt``, ``rescale_layers``, ``rescale_factor``): post-training rescaling so that
+  ``σ_max(s'·B·A) = factor·σ_max(W_pre)`` in the top transformer blocks —
+  :mod:`spectra.train.rescale`.
+
+The ablations of the paper are one switch each: ``lora`` (all three off, same budget),
+``lora+ci``, ``lora+ci+tr``, ``rora`` (all on); see :attr:`RoRAConfig.method`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from spectra.errors import SpectraError
+
+#: ``--init`` values: PEFT's ``init_lora_weights``. ``default`` is PEFT's ``True``
+#: (Kaiming-uniform A, B = 0); ``pissa``/``olora`` also rewrite the base weights during
+#: training and are converted back into a plain LoRA (rank 2r) on saving.
+INITS = ("default", "gaussian", "pissa", "olora")
+#: Inits that rewrite the base weights (the saved adapter is converted, see trainer.save_adapter).
+MUTATING_INITS = ("pissa", "olora")
+
+
+@dataclass
+class RoRAConfig:
+    """Settings of one RoRA (or ablation) run. Defaults: the paper's (Luong & Chen 2026, §5).
+
+    LoRA: ``rank`` r=8, ``alpha`` α=16, ``lora_dropout`` 0.1, ``target_modules``
+    ``None`` = the attention query/value projections the architecture names
+    (``query,value`` for BERT/RoBERTa, ``q_proj,v_proj`` for LLaMA-likes, ``c_attn`` for
+    GPT-2); a list of module names, or ``"all-linear"``. The classification head is trained
+    as PEFT ``modules_to_save`` (task type SEQ_CLS).
+
+    Optimisation: AdamW (``adamw_torch``), ``lr`` 2e-4 (a common LoRA rate for BERT-size
+    encoders; the paper gives none for its LoRA runs), weight decay 0.01, linear schedule
+    with 6 % warm-up, ``batch_size`` 32 *per process*, 3 epochs, ``max_length`` 128.
+    """
+
+    # CI — dropout on the frozen base path
+    ci: bool = True
+    base_dropout: float = 0.1
+    # Tr — subspace penalty
+    tr: bool = True
+    lam: float = 10.0
+    top_k: int = 32
+    # Pt — post-training rescaling
+    pt: bool = True
+    rescale_layers: int | str = 3  # N top blocks, "all" or "none"
+    rescale_factor: float = 1.0
+    # LoRA
+    rank: int = 8
+    alpha: float = 16.0
+    lora_dropout: float = 0.1
+    target_modules: list[str] | str | None = None
+    init: str = "default"
+    use_rslora: bool = False
+    use_dora: bool = False
+    # optimisation
+    epochs: float = 3.0
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    batch_size: int = 32
+    grad_accum: int = 1
+    max_length: int = 128
+    seed: int = 0
+    # spectra internals
+    exact_spectra: bool = False  # Tr bases by full SVD instead of the certified randomized top-k
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form, recorded in provenance
+
+    @classmethod
+    def baseline(cls, name: str = "lora", **overrides: Any) -> RoRAConfig:
+        """The plain-LoRA baseline with the same budget (``--baseline lora``): CI, Tr, Pt off."""
+        if name.lower() != "lora":
+            raise SpectraError(f"unknown baseline {name!r} (known: lora)")
+        return cls(**{"ci": False, "tr": False, "pt": False, **overrides})
+
+    @property
+    def method(self) -> str:
+        """``lora``, ``lora+ci``, ``lora+ci+tr``, ``rora`` (or another combination, e.g. ``lora+tr+pt``)."""
+        parts = [name for name, on in (("ci", self.ci_active), ("tr", self.tr_active), ("pt", self.pt_active)) if on]
+        if len(parts) == 3:
+            return "rora"
+        return "+".join(["lora", *parts])
+
+    @property
+    def ci_active(self) -> bool:
+        return self.ci and self.base_dropout > 0
+
+    @property
+    def tr_active(self) -> bool:
+        return self.tr and self.lam > 0
+
+    @property
+    def pt_active(self) -> bool:
+        return self.pt and self.rescale_layers not in ("none", 0)
+
+    def validate(self) -> RoRAConfig:
+        """Raise :class:`SpectraError` (one line naming the option) for any unusable value."""
+        def bad(option: str, value: Any, want: str) -> SpectraError:
+            return SpectraError(f"{option} {value!r}: {want}")
+
+        if not (isinstance(self.base_dropout, (int, float)) and 0.0 <= self.base_dropout < 1.0):
+            raise bad("--base-dropout", self.base_dropout, "CI's dropout rate p must be in [0, 1)")
+        if not (math.isfinite(self.lam) and self.lam >= 0):
+            raise bad("--lam", self.lam, "Tr's λ must be a finite number ≥ 0")
+        if self.top_k < 1:
+            raise bad("--top-k", self.top_k, "must be at least 1")
+        if not (math.isfinite(self.rescale_factor) and self.rescale_factor > 0):
+            raise bad("--rescale-factor", self.rescale_factor, "must be a positive number")
+        layers = self.rescale_layers
+        if isinstance(layers, str):
+            if layers not in ("all", "none"):
+                raise bad("--rescale-layers", layers, "use all, none or a number of top blocks")
+        elif layers < 0:
+            raise bad("--rescale-layers", layers, "must be ≥ 0 (or all / none)")
+        if self.rank < 1:
+            raise bad("--rank", self.rank, "must be at least 1")
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            raise bad("--alpha", self.alpha, "must be positive")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise bad("--lora-dropout", self.lora_dropout, "must be in [0, 1)")
+        if self.init not in INITS:
+            raise bad("--init", self.init, f"use one of {', '.join(INITS)}")
+        if self.init in MUTATING_INITS and self.use_rslora:
+            raise bad("--init", self.init, "cannot be combined with --rslora (PEFT cannot convert it back to a plain LoRA)")
+        if not self.epochs > 0:
+            raise bad("--epochs", self.epochs, "must be positive")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise bad("--lr", self.lr, "must be positive")
+        if self.weight_decay < 0:
+            raise bad("--weight-decay", self.weight_decay, "must be ≥ 0")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise bad("--warmup-ratio", self.warmup_ratio, "must be in [0, 1)")
+        if self.batch_size < 1:
+            raise bad("--batch-size", self.batch_size, "must be at least 1")
+        if self.grad_accum < 1:
+            raise bad("--grad-accum", self.grad_accum, "must be at least 1")
+        if self.max_length < 8:
+            raise bad("--max-length", self.max_length, "must be at least 8")
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            raise bad("--target-modules", self.target_modules, "give at least one module name, or all-linear")
+        return self
+
+    def rescale_blocks(self) -> int | str:
+        """``rescale_layers`` normalised: an int ≥ 0 or ``"all"`` (``none`` and Pt off → 0)."""
+        if not self.pt:
+            return 0
+        if self.rescale_layers == "none":
+            return 0
+        return self.rescale_layers
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["method"] = self.method
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RoRAConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def with_(self, **changes: Any) -> RoRAConfig:
+        return replace(self, **changes)
+
+    #: settings that change the trained weights (a resumed run must match them); Pt's
+    #: settings act after training and may change between the crash and ``--resume``.
+    TRAINING_FIELDS = (
+        "ci", "base_dropout", "tr", "lam", "top_k", "rank", "alpha", "lora_dropout", "target_modules", "init",
+        "use_rslora", "use_dora", "epochs", "lr", "weight_decay", "warmup_ratio", "batch_size", "grad_accum",
+        "max_length", "seed", "exact_spectra",
+    )
+
+
+def parse_rescale_layers(text: str | int) -> int | str:
+    """``--rescale-layers``: ``all``, ``none`` or a non-negative integer."""
+    if isinstance(text, int):
+        return text
+    t = str(text).strip().lower()
+    if t in ("all", "none"):
+        return t
+    try:
+        n = int(t)
+    except ValueError:
+        raise SpectraError(f"--rescale-layers {text!r}: use all, none or a number of top blocks") from None
+    if n < 0:
+        raise SpectraError(f"--rescale-layers {text!r}: must be ≥ 0 (or all / none)")
+    return n
+
+
+def parse_target_modules(items: list[str] | str | None) -> list[str] | str | None:
+    """``--target-modules``: repeatable and/or comma-separated names, or ``all-linear``."""
+    if items is None:
+        return None
+    raw = [items] if isinstance(items, str) else list(items)
+    names = [p.strip() for item in raw for p in str(item).split(",") if p.strip()]
+    if not names:
+        return None
+    if any(n.lower() in ("all-linear", "all_linear") for n in names):
+        if len(names) > 1:
+            raise SpectraError("--target-modules all-linear cannot be combined with module names")
+        return "all-linear"
+    return names
