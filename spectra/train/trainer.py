@@ -20,10 +20,11 @@ Pt acts on the saved adapter (:mod:`spectra.train.rescale`), not here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -518,6 +519,23 @@ def load_for_training(base: str | os.PathLike[str], label_names: Sequence[str]) 
     return model, tokenizer
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' loading chatter (progress bars, missing-key notices) off while loading."""
+    from transformers.utils import logging as tf_logging
+
+    level = tf_logging.get_verbosity()
+    bars = tf_logging.is_progress_bar_enabled()
+    tf_logging.set_verbosity_error()
+    tf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        tf_logging.set_verbosity(level)
+        if bars:
+            tf_logging.enable_progress_bar()
+
+
 def checkpoint_fingerprints(base: str | os.PathLike[str]) -> Callable[[str, torch.Tensor], str | None]:
     """Cache identities of the base's weights as the audit computes them (shared cache)."""
     from spectra.io import open_base
@@ -573,7 +591,8 @@ class RoRARecipe:
         if len(set(self.data.labels)) < 2:
             raise SpectraError(f"{self.data.source}: training data has a single class; RoRA needs at least two")
         set_seed(cfg.seed)  # the fresh head (if any) is initialised from the seed
-        model, self.tokenizer = load_for_training(self.base, self.data.label_names)
+        with quiet_transformers():
+            model, self.tokenizer = load_for_training(self.base, self.data.label_names)
         cache = None if self.cache_dir is False else SpectrumCache(
             self.cache_dir or default_cache_dir() / "base_spectra")
         self.rora = prepare_model(model, cfg, cache=cache, fingerprint=checkpoint_fingerprints(self.base),
@@ -589,14 +608,21 @@ class RoRARecipe:
     def is_main(self) -> bool:
         return self.trainer is None or bool(self.trainer.is_world_process_zero())
 
+    def check_resume(self) -> Path | None:
+        """The checkpoint ``train(resume=True)`` would continue from, after checking that
+        ``run.json`` matches this run's settings (cheap: call it before :meth:`setup`)."""
+        checkpoint = last_checkpoint(self.work_dir / "checkpoints")
+        if checkpoint is not None:
+            check_resume_settings(self.work_dir / "run.json", self.settings())
+        return checkpoint
+
     # ---- train
     def train(self, resume: bool = False) -> Any:
         assert self.trainer is not None, "call setup() first"
         self.work_dir.mkdir(parents=True, exist_ok=True)
         run_json = self.work_dir / "run.json"
-        checkpoint = last_checkpoint(self.work_dir / "checkpoints") if resume else None
+        checkpoint = self.check_resume() if resume else None
         if checkpoint is not None:
-            check_resume_settings(run_json, self.settings())
             self.log(f"resuming from {checkpoint}")
         elif self.is_main:
             write_run_settings(run_json, self.settings())

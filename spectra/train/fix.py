@@ -1,0 +1,352 @@
+"""``spectra fix``: train a RoRA adapter, rescale it, write a standard PEFT adapter,
+then audit and evaluate before/after — the library call behind the command.
+
+Outputs (``OUT``, written into a temporary sibling and renamed into place at the end):
+
+- ``adapter/``: the final PEFT adapter (``PeftModel.from_pretrained`` loads it with no
+  spectra code) with ``spectra_provenance.json`` (settings, seed, versions, input hashes,
+  Pt table);
+- ``adapter_before_rescale/``: the trained adapter before Pt (when Pt rescaled anything);
+- ``train_log.csv`` + ``fig_train.png``: loss, Tr penalty, overlap and σ_Δ of Pt's modules
+  per epoch; ``rescale.csv``: Pt per module;
+- ``audit/`` (with ``--adapter OLD``): the spectral audit of old vs new side by side;
+- ``eval.json`` (with ``--eval`` and ``--trigger``): CA/ASR/Δ rows for the base, the old
+  adapter, the new one before and after Pt; ``report.md``: all of it in one page.
+
+**Checkpoints survive a crash**: they cannot live in the atomic output (a crash deletes
+it), so training runs in a *work folder*, by default ``OUT.partial/`` next to ``OUT``
+(``work_dir`` to move it, e.g. to a larger disk): ``run.json``, ``checkpoints/`` (one per
+epoch), ``initial_adapter/`` for PiSSA/OLoRA. ``resume=True`` continues from its last
+checkpoint (the training settings must match ``run.json``); a work folder left by a crash
+is never silently reused or deleted: without ``resume`` or ``overwrite`` it is an error.
+The work folder is removed once ``OUT`` is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spectra.errors import SpectraError
+from spectra.train.config import RoRAConfig
+
+LogSink = Callable[[str], None]
+
+
+@dataclass
+class FixResult:
+    """What :func:`run_fix` produced (paths point into the final ``OUT``)."""
+
+    out: Path
+    adapter: Path | None
+    config: RoRAConfig
+    rescale: Any = None  # RescalePlan | None
+    eval_rows: list[dict[str, Any]] | None = None
+    audit: Path | None = None
+    train_log: Any = None  # DataFrame | None
+    main_process: bool = True
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def default_work_dir(out: str | os.PathLike[str]) -> Path:
+    """``OUT.partial`` next to ``OUT``: where checkpoints live until the run is complete."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def run_fix(
+    base: str | os.PathLike[str],
+    data: str | os.PathLike[str] | Any | None = None,
+    out: str | os.PathLike[str] = "spectra-fix",
+    *,
+    config: RoRAConfig | None = None,
+    adapter: str | os.PathLike[str] | None = None,
+    eval_data: str | os.PathLike[str] | Any | None = None,
+    trigger: str | None = None,
+    target_label: int = 0,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    rescale_only: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    work_dir: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    cache_dir: str | os.PathLike[str] | bool | None = None,
+    eval_batch_size: int = 64,
+    log: LogSink | None = None,
+    **training_overrides: Any,
+) -> FixResult:
+    """Train (or, with ``rescale_only``, only rescale) and write ``out``; see the module docstring.
+
+    Args:
+        base: base model folder (safetensors) or hub id.
+        data: training data (file, ``datasets`` folder, built-in name or ``LabelledData``);
+            not needed with ``rescale_only``.
+        out: output folder; must not exist unless ``overwrite``.
+        config: :class:`RoRAConfig` (default: the paper's RoRA; ``RoRAConfig.baseline()``
+            for plain LoRA).
+        adapter: an old PEFT adapter: audited side by side with the new one, evaluated,
+            and with ``rescale_only`` the adapter Pt is applied to.
+        eval_data, trigger, target_label: held-out data and backdoor trigger; when both are
+            given, CA/ASR/Δ are measured for base, old, new-before-Pt and new.
+        rescale_only: apply Pt to ``adapter`` only (no training).
+        resume: continue from the last checkpoint in the work folder.
+        overwrite: replace an existing ``out`` and discard an old work folder.
+        work_dir: where checkpoints live (default ``OUT.partial``).
+        device: ``auto``, ``cpu`` or ``cuda``.
+        cache_dir: base-spectrum cache (None: default, False: none).
+        eval_batch_size: batch size for evaluation.
+        log: one-line progress messages (default: none).
+        training_overrides: extra ``TrainingArguments`` (e.g. ``max_steps``), recorded.
+
+    Raises:
+        SpectraError: any user-fixable problem, before training where it can be detected.
+    """
+    from spectra.io import check_output_dir, load_adapter, open_base
+
+    say = log or (lambda msg: None)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    cfg = (config or RoRAConfig()).validate()
+    out = Path(out)
+    check_output_dir(out, overwrite)
+    if adapter is not None and _inside(Path(adapter), out):
+        raise SpectraError(f"{adapter}: the input adapter lies inside the output folder {out}, which would replace it")
+    if rescale_only and adapter is None:
+        raise SpectraError("--rescale-only needs --adapter OLD (the adapter to rescale)")
+    if rescale_only and not cfg.pt_active:
+        raise SpectraError("--rescale-only with Pt switched off (--no-pt / --rescale-layers none) has nothing to do")
+    if not rescale_only and data is None:
+        raise SpectraError("--data is required (the clean training data), unless --rescale-only")
+    if (eval_data is None) != (trigger is None):
+        raise SpectraError("--eval and --trigger go together (evaluation measures CA on --eval and ASR with --trigger)")
+
+    # ---- validate every input before any training
+    with open_base(base) as ckpt:
+        if adapter is not None:
+            with load_adapter(adapter, ckpt) as old:
+                if old.kind != "lora":
+                    if rescale_only:
+                        raise SpectraError(f"{adapter}: --rescale-only needs a PEFT LoRA adapter, not a full fine-tune")
+    trig = None
+    if trigger is not None:
+        from spectra.data import parse_trigger
+
+        trig = parse_trigger(trigger)
+    train = _load_data(data, text_col, label_col) if not rescale_only else None
+    test = _load_data(eval_data, text_col, label_col) if eval_data is not None else None
+    if train is not None and test is not None and test.num_classes != train.num_classes:
+        raise SpectraError(f"{test.source}: {test.num_classes} classes but the training data "
+                           f"{train.source} has {train.num_classes}")
+    if test is not None and not 0 <= target_label < test.num_classes:
+        raise SpectraError(f"--target-label {target_label}: the data has classes 0..{test.num_classes - 1}")
+
+    # ---- train
+    recipe = None
+    work = Path(work_dir) if work_dir is not None else default_work_dir(out)
+    if not rescale_only:
+        from spectra.train.trainer import RoRARecipe
+
+        _prepare_work_dir(work, resume=resume, overwrite=overwrite, say=say)
+        t = time.perf_counter()
+        recipe = RoRARecipe(base, train, work, cfg, device=device, cache_dir=cache_dir, log=say,
+                            **training_overrides)
+        if resume:
+            recipe.check_resume()  # mismatched settings fail before any loading
+        recipe.setup()  # bad k, targets or model fail here, before any progress output
+        say(f"training {cfg.method} on {train.summary()}; checkpoints in {work}")
+        recipe.train(resume=resume)
+        timings["train_s"] = time.perf_counter() - t
+        if not recipe.is_main:  # other DDP ranks are done; rank 0 writes the outputs
+            return FixResult(out=out, adapter=None, config=cfg, main_process=False, timings=timings)
+
+    # ---- write OUT atomically
+    from spectra.io.output import atomic_output_dir
+
+    result = FixResult(out=out, adapter=out / "adapter", config=cfg, timings=timings)
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        final = tmp / "adapter"
+        if recipe is not None:
+            trained = tmp / ("adapter_before_rescale" if cfg.pt_active else "adapter")
+            recipe.save(trained)
+            say(f"saved the trained adapter ({cfg.method})")
+        else:
+            trained = Path(adapter)  # type: ignore[arg-type]
+        before = trained
+        if cfg.pt_active:
+            from spectra.train.rescale import rescale_adapter
+
+            t = time.perf_counter()
+            plan = rescale_adapter(base, trained, final, layers=cfg.rescale_blocks(), factor=cfg.rescale_factor)
+            timings["rescale_s"] = time.perf_counter() - t
+            plan.table().to_csv(tmp / "rescale.csv", index=False)
+            result.rescale = plan
+            say(f"Pt: rescaled {len(plan.rescaled)} module(s) of blocks "
+                f"{_blocks_text(plan)} to σ_max(s'BA) = {cfg.rescale_factor:g}·σ_max(W_pre)")
+            if not plan.rescaled and recipe is not None:
+                shutil.rmtree(trained)  # nothing changed: keep one copy only
+                before = final
+        if recipe is not None:
+            table = recipe.log_table()
+            table.to_csv(tmp / "train_log.csv", index=False)
+            result.train_log = table
+            _write_train_figure(table, recipe.rora.sigma_pre if recipe.rora else {}, tmp / "fig_train.png", cfg)
+        _write_provenance(final / "spectra_provenance.json", base=base, train=train, config=cfg, adapter=adapter,
+                          rescale=result.rescale, rescale_only=rescale_only, recipe=recipe,
+                          overrides=training_overrides, device=device)
+        if adapter is not None:
+            from spectra.audit import audit
+
+            t = time.perf_counter()
+            say("auditing old vs new")
+            # LoRA modules only: a modules_to_save head (e.g. 2×384) is a dense update whose
+            # smaller side is below any useful k, and not what Tr/Pt act on
+            report = audit(base, [str(adapter), str(final)], names=["old", "new"], top_k=cfg.top_k,
+                           device=device, cache_dir=cache_dir, modules=_lora_patterns(base, [adapter, final]))
+            report.write(tmp / "audit")
+            result.audit = out / "audit"
+            timings["audit_s"] = time.perf_counter() - t
+        if test is not None:
+            t = time.perf_counter()
+            # with --rescale-only "before" is the old adapter, already a row of its own
+            before_row = None if rescale_only or before == final else before
+            rows = _evaluate_all(base, adapter, before_row, final, test, trig, target_label, cfg, device,
+                                 eval_batch_size, say)
+            (tmp / "eval.json").write_text(json.dumps(rows, indent=2, default=str) + "\n", encoding="utf-8")
+            result.eval_rows = rows
+            timings["eval_s"] = time.perf_counter() - t
+        timings["total_s"] = time.perf_counter() - started
+        from spectra.train.report import render_fix_markdown
+
+        (tmp / "report.md").write_text(render_fix_markdown(result, train=train, test=test, trigger=trigger,
+                                                           target_label=target_label, base=base, adapter=adapter,
+                                                           rescale_only=rescale_only), encoding="utf-8")
+    if recipe is not None:
+        shutil.rmtree(work, ignore_errors=True)
+    say(f"wrote {out}")
+    return result
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _load_data(spec: Any, text_col: str | None, label_col: str | None) -> Any:
+    from spectra.data import LabelledData, load_labelled
+
+    if isinstance(spec, LabelledData):
+        return spec
+    return load_labelled(spec, text_col, label_col)
+
+
+def _prepare_work_dir(work: Path, *, resume: bool, overwrite: bool, say: LogSink) -> None:
+    has_state = work.exists() and any(work.iterdir())
+    if not has_state:
+        if resume:
+            say(f"--resume: nothing to resume in {work}; starting from scratch")
+        return
+    if resume:
+        return
+    if overwrite:
+        shutil.rmtree(work)
+        return
+    raise SpectraError(
+        f"{work}: a previous run was interrupted here (pass --resume to continue it or --overwrite to start over)"
+    )
+
+
+def _lora_patterns(base: Any, adapters: list[Any]) -> list[str]:
+    """Anchored regexes naming the LoRA (and DoRA) modules of ``adapters``."""
+    import re
+
+    from spectra.io import load_adapter, open_base
+
+    names: set[str] = set()
+    with open_base(base) as ckpt:
+        for path in adapters:
+            with load_adapter(path, ckpt) as ad:
+                names |= {m.name for m in ad.modules if m.update_kind in ("lora", "dora", "embedding")}
+    return [f"^{re.escape(n)}$" for n in sorted(names)]
+
+
+def _blocks_text(plan: Any) -> str:
+    if plan.layers == "all":
+        return "all"
+    if not plan.blocks:
+        return "none"
+    return f"{plan.blocks[0]}..{plan.blocks[-1]}" if len(plan.blocks) > 1 else str(plan.blocks[0])
+
+
+def _write_train_figure(table: Any, sigma_pre: dict[str, float], path: Path, cfg: RoRAConfig) -> None:
+    from spectra.report.style import save_figure
+    from spectra.train.figures import train_figure
+
+    save_figure(train_figure(table, sigma_pre, title=f"spectra fix — {cfg.method}"), path)
+
+
+def _write_provenance(path: Path, *, base: Any, train: Any, config: RoRAConfig, adapter: Any, rescale: Any,
+                      rescale_only: bool, recipe: Any, overrides: dict[str, Any], device: str) -> None:
+    import datetime
+
+    from spectra import __version__
+    from spectra.data.evaluate import describe_path
+    from spectra.provenance import library_versions
+
+    doc: dict[str, Any] = {
+        "tool": "spectra fix",
+        "spectra_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "method": "pt-only" if rescale_only else config.method,
+        "seed": config.seed,
+        "settings": {**config.to_dict(), "device": device, "training_overrides": overrides},
+        "tr_normalisation": "sum over modules of (||U_k^T B||_F^2 + ||A V_k||_F^2), times lambda",
+        "inputs": {
+            "base": describe_path(base),
+            "data": train.to_dict() if train is not None else None,
+            "old_adapter": describe_path(adapter) if adapter is not None else None,
+        },
+        "versions": library_versions(),
+    }
+    if recipe is not None and recipe.rora is not None:
+        doc["lora_modules"] = list(recipe.rora.modules)
+        if recipe.rora.tr is not None:
+            doc["tr_bases"] = dict(recipe.rora.tr.methods)
+        if recipe.trainer is not None:
+            doc["training"] = {"global_steps": int(recipe.trainer.state.global_step),
+                               "epochs": float(recipe.trainer.state.epoch or 0.0)}
+    if rescale is not None:
+        doc["rescale"] = rescale.to_dict()
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def _evaluate_all(base: Any, old: Any, before: Path | None, final: Path, test: Any, trigger: Any, target_label: int,
+                  cfg: RoRAConfig, device: str, batch_size: int, say: LogSink) -> list[dict[str, Any]]:
+    """CA/ASR/Δ rows: base, old adapter, new before Pt, new (one :func:`run_eval` each)."""
+    from spectra.data.evaluate import run_eval
+
+    models: list[tuple[str, Any]] = [("base", None)]
+    if old is not None:
+        models.append(("old", old))
+    if before is not None:
+        models.append(("new-before-rescale", before))
+    models.append(("new", final))
+    rows = []
+    for name, path in models:
+        say(f"evaluating {name}")
+        res = run_eval(base, str(path) if path is not None else None, test, trigger, target_label, seed=cfg.seed,
+                       batch_size=batch_size, max_length=cfg.max_length, device=device, progress=False)
+        rows.append({"model": name, **res.to_dict()})
+    return rows
