@@ -364,3 +364,28 @@ def test_two_gloo_processes_end_with_identical_adapters(tmp_path: Path) -> None:
     # each rank saw different batches (DistributedSampler), so identical weights prove the all-reduce
     assert info[0]["first_batch"] != info[1]["first_batch"]
     assert math.isfinite(info[0]["penalty"]) and info[0]["penalty"] > 0
+
+
+def test_ci_backward_passes_gradient_only_through_kept_entries() -> None:
+    from spectra.train.base_dropout import base_path_dropout
+
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(64, 256, generator=g, requires_grad=True)
+    b = torch.randn(256, generator=g) + 5.0  # frozen bias, far from the data so "dropped" is unambiguous
+    up = torch.randn(64, 256, generator=g)
+    torch.manual_seed(1)
+    out = base_path_dropout(y, b, 0.3)
+    (out * up).sum().backward()
+    dropped = out.detach() == b
+    assert abs(dropped.float().mean().item() - 0.3) < 0.015
+    torch.testing.assert_close(out.detach()[~dropped], ((y.detach() - b) / 0.7 + b)[~dropped])
+    torch.testing.assert_close(y.grad, torch.where(dropped, 0.0, up / 0.7))
+    # a trainable bias takes the generic path, with the bias's own gradient
+    bt = b.clone().requires_grad_(True)
+    torch.manual_seed(1)
+    out2 = base_path_dropout(y.detach(), bt, 0.3)
+    out2.sum().backward()
+    dropped2 = out2.detach() == bt.detach()
+    # ∂/∂b of dropout(y − b) + b: 1 where dropped, 1 − 1/(1−p) where kept
+    want = torch.where(dropped2, 1.0, 1.0 - 1 / 0.7).sum(dim=0)
+    torch.testing.assert_close(bt.grad, want)
