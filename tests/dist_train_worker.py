@@ -32,7 +32,7 @@ def main(base: str, data: str, out_dir: str) -> None:
     rank = int(os.environ["RANK"])
     cfg = RoRAConfig(top_k=4, batch_size=8, epochs=1, lr=1e-2, rank=4)
     recipe = RoRARecipe(base, load_labelled(data), out / "work", cfg, device="cpu", cache_dir=False,
-                        max_steps=3, save_strategy="no").setup()
+                        max_steps=3, save_strategy="no", logging_strategy="steps", logging_steps=1).setup()
     seen: dict[str, object] = {}
     compute_loss = recipe.trainer.compute_loss
 
@@ -53,6 +53,7 @@ def main(base: str, data: str, out_dir: str) -> None:
         "backend": dist.get_backend() if dist.is_initialized() else None,
         "global_step": int(recipe.trainer.state.global_step),
         "penalty": float(cfg.lam * recipe.rora.tr()),
+        "task_losses": [r["task_loss"] for r in recipe.trainer.state.log_history if "task_loss" in r],
         **seen,
     }
     (out / f"rank{rank}.json").write_text(json.dumps(info), encoding="utf-8")

@@ -297,8 +297,10 @@ def test_pt_all_none_and_factor(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- saving
 
 
-@pytest.mark.parametrize("init", ["default", "pissa"])
-def test_saved_adapter_gives_the_in_memory_logits(tmp_path: Path, init: str) -> None:
+@pytest.mark.parametrize("variant", [{}, {"init": "pissa"}, {"init": "olora"},
+                                     {"init": "gaussian", "use_rslora": True}, {"use_dora": True}],
+                         ids=["default", "pissa", "olora", "gaussian-rslora", "dora"])
+def test_saved_adapter_gives_the_in_memory_logits(tmp_path: Path, variant: dict) -> None:
     import transformers as tf
     from peft import PeftModel
 
@@ -308,7 +310,8 @@ def test_saved_adapter_gives_the_in_memory_logits(tmp_path: Path, init: str) -> 
 
     base = tiny_base(tmp_path / "base")
     data = load_labelled(str(write_sentiment_csv(tmp_path / "train.csv", n=32)))
-    cfg = RoRAConfig(top_k=4, batch_size=16, epochs=1, init=init, lr=5e-3, rank=4)
+    init = variant.get("init", "default")
+    cfg = RoRAConfig(top_k=4, batch_size=16, epochs=1, lr=5e-3, rank=4, **variant)
     recipe = RoRARecipe(base, data, tmp_path / "work", cfg, device="cpu", cache_dir=False).setup()
     recipe.train()
     model = recipe.rora.model.eval()
@@ -322,7 +325,7 @@ def test_saved_adapter_gives_the_in_memory_logits(tmp_path: Path, init: str) -> 
         disk = reloaded(**batch).logits
     torch.testing.assert_close(disk, mem, rtol=1e-4, atol=1e-5)
     cfg_saved = json.loads((folder / "adapter_config.json").read_text())
-    assert cfg_saved["r"] == (8 if init == "pissa" else 4)  # PiSSA is saved converted to plain LoRA (2r)
+    assert cfg_saved["r"] == (8 if init in ("pissa", "olora") else 4)  # converted to plain LoRA (2r)
     # checkpoints every epoch, with the RoRA log in the trainer state
     state = json.loads(next((tmp_path / "work" / "checkpoints").glob("checkpoint-*/trainer_state.json")).read_text())
     logged = [r for r in state["log_history"] if "penalty" in r]
@@ -364,6 +367,23 @@ def test_two_gloo_processes_end_with_identical_adapters(tmp_path: Path) -> None:
     # each rank saw different batches (DistributedSampler), so identical weights prove the all-reduce
     assert info[0]["first_batch"] != info[1]["first_batch"]
     assert math.isfinite(info[0]["penalty"]) and info[0]["penalty"] > 0
+    # the task loss is the global mean cross-entropy (≈ ln 2 here), not N_processes × it
+    assert len(info[0]["task_losses"]) == 3 and all(0.3 < t < 1.0 for t in info[0]["task_losses"])
+
+
+def test_gradient_accumulation_keeps_the_task_loss_a_mean(tmp_path: Path) -> None:
+    from spectra.data import load_labelled
+    from spectra.train.config import RoRAConfig
+    from spectra.train.trainer import RoRARecipe
+
+    base = tiny_base(tmp_path / "base")
+    data = load_labelled(str(write_sentiment_csv(tmp_path / "train.csv", n=32)))
+    cfg = RoRAConfig(top_k=4, batch_size=8, grad_accum=2, epochs=1, lr=1e-5)
+    recipe = RoRARecipe(base, data, tmp_path / "work", cfg, device="cpu", cache_dir=False,
+                        save_strategy="no").setup()
+    recipe.train()
+    row = recipe.log_table().iloc[-1]
+    assert 0.5 < row["task_loss"] < 0.9  # binary cross-entropy near ln 2, not 2·ln 2
 
 
 def test_ci_backward_passes_gradient_only_through_kept_entries() -> None:

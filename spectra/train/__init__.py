@@ -1,0 +1,44 @@
+"""Training: RoRA (Luong & Chen 2026) on PEFT LoRA, and weight poisoning for research.
+
+RoRA's parts, each switchable (``RoRAConfig(ci=, tr=, pt=)``, ``RoRAConfig.baseline()``):
+
+- :mod:`spectra.train.base_dropout` — CI, dropout on the frozen base path;
+- :mod:`spectra.train.regularizers` — Tr, ``λ·Σ(‖U_kᵀB‖² + ‖A V_k‖²)`` (sum over modules);
+- :mod:`spectra.train.rescale` — Pt, ``σ_max(s'BA) = σ_max(W_pre)`` via ``alpha_pattern``;
+- :mod:`spectra.train.trainer` — the recipe on transformers' ``Trainer`` (torchrun/accelerate);
+- :mod:`spectra.train.fix` — ``run_fix``, the library call behind ``spectra fix``.
+
+Names are resolved lazily: importing this package imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "RoRAConfig": "spectra.train.config",
+    "attach_base_dropout": "spectra.train.base_dropout",
+    "attach_subspace_bases": "spectra.train.regularizers",
+    "subspace_penalty": "spectra.train.regularizers",
+    "SubspacePenalty": "spectra.train.regularizers",
+    "plan_rescale": "spectra.train.rescale",
+    "rescale_adapter": "spectra.train.rescale",
+    "RescalePlan": "spectra.train.rescale",
+    "prepare_model": "spectra.train.trainer",
+    "RoRATrainer": "spectra.train.trainer",
+    "RoRARecipe": "spectra.train.trainer",
+    "save_adapter": "spectra.train.trainer",
+    "run_fix": "spectra.train.fix",
+    "FixResult": "spectra.train.fix",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spectra.train' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = sorted(_LAZY)

@@ -261,7 +261,7 @@ def _prepare_work_dir(work: Path, *, resume: bool, overwrite: bool, say: LogSink
     if resume:
         return
     if overwrite:
-        shutil.rmtree(work)
+        shutil.rmtree(work, ignore_errors=True)  # every DDP rank gets here; one of them removes it
         return
     raise SpectraError(
         f"{work}: a previous run was interrupted here (pass --resume to continue it or --overwrite to start over)"

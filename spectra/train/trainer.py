@@ -203,6 +203,13 @@ class RoRATrainer(Trainer):
     def __init__(self, *args: Any, rora: RoRAModel | None = None, log_sink: LogSink | None = None,
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Sequence classifiers return a per-batch *mean* cross-entropy, but transformers
+        # (5.x) treats any model whose forward takes **kwargs as normalising by
+        # num_items_in_batch: it then skips the division by the accumulation steps and
+        # multiplies by the number of processes, so under DDP or gradient accumulation the
+        # task gradient grew N-fold against Tr's penalty. A mean loss per batch, divided by
+        # the accumulation steps and averaged by DDP, is the correct global mean here.
+        self.model_accepts_loss_kwargs = False
         self.rora = rora
         self.rora_log_sink = log_sink
         self._pen_sum = 0.0
