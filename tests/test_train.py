@@ -409,3 +409,21 @@ def test_ci_backward_passes_gradient_only_through_kept_entries() -> None:
     # ∂/∂b of dropout(y − b) + b: 1 where dropped, 1 − 1/(1−p) where kept
     want = torch.where(dropped2, 1.0, 1.0 - 1 / 0.7).sum(dim=0)
     torch.testing.assert_close(bt.grad, want)
+
+
+def test_all_linear_targets_every_block_linear_and_not_the_head(tmp_path: Path) -> None:
+    import transformers as tf
+
+    from spectra.train.config import RoRAConfig
+    from spectra.train.trainer import prepare_model
+
+    model = tf.AutoModelForSequenceClassification.from_pretrained(tiny_base(tmp_path / "base"))
+    rora = prepare_model(model, RoRAConfig(target_modules="all-linear", top_k=4), cache=None)
+    types = {n.split("encoder.layer.0.", 1)[1] for n in rora.modules if ".layer.0." in n}
+    assert types == {"attention.self.query", "attention.self.key", "attention.self.value",
+                     "attention.output.dense", "intermediate.dense", "output.dense"}
+    assert not any("classifier" in n for n in rora.modules)  # the head is modules_to_save, not LoRA
+    assert len(rora.tr.modules) == len(rora.ci.modules) == len(rora.modules)
+    # Pt's modules: the top 3 of 2 blocks = every module inside a block (not the pooler)
+    assert rora.monitored == [n for n in rora.modules if ".layer." in n]
+    assert "bert.pooler.dense" in rora.modules and "bert.pooler.dense" not in rora.monitored

@@ -25,6 +25,12 @@ module's pull by M and silently weaken Tr as more modules are targeted. The pric
 logged *value* of the penalty grows with M; spectra also logs the mean subspace
 overlap (a number in [0, 1]) to read it by.
 
+With PiSSA/OLoRA the bases are those of the *original* ``W_pre`` (the inits rewrite the
+base weight as ``W_pre − s·B₀A₀``; spectra undoes that before computing them). PiSSA
+starts ``B₀, A₀`` *on* W_pre's top-r singular directions, so Tr pulls the factors out of
+exactly the subspace PiSSA put them in — the two pursue opposite aims; the combination
+runs, but read it as an experiment, not a recommendation.
+
 The bases come from :func:`spectra.spectral.top_singular` (certified randomized top-k,
 exact fallback), batched over same-shape weights and cached by content with
 :class:`spectra.spectral.SpectrumCache`, and are registered on each LoRA layer as

@@ -110,7 +110,6 @@ class RoRAModel:
     modules: list[str] = field(default_factory=list)  # every LoRA linear module
     monitored: list[str] = field(default_factory=list)  # Pt's modules (σ_Δ logged)
     sigma_pre: dict[str, float] = field(default_factory=dict)  # σ_max(W_pre) of the monitored modules
-    initial_factors: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def layer(self, name: str) -> nn.Module:
         from spectra.train.base_dropout import lora_linear_layers
