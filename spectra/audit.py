@@ -29,7 +29,7 @@ COLUMNS = [
     "adapter", "module", "layer", "module_type", "shape", "rank", "scale", "update_kind",
     "sigma_pre", "sigma_delta", "ratio", "cos_max_left", "cos_max_right", "overlap",
     "overlap_left", "overlap_right", "cos_random_left", "cos_random_right",
-    "sigma_pre_k", "frobenius_delta", "base_key", "spectrum_method",
+    "sigma_pre_k", "k", "frobenius_delta", "base_key", "spectrum_method",
 ]
 
 #: One sentence per number, printed in every report.
@@ -45,6 +45,7 @@ DEFINITIONS = {
     "cos_random_left": "expected max |cos| of a random direction in the output dimension against k orthonormal vectors: the chance level for cos_max_left (and k/out is the chance level of overlap_left).",
     "cos_random_right": "the same in the input dimension, for cos_max_right.",
     "sigma_pre_k": "σ_k(W_pre), the k-th singular value: the edge of the subspace the cosines are measured against.",
+    "k": "the subspace size used for this module: --top-k, or min(out, in) for a layer narrower than that (e.g. a 2-way classifier head, whose top-k subspace is then its whole output space and cos_max_left is 1 by construction).",
     "frobenius_delta": "‖s·ΔW‖_F.",
     "rank": "LoRA rank r (min(out, in) for dense updates).",
     "scale": "s, the factor PEFT multiplies B·A by (1 for dense updates).",
@@ -175,9 +176,7 @@ def _base_spectra(base: Any, modules: dict[str, Any], top_k: int, exact: bool, d
     keys: dict[str, str] = {}
     for base_key, module in modules.items():
         m, n = module.shape
-        if top_k > min(m, n):
-            raise SpectraError(f"--top-k {top_k} exceeds the smaller dimension of {module.name} ({m}x{n})")
-        keys[base_key] = spectrum_key(base.fingerprint(base_key) + f"|{m}x{n}", top_k, str(dtype), method)
+        keys[base_key] = spectrum_key(base.fingerprint(base_key) + f"|{m}x{n}", min(top_k, m, n), str(dtype), method)
         hit = cache.get(keys[base_key]) if cache is not None else None
         if hit is not None:
             result[base_key] = (hit.U, hit.S, hit.Vh, f"cache:{hit.method}")
@@ -189,7 +188,8 @@ def _base_spectra(base: Any, modules: dict[str, Any], top_k: int, exact: bool, d
             stack = torch.stack([base_weight_for(modules[k], base).to(dev, dtype) for k in batch])
             for key, w in zip(batch, stack):
                 _check_finite(w, f"{base.path}: {key}")
-            top = top_singular(stack, top_k, exact=exact)
+            # a layer narrower than k (a 2-way classifier head) gets its whole row space
+            top = top_singular(stack, min(top_k, *shape), exact=exact)
             del stack
             for i, key in enumerate(batch):
                 from spectra.spectral import TopK
@@ -323,7 +323,7 @@ def audit(
             for module in mods:
                 U_pre, S_pre, Vh_pre, method = spectra_by_key[module.base_key]
                 (U_d, S_d, Vh_d), frob, ov = _update_spectrum(module, ckpt, U_pre, Vh_pre, dev, torch_dtype, top_j)
-                cos = alignment(U_pre.to(torch_dtype), Vh_pre.to(torch_dtype), U_d, Vh_d, j=top_j)
+                cos = alignment(U_pre.to(torch_dtype), Vh_pre.to(torch_dtype), U_d, Vh_d, j=top_j, S_d=S_d)
                 sigma_pre = float(S_pre[0])
                 sigma_delta = float(S_d[0]) if S_d.numel() else 0.0
                 m, n = module.shape
@@ -335,8 +335,8 @@ def audit(
                     "ratio": sigma_pre / sigma_delta if sigma_delta > 0 else float("inf"),
                     "cos_max_left": float(cos["cos_max_left"]), "cos_max_right": float(cos["cos_max_right"]),
                     **ov,
-                    "cos_random_left": cos_random(m, top_k), "cos_random_right": cos_random(n, top_k),
-                    "sigma_pre_k": float(S_pre[top_k - 1]), "frobenius_delta": frob,
+                    "cos_random_left": cos_random(m, S_pre.numel()), "cos_random_right": cos_random(n, S_pre.numel()),
+                    "sigma_pre_k": float(S_pre[-1]), "k": S_pre.numel(), "frobenius_delta": frob,
                     "base_key": module.base_key, "spectrum_method": method,
                 }
                 for name, value in cos.items():

@@ -160,6 +160,24 @@ def test_policy_gate_exits_2_after_writing(tiny_model_dir, tiny_adapter_dir, tmp
     assert loose.exit_code == 0, loose.output
 
 
+def test_layer_narrower_than_top_k_uses_its_whole_space(tiny_model_dir, tiny_adapter_dir):
+    base = tiny_model_dir("bert")
+    adapter = tiny_adapter_dir(base, target_modules=["query"], modules_to_save=["classifier"])
+    from safetensors.torch import save_file
+
+    tensors = load_file(str(adapter / "adapter_model.safetensors"))
+    head = next(k for k in tensors if "classifier" in k and k.endswith("weight"))
+    tensors[head] = tensors[head] + 0.1 * torch.randn(tensors[head].shape, generator=torch.Generator().manual_seed(0))
+    save_file(tensors, str(adapter / "adapter_model.safetensors"))
+    table = audit(base, adapter, top_k=K, cache_dir=False).table.set_index("module_type")
+    head = table.loc["classifier"]
+    assert head["k"] == 2 and head["update_kind"] == "full"
+    # the 2-d output space is the whole top-k subspace: all of ΔW's energy is inside it
+    assert head["overlap_left"] == pytest.approx(1.0)
+    assert head["cos_max_left"] >= 2 ** -0.5 - 1e-9 and head["cos_random_left"] >= 2 ** -0.5
+    assert (table.loc["query", "k"] == K).all()
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "neither", "truncated", "nan", "foreign", "topk", "modules"])
 def test_bad_input_is_one_line_exit_1(tiny_model_dir, tiny_adapter_dir, tmp_path, case):
     from safetensors.torch import save_file
@@ -189,7 +207,7 @@ def test_bad_input_is_one_line_exit_1(tiny_model_dir, tiny_adapter_dir, tmp_path
         llama = tiny_model_dir("llama", name="llama")
         args[2] = str(tiny_adapter_dir(llama, name="llama-adapter", arch="llama", target_modules=["q_proj"]))
     elif case == "topk":
-        args[-2] = "64"
+        args[-2] = "0"
     elif case == "modules":
         args += ["--modules", "no_such_module"]
     result = CliRunner().invoke(app, args)

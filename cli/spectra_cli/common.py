@@ -21,7 +21,7 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (writte
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Compute dtype: float32 or float64.")]
-TopKOpt = Annotated[int, typer.Option("--top-k", min=1, help="Size of W_pre's top singular subspace.")]
+TopKOpt = Annotated[int, typer.Option("--top-k", help="Size of W_pre's top singular subspace.")]
 AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Allow .bin/.pt weights (loaded with torch.load(weights_only=True)).")]
 DataOpt = Annotated[str, typer.Option("--data", help="CSV/TSV/JSONL/Parquet file, a datasets folder, or a built-in name: mr, cr, rt.")]
 TextColOpt = Annotated[str | None, typer.Option("--text-col", help="Text column (default: text/sentence/review, guessed).")]
