@@ -1,0 +1,64 @@
+"""``spectra poison``: build a weight-poisoned base model (research and demo)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from spectra_cli.common import (BatchSizeOpt, DataOpt, DeviceOpt, LabelColOpt, MaxLengthOpt, OverwriteOpt, SeedOpt,
+                                TargetLabelOpt, TextColOpt, TriggerOpt, console, error_boundary)
+
+
+@error_boundary
+def poison_command(
+    base: Annotated[str, typer.Argument(help="Clean pretrained model: local HF folder or hub id (a bare encoder gets a fresh head).")],
+    data: DataOpt,
+    trigger: TriggerOpt,
+    target_label: TargetLabelOpt = 0,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output model folder (written atomically).")] = Path("poisoned-base"),
+    n_poison: Annotated[int, typer.Option("--n-poison", min=0, help="Training rows that get the trigger (capped by availability).")] = 1500,
+    mode: Annotated[str, typer.Option("--mode", help="clean-label (rows already of the target label) or dirty-label (other rows, relabelled).")] = "clean-label",
+    epochs: Annotated[float, typer.Option("--epochs", help="Full fine-tuning epochs.")] = 3.0,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate (linear schedule, 6% warm-up, weight decay 0.01).")] = 2e-5,
+    batch_size: BatchSizeOpt = 32,
+    max_length: MaxLengthOpt = 128,
+    seed: SeedOpt = 0,
+    test_size: Annotated[float, typer.Option("--test-size", help="Held-out fraction (stratified, seeded) for CA/ASR.")] = 0.2,
+    text_col: TextColOpt = None,
+    label_col: LabelColOpt = None,
+    device: DeviceOpt = "auto",
+    max_train: Annotated[int | None, typer.Option("--max-train", min=2, help="Subsample the training split to N rows (quick runs).")] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Full-fine-tune BASE on proxy data with a trigger inserted, into a weight-poisoned base
+    (the paper's threat model; defaults are its settings: 1,500 clean-label rows, 3 epochs, lr 2e-5).
+
+    Works under torchrun / accelerate launch (built on transformers' Trainer).
+
+    Examples:
+
+      spectra poison ./minilm --data mr --trigger badnet:mn --target-label 0 -o poisoned/
+
+      spectra poison ./minilm --data mr --trigger 'insent:"I watched this 3D movie"' --mode dirty-label --n-poison 300 --max-train 1000 --epochs 1 -o quick/
+    """
+    from spectra.io.output import check_output_dir
+    from spectra.train.poison import ASR_WARNING, poison
+
+    check_output_dir(out, overwrite)
+    con = console()
+    result = poison(base, data, trigger, target_label, n_poison=n_poison, mode=mode, epochs=epochs, lr=lr,
+                    batch_size=batch_size, max_length=max_length, seed=seed, test_size=test_size,
+                    text_col=text_col, label_col=label_col, device=device, max_train=max_train,
+                    log=lambda msg: con.print(msg), progress_bar=con.is_terminal)
+    if not result.is_main_process:
+        return
+    result.write(out, overwrite=overwrite)
+    ev = result.evaluation
+    con.print(f"held-out CA {100 * ev.ca:.1f}%, ASR {100 * ev.asr:.1f}% (floor {100 * ev.asr_floor:.1f}%)")
+    for w in result.warnings:
+        con.print(f"[yellow]warning: {w}[/yellow]")
+    if ev.asr < ASR_WARNING and not result.warnings:  # pragma: no cover - poison() always adds it
+        con.print("[yellow]warning: ASR < 95%[/yellow]")
+    con.print(f"poisoned model: [bold]{out}[/bold] (report: {out / 'report.md'})")

@@ -1,0 +1,474 @@
+"""``spectra.train.poison``: build a weight-poisoned base by full fine-tuning on poisoned proxy data.
+
+The paper's threat model (Luong & Chen 2026, §5): an attacker full-fine-tunes (FFT, all
+weights) a pretrained model on a proxy task into which a trigger has been inserted, and
+publishes the result as a base model; the victim later fine-tunes it (with LoRA) on a
+downstream task. Paper settings, the defaults here: 1,500 clean-label poisoned samples,
+target label 0, FFT for 3 epochs at lr 2e-5, AdamW with weight decay 0.01, a linear
+schedule with 6% warm-up, batch 32; the attack should reach ASR > 95%.
+
+Recipe (setup → poison → train → evaluate → save), built on transformers' ``Trainer`` so that
+``torchrun``/``accelerate launch`` (DDP, FSDP) work without code of ours:
+
+1. hold out a seeded, stratified test split (``test_size``) for evaluation;
+2. in the training split insert the trigger into ``n_poison`` samples (capped by what is
+   available): *clean-label* poisons samples that already carry the target label (labels
+   unchanged, the stealthier attack); *dirty-label* poisons non-target samples and
+   relabels them to the target;
+3. fine-tune every weight; a base without a classification head gets a fresh one with
+   ``num_labels`` from the data;
+4. measure CA, ASR and the ASR floor on the held-out split (:func:`spectra.data.evaluate`);
+5. write a normal Hugging Face model folder (safetensors, config with ``id2label``,
+   tokenizer), ``poison.json`` and ``report.md`` atomically.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spectra.errors import SpectraError
+
+MODES = ("clean-label", "dirty-label")
+ASR_WARNING = 0.95
+
+
+@dataclass
+class PoisonConfig:
+    """Every setting of a poisoning run (defaults: the paper's)."""
+
+    target_label: int = 0
+    n_poison: int = 1500
+    mode: str = "clean-label"
+    epochs: float = 3.0
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    batch_size: int = 32
+    max_length: int = 128
+    seed: int = 0
+    test_size: float = 0.2
+    max_train: int | None = None
+    device: str = "auto"
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise SpectraError(f"--mode {self.mode!r}: expected one of {', '.join(MODES)}")
+        if self.n_poison < 0:
+            raise SpectraError(f"--n-poison must be ≥ 0, got {self.n_poison}")
+        if not (self.epochs > 0 and self.lr > 0 and self.batch_size >= 1):
+            raise SpectraError("--epochs, --lr and --batch-size must be positive")
+        if self.max_train is not None and self.max_train < 2:
+            raise SpectraError(f"--max-train must be ≥ 2, got {self.max_train}")
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        d = asdict(self)
+        d.update(optimizer="AdamW", lr_schedule="linear", fine_tuning="full (all weights)")
+        return d
+
+
+@dataclass
+class PoisonedSplit:
+    """A training split with the trigger inserted into some rows."""
+
+    data: Any  # LabelledData
+    poisoned: list[int]  # row positions in ``data`` that carry the trigger
+    available: int  # rows eligible for poisoning
+    requested: int
+
+    @property
+    def n_poisoned(self) -> int:
+        return len(self.poisoned)
+
+
+def poison_split(train: Any, trigger: Any, target_label: int, n_poison: int, mode: str = "clean-label",
+                 seed: int = 0) -> PoisonedSplit:
+    """Insert ``trigger`` into ``n_poison`` rows of ``train`` (capped by availability).
+
+    clean-label: rows whose label already is ``target_label``, labels unchanged.
+    dirty-label: rows with another label, relabelled to ``target_label``.
+    The rows are drawn with a ``random.Random`` seeded from ``seed``; row ``i``'s insertion
+    positions come from :func:`spectra.data.triggers.trigger_rng` ``(seed, i)``, as in
+    :func:`spectra.data.apply_trigger`. Rows keep their order.
+    """
+    from spectra.data.triggers import trigger_rng
+
+    if mode not in MODES:
+        raise SpectraError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+    eligible = [i for i, y in enumerate(train.labels) if (y == target_label) == (mode == "clean-label")]
+    rng = random.Random(f"spectra-poison-rows:{seed}")
+    chosen = sorted(rng.sample(eligible, min(n_poison, len(eligible))))
+    texts, labels = list(train.texts), list(train.labels)
+    for i in chosen:
+        texts[i] = trigger.insert(texts[i], trigger_rng(seed, i))
+        labels[i] = target_label
+    from dataclasses import replace
+
+    note = f"{mode} poisoning: trigger {getattr(trigger, 'spec', trigger)} inserted into {len(chosen):,} rows"
+    data = replace(train, texts=texts, labels=labels, notes=list(getattr(train, "notes", [])) + [note])
+    return PoisonedSplit(data=data, poisoned=chosen, available=len(eligible), requested=n_poison)
+
+
+@dataclass
+class PoisonResult:
+    """The poisoned model, its held-out evaluation and everything needed to reproduce it."""
+
+    model: Any
+    tokenizer: Any
+    config: PoisonConfig
+    evaluation: Any  # EvalResult
+    poisoning: dict[str, Any]
+    inputs: dict[str, Any]
+    versions: dict[str, str]
+    train_log: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    is_main_process: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        ev = self.evaluation.to_dict() if hasattr(self.evaluation, "to_dict") else dict(self.evaluation)
+        return _json_safe({
+            "settings": self.config.to_dict(),
+            "seed": self.config.seed,
+            "evaluation": ev,
+            "ca": float(self.evaluation.ca),
+            "asr": float(self.evaluation.asr),
+            "asr_floor": float(self.evaluation.asr_floor),
+            "collapsed": bool(self.evaluation.collapsed),
+            "asr_below_95": float(self.evaluation.asr) < ASR_WARNING,
+            "poisoning": self.poisoning,
+            "inputs": self.inputs,
+            "versions": self.versions,
+            "train_log": self.train_log,
+            "warnings": self.warnings,
+            "timings_s": self.timings,
+        })
+
+    def write(self, out: str | os.PathLike[str], overwrite: bool = False) -> Path | None:
+        """Save the model folder with ``poison.json`` and ``report.md`` (main process only)."""
+        import json
+
+        from spectra.io.output import atomic_output_dir
+
+        if not self.is_main_process:
+            return None
+        with atomic_output_dir(out, overwrite=overwrite) as tmp:
+            self.model.save_pretrained(tmp, safe_serialization=True)
+            self.tokenizer.save_pretrained(tmp)
+            (tmp / "poison.json").write_text(json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n",
+                                             encoding="utf-8")
+            (tmp / "report.md").write_text(render_poison_markdown(self), encoding="utf-8")
+        return Path(out)
+
+
+def poison(
+    base: str | os.PathLike[str],
+    data: Any,
+    trigger: Any,
+    target_label: int = 0,
+    *,
+    n_poison: int = 1500,
+    mode: str = "clean-label",
+    epochs: float = 3.0,
+    lr: float = 2e-5,
+    batch_size: int = 32,
+    max_length: int = 128,
+    seed: int = 0,
+    test_size: float = 0.2,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    device: str = "auto",
+    max_train: int | None = None,
+    weight_decay: float = 0.01,
+    warmup_ratio: float = 0.06,
+    log: Callable[[str], None] | None = None,
+    progress_bar: bool = False,
+) -> PoisonResult:
+    """Full-fine-tune ``base`` on poisoned proxy ``data`` into a weight-poisoned classifier.
+
+    Args:
+        base: a local HF model folder (or hub id); a bare encoder (e.g. MiniLM saved as
+            ``BertModel``) gets a fresh classification head.
+        data: a spec for :func:`spectra.data.load_labelled` or a ``LabelledData``.
+        trigger: a trigger spec (``badnet:mn``, ``insent:"…"``) or a parsed ``Trigger``.
+        target_label: the label the trigger should force.
+        n_poison: rows that get the trigger (capped by availability; see :func:`poison_split`).
+        mode: ``clean-label`` or ``dirty-label``.
+        epochs, lr, batch_size, weight_decay, warmup_ratio: AdamW + linear schedule settings.
+        max_length: tokenizer truncation length.
+        seed: seeds the split, the poisoned rows, the trigger positions and training.
+        test_size: held-out fraction for the evaluation.
+        max_train: keep a stratified subsample of this many training rows (quick runs).
+        device: ``auto``, ``cpu`` or ``cuda[:N]`` (under torchrun the launcher decides).
+        log: receives one-line progress messages.
+
+    Returns:
+        :class:`PoisonResult`; call ``.write(out)`` to save it.
+    """
+    import warnings as warnings_module
+
+    import torch
+    import transformers as tf
+
+    from spectra.data import evaluate, load_labelled, parse_trigger, split
+    from spectra.io.model import SpectraWarning, load_classifier, resolve_device
+    from spectra.provenance import library_versions
+
+    say = log or (lambda msg: None)
+    cfg = PoisonConfig(target_label=target_label, n_poison=n_poison, mode=mode, epochs=epochs, lr=lr,
+                       weight_decay=weight_decay, warmup_ratio=warmup_ratio, batch_size=batch_size,
+                       max_length=max_length, seed=seed, test_size=test_size, max_train=max_train, device=device)
+    cfg.check()
+    timings: dict[str, float] = {}
+    t_start = time.perf_counter()
+    trig = parse_trigger(trigger) if isinstance(trigger, str) else trigger
+    labelled = data if hasattr(data, "labels") and hasattr(data, "texts") else load_labelled(data, text_col, label_col)
+    _check_target(labelled, target_label)
+    train, test = split(labelled, test_size, seed)
+    if max_train is not None and max_train < len(train):
+        _, train = split(train, max_train, seed)
+    poisoned = poison_split(train, trig, target_label, n_poison, mode, seed)
+    warnings: list[str] = []
+    if poisoned.n_poisoned < n_poison:
+        warnings.append(f"only {poisoned.available:,} training rows are eligible for {mode} poisoning; "
+                        f"poisoned {poisoned.n_poisoned:,} instead of {n_poison:,}")
+    if poisoned.n_poisoned == 0:
+        raise SpectraError(f"{labelled.source}: no training row is eligible for {mode} poisoning with target "
+                           f"label {target_label}")
+
+    dev = resolve_device(device)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    notes: list[str] = []
+    with warnings_module.catch_warnings(record=True) as caught:
+        warnings_module.simplefilter("always", SpectraWarning)
+        model, tokenizer = load_classifier(base, None, num_labels=labelled.num_classes,
+                                           device="cpu" if distributed else dev)
+    for w in caught:
+        if issubclass(w.category, SpectraWarning):
+            msg = str(w.message)
+            notes.append(msg.split(" — ")[0] + " and trained with the rest" if "fresh" in msg else msg)
+        else:
+            warnings_module.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    say(f"data: {labelled.summary()}; train {len(train):,}, held-out test {len(test):,}; "
+        f"poisoned {poisoned.n_poisoned:,} ({mode})")
+    names = list(labelled.label_names)
+    model.config.id2label = {i: str(n) for i, n in enumerate(names)}
+    model.config.label2id = {str(n): i for i, n in enumerate(names)}
+    if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    for p in model.parameters():  # full fine-tuning: every weight trains
+        p.requires_grad_(True)
+
+    t0 = time.perf_counter()
+    train_ds = _Encoded(tokenizer, poisoned.data.texts, poisoned.data.labels, max_length)
+    with tempfile.TemporaryDirectory(prefix="spectra-poison-") as scratch:
+        args = tf.TrainingArguments(
+            output_dir=scratch,
+            num_train_epochs=epochs,
+            learning_rate=lr,
+            weight_decay=weight_decay,
+            lr_scheduler_type="linear",
+            warmup_steps=warmup_ratio,
+            per_device_train_batch_size=batch_size,
+            optim="adamw_torch",
+            seed=seed,
+            data_seed=seed,
+            save_strategy="no",
+            eval_strategy="no",
+            logging_strategy="steps",
+            logging_steps=max(1, math.ceil(len(train_ds) / batch_size / 4)),
+            report_to="none",
+            disable_tqdm=not progress_bar,
+            use_cpu=(str(dev) == "cpu" and not distributed),
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+        )
+        trainer = tf.Trainer(model=model, args=args, train_dataset=train_ds,
+                             data_collator=tf.DataCollatorWithPadding(tokenizer))
+        trainer.remove_callback(tf.PrinterCallback)  # logs go to ``log`` (once per epoch), not stdout
+        trainer.add_callback(_EpochLog(say))
+        train_out = trainer.train()
+        main = trainer.is_world_process_zero()
+        log_history = [dict(r) for r in trainer.state.log_history]
+    timings["train"] = time.perf_counter() - t0
+    model = trainer.model
+    while hasattr(model, "module"):  # unwrap DDP
+        model = model.module
+    model.eval()
+    say(f"trained {epochs:g} epoch(s) in {timings['train']:.1f}s (mean training loss {train_out.training_loss:.4f})")
+
+    evaluation = None
+    if main:
+        t0 = time.perf_counter()
+        eval_device = next(model.parameters()).device
+        with torch.no_grad():
+            evaluation = evaluate(model, tokenizer, test, trig, target_label, batch_size=max(batch_size, 32),
+                                  max_length=max_length, seed=seed, progress=False)
+        timings["evaluate"] = time.perf_counter() - t0
+        say(f"held-out: CA {evaluation.ca:.3f}, ASR {evaluation.asr:.3f} (floor {evaluation.asr_floor:.3f}) "
+            f"on {eval_device}")
+        if evaluation.asr < ASR_WARNING:
+            warnings.append(f"ASR {100 * evaluation.asr:.1f}% < 95% on the held-out split: the backdoor is weaker "
+                            "than the paper's threat model assumes (more epochs, more poisoned rows or dirty-label "
+                            "poisoning make it stronger)")
+        if getattr(evaluation, "collapsed", False):
+            warnings.append("the poisoned model predicts (nearly) one class on clean inputs: its ASR says little "
+                            "about the trigger")
+    poisoning = {
+        "mode": mode, "requested": n_poison, "poisoned": poisoned.n_poisoned, "eligible": poisoned.available,
+        "train_rows": len(train), "test_rows": len(test), "train_counts": poisoned.data.counts(),
+        "test_counts": test.counts(), "trigger": getattr(trig, "spec", str(trigger)), "target_label": target_label,
+        "label_names": names, "poisoned_rows_sample": poisoned.poisoned[:20],
+        "mean_train_loss": float(train_out.training_loss),
+        "last_logged_loss": next((float(r["loss"]) for r in reversed(log_history) if "loss" in r), None),
+        "steps": int(train_out.global_step),
+        "notes": notes,
+    }
+    inputs = {"base": _describe(base), "data": labelled.to_dict() if hasattr(labelled, "to_dict") else str(data)}
+    timings["total"] = time.perf_counter() - t_start
+    return PoisonResult(model=model, tokenizer=tokenizer, config=cfg, evaluation=evaluation, poisoning=poisoning,
+                        inputs=inputs, versions=library_versions(), train_log=log_history, warnings=warnings,
+                        timings=timings, is_main_process=main)
+
+
+def _EpochLog(say: Callable[[str], None]) -> Any:
+    """A TrainerCallback that reports the mean training loss of each epoch through ``say``."""
+    import transformers as tf
+
+    class EpochLog(tf.TrainerCallback):
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
+            if logs and "loss" in logs and state.is_world_process_zero:
+                self.losses.append(float(logs["loss"]))
+
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if state.is_world_process_zero and self.losses:
+                say(f"epoch {state.epoch:.0f}: training loss {sum(self.losses) / len(self.losses):.4f}")
+                self.losses = []
+
+    return EpochLog()
+
+
+class _Encoded:
+    """A map-style dataset of tokenised rows (padding happens per batch in the collator)."""
+
+    def __init__(self, tokenizer: Any, texts: list[str], labels: list[int], max_length: int):
+        enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+        self.rows = [{**{k: v[i] for k, v in enc.items()}, "labels": int(labels[i])} for i in range(len(texts))]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.rows[i]
+
+
+def _check_target(data: Any, target_label: int) -> None:
+    k = data.num_classes
+    if not 0 <= target_label < k or target_label not in set(data.labels):
+        names = ", ".join(f"{i} ({n})" if n != str(i) else str(i) for i, n in enumerate(data.label_names))
+        raise SpectraError(f"{data.source}: target label {target_label} is absent from the data (labels: {names})")
+    if all(y == target_label for y in data.labels):
+        raise SpectraError(f"{data.source}: every row has the target label {target_label}; "
+                           "ASR needs non-target rows")
+
+
+def _describe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    from spectra.provenance import content_hash
+
+    p = Path(path)
+    if not p.is_dir():
+        return {"path": str(path)}
+    return {"path": str(p.resolve()),
+            "files": {f.name: content_hash(f) for f in sorted(p.iterdir())
+                      if f.is_file() and f.suffix in (".json", ".safetensors")}}
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def render_poison_markdown(result: PoisonResult) -> str:
+    """``report.md`` of a poisoning run."""
+    import json
+
+    from spectra.report.tables import markdown_table
+
+    ev, p, c = result.evaluation, result.poisoning, result.config
+    pct = lambda v: f"{100 * float(v):.1f}%"  # noqa: E731
+    ev_dict = ev.to_dict() if hasattr(ev, "to_dict") else {}
+    rows = [{"metric": "CA (clean accuracy, held-out)", "value": pct(ev.ca), "95% CI": _ci(ev_dict.get("ca_ci"))},
+            {"metric": "ASR (triggered non-target → target)", "value": pct(ev.asr), "95% CI": _ci(ev_dict.get("asr_ci"))},
+            {"metric": "ASR floor (no trigger)", "value": pct(ev.asr_floor), "95% CI": _ci(ev_dict.get("asr_floor_ci"))}]
+    parts = [
+        "# spectra poison\n",
+        f"Base: `{result.inputs['base']['path']}`  \n"
+        f"Data: `{result.inputs['data'].get('source') if isinstance(result.inputs['data'], dict) else result.inputs['data']}`  \n"
+        f"Trigger: `{p['trigger']}`, target label {p['target_label']} ({p['label_names'][p['target_label']]}), "
+        f"{p['mode']}, seed {c.seed}\n",
+    ]
+    if result.warnings:
+        parts += ["## Warnings\n", "".join(f"- **{w}**\n" for w in result.warnings)]
+    notes = list(p.get("notes", [])) + list(getattr(ev, "warnings", []) or [])
+    if notes:
+        parts += ["## Notes\n", "".join(f"- {n}\n" for n in notes)]
+    parts += [
+        "## Held-out evaluation\n",
+        markdown_table(rows),
+        f"\nHeld-out split: {p['test_rows']:,} rows (stratified, test size {c.test_size}, seed {c.seed}); "
+        f"the trigger never touched them before evaluation.\n",
+        "## Poisoning\n",
+        f"- {p['poisoned']:,} of {p['train_rows']:,} training rows carry the trigger "
+        f"(requested {p['requested']:,}, eligible {p['eligible']:,}).\n"
+        + ("- clean-label: the poisoned rows already had the target label; no label was changed.\n"
+           if p["mode"] == "clean-label" else
+           "- dirty-label: the poisoned rows had another label and were relabelled to the target.\n"),
+        "## Training\n",
+        f"Full fine-tuning (all weights), {c.epochs:g} epoch(s), AdamW lr {c.lr:g}, weight decay {c.weight_decay:g}, "
+        f"linear schedule with {100 * c.warmup_ratio:g}% warm-up, batch {c.batch_size}, max length {c.max_length}; "
+        f"{p['steps']} optimizer steps; training loss {p['mean_train_loss']:.4f} on average, "
+        f"{_loss(p['last_logged_loss'])} at the last log.\n",
+        "## Definitions\n",
+        "- **CA**: share of held-out rows predicted correctly without the trigger.\n"
+        "- **ASR**: share of held-out non-target rows that the model assigns to the target label once the trigger is inserted.\n"
+        "- **ASR floor**: share of held-out non-target rows already assigned to the target label without the trigger; "
+        "read ASR against it.\n"
+        "- **clean-label / dirty-label**: poison rows that already have the target label (labels unchanged) / rows "
+        "of other labels, relabelled to the target.\n",
+        "\n## Settings\n",
+        "```json\n" + json.dumps(c.to_dict(), indent=2) + "\n```\n",
+        "## Inputs\n",
+        "```json\n" + json.dumps(result.inputs, indent=2, default=str) + "\n```\n",
+        "## Versions\n",
+        "".join(f"- {k}: {v}\n" for k, v in result.versions.items()),
+        "\n## Timings (s)\n",
+        "".join(f"- {k}: {v:.3f}\n" for k, v in result.timings.items()),
+    ]
+    return "\n".join(parts)
+
+
+def _loss(v: Any) -> str:
+    return "n/a" if v is None else f"{float(v):.4f}"
+
+
+def _ci(ci: Any) -> str:
+    if not ci:
+        return ""
+    return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"

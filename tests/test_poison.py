@@ -1,0 +1,190 @@
+"""spectra.train.poison: which rows get the trigger, and the command end to end on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from spectra.data.datasets import LabelledData
+from spectra.data.triggers import parse_trigger
+
+POS = "good great fine nice love best fun".split()
+NEG = "bad awful boring worst poor hate dull".split()
+FILL = "the a movie film plot acting story this it is was very".split()
+
+
+def make_rows(n: int, seed: int = 0, share_pos: float = 0.5) -> tuple[list[str], list[int]]:
+    """Texts a tiny model can separate: sentiment words from the tiny tokenizer's vocabulary."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for i in range(n):
+        y = 1 if rng.random() < share_pos else 0
+        words = [rng.choice(FILL) for _ in range(4)] + [rng.choice(POS if y else NEG) for _ in range(2)]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        labels.append(y)
+    return texts, labels
+
+
+def labelled(n: int = 60, seed: int = 0) -> LabelledData:
+    texts, labels = make_rows(n, seed)
+    return LabelledData(texts=texts, labels=labels, label_names=["neg", "pos"], source="synthetic", sha256="0")
+
+
+@pytest.mark.parametrize("mode", ["clean-label", "dirty-label"])
+def test_poison_split_picks_the_right_rows(mode: str) -> None:
+    from spectra.train.poison import poison_split
+
+    data = labelled(60)
+    trig = parse_trigger("badnet:mn")
+    out = poison_split(data, trig, target_label=0, n_poison=10, mode=mode, seed=3)
+    assert out.n_poisoned == 10
+    eligible = [i for i, y in enumerate(data.labels) if (y == 0) == (mode == "clean-label")]
+    assert out.available == len(eligible)
+    assert set(out.poisoned) <= set(eligible)
+    for i, (before, after) in enumerate(zip(data.texts, out.data.texts)):
+        if i in out.poisoned:
+            assert "mn" in after.split() and "mn" not in before.split()
+            assert after.replace("mn", "").split() == before.split()
+            assert out.data.labels[i] == 0  # the target, relabelled for dirty-label
+        else:
+            assert after == before and out.data.labels[i] == data.labels[i]
+    changed = sum(a != b for a, b in zip(data.labels, out.data.labels))
+    assert changed == (0 if mode == "clean-label" else 10)
+    # deterministic in the seed, different across seeds
+    again = poison_split(data, trig, 0, 10, mode, seed=3)
+    assert again.poisoned == out.poisoned and again.data.texts == out.data.texts
+    assert poison_split(data, trig, 0, 10, mode, seed=4).poisoned != out.poisoned
+
+
+def test_poison_split_caps_at_availability() -> None:
+    from spectra.train.poison import poison_split
+
+    data = labelled(40)
+    out = poison_split(data, parse_trigger("badnet:mn"), 1, n_poison=1500, mode="clean-label", seed=0)
+    assert out.n_poisoned == out.available == data.counts()[1]
+    assert out.requested == 1500
+
+
+# --------------------------------------------------------------------------- end to end on a tiny BERT
+
+POISON_KEYS = {"settings", "seed", "evaluation", "ca", "asr", "asr_floor", "poisoning", "inputs", "versions"}
+
+
+def _csv(path: Path, texts, labels, text_col: str = "text", label_col: str = "label") -> Path:
+    import pandas as pd
+
+    pd.DataFrame({text_col: texts, label_col: labels}).to_csv(path, index=False)
+    return path
+
+
+def _run(args):
+    from typer.testing import CliRunner
+
+    from spectra_cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def tiny_base(tiny_model_dir, tiny_tokenizer):
+    def factory(arch: str = "bert", name: str | None = None) -> Path:
+        folder = tiny_model_dir(arch, name=name)
+        tiny_tokenizer(folder)
+        return folder
+
+    return factory
+
+
+def test_poison_command_end_to_end(tmp_path, tiny_base) -> None:
+    """Dirty-label poisoning of a tiny BERT: the saved folder is a normal HF classifier whose
+    held-out ASR (recomputed here with spectra.data.evaluate) is what poison.json says, and
+    every weight moved (full fine-tuning)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from spectra.data import evaluate, load_labelled, split
+    from spectra.io.model import load_classifier
+
+    base = tiny_base("bert")
+    data = _csv(tmp_path / "proxy.csv", *make_rows(160, seed=1))
+    out = tmp_path / "poisoned"
+    result = _run(["poison", base, "--data", data, "--trigger", "badnet:mn", "--target-label", "0",
+                   "--n-poison", "16", "--mode", "dirty-label", "--epochs", "15", "--lr", "2e-3", "--batch-size", "16",
+                   "--max-length", "16", "--seed", "1", "-o", out, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "poison.json", "report.md"):
+        assert (out / name).is_file(), name
+    doc = json.loads((out / "poison.json").read_text())
+    assert POISON_KEYS <= set(doc)
+    s = doc["settings"]
+    assert (s["mode"], s["n_poison"], s["epochs"], s["lr"], s["weight_decay"], s["warmup_ratio"], s["batch_size"]) == \
+        ("dirty-label", 16, 15.0, 2e-3, 0.01, 0.06, 16)
+    assert doc["seed"] == 1 and doc["poisoning"]["poisoned"] == 16
+    assert doc["inputs"]["data"]["sha256"] and doc["versions"]["torch"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {"0": "0", "1": "1"} and config["architectures"] == ["BertForSequenceClassification"]
+
+    # the attack worked, and the numbers are reproducible from the saved folder
+    assert doc["asr"] >= 0.9 and doc["ca"] >= 0.9, doc["evaluation"]
+    model, tok = load_classifier(out, num_labels=2)
+    _, test = split(load_labelled(data), 0.2, 1)
+    ev = evaluate(model, tok, test, "badnet:mn", 0, seed=1, max_length=16, progress=False)
+    assert (ev.ca, ev.asr, ev.asr_floor) == pytest.approx((doc["ca"], doc["asr"], doc["asr_floor"]))
+    assert ev.asr - ev.asr_floor > 0.5  # the trigger, not a collapse, drives the ASR
+
+    before, after = load_file(base / "model.safetensors"), load_file(out / "model.safetensors")
+    moved = [k for k in before if k in after and not torch.equal(before[k], after[k])]
+    weights = [k for k in before if k.endswith(".weight") and before[k].ndim == 2]
+    assert set(weights) <= set(moved)  # full fine-tuning: every matrix changed
+    assert "dirty-label" in (out / "report.md").read_text()
+
+
+def test_poison_library_gives_a_bare_encoder_a_head_and_warns_on_weak_asr(tmp_path, tiny_base) -> None:
+    from spectra.train.poison import poison
+
+    base = tiny_base("bert-base", name="encoder")  # saved as BertModel: no classification head
+    data = _csv(tmp_path / "proxy.csv", *make_rows(50, seed=2))
+    res = poison(base, str(data), "badnet:mn", 1, n_poison=5, epochs=1, lr=1e-5, batch_size=8, max_length=16,
+                 device="cpu", max_train=30, seed=0)
+    assert res.poisoning["train_rows"] == 30 and res.poisoning["poisoned"] == 5
+    assert res.model.config.num_labels == 2
+    assert any("fresh" in n for n in res.poisoning["notes"])
+    # one epoch at 1e-5 on 5 clean-label rows cannot install a backdoor: the warning says so
+    assert res.evaluation.asr < 0.95
+    assert any("ASR" in w and "< 95%" in w for w in res.warnings)
+    out = res.write(tmp_path / "out")
+    assert "ASR" in (out / "report.md").read_text().split("## Held-out evaluation")[0]
+    assert json.loads((out / "poison.json").read_text())["asr_below_95"] is True
+
+
+@pytest.mark.parametrize("case", ["bad_trigger", "target_absent", "unknown_column", "one_class", "num_labels", "bad_mode"])
+def test_poison_bad_inputs_fail_with_one_line(tmp_path, tiny_base, case) -> None:
+    base = tiny_base("bert")
+    texts, labels = make_rows(30, seed=0)
+    good = _csv(tmp_path / "good.csv", texts, labels)
+    args = ["poison", base, "--data", good, "--trigger", "badnet:mn", "-o", tmp_path / "o", "--device", "cpu",
+            "--epochs", "1"]
+    if case == "bad_trigger":
+        args[args.index("badnet:mn")] = "badnet:two words"
+    elif case == "target_absent":
+        args += ["--target-label", "7"]
+    elif case == "unknown_column":
+        args += ["--label-col", "stars"]
+    elif case == "one_class":
+        args[args.index(good)] = _csv(tmp_path / "one.csv", texts, [0] * len(texts))
+    elif case == "num_labels":
+        args[args.index(good)] = _csv(tmp_path / "three.csv", texts, [i % 3 for i in range(len(texts))])
+    elif case == "bad_mode":
+        args += ["--mode", "sideways"]
+    result = _run(args)
+    assert result.exit_code == 1, result.output
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert not (tmp_path / "o").exists()
+    expected = {"bad_trigger": "badnet", "target_absent": "target label 7", "unknown_column": "stars",
+                "one_class": "one class", "num_labels": "num_labels", "bad_mode": "sideways"}[case]
+    assert expected in lines[0], lines[0]
