@@ -188,3 +188,29 @@ def test_poison_bad_inputs_fail_with_one_line(tmp_path, tiny_base, case) -> None
     expected = {"bad_trigger": "badnet", "target_absent": "target label 7", "unknown_column": "stars",
                 "one_class": "one class", "num_labels": "num_labels", "bad_mode": "sideways"}[case]
     assert expected in lines[0], lines[0]
+
+
+def test_poison_with_no_poisoned_rows_is_plain_full_fine_tuning(tmp_path, tiny_base) -> None:
+    """``n_poison=0`` (the reproduction script's FFT baseline) trains on clean rows only."""
+    from spectra.train.poison import poison
+
+    base = tiny_base("bert")
+    data = _csv(tmp_path / "proxy.csv", *make_rows(40, seed=3))
+    res = poison(base, str(data), "badnet:mn", 0, n_poison=0, epochs=1, batch_size=8, max_length=16, device="cpu")
+    assert res.poisoning["poisoned"] == 0 and not any("95%" in w for w in res.warnings)
+    doc = res.to_json()
+    assert doc["clean_run"] is True
+    out = res.write(tmp_path / "fft")
+    assert "plain full fine-tuning" in (out / "report.md").read_text()
+
+
+def test_poison_warns_when_the_trigger_can_be_cut_off(tmp_path, tiny_base) -> None:
+    from spectra.train.poison import poison
+
+    base = tiny_base("bert")
+    texts, labels = make_rows(40, seed=4)
+    texts = [t + " " + " ".join(["the"] * 20) for t in texts]  # every row longer than 8 tokens
+    data = _csv(tmp_path / "long.csv", texts, labels)
+    res = poison(base, str(data), "badnet:mn", 0, n_poison=6, epochs=1, batch_size=8, max_length=8, device="cpu")
+    assert res.poisoning["poisoned_rows_longer_than_max_length"] == 6
+    assert any("--max-length" in w for w in res.warnings)

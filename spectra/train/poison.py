@@ -145,6 +145,7 @@ class PoisonResult:
             "asr_floor": float(self.evaluation.asr_floor),
             "collapsed": bool(self.evaluation.collapsed),
             "asr_below_95": float(self.evaluation.asr) < ASR_WARNING,
+            "clean_run": self.poisoning.get("poisoned", 0) == 0,
             "poisoning": self.poisoning,
             "inputs": self.inputs,
             "versions": self.versions,
@@ -238,12 +239,13 @@ def poison(
         _, train = split(train, max_train, seed)
     poisoned = poison_split(train, trig, target_label, n_poison, mode, seed)
     warnings: list[str] = []
+    if n_poison > 0 and poisoned.n_poisoned == 0:
+        raise SpectraError(f"{labelled.source}: no training row is eligible for {mode} poisoning with target "
+                           f"label {target_label}")
     if poisoned.n_poisoned < n_poison:
         warnings.append(f"only {poisoned.available:,} training rows are eligible for {mode} poisoning; "
                         f"poisoned {poisoned.n_poisoned:,} instead of {n_poison:,}")
-    if poisoned.n_poisoned == 0:
-        raise SpectraError(f"{labelled.source}: no training row is eligible for {mode} poisoning with target "
-                           f"label {target_label}")
+    clean_run = n_poison == 0  # plain full fine-tuning (a baseline): no trigger inserted, no ASR target
 
     dev = resolve_device(device)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -259,7 +261,13 @@ def poison(
         else:
             warnings_module.warn_explicit(w.message, w.category, w.filename, w.lineno)
     say(f"data: {labelled.summary()}; train {len(train):,}, held-out test {len(test):,}; "
-        f"poisoned {poisoned.n_poisoned:,} ({mode})")
+        f"poisoned {poisoned.n_poisoned:,} ({mode})" if not clean_run else
+        f"data: {labelled.summary()}; train {len(train):,}, held-out test {len(test):,}; "
+        "no row poisoned (--n-poison 0: plain full fine-tuning)")
+    truncated = _count_longer(tokenizer, [poisoned.data.texts[i] for i in poisoned.poisoned], max_length)
+    if truncated:
+        warnings.append(f"{truncated:,} of the {poisoned.n_poisoned:,} poisoned rows are longer than --max-length "
+                        f"{max_length} tokens: where the trigger landed past the cut, training never sees it")
     names = list(labelled.label_names)
     model.config.id2label = {i: str(n) for i, n in enumerate(names)}
     model.config.label2id = {str(n): i for i, n in enumerate(names)}
@@ -316,7 +324,7 @@ def poison(
         timings["evaluate"] = time.perf_counter() - t0
         say(f"held-out: CA {evaluation.ca:.3f}, ASR {evaluation.asr:.3f} (floor {evaluation.asr_floor:.3f}) "
             f"on {eval_device}")
-        if evaluation.asr < ASR_WARNING:
+        if evaluation.asr < ASR_WARNING and not clean_run:
             warnings.append(f"ASR {100 * evaluation.asr:.1f}% < 95% on the held-out split: the backdoor is weaker "
                             "than the paper's threat model assumes (more epochs, more poisoned rows or dirty-label "
                             "poisoning make it stronger)")
@@ -328,6 +336,7 @@ def poison(
         "train_rows": len(train), "test_rows": len(test), "train_counts": poisoned.data.counts(),
         "test_counts": test.counts(), "trigger": getattr(trig, "spec", str(trigger)), "target_label": target_label,
         "label_names": names, "poisoned_rows_sample": poisoned.poisoned[:20],
+        "poisoned_rows_longer_than_max_length": truncated,
         "mean_train_loss": float(train_out.training_loss),
         "last_logged_loss": next((float(r["loss"]) for r in reversed(log_history) if "loss" in r), None),
         "steps": int(train_out.global_step),
@@ -338,6 +347,14 @@ def poison(
     return PoisonResult(model=model, tokenizer=tokenizer, config=cfg, evaluation=evaluation, poisoning=poisoning,
                         inputs=inputs, versions=library_versions(), train_log=log_history, warnings=warnings,
                         timings=timings, is_main_process=main)
+
+
+def _count_longer(tokenizer: Any, texts: list[str], max_length: int) -> int:
+    """How many ``texts`` tokenise to more than ``max_length`` tokens."""
+    if not texts:
+        return 0
+    ids = tokenizer(list(texts), truncation=False, padding=False)["input_ids"]
+    return sum(1 for row in ids if len(row) > max_length)
 
 
 def _EpochLog(say: Callable[[str], None]) -> Any:
@@ -437,7 +454,9 @@ def render_poison_markdown(result: PoisonResult) -> str:
         "## Poisoning\n",
         f"- {p['poisoned']:,} of {p['train_rows']:,} training rows carry the trigger "
         f"(requested {p['requested']:,}, eligible {p['eligible']:,}).\n"
-        + ("- clean-label: the poisoned rows already had the target label; no label was changed.\n"
+        + ("- no row was poisoned (--n-poison 0): this is plain full fine-tuning, a baseline; its ASR is what the "
+           "trigger does to a clean model.\n" if p["poisoned"] == 0 else
+           "- clean-label: the poisoned rows already had the target label; no label was changed.\n"
            if p["mode"] == "clean-label" else
            "- dirty-label: the poisoned rows had another label and were relabelled to the target.\n"),
         "## Training\n",
