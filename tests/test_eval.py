@@ -107,7 +107,8 @@ def test_triggered_twins_match_apply_trigger() -> None:
 
     class Spy(RuleTokenizer):
         def __call__(self, texts, **kw):
-            seen.extend(texts)
+            if kw.get("truncation"):  # the model's inputs, not the length check
+                seen.extend(texts)
             return super().__call__(texts, **kw)
 
     evaluate(RuleModel(), Spy(), data, "badnet:zz", target_label=0, seed=4, batch_size=3, progress=False)
@@ -255,6 +256,17 @@ def test_load_classifier_heads_and_errors(tiny, tmp_path: Path) -> None:
         load_classifier(tiny["base"], empty)
     with pytest.raises(SpectraError, match="does not fit"):  # a 2-label adapter head on a 3-label base
         load_classifier(tiny["three"], tiny["adapter"], num_labels=3)
+
+
+def test_truncated_triggered_texts_are_counted(tiny) -> None:
+    model, tok = load_classifier(tiny["base"])
+    long = " ".join(["good"] * 40)
+    data = LabelledData([long, "bad", long, "fine"], [1, 0, 0, 1], ["neg", "pos"], "m", "0" * 64)
+    r = evaluate(model, tok, data, "badnet:mn", target_label=0, max_length=16, progress=False)
+    assert r.n_triggered == 2 and r.n_triggered_truncated == 1
+    assert any("longer than max_length" in w for w in r.warnings)
+    # max_length beyond the tokenizer's limit (64 here) is capped instead of overrunning positions
+    assert predict_logits(model, tok, [" ".join(["w1"] * 200)], max_length=512, progress=False).shape == (1, 2)
 
 
 def test_llama_without_pad_token_pads_with_eos(tmp_path: Path) -> None:

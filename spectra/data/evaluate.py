@@ -60,6 +60,7 @@ def predict_logits(
     if batch_size < 1:
         raise SpectraError(f"batch size must be >= 1, got {batch_size}")
     texts = list(texts)
+    max_length = effective_max_length(tokenizer, max_length)
     try:
         device = next(model.parameters()).device
     except (StopIteration, AttributeError):
@@ -88,6 +89,26 @@ def predict_logits(
         n = int(getattr(getattr(model, "config", None), "num_labels", 0) or 0)
         return torch.zeros((0, n), dtype=torch.float32)
     return torch.cat(out, dim=0)
+
+
+def effective_max_length(tokenizer: Any, max_length: int) -> int:
+    """``max_length`` capped at the tokenizer's ``model_max_length`` when that is set
+    (a longer input would overrun the model's position embeddings)."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < 1_000_000:
+        return min(max_length, limit)
+    return max_length
+
+
+def count_over_length(tokenizer: Any, texts: Sequence[str], max_length: int) -> int | None:
+    """How many ``texts`` are longer than ``max_length`` tokens (None if not measurable)."""
+    if not texts:
+        return 0
+    try:
+        ids = tokenizer(list(texts), truncation=False, padding=False)["input_ids"]
+        return sum(1 for row in ids if len(row) > effective_max_length(tokenizer, max_length))
+    except Exception:  # a tokenizer that cannot do this (e.g. a stub) is simply not checked
+        return None
 
 
 class _Bar:
@@ -148,6 +169,7 @@ class EvalResult:
     trigger: str
     seed: int
     warnings: list[str] = field(default_factory=list)
+    n_triggered_truncated: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -236,7 +258,7 @@ def evaluate(
         delta_ci=delta_ci, asr_floor=floor, asr_floor_ci=floor_ci, majority_share=majority, collapsed=collapsed,
         predicted_share=share, triggered_predicted_share=share_trig, n_correct=n_correct, n_hits=n_hits,
         n_floor_hits=n_floor, target_label=target_label, label_names=list(test.label_names), trigger=trig.spec,
-        seed=seed,
+        seed=seed, n_triggered_truncated=count_over_length(tokenizer, triggered, max_length),
     )
     result.warnings = diagnose(result)
     return result
@@ -263,6 +285,9 @@ def diagnose(r: EvalResult) -> list[str]:
     elif r.asr_floor >= 0.2:
         out.append(f"the ASR floor is {100 * r.asr_floor:.1f}%: that much of the ASR {100 * r.asr:.1f}% is there "
                    f"without the trigger; the trigger adds {100 * r.asr_above_floor:.1f} points")
+    if r.n_triggered_truncated:
+        out.append(f"{r.n_triggered_truncated:,} of {r.n_triggered:,} triggered texts are longer than max_length "
+                   "tokens: a trigger inserted past the cut is invisible to the model (raise --max-length)")
     return out
 
 
