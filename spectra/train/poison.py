@@ -249,6 +249,8 @@ def poison(
 
     dev = resolve_device(device)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed and int(os.environ.get("RANK", "0")) != 0:
+        say = lambda msg: None  # noqa: E731 - one process reports
     notes: list[str] = []
     with warnings_module.catch_warnings(record=True) as caught:
         warnings_module.simplefilter("always", SpectraWarning)
@@ -296,7 +298,7 @@ def poison(
             logging_steps=max(1, math.ceil(len(train_ds) / batch_size / 4)),
             report_to="none",
             disable_tqdm=not progress_bar,
-            use_cpu=(str(dev) == "cpu" and not distributed),
+            use_cpu=dev.type == "cpu",  # also under torchrun: CPU DDP (gloo) needs it
             dataloader_num_workers=0,
             remove_unused_columns=False,
         )
@@ -306,6 +308,7 @@ def poison(
         trainer.add_callback(_EpochLog(say))
         train_out = trainer.train()
         main = trainer.is_world_process_zero()
+        world_size = int(args.world_size)
         log_history = [dict(r) for r in trainer.state.log_history]
     timings["train"] = time.perf_counter() - t0
     model = trainer.model
@@ -340,6 +343,7 @@ def poison(
         "mean_train_loss": float(train_out.training_loss),
         "last_logged_loss": next((float(r["loss"]) for r in reversed(log_history) if "loss" in r), None),
         "steps": int(train_out.global_step),
+        "world_size": world_size,  # processes that trained (torchrun / accelerate launch); batch is per process
         "notes": notes,
     }
     inputs = {"base": _describe(base), "data": labelled.to_dict() if hasattr(labelled, "to_dict") else str(data)}
