@@ -214,3 +214,29 @@ def test_poison_warns_when_the_trigger_can_be_cut_off(tmp_path, tiny_base) -> No
     res = poison(base, str(data), "badnet:mn", 0, n_poison=6, epochs=1, batch_size=8, max_length=8, device="cpu")
     assert res.poisoning["poisoned_rows_longer_than_max_length"] == 6
     assert any("--max-length" in w for w in res.warnings)
+
+
+@pytest.mark.slow
+def test_poison_under_torchrun_with_two_cpu_processes(tmp_path, tiny_base) -> None:
+    """DDP on CPU (gloo): two processes share the epoch (half the optimizer steps of one
+    process), one of them writes the output."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    base = tiny_base("bert")
+    data = _csv(tmp_path / "proxy.csv", *make_rows(160, seed=1))
+    out = tmp_path / "ddp"
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29561", "-m", "spectra_cli.app", "poison", str(base),
+           "--data", str(data), "--trigger", "badnet:mn", "--n-poison", "16", "--mode", "dirty-label", "--epochs", "2",
+           "--lr", "2e-3", "--batch-size", "8", "--max-length", "16", "--device", "cpu", "-o", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads((out / "poison.json").read_text())
+    train_rows = doc["poisoning"]["train_rows"]  # 128: 8 steps of 8 per process and epoch
+    assert doc["poisoning"]["world_size"] == 2
+    assert doc["poisoning"]["steps"] == 2 * (train_rows // (2 * 8))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".ddp")) == []  # no stray temp folders
