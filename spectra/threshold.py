@@ -681,6 +681,11 @@ def threshold(
         sigma_pre=sigma_pre, sigma_delta=sigma_delta, scale=choice.scale, index=nt,
     )
     checks = {"m0_equals_base": _check_base_margins(model, logits, texts, trig_texts, clean0, trig0)}
+    longer = _count_longer(tokenizer, trig_texts, max_length)
+    checks["triggered_longer_than_max_length"] = longer
+    if longer:
+        notes.append(f"{longer:,} of {len(trig_texts):,} triggered texts are longer than --max-length {max_length} "
+                     "tokens: where the trigger landed past the cut the model never sees it (raise --max-length)")
     if not checks["m0_equals_base"].get("ok", True):
         notes.append(f"M_0 differs from the base model's margins by up to {checks['m0_equals_base']['max_abs_diff']:.3g}: "
                      "scaled_adapter(model, 0) did not reproduce the base; the estimates are suspect")
@@ -702,6 +707,16 @@ def threshold(
     timings["total"] = time.perf_counter() - t_start
     return ThresholdReport(result=result, sweep=sweep, module=choice, settings=settings, inputs=inputs,
                            versions=versions, checks=checks, notes=notes, timings=timings)
+
+
+def _count_longer(tokenizer: Any, texts: list[str], max_length: int) -> int | None:
+    if not texts:
+        return 0
+    try:
+        ids = tokenizer(list(texts), truncation=False, padding=False)["input_ids"]
+    except Exception:  # noqa: BLE001 - a tokenizer that cannot tell is simply not checked
+        return None
+    return sum(1 for row in ids if len(row) > max_length)
 
 
 def _check_target(data: Any, target_label: int) -> None:

@@ -445,3 +445,22 @@ def test_threshold_bad_inputs_fail_with_one_line(tmp_path, tiny_setup, case) -> 
                 "one_class": "one class", "num_labels": "num_labels", "bad_grid": "--grid",
                 "bad_module": "no_such_module"}[case]
     assert expected in lines[0], lines[0]
+
+
+def test_threshold_subsamples_and_splits(tmp_path, tiny_setup) -> None:
+    from spectra.data import load_labelled, split
+    from spectra.threshold import threshold
+
+    base, adapter, data = tiny_setup
+    small = threshold(base, adapter, str(data), "badnet:mn", 0, grid=[0, 2], max_samples=6, device="cpu",
+                      max_length=16, seed=1)
+    assert len(small.result) == 6 and small.inputs["evaluated_rows"] == 12  # balanced: 6 per class
+    assert [r["k"] for r in small.sweep] == [0.0, 1.0, 2.0]  # 0 and 1 are always measured
+    half = threshold(base, adapter, str(data), "badnet:mn", 0, grid=[0, 1], split_test=0.5, device="cpu",
+                     max_length=16, seed=1)
+    _, test = split(load_labelled(data), 0.5, 1)
+    assert half.inputs["evaluated_rows"] == len(test) == 18
+    assert len(half.result) == sum(1 for y in test.labels if y != 0)
+    assert half.checks["triggered_longer_than_max_length"] == 0
+    cut = threshold(base, adapter, str(data), "badnet:mn", 0, grid=[0, 1], device="cpu", max_length=8, seed=1)
+    assert cut.checks["triggered_longer_than_max_length"] > 0 and any("--max-length" in n for n in cut.notes)
