@@ -686,7 +686,7 @@ def threshold(
     if longer:
         notes.append(f"{longer:,} of {len(trig_texts):,} triggered texts are longer than --max-length {max_length} "
                      "tokens: where the trigger landed past the cut the model never sees it (raise --max-length)")
-    if not checks["m0_equals_base"].get("ok", True):
+    if checks["m0_equals_base"].get("ok") is False:
         notes.append(f"M_0 differs from the base model's margins by up to {checks['m0_equals_base']['max_abs_diff']:.3g}: "
                      "scaled_adapter(model, 0) did not reproduce the base; the estimates are suspect")
 
