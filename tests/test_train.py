@@ -397,9 +397,10 @@ def test_ci_backward_passes_gradient_only_through_kept_entries() -> None:
     out = base_path_dropout(y, b, 0.3)
     (out * up).sum().backward()
     dropped = out.detach() == b
+    keep = 1 - round(0.3 * 32768) / 32768  # the mask's rate is p on a 2⁻¹⁵ grid
     assert abs(dropped.float().mean().item() - 0.3) < 0.015
-    torch.testing.assert_close(out.detach()[~dropped], ((y.detach() - b) / 0.7 + b)[~dropped])
-    torch.testing.assert_close(y.grad, torch.where(dropped, 0.0, up / 0.7))
+    torch.testing.assert_close(out.detach()[~dropped], ((y.detach() - b) / keep + b)[~dropped])
+    torch.testing.assert_close(y.grad, torch.where(dropped, 0.0, up / keep))
     # a trainable bias takes the generic path, with the bias's own gradient
     bt = b.clone().requires_grad_(True)
     torch.manual_seed(1)
@@ -427,3 +428,16 @@ def test_all_linear_targets_every_block_linear_and_not_the_head(tmp_path: Path) 
     # Pt's modules: the top 3 of 2 blocks = every module inside a block (not the pooler)
     assert rora.monitored == [n for n in rora.modules if ".layer." in n]
     assert "bert.pooler.dense" in rora.modules and "bert.pooler.dense" not in rora.monitored
+
+
+def test_drop_mask_rate_and_halves_are_unbiased() -> None:
+    from spectra.train.base_dropout import drop_mask
+
+    torch.manual_seed(0)
+    for p, shape in ((0.1, (200, 1001)), (0.5, (3, 7, 9_999))):  # odd element count included
+        drop, p_eff = drop_mask(shape, p)
+        assert drop.shape == shape and drop.dtype == torch.bool
+        assert abs(p_eff - p) <= 1 / 65536
+        flat = drop.flatten()[: (drop.numel() // 2) * 2].view(-1, 2).float()
+        for rate in (drop.float().mean().item(), *flat.mean(0).tolist()):  # overall, and per int16 half
+            assert abs(rate - p_eff) < 5 * math.sqrt(p * (1 - p) / flat.shape[0])

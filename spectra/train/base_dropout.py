@@ -17,8 +17,9 @@ PEFT adapter and DDP/FSDP see the model they expect.
   noise. The hook subtracts it, drops ``W_pre·x`` and adds it back.
 - **Scaling**: standard inverted dropout — kept entries are scaled by ``1/(1−p)`` so the
   expected training-time output equals the eval-time output. On CPU the mask comes from
-  31-bit random integers instead of ``bernoulli_`` (half the cost; see
-  :class:`_CPUBaseDropout`), on GPUs from PyTorch's fused dropout.
+  :func:`drop_mask` (one 31-bit random integer per two elements instead of one
+  ``bernoulli_`` double per element: the RNG is most of CPU dropout's cost, and the
+  rate is p to within 1.6e-5); on GPUs PyTorch's fused dropout is used.
 - **DoRA**: a DoRA layer computes ``m/‖W+sBA‖_c ⊙ (W+sBA)x + b`` as
   ``base_layer(x) + (m/‖·‖_c − 1)⊙W·x' + m/‖·‖_c ⊙ sBAx'``. CI drops the first term, the
   frozen ``W_pre·x`` that PEFT gets from ``base_layer``. The magnitude correction
@@ -31,6 +32,7 @@ PEFT adapter and DDP/FSDP see the model they expect.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,25 +59,42 @@ def lora_linear_layers(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             yield strip_peft_prefix(name), module
 
 
-_TWO31 = 2**31
+_RES = 32768  # mask resolution: the effective rate is round(p·2¹⁵)/2¹⁵
+
+
+def drop_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device | str = "cpu") -> tuple[torch.Tensor, float]:
+    """A boolean dropout mask (True = dropped) and the exact rate it was drawn with.
+
+    CPU dropout spends most of its time in the random number generator (``bernoulli_``
+    draws one double per element, single-threaded). Here one 31-bit integer from
+    ``random_`` serves *two* elements: viewed as two int16 halves, the low half is uniform
+    on [−2¹⁵, 2¹⁵) and the high half on [0, 2¹⁵), and each is compared with its own
+    threshold so both drop with probability ``t/2¹⁵``, ``t = round(p·2¹⁵)`` (within 1.6e-5
+    of p). About 2.5× cheaper than ``bernoulli_`` for the same mask.
+    """
+    n = 1
+    for d in shape:
+        n *= int(d)
+    t = round(p * _RES)
+    low = 2 * t - _RES  # P(low half < 2t − 2¹⁵) = 2t/2¹⁶ = t/2¹⁵
+    thr = [low, t] if sys.byteorder == "little" else [t, low]  # (low half, high half) in memory order
+    halves = torch.empty((n + 1) // 2, dtype=torch.int32, device=device).random_().view(torch.int16).view(-1, 2)
+    drop = (halves < torch.tensor(thr, dtype=torch.int16, device=device)).view(-1)[:n].view(shape)
+    return drop, t / _RES
 
 
 class _CPUBaseDropout(torch.autograd.Function):
-    """``where(drop, b, (y − b)·s + b)`` with the mask drawn from int32 random integers.
+    """``where(drop, b, (y − b)·s + b)`` with the mask from :func:`drop_mask`.
 
-    On CPU, ``F.dropout``'s ``bernoulli_`` is the expensive part of dropout (≈ 2× the cost
-    of drawing 31-bit integers) and CI adds one dropout per adapted module, so CI draws
-    ``r ~ U{0, …, 2³¹−1}`` and drops where ``r < t``, ``t = round(p·2³¹)``: the effective
-    rate is ``t/2³¹`` (within 2.4e-10 of p) and the kept entries are scaled by
-    ``s = 1/(1 − t/2³¹)``, so the expectation is unchanged. The bias is passed through
-    (never dropped) and must be frozen; only the mask is kept for backward.
+    ``s = 1/(1 − p_eff)`` for the rate the mask was actually drawn with, so the
+    expectation is unchanged. The bias is passed through (never dropped) and must be
+    frozen; only the boolean mask is kept for backward.
     """
 
     @staticmethod
     def forward(ctx: Any, y: torch.Tensor, bias: torch.Tensor | None, p: float) -> torch.Tensor:
-        t = round(p * _TWO31)
-        drop = torch.empty(y.shape, dtype=torch.int32, device=y.device).random_() < t
-        scale = _TWO31 / (_TWO31 - t)
+        drop, p_eff = drop_mask(y.shape, p, y.device)
+        scale = 1.0 / (1.0 - p_eff)
         ctx.save_for_backward(drop)
         ctx.scale = scale
         if bias is None:
