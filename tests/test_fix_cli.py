@@ -159,9 +159,12 @@ def test_crash_then_resume(setup: dict[str, Path], monkeypatch: pytest.MonkeyPat
     (["--rescale-layers", "top"], "--rescale-layers"),
     (["--rescale-only"], "--rescale-only needs --adapter"),
     (["--trigger", "badnet:mn"], "--eval and --trigger go together"),
+    (["--eval", "TEST", "--trigger", "badnet:mn", "--target-label", "5"], "target label 5 is absent"),
+    (["--eval", "TEST", "--trigger", "nosuchkind:x"], "unknown kind"),
 ])
 def test_bad_inputs_exit_1_with_one_line(setup: dict[str, Path], extra: list[str], needle: str) -> None:
     args = [setup["base"], "--data", setup["train"], "-o", setup["tmp"] / "o", *QUICK]
+    extra = [str(setup["test"]) if e == "TEST" else e for e in extra]
     if extra == ["--rescale-only"]:
         args = [setup["base"], "-o", setup["tmp"] / "o", "--rescale-only"]
     line = one_line_error(invoke([*args, *extra]))

@@ -144,8 +144,11 @@ def run_fix(
     if train is not None and test is not None and test.num_classes != train.num_classes:
         raise SpectraError(f"{test.source}: {test.num_classes} classes but the training data "
                            f"{train.source} has {train.num_classes}")
-    if test is not None and not 0 <= target_label < test.num_classes:
-        raise SpectraError(f"--target-label {target_label}: the data has classes 0..{test.num_classes - 1}")
+    if test is not None and target_label not in set(test.labels):
+        raise SpectraError(f"{test.source}: target label {target_label} is absent from the evaluation data "
+                           f"(classes 0..{test.num_classes - 1})")
+    if test is not None and all(y == target_label for y in test.labels):
+        raise SpectraError(f"{test.source}: every row has the target label {target_label}; ASR needs non-target rows")
 
     # ---- train
     recipe = None
