@@ -101,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--attacks", nargs="+", choices=sorted(ATTACKS), default=["badnet", "insent"])
-    p.add_argument("--max-train", type=int, default=1000, help="CR training rows (stratified subsample)")
-    p.add_argument("--max-test", type=int, default=500, help="CR test rows")
+    p.add_argument("--max-train", type=int, default=600, help="CR training rows (stratified subsample)")
+    p.add_argument("--max-test", type=int, default=400, help="CR test rows")
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--max-length", type=int, default=48)
-    p.add_argument("--threshold-samples", type=int, default=200)
+    p.add_argument("--threshold-samples", type=int, default=120)
     p.add_argument("--poison", choices=["full", "quick"], default="full", help="the demo's poisoning recipe to use")
     p.add_argument("--work", type=Path, default=Path("runs/reproduction"))
     p.add_argument("--doc", type=Path, default=Path("docs/reproduction.md"))
@@ -120,28 +120,37 @@ def main(argv: list[str] | None = None) -> int:
     mr, cr = load_labelled("mr"), load_labelled("cr")
     cr_train, cr_test = split(cr, 0.2, 0)
     train, test = _subsample(cr_train, args.max_train, 0), _subsample(cr_test, args.max_test, 0)
-    results, theories, poisons = [], {}, {}
+    results, theories, poisons, bases = [], {}, {}, {}
     for attack in args.attacks:
-        base, info = poisoned_base(DemoSettings.for_mode(args.poison == "quick"), mr, log,
-                                   default_cache_dir() / "demo", trigger=ATTACKS[attack])
+        bases[attack], info = poisoned_base(DemoSettings.for_mode(args.poison == "quick"), mr, log,
+                                            default_cache_dir() / "demo", trigger=ATTACKS[attack])
         poisons[attack] = {k: info.get(k) for k in ("mode", "fallback_from", "ca", "asr", "asr_floor")}
-        for seed in args.seeds:
+    # seed-major, and the page is rebuilt after every run: a study cut short still documents
+    # every run it finished
+    for seed in args.seeds:
+        for attack in args.attacks:
             log(f"{attack} seed {seed}")
-            results.append(run_seed(base, attack, seed, train, test, args, args.work))
-        first = next(r for r in results if r["attack"] == attack)
-        theories[attack] = theory(base, attack, first["adapters"], test, args, args.work)
-        if attack == args.attacks[0]:
-            _audit_figures(base, first["adapters"], args)
+            results.append(run_seed(bases[attack], attack, seed, train, test, args, args.work))
+            if seed == args.seeds[0]:
+                theories[attack] = theory(bases[attack], attack, results[-1]["adapters"], test, args, args.work)
+                if attack == args.attacks[0]:
+                    _audit_figures(bases[attack], results[-1]["adapters"], args)
+            _write(args, poisons, results, theories, train, test)
+    log(f"wrote {args.doc} and figures in {args.figures}")
+    return 0
+
+
+def _write(args: argparse.Namespace, poisons: dict[str, Any], results: list[dict[str, Any]],
+           theories: dict[str, Any], train: Any, test: Any) -> None:
     summary = {"args": {k: str(v) for k, v in vars(args).items()}, "poisoning": poisons, "runs": results,
                "theory": theories, "data": {"train": train.summary(), "test": test.summary()}}
     (args.work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    args.figures.mkdir(parents=True, exist_ok=True)
     _table_figure(results, args.figures / "reproduction_ca_asr.png")
     for attack, th in theories.items():
         for name, t in th.items():
             shutil.copy(Path(t["folder"]) / "fig_sweep.png", args.figures / f"sweep_{attack}_{name.lower()}.png")
     args.doc.write_text(_markdown(summary), encoding="utf-8")
-    log(f"wrote {args.doc} and figures in {args.figures}")
-    return 0
 
 
 def _audit_figures(base: Path, adapters: dict[str, str], args: argparse.Namespace) -> None:
