@@ -69,6 +69,17 @@ def test_poison_split_caps_at_availability() -> None:
     assert out.requested == 1500
 
 
+def test_clean_label_poisoning_of_every_target_row_warns_of_a_shortcut(tmp_path, tiny_base) -> None:
+    from spectra.train.poison import poison
+
+    base = tiny_base("bert")
+    data = _csv(tmp_path / "proxy.csv", *make_rows(40, seed=5))
+    res = poison(base, str(data), "badnet:mn", 0, n_poison=1500, epochs=1, batch_size=8, max_length=16, device="cpu")
+    assert res.poisoning["poisoned"] == res.poisoning["eligible"]
+    assert any("separates the target class" in w for w in res.warnings)
+    assert any("instead of" in w for w in res.warnings)
+
+
 # --------------------------------------------------------------------------- end to end on a tiny BERT
 
 POISON_KEYS = {"settings", "seed", "evaluation", "ca", "asr", "asr_floor", "poisoning", "inputs", "versions"}
@@ -151,6 +162,7 @@ def test_poison_library_gives_a_bare_encoder_a_head_and_warns_on_weak_asr(tmp_pa
     res = poison(base, str(data), "badnet:mn", 1, n_poison=5, epochs=1, lr=1e-5, batch_size=8, max_length=16,
                  device="cpu", max_train=30, seed=0)
     assert res.poisoning["train_rows"] == 30 and res.poisoning["poisoned"] == 5
+    assert not any("shortcut" in w or "separates the target class" in w for w in res.warnings)
     assert res.model.config.num_labels == 2
     assert any("fresh" in n for n in res.poisoning["notes"])
     # one epoch at 1e-5 on 5 clean-label rows cannot install a backdoor: the warning says so

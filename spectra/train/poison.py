@@ -38,6 +38,8 @@ from spectra.errors import SpectraError
 
 MODES = ("clean-label", "dirty-label")
 ASR_WARNING = 0.95
+#: clean-label poisoning of more than this share of the target-label rows warns of a shortcut
+SHORTCUT_SHARE = 0.8
 
 
 @dataclass
@@ -245,6 +247,13 @@ def poison(
     if poisoned.n_poisoned < n_poison:
         warnings.append(f"only {poisoned.available:,} training rows are eligible for {mode} poisoning; "
                         f"poisoned {poisoned.n_poisoned:,} instead of {n_poison:,}")
+    if mode == "clean-label" and poisoned.available and poisoned.n_poisoned / poisoned.available > SHORTCUT_SHARE:
+        warnings.append(
+            f"clean-label poisoning put the trigger into {poisoned.n_poisoned:,} of the {poisoned.available:,} "
+            f"target-label training rows ({100 * poisoned.n_poisoned / poisoned.available:.0f}%): the trigger alone "
+            "then separates the target class, and the model may learn 'no trigger → not the target' instead of the "
+            "task (CA collapses, ASR is trivially high); poison fewer rows (--n-poison), use more data, or "
+            "--mode dirty-label")
     clean_run = n_poison == 0  # plain full fine-tuning (a baseline): no trigger inserted, no ASR target
 
     dev = resolve_device(device)
