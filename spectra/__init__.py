@@ -15,6 +15,13 @@ __version__ = "0.1.0"
 _LAZY = {
     "audit": ("spectra.audit", "audit"),
     "AuditReport": ("spectra.audit", "AuditReport"),
+    "threshold": ("spectra.threshold", "threshold"),
+    "ThresholdReport": ("spectra.threshold", "ThresholdReport"),
+    "run_fix": ("spectra.train.fix", "run_fix"),
+    "RoRAConfig": ("spectra.train.config", "RoRAConfig"),
+    "run_eval": ("spectra.data.evaluate", "run_eval"),
+    "poison": ("spectra.train.poison", "poison"),
+    "run_demo": ("spectra.demo", "run_demo"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,4 +37,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'spectra' has no attribute {name!r}")
 
 
-__all__ = ["SpectraError", "AuditReport", "audit", "__version__"]
+__all__ = ["SpectraError", "__version__", *_LAZY]
