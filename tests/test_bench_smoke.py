@@ -1,0 +1,85 @@
+"""Keeps ``bench/audit_speed.py`` from rotting: its generator, its four configurations and
+its row-by-row comparison run end to end on a tiny LLaMA shape (hidden 64, 2 layers), in
+process. The speed numbers themselves are measured by running the script, not here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+TINY = ["--hidden", "64", "--intermediate", "176", "--layers", "2", "--heads", "4", "--kv-heads", "2",
+        "--vocab", "128", "--top-k", "8", "--baseline-layers", "1", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def audit_speed():
+    sys.path.insert(0, str(BENCH))
+    try:
+        import audit_speed
+
+        yield audit_speed
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_audit_speed_tiny_end_to_end(audit_speed, tmp_path, capsys):
+    rc = audit_speed.main(TINY + ["--in-process", "--data-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    for needle in ("default-cold", "default-warm", "exact", "dense", "default-cold vs exact: 14 rows",
+                   "dense vs exact (7 modules)", "accuracy targets met"):
+        assert needle in out, (needle, out)
+
+
+def test_generator_spectrum_and_adapter(audit_speed, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    shape = audit_speed.Shape(hidden=64, intermediate=176, layers=1, heads=4, kv_heads=2, vocab=128)
+    base, lora = audit_speed.build_synthetic(shape, tmp_path / shape.tag(), log=lambda *a: None)
+    weights = {}
+    for f in base.glob("*.safetensors"):
+        weights.update(load_file(f))
+    lora_t = load_file(lora / "adapter_model.safetensors")
+    assert len(lora_t) == 2 * 7
+    for name, (m, n) in shape.module_shapes().items():
+        W = weights[f"model.layers.0.{name}.weight"]
+        assert W.dtype == torch.float16 and tuple(W.shape) == (m, n)
+        S = torch.linalg.svdvals(W.double())
+        i = torch.arange(S.numel(), dtype=torch.float64)
+        # power law (i+1)^-0.5 up to the ±0.3 index jitter, entries of RMS 0.02
+        assert torch.allclose(S / S[0], (i + 1).pow(-0.5) / 1.0, rtol=0.25)
+        assert abs(float(W.double().pow(2).mean().sqrt()) - 0.02) < 1e-3
+        A = lora_t[f"base_model.model.model.layers.0.{name}.lora_A.weight"]
+        B = lora_t[f"base_model.model.model.layers.0.{name}.lora_B.weight"]
+        assert tuple(A.shape) == (16, n) and tuple(B.shape) == (m, 16) and B.abs().max() > 0
+
+
+def test_compare_rows_reports_the_worst_row(audit_speed):
+    from _common import compare_rows
+
+    ref = [{"module": f"m{i}", "sigma_pre": 2.0, "sigma_delta": 1.0, "cos_max_left": 0.5, "cos_max_right": 0.25,
+            "overlap": 0.1} for i in range(3)]
+    test = [dict(r) for r in ref]
+    test[1]["sigma_pre"] = 2.0 * (1 + 3e-4)
+    test[2]["cos_max_right"] = 0.25 + 2e-3
+    acc = compare_rows(test, ref)
+    assert acc["sigma_rel"] == pytest.approx(3e-4) and acc["sigma_pre_at"] == "m1"
+    assert acc["cos_abs"] == pytest.approx(2e-3) and acc["cos_max_right_at"] == "m2"
+    assert not audit_speed._acc_ok(acc)
+    with pytest.raises(ValueError):
+        compare_rows(test[:2], ref)
+
+
+def test_forced_randomized_check_tiny(audit_speed, tmp_path):
+    from _common import forced_randomized_check
+
+    shape = audit_speed.Shape(hidden=128, intermediate=256, layers=1, heads=4, kv_heads=2, vocab=64)
+    base, lora = audit_speed.build_synthetic(shape, tmp_path / shape.tag(), log=lambda *a: None)
+    res = forced_randomized_check(base, lora, k=8)
+    assert res["matrices"] == 7
+    assert res["sigma1_rel"] < 1e-4 and res["one_minus_cos"] < 5e-4
+    assert any(g["method"].startswith("randomized") for g in res["groups"])
