@@ -42,15 +42,31 @@ ROW_COLS = ("module", "layer", "module_type", "sigma_pre", "sigma_delta", "cos_m
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size in MiB (Linux reports ``ru_maxrss`` in KiB)."""
+    """This process's peak resident set size in MiB.
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status``, the high-water mark of this
+    process's own address space. ``getrusage(RUSAGE_SELF).ru_maxrss`` is not used there
+    because Linux carries it across ``exec``: a child started by Python's ``subprocess``
+    (vfork + exec) reports at least its *parent's* peak RSS (an 800 MB parent makes a
+    13 MB child report 813 MB). Elsewhere ``ru_maxrss`` is the fallback.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
 
 def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: str | Path | None = None,
                  timeout: float | None = None) -> dict[str, Any]:
-    """Run ``cmd``; return rc, wall seconds, CPU seconds (user+sys), peak RSS (MiB) of that
-    one child (``os.wait4``, so earlier children do not leak into it), stdout and stderr."""
+    """Run ``cmd``; return rc, wall seconds, CPU seconds (user+sys) of that one child
+    (``os.wait4``), stdout and stderr. ``rss_mb_inherited`` is the child's ``ru_maxrss``,
+    which includes this parent's peak (see :func:`peak_rss_mb`): use :func:`run_cli` or a
+    worker that reports its own ``VmHWM`` for memory."""
     import tempfile
 
     full_env = dict(os.environ)
@@ -73,7 +89,7 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: str | P
         out.seek(0)
         err.seek(0)
         return {"rc": proc.returncode, "wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
-                "rss_mb": usage.ru_maxrss / 1024, "stdout": out.read().decode(errors="replace"),
+                "rss_mb_inherited": usage.ru_maxrss / 1024, "stdout": out.read().decode(errors="replace"),
                 "stderr": err.read().decode(errors="replace")}
 
 
@@ -86,6 +102,38 @@ def spectra_exe() -> list[str]:
     if found:
         return [found]
     return [sys.executable, "-c", "from spectra_cli.app import main; main()"]
+
+
+# runs the spectra CLI's own entry point and writes the process's VmHWM at exit
+_CLI_LAUNCHER = (
+    "import atexit, sys\n"
+    "out = sys.argv[1]\n"
+    "def _hwm():\n"
+    "    from pathlib import Path\n"
+    "    sys.path.insert(0, %r)\n"
+    "    from _common import peak_rss_mb\n"
+    "    Path(out).write_text(str(peak_rss_mb()))\n"
+    "atexit.register(_hwm)\n"
+    "sys.argv = ['spectra'] + sys.argv[2:]\n"
+    "from spectra_cli.app import main\n"
+    "main()\n"
+) % str(Path(__file__).resolve().parent)
+
+
+def run_cli(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``spectra ARGS`` in a fresh process (the installed entry point ``spectra_cli.app:main``,
+    run by this Python), with its wall/CPU time and its own peak RSS (``VmHWM`` at exit)."""
+    import tempfile
+
+    fd, hwm = tempfile.mkstemp(suffix=".hwm")
+    os.close(fd)
+    try:
+        r = run_measured([sys.executable, "-c", _CLI_LAUNCHER, hwm, *args], env=env)
+        text = Path(hwm).read_text().strip()
+        r["rss_mb"] = float(text) if text else float("nan")
+    finally:
+        Path(hwm).unlink(missing_ok=True)
+    return r
 
 
 def time_help(repeats: int = 5, env: dict[str, str] | None = None) -> dict[str, Any]:

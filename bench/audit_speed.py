@@ -68,8 +68,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (DATA, compare_rows, csv_rows, forced_randomized_check, machine_line,  # noqa: E402
-                     minilm_adapter, minilm_path, peak_rss_mb, print_forced, rows_of, run_measured,
-                     smollm2_adapter, smollm2_base, spectra_exe, time_help)
+                     minilm_adapter, minilm_path, peak_rss_mb, print_forced, rows_of, run_cli, run_measured,
+                     smollm2_adapter, smollm2_base, time_help)
 
 GEN_VERSION = "g1"  # bump when the generator changes what it writes
 SIGMA_TOL = 1e-4
@@ -591,8 +591,7 @@ def cli_timings(a: argparse.Namespace) -> dict[str, Any]:
         env = {"SPECTRA_CACHE_DIR": str(work / "cache")}
         for label in ("cold cache", "warm cache"):
             out = work / label.replace(" ", "-")
-            r = run_measured(spectra_exe() + ["audit", str(base), str(adapter), "-o", str(out)],
-                             env={**env, **THREAD_ENV})
+            r = run_cli(["audit", str(base), str(adapter), "-o", str(out)], env={**env, **THREAD_ENV})
             if r["rc"] != 0:
                 raise RuntimeError(f"spectra audit failed: {r['stderr'][-2000:]}")
             n = len(csv_rows(out / "audit.csv"))

@@ -35,8 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (DATA, ROOT, compare_rows, csv_rows, machine_line, run_measured, smollm2_adapter,  # noqa: E402
-                     smollm2_base, spectra_exe)
+from _common import (DATA, ROOT, compare_rows, csv_rows, machine_line, run_cli, smollm2_adapter,  # noqa: E402
+                     smollm2_base)
 
 SIGMA_TOL = 1e-4
 COS_TOL = 1e-3
@@ -78,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
             order = ["default", "exact"] if rep % 2 == 0 else ["exact", "default"]
             for label in order:
                 out = keep if (label == "default" and rep == 0) else work / f"{label}-{rep}"
-                cmd = spectra_exe() + ["audit", str(base), str(adapter), "-o", str(out), "--overwrite"]
+                cmd = ["audit", str(base), str(adapter), "-o", str(out), "--overwrite"]
                 run_env = dict(env)
                 if label == "exact":
                     cmd += ["--exact", "--no-cache"]
                 else:
                     run_env["SPECTRA_CACHE_DIR"] = str(work / f"cache-{rep}")  # fresh, empty: cold
-                print(f"running: spectra {' '.join(cmd[len(spectra_exe()):])}  ({label}, round {rep + 1})", flush=True)
-                r = run_measured(cmd, env=run_env)
+                print(f"running: spectra {' '.join(cmd)}  ({label}, round {rep + 1})", flush=True)
+                r = run_cli(cmd, env=run_env)
                 if r["rc"] != 0:
                     print(r["stdout"][-3000:], r["stderr"][-3000:])
                     raise SystemExit(f"spectra audit ({label}) failed with exit code {r['rc']}")

@@ -525,21 +525,11 @@ def load_for_training(base: str | os.PathLike[str], label_names: Sequence[str]) 
     return model, tokenizer
 
 
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """transformers' loading chatter (progress bars, missing-key notices) off while loading."""
-    from transformers.utils import logging as tf_logging
+def quiet_transformers() -> contextlib.AbstractContextManager[None]:
+    """transformers' loading chatter off while loading (one implementation, in spectra.io.model)."""
+    from spectra.io.model import _quiet_transformers
 
-    level = tf_logging.get_verbosity()
-    bars = tf_logging.is_progress_bar_enabled()
-    tf_logging.set_verbosity_error()
-    tf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        tf_logging.set_verbosity(level)
-        if bars:
-            tf_logging.enable_progress_bar()
+    return _quiet_transformers()
 
 
 def checkpoint_fingerprints(base: str | os.PathLike[str]) -> Callable[[str, torch.Tensor], str | None]:
