@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 info = json.loads((out / "audit.json").read_text(encoding="utf-8"))
                 r.update(out=out, rows=csv_rows(out / "audit.csv"), timings=info["timings"], summary=info["summary"])
                 if label == "default" and rep == 0:
-                    print(r["stdout"].rstrip())
+                    print((r["stdout"] + r["stderr"]).rstrip())  # the CLI's summary table (rich, on stderr)
                 runs[label].append(r)
 
         d = min(runs["default"], key=lambda r: r["wall_s"])
