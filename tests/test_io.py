@@ -360,6 +360,38 @@ def test_sharded_base_reads_same_tensors(tmp_path: Path) -> None:
             assert torch.equal(a.get(k), b.get(k))
 
 
+def test_store_reads_every_dtype_like_safetensors_itself(tmp_path: Path) -> None:
+    """The positioned reader (no mmap) returns exactly what safetensors' own loader does."""
+    from spectra.io._tensors import SafetensorsStore
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {
+        "f32": torch.randn(5, 7, generator=g),
+        "f16": torch.randn(3, 4, generator=g).half(),
+        "bf16": torch.randn(6, generator=g).bfloat16(),
+        "f64": torch.randn(2, 2, 2, generator=g).double(),
+        "i64": torch.arange(-3, 9),
+        "bool": torch.tensor([True, False, True]),
+        "scalar": torch.tensor(2.5),
+        "empty": torch.zeros(0, 4),
+    }
+    f = tmp_path / "m.safetensors"
+    save_file(tensors, str(f))
+    reference = load_file(str(f))
+    store = SafetensorsStore([f])
+    for key, ref in reference.items():
+        got = store.get(key)
+        assert got.dtype == ref.dtype and got.shape == ref.shape, key
+        assert torch.equal(got, ref), key
+    with open(f, "r+b") as fh:  # shrink the file after its header was validated
+        fh.truncate(f.stat().st_size - 4)
+    entries = store.headers[f].entries
+    last = max((k for k in entries if entries[k]["offsets"][1] > entries[k]["offsets"][0]),
+               key=lambda k: entries[k]["offsets"][1])
+    with pytest.raises(SpectraError, match="truncated"):
+        store.get(last)
+
+
 def test_headers_only_and_upcast(tmp_path: Path) -> None:
     model = build_tiny_model("llama").to(torch.bfloat16)
     base_dir = save_model(model, tmp_path / "bf16")
