@@ -491,9 +491,9 @@ def synthetic(a: argparse.Namespace, shape: Shape, failures: list[str]) -> dict[
         if not measured_all:
             print(f"   {'dense ×' + str(shape.layers) + ' extrap.':<14} {full:9.1f} {'':>9} {'':>8} {'':>11} "
                   f"{full / d0['run_s']:12.1f}  <- extrapolated: mean per layer × {shape.layers}")
-        print(f"   dense baseline per layer (measured): "
+        print("   dense baseline per layer (measured): "
               + ", ".join(f"layer {k}: {v:.1f} s" for k, v in sorted(per_layer.items()))
-              + f"; per module type (mean): "
+              + "; per module type (mean): "
               + ", ".join(f"{k} {statistics.mean(v):.2f} s" for k, v in per_type.items()))
         per_layer_default = d0["run_s"] / shape.layers
         per_layer_exact = best("exact")["run_s"] / shape.layers

@@ -26,8 +26,7 @@ from typing import Any
 
 ATTACKS = {"badnet": "badnet:mn", "insent": 'insent:"I watched this 3D movie"'}
 ROWS = ["poisoned base", "LoRA", "LoRA + Pt", "+CI", "+CI+Tr", "+CI+Tr+Pt (RoRA)", "full fine-tuning"]
-# Paper, Table 2 (BERT-base, SST-2 proxy → downstream), as (CA, ASR) where we had them; None = not copied.
-PAPER: dict[str, dict[str, tuple[float, float] | None]] = {}
+READING_MARKER = "<!-- hand-written reading below this line; scripts/reproduce.py keeps it when it regenerates the page -->"
 
 
 def log(msg: str) -> None:
@@ -150,7 +149,7 @@ def _write(args: argparse.Namespace, poisons: dict[str, Any], results: list[dict
     for attack, th in theories.items():
         for name, t in th.items():
             shutil.copy(Path(t["folder"]) / "fig_sweep.png", args.figures / f"sweep_{attack}_{name.lower()}.png")
-    args.doc.write_text(_markdown(summary), encoding="utf-8")
+    args.doc.write_text(_keep_reading(args.doc, _markdown(summary)), encoding="utf-8")
 
 
 def _audit_figures(base: Path, adapters: dict[str, str], args: argparse.Namespace) -> None:
@@ -227,8 +226,17 @@ def _markdown(summary: dict[str, Any]) -> str:
         for name in th:
             lines.append(f"![{attack} {name}](../figures/sweep_{attack}_{name.lower()}.png)\n")
     lines.append("## Audit of seed 0 (first attack)\n\n![ratio](../figures/audit_fig_ratio.png)\n\n![alignment](../figures/audit_fig_alignment.png)\n")
-    lines.append("## Reading\n\n_(written by hand from the numbers above; see the section below)_\n")
+    lines.append(f"## Reading\n\n{READING_MARKER}\n")
     return "\n".join(lines)
+
+
+def _keep_reading(doc: Path, generated: str) -> str:
+    """The generated page plus the hand-written reading already below the marker, so a
+    re-run refreshes the numbers without erasing their interpretation."""
+    old = doc.read_text(encoding="utf-8") if doc.is_file() else ""
+    if READING_MARKER not in old:
+        return generated + "\n_(no reading written yet)_\n"
+    return generated + old.split(READING_MARKER, 1)[1].lstrip("\n").join(["\n", ""])
 
 
 if __name__ == "__main__":

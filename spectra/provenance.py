@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import math
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 _PACKAGES = ("spectra-lora", "torch", "transformers", "peft", "safetensors", "accelerate", "pandas", "numpy")
 
@@ -52,3 +54,17 @@ def content_hash(path: str | os.PathLike[str], full_limit: int = 64 << 20) -> st
         fh.seek(max(0, size - (1 << 20)))
         digest.update(fh.read(1 << 20))
     return "sha256-sampled:" + digest.hexdigest()
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with ±∞ and NaN replaced by None (so the JSON is strict: pipelines parse it
+    with any parser), dict keys as strings, and tensors/arrays as lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "tolist"):  # torch.Tensor, numpy arrays and scalars
+        return json_safe(obj.tolist())
+    return obj

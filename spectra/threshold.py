@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from spectra.errors import SpectraError
+from spectra.provenance import json_safe
 
 C_NORM = math.sqrt(2.0)  # ‖e_y − e_ybd‖ for y ≠ ybd
 DEFAULT_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
@@ -449,7 +450,7 @@ class ThresholdReport:
             "definitions": DEFINITIONS,
             "conventions": {"null": "∞ (no finite value: the estimate never crosses, or no grid k qualified)"},
         }
-        return _json_safe(out)
+        return json_safe(out)
 
     def write(self, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Write threshold.json, threshold_samples.csv, fig_sweep.png and report.md atomically."""
@@ -612,13 +613,13 @@ def threshold(
     trig = parse_trigger(trigger) if isinstance(trigger, str) else trigger
     labelled = data if hasattr(data, "labels") and hasattr(data, "texts") else load_labelled(data, text_col, label_col)
     full_source = labelled.to_dict() if hasattr(labelled, "to_dict") else {"source": str(data)}
-    _check_target(labelled, target_label)
+    labelled.require_target(target_label)
     notes: list[str] = []
     if split_test is not None:
         _, labelled = split(labelled, split_test, seed)
         notes.append(f"evaluated on the test side of a stratified split (test size {split_test}, seed {seed}): "
                      f"{len(labelled):,} rows")
-        _check_target(labelled, target_label)
+        labelled.require_target(target_label)
     if max_samples is not None:
         labelled, note = _subsample(labelled, target_label, max_samples, seed, split)
         if note:
@@ -718,17 +719,6 @@ def _count_longer(tokenizer: Any, texts: list[str], max_length: int) -> int | No
         return None
     return sum(1 for row in ids if len(row) > max_length)
 
-
-def _check_target(data: Any, target_label: int) -> None:
-    k = data.num_classes
-    if not 0 <= target_label < k or target_label not in set(data.labels):
-        names = ", ".join(f"{i} ({n})" if n != str(i) else str(i) for i, n in enumerate(data.label_names))
-        raise SpectraError(f"{data.source}: target label {target_label} is absent from the data (labels: {names})")
-    if all(y == target_label for y in data.labels):
-        raise SpectraError(f"{data.source}: every row has the target label {target_label}; "
-                           "ASR needs non-target rows")
-
-
 def _subsample(data: Any, target_label: int, max_samples: int, seed: int, split: Callable[..., Any]) -> tuple[Any, str]:
     if max_samples < 1:
         raise SpectraError(f"--max-samples must be ≥ 1, got {max_samples}")
@@ -807,16 +797,3 @@ def _describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     files = {f.name: content_hash(f) for f in sorted(p.iterdir())
              if f.is_file() and f.suffix in (".json", ".safetensors")}
     return {"path": str(p.resolve()), "files": files}
-
-
-def _json_safe(obj: Any) -> Any:
-    """Replace ±∞ and NaN by None so the JSON is strict."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, Tensor):
-        return _json_safe(obj.tolist())
-    return obj

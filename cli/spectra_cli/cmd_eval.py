@@ -50,6 +50,7 @@ def eval_command(
     from spectra.data.evaluate import eval_markdown, run_eval
     from spectra.data.triggers import parse_trigger
     from spectra.io.output import atomic_output_dir, check_output_dir
+    from spectra.provenance import json_safe
 
     check_output_dir(out, overwrite)
     trig = parse_trigger(trigger)  # a bad spec fails before any loading
@@ -58,25 +59,12 @@ def eval_command(
                       label_col=label_col, split_test=split_test, seed=seed, batch_size=batch_size,
                       max_length=max_length, device=device, allow_pickle=allow_pickle,
                       progress=con.is_terminal)
-    payload = _json_safe(result.to_dict())
+    payload = json_safe(result.to_dict())
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         (tmp / "eval.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / "report.md").write_text(eval_markdown(result), encoding="utf-8")
     _print_summary(con, result)
     con.print(f"wrote [bold]{out / 'eval.json'}[/bold] and [bold]{out / 'report.md'}[/bold]")
-
-
-def _json_safe(obj: Any) -> Any:
-    import math
-
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
 
 def _print_summary(con: Any, r: Any) -> None:
     from rich.table import Table

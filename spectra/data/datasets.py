@@ -92,6 +92,16 @@ class LabelledData:
             line += " (" + "; ".join(self.notes) + ")"
         return line
 
+    def require_target(self, target_label: int) -> None:
+        """Raise unless ``target_label`` is one of this data's labels and some rows have
+        another label: ASR is measured on the non-target rows."""
+        if not 0 <= target_label < self.num_classes or target_label not in set(self.labels):
+            names = ", ".join(f"{i} ({n})" if n != str(i) else str(i) for i, n in enumerate(self.label_names))
+            raise SpectraError(f"{self.source}: target label {target_label} is absent from the data (labels: {names})")
+        if all(y == target_label for y in self.labels):
+            raise SpectraError(f"{self.source}: every row has the target label {target_label}; "
+                               "ASR needs non-target rows")
+
     def subset(self, indices: Iterable[int]) -> LabelledData:
         """The rows at ``indices`` (in that order), same label names, source and hash."""
         idx = list(indices)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from spectra.errors import SpectraError
+from spectra.provenance import json_safe
 
 MODES = ("clean-label", "dirty-label")
 ASR_WARNING = 0.95
@@ -138,7 +139,7 @@ class PoisonResult:
 
     def to_json(self) -> dict[str, Any]:
         ev = self.evaluation.to_dict() if hasattr(self.evaluation, "to_dict") else dict(self.evaluation)
-        return _json_safe({
+        return json_safe({
             "settings": self.config.to_dict(),
             "seed": self.config.seed,
             "evaluation": ev,
@@ -235,7 +236,7 @@ def poison(
     t_start = time.perf_counter()
     trig = parse_trigger(trigger) if isinstance(trigger, str) else trigger
     labelled = data if hasattr(data, "labels") and hasattr(data, "texts") else load_labelled(data, text_col, label_col)
-    _check_target(labelled, target_label)
+    labelled.require_target(target_label)
     train, test = split(labelled, test_size, seed)
     if max_train is not None and max_train < len(train):
         _, train = split(train, max_train, seed)
@@ -403,17 +404,6 @@ class _Encoded:
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.rows[i]
 
-
-def _check_target(data: Any, target_label: int) -> None:
-    k = data.num_classes
-    if not 0 <= target_label < k or target_label not in set(data.labels):
-        names = ", ".join(f"{i} ({n})" if n != str(i) else str(i) for i, n in enumerate(data.label_names))
-        raise SpectraError(f"{data.source}: target label {target_label} is absent from the data (labels: {names})")
-    if all(y == target_label for y in data.labels):
-        raise SpectraError(f"{data.source}: every row has the target label {target_label}; "
-                           "ASR needs non-target rows")
-
-
 def _describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     from spectra.provenance import content_hash
 
@@ -423,17 +413,6 @@ def _describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {"path": str(p.resolve()),
             "files": {f.name: content_hash(f) for f in sorted(p.iterdir())
                       if f.is_file() and f.suffix in (".json", ".safetensors")}}
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
 
 def render_poison_markdown(result: PoisonResult) -> str:
     """``report.md`` of a poisoning run."""
