@@ -464,3 +464,11 @@ def test_threshold_subsamples_and_splits(tmp_path, tiny_setup) -> None:
     assert half.checks["triggered_longer_than_max_length"] == 0
     cut = threshold(base, adapter, str(data), "badnet:mn", 0, grid=[0, 1], device="cpu", max_length=8, seed=1)
     assert cut.checks["triggered_longer_than_max_length"] > 0 and any("--max-length" in n for n in cut.notes)
+
+
+def test_sweep_title_names_the_adapter_not_its_folder_convention() -> None:
+    from spectra.report.threshold_figures import adapter_label
+
+    assert adapter_label("/runs/demo/rora/adapter") == "rora/adapter"
+    assert adapter_label("/data/my-lora/") == "my-lora"
+    assert adapter_label("adapter") == "adapter"

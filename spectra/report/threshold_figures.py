@@ -55,7 +55,14 @@ def sweep_figure(report: Any) -> Any:
     ax.set_ylim(-3, 103)
     ax.set_xlabel("k  (multiplier of every adapted module's scale; 0 = base, 1 = adapter as trained)")
     ax.set_ylabel("%")
-    ax.set_title(f"Scale sweep: {report.inputs['adapter']['path'].rsplit('/', 1)[-1]}", fontsize=10)
+    ax.set_title(f"Scale sweep: {adapter_label(report.inputs['adapter']['path'])}", fontsize=10)
     ax.legend(fontsize=8, loc="best", framealpha=0.85)
     fig.tight_layout()
     return fig
+
+
+def adapter_label(path: str) -> str:
+    """A short name for an adapter folder: ``runs/x/lora/adapter`` reads as ``lora/adapter``
+    since ``spectra fix`` names every adapter folder ``adapter``."""
+    parts = [p for p in path.replace("\\", "/").split("/") if p]
+    return "/".join(parts[-2:]) if len(parts) >= 2 and parts[-1] == "adapter" else (parts[-1] if parts else path)
