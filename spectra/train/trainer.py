@@ -24,6 +24,7 @@ import contextlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,7 +144,10 @@ def prepare_model(
     cfg.validate()
     peft_cfg = lora_config(cfg, model)
     try:
-        peft_model = get_peft_model(model, peft_cfg)
+        with warnings.catch_warnings():
+            # peft 0.21 reads transformers' deprecated is_gradient_checkpointing: not ours to act on
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            peft_model = get_peft_model(model, peft_cfg)
     except (ValueError, TypeError, RuntimeError) as exc:
         raise SpectraError(f"cannot apply LoRA to the base: {str(exc).splitlines()[0]}") from None
     layers = list(lora_linear_layers(peft_model))
