@@ -87,3 +87,24 @@ def test_eval_table_rows_in_story_order() -> None:
     assert [r["model"] for r in table] == ["poisoned base (no fine-tuning)", "LoRA", "RoRA before Pt (CI+Tr)",
                                           "RoRA (CI+Tr+Pt)"]
     assert table[1]["ca"] == 0.8 and table[1]["source_row"] == "new"
+
+
+def test_console_summary_names_every_model_and_the_thresholds(tmp_path: Path) -> None:
+    from rich.console import Console
+    from spectra_cli.cmd_demo import _print_summary
+
+    rows = [{"model": "LoRA", "ca": 0.762, "asr": 1.0, "delta": -0.238, "asr_floor": 0.301, "collapsed": False},
+            {"model": "RoRA (CI+Tr+Pt)", "ca": 0.59, "asr": 0.0, "delta": 0.59, "asr_floor": 0.0, "collapsed": True}]
+    summary = {"poisoning": {"mode": "dirty-label", "fallback_from": "clean-label"}, "trigger": "badnet:mn",
+               "target_label": 0, "eval": rows,
+               "threshold": {"LoRA": {"predicted_threshold_k": 7.75, "measured_threshold_k": None},
+                             "RoRA": {"predicted_threshold_k": 0.68, "measured_threshold_k": 1.0}}}
+    (tmp_path / "demo.json").write_text(json.dumps(summary))
+    con = Console(record=True, width=120)
+    _print_summary(con, tmp_path)
+    text = con.export_text()
+    assert "fallback from clean-label" in text
+    assert "76.2" in text and "-23.8" in text and "yes" in text
+    assert "LoRA: predicted threshold k = 7.75, measured never" in text
+    assert "RoRA: predicted threshold k = 0.68, measured 1" in text
+    assert str(tmp_path / "report.md") in text

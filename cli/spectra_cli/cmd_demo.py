@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -21,11 +21,40 @@ def demo_command(
 
     Examples:
 
-      spectra demo            # full run, ~20-30 min on 2 CPU cores (the poisoned base is cached)
+      spectra demo            # full run, ~30 min on 2 CPU cores the first time (the poisoned base is cached)
 
       spectra demo --quick    # ~5 min
     """
     from spectra.demo import run_demo
 
     con = console()
-    run_demo(out, quick=quick, seed=seed, overwrite=overwrite, log=lambda msg: con.print(msg, highlight=False))
+    final = run_demo(out, quick=quick, seed=seed, overwrite=overwrite, log=lambda msg: con.print(msg, highlight=False))
+    _print_summary(con, final)
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def _print_summary(con: Any, final: Path) -> None:
+    """The story in one screen: CA/ASR per model, predicted vs measured threshold, where the report is."""
+    import json
+
+    from rich.table import Table
+
+    summary = json.loads((final / "demo.json").read_text(encoding="utf-8"))
+    poisoning = summary["poisoning"]
+    how = poisoning["mode"] + (f" (fallback from {poisoning['fallback_from']})" if poisoning.get("fallback_from") else "")
+    table = Table(title=f"CR test, trigger {summary['trigger']} → label {summary['target_label']}; base poisoned {how}")
+    for col in ("model", "CA %", "ASR %", "Δ", "ASR floor %", "collapsed"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in summary["eval"]:
+        table.add_row(row["model"], _pct(row["ca"]), _pct(row["asr"]), _pct(row["delta"]), _pct(row["asr_floor"]),
+                      "[red]yes[/red]" if row.get("collapsed") else "")
+    con.print(table)
+    for name, t in summary["threshold"].items():
+        measured = t["measured_threshold_k"]
+        con.print(f"{name}: predicted threshold k = {t['predicted_threshold_k']:.3g}, measured "
+                  f"{'never (ASR ≥ 50% at every k on the grid)' if measured is None else f'{measured:g}'}",
+                  highlight=False)
+    con.print(f"report: [bold]{final / 'report.md'}[/bold]")
