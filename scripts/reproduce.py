@@ -26,6 +26,23 @@ from typing import Any
 
 ATTACKS = {"badnet": "badnet:mn", "insent": 'insent:"I watched this 3D movie"'}
 ROWS = ["poisoned base", "LoRA", "LoRA + Pt", "+CI", "+CI+Tr", "+CI+Tr+Pt (RoRA)", "full fine-tuning"]
+# The paper's per-row numbers could not be copied: from this machine only its abstract is
+# reachable. We compare against what it states, and say so on the page.
+PAPER_CLAIM = """
+## What the paper reports, and what we compare against
+
+The paper (Luong & Chen, 2026, arXiv:2601.06305) reports its Table 2 on BERT/RoBERTa-size
+models. Its per-row CA/ASR numbers are **not on this page**: the machine that produced
+these runs had no access to the paper's tables, only its abstract, and we do not quote
+numbers we could not check. What we test are its stated claims:
+
+1. standard LoRA fine-tuning on clean data leaves the backdoor in place ("rarely reaches"
+   the scale threshold that would suppress it), while full fine-tuning partly erases it;
+2. LoRA updates are spectrally weak (σ_max(sΔW) ≪ σ_max(W_pre)) and overlap W_pre's top
+   singular subspaces;
+3. RoRA (CI + Tr + Pt) "substantially reduces attack success rates while maintaining
+   clean accuracy", and each component contributes (the ablation rows).
+"""
 READING_MARKER = "<!-- hand-written reading below this line; scripts/reproduce.py keeps it when it regenerates the page -->"
 
 
@@ -122,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     cr_train, cr_test = split(cr, 0.2, 0)
     train, test = _subsample(cr_train, args.max_train, 0), _subsample(cr_test, args.max_test, 0)
     results, theories, poisons, bases = [], {}, {}, {}
+    audit_summary: list[dict[str, Any]] = []
     for attack in args.attacks:
         bases[attack], info = poisoned_base(DemoSettings.for_mode(args.poison == "quick"), mr, log,
                                             default_cache_dir() / "demo", trigger=ATTACKS[attack])
@@ -135,16 +153,16 @@ def main(argv: list[str] | None = None) -> int:
             if seed == args.seeds[0]:
                 theories[attack] = theory(bases[attack], attack, results[-1]["adapters"], test, args, args.work)
                 if attack == args.attacks[0]:
-                    _audit_figures(bases[attack], results[-1]["adapters"], args)
-            _write(args, poisons, results, theories, train, test)
+                    audit_summary = _audit_figures(bases[attack], results[-1]["adapters"], args)
+            _write(args, poisons, results, theories, train, test, audit_summary)
     log(f"wrote {args.doc} and figures in {args.figures}")
     return 0
 
 
 def _write(args: argparse.Namespace, poisons: dict[str, Any], results: list[dict[str, Any]],
-           theories: dict[str, Any], train: Any, test: Any) -> None:
+           theories: dict[str, Any], train: Any, test: Any, audit_summary: list[dict[str, Any]]) -> None:
     summary = {"args": {k: str(v) for k, v in vars(args).items()}, "poisoning": poisons, "runs": results,
-               "theory": theories, "data": {"train": train.summary(), "test": test.summary()}}
+               "theory": theories, "audit": audit_summary, "data": {"train": train.summary(), "test": test.summary()}}
     (args.work / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     args.figures.mkdir(parents=True, exist_ok=True)
     _table_figure(results, args.figures / "reproduction_ca_asr.png")
@@ -154,14 +172,17 @@ def _write(args: argparse.Namespace, poisons: dict[str, Any], results: list[dict
     args.doc.write_text(_keep_reading(args.doc, _markdown(summary)), encoding="utf-8")
 
 
-def _audit_figures(base: Path, adapters: dict[str, str], args: argparse.Namespace) -> None:
+def _audit_figures(base: Path, adapters: dict[str, str], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Audit LoRA, LoRA + Pt and RoRA side by side; copy Figures 1-2; return the per-adapter summary."""
     from spectra.audit import audit
 
     report = audit(base, list(adapters.values()), names=list(adapters), device="cpu")
     out = args.work / "audit"
     report.write(out, overwrite=True)
+    args.figures.mkdir(parents=True, exist_ok=True)
     for name in ("fig_ratio", "fig_alignment"):
         shutil.copy(out / f"{name}.png", args.figures / f"audit_{name}.png")
+    return json.loads(report.summary().to_json(orient="records"))
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -199,6 +220,7 @@ def _markdown(summary: dict[str, Any]) -> str:
         lines.append(f"- poisoned base, {attack}: {info['mode']} poisoning, held-out MR CA {100 * info['ca']:.1f}%, "
                      f"ASR {100 * info['asr']:.1f}% (floor {100 * info['asr_floor']:.1f}%)"
                      + (f" — {info['fallback_from']} fell short of 95% ASR" if info.get("fallback_from") else ""))
+    lines.append(PAPER_CLAIM)
     lines.append("\n## Table 2, our numbers (CR test, mean ± std over seeds, %)\n")
     table = []
     for attack in dict.fromkeys(r["attack"] for r in summary["runs"]):
@@ -227,7 +249,10 @@ def _markdown(summary: dict[str, Any]) -> str:
     for attack, th in summary["theory"].items():
         for name in th:
             lines.append(f"![{attack} {name}](../figures/sweep_{attack}_{name.lower()}.png)\n")
-    lines.append("## Audit of seed 0 (first attack)\n\n![ratio](../figures/audit_fig_ratio.png)\n\n![alignment](../figures/audit_fig_alignment.png)\n")
+    lines.append("## Audit of seed 0 (first attack)\n")
+    if summary.get("audit"):
+        lines.append(markdown_table(summary["audit"]))
+    lines.append("![ratio](../figures/audit_fig_ratio.png)\n\n![alignment](../figures/audit_fig_alignment.png)\n")
     lines.append(f"## Reading\n\n{READING_MARKER}\n")
     return "\n".join(lines)
 
