@@ -107,7 +107,8 @@ def theory(base: Path, attack: str, adapters: dict[str, str], test: Any, args: a
                                max_length=args.max_length, device="cpu")
             report.write(folder, overwrite=True)
         t = json.loads((folder / "threshold.json").read_text())
-        out[name] = {k: t[k] for k in ("predicted_threshold_k", "measured_threshold_k", "k_star_flip", "k_star_bound",
+        out[name] = {k: t[k] for k in ("predicted_threshold_k", "measured_threshold_k", "measured_threshold_k_clean",
+                                       "k_star_flip", "k_star_bound",
                                        "s_star", "share_rho_eff_nonpositive", "scale", "module", "sigma_pre", "sigma_delta")}
         out[name]["folder"] = str(folder)
     return out
@@ -243,6 +244,7 @@ def _markdown(summary: dict[str, Any]) -> str:
                             "k* flip median": t["k_star_flip"]["median"], "k* bound median": t["k_star_bound"]["median"],
                             "share ρ_eff ≤ 0": t["share_rho_eff_nonpositive"],
                             "predicted k (ASR<50%)": t["predicted_threshold_k"], "measured k (ASR<50%)": t["measured_threshold_k"],
+                            "measured k, not collapsed": t.get("measured_threshold_k_clean"),
                             "s* flip median": (t["s_star"]["flip"] or {}).get("median")})
     lines.append(markdown_table(th_rows))
     lines.append("`None`/∞ means the estimate never crosses (or no grid k brought ASR under 50%).\n")

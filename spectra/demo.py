@@ -205,7 +205,8 @@ def run_demo(out: str | os.PathLike[str] | None = None, quick: bool = False, see
                    "poisoned_base": str(base), "poisoning": {k: poison_info.get(k) for k in
                                                              ("mode", "fallback_from", "ca", "asr", "asr_floor", "collapsed")},
                    "eval": rows, "audit": json.loads(report.summary().to_json(orient="records")),
-                   "threshold": {n: {k: t[k] for k in ("predicted_threshold_k", "measured_threshold_k", "k_star_flip",
+                   "threshold": {n: {k: t[k] for k in ("predicted_threshold_k", "measured_threshold_k",
+                                                        "measured_threshold_k_clean", "k_star_flip",
                                                         "k_star_bound", "s_star", "share_rho_eff_nonpositive",
                                                         "sigma_pre", "sigma_delta", "scale", "module", "sweep")}
                                  for n, t in thresholds.items()},

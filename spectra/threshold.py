@@ -75,6 +75,8 @@ DEFINITIONS = {
                         "k > −M_0(x̃)/D(x̃)). Exact for a linear model.",
     "predicted_threshold_k": "smallest k ≥ 0 where predicted_asr(k) < 50%, computed exactly from the per-sample crossings.",
     "measured_threshold_k": "smallest k on the sweep grid where the measured ASR < 50%.",
+    "measured_threshold_k_clean": "the same, counting only grid points where the model has not collapsed to one class "
+                                  "(a collapsed model has ASR 0 or 100 whatever the trigger does).",
     "asr_floor": "share of non-target samples the model already assigns to the target label without the trigger.",
 }
 
@@ -403,6 +405,13 @@ class ThresholdReport:
         return measured_threshold(self.sweep)
 
     @property
+    def measured_threshold_k_clean(self) -> float:
+        """Smallest grid k with measured ASR < 50% on a model that has not collapsed to one
+        class (∞ if none): an ASR of 0 from a model that never predicts the target is not a
+        removed backdoor."""
+        return measured_threshold([r for r in self.sweep if not r.get("collapsed")])
+
+    @property
     def predicted_threshold_k(self) -> float:
         return self.result.predicted_threshold()
 
@@ -435,6 +444,7 @@ class ThresholdReport:
             "n_entering": s["n_entering"],
             "predicted_threshold_k": self.predicted_threshold_k,
             "measured_threshold_k": self.measured_threshold_k,
+            "measured_threshold_k_clean": self.measured_threshold_k_clean,
             "sweep": self.sweep,
             "module": self.module.name,
             "module_info": self.module.to_dict(),

@@ -108,3 +108,18 @@ def test_console_summary_names_every_model_and_the_thresholds(tmp_path: Path) ->
     assert "LoRA: predicted threshold k = 7.75, measured never" in text
     assert "RoRA: predicted threshold k = 0.68, measured 1" in text
     assert str(tmp_path / "report.md") in text
+
+
+@pytest.mark.parametrize("rora, expected", [
+    ({"ca": 0.59, "asr": 0.0, "collapsed": True, "majority_share": 0.59}, "has collapsed"),
+    ({"ca": 0.80, "asr": 0.10, "collapsed": False}, "RoRA removes backdoor behaviour that LoRA keeps"),
+    ({"ca": 0.80, "asr": 0.98, "collapsed": False}, "does **not** beat LoRA"),
+])
+def test_reading_follows_the_numbers(rora: dict[str, Any], expected: str) -> None:
+    from spectra.report.demo_markdown import _reading
+
+    lora = {"model": "LoRA", "ca": 0.807, "asr": 1.0, "collapsed": False}
+    text = _reading({"eval": [lora, {"model": "RoRA (CI+Tr+Pt)", **rora}]})
+    assert expected in text
+    if rora["collapsed"]:
+        assert "RoRA removes" not in text and "59.0%" in text

@@ -404,6 +404,15 @@ def test_threshold_margins_equal_the_models_own(tmp_path, tiny_setup) -> None:
     assert row["asr_ci"] == pytest.approx(list(ev.asr_ci))
     assert rep.measured_threshold_k == rep.measured_threshold_k  # defined (finite or ∞), never NaN
 
+    # a grid point where the model collapsed does not count as the backdoor being removed
+    import dataclasses
+    sweep = [{"k": 0.0, "asr": 1.0, "collapsed": False}, {"k": 2.0, "asr": 0.0, "collapsed": True},
+             {"k": 4.0, "asr": 0.3, "collapsed": False}, {"k": 8.0, "asr": 0.0, "collapsed": True}]
+    faked = dataclasses.replace(rep, sweep=sweep)
+    assert (faked.measured_threshold_k, faked.measured_threshold_k_clean) == (2.0, 4.0)
+    assert faked.to_json()["measured_threshold_k_clean"] == 4.0
+    assert dataclasses.replace(rep, sweep=sweep[:2]).measured_threshold_k_clean == math.inf
+
 
 def _bad_rows(tmp_path):
     texts, labels = _tiny_rows()

@@ -32,6 +32,10 @@ def demo_command(
     _print_summary(con, final)
 
 
+def _k(value: float | None) -> str:
+    return "∞" if value is None or value == float("inf") else f"{value:.3g}"
+
+
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
@@ -54,7 +58,9 @@ def _print_summary(con: Any, final: Path) -> None:
     con.print(table)
     for name, t in summary["threshold"].items():
         measured = t["measured_threshold_k"]
-        con.print(f"{name}: predicted threshold k = {t['predicted_threshold_k']:.3g}, measured "
-                  f"{'never (ASR ≥ 50% at every k on the grid)' if measured is None else f'{measured:g}'}",
+        clean = t.get("measured_threshold_k_clean", measured)
+        con.print(f"{name}: predicted threshold k = {_k(t['predicted_threshold_k'])}, measured "
+                  f"{'never (ASR ≥ 50% at every k on the grid)' if measured is None else _k(measured)}"
+                  + ("" if clean == measured else f"; without collapse {'never' if clean is None else _k(clean)}"),
                   highlight=False)
     con.print(f"report: [bold]{final / 'report.md'}[/bold]")

@@ -54,7 +54,8 @@ def render_demo_markdown(summary: dict[str, Any]) -> str:
         th_rows.append({"adapter": name, "module": t["module"], "σ_pre/σ_Δ": (t["sigma_pre"] / t["sigma_delta"]) if t["sigma_delta"] else None,
                         "k* flip (median)": _k(t["k_star_flip"]["median"]), "k* bound (median)": _k(t["k_star_bound"]["median"]),
                         "share ρ_eff ≤ 0": t["share_rho_eff_nonpositive"],
-                        "predicted threshold k": _k(t["predicted_threshold_k"]), "measured threshold k": _k(t["measured_threshold_k"])})
+                        "predicted threshold k": _k(t["predicted_threshold_k"]), "measured threshold k": _k(t["measured_threshold_k"]),
+                        "measured, not collapsed": _k(t.get("measured_threshold_k_clean"))})
     lines.append(markdown_table(th_rows))
     for name in summary["threshold"]:
         lines.append(f"![Figure 3, {name}](threshold_{name.lower()}/fig_sweep.png)\n")
@@ -74,9 +75,14 @@ def _reading(summary: dict[str, Any]) -> str:
         return ""
     out = [f"**Reading.** LoRA leaves ASR at {_pct(lora['asr'])}% (CA {_pct(lora['ca'])}%); "
            f"RoRA brings it to {_pct(rora['asr'])}% (CA {_pct(rora['ca'])}%)."]
-    if rora["asr"] < lora["asr"] - 0.05 and rora["ca"] >= lora["ca"] - 0.05:
+    if rora.get("collapsed"):
+        out.append(f"But RoRA's model has collapsed: it predicts one class for nearly every input (CA "
+                   f"{_pct(rora['ca'])}% is about the majority share, {_pct(rora.get('majority_share'))}%), so its "
+                   "ASR says nothing about the trigger. The backdoor is not shown to be removed; the classifier is "
+                   "broken. This does not reproduce the paper's claim on this model.")
+    elif rora["asr"] < lora["asr"] - 0.05 and rora["ca"] >= lora["ca"] - 0.05:
         out.append("On this run RoRA removes backdoor behaviour that LoRA keeps, at a small cost in clean accuracy.")
-    elif rora.get("collapsed") or rora["ca"] < lora["ca"] - 0.05:
+    elif rora["ca"] < lora["ca"] - 0.05:
         out.append("RoRA's lower ASR comes with a clear loss of clean accuracy here: not a clean win.")
     else:
         out.append("On this run RoRA does **not** beat LoRA by a clear margin: the paper's effect does not "

@@ -43,7 +43,9 @@ def render_threshold_markdown(report: Any) -> str:
     thresholds = [{"threshold (ASR < 50%)": "predicted (from k*_flip, exact)", "k": report.predicted_threshold_k,
                    "s = k·s_module": report.predicted_threshold_k * m.scale},
                   {"threshold (ASR < 50%)": "measured (smallest grid k)", "k": report.measured_threshold_k,
-                   "s = k·s_module": report.measured_threshold_k * m.scale}]
+                   "s = k·s_module": report.measured_threshold_k * m.scale},
+                  {"threshold (ASR < 50%)": "measured, model not collapsed", "k": report.measured_threshold_k_clean,
+                   "s = k·s_module": report.measured_threshold_k_clean * m.scale}]
     sweep_rows = [{"k": r["k"], "CA": _pct(r["ca"]), "CA 95% CI": _ci(r.get("ca_ci")), "ASR": _pct(r["asr"]),
                    "ASR 95% CI": _ci(r.get("asr_ci")), "ASR predicted": _pct(r["predicted_asr"]),
                    "ASR floor": _pct(r["asr_floor"]), "collapsed": "yes" if r.get("collapsed") else "",
@@ -138,6 +140,11 @@ def _reading(report: Any, s: dict[str, Any]) -> str:
     pred, meas = report.predicted_threshold_k, report.measured_threshold_k
     lines.append(f"- Predicted threshold (ASR < 50%): k = {_k(pred)}; measured on the grid: k = {_k(meas)}. "
                  + _agreement(pred, meas, [r["k"] for r in sweep]))
+    clean = report.measured_threshold_k_clean
+    if clean != meas:
+        lines.append(f"- At the measured k = {_k(meas)} the model has collapsed to one class, so its low ASR is not a "
+                     f"removed backdoor. Counting only non-collapsed grid points: k = {_k(clean)}"
+                     + (" (no scale on the grid removes the trigger while the classifier still works)." if math.isinf(clean) else "."))
     worst_gap = max(sweep, key=lambda r: abs(r["asr"] - r["predicted_asr"]))
     gap = abs(worst_gap["asr"] - worst_gap["predicted_asr"])
     if gap <= 1.0 / max(n, 1) + 1e-12:
