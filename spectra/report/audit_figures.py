@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from spectra.report.style import pyplot
+from spectra.report.style import palette, pyplot
 
 
 def _positions(table: pd.DataFrame) -> tuple[pd.Series, list[float], list[str]]:
@@ -35,11 +35,11 @@ def _panels(plt: Any, n_adapters: int, rows: int = 1, height: float = 3.6) -> tu
     return fig, axes
 
 
-def _draw_lines(ax: Any, frame: pd.DataFrame, x: pd.Series, column: str, palette: dict[str, Any]) -> None:
+def _draw_lines(ax: Any, frame: pd.DataFrame, x: pd.Series, column: str, colours: dict[str, Any]) -> None:
     for module_type, group in frame.groupby("module_type", sort=True):
         order = x.loc[group.index].sort_values().index
         ax.plot(x.loc[order], group.loc[order, column], marker="o", ms=4, lw=1.4,
-                color=palette[module_type], label=module_type)
+                color=colours[module_type], label=module_type)
 
 
 def ratio_figure(table: pd.DataFrame) -> Any:
@@ -50,18 +50,16 @@ def ratio_figure(table: pd.DataFrame) -> Any:
     magnitude above it.
     """
     plt = pyplot()
-    import seaborn as sns
-
     adapters = list(dict.fromkeys(table["adapter"]))
     types = sorted(table["module_type"].unique())
-    palette = dict(zip(types, sns.color_palette("tab10", len(types))))
+    colours = palette(types)
     x, tick_pos, tick_lab = _positions(table)
     fig, axes = _panels(plt, len(adapters))
     finite = table["ratio"].replace([float("inf")], float("nan")).dropna()
     for col, adapter in enumerate(adapters):
         ax = axes[0, col]
         frame = table[table["adapter"] == adapter]
-        _draw_lines(ax, frame.replace([float("inf")], float("nan")), x, "ratio", palette)
+        _draw_lines(ax, frame.replace([float("inf")], float("nan")), x, "ratio", colours)
         ax.axhline(1.0, ls="--", lw=1, color="0.3")
         ax.set_yscale("log")
         ax.set_title(adapter, fontsize=10)
@@ -83,18 +81,16 @@ def alignment_figure(table: pd.DataFrame, top_k: int) -> Any:
     dotted line is what a random direction would score against the same basis.
     """
     plt = pyplot()
-    import seaborn as sns
-
     adapters = list(dict.fromkeys(table["adapter"]))
     types = sorted(table["module_type"].unique())
-    palette = dict(zip(types, sns.color_palette("tab10", len(types))))
+    colours = palette(types)
     x, tick_pos, tick_lab = _positions(table)
     fig, axes = _panels(plt, len(adapters), rows=2, height=3.0)
     for col, adapter in enumerate(adapters):
         frame = table[table["adapter"] == adapter]
         for row, side in enumerate(("left", "right")):
             ax = axes[row, col]
-            _draw_lines(ax, frame, x, f"cos_max_{side}", palette)
+            _draw_lines(ax, frame, x, f"cos_max_{side}", colours)
             chance = frame[f"cos_random_{side}"].median()
             ax.axhline(chance, ls=":", lw=1.2, color="0.3", label="random")
             ax.set_ylim(0, 1.02)

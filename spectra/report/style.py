@@ -1,4 +1,9 @@
-"""One look for every figure: the Agg backend, seaborn's whitegrid, stable colours."""
+"""One look for every figure: the Agg backend, seaborn's whitegrid look, stable colours.
+
+The look comes from the seaborn styles matplotlib ships (``seaborn-v0_8-*``), not from
+importing seaborn: that import pulls in scipy.stats and cost 1.7 s of every ``spectra
+audit`` run (a third of a MiniLM audit's wall time).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,19 @@ def pyplot() -> Any:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
-    sns.set_theme(style="whitegrid", context="notebook")
+    plt.style.use(["seaborn-v0_8-whitegrid", "seaborn-v0_8-notebook", "seaborn-v0_8-deep"])
     return plt
+
+
+# seaborn's "deep" palette and matplotlib's tab10, as fixed lists
+DEEP = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
+TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def palette(names: list[str], colours: list[str] = TAB10) -> dict[str, str]:
+    """A stable colour per name, cycling when there are more names than colours."""
+    return {name: colours[i % len(colours)] for i, name in enumerate(names)}
 
 
 def save_figure(fig: Any, path: Any, dpi: int = 130) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spectra.report.style import pyplot
+from spectra.report.style import DEEP, pyplot
 
 
 def sweep_figure(report: Any) -> Any:
@@ -21,10 +21,8 @@ def sweep_figure(report: Any) -> Any:
     """
     import math
 
-    import seaborn as sns
-
     plt = pyplot()
-    colours = sns.color_palette("deep", 6)
+    colours = DEEP[:6]
     sweep = sorted(report.sweep, key=lambda r: r["k"])
     ks = [r["k"] for r in sweep]
     pct = lambda v: float("nan") if v is None else 100.0 * v  # noqa: E731
