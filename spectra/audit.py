@@ -34,6 +34,9 @@ COLUMNS = [
 
 #: One sentence per number, printed in every report.
 DEFINITIONS = {
+    "module_type": "the module's role: the last part of its name (query, q_proj, c_attn, classifier …); BERT's "
+                   "three `dense` matrices per block are told apart as attention.output.dense, intermediate.dense, "
+                   "output.dense (pooler.dense outside the blocks).",
     "sigma_pre": "σ_max(W_pre), the largest singular value of the base layer's weight (out × in orientation).",
     "sigma_delta": "σ_max(s·ΔW) with ΔW = B·A and s the scale PEFT applies (α/r, α/√r with rsLoRA, rank/alpha patterns resolved); for full, DoRA and modules_to_save updates ΔW is the dense difference of weights.",
     "ratio": "sigma_pre / sigma_delta (∞ when ΔW = 0). Above 1 the update is weaker than the base layer; RoRA's rescaling targets 1.",

@@ -517,15 +517,17 @@ _MLP_IN = {"gate_proj", "up_proj", "fc1", "c_fc", "w1", "w3", "wi", "dense_h_to_
 
 def _output_rank(m: Any) -> tuple[int, int, int]:
     """Sort key: larger = nearer the output (head > pooler > last block's down-projection > …)."""
+    from spectra.io.keys import base_module_type
+
     group = getattr(m, "module_group", "other")
     name = m.name.lower()
     if group == "head":
         return (3, 0, 0) if "pooler" not in name else (2, 0, 0)
     if m.layer is not None:
         if group == "attn":
-            pos = 1 if m.module_type in _ATTN_OUT else 0
+            pos = 1 if base_module_type(m.name) in _ATTN_OUT else 0
         elif group == "mlp":
-            pos = 2 if (m.module_type in _MLP_IN or "intermediate" in name) else 3
+            pos = 2 if (base_module_type(m.name) in _MLP_IN or "intermediate" in name) else 3
         else:
             pos = 0
         return (1, int(m.layer), pos)

@@ -119,7 +119,8 @@ def test_lora_delta_matches_peft(arch: str, tmp_path: Path) -> None:
             assert m.base_transposed == (arch == "gpt2")
             digits = re.search(r"\.(\d+)\.", m.name)
             assert m.layer == (int(digits.group(1)) if digits else None)
-            assert m.module_type == m.name.rsplit(".", 1)[-1]
+            assert m.module_type.rsplit(".", 1)[-1] == m.name.rsplit(".", 1)[-1]
+            assert m.name.endswith(m.module_type)
         if arch == "gpt2":
             assert lora_modules[0].shape == (96, 32) and lora_modules[0].base_key == "transformer.h.0.attn.c_attn.weight"
 
@@ -587,6 +588,19 @@ def test_llama_adapter_on_bert_base_does_not_fit(bert_base: Path, tmp_path: Path
 
 
 # ---------------------------------------------------------------- key helpers
+
+
+def test_bert_dense_modules_get_distinct_types(tmp_path: Path) -> None:
+    """BERT names three matrices per block `dense`: each gets its own type, so figures draw
+    one line per role instead of a zigzag through all three."""
+    base = save_model(build_tiny_model("bert"), tmp_path / "base")
+    ad = make_adapter(build_tiny_model("bert"), tmp_path / "ad", target_modules=["dense"])
+    with open_base(base) as b, load_adapter(ad, b) as adapter:
+        types = {m.name.split("layer.")[-1]: m.module_type for m in adapter.modules if m.layer == 0}
+        assert sorted(types.values()) == ["attention.output.dense", "intermediate.dense", "output.dense"]
+        shapes = {m.module_type: m.shape for m in adapter.modules if m.layer == 0}
+        assert shapes["intermediate.dense"][0] > shapes["intermediate.dense"][1]  # the up-projection
+        assert {m.module_type for m in adapter.modules if m.layer is None} <= {"pooler.dense"}
 
 
 def test_key_helpers() -> None:

@@ -25,6 +25,7 @@ _LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)(?:\.|$)")
 # the input embedding a tied output head shares its weight with
 _INPUT_EMBEDDINGS = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "embed_in.weight", "shared.weight")
 _OUTPUT_HEADS = ("lm_head", "embed_out")
+_AMBIGUOUS_TYPES = {"dense"}  # names several different matrices of one block (BERT)
 
 # modules stored (in, out) by transformers' Conv1D
 CONV1D_MODEL_TYPES = frozenset({"gpt2", "openai-gpt", "imagegpt", "decision_transformer"})
@@ -79,7 +80,25 @@ def parse_layer(name: str) -> int | None:
 
 
 def module_type(name: str) -> str:
-    """The last component of the module path (``query``, ``q_proj``, ``c_attn``, ``classifier``...)."""
+    """The module's role: the last component of its path (``query``, ``q_proj``, ``c_attn``,
+    ``classifier``...), qualified where that alone is ambiguous.
+
+    BERT-style models name three different matrices of every block ``dense``; grouped under
+    one type they would draw as one zigzag line per figure. Those get the path inside the
+    block (``attention.output.dense``, ``intermediate.dense``, ``output.dense``) or, outside
+    the blocks, their parent (``pooler.dense``).
+    """
+    parts = name.split(".")
+    if parts[-1] not in _AMBIGUOUS_TYPES or len(parts) == 1:
+        return parts[-1]
+    layer_at = next((i for i in range(len(parts) - 1, -1, -1) if parts[i].isdigit()), None)
+    if layer_at is not None and layer_at < len(parts) - 2:
+        return ".".join(parts[layer_at + 1:])
+    return ".".join(parts[-2:])
+
+
+def base_module_type(name: str) -> str:
+    """The last component of a module path, whatever :func:`module_type` made of it."""
     return name.rsplit(".", 1)[-1]
 
 
