@@ -75,8 +75,9 @@ DEFINITIONS = {
                         "k > −M_0(x̃)/D(x̃)). Exact for a linear model.",
     "predicted_threshold_k": "smallest k ≥ 0 where predicted_asr(k) < 50%, computed exactly from the per-sample crossings.",
     "measured_threshold_k": "smallest k on the sweep grid where the measured ASR < 50%.",
-    "measured_threshold_k_clean": "the same, counting only grid points where the model has not collapsed to one class "
-                                  "(a collapsed model has ASR 0 or 100 whatever the trigger does).",
+    "measured_threshold_k_clean": "the same, counting only grid points where the model still works: not collapsed to one "
+                                  "class, and clean accuracy above the majority-class share (a collapsed or worse-than-"
+                                  "constant model has a low ASR whatever the trigger does).",
     "asr_floor": "share of non-target samples the model already assigns to the target label without the trigger.",
 }
 
@@ -406,10 +407,9 @@ class ThresholdReport:
 
     @property
     def measured_threshold_k_clean(self) -> float:
-        """Smallest grid k with measured ASR < 50% on a model that has not collapsed to one
-        class (∞ if none): an ASR of 0 from a model that never predicts the target is not a
-        removed backdoor."""
-        return measured_threshold([r for r in self.sweep if not r.get("collapsed")])
+        """Smallest grid k with measured ASR < 50% on a model that still works (∞ if none):
+        see :func:`measured_threshold_working`."""
+        return measured_threshold_working(self.sweep)
 
     @property
     def predicted_threshold_k(self) -> float:
@@ -493,6 +493,20 @@ def measured_threshold(sweep: Sequence[dict[str, Any]], level: float = 0.5) -> f
         if asr is not None and not math.isnan(float(asr)) and float(asr) < level:
             return float(row["k"])
     return INF
+
+
+def measured_threshold_working(sweep: Sequence[dict[str, Any]], majority_share: float | None = None,
+                               level: float = 0.5) -> float:
+    """Smallest grid k with measured ASR < ``level`` where the model still works: not
+    collapsed to one class, and clean accuracy above the majority-class share (what a
+    constant guess scores). An ASR of 0 from a model that never predicts the target, or
+    from one that has turned the target into its default answer, is not a removed backdoor.
+    ``majority_share`` stands in for rows written before sweeps recorded their own."""
+    def works(row: dict[str, Any]) -> bool:
+        majority = row.get("majority_share", majority_share)
+        return not row.get("collapsed") and (majority is None or float(row["ca"]) > float(majority))
+
+    return measured_threshold([r for r in sweep if works(r)], level)
 
 
 def parse_grid(spec: str | Sequence[float]) -> list[float]:
@@ -772,6 +786,7 @@ def _sweep_row(k: float, clean: Tensor, trig: Tensor, y_all: Tensor, nt: Tensor,
         "ca": ca,
         "asr": hits / n_nt if n_nt else float("nan"),
         "asr_floor": floor_hits / n_nt if n_nt else float("nan"),
+        "majority_share": majority,
         "predicted_asr": float(predicted),
         "ca_ci": _wilson(correct, n),
         "asr_ci": _wilson(hits, n_nt),

@@ -12,6 +12,7 @@ from spectra.threshold import (
     INF,
     aggregate,
     linear_threshold,
+    measured_threshold_working,
     quantile,
     threshold_from_margins,
 )
@@ -406,12 +407,20 @@ def test_threshold_margins_equal_the_models_own(tmp_path, tiny_setup) -> None:
 
     # a grid point where the model collapsed does not count as the backdoor being removed
     import dataclasses
-    sweep = [{"k": 0.0, "asr": 1.0, "collapsed": False}, {"k": 2.0, "asr": 0.0, "collapsed": True},
-             {"k": 4.0, "asr": 0.3, "collapsed": False}, {"k": 8.0, "asr": 0.0, "collapsed": True}]
+    # and neither does one that scores below a constant guess
+    assert 0 < row["majority_share"] < 1
+    sweep = [{"k": 0.0, "asr": 1.0, "ca": 0.7, "majority_share": 0.6, "collapsed": False},
+             {"k": 2.0, "asr": 0.0, "ca": 0.6, "majority_share": 0.6, "collapsed": True},
+             {"k": 3.0, "asr": 0.2, "ca": 0.36, "majority_share": 0.6, "collapsed": False},
+             {"k": 4.0, "asr": 0.3, "ca": 0.65, "majority_share": 0.6, "collapsed": False},
+             {"k": 8.0, "asr": 0.0, "ca": 0.6, "majority_share": 0.6, "collapsed": True}]
     faked = dataclasses.replace(rep, sweep=sweep)
     assert (faked.measured_threshold_k, faked.measured_threshold_k_clean) == (2.0, 4.0)
     assert faked.to_json()["measured_threshold_k_clean"] == 4.0
-    assert dataclasses.replace(rep, sweep=sweep[:2]).measured_threshold_k_clean == math.inf
+    assert dataclasses.replace(rep, sweep=sweep[:3]).measured_threshold_k_clean == math.inf
+    old_rows = [{k: v for k, v in r.items() if k != "majority_share"} for r in sweep[:3]]
+    assert measured_threshold_working(old_rows) == 3.0  # no share recorded: only the collapse flag counts
+    assert measured_threshold_working(old_rows, majority_share=0.6) == math.inf
 
 
 def _bad_rows(tmp_path):
