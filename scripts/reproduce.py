@@ -97,8 +97,9 @@ def run_seed(base: Path, attack: str, seed: int, train: Any, test: Any, args: ar
 
 def theory(base: Path, attack: str, adapters: dict[str, str], test: Any, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Predicted vs measured threshold for LoRA and RoRA (seed 0)."""
-    from spectra.threshold import threshold
+    from spectra.threshold import measured_threshold_working, threshold
 
+    majority = max(test.counts()) / len(test)
     out: dict[str, Any] = {}
     for name in ("LoRA", "RoRA"):
         folder = work / f"{attack}-threshold-{name.lower()}"
@@ -107,9 +108,10 @@ def theory(base: Path, attack: str, adapters: dict[str, str], test: Any, args: a
                                max_length=args.max_length, device="cpu")
             report.write(folder, overwrite=True)
         t = json.loads((folder / "threshold.json").read_text())
-        out[name] = {k: t[k] for k in ("predicted_threshold_k", "measured_threshold_k", "measured_threshold_k_clean",
-                                       "k_star_flip", "k_star_bound",
+        out[name] = {k: t[k] for k in ("predicted_threshold_k", "measured_threshold_k", "k_star_flip", "k_star_bound",
                                        "s_star", "share_rho_eff_nonpositive", "scale", "module", "sigma_pre", "sigma_delta")}
+        # recomputed from the sweep, so runs written before the key existed read the same
+        out[name]["measured_threshold_k_clean"] = measured_threshold_working(t["sweep"], majority)
         out[name]["folder"] = str(folder)
     return out
 
@@ -186,6 +188,11 @@ def _audit_figures(base: Path, adapters: dict[str, str], args: argparse.Namespac
     return json.loads(report.summary().to_json(orient="records"))
 
 
+def _k(value: float | None) -> str:
+    """A scale multiplier for the page: ∞ where the JSON holds null (never crossed)."""
+    return "∞" if value is None or value == float("inf") else f"{value:.3g}"
+
+
 def _stats(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -202,11 +209,19 @@ def _table_figure(results: list[dict[str, Any]], path: Path) -> None:
             means, stds = zip(*(_stats([100 * r["rows"][row][metric] for r in runs]) for row in ROWS))
             ax.bar([i + offset for i in range(len(ROWS))], means, 0.4, yerr=stds, color=color, capsize=3,
                    label=metric.upper())
+        floors = [_stats([100 * r["rows"][row]["asr_floor"] for r in runs])[0] for row in ROWS]
+        ax.scatter([i + 0.2 for i in range(len(ROWS))], floors, marker="_", s=400, color="black", zorder=3,
+                   label="ASR floor (no trigger)")
+        for i, row in enumerate(ROWS):  # a collapsed model's ASR says nothing about the trigger
+            n_collapsed = sum(bool(r["rows"][row]["collapsed"]) for r in runs)
+            if n_collapsed:
+                ax.text(i, 92, f"collapsed\n{n_collapsed}/{len(runs)}", ha="center", va="top", fontsize=8,
+                        color="darkred")
         ax.set_xticks(range(len(ROWS)), ROWS, rotation=30, ha="right", fontsize=8)
         ax.set_title(f"{attack} (MR → CR), n = {len(runs)} seeds", fontsize=10)
         ax.set_ylim(0, 100)
     axes[0, 0].set_ylabel("% (mean ± std over seeds)")
-    axes[0, -1].legend()
+    axes[0, -1].legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -241,13 +256,15 @@ def _markdown(summary: dict[str, Any]) -> str:
         for name, t in th.items():
             th_rows.append({"attack": attack, "adapter": name, "module": t["module"],
                             "σ_pre/σ_Δ": t["sigma_pre"] / t["sigma_delta"] if t["sigma_delta"] else None,
-                            "k* flip median": t["k_star_flip"]["median"], "k* bound median": t["k_star_bound"]["median"],
+                            "k* flip median": _k(t["k_star_flip"]["median"]), "k* bound median": _k(t["k_star_bound"]["median"]),
                             "share ρ_eff ≤ 0": t["share_rho_eff_nonpositive"],
-                            "predicted k (ASR<50%)": t["predicted_threshold_k"], "measured k (ASR<50%)": t["measured_threshold_k"],
-                            "measured k, not collapsed": t.get("measured_threshold_k_clean"),
+                            "predicted k (ASR<50%)": _k(t["predicted_threshold_k"]), "measured k (ASR<50%)": _k(t["measured_threshold_k"]),
+                            "measured k, model still working": _k(t.get("measured_threshold_k_clean")),
                             "s* flip median": (t["s_star"]["flip"] or {}).get("median")})
     lines.append(markdown_table(th_rows))
-    lines.append("`None`/∞ means the estimate never crosses (or no grid k brought ASR under 50%).\n")
+    lines.append("k multiplies every adapted module's scale (1 = the adapter as trained). ∞: the estimate never "
+                 "crosses, or no grid k brought ASR under 50%. 'Model still working': not collapsed to one class "
+                 "and clean accuracy above the majority-class share.\n")
     for attack, th in summary["theory"].items():
         for name in th:
             lines.append(f"![{attack} {name}](../figures/sweep_{attack}_{name.lower()}.png)\n")
