@@ -61,6 +61,6 @@ def _print_summary(con: Any, final: Path) -> None:
         clean = t.get("measured_threshold_k_clean", measured)
         con.print(f"{name}: predicted threshold k = {_k(t['predicted_threshold_k'])}, measured "
                   f"{'never (ASR ≥ 50% at every k on the grid)' if measured is None else _k(measured)}"
-                  + ("" if clean == measured else f"; without collapse {'never' if clean is None else _k(clean)}"),
+                  + ("" if clean == measured else f"; counting only models that still work: {'never' if clean is None else _k(clean)}"),
                   highlight=False)
     con.print(f"report: [bold]{final / 'report.md'}[/bold]")

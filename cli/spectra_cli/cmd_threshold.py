@@ -75,4 +75,4 @@ def _print_summary(con: object, report: object) -> None:
     con.print(f"ρ_eff ≤ 0 for {100 * s['share_rho_eff_nonpositive']:.1f}% of samples; "  # type: ignore[attr-defined]
               f"threshold k (ASR < 50%): predicted {fmt(report.predicted_threshold_k)}, "  # type: ignore[attr-defined]
               f"measured {fmt(report.measured_threshold_k)} "  # type: ignore[attr-defined]
-              f"({fmt(report.measured_threshold_k_clean)} counting only non-collapsed models)")
+              f"({fmt(report.measured_threshold_k_clean)} counting only models that still work)")

@@ -55,7 +55,7 @@ def render_demo_markdown(summary: dict[str, Any]) -> str:
                         "k* flip (median)": _k(t["k_star_flip"]["median"]), "k* bound (median)": _k(t["k_star_bound"]["median"]),
                         "share ρ_eff ≤ 0": t["share_rho_eff_nonpositive"],
                         "predicted threshold k": _k(t["predicted_threshold_k"]), "measured threshold k": _k(t["measured_threshold_k"]),
-                        "measured, not collapsed": _k(t.get("measured_threshold_k_clean"))})
+                        "measured, model still working": _k(t.get("measured_threshold_k_clean"))})
     lines.append(markdown_table(th_rows))
     for name in summary["threshold"]:
         lines.append(f"![Figure 3, {name}](threshold_{name.lower()}/fig_sweep.png)\n")

@@ -44,7 +44,7 @@ def render_threshold_markdown(report: Any) -> str:
                    "s = k·s_module": report.predicted_threshold_k * m.scale},
                   {"threshold (ASR < 50%)": "measured (smallest grid k)", "k": report.measured_threshold_k,
                    "s = k·s_module": report.measured_threshold_k * m.scale},
-                  {"threshold (ASR < 50%)": "measured, model not collapsed", "k": report.measured_threshold_k_clean,
+                  {"threshold (ASR < 50%)": "measured, model still working", "k": report.measured_threshold_k_clean,
                    "s = k·s_module": report.measured_threshold_k_clean * m.scale}]
     sweep_rows = [{"k": r["k"], "CA": _pct(r["ca"]), "CA 95% CI": _ci(r.get("ca_ci")), "ASR": _pct(r["asr"]),
                    "ASR 95% CI": _ci(r.get("asr_ci")), "ASR predicted": _pct(r["predicted_asr"]),
@@ -142,8 +142,9 @@ def _reading(report: Any, s: dict[str, Any]) -> str:
                  + _agreement(pred, meas, [r["k"] for r in sweep]))
     clean = report.measured_threshold_k_clean
     if clean != meas:
-        lines.append(f"- At the measured k = {_k(meas)} the model has collapsed to one class, so its low ASR is not a "
-                     f"removed backdoor. Counting only non-collapsed grid points: k = {_k(clean)}"
+        lines.append(f"- At the measured k = {_k(meas)} the model no longer works (collapsed to one class, or clean "
+                     f"accuracy at or below the majority share), so its low ASR is not a removed backdoor. Counting only "
+                     f"grid points where the model still works: k = {_k(clean)}"
                      + (" (no scale on the grid removes the trigger while the classifier still works)." if math.isinf(clean) else "."))
     worst_gap = max(sweep, key=lambda r: abs(r["asr"] - r["predicted_asr"]))
     gap = abs(worst_gap["asr"] - worst_gap["predicted_asr"])
