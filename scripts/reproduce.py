@@ -188,11 +188,6 @@ def _audit_figures(base: Path, adapters: dict[str, str], args: argparse.Namespac
     return json.loads(report.summary().to_json(orient="records"))
 
 
-def _k(value: float | None) -> str:
-    """A scale multiplier for the page: ∞ where the JSON holds null (never crossed)."""
-    return "∞" if value is None or value == float("inf") else f"{value:.3g}"
-
-
 def _stats(values: list[float]) -> tuple[float, float]:
     return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -227,6 +222,7 @@ def _table_figure(results: list[dict[str, Any]], path: Path) -> None:
 
 
 def _markdown(summary: dict[str, Any]) -> str:
+    from spectra.report.tables import fmt_multiplier as _k
     from spectra.report.tables import markdown_table
 
     lines = ["# Reproduction on a real small model\n",

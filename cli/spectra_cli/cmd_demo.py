@@ -32,10 +32,6 @@ def demo_command(
     _print_summary(con, final)
 
 
-def _k(value: float | None) -> str:
-    return "∞" if value is None or value == float("inf") else f"{value:.3g}"
-
-
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
@@ -45,6 +41,8 @@ def _print_summary(con: Any, final: Path) -> None:
     import json
 
     from rich.table import Table
+
+    from spectra.report.tables import fmt_multiplier as _k
 
     summary = json.loads((final / "demo.json").read_text(encoding="utf-8"))
     poisoning = summary["poisoning"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from spectra.report.tables import fmt_multiplier as _k
 from spectra.report.tables import markdown_table
 
 
@@ -14,10 +15,6 @@ def _pct(x: Any) -> str:
 
 def _ci(ci: Any) -> str:
     return "" if not ci else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
-
-
-def _k(value: Any) -> str:
-    return "∞" if value is None or value == float("inf") else f"{float(value):.3g}"
 
 
 def render_demo_markdown(summary: dict[str, Any]) -> str:

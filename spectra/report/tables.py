@@ -7,6 +7,11 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def fmt_multiplier(value: float | None, digits: int = 3) -> str:
+    """A scale multiplier k: ∞ where it is infinite or JSON's null (a threshold never crossed)."""
+    return "∞" if value is None or value == math.inf else f"{float(value):.{digits}g}"
+
+
 def fmt(value: Any, digits: int = 4) -> str:
     """Format a cell: floats with ``digits`` significant digits, inf/nan spelled out."""
     if isinstance(value, bool) or value is None:

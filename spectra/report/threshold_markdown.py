@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from spectra.report.tables import fmt, markdown_table
+from spectra.report.tables import fmt_multiplier as _k
 
 
 def _pct(v: Any) -> str:
@@ -15,10 +16,6 @@ def _pct(v: Any) -> str:
 
 def _ci(ci: Any) -> str:
     return "" if not ci else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
-
-
-def _k(v: float) -> str:
-    return fmt(float(v)) if v is not None else "∞"
 
 
 def render_threshold_markdown(report: Any) -> str:
