@@ -139,6 +139,11 @@ def test_cli_writes_every_file_and_valid_pngs(tiny_model_dir, tiny_adapter_dir, 
     assert csv["shape"].iloc[0] == "32x32"
     report = (out / "report.md").read_text()
     assert "sigma_pre" in report and "fig_ratio.png" in report and "torch" in report
+    # provenance: the settings, the inputs' hashes and the versions that made these numbers
+    assert [h for h in ("## Settings", "## Inputs", "## Versions", "## Timings (s)") if h in report] == \
+        ["## Settings", "## Inputs", "## Versions", "## Timings (s)"]
+    assert '"top_k": 4' in report and data["inputs"]["base"]["files"]["model.safetensors"] in report
+    assert f"- torch: {data['versions']['torch']}" in report
     assert data["inputs"]["base"]["files"]["model.safetensors"].startswith("sha256:")
 
     before = (out / "audit.json").read_bytes()

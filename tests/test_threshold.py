@@ -404,6 +404,8 @@ def test_threshold_margins_equal_the_models_own(tmp_path, tiny_setup) -> None:
     assert (row["ca"], row["asr"], row["asr_floor"], row["collapsed"]) == (ev.ca, ev.asr, ev.asr_floor, ev.collapsed)
     assert row["asr_ci"] == pytest.approx(list(ev.asr_ci))
     assert rep.measured_threshold_k == rep.measured_threshold_k  # defined (finite or ∞), never NaN
+    below = sorted(r["k"] for r in rep.sweep if r["asr"] < 0.5)
+    assert rep.measured_threshold_k == (below[0] if below else math.inf)
 
     # a grid point where the model collapsed does not count as the backdoor being removed
     import dataclasses

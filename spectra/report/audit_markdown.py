@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from spectra.report.tables import markdown_table
+from spectra.report.tables import markdown_table, provenance_sections
 
 _TABLE_COLUMNS = ["adapter", "module", "layer", "module_type", "shape", "rank", "scale", "sigma_pre",
                   "sigma_delta", "ratio", "cos_max_left", "cos_max_right", "overlap", "cos_random_left",
@@ -33,14 +32,7 @@ def render_audit_markdown(report: Any) -> str:
         markdown_table(report.table.to_dict("records"), [c for c in _TABLE_COLUMNS if c in report.table.columns]),
         "## Definitions\n",
         "".join(f"- **{name}**: {text}\n" for name, text in DEFINITIONS.items()),
-        "\n## Settings\n",
-        "```json\n" + json.dumps(s, indent=2) + "\n```\n",
-        "## Inputs\n",
-        "```json\n" + json.dumps(report.inputs, indent=2) + "\n```\n",
-        "## Versions\n",
-        "".join(f"- {k}: {v}\n" for k, v in report.versions.items()),
-        "\n## Timings (s)\n",
-        "".join(f"- {k}: {v:.3f}\n" for k, v in report.timings.items()),
+        *provenance_sections(s, report.inputs, report.versions, report.timings),
     ]
     return "\n".join(parts)
 

@@ -7,6 +7,24 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def provenance_sections(settings: Any, inputs: Any, versions: dict[str, str],
+                        timings: dict[str, float]) -> list[str]:
+    """The closing sections every report carries, so a number can be traced to what made it:
+    settings and inputs as JSON, library versions, timings."""
+    import json
+
+    return [
+        "\n## Settings\n",
+        "```json\n" + json.dumps(settings, indent=2, default=str) + "\n```\n",
+        "## Inputs\n",
+        "```json\n" + json.dumps(inputs, indent=2, default=str) + "\n```\n",
+        "## Versions\n",
+        "".join(f"- {k}: {v}\n" for k, v in versions.items()),
+        "\n## Timings (s)\n",
+        "".join(f"- {k}: {v:.3f}\n" for k, v in timings.items()),
+    ]
+
+
 def fmt_multiplier(value: float | None, digits: int = 3) -> str:
     """A scale multiplier k: ∞ where it is infinite or JSON's null (a threshold never crossed)."""
     return "∞" if value is None or value == math.inf else f"{float(value):.{digits}g}"

@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-from spectra.report.tables import fmt, markdown_table
+from spectra.report.tables import fmt, markdown_table, provenance_sections
 from spectra.report.tables import fmt_multiplier as _k
 
 
@@ -84,16 +84,7 @@ def render_threshold_markdown(report: Any) -> str:
     ]
     if report.notes:
         parts += ["## Notes\n", "".join(f"- {n}\n" for n in report.notes)]
-    parts += [
-        "\n## Settings\n",
-        "```json\n" + json.dumps(st, indent=2, default=str) + "\n```\n",
-        "## Inputs\n",
-        "```json\n" + json.dumps(report.inputs, indent=2, default=str) + "\n```\n",
-        "## Versions\n",
-        "".join(f"- {k}: {v}\n" for k, v in report.versions.items()),
-        "\n## Timings (s)\n",
-        "".join(f"- {k}: {v:.3f}\n" for k, v in report.timings.items()),
-    ]
+    parts += provenance_sections(st, report.inputs, report.versions, report.timings)
     return "\n".join(parts)
 
 

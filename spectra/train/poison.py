@@ -416,9 +416,7 @@ def _describe(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def render_poison_markdown(result: PoisonResult) -> str:
     """``report.md`` of a poisoning run."""
-    import json
-
-    from spectra.report.tables import markdown_table
+    from spectra.report.tables import markdown_table, provenance_sections
 
     ev, p, c = result.evaluation, result.poisoning, result.config
     pct = lambda v: f"{100 * float(v):.1f}%"  # noqa: E731
@@ -463,14 +461,7 @@ def render_poison_markdown(result: PoisonResult) -> str:
         "read ASR against it.\n"
         "- **clean-label / dirty-label**: poison rows that already have the target label (labels unchanged) / rows "
         "of other labels, relabelled to the target.\n",
-        "\n## Settings\n",
-        "```json\n" + json.dumps(c.to_dict(), indent=2) + "\n```\n",
-        "## Inputs\n",
-        "```json\n" + json.dumps(result.inputs, indent=2, default=str) + "\n```\n",
-        "## Versions\n",
-        "".join(f"- {k}: {v}\n" for k, v in result.versions.items()),
-        "\n## Timings (s)\n",
-        "".join(f"- {k}: {v:.3f}\n" for k, v in result.timings.items()),
+        *provenance_sections(c.to_dict(), result.inputs, result.versions, result.timings),
     ]
     return "\n".join(parts)
 
