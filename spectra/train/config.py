@@ -11,7 +11,9 @@ RoRA (Luong & Chen 2026) = LoRA + three switchable parts:
   :mod:`spectra.train.rescale`.
 
 The ablations of the paper are one switch each: ``lora`` (all three off, same budget),
-``lora+ci``, ``lora+ci+tr``, ``rora`` (all on); see :attr:`RoRAConfig.method`.
+``lora+ci``, ``lora+ci+tr``, ``rora`` (all on); see :attr:`RoRAConfig.method`. Full
+fine-tuning (``finetune="full"``, method ``fft``) shares the recipe as the paper's FFT
+baseline: every weight trains, and CI, Tr, Pt and the LoRA settings do not apply.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from spectra.errors import SpectraError
 INITS = ("default", "gaussian", "pissa", "olora")
 #: Inits that rewrite the base weights (the saved adapter is converted, see trainer.save_adapter).
 MUTATING_INITS = ("pissa", "olora")
+#: ``finetune`` values: a LoRA adapter (RoRA and its ablations) or every weight (the FFT baseline)
+FINETUNE_KINDS = ("lora", "full")
+#: the paper's learning-rate grid for fine-tuning (Appendix A.1), picked on clean validation data
+PAPER_LR_GRID = (2e-5, 2e-4, 2e-3)
 
 
 @dataclass
@@ -40,9 +46,16 @@ class RoRAConfig:
     GPT-2); a list of module names, or ``"all-linear"``. The classification head is trained
     as PEFT ``modules_to_save`` (task type SEQ_CLS).
 
-    Optimisation: AdamW (``adamw_torch``), ``lr`` 2e-4 (a common LoRA rate for BERT-size
-    encoders; the paper gives none for its LoRA runs), weight decay 0.01, linear schedule
-    with 6 % warm-up, ``batch_size`` 32 *per process*, 3 epochs, ``max_length`` 128.
+    Optimisation: AdamW (``adamw_torch``), weight decay 0.01, linear schedule with 6 %
+    warm-up, ``batch_size`` 32 *per process*, ``max_length`` 128 — the paper's (Appendix
+    A.1). The paper picks ``lr`` from {2e-5, 2e-4, 2e-3} (:data:`PAPER_LR_GRID`) per setting
+    on held-out data and trains 20 epochs (BERT/RoBERTa; 5 for LLaMA); the defaults here
+    (lr 2e-4, 3 epochs) are a budget for a first run, not that choice: ``spectra fix
+    --val`` records the validation curve, and :mod:`spectra.study` runs the paper's
+    selection (docs/reproduction.md reports which rate won for each method).
+
+    ``finetune="full"`` trains every weight instead (the paper's FFT baseline); the CI/Tr/Pt
+    switches and the LoRA settings are then inactive.
     """
 
     # CI — dropout on the frozen base path
@@ -73,20 +86,34 @@ class RoRAConfig:
     grad_accum: int = 1
     max_length: int = 128
     seed: int = 0
+    # what trains: a LoRA adapter, or every weight (full fine-tuning, the FFT baseline)
+    finetune: str = "lora"
     # spectra internals
     exact_spectra: bool = False  # Tr bases by full SVD instead of the certified randomized top-k
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, recorded in provenance
 
     @classmethod
     def baseline(cls, name: str = "lora", **overrides: Any) -> RoRAConfig:
-        """The plain-LoRA baseline with the same budget (``--baseline lora``): CI, Tr, Pt off."""
-        if name.lower() != "lora":
-            raise SpectraError(f"unknown baseline {name!r} (known: lora)")
-        return cls(**{"ci": False, "tr": False, "pt": False, **overrides})
+        """A baseline with the same budget: ``lora`` (``--baseline lora``: CI, Tr, Pt off) or
+        ``fft`` (``--baseline fft``: full fine-tuning of every weight)."""
+        key = name.lower()
+        if key == "lora":
+            return cls(**{"ci": False, "tr": False, "pt": False, **overrides})
+        if key == "fft":
+            return cls(**{"ci": False, "tr": False, "pt": False, "finetune": "full", **overrides})
+        raise SpectraError(f"unknown baseline {name!r} (known: lora, fft)")
+
+    @property
+    def full(self) -> bool:
+        """Full fine-tuning (every weight trains; no adapter, no CI/Tr/Pt)."""
+        return self.finetune == "full"
 
     @property
     def method(self) -> str:
-        """``lora``, ``lora+ci``, ``lora+ci+tr``, ``rora`` (or another combination, e.g. ``lora+tr+pt``)."""
+        """``lora``, ``lora+ci``, ``lora+ci+tr``, ``rora`` (or another combination, e.g. ``lora+tr+pt``);
+        ``fft`` for full fine-tuning."""
+        if self.full:
+            return "fft"
         parts = [name for name, on in (("ci", self.ci_active), ("tr", self.tr_active), ("pt", self.pt_active)) if on]
         if len(parts) == 3:
             return "rora"
@@ -94,21 +121,23 @@ class RoRAConfig:
 
     @property
     def ci_active(self) -> bool:
-        return self.ci and self.base_dropout > 0
+        return self.ci and self.base_dropout > 0 and not self.full
 
     @property
     def tr_active(self) -> bool:
-        return self.tr and self.lam > 0
+        return self.tr and self.lam > 0 and not self.full
 
     @property
     def pt_active(self) -> bool:
-        return self.pt and self.rescale_layers not in ("none", 0)
+        return self.pt and self.rescale_layers not in ("none", 0) and not self.full
 
     def validate(self) -> RoRAConfig:
         """Raise :class:`SpectraError` (one line naming the option) for any unusable value."""
         def bad(option: str, value: Any, want: str) -> SpectraError:
             return SpectraError(f"{option} {value!r}: {want}")
 
+        if self.finetune not in FINETUNE_KINDS:
+            raise bad("--finetune", self.finetune, f"use one of {', '.join(FINETUNE_KINDS)}")
         if not (isinstance(self.base_dropout, (int, float)) and 0.0 <= self.base_dropout < 1.0):
             raise bad("--base-dropout", self.base_dropout, "CI's dropout rate p must be in [0, 1)")
         if not (math.isfinite(self.lam) and self.lam >= 0):
@@ -153,7 +182,7 @@ class RoRAConfig:
 
     def rescale_blocks(self) -> int | str:
         """``rescale_layers`` normalised: an int ≥ 0 or ``"all"`` (``none`` and Pt off → 0)."""
-        if not self.pt:
+        if not self.pt or self.full:
             return 0
         if self.rescale_layers == "none":
             return 0
@@ -177,7 +206,7 @@ class RoRAConfig:
     TRAINING_FIELDS = (
         "ci", "base_dropout", "tr", "lam", "top_k", "rank", "alpha", "lora_dropout", "target_modules", "init",
         "use_rslora", "use_dora", "epochs", "lr", "weight_decay", "warmup_ratio", "batch_size", "grad_accum",
-        "max_length", "seed", "exact_spectra",
+        "max_length", "seed", "exact_spectra", "finetune",
     )
 
 

@@ -23,15 +23,21 @@ def short_module_name(name: str) -> str:
 def train_figure(table: Any, sigma_pre: Mapping[str, float] | None = None, title: str = "") -> Any:
     """Two panels: (a) loss / task loss / Tr penalty per epoch; (b) σ_Δ = σ_max(s·B·A) per
     epoch for the modules Pt rescales, with each module's σ_max(W_pre) dashed in the same
-    colour (Pt's target at factor 1)."""
+    colour (Pt's target at factor 1). With a validation split, a third panel: (c) clean
+    validation CA per epoch (what the learning rate is chosen from) and, dotted, the
+    monitored validation ASR (recorded, never used to choose)."""
     from spectra.report.style import pyplot
 
     plt = pyplot()
-    fig, (ax_loss, ax_sig) = plt.subplots(1, 2, figsize=(11, 4))
+    has_val = table is not None and len(table) > 0 and "val_ca" in table
+    fig, axes = plt.subplots(1, 3 if has_val else 2, figsize=(16 if has_val else 11, 4))
+    ax_loss, ax_sig = axes[0], axes[1]
     if table is None or len(table) == 0:
         for ax in (ax_loss, ax_sig):
             ax.text(0.5, 0.5, "no training log", ha="center", va="center", transform=ax.transAxes)
         return fig
+    if has_val:
+        _validation_panel(axes[2], table)
     x = table["epoch"]
     for col, label, style in (("loss", "loss (task + penalty)", "-"), ("task_loss", "task loss", "--")):
         if col in table:
@@ -63,3 +69,17 @@ def train_figure(table: Any, sigma_pre: Mapping[str, float] | None = None, title
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _validation_panel(ax: Any, table: Any) -> None:
+    """(c) clean validation CA per epoch, and the monitored validation ASR (dotted)."""
+    x = table["epoch"]
+    ax.plot(x, 100 * table["val_ca"], "-", marker="o", color="tab:blue", label="validation CA (clean)")
+    if "val_asr_monitor" in table and table["val_asr_monitor"].notna().any():
+        ax.plot(x, 100 * table["val_asr_monitor"], ":", marker="x", color="tab:red",
+                label="validation ASR (monitor only)")
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("%")
+    ax.set_title("(c) validation curve")
+    ax.legend(fontsize=8, loc="lower left")

@@ -79,6 +79,7 @@ def run_fix(
     device: str = "auto",
     cache_dir: str | os.PathLike[str] | bool | None = None,
     eval_batch_size: int = 64,
+    val_data: str | os.PathLike[str] | Any | None = None,
     log: LogSink | None = None,
     **training_overrides: Any,
 ) -> FixResult:
@@ -102,6 +103,9 @@ def run_fix(
         device: ``auto``, ``cpu`` or ``cuda``.
         cache_dir: base-spectrum cache (None: default, False: none).
         eval_batch_size: batch size for evaluation.
+        val_data: clean validation rows (never test data): validation CA and loss are logged
+            every epoch into ``train_log.csv`` and the training figure; with ``trigger``
+            the validation ASR is recorded too, as a monitor that nothing is chosen from.
         log: one-line progress messages (default: none).
         training_overrides: extra ``TrainingArguments`` (e.g. ``max_steps``), recorded.
 
@@ -141,6 +145,9 @@ def run_fix(
         trig = parse_trigger(trigger)
     train = _load_data(data, text_col, label_col) if not rescale_only else None
     test = _load_data(eval_data, text_col, label_col) if eval_data is not None else None
+    val = _load_data(val_data, text_col, label_col) if val_data is not None and not rescale_only else None
+    if cfg.full and (rescale_only or adapter is not None):
+        raise SpectraError("full fine-tuning (--baseline fft) trains a whole model: --adapter/--rescale-only do not apply")
     if train is not None and test is not None and test.num_classes != train.num_classes:
         raise SpectraError(f"{test.source}: {test.num_classes} classes but the training data "
                            f"{train.source} has {train.num_classes}")
@@ -158,8 +165,8 @@ def run_fix(
 
         _prepare_work_dir(work, resume=resume, overwrite=overwrite, say=say)
         t = time.perf_counter()
-        recipe = RoRARecipe(base, train, work, cfg, device=device, cache_dir=cache_dir, log=say,
-                            **training_overrides)
+        recipe = RoRARecipe(base, train, work, cfg, device=device, cache_dir=cache_dir, log=say, val_data=val,
+                            monitor_trigger=trig, target_label=target_label, **training_overrides)
         if resume:
             recipe.check_resume()  # mismatched settings fail before any loading
         recipe.setup()  # bad k, targets or model fail here, before any progress output
@@ -172,11 +179,13 @@ def run_fix(
     # ---- write OUT atomically
     from spectra.io.output import atomic_output_dir
 
-    result = FixResult(out=out, adapter=out / "adapter", config=cfg, timings=timings)
+    # full fine-tuning writes a whole model folder, ``model/``, where LoRA writes ``adapter/``
+    product = "model" if cfg.full else "adapter"
+    result = FixResult(out=out, adapter=out / product, config=cfg, timings=timings)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        final = tmp / "adapter"
+        final = tmp / product
         if recipe is not None:
-            trained = tmp / ("adapter_before_rescale" if cfg.pt_active else "adapter")
+            trained = tmp / ("adapter_before_rescale" if cfg.pt_active else product)
             recipe.save(trained)
             say(f"saved the trained adapter ({cfg.method})")
         else:
@@ -220,7 +229,7 @@ def run_fix(
             # with --rescale-only "before" is the old adapter, already a row of its own
             before_row = None if rescale_only or before == final else before
             rows = _evaluate_all(base, adapter, before_row, final, test, trig, target_label, cfg, device,
-                                 eval_batch_size, say)
+                                 eval_batch_size, say, full_model=cfg.full)
             (tmp / "eval.json").write_text(json.dumps(rows, indent=2, default=str) + "\n", encoding="utf-8")
             result.eval_rows = rows
             timings["eval_s"] = time.perf_counter() - t
@@ -336,8 +345,10 @@ def _write_provenance(path: Path, *, base: Any, train: Any, config: RoRAConfig, 
 
 
 def _evaluate_all(base: Any, old: Any, before: Path | None, final: Path, test: Any, trigger: Any, target_label: int,
-                  cfg: RoRAConfig, device: str, batch_size: int, say: LogSink) -> list[dict[str, Any]]:
-    """CA/ASR/Δ rows: base, old adapter, new before Pt, new (one :func:`run_eval` each)."""
+                  cfg: RoRAConfig, device: str, batch_size: int, say: LogSink,
+                  full_model: bool = False) -> list[dict[str, Any]]:
+    """CA/ASR/Δ rows: base, old adapter, new before Pt, new (one :func:`run_eval` each);
+    with ``full_model`` the new row is the fine-tuned model folder itself."""
     from spectra.data.evaluate import run_eval
 
     models: list[tuple[str, Any]] = [("base", None)]
@@ -349,7 +360,8 @@ def _evaluate_all(base: Any, old: Any, before: Path | None, final: Path, test: A
     rows = []
     for name, path in models:
         say(f"evaluating {name}")
-        res = run_eval(base, str(path) if path is not None else None, test, trigger, target_label, seed=cfg.seed,
-                       batch_size=batch_size, max_length=cfg.max_length, device=device, progress=False)
+        model_dir, adapter_dir = (path, None) if full_model and name == "new" else (base, path)
+        res = run_eval(model_dir, str(adapter_dir) if adapter_dir is not None else None, test, trigger, target_label,
+                       seed=cfg.seed, batch_size=batch_size, max_length=cfg.max_length, device=device, progress=False)
         rows.append({"model": name, **res.to_dict()})
     return rows

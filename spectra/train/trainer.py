@@ -142,6 +142,12 @@ def prepare_model(
     from spectra.train.regularizers import attach_subspace_bases, module_weight
 
     cfg.validate()
+    if cfg.full:  # the FFT baseline: every weight trains, nothing is attached
+        for p in model.parameters():
+            p.requires_grad_(True)
+        if log is not None:
+            log(f"fft: full fine-tuning of {sum(p.numel() for p in model.parameters()):,} parameters")
+        return RoRAModel(model=model, config=cfg)
     peft_cfg = lora_config(cfg, model)
     try:
         with warnings.catch_warnings():
@@ -204,7 +210,7 @@ class RoRATrainer(Trainer):
     ``task_loss``, ``penalty``, ``overlap`` and ``sigma_delta/<module>``."""
 
     def __init__(self, *args: Any, rora: RoRAModel | None = None, log_sink: LogSink | None = None,
-                 **kwargs: Any) -> None:
+                 validation: Callable[[nn.Module], dict[str, float]] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # Sequence classifiers return a per-batch *mean* cross-entropy, but transformers
         # (5.x) treats any model whose forward takes **kwargs as normalising by
@@ -215,6 +221,7 @@ class RoRATrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.rora = rora
         self.rora_log_sink = log_sink
+        self.validation = validation  # per-epoch clean validation (spectra.train.validation)
         self._pen_sum = 0.0
         self._pen_n = 0
 
@@ -246,6 +253,8 @@ class RoRATrainer(Trainer):
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs and self.rora is not None:
             logs.update(self._rora_stats(logs["loss"]))
+        if "loss" in logs and self.validation is not None and self.is_world_process_zero():
+            logs.update(self.validation(self.model))
         super().log(logs, *args, **kwargs)
         if "loss" in logs and self.rora_log_sink is not None and self.is_world_process_zero():
             self.rora_log_sink(format_log(logs))
@@ -302,6 +311,10 @@ def format_log(logs: dict[str, Any]) -> str:
         parts += [f"task {logs['task_loss']:.4f}", f"penalty {logs['penalty']:.4g}"]
     if "overlap" in logs:
         parts.append(f"overlap {logs['overlap']:.3f}")
+    if "val_ca" in logs:
+        parts.append(f"val CA {100 * logs['val_ca']:.1f}%")
+    if "val_asr_monitor" in logs:
+        parts.append(f"val ASR (monitor) {100 * logs['val_asr_monitor']:.1f}%")
     if "ratio_median" in logs:
         parts.append(f"σ_pre/σ_Δ median {logs['ratio_median']:.3g}")
     return "  ".join(parts)
@@ -353,6 +366,9 @@ def training_arguments(cfg: RoRAConfig, output_dir: str | os.PathLike[str], devi
     known = {f.name for f in dataclasses.fields(TrainingArguments)}
     if "warmup_ratio" in known and "warmup_ratio" not in overrides:  # transformers 4.x: a separate ratio
         kwargs["warmup_ratio"] = kwargs.pop("warmup_steps")
+    if "group_by_length" in kwargs and "group_by_length" not in known:  # transformers 5 renamed it
+        if kwargs.pop("group_by_length"):
+            kwargs["train_sampling_strategy"] = "group_by_length"
     return TrainingArguments(**kwargs)
 
 
@@ -373,14 +389,15 @@ def _resolve_device(device: str) -> str:
 
 
 def build_trainer(rora: RoRAModel, train_dataset: Any, tokenizer: Any, args: Any,
-                  log_sink: LogSink | None = None, callbacks: Sequence[Any] = ()) -> Any:
+                  log_sink: LogSink | None = None, callbacks: Sequence[Any] = (),
+                  validation: Callable[[nn.Module], dict[str, float]] | None = None) -> Any:
     """A :class:`RoRATrainer` for ``rora`` with dynamic padding and spectra's log line."""
     from transformers import DataCollatorWithPadding
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer = RoRATrainer(model=rora.model, args=args, train_dataset=train_dataset,
                   data_collator=DataCollatorWithPadding(tokenizer), rora=rora, log_sink=log_sink,
-                  callbacks=list(callbacks))
+                  callbacks=list(callbacks), validation=validation)
     trainer.remove_callback(PrinterCallback)  # the log sink prints one compact line instead
     if log_sink is not None:
         trainer.remove_callback(ProgressCallback)
@@ -446,8 +463,8 @@ def log_table(log_history: Sequence[dict[str, Any]]) -> Any:
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=["epoch", "step", "loss", "task_loss", "penalty"])
-    lead = [c for c in ("epoch", "step", "loss", "task_loss", "penalty", "overlap", "learning_rate",
-                        "grad_norm", "ratio_min", "ratio_median") if c in table.columns]
+    lead = [c for c in ("epoch", "step", "loss", "task_loss", "penalty", "val_ca", "val_loss", "val_asr_monitor",
+                        "overlap", "learning_rate", "grad_norm", "ratio_min", "ratio_median") if c in table.columns]
     sig = sorted(c for c in table.columns if c.startswith("sigma_delta/"))
     rest = [c for c in table.columns if c not in lead and c not in sig]
     return table[lead + sig + rest]
@@ -564,9 +581,13 @@ class RoRARecipe:
 
     def __init__(self, base: str | os.PathLike[str], data: Any, work_dir: str | os.PathLike[str],
                  config: RoRAConfig, *, device: str = "auto", cache_dir: str | os.PathLike[str] | bool | None = None,
-                 log: LogSink | None = None, **training_overrides: Any) -> None:
+                 log: LogSink | None = None, val_data: Any = None, monitor_trigger: Any = None,
+                 target_label: int = 0, **training_overrides: Any) -> None:
         self.base = str(base)
         self.data = data
+        self.val_data = val_data  # clean validation rows: val_ca/val_loss every epoch
+        self.monitor_trigger = monitor_trigger  # recorded, never used to choose (val_asr_monitor)
+        self.target_label = target_label
         self.work_dir = Path(work_dir)
         self.config = config.validate()
         self.device = device
@@ -580,7 +601,8 @@ class RoRARecipe:
     # ---- setup
     def settings(self) -> dict[str, Any]:
         return {"base": self.base, "data_sha256": getattr(self.data, "sha256", None),
-                "config": self.config.to_dict()}
+                "config": self.config.to_dict(),
+                "val_data": self.val_data.to_dict() if self.val_data is not None else None}
 
     def setup(self) -> RoRARecipe:
         from transformers import set_seed
@@ -599,7 +621,14 @@ class RoRARecipe:
                                   log=self.log)
         dataset = EncodedDataset(self.tokenizer, self.data.texts, self.data.labels, cfg.max_length)
         args = training_arguments(cfg, self.work_dir / "checkpoints", self.device, **self.training_overrides)
-        self.trainer = build_trainer(self.rora, dataset, self.tokenizer, args, log_sink=self.log)
+        validation = None
+        if self.val_data is not None:
+            from spectra.train.validation import EpochValidation
+
+            validation = EpochValidation(self.val_data, self.tokenizer, trigger=self.monitor_trigger,
+                                         target_label=self.target_label, max_length=cfg.max_length, seed=cfg.seed)
+        self.trainer = build_trainer(self.rora, dataset, self.tokenizer, args, log_sink=self.log,
+                                     validation=validation)
         if cfg.init in MUTATING_INITS and self.is_main and not (self.work_dir / "initial_adapter").is_dir():
             save_initial_adapter(self.rora.model, self.work_dir / "initial_adapter")
         return self
@@ -637,8 +666,13 @@ class RoRARecipe:
 
     # ---- save
     def save(self, folder: str | os.PathLike[str]) -> Path:
-        """The trained adapter as a standard PEFT folder (PiSSA/OLoRA converted to plain LoRA)."""
+        """The trained adapter as a standard PEFT folder (PiSSA/OLoRA converted to plain LoRA);
+        with full fine-tuning, the whole model and its tokenizer as a Hugging Face folder."""
         assert self.rora is not None
+        if self.config.full:
+            self.rora.model.save_pretrained(str(folder), safe_serialization=True)
+            self.tokenizer.save_pretrained(str(folder))
+            return Path(folder)
         initial = self.work_dir / "initial_adapter" if self.config.init in MUTATING_INITS else None
         return save_adapter(self.rora.model, folder, initial)
 

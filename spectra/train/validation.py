@@ -1,0 +1,98 @@
+"""Per-epoch validation during fine-tuning: the training curve and the learning-rate choice.
+
+The paper (Luong & Chen 2026, Appendix A.1) picks the fine-tuning learning rate from
+{2e-5, 2e-4, 2e-3} "to ensure convergence" and trains 20 epochs. To make both checkable,
+every epoch the trainer asks an :class:`EpochValidation` for
+
+- ``val_ca`` and ``val_loss`` on a *clean* validation split of the downstream training
+  data: the only numbers any choice (learning rate, convergence) is made from;
+- ``val_asr_monitor`` (when a trigger is given): the share of the validation split's
+  non-target rows that the trigger flips to the target. It is recorded to draw how the
+  backdoor evolves during training and is never used to choose anything — a defender
+  has no triggered data.
+
+:func:`converged` is the study's convergence rule on that curve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: validation CA of the last epochs must stay within this of the best epoch's (0.5 point)
+CONVERGENCE_TOLERANCE = 0.005
+#: how many final epochs the rule looks at
+CONVERGENCE_WINDOW = 3
+
+
+@dataclass
+class EpochValidation:
+    """Clean validation rows (and optionally a trigger to monitor ASR on their non-target rows).
+
+    Attributes:
+        data: a :class:`spectra.data.LabelledData` validation split (clean).
+        tokenizer: the tokenizer of the model being trained.
+        trigger: a trigger spec or :class:`spectra.data.Trigger`; ``None`` records no ASR.
+        target_label: the backdoor's target label (for the monitored ASR).
+        max_length, batch_size: inference settings.
+        seed: seeds where the trigger is inserted in each row (as :func:`spectra.data.evaluate`).
+    """
+
+    data: Any
+    tokenizer: Any
+    trigger: Any = None
+    target_label: int = 0
+    max_length: int = 128
+    batch_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from spectra.data.triggers import parse_trigger, trigger_rng
+
+        self._triggered: list[str] = []
+        if self.trigger is not None:
+            trig = parse_trigger(self.trigger) if isinstance(self.trigger, str) else self.trigger
+            self._triggered = [trig.insert(text, trigger_rng(self.seed, i))
+                               for i, (text, y) in enumerate(zip(self.data.texts, self.data.labels))
+                               if y != self.target_label]
+
+    def __call__(self, model: Any) -> dict[str, float]:
+        """``val_ca``, ``val_loss`` (and ``val_asr_monitor``) of ``model`` now; its mode is restored."""
+        import torch
+        import torch.nn.functional as F
+
+        from spectra.data.evaluate import predict_logits
+
+        logits = predict_logits(model, self.tokenizer, self.data.texts, self.batch_size, self.max_length,
+                                progress=False)
+        labels = torch.tensor(self.data.labels, dtype=torch.long)
+        out = {"val_ca": float((logits.argmax(-1) == labels).double().mean()),
+               "val_loss": float(F.cross_entropy(logits, labels))}
+        if self._triggered:
+            trig_logits = predict_logits(model, self.tokenizer, self._triggered, self.batch_size, self.max_length,
+                                         progress=False)
+            out["val_asr_monitor"] = float((trig_logits.argmax(-1) == self.target_label).double().mean())
+        return out
+
+
+def converged(val_ca: Sequence[float], window: int = CONVERGENCE_WINDOW,
+              tolerance: float = CONVERGENCE_TOLERANCE) -> bool:
+    """Whether a run's validation CA has settled: each of its last ``window`` epochs lies within
+    ``tolerance`` of the best epoch's. ``False`` for runs shorter than ``window`` epochs."""
+    values = [float(v) for v in val_ca]
+    if len(values) < window:
+        return False
+    return min(values[-window:]) >= max(values) - tolerance - 1e-12
+
+
+def pick_learning_rate(candidates: dict[float, Sequence[float]]) -> float:
+    """The learning rate whose run ends with the best validation CA (ties: the smaller rate).
+
+    ``candidates`` maps each learning rate to its per-epoch validation CA. The final
+    epoch's value decides, because the final model is the one that is kept and evaluated.
+    """
+    usable = {lr: list(curve) for lr, curve in candidates.items() if len(curve)}
+    if not usable:
+        raise ValueError("no learning-rate run has a validation curve")
+    return min(usable, key=lambda lr: (-usable[lr][-1], lr))
