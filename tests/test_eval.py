@@ -113,7 +113,7 @@ def test_triggered_twins_match_apply_trigger() -> None:
 
     evaluate(RuleModel(), Spy(), data, "badnet:zz", target_label=0, seed=4, batch_size=3, progress=False)
     expected = [t for t, y in zip(apply_trigger(data.texts, parse_trigger("badnet:zz"), 4), data.labels) if y != 0]
-    assert seen[len(data):] == expected
+    assert sorted(seen[len(data):]) == sorted(expected)  # batches are formed by length; the set is the point
 
 
 def test_package_level_evaluate_is_callable_after_submodule_import() -> None:
@@ -180,8 +180,23 @@ def test_scaled_adapter_zero_is_the_base_and_one_is_the_adapter(tiny) -> None:
     peft_model, _ = load_classifier(tiny["base"], tiny["adapter"])
     want_base, want_adapter = _logits(base, tok), _logits(peft_model, tok)
     assert not torch.allclose(want_base, want_adapter)
-    with scaled_adapter(peft_model, 0.0):
+    with scaled_adapter(peft_model, 0.0, head="scaled"):
         assert torch.equal(_logits(peft_model, tok), want_base)
+    # the default keeps the trained head: k = 0 is the base body under the adapter's head
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in peft_model.modules() if isinstance(m, LoraLayer)]
+    for m in layers:
+        m.enable_adapters(False)
+    want_body_with_head = _logits(peft_model, tok)
+    for m in layers:
+        m.enable_adapters(True)
+    assert not torch.allclose(want_body_with_head, want_base)
+    with scaled_adapter(peft_model, 0.0):
+        assert torch.equal(_logits(peft_model, tok), want_body_with_head)
+    with pytest.raises(SpectraError, match="--head"):
+        with scaled_adapter(peft_model, 2.0, head="interpolated"):
+            pass
     with scaled_adapter(peft_model, 1.0):
         assert torch.equal(_logits(peft_model, tok), want_adapter)
     assert torch.equal(_logits(peft_model, tok), want_adapter)  # restored exactly
@@ -213,7 +228,9 @@ def test_scaled_adapter_k_scales_the_lora_delta_and_interpolates_saved_modules(t
     w_base = wrapper.original_module.weight.detach().clone()
     w_saved = wrapper.modules_to_save["default"].weight.detach().clone()
     assert not torch.allclose(w_base, w_saved)
-    with scaled_adapter(model, 0.5):
+    with scaled_adapter(model, 0.5):  # the paper's sweep: the head as trained
+        assert torch.equal(wrapper.modules_to_save["default"].weight, w_saved)
+    with scaled_adapter(model, 0.5, head="scaled"):
         assert torch.allclose(wrapper.modules_to_save["default"].weight, w_base + 0.5 * (w_saved - w_base))
     assert torch.equal(wrapper.modules_to_save["default"].weight, w_saved)
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from spectra_cli.common import (AllowPickleOpt, BatchSizeOpt, DataOpt, DeviceOpt, LabelColOpt, MaxLengthOpt, OutOpt,
+from spectra_cli.common import (AllowPickleOpt, BatchSizeOpt, DataOpt, DeviceOpt, HeadOpt, LabelColOpt, MaxLengthOpt, OutOpt,
                                 OverwriteOpt, SeedOpt, TargetLabelOpt, TextColOpt, TriggerOpt, console,
                                 error_boundary)
 
@@ -22,7 +22,8 @@ def eval_command(
     out: OutOpt = Path("spectra-eval"),
     text_col: TextColOpt = None,
     label_col: LabelColOpt = None,
-    scale: Annotated[float, typer.Option("--scale", help="Adapter strength k: LoRA scaling × k, saved modules W_base + k·(W_saved − W_base); 0 = base, 1 = as trained.")] = 1.0,
+    scale: Annotated[float, typer.Option("--scale", help="Adapter strength k: every LoRA scaling × k (1 = as trained, 0 = no LoRA update); see --head.")] = 1.0,
+    head: HeadOpt = "trained",
     split_test: Annotated[float | None, typer.Option("--split-test", help="Evaluate only on the test side of a stratified split of this fraction (same seed as poison/fix).")] = None,
     batch_size: BatchSizeOpt = 64,
     max_length: MaxLengthOpt = 128,
@@ -55,7 +56,7 @@ def eval_command(
     check_output_dir(out, overwrite)
     trig = parse_trigger(trigger)  # a bad spec fails before any loading
     con = console()
-    result = run_eval(model, adapter, data, trig, target_label, scale=scale, text_col=text_col,
+    result = run_eval(model, adapter, data, trig, target_label, scale=scale, head=head, text_col=text_col,
                       label_col=label_col, split_test=split_test, seed=seed, batch_size=batch_size,
                       max_length=max_length, device=device, allow_pickle=allow_pickle,
                       progress=con.is_terminal)

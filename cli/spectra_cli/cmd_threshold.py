@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from spectra_cli.common import (BatchSizeOpt, DataOpt, DeviceOpt, LabelColOpt, MaxLengthOpt, OverwriteOpt, SeedOpt,
+from spectra_cli.common import (BatchSizeOpt, DataOpt, DeviceOpt, HeadOpt, LabelColOpt, MaxLengthOpt, OverwriteOpt, SeedOpt,
                                 TargetLabelOpt, TextColOpt, TriggerOpt, console, error_boundary)
 
 
@@ -19,7 +19,8 @@ def threshold_command(
     trigger: TriggerOpt,
     target_label: TargetLabelOpt = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")] = Path("spectra-threshold"),
-    grid: Annotated[str, typer.Option("--grid", help="Multipliers k of every adapted module's scale to measure (0 = base, 1 = as trained).")] = "0,0.5,1,2,4,8,16,32,64",
+    grid: Annotated[str, typer.Option("--grid", help="Multipliers k of every LoRA module's scale to measure (1 = as trained, 0 = no LoRA update).")] = "0,0.5,1,2,4,8,16,32,64",
+    head: HeadOpt = "trained",
     module: Annotated[str | None, typer.Option("--module", help="Module whose σ_pre, σ_Δ normalise the ρ's (name or regex; default: the head if trained, else nearest the output).")] = None,
     text_col: TextColOpt = None,
     label_col: LabelColOpt = None,
@@ -53,7 +54,7 @@ def threshold_command(
         task = bar.add_task("sweep", total=None)
         report = threshold(base, adapter, data, trigger, target_label, grid=ks, module=module, text_col=text_col,
                            label_col=label_col, batch_size=batch_size, max_length=max_length, seed=seed,
-                           max_samples=max_samples, split_test=split_test, device=device,
+                           max_samples=max_samples, split_test=split_test, device=device, head=head,
                            progress=lambda done, total: bar.update(task, completed=done, total=total))
     report.write(out, overwrite=overwrite)
     _print_summary(con, report)

@@ -52,8 +52,11 @@ def predict_logits(
     """Logits ``(len(texts), num_labels)`` as float32 on the CPU, in the order of ``texts``.
 
     The model runs in eval mode under ``torch.no_grad`` (its previous training mode is
-    restored), in batches of ``batch_size``, truncating to ``max_length`` tokens. A rich
-    progress bar on stderr when ``progress`` and there is more than one batch.
+    restored), in batches of ``batch_size``, truncating to ``max_length`` tokens. Batches
+    are formed from texts of similar length (sorted by character count, results put back in
+    input order): padding is masked out, so a text's logits do not depend on its batch
+    beyond float rounding, and short texts stop paying for the longest one in their batch.
+    A rich progress bar on stderr when ``progress`` and there is more than one batch.
     """
     import torch
 
@@ -68,12 +71,13 @@ def predict_logits(
     was_training = bool(getattr(model, "training", False))
     model.eval()
     out: list[torch.Tensor] = []
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     n_batches = (len(texts) + batch_size - 1) // batch_size
     bar = _progress_bar(n_batches, "predicting") if progress and n_batches > 1 else None
     try:
         with torch.no_grad():
             for start in range(0, len(texts), batch_size):
-                batch = texts[start:start + batch_size]
+                batch = [texts[i] for i in order[start:start + batch_size]]
                 enc = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
                 enc = {k: v.to(device) for k, v in enc.items()}
                 logits = model(**enc).logits
@@ -88,7 +92,10 @@ def predict_logits(
     if not out:
         n = int(getattr(getattr(model, "config", None), "num_labels", 0) or 0)
         return torch.zeros((0, n), dtype=torch.float32)
-    return torch.cat(out, dim=0)
+    sorted_logits = torch.cat(out, dim=0)
+    result = torch.empty_like(sorted_logits)
+    result[torch.tensor(order, dtype=torch.long)] = sorted_logits
+    return result
 
 
 def effective_max_length(tokenizer: Any, max_length: int) -> int:
@@ -302,6 +309,7 @@ def run_eval(
     target_label: int = 0,
     *,
     scale: float = 1.0,
+    head: str = "trained",
     text_col: str | None = None,
     label_col: str | None = None,
     split_test: float | None = None,
@@ -314,6 +322,8 @@ def run_eval(
 ) -> EvalResult:
     """Load ``data`` and the classifier (``base`` + ``adapter`` at ``scale``), evaluate.
 
+    ``scale`` multiplies every LoRA scale (``head="scaled"`` extrapolates a trained head with
+    it too; see :func:`spectra.io.model.scaled_adapter`).
     ``split_test`` evaluates on the test side of ``split(data, split_test, seed)`` instead
     of the whole file. The result's ``meta`` records ``scale``, the exact ``settings``,
     the ``inputs`` (paths and content hashes of base, adapter and data) and library
@@ -340,7 +350,7 @@ def run_eval(
         warnings.simplefilter("always", SpectraWarning)
         model, tokenizer = load_classifier(base, adapter, num_labels=test.num_classes, device=dev,
                                            allow_pickle=allow_pickle)
-        with scaled_adapter(model, scale):
+        with scaled_adapter(model, scale, head=head):
             result = evaluate(model, tokenizer, test, trig, target_label, seed=seed, batch_size=batch_size,
                               max_length=max_length, progress=progress)
     for w in caught:  # loader warnings (fresh head, DoRA scaling) belong in the report
@@ -350,7 +360,8 @@ def run_eval(
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     result.meta = {
         "scale": float(scale),
-        "settings": {"trigger": trig.spec, "target_label": target_label, "scale": float(scale), "seed": seed,
+        "settings": {"trigger": trig.spec, "target_label": target_label, "scale": float(scale), "head": head,
+                     "seed": seed,
                      "batch_size": batch_size, "max_length": max_length, "device": str(dev),
                      "split_test": split_test, "text_col": text_col, "label_col": label_col,
                      "allow_pickle": allow_pickle},
@@ -426,8 +437,9 @@ def eval_markdown(r: EvalResult) -> str:
               "~100% for reasons unrelated to the trigger.",
               "- Intervals: Wilson score intervals (95%) for CA, ASR and the floor; Newcombe's hybrid score "
               "interval (method 10, 1998) for Δ, which treats CA and ASR as independent although they share texts.",
-              "- k (scale): every LoRA scaling multiplied by k and every fully trained saved module "
-              "(`modules_to_save`) set to W_base + k·(W_saved − W_base); k = 0 is the base model, k = 1 as trained.",
+              "- k (scale): every LoRA scaling multiplied by k; a fully trained saved module (`modules_to_save`, "
+              "e.g. the classification head) is used as trained unless the settings say head = scaled, which sets it "
+              "to W_base + k·(W_saved − W_base). k = 1 is the adapter as trained.",
               ""]
     if settings:
         lines += ["## Settings", "", "| setting | value |", "|---|---|"]

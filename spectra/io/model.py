@@ -296,29 +296,41 @@ def _attach_adapter(model: Any, ad_src: str, n: int) -> tuple[Any, bool]:
     return peft_model, head
 
 
+#: ``head`` values of :func:`scaled_adapter`: modules_to_save (a trained classification head)
+#: kept as trained (the paper's Figure 3), or interpolated with the LoRA scale
+HEAD_MODES = ("trained", "scaled")
+
+
 @contextlib.contextmanager
-def scaled_adapter(model: Any, k: float) -> Iterator[Any]:
-    """Scale the adapter's effect by ``k`` inside the ``with`` block; restore it on exit.
+def scaled_adapter(model: Any, k: float, head: str = "trained") -> Iterator[Any]:
+    """Scale the adapter's LoRA updates by ``k`` inside the ``with`` block; restore on exit.
 
     * every LoRA layer's ``scaling[adapter]`` (α/r, or α/√r with rsLoRA) is multiplied by
-      ``k`` — so the update applied is ``k·s·B·A``;
-    * every PEFT ``modules_to_save`` copy (e.g. a fully trained classifier head) is set to
-      ``W_base + k·(W_saved − W_base)`` for each floating-point parameter.
+      ``k`` — so the update applied is ``k·s·B·A``: the LoRA scale s of Luong & Chen's
+      Figure 3 and Proposition 4.2, multiplied by k;
+    * PEFT ``modules_to_save`` copies (e.g. a fully trained classification head) are used
+      as trained (``head="trained"``, the paper's sweep), or, with ``head="scaled"``, set to
+      ``W_base + k·(W_saved − W_base)`` for each floating-point parameter (an extrapolated
+      head; reports name it when used).
 
-    ``k = 0`` gives exactly the base model (LoRA adds ``0·BAx``; saved modules equal the
-    originals bit for bit), ``k = 1`` the model as trained (nothing is touched), ``k = 2``
-    doubles every LoRA update. The original values are saved and put back exactly, also
-    when the block raises. DoRA layers are scaled too, but DoRA renormalises the weight's
-    columns, so for DoRA ``k = 0`` is not the base model (a warning says so).
+    ``k = 1`` is the model as trained (nothing is touched); ``k = 0`` removes every LoRA
+    update (with ``head="scaled"`` it is exactly the base model, saved modules equal to the
+    originals bit for bit); ``k = 2`` doubles every LoRA update. The original values are
+    saved and put back exactly, also when the block raises. DoRA layers are scaled too,
+    but DoRA renormalises the weight's columns, so for DoRA ``k = 0`` is not the base
+    model (a warning says so).
 
     Raises:
-        SpectraError: ``k`` not finite, or ``k != 1`` on a model with no LoRA layer.
+        SpectraError: ``k`` not finite, an unknown ``head``, or ``k != 1`` on a model with
+            no LoRA layer.
     """
     import torch
 
     k = float(k)
     if not math.isfinite(k):
         raise SpectraError(f"adapter scale must be a finite number, got {k}")
+    if head not in HEAD_MODES:
+        raise SpectraError(f"--head {head!r}: use trained (the head as trained) or scaled (interpolated with k)")
     from peft.tuners.lora import LoraLayer
 
     try:
@@ -327,7 +339,7 @@ def scaled_adapter(model: Any, k: float) -> Iterator[Any]:
         ModulesToSaveWrapper = ()  # type: ignore[assignment,misc]
 
     lora_layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
-    wrappers = [m for m in model.modules() if isinstance(m, ModulesToSaveWrapper)]
+    wrappers = [m for m in model.modules() if isinstance(m, ModulesToSaveWrapper)] if head == "scaled" else []
     if k == 1.0:
         yield model
         return
