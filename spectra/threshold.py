@@ -51,8 +51,9 @@ INF = float("inf")
 
 #: One sentence per number, printed in every report.
 DEFINITIONS = {
-    "k": "multiplier of every adapted module's scale: k = 0 is the base model, k = 1 the adapter as trained; "
-         "a modules_to_save head is interpolated W_base + k·(W_saved − W_base).",
+    "k": "multiplier of every LoRA module's scale s (the s of the paper's Figure 3): k = 1 is the adapter as "
+         "trained, k = 0 removes every LoRA update. A trained classification head (modules_to_save) is used as "
+         "trained, unless the report says it was extrapolated (head = scaled: W_base + k·(W_saved − W_base)).",
     "M_k(x)": "margin z_y(x) − z_ybd(x) of the model at multiplier k (y: the sample's true label, ybd: the target label); "
               "negative on a triggered sample means the backdoor wins against the true label.",
     "D(x)": "M_1(x) − M_0(x), the adapter's margin gain; exactly ⟨c, s·ΔW x⟩ for a linear model.",
@@ -75,6 +76,11 @@ DEFINITIONS = {
                         "k > −M_0(x̃)/D(x̃)). Exact for a linear model.",
     "predicted_threshold_k": "smallest k ≥ 0 where predicted_asr(k) < 50%, computed exactly from the per-sample crossings.",
     "measured_threshold_k": "smallest k on the sweep grid where the measured ASR < 50%.",
+    "measured_crossing_k": "where the measured ASR crosses 50%, interpolated log-linearly between the two grid points "
+                           "around the first one below 50%.",
+    "search_threshold_k": "the cheap estimate: an adaptive search (doubling k from 1, then regula falsi in log k) for "
+                          "the k where the median target-versus-rest margin of a seeded subsample of triggered rows "
+                          "turns positive, i.e. where ASR falls below 50%; `search.forward_passes` is its cost.",
     "measured_threshold_k_clean": "the same, counting only grid points where the model still works: not collapsed to one "
                                   "class, and clean accuracy above the majority-class share (a collapsed or worse-than-"
                                   "constant model has a low ASR whatever the trigger does).",
@@ -399,6 +405,19 @@ class ThresholdReport:
     checks: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    search: Any = None  # spectra.threshold_search.CrossingSearch
+    margins_by_k: dict[float, list[float]] = field(default_factory=dict)  # target-vs-rest margins of x̃ per k
+
+    @property
+    def measured_crossing_k(self) -> float:
+        """Where the measured ASR crosses 50%, interpolated log-linearly between grid points
+        (∞ if it never does)."""
+        return measured_crossing(self.sweep)
+
+    @property
+    def search_threshold_k(self) -> float:
+        """The adaptive search's crossing (``nan`` when no search ran)."""
+        return float(self.search.k) if self.search is not None else float("nan")
 
     @property
     def measured_threshold_k(self) -> float:
@@ -445,6 +464,9 @@ class ThresholdReport:
             "predicted_threshold_k": self.predicted_threshold_k,
             "measured_threshold_k": self.measured_threshold_k,
             "measured_threshold_k_clean": self.measured_threshold_k_clean,
+            "measured_crossing_k": self.measured_crossing_k,
+            "search_threshold_k": self.search_threshold_k,
+            "search": self.search.to_dict() if self.search is not None else None,
             "sweep": self.sweep,
             "module": self.module.name,
             "module_info": self.module.to_dict(),
@@ -485,6 +507,24 @@ class ThresholdReport:
             save_figure(sweep_figure(self), tmp / "fig_sweep.png")
             (tmp / "report.md").write_text(render_threshold_markdown(self), encoding="utf-8")
         return Path(out)
+
+
+def measured_crossing(sweep: Sequence[dict[str, Any]], level: float = 0.5) -> float:
+    """The first k where the measured ASR falls below ``level``, interpolated between the two
+    grid points around it (log-linear in k; linear when the lower one is k = 0). 0 when the
+    smallest k is already below; ∞ when no k is."""
+    rows = sorted((float(r["k"]), float(r["asr"])) for r in sweep
+                  if r.get("asr") is not None and not math.isnan(float(r["asr"])))
+    for i, (k, asr) in enumerate(rows):
+        if asr < level:
+            if i == 0:
+                return k
+            k0, a0 = rows[i - 1]
+            t = (a0 - level) / (a0 - asr)
+            if k0 <= 0:
+                return k0 + t * (k - k0)
+            return math.exp(math.log(k0) + t * (math.log(k) - math.log(k0)))
+    return INF
 
 
 def measured_threshold(sweep: Sequence[dict[str, Any]], level: float = 0.5) -> float:
@@ -608,6 +648,8 @@ def threshold(
     max_samples: int | None = None,
     split_test: float | None = None,
     device: str = "auto",
+    head: str = "trained",
+    search_rows: int = 64,
     progress: Callable[[int, int], None] | None = None,
 ) -> ThresholdReport:
     """Estimate the scale at which ADAPTER overrides BASE's backdoor, and check it by a sweep.
@@ -621,6 +663,10 @@ def threshold(
         module: which adapted module's σ's normalise the ρ's (default: head, else nearest the output).
         max_samples: keep about this many non-target samples (a stratified subsample of all rows).
         split_test: evaluate on the test side of ``split(data, split_test, seed)`` only.
+        head: ``trained`` (default, the paper's sweep: k multiplies the LoRA scale, a trained
+            classification head is used as trained) or ``scaled`` (the head is extrapolated
+            with k too, :func:`spectra.io.model.scaled_adapter`); recorded in the report.
+        search_rows: rows of the cheap crossing search (:mod:`spectra.threshold_search`).
 
     Returns:
         :class:`ThresholdReport` (call ``.write(out)``).
@@ -692,11 +738,23 @@ def threshold(
     for i, k in enumerate(ks):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SpectraWarning)  # DoRA's note is already in ``notes``
-            with scaled_adapter(model, k):
+            with scaled_adapter(model, k, head=head):
                 per_k[k] = (logits(texts), logits(trig_texts))
         if progress is not None:
             progress(i + 1, total)
     timings["sweep"] = time.perf_counter() - t0
+
+    # the cheap estimate: an adaptive search on a subsample (spectra.threshold_search)
+    from spectra.threshold_search import margins_function, search_crossing, subsample_rows, target_margins
+
+    t0 = time.perf_counter()
+    picked = subsample_rows(len(trig_texts), search_rows, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SpectraWarning)
+        search = search_crossing(margins_function(model, logits, [trig_texts[i] for i in picked], target_label,
+                                                  head=head), len(picked))
+    timings["search"] = time.perf_counter() - t0
+    margins_by_k = {k: target_margins(per_k[k][1], target_label).tolist() for k in ks}
 
     y_all = torch.tensor(labels, dtype=torch.long)
     nt = torch.tensor(nt_idx, dtype=torch.long)
@@ -707,7 +765,10 @@ def threshold(
         margins(clean1[nt], nt_labels, target_label), margins(trig1, nt_labels, target_label),
         sigma_pre=sigma_pre, sigma_delta=sigma_delta, scale=choice.scale, index=nt,
     )
-    checks = {"m0_equals_base": _check_base_margins(model, logits, texts, trig_texts, clean0, trig0)}
+    checks = {"m0_equals_base": _check_base_margins(model, logits, texts, trig_texts, clean0, trig0, head)}
+    if head == "scaled":
+        notes.append("the classification head was extrapolated with k (head = scaled: W_base + k·(W_saved − W_base)); "
+                     "the paper's sweep multiplies the LoRA scale only")
     longer = _count_longer(tokenizer, trig_texts, max_length)
     checks["triggered_longer_than_max_length"] = longer
     if longer:
@@ -724,7 +785,7 @@ def threshold(
         sweep.append(_sweep_row(k, c, t, y_all, nt, nt_labels, target_label, pred, result))
     versions = library_versions()
     settings = {"grid": ks, "target_label": target_label, "trigger": getattr(trig, "spec", str(trigger)),
-                "module": module, "batch_size": batch_size, "max_length": max_length, "seed": seed,
+                "module": module, "head": head, "search_rows": search_rows, "batch_size": batch_size, "max_length": max_length, "seed": seed,
                 "max_samples": max_samples, "split_test": split_test, "device": str(dev),
                 "text_col": text_col, "label_col": label_col}
     inputs = {"base": _describe(base), "adapter": {**_describe(adapter), "modules": n_modules,
@@ -733,7 +794,8 @@ def threshold(
               "label_names": list(labelled.label_names)}
     timings["total"] = time.perf_counter() - t_start
     return ThresholdReport(result=result, sweep=sweep, module=choice, settings=settings, inputs=inputs,
-                           versions=versions, checks=checks, notes=notes, timings=timings)
+                           versions=versions, checks=checks, notes=notes, timings=timings, search=search,
+                           margins_by_k=margins_by_k)
 
 
 def _count_longer(tokenizer: Any, texts: list[str], max_length: int) -> int | None:
@@ -800,19 +862,35 @@ def _sweep_row(k: float, clean: Tensor, trig: Tensor, y_all: Tensor, nt: Tensor,
 
 
 def _check_base_margins(model: Any, logits: Callable[[list[str]], Tensor], texts: list[str], trig_texts: list[str],
-                        clean0: Tensor, trig0: Tensor, limit: int = 64) -> dict[str, Any]:
-    """Compare k = 0 logits with the base model's own (PEFT's ``disable_adapter``) on a few rows."""
-    disable = getattr(model, "disable_adapter", None)
-    if disable is None:
-        return {"ok": None, "why": "the model has no disable_adapter(); not checked"}
+                        clean0: Tensor, trig0: Tensor, head: str = "trained", limit: int = 64) -> dict[str, Any]:
+    """Compare k = 0 logits, on a few rows, with PEFT switching the same parts off by its own
+    flags: every LoRA layer disabled (head as trained), or the whole adapter
+    (``disable_adapter``) when the head was scaled too."""
     sub_c, sub_t = texts[:limit], trig_texts[:limit]
-    with disable():
-        base_c, base_t = logits(sub_c), logits(sub_t)
+    if head == "scaled":
+        disable = getattr(model, "disable_adapter", None)
+        if disable is None:
+            return {"ok": None, "why": "the model has no disable_adapter(); not checked"}
+        how = "logits under scaled_adapter(model, 0, head='scaled') vs the same model with PEFT's disable_adapter()"
+        with disable():
+            base_c, base_t = logits(sub_c), logits(sub_t)
+    else:
+        from peft.tuners.lora import LoraLayer
+
+        layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+        how = "logits under scaled_adapter(model, 0) vs the same model with every PEFT LoRA layer disabled"
+        saved = [(m, m.disable_adapters) for m in layers]
+        try:
+            for m, _ in saved:
+                m.enable_adapters(False)
+            base_c, base_t = logits(sub_c), logits(sub_t)
+        finally:
+            for m, was_disabled in saved:
+                m.enable_adapters(not was_disabled)
     diff = max(float((base_c - clean0[: len(sub_c)]).abs().max()) if sub_c else 0.0,
                float((base_t - trig0[: len(sub_t)]).abs().max()) if sub_t else 0.0)
     scale = max(float(base_c.abs().max()) if sub_c else 1.0, 1.0)
-    return {"ok": diff <= 1e-4 * scale, "max_abs_diff": diff, "rows_checked": len(sub_c) + len(sub_t),
-            "how": "logits under scaled_adapter(model, 0) vs the same model with PEFT's disable_adapter()"}
+    return {"ok": diff <= 1e-4 * scale, "max_abs_diff": diff, "rows_checked": len(sub_c) + len(sub_t), "how": how}
 
 
 def _describe(path: str | os.PathLike[str]) -> dict[str, Any]:

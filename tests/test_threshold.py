@@ -361,9 +361,10 @@ def test_threshold_command_end_to_end(tmp_path, tiny_setup) -> None:
 
 
 def test_threshold_margins_equal_the_models_own(tmp_path, tiny_setup) -> None:
-    """M_0 from the sweep equals the base model's margins, M_1 the adapted model's (computed here
-    with transformers/peft directly), the sweep's k = 1 row equals spectra.data.evaluate, and the
-    trained head (modules_to_save) becomes the normalising module."""
+    """M_0 from the sweep equals the margins of the base body with the trained head (the paper's
+    sweep scales LoRA only), or of the plain base when the head is scaled too; M_1 the adapted
+    model's (computed here with transformers/peft directly), the sweep's k = 1 row equals
+    spectra.data.evaluate, and the trained head (modules_to_save) becomes the normalising module."""
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -393,8 +394,23 @@ def test_threshold_margins_equal_the_models_own(tmp_path, tiny_setup) -> None:
 
     base_model = AutoModelForSequenceClassification.from_pretrained(base).eval()
     adapted = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base), adapter).eval()
-    assert rep.result.M0_clean.tolist() == pytest.approx(margin(base_model, clean), abs=1e-5)
-    assert rep.result.M0_trig.tolist() == pytest.approx(margin(base_model, twins), abs=1e-5)
+    # the base body with the adapter's trained head, built with transformers alone
+    from safetensors.torch import load_file
+
+    saved = load_file(str(adapter / "adapter_model.safetensors"))
+    body_and_head = AutoModelForSequenceClassification.from_pretrained(base).eval()
+    with torch.no_grad():
+        for name, p in body_and_head.classifier.named_parameters():
+            p.copy_(next(v for k, v in saved.items() if "classifier" in k and k.endswith(name)))
+    assert rep.settings["head"] == "trained" and rep.checks["m0_equals_base"]["ok"] is True
+    assert rep.result.M0_clean.tolist() == pytest.approx(margin(body_and_head, clean), abs=1e-5)
+    assert rep.result.M0_trig.tolist() == pytest.approx(margin(body_and_head, twins), abs=1e-5)
+    scaled = threshold(base, adapter, str(data), "badnet:mn", 1, grid=[0, 1], device="cpu", max_length=16, seed=2,
+                       head="scaled")
+    assert scaled.checks["m0_equals_base"]["ok"] is True and any("extrapolated" in n for n in scaled.notes)
+    assert scaled.result.M0_clean.tolist() == pytest.approx(margin(base_model, clean), abs=1e-5)
+    assert scaled.result.M0_trig.tolist() == pytest.approx(margin(base_model, twins), abs=1e-5)
+    assert scaled.result.M1_trig.tolist() == pytest.approx(rep.result.M1_trig.tolist(), abs=1e-6)
     assert rep.result.M1_clean.tolist() == pytest.approx(margin(adapted, clean), abs=1e-5)
     assert rep.result.M1_trig.tolist() == pytest.approx(margin(adapted, twins), abs=1e-5)
     assert rep.result.index.tolist() == nt
