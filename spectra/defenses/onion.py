@@ -1,0 +1,138 @@
+"""ONION (Qi et al. 2021, "ONION: A Simple and Effective Defense Against Textual Backdoor
+Attacks"): an inference-time filter that deletes the words a language model finds out of place.
+
+For a text of words ``w_1 … w_n`` and a causal language model, let ``p_0`` be the
+perplexity of the whole text and ``p_i`` the perplexity with word ``i`` deleted. The word's
+suspicion score is ``f_i = p_0 − p_i``: deleting an inserted trigger such as "mn" makes the
+text much more fluent, so its ``f_i`` is large. ONION deletes every word with ``f_i ≥ t``
+before the classifier sees the text — clean and triggered texts alike, since a defender
+cannot tell them apart.
+
+The threshold ``t``: Qi et al. take the lowest value that costs at most 2 points of clean
+accuracy on a validation set; :func:`calibrate_threshold` does exactly that on clean
+validation rows (no triggered data). Word splitting is on single spaces, as in the
+authors' code. The language model here is whatever causal LM is given (the study uses
+SmolLM2-135M, :func:`spectra.io.zoo.smollm2_path`; the paper used GPT-2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+#: clean-accuracy loss the calibrated threshold may cost on validation data (Qi et al.: 2 points)
+MAX_CA_DROP = 0.02
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in text.strip().split(" ") if w]
+
+
+@dataclass
+class Onion:
+    """A perplexity-based word filter around a causal LM (model + tokenizer, loaded by the caller)."""
+
+    model: Any
+    tokenizer: Any
+    batch_size: int = 64
+    max_length: int = 128
+    _cache: dict[str, list[float]] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, path: str, device: str = "cpu", **kwargs: Any) -> Onion:
+        """An :class:`Onion` around the causal LM in ``path`` (float32, eval mode)."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
+        return cls(model=model, tokenizer=tokenizer, **kwargs)
+
+    def perplexities(self, texts: Sequence[str]) -> list[float]:
+        """Perplexity of each text under the LM: exp of the mean next-token loss, every token
+        scored after a BOS/EOS prefix (so one-word texts have a perplexity too)."""
+        import torch
+
+        tok = self.tokenizer
+        prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        pad = tok.pad_token_id if tok.pad_token_id is not None else prefix
+        out = [0.0] * len(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        device = next(self.model.parameters()).device
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            ids = [[prefix] + tok(texts[i], add_special_tokens=False)["input_ids"][: self.max_length - 1] for i in idx]
+            width = max(len(r) for r in ids)
+            batch = torch.full((len(ids), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(ids), width), dtype=torch.long)
+            for j, row in enumerate(ids):
+                batch[j, : len(row)] = torch.tensor(row)
+                mask[j, : len(row)] = 1
+            with torch.no_grad():
+                logits = self.model(input_ids=batch.to(device), attention_mask=mask.to(device)).logits.float().cpu()
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch[:, 1:], reduction="none")
+            m = mask[:, 1:].float()
+            mean = (nll * m).sum(1) / m.sum(1).clamp(min=1)
+            for j, i in enumerate(idx):
+                out[i] = float(math.exp(min(float(mean[j]), 80.0)))
+        return out
+
+    def suspicion(self, texts: Sequence[str]) -> list[list[float]]:
+        """``f_i = p_0 − p_i`` for every word of every text (cached per text)."""
+        todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        variants: list[str] = []
+        spans: list[tuple[str, int, int]] = []
+        for text in todo:
+            words = _words(text)
+            start = len(variants)
+            variants.append(" ".join(words))
+            variants += [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]
+            spans.append((text, start, len(variants)))
+        ppl = self.perplexities(variants) if variants else []
+        for text, a, b in spans:
+            p0 = ppl[a]
+            self._cache[text] = [p0 - p for p in ppl[a + 1:b]]
+        return [list(self._cache[t]) for t in texts]
+
+    def filter(self, texts: Sequence[str], threshold: float) -> list[str]:
+        """The texts with every word whose suspicion is ≥ ``threshold`` deleted."""
+        scores = self.suspicion(texts)
+        kept = []
+        for text, f in zip(texts, scores):
+            words = _words(text)
+            kept.append(" ".join(w for w, s in zip(words, f) if s < threshold))
+        return kept
+
+
+def calibrate_threshold(onion: Onion, accuracy: Callable[[list[str]], float], val_texts: Sequence[str],
+                        max_drop: float = MAX_CA_DROP) -> dict[str, Any]:
+    """The lowest threshold whose filtering costs at most ``max_drop`` accuracy on clean validation texts.
+
+    Candidates are the distinct suspicion scores of the validation words (plus +∞, which
+    deletes nothing); lower thresholds delete more words. ``accuracy(texts)`` scores the
+    classifier on the validation rows in their order.
+
+    Returns:
+        ``{"threshold", "val_ca_unfiltered", "val_ca_filtered", "candidates_tried"}``.
+    """
+    texts = list(val_texts)
+    base = accuracy(texts)
+    scores = sorted({s for row in onion.suspicion(texts) for s in row})
+    # a bisection over the sorted candidates: accuracy falls as the threshold falls (more
+    # words deleted), close enough to monotone for the lowest admissible one to be found
+    lo, hi = 0, len(scores)  # index into scores; len(scores) stands for +inf
+    tried = 0
+    best = math.inf
+    best_ca = base
+    while lo < hi:
+        mid = (lo + hi) // 2
+        t = scores[mid]
+        ca = accuracy(onion.filter(texts, t))
+        tried += 1
+        if ca >= base - max_drop - 1e-12:
+            best, best_ca, hi = t, ca, mid
+        else:
+            lo = mid + 1
+    return {"threshold": best, "val_ca_unfiltered": base, "val_ca_filtered": best_ca, "candidates_tried": tried}
