@@ -1,0 +1,88 @@
+"""The two study rows no one has published: ONION on top of the LoRA model, and PEFT's own
+intruder-dimension reduction of the LoRA adapter (:mod:`spectra.defenses`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from spectra.study.execute import compact_eval
+
+
+def onion_run(base: str, adapter: str, splits: Any, trigger: str, target_label: int, recipe: Any,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """ONION (SmolLM2-135M as its language model) in front of the LoRA classifier.
+
+    The threshold is calibrated on the clean validation split (at most 2 points of CA lost,
+    Qi et al.'s rule); then every test text — clean and triggered — is filtered before the
+    classifier sees it.
+    """
+    import time
+
+    import torch
+
+    from spectra.data import LabelledData, predict_logits
+    from spectra.data.evaluate import evaluate
+    from spectra.data.triggers import parse_trigger, trigger_rng
+    from spectra.defenses.onion import Onion, calibrate_threshold
+    from spectra.io.model import load_classifier
+    from spectra.io.zoo import smollm2_path
+
+    t0 = time.time()
+    model, tok = load_classifier(base, adapter, num_labels=2, device="cpu")
+    onion = Onion.load(str(smollm2_path()))
+    val = splits.val
+
+    def accuracy(texts: list[str]) -> float:
+        logits = predict_logits(model, tok, texts, 64, recipe.max_length, progress=False)
+        return float((logits.argmax(-1) == torch.tensor(val.labels)).double().mean())
+
+    calib = calibrate_threshold(onion, accuracy, val.texts)
+    log(f"ONION threshold {calib['threshold']:.4g} (validation CA {calib['val_ca_unfiltered']:.3f} → "
+        f"{calib['val_ca_filtered']:.3f})")
+    test = splits.test
+    trig = parse_trigger(trigger)
+    # the triggered twins exactly as spectra.data.evaluate builds them, then filtered like the clean texts
+    triggered = {i: trig.insert(test.texts[i], trigger_rng(0, i)) for i, y in enumerate(test.labels) if y != target_label}
+    filtered_clean = onion.filter(test.texts, calib["threshold"])
+    filtered_trig = dict(zip(triggered, onion.filter(list(triggered.values()), calib["threshold"])))
+    removed = sum(1 for i, t in triggered.items() if trig.payload.split()[0] not in filtered_trig[i].split()
+                  and trig.payload.split()[0] in t.split())
+    # evaluate() inserts the trigger itself; give it a trigger that is already "inserted":
+    # score the filtered twins directly instead
+    clean_data = LabelledData(texts=filtered_clean, labels=list(test.labels), label_names=list(test.label_names),
+                              source=f"{test.source} (ONION-filtered)", sha256=test.sha256)
+    result = evaluate(model, tok, clean_data, trigger, target_label, seed=0, max_length=recipe.max_length,
+                      progress=False)
+    trig_logits = predict_logits(model, tok, [filtered_trig[i] for i in triggered], 64, recipe.max_length,
+                                 progress=False)
+    hits = int((trig_logits.argmax(-1) == target_label).sum())
+    row = compact_eval(result.to_dict())
+    row["asr"] = hits / len(triggered)
+    row["delta"] = row["ca"] - row["asr"]
+    from spectra.data.stats import wilson_interval
+
+    row["asr_ci"] = list(wilson_interval(hits, len(triggered)))
+    return {"eval": row, "onion": {**calib, "language_model": "SmolLM2-135M-Instruct",
+                                   "trigger_words_removed": removed, "triggered_rows": len(triggered)},
+            "seconds": round(time.time() - t0, 1)}
+
+
+def intruder_run(base: str, adapter: str, out: Path, splits: Any, trigger: str, target_label: int, recipe: Any,
+                 top_k: int = 32) -> dict[str, Any]:
+    """PEFT's ``reduce_intruder_dimension`` (its defaults) on the LoRA adapter, then CA/ASR and the audit."""
+    import shutil
+
+    from spectra.data.evaluate import run_eval
+    from spectra.defenses.intruder import reduce_intruders
+    from spectra.study.execute import _audit_summary
+
+    shutil.rmtree(out, ignore_errors=True)
+    info = reduce_intruders(base, adapter, out)
+    res = run_eval(base, str(out), splits.test, trigger, target_label, seed=0, max_length=recipe.max_length,
+                   device="cpu", progress=False)
+    return {"eval": compact_eval(res.to_dict()), "intruder": {k: v for k, v in info.items() if k != "log"},
+            "audit": _audit_summary(base, out, top_k), "folder": str(out),
+            "log": info["log"][:40], "adapter_config": json.loads((out / "adapter_config.json").read_text())}

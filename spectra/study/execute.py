@@ -1,0 +1,273 @@
+"""Carry out one :class:`~spectra.study.plan.Run` and store its result as JSON.
+
+Every run writes ``<results>/<id>.json`` once it is complete (atomically), and nothing
+before: a run that is cut short leaves its checkpoints in ``<work>/<id>.partial`` (the
+``spectra fix`` work folder) and resumes from the last epoch when started again. Heavy
+artifacts (poisoned bases, adapters) live under ``<work>``, which is not committed; the
+JSON holds every number the study page and its figures are drawn from, so the page
+regenerates without retraining.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from spectra.study.plan import Run, lr_picks
+from spectra.study.recipe import ATTACKS, LR_FAMILY, TARGET_LABEL, Recipe, Splits, load_splits
+
+Log = Callable[[str], None]
+
+#: the numbers kept from an EvalResult (the rest is provenance the run folder keeps)
+EVAL_KEYS = ("ca", "asr", "delta", "asr_floor", "collapsed", "majority_share", "ca_ci", "asr_ci", "asr_floor_ci",
+             "n_clean", "n_triggered", "predicted_share")
+
+
+def compact_eval(row: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation numbers a study row needs, from an ``EvalResult.to_dict()``."""
+    return {k: row.get(k) for k in EVAL_KEYS}
+
+
+def write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` to ``path`` atomically (a temporary sibling, then a rename)."""
+    from spectra.provenance import json_safe
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(json_safe(doc), indent=1, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class Study:
+    """The study's state on disk: where results and work live, and how each run kind executes."""
+
+    def __init__(self, results: str | os.PathLike[str], work: str | os.PathLike[str], recipe: Recipe | None = None,
+                 log: Log = print) -> None:
+        self.results = Path(results)
+        self.work = Path(work)
+        self.recipe = recipe or Recipe()
+        self.log = log
+        self._splits: Splits | None = None
+
+    # ---- state
+    @property
+    def splits(self) -> Splits:
+        if self._splits is None:
+            self._splits = load_splits(self.recipe)
+        return self._splits
+
+    def path(self, run: Run) -> Path:
+        return self.results / f"{run.id}.json"
+
+    def result(self, run: Run) -> dict[str, Any] | None:
+        p = self.path(run)
+        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+
+    def done(self, run: Run) -> bool:
+        return self.path(run).is_file()
+
+    def ready(self, run: Run) -> bool:
+        return all(self.done(d) for d in run.deps())
+
+    def base_folder(self, run: Run) -> Path:
+        return self.work / "bases" / run.base().id
+
+    def run_folder(self, run: Run) -> Path:
+        return self.work / "runs" / run.id
+
+    def picked_lr(self, family: str) -> tuple[float, dict[str, list[float]]]:
+        """The rate ``family`` picked (final validation CA of its pick runs) and the curves."""
+        from spectra.train.validation import pick_learning_rate
+
+        curves = {}
+        for pick in lr_picks(family, self.recipe.lr_grid):
+            res = self.result(pick)
+            if res is None:
+                raise RuntimeError(f"{pick.id}: not done yet")
+            curves[float(pick.lr)] = [row["val_ca"] for row in res["epochs"] if row.get("val_ca") is not None]
+        return pick_learning_rate(curves), {f"{lr:g}": c for lr, c in curves.items()}
+
+    def resolve_lr(self, run: Run) -> tuple[float, str]:
+        if run.lr is not None:
+            return float(run.lr), "given"
+        if run.model != "minilm":  # no pick on the second architecture: LoRA's rate on MiniLM
+            lr, _ = self.picked_lr(LR_FAMILY[run.method])
+            return lr, f"picked for {LR_FAMILY[run.method]} on MiniLM"
+        lr, _ = self.picked_lr(LR_FAMILY[run.method])
+        return lr, f"picked for the {LR_FAMILY[run.method]} family"
+
+    # ---- execution
+    def execute(self, run: Run) -> dict[str, Any]:
+        """Run ``run`` (its deps must be done) and store its JSON; returns the result."""
+        if self.done(run):
+            return self.result(run)  # type: ignore[return-value]
+        t0 = time.time()
+        handler = {"base": self._base, "finetune": self._finetune, "sweep": self._sweep, "onion": self._onion,
+                   "intruder": self._intruder}[run.kind]
+        doc = handler(run)
+        doc = {"id": run.id, "run": {k: getattr(run, k) for k in ("kind", "attack", "base_seed", "method", "seed",
+                                                                    "lr", "model", "tier")},
+               "wall_s": round(time.time() - t0, 1), **doc}
+        write_json(self.path(run), doc)
+        return doc
+
+    # base: poison the clean model on the proxy, then measure it downstream (Table 1)
+    def _base(self, run: Run) -> dict[str, Any]:
+        from spectra.data.evaluate import run_eval
+        from spectra.train.poison import poison
+
+        r, trig, folder = self.recipe, ATTACKS[run.attack], self.base_folder(run)
+        clean = _clean_model(run.model)
+        batch = 32 if run.model == "minilm" else 4  # the paper: 32 for BERT/RoBERTa, 4 for LLaMA
+        if not (folder / "poison.json").is_file():
+            result = poison(clean, self.splits.proxy, trig, TARGET_LABEL, n_poison=r.n_poison, mode=r.poison_mode,
+                            epochs=r.poison_epochs, lr=r.poison_lr, batch_size=batch, max_length=r.max_length,
+                            seed=run.base_seed, test_size=r.poison_test_size, device="cpu", log=self.log)
+            result.write(folder, overwrite=True)
+        info = json.loads((folder / "poison.json").read_text(encoding="utf-8"))
+        down = run_eval(str(folder), None, self.splits.test, trig, TARGET_LABEL, seed=0, max_length=r.max_length,
+                        device="cpu", progress=False)
+        return {"folder": str(folder), "proxy_heldout": {k: info.get(k) for k in EVAL_KEYS},
+                "downstream_test": compact_eval(down.to_dict()), "poisoning": info.get("poisoning", {}),
+                "train_log": info.get("train_log", []), "warnings": info.get("warnings", []),
+                "settings": {"clean_model": str(clean), "batch_size": batch, **{k: getattr(r, k) for k in (
+                    "n_poison", "poison_mode", "poison_epochs", "poison_lr", "poison_test_size", "max_length")}}}
+
+    # finetune: spectra fix with the study's settings, plus the rows derived from its adapter
+    def _finetune(self, run: Run) -> dict[str, Any]:
+        lr, why = self.resolve_lr(run)
+        reuse = self._same_pick(run, lr)
+        if reuse is not None:
+            return {**{k: v for k, v in reuse.items() if k not in ("id", "run", "wall_s")},
+                    "lr_choice": why, "same_as": reuse["id"], "wall_s_of_original": reuse.get("wall_s")}
+        from spectra.train.fix import run_fix
+        from spectra.train.validation import converged
+
+        r, trig = self.recipe, ATTACKS[run.attack]
+        epochs = r.epochs if run.model == "minilm" else 5.0  # the paper: 5 epochs for LLaMA
+        overrides: dict[str, Any] = {"epochs": epochs}
+        if run.model != "minilm":
+            overrides.update(rank=16)  # the paper: r = 16 for LLaMA
+        cfg = r.config(run.method, lr, run.seed, **overrides)
+        out = self.run_folder(run)
+        work = out.with_name(out.name + ".partial")
+        if out.exists() and not (out / "eval.json").is_file():
+            shutil.rmtree(out)
+        if not out.exists():
+            run_fix(str(self.base_folder(run)), self.splits.train, out, config=cfg, eval_data=self.splits.test,
+                    val_data=self.splits.val, trigger=trig, target_label=TARGET_LABEL, device="cpu",
+                    resume=work.exists(), work_dir=work, log=self.log, group_by_length=r.group_by_length)
+        rows = {row["model"]: row for row in json.loads((out / "eval.json").read_text(encoding="utf-8"))}
+        epochs_log = _epochs(out / "train_log.csv")
+        doc: dict[str, Any] = {
+            "lr": lr, "lr_choice": why, "config": cfg.to_dict(), "folder": str(out),
+            "eval": {name: compact_eval(row) for name, row in rows.items()},
+            "epochs": epochs_log, "converged": converged([e["val_ca"] for e in epochs_log if "val_ca" in e]),
+        }
+        if not cfg.full:
+            doc["audit"] = _audit_summary(str(self.base_folder(run)), out / "adapter", cfg.top_k)
+            if cfg.pt_active:
+                doc["audit_before_pt"] = _audit_summary(str(self.base_folder(run)), out / "adapter_before_rescale",
+                                                        cfg.top_k)
+                doc["rescale"] = _rescale_summary(out / "rescale.csv")
+            else:  # Pt alone on this adapter: the "+Pt" row of the ablation
+                doc["pt_alone"] = self._pt_alone(run, out, cfg)
+        return doc
+
+    def _same_pick(self, run: Run, lr: float) -> dict[str, Any] | None:
+        """The pick run this one duplicates (same attack, base, method, seed and rate), if any."""
+        if run.lr is not None:
+            return None
+        twin = Run("finetune", run.attack, run.base_seed, run.method, run.seed, lr, run.model, run.tier)
+        return self.result(twin)
+
+    def _pt_alone(self, run: Run, out: Path, cfg: Any) -> dict[str, Any]:
+        from spectra.train.fix import run_fix
+
+        pt_out = out.with_name(out.name + "__pt")
+        if not (pt_out / "eval.json").is_file():
+            shutil.rmtree(pt_out, ignore_errors=True)
+            pt_cfg = cfg.with_(pt=True)
+            run_fix(str(self.base_folder(run)), None, pt_out, adapter=out / "adapter", rescale_only=True, config=pt_cfg,
+                    eval_data=self.splits.test, trigger=ATTACKS[run.attack], target_label=TARGET_LABEL, device="cpu",
+                    log=self.log)
+        rows = {row["model"]: row for row in json.loads((pt_out / "eval.json").read_text(encoding="utf-8"))}
+        return {"eval": compact_eval(rows["new"]), "rescale": _rescale_summary(pt_out / "rescale.csv"),
+                "folder": str(pt_out)}
+
+    # sweep: Figure 3 and the threshold predictions for one adapter (before Pt)
+    def _sweep(self, run: Run) -> dict[str, Any]:
+        from spectra.study.sweep import sweep_run
+
+        ft = self.result(run.finetune())
+        assert ft is not None
+        folder = Path(ft["folder"])
+        adapter = folder / ("adapter_before_rescale" if (folder / "adapter_before_rescale").is_dir() else "adapter")
+        rescale = ft.get("rescale") or (ft.get("pt_alone") or {}).get("rescale")
+        return sweep_run(str(self.base_folder(run)), str(adapter), self.splits.test, ATTACKS[run.attack],
+                         TARGET_LABEL, self.recipe, rescale=rescale, log=self.log)
+
+    def _onion(self, run: Run) -> dict[str, Any]:
+        from spectra.study.baselines import onion_run
+
+        ft = self.result(run.finetune())
+        assert ft is not None
+        return onion_run(str(self.base_folder(run)), str(Path(ft["folder"]) / "adapter"), self.splits,
+                         ATTACKS[run.attack], TARGET_LABEL, self.recipe, log=self.log)
+
+    def _intruder(self, run: Run) -> dict[str, Any]:
+        from spectra.study.baselines import intruder_run
+
+        ft = self.result(run.finetune())
+        assert ft is not None
+        return intruder_run(str(self.base_folder(run)), str(Path(ft["folder"]) / "adapter"),
+                            self.run_folder(run), self.splits, ATTACKS[run.attack], TARGET_LABEL, self.recipe,
+                            top_k=self.recipe.top_k)
+
+
+def _clean_model(model: str) -> Path:
+    from spectra.io.zoo import minilm_path, smollm2_path
+
+    return minilm_path() if model == "minilm" else smollm2_path()
+
+
+def _epochs(path: Path) -> list[dict[str, Any]]:
+    """The per-epoch training log (``train_log.csv``) as records with the study's columns."""
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    keep = [c for c in ("epoch", "step", "loss", "task_loss", "penalty", "val_ca", "val_loss", "val_asr_monitor",
+                        "overlap", "ratio_median", "ratio_min", "learning_rate") if c in table.columns]
+    return [{k: (None if pd.isna(v) else float(v)) for k, v in row.items()} for row in table[keep].to_dict("records")]
+
+
+def _audit_summary(base: str, adapter: Path, top_k: int) -> dict[str, Any]:
+    """Medians of the audit's headline numbers over the adapter's LoRA modules."""
+    from spectra.audit import audit
+    from spectra.train.fix import _lora_patterns
+
+    report = audit(base, [str(adapter)], names=["adapter"], top_k=top_k, device="cpu",
+                   modules=_lora_patterns(base, [adapter]))
+    summary = json.loads(report.summary().to_json(orient="records"))[0]
+    table = report.table
+    summary["modules_table"] = [{k: row[k] for k in ("module", "layer", "module_type", "ratio", "cos_max_left",
+                                                     "cos_max_right", "overlap", "sigma_pre", "sigma_delta")}
+                                for row in json.loads(table.to_json(orient="records"))]
+    return summary
+
+
+def _rescale_summary(path: Path) -> dict[str, Any]:
+    """Pt's per-module multipliers s'/s (where Pt lands on the sweep's axis)."""
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    done = table[table["rescaled"]]
+    mult = (done["scale_after"] / done["scale_before"]).tolist()
+    return {"modules": done["module"].tolist(), "multipliers": mult,
+            "multiplier_median": float(pd.Series(mult).median()) if mult else None,
+            "multiplier_min": min(mult) if mult else None, "multiplier_max": max(mult) if mult else None}
