@@ -47,9 +47,10 @@ class Study:
     """The study's state on disk: where results and work live, and how each run kind executes."""
 
     def __init__(self, results: str | os.PathLike[str], work: str | os.PathLike[str], recipe: Recipe | None = None,
-                 log: Log = print) -> None:
+                 log: Log = print, bases: str | os.PathLike[str] | None = None) -> None:
         self.results = Path(results)
         self.work = Path(work)
+        self.bases = Path(bases) if bases is not None else self.work / "bases"  # poisoned bases (a cache)
         self.recipe = recipe or Recipe()
         self.log = log
         self._splits: Splits | None = None
@@ -75,7 +76,7 @@ class Study:
         return all(self.done(d) for d in run.deps())
 
     def base_folder(self, run: Run) -> Path:
-        return self.work / "bases" / run.base().id
+        return self.bases / run.base().id
 
     def run_folder(self, run: Run) -> Path:
         return self.work / "runs" / run.id
@@ -132,7 +133,8 @@ class Study:
         info = json.loads((folder / "poison.json").read_text(encoding="utf-8"))
         down = run_eval(str(folder), None, self.splits.test, trig, TARGET_LABEL, seed=0, max_length=r.max_length,
                         device="cpu", progress=False)
-        return {"folder": str(folder), "proxy_heldout": {k: info.get(k) for k in EVAL_KEYS},
+        return {"folder": str(folder), "proxy_heldout": compact_eval(info.get("evaluation") or info),
+                "poison_wall_s": (info.get("timings_s") or {}).get("total"),
                 "downstream_test": compact_eval(down.to_dict()), "poisoning": info.get("poisoning", {}),
                 "train_log": info.get("train_log", []), "warnings": info.get("warnings", []),
                 "settings": {"clean_model": str(clean), "batch_size": batch, **{k: getattr(r, k) for k in (

@@ -36,6 +36,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "dora+rora": {"ci": True, "tr": True, "pt": True, "use_dora": True},
     "olora+rora": {"ci": True, "tr": True, "pt": True, "init": "olora"},
 }
+#: the rates the study picked on clean validation data (docs/reproduction.md, "Learning
+#: rate"); the demo trains with them instead of repeating the pick
+PICKED_LR = {"fft": 2e-5, "lora": 2e-3, "rora": 2e-3}
 #: methods whose learning rate is picked from the grid; the others borrow one (LR_FAMILY)
 SELECTED = ("fft", "lora", "rora")
 LR_FAMILY = {"fft": "fft", "lora": "lora", "lora+ci": "lora", "lora+tr": "lora", "rora": "rora",
@@ -93,7 +96,19 @@ class Recipe:
     rescale_layers: int = 3
     # the LoRA-scale sweep (Figure 3): multipliers k of every LoRA scale, head as trained
     grid: tuple[float, ...] = (0, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
+    # smaller budgets (the quick demo): stratified subsamples of the proxy, the downstream
+    # training rows and the test rows; None keeps them whole
+    proxy_rows: int | None = None
+    train_rows: int | None = None
+    test_rows: int | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def key(self) -> str:
+        """A short content key of the settings (work folders of different recipes never mix)."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def config(self, method: str, lr: float, seed: int, **overrides: Any) -> RoRAConfig:
         """The :class:`RoRAConfig` of ``method`` at learning rate ``lr`` and ``seed``."""
@@ -126,8 +141,11 @@ def load_splits(recipe: Recipe) -> Splits:
     """Load the built-in corpora and split them as :class:`Recipe` says (deterministic)."""
     from spectra.data import load_labelled, split
 
-    proxy = load_labelled(recipe.proxy)
+    def sub(data: Any, rows: int | None) -> Any:
+        return data if rows is None or rows >= len(data) else split(data, rows, recipe.split_seed)[1]
+
+    proxy = sub(load_labelled(recipe.proxy), recipe.proxy_rows)
     downstream = load_labelled(recipe.downstream)
     train_all, test = split(downstream, recipe.test_size, recipe.split_seed)
     train, val = split(train_all, recipe.val_size, recipe.split_seed)
-    return Splits(proxy=proxy, train=train, val=val, test=test)
+    return Splits(proxy=proxy, train=sub(train, recipe.train_rows), val=val, test=sub(test, recipe.test_rows))

