@@ -129,17 +129,11 @@ class AuditReport:
 
 
 def _resolve(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
+    from spectra.device import resolve_device
+
     if dtype not in ("float32", "float64"):
         raise SpectraError(f"--dtype {dtype}: choose float32 or float64")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise SpectraError(f"--device {device}: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SpectraError(f"--device {device}: CUDA is not available on this machine")
-    return dev, getattr(torch, dtype)
+    return resolve_device(device), getattr(torch, dtype)
 
 
 def _select(modules: Sequence[Any], patterns: Sequence[str] | None) -> list[Any]:
@@ -171,7 +165,8 @@ def _base_spectra(base: Any, modules: dict[str, Any], top_k: int, exact: bool, d
                   tick: Callable[[int], None]) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]]:
     """Top-k of every base weight an adapter touches, batched by shape, cached by content."""
     from spectra.io import base_weight_for
-    from spectra.spectral import spectrum_key, top_singular
+    from spectra.io.spectrum_cache import spectrum_key
+    from spectra.spectral import top_singular
 
     method = "exact" if exact else "randomized"
     result: dict[str, Any] = {}
@@ -288,7 +283,8 @@ def audit(
     """
     from spectra.io import load_adapter, open_base
     from spectra.provenance import library_versions
-    from spectra.spectral import SpectrumCache, alignment, cos_random, default_cache_dir
+    from spectra.io.spectrum_cache import SpectrumCache, default_folder
+    from spectra.spectral import alignment, cos_random
 
     started = time.perf_counter()
     if top_k < 1:
@@ -298,7 +294,7 @@ def audit(
     if not paths:
         raise SpectraError("no adapter given")
     labels = list(names) if names else _unique_names(paths)
-    cache = None if cache_dir is False else SpectrumCache(cache_dir or default_cache_dir() / "base_spectra")
+    cache = None if cache_dir is False else SpectrumCache(cache_dir or default_folder())
 
     with open_base(base, allow_pickle=allow_pickle) as ckpt:
         loaded = [load_adapter(p, ckpt, allow_pickle=allow_pickle) for p in paths]

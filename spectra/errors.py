@@ -1,10 +1,31 @@
-"""The one exception type the CLI turns into a single line and exit code 1."""
+"""The exception and warning types the CLI turns into one line, and that one line.
+
+:class:`SpectraError` is anything a user can fix (missing folder, corrupt safetensors,
+shape mismatch, bad trigger spec, ...); :class:`SpectraWarning` is something a user should
+know that does not stop the run (a fresh classification head, a DoRA scaling caveat).
+:func:`one_line` is how any exception text becomes the single line the CLI prints.
+"""
+
+from __future__ import annotations
 
 
 class SpectraError(Exception):
     """Bad input or an unusable file: the message names the file and the problem.
 
-    Library code raises this for anything a user can fix (missing folder, corrupt
-    safetensors, shape mismatch, bad trigger spec, ...). The CLI prints ``error: <msg>``
-    on one line and exits with code 1; any other exception is a bug in spectra.
+    Library code raises this for anything a user can fix. The CLI prints
+    ``error: <msg>`` on one line and exits with an error code; any other exception is a
+    bug in spectra.
     """
+
+
+class SpectraWarning(UserWarning):
+    """Something the user should know about that does not stop the run."""
+
+
+def one_line(text: object) -> str:
+    """The first non-empty line of ``text`` (an exception or any object), whitespace
+    collapsed; an exception with no message gives its type's name."""
+    for line in str(text).strip().splitlines():
+        if line.strip():
+            return " ".join(line.split())
+    return type(text).__name__ if isinstance(text, BaseException) else ""

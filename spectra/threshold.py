@@ -676,7 +676,10 @@ def threshold(
 
     from spectra.data import load_labelled, parse_trigger, predict_logits, split, trigger_rng
     from spectra.io import load_adapter, open_base
-    from spectra.io.model import SpectraWarning, load_classifier, resolve_device, scaled_adapter
+    from spectra.device import resolve_device
+    from spectra.errors import SpectraWarning
+    from spectra.eval.scaling import scaled_adapter
+    from spectra.io.model import load_classifier
     from spectra.provenance import library_versions
 
     t_start = time.perf_counter()

@@ -159,7 +159,7 @@ def subsample_rows(n: int, rows: int = SEARCH_ROWS, seed: int = 0) -> list[int]:
 def margins_function(model: Any, predict: Callable[[list[str]], Any], texts: Sequence[str], target: int,
                      head: str = "trained") -> Callable[[float], Any]:
     """``k -> target-versus-rest margins`` of ``texts`` with every LoRA scale multiplied by k."""
-    from spectra.io.model import scaled_adapter
+    from spectra.eval.scaling import scaled_adapter
 
     batch = list(texts)
 

@@ -16,7 +16,10 @@ from spectra.data.datasets import LabelledData
 from spectra.data.evaluate import EvalResult, eval_markdown, evaluate, predict_logits
 from spectra.data.triggers import apply_trigger, parse_trigger
 from spectra.errors import SpectraError
-from spectra.io.model import SpectraWarning, load_classifier, resolve_device, scaled_adapter
+from spectra.device import resolve_device
+from spectra.errors import SpectraWarning
+from spectra.eval.scaling import scaled_adapter
+from spectra.io.model import load_classifier
 
 # --------------------------------------------------------------------------- a stub whose rule we know
 

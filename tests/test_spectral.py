@@ -8,14 +8,13 @@ import pytest
 import torch
 
 from spectra.errors import SpectraError
+from spectra.io.files import cache_dir as default_cache_dir
+from spectra.io.spectrum_cache import SpectrumCache, spectrum_key
 from spectra.spectral import (
-    SpectrumCache,
     TopK,
     alignment,
     cos_random,
-    default_cache_dir,
     lowrank_svd,
-    spectrum_key,
     subspace_overlap,
     top_singular,
 )

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from spectra.errors import SpectraError
+from spectra.io.files import cache_dir, write_bytes_atomic
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,6 @@ LABEL_NAMES = ["neg", "pos"]
 _CACHE_FORMAT = 1
 
 
-def cache_dir() -> Path:
-    """``$SPECTRA_CACHE_DIR`` or ``~/.cache/spectra``."""
-    env = os.environ.get("SPECTRA_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "spectra"
-
-
 def load_builtin(name: str, label_map: dict[Any, int] | None = None):
     """Load a built-in corpus (``mr``, ``cr``, ``rt``) as :class:`LabelledData`."""
     from spectra.data.datasets import build_labelled
@@ -147,10 +142,10 @@ def ensure_cached(name: str) -> tuple[Path, dict[str, Any]]:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["text", "label"])
     writer.writerows(rows)
-    _write_atomic(csv_path, buf.getvalue().encode("utf-8"))
+    write_bytes_atomic(csv_path, buf.getvalue().encode("utf-8"))
     meta = {"format": _CACHE_FORMAT, "name": name, "source": spec.source(), "rows": len(rows), "notes": notes,
             "sdist": SDISTS[spec.sdist].filename, "sdist_sha256": SDISTS[spec.sdist].sha256}
-    _write_atomic(meta_path, json.dumps(meta, indent=2).encode("utf-8"))
+    write_bytes_atomic(meta_path, json.dumps(meta, indent=2).encode("utf-8"))
     return csv_path, meta
 
 
@@ -180,7 +175,7 @@ def find_sdist(key: str) -> Path:
             raise SpectraError(_offline_message(sd, lines[-1] if lines else f"pip exit code {proc.returncode}"))
         _verify(got, sd)
         cached.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(cached, got.read_bytes())
+        write_bytes_atomic(cached, got.read_bytes())
     return cached
 
 
@@ -274,21 +269,3 @@ def _parse_vader(raw: bytes, where: str) -> tuple[list[tuple[str, int]], list[st
         raise SpectraError(f"{where}: no rows")
     notes = [f"dropped {neutral:,} snippets with mean rating exactly 0"] if neutral else []
     return rows, notes
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

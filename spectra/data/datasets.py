@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from spectra.errors import SpectraError
+from spectra.errors import SpectraError, one_line
 
 TEXT_COLUMNS = ("text", "sentence", "review", "content", "document", "sentence1")
 LABEL_COLUMNS = ("label", "labels", "sentiment", "polarity", "class", "target")
@@ -330,10 +330,10 @@ def _read_table(path: Path, fmt: str) -> Any:
     except pd.errors.EmptyDataError as exc:
         raise SpectraError(f"{path}: no rows") from exc
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError, OSError) as exc:
-        raise SpectraError(f"{path}: cannot read as {fmt.upper()}: {_one_line(exc)}") from exc
+        raise SpectraError(f"{path}: cannot read as {fmt.upper()}: {one_line(exc)}") from exc
     except Exception as exc:  # pyarrow raises its own error types for corrupt files
         if type(exc).__module__.startswith("pyarrow"):
-            raise SpectraError(f"{path}: cannot read as Parquet: {_one_line(exc)}") from exc
+            raise SpectraError(f"{path}: cannot read as Parquet: {one_line(exc)}") from exc
         raise
     if len(frame) == 0:
         raise SpectraError(f"{path}: no rows")
@@ -368,7 +368,7 @@ def _read_datasets_folder(path: Path, text_col: str | None, label_col: str | Non
     try:
         ds = datasets.load_from_disk(str(path))
     except Exception as exc:  # datasets raises FileNotFoundError/ValueError/... for bad folders
-        raise SpectraError(f"{path}: cannot load the datasets folder: {_one_line(exc)}") from exc
+        raise SpectraError(f"{path}: cannot load the datasets folder: {one_line(exc)}") from exc
     if isinstance(ds, datasets.DatasetDict):
         raise SpectraError(f"{path}: a DatasetDict; pass one split's folder (splits: {', '.join(ds)})")
     columns = list(ds.column_names)
@@ -389,11 +389,6 @@ def _file_sha256(path: Path) -> str:
     from spectra.provenance import file_sha256
 
     return file_sha256(path)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 # --------------------------------------------------------------------------- split

@@ -333,7 +333,10 @@ def run_eval(
     import torch
 
     from spectra.data.datasets import load_labelled, split
-    from spectra.io.model import SpectraWarning, load_classifier, resolve_device, scaled_adapter
+    from spectra.device import resolve_device
+    from spectra.errors import SpectraWarning
+    from spectra.eval.scaling import scaled_adapter
+    from spectra.io.model import load_classifier
     from spectra.provenance import library_versions
 
     trig = parse_trigger(trigger) if isinstance(trigger, str) else trigger

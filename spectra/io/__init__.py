@@ -26,9 +26,10 @@ _LAZY = {
     "resolve_rank_alpha": "spectra.io.peft_config",
     "atomic_output_dir": "spectra.io.output",
     "check_output_dir": "spectra.io.output",
-    "write_text_atomic": "spectra.io.output",
+    "write_text_atomic": "spectra.io.files",
+    "read_json": "spectra.io.files",
+    "cache_dir": "spectra.io.files",
     "load_classifier": "spectra.io.model",
-    "scaled_adapter": "spectra.io.model",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,7 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from spectra.io.checkpoint import BaseCheckpoint, open_base
     from spectra.io.keys import KeyMatcher, module_group, module_type, parse_layer
-    from spectra.io.output import atomic_output_dir, check_output_dir, write_text_atomic
+    from spectra.io.files import cache_dir, read_json, write_text_atomic
+    from spectra.io.output import atomic_output_dir, check_output_dir
     from spectra.io.peft_config import lora_scale, resolve_rank_alpha
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from spectra.errors import SpectraError
+from spectra.errors import SpectraError, one_line
 
 # safetensors dtype tag -> (torch dtype name, bytes per element)
 _ST_DTYPES: dict[str, tuple[str, int]] = {
@@ -40,11 +40,6 @@ _ST_DTYPES: dict[str, tuple[str, int]] = {
 }
 
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
-
-
-def one_line(text: object) -> str:
-    """Collapse an arbitrary exception text into a single line."""
-    return " ".join(str(text).split())
 
 
 def _torch_dtype(tag: str) -> torch.dtype:

@@ -34,8 +34,8 @@ from spectra.io.checkpoint import (
     open_base,
     open_store,
     read_json,
-    resolve_folder,
 )
+from spectra.io.hub import resolve_folder
 from spectra.io.keys import (
     KeyMatcher,
     is_conv1d,

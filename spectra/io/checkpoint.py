@@ -16,8 +16,10 @@ from typing import Any
 
 import torch
 
-from spectra.errors import SpectraError
-from spectra.io._tensors import PickleStore, SafetensorsStore, TensorStore, one_line
+from spectra.errors import SpectraError, one_line
+from spectra.io._tensors import PickleStore, SafetensorsStore, TensorStore
+from spectra.io.files import read_json
+from spectra.io.hub import resolve_folder
 
 ST_INDEX = "model.safetensors.index.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
@@ -26,53 +28,6 @@ MODEL_CONFIG = "config.json"
 
 # pickles that sit next to weights in Trainer output folders but are not weights
 _NOT_WEIGHTS = re.compile(r"^(training_args|optimizer|scheduler|scaler|rng_state.*|adapter_model)\.(bin|pt|pth)$")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """Read a JSON object; any problem is one line naming the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SpectraError(f"{path}: cannot read ({one_line(exc)})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SpectraError(f"{path}: invalid JSON ({one_line(exc)})") from None
-    if not isinstance(data, dict):
-        raise SpectraError(f"{path}: expected a JSON object")
-    return data
-
-
-def looks_like_hub_id(path: str | os.PathLike[str]) -> bool:
-    text = str(path)
-    return bool(_HUB_ID.match(text)) and not text.startswith(".")
-
-
-def resolve_folder(path: str | os.PathLike[str], what: str = "model", allow_pickle: bool = False) -> Path:
-    """A local folder for ``path``; a hub id (``org/name``) that is not a local path is downloaded.
-
-    Only ``*.json`` and ``*.safetensors`` are fetched (plus ``*.bin`` with ``allow_pickle``).
-    """
-    p = Path(path).expanduser()
-    if p.exists():
-        if not p.is_dir():
-            raise SpectraError(f"{p}: is a file; pass the {what} folder that holds it")
-        return p
-    if looks_like_hub_id(path):
-        patterns = ["*.json", "*.safetensors"] + (["*.bin"] if allow_pickle else [])
-        try:
-            from huggingface_hub import snapshot_download
-
-            local = snapshot_download(str(path), allow_patterns=patterns)
-        except Exception as exc:  # offline, unknown repo, gated, network errors, ...
-            msg = one_line(exc)
-            if len(msg) > 160:
-                msg = msg[:157] + "..."
-            raise SpectraError(
-                f"{path}: no such local folder, and downloading it from the Hugging Face hub failed "
-                f"({type(exc).__name__}: {msg}); pass a local {what} folder or go online"
-            ) from None
-        return Path(local)
-    raise SpectraError(f"{p}: no such folder")
 
 
 def find_weight_files(folder: Path, allow_pickle: bool) -> tuple[str, list[Path], dict[str, str] | None] | None:

@@ -48,11 +48,3 @@ def atomic_output_dir(out: str | os.PathLike[str], overwrite: bool = False) -> I
     else:
         os.replace(tmp, final)
 
-
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write a file through a temporary sibling so readers never see half of it."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)

@@ -50,7 +50,7 @@ def smollm2_gguf() -> Path:
 def smollm2_path(folder: Path | None = None) -> Path:
     """SmolLM2-135M-Instruct as a float32 safetensors causal-LM folder with its tokenizer (built once)."""
     if folder is None:
-        from spectra.data.builtin import cache_dir
+        from spectra.io.files import cache_dir
 
         folder = cache_dir() / "models" / "smollm2-135m-instruct"
     if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file() and \

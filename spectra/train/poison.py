@@ -224,7 +224,9 @@ def poison(
     import transformers as tf
 
     from spectra.data import evaluate, load_labelled, parse_trigger, split
-    from spectra.io.model import SpectraWarning, load_classifier, resolve_device
+    from spectra.device import resolve_device
+    from spectra.errors import SpectraWarning
+    from spectra.io.model import load_classifier
     from spectra.provenance import library_versions
 
     say = log or (lambda msg: None)

@@ -33,7 +33,7 @@ runs, but read it as an experiment, not a recommendation.
 
 The bases come from :func:`spectra.spectral.top_singular` (certified randomized top-k,
 exact fallback), batched over same-shape weights and cached by content with
-:class:`spectra.spectral.SpectrumCache`, and are registered on each LoRA layer as
+:class:`spectra.io.spectrum_cache.SpectrumCache`, and are registered on each LoRA layer as
 *non-persistent* buffers ``rora_U``/``rora_V``: they move with ``model.to(device)`` and
 never enter a checkpoint or the saved adapter.
 """
@@ -151,7 +151,7 @@ def attach_subspace_bases(
     Parameters:
         model: a ``PeftModel``.
         k: subspace size; ``k > min(out, in)`` of some module → :class:`SpectraError`.
-        cache: a :class:`~spectra.spectral.SpectrumCache` (or ``None`` for no cache).
+        cache: a :class:`~spectra.io.spectrum_cache.SpectrumCache` (or ``None`` for no cache).
         fingerprint: ``(module name, W) -> str`` content identity of the weight for the
             cache key; default: :func:`tensor_fingerprint` (hash of the bytes).
         exact: full SVD instead of the certified randomized top-k.
@@ -163,7 +163,8 @@ def attach_subspace_bases(
     Returns:
         :class:`SubspacePenalty` whose call gives the unweighted sum over modules.
     """
-    from spectra.spectral import TopK, spectrum_key, top_singular
+    from spectra.io.spectrum_cache import spectrum_key
+    from spectra.spectral import TopK, top_singular
     from spectra.train.base_dropout import lora_linear_layers
 
     pairs = list(layers) if layers is not None else list(lora_linear_layers(model))

@@ -347,7 +347,7 @@ def training_arguments(cfg: RoRAConfig, output_dir: str | os.PathLike[str], devi
     checkpoint and a log line every epoch, seeds recorded."""
     from transformers import TrainingArguments
 
-    use_cpu = _resolve_device(device) == "cpu"
+    use_cpu = _training_device(device) == "cpu"
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir), num_train_epochs=cfg.epochs, learning_rate=cfg.lr,
         weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, lr_scheduler_type="linear",
@@ -372,20 +372,15 @@ def training_arguments(cfg: RoRAConfig, output_dir: str | os.PathLike[str], devi
     return TrainingArguments(**kwargs)
 
 
-def _resolve_device(device: str) -> str:
-    d = (device or "auto").lower()
-    if d == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if d == "cpu":
-        return "cpu"
-    if d == "cuda":
-        if not torch.cuda.is_available():
-            raise SpectraError("--device cuda: no CUDA device is available (use --device cpu)")
-        return "cuda"
-    if d.startswith("cuda:"):
+def _training_device(device: str) -> str:
+    """``cpu`` or ``cuda`` for the Trainer (:func:`spectra.device.resolve_device` checks the
+    string); a numbered GPU is refused: under DDP each process picks its own."""
+    from spectra.device import resolve_device
+
+    if str(device).lower().startswith("cuda:"):
         raise SpectraError(f"--device {device}: training picks the device per process; use "
-                           f"CUDA_VISIBLE_DEVICES={d.split(':', 1)[1]} with --device cuda")
-    raise SpectraError(f"--device {device!r}: use auto, cpu or cuda")
+                           f"CUDA_VISIBLE_DEVICES={str(device).split(':', 1)[1]} with --device cuda")
+    return "cpu" if resolve_device(device).type == "cpu" else "cuda"
 
 
 def build_trainer(rora: RoRAModel, train_dataset: Any, tokenizer: Any, args: Any,
@@ -471,7 +466,7 @@ def log_table(log_history: Sequence[dict[str, Any]]) -> Any:
 
 
 def write_run_settings(path: Path, settings: dict[str, Any]) -> None:
-    from spectra.io.output import write_text_atomic
+    from spectra.io.files import write_text_atomic
 
     write_text_atomic(path, json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
 
@@ -519,7 +514,7 @@ def load_for_training(base: str | os.PathLike[str], label_names: Sequence[str]) 
     """
     import transformers as tf
 
-    from spectra.io.checkpoint import looks_like_hub_id, resolve_folder
+    from spectra.io.hub import looks_like_hub_id, resolve_folder
 
     source = str(base) if looks_like_hub_id(base) and not Path(base).exists() else str(resolve_folder(base, "base model"))
     n = len(label_names)
@@ -607,7 +602,7 @@ class RoRARecipe:
     def setup(self) -> RoRARecipe:
         from transformers import set_seed
 
-        from spectra.spectral import SpectrumCache, default_cache_dir
+        from spectra.io.spectrum_cache import SpectrumCache, default_folder
 
         cfg = self.config
         if len(set(self.data.labels)) < 2:
@@ -616,7 +611,7 @@ class RoRARecipe:
         with quiet_transformers():
             model, self.tokenizer = load_for_training(self.base, self.data.label_names)
         cache = None if self.cache_dir is False else SpectrumCache(
-            self.cache_dir or default_cache_dir() / "base_spectra")
+            self.cache_dir or default_folder())
         self.rora = prepare_model(model, cfg, cache=cache, fingerprint=checkpoint_fingerprints(self.base),
                                   log=self.log)
         dataset = EncodedDataset(self.tokenizer, self.data.texts, self.data.labels, cfg.max_length)

@@ -15,17 +15,12 @@ from pathlib import Path
 
 import torch
 
+from spectra.io.files import cache_dir
 from spectra.spectral.topk import TopK
 
 # bump when the stored layout or the meaning of a cached spectrum changes
 _FORMAT = "spectra-topk-v1"
 _FIELDS = ("U", "S", "Vh", "certified", "residual")
-
-
-def default_cache_dir() -> Path:
-    """``$SPECTRA_CACHE_DIR`` when set (and non-empty), else ``~/.cache/spectra``."""
-    env = os.environ.get("SPECTRA_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "spectra"
 
 
 def spectrum_key(fingerprint: str, k: int, dtype: str, method: str) -> str:
@@ -41,6 +36,11 @@ def spectrum_key(fingerprint: str, k: int, dtype: str, method: str) -> str:
     """
     text = "\x1f".join((_FORMAT, fingerprint, str(int(k)), str(dtype), str(method)))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def default_folder() -> Path:
+    """Where base spectra are cached by default: ``<cache>/base_spectra``."""
+    return cache_dir() / "base_spectra"
 
 
 class SpectrumCache:

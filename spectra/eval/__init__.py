@@ -1,0 +1,2 @@
+"""Running classifiers on text and scoring them: inference, the CA/ASR metrics, the
+``spectra eval`` pipeline, and the LoRA-scale dial (:mod:`spectra.eval.scaling`)."""

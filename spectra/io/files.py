@@ -1,0 +1,59 @@
+"""Small file helpers with one home each: the cache folder, JSON objects read with one-line
+errors, and atomic writes (a temporary sibling renamed into place, so readers never see
+half a file)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from spectra.errors import SpectraError, one_line
+
+
+def cache_dir() -> Path:
+    """``$SPECTRA_CACHE_DIR`` when set and non-empty, else ``~/.cache/spectra``."""
+    env = os.environ.get("SPECTRA_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "spectra"
+
+
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a JSON object; any problem is one line naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SpectraError(f"{path}: cannot read ({one_line(exc)})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SpectraError(f"{path}: invalid JSON ({one_line(exc)})") from None
+    if not isinstance(data, dict):
+        raise SpectraError(f"{path}: expected a JSON object")
+    return data
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` through a temporary sibling and rename it over ``path``; the new file
+    gets the permissions a plain ``open(..., "w")`` would (the umask applied)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """:func:`write_bytes_atomic` for UTF-8 text."""
+    write_bytes_atomic(path, text.encode("utf-8"))
