@@ -13,7 +13,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _LAZY = {
-    "LabelledData": "spectra.data.datasets",
+    "LabelledData": "spectra.data.labelled",
+    "build_labelled": "spectra.data.labelled",
     "load_labelled": "spectra.data.datasets",
     "split": "spectra.data.datasets",
     "BUILTINS": "spectra.data.builtin",
@@ -32,7 +33,8 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from spectra.data.builtin import BUILTINS
-    from spectra.data.datasets import LabelledData, load_labelled, split
+    from spectra.data.datasets import load_labelled, split
+    from spectra.data.labelled import LabelledData, build_labelled
     from spectra.data.evaluate import EvalResult, eval_markdown, evaluate, predict_logits, run_eval
     from spectra.data.stats import newcombe_interval, wilson_interval
     from spectra.data.triggers import Trigger, apply_trigger, parse_trigger, trigger_rng

@@ -94,7 +94,7 @@ _CACHE_FORMAT = 1
 
 def load_builtin(name: str, label_map: dict[Any, int] | None = None):
     """Load a built-in corpus (``mr``, ``cr``, ``rt``) as :class:`LabelledData`."""
-    from spectra.data.datasets import build_labelled
+    from spectra.data.labelled import build_labelled
     from spectra.provenance import file_sha256
 
     if name not in BUILTINS:

@@ -8,7 +8,6 @@ Nothing is read beyond the safetensors headers until ``get`` asks for one tensor
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path

@@ -23,7 +23,6 @@ from spectra.io.hub import looks_like_hub_id
 from spectra.io.files import read_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 _SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
