@@ -19,7 +19,7 @@ _LAZY = {
     "ThresholdReport": ("spectra.threshold", "ThresholdReport"),
     "run_fix": ("spectra.train.fix", "run_fix"),
     "RoRAConfig": ("spectra.train.config", "RoRAConfig"),
-    "run_eval": ("spectra.data.evaluate", "run_eval"),
+    "run_eval": ("spectra.eval.pipeline", "run_eval"),
     "poison": ("spectra.train.poison", "poison"),
     "run_demo": ("spectra.demo", "run_demo"),
 }

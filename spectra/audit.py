@@ -67,6 +67,11 @@ class AuditReport:
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
+    def definitions(self) -> dict[str, str]:
+        """One sentence per column (what reports print beside the numbers)."""
+        return DEFINITIONS
+
+    @property
     def adapters(self) -> list[str]:
         return list(dict.fromkeys(self.table["adapter"]))
 
@@ -282,7 +287,7 @@ def audit(
         :class:`AuditReport` with one row per (adapter, module).
     """
     from spectra.io import load_adapter, open_base
-    from spectra.provenance import library_versions
+    from spectra.provenance import describe_path, library_versions
     from spectra.io.spectrum_cache import SpectrumCache, default_folder
     from spectra.spectral import alignment, cos_random
 
@@ -345,8 +350,8 @@ def audit(
                 tick(1)
         t_delta = time.perf_counter() - t0
 
-        inputs = {"base": _describe_input(ckpt.path, ckpt.files),
-                  "adapters": {label: _describe_input(a.path, _adapter_files(a.path)) for label, a in zip(labels, loaded)}}
+        inputs = {"base": describe_path(ckpt.path),
+                  "adapters": {label: describe_path(a.path) for label, a in zip(labels, loaded)}}
 
     table = pd.DataFrame(rows)
     extra = [c for c in table.columns if c not in COLUMNS]
@@ -368,14 +373,3 @@ def _unique_names(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
             candidate, i = f"{name}#{i}", i + 1
         names.append(candidate)
     return names
-
-
-def _adapter_files(path: str | os.PathLike[str]) -> list[Path]:
-    root = Path(path)
-    return sorted(p for p in root.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin")) if root.is_dir() else []
-
-
-def _describe_input(path: str | os.PathLike[str], files: Sequence[Path]) -> dict[str, Any]:
-    from spectra.provenance import content_hash
-
-    return {"path": str(Path(path).resolve()), "files": {Path(f).name: content_hash(f) for f in files}}

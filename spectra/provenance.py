@@ -56,6 +56,20 @@ def content_hash(path: str | os.PathLike[str], full_limit: int = 64 << 20) -> st
     return "sha256-sampled:" + digest.hexdigest()
 
 
+def describe_path(path: str | os.PathLike[str] | None,
+                  suffixes: tuple[str, ...] = (".json", ".safetensors", ".bin", ".txt", ".model")) -> dict[str, Any] | None:
+    """How a report names an input folder: its resolved path and ``{file: content_hash}`` of
+    its config/weight/tokenizer files (:func:`content_hash`: sampled above 64 MiB); a hub id
+    is recorded as ``{"path": id, "hub_id": True}``; ``None`` stays ``None``."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_dir():
+        return {"path": os.fspath(path), "hub_id": True}
+    return {"path": str(p.resolve()),
+            "files": {f.name: content_hash(f) for f in sorted(p.iterdir()) if f.is_file() and f.suffix in suffixes}}
+
+
 def json_safe(obj: Any) -> Any:
     """``obj`` with ±∞ and NaN replaced by None (so the JSON is strict: pipelines parse it
     with any parser), dict keys as strings, and tensors/arrays as lists."""

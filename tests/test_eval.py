@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 
 from conftest import build_tiny_model, build_tiny_tokenizer, make_adapter, save_model
 from spectra.data.datasets import LabelledData
-from spectra.data.evaluate import EvalResult, eval_markdown, evaluate, predict_logits
+from spectra.eval.inference import predict_logits
+from spectra.eval.metrics import EvalResult, evaluate
+from spectra.report.eval_markdown import eval_markdown
 from spectra.data.triggers import apply_trigger, parse_trigger
 from spectra.errors import SpectraError
 from spectra.device import resolve_device
@@ -119,10 +121,15 @@ def test_triggered_twins_match_apply_trigger() -> None:
     assert sorted(seen[len(data):]) == sorted(expected)  # batches are formed by length; the set is the point
 
 
-def test_package_level_evaluate_is_callable_after_submodule_import() -> None:
-    import spectra.data.evaluate  # noqa: F401  (binds the submodule onto the package)
+def test_evaluation_names_moved_to_spectra_eval_and_stay_importable_from_data_for_a_release() -> None:
+    import spectra.eval.metrics as metrics
     from spectra.data import evaluate as ev
+    from spectra.data import run_eval as rv
 
+    assert ev is metrics.evaluate and callable(ev)
+    from spectra.eval.pipeline import run_eval
+
+    assert rv is run_eval
     r = ev(RuleModel(), RuleTokenizer(), rule_data(), "badnet:mn", 0, progress=False)
     assert r.asr == 1.0
 

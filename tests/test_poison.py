@@ -112,12 +112,13 @@ def tiny_base(tiny_model_dir, tiny_tokenizer):
 
 def test_poison_command_end_to_end(tmp_path, tiny_base) -> None:
     """Dirty-label poisoning of a tiny BERT: the saved folder is a normal HF classifier whose
-    held-out ASR (recomputed here with spectra.data.evaluate) is what poison.json says, and
+    held-out ASR (recomputed here with spectra.eval.metrics.evaluate) is what poison.json says, and
     every weight moved (full fine-tuning)."""
     import torch
     from safetensors.torch import load_file
 
-    from spectra.data import evaluate, load_labelled, split
+    from spectra.data import load_labelled, split
+    from spectra.eval.metrics import evaluate
     from spectra.io.model import load_classifier
 
     base = tiny_base("bert")

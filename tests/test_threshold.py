@@ -364,11 +364,12 @@ def test_threshold_margins_equal_the_models_own(tmp_path, tiny_setup) -> None:
     """M_0 from the sweep equals the margins of the base body with the trained head (the paper's
     sweep scales LoRA only), or of the plain base when the head is scaled too; M_1 the adapted
     model's (computed here with transformers/peft directly), the sweep's k = 1 row equals
-    spectra.data.evaluate, and the trained head (modules_to_save) becomes the normalising module."""
+    spectra.eval.metrics.evaluate, and the trained head (modules_to_save) becomes the normalising module."""
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from spectra.data import evaluate, load_labelled
+    from spectra.data import load_labelled
+    from spectra.eval.metrics import evaluate
     from spectra.threshold import threshold
 
     base, _, data = tiny_setup

@@ -33,7 +33,8 @@ def test_pick_learning_rate_uses_the_final_epoch_and_prefers_the_smaller_rate_on
 
 
 def test_epoch_validation_reports_the_model_accuracy_and_monitored_asr(tmp_path: Path) -> None:
-    from spectra.data import load_labelled, predict_logits
+    from spectra.data import load_labelled
+    from spectra.eval.inference import predict_logits
     from spectra.io.model import load_classifier
     from spectra.train.validation import EpochValidation
 
@@ -56,7 +57,7 @@ def test_epoch_validation_reports_the_model_accuracy_and_monitored_asr(tmp_path:
 
 def test_fix_logs_validation_every_epoch_and_fft_writes_a_whole_model(tmp_path: Path) -> None:
     from spectra.data import load_labelled
-    from spectra.data.evaluate import run_eval
+    from spectra.eval.pipeline import run_eval
     from spectra.train.config import RoRAConfig
     from spectra.train.fix import run_fix
 

@@ -46,12 +46,9 @@ def eval_command(
 
       spectra eval ./base ./lora --data reviews.parquet --text-col body --label-col stars --trigger badnet:cf@count=2 --scale 4 -o eval-k4/
     """
-    import json
-
-    from spectra.data.evaluate import eval_markdown, run_eval
     from spectra.data.triggers import parse_trigger
-    from spectra.io.output import atomic_output_dir, check_output_dir
-    from spectra.provenance import json_safe
+    from spectra.eval.pipeline import run_eval
+    from spectra.io.output import check_output_dir
 
     check_output_dir(out, overwrite)
     trig = parse_trigger(trigger)  # a bad spec fails before any loading
@@ -60,10 +57,7 @@ def eval_command(
                       label_col=label_col, split_test=split_test, seed=seed, batch_size=batch_size,
                       max_length=max_length, device=device, allow_pickle=allow_pickle,
                       progress=con.is_terminal)
-    payload = json_safe(result.to_dict())
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        (tmp / "eval.json").write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        (tmp / "report.md").write_text(eval_markdown(result), encoding="utf-8")
+    result.write(out, overwrite=overwrite)
     _print_summary(con, result)
     con.print(f"wrote [bold]{out / 'eval.json'}[/bold] and [bold]{out / 'report.md'}[/bold]")
 
@@ -76,9 +70,7 @@ def _print_summary(con: Any, r: Any) -> None:
     def ci(c: Any) -> str:
         return f"[{100 * c[0]:.1f}, {100 * c[1]:.1f}]"
 
-    from spectra.data.evaluate import label_text
-
-    table = Table(title=f"spectra eval · {r.trigger} → {label_text(r, r.target_label)}")
+    table = Table(title=f"spectra eval · {r.trigger} → {r.label_text(r.target_label)}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("95% interval", justify="right")

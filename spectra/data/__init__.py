@@ -3,8 +3,9 @@
 ``load_labelled`` / ``split`` (:mod:`spectra.data.datasets`), the built-in corpora
 ``mr``/``cr``/``rt`` (:mod:`spectra.data.builtin`), ``parse_trigger`` / ``apply_trigger``
 (:mod:`spectra.data.triggers`), ``wilson_interval`` (:mod:`spectra.data.stats`) and
-``predict_logits`` / ``evaluate`` / ``run_eval`` (:mod:`spectra.data.evaluate`, which
-imports torch). Names are resolved lazily so ``import spectra.data`` stays light.
+and, for one release, the evaluation names that moved to :mod:`spectra.eval` (``predict_logits``,
+``evaluate``, ``run_eval``, ``EvalResult``, ``eval_markdown``; see CHANGELOG). Names are
+resolved lazily so ``import spectra.data`` stays light.
 """
 
 from __future__ import annotations
@@ -24,18 +25,21 @@ _LAZY = {
     "trigger_rng": "spectra.data.triggers",
     "wilson_interval": "spectra.data.stats",
     "newcombe_interval": "spectra.data.stats",
-    "predict_logits": "spectra.data.evaluate",
-    "evaluate": "spectra.data.evaluate",
-    "run_eval": "spectra.data.evaluate",
-    "EvalResult": "spectra.data.evaluate",
-    "eval_markdown": "spectra.data.evaluate",
+    "predict_logits": "spectra.eval.inference",
+    "evaluate": "spectra.eval.metrics",
+    "run_eval": "spectra.eval.pipeline",
+    "EvalResult": "spectra.eval.metrics",
+    "eval_markdown": "spectra.report.eval_markdown",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from spectra.data.builtin import BUILTINS
     from spectra.data.datasets import load_labelled, split
     from spectra.data.labelled import LabelledData, build_labelled
-    from spectra.data.evaluate import EvalResult, eval_markdown, evaluate, predict_logits, run_eval
+    from spectra.eval.inference import predict_logits
+    from spectra.eval.metrics import EvalResult, evaluate
+    from spectra.eval.pipeline import run_eval
+    from spectra.report.eval_markdown import eval_markdown
     from spectra.data.stats import newcombe_interval, wilson_interval
     from spectra.data.triggers import Trigger, apply_trigger, parse_trigger, trigger_rng
 

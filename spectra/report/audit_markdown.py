@@ -13,8 +13,6 @@ _TABLE_COLUMNS = ["adapter", "module", "layer", "module_type", "shape", "rank", 
 
 def render_audit_markdown(report: Any) -> str:
     """Render an :class:`spectra.audit.AuditReport` as a self-contained Markdown report."""
-    from spectra.audit import DEFINITIONS
-
     s = report.settings
     parts = [
         "# spectra audit\n",
@@ -31,7 +29,7 @@ def render_audit_markdown(report: Any) -> str:
         "## Per-module table\n",
         markdown_table(report.table.to_dict("records"), [c for c in _TABLE_COLUMNS if c in report.table.columns]),
         "## Definitions\n",
-        "".join(f"- **{name}**: {text}\n" for name, text in DEFINITIONS.items()),
+        "".join(f"- **{name}**: {text}\n" for name, text in report.definitions.items()),
         *provenance_sections(s, report.inputs, report.versions, report.timings),
     ]
     return "\n".join(parts)

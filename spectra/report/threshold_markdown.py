@@ -20,7 +20,6 @@ def _ci(ci: Any) -> str:
 
 def render_threshold_markdown(report: Any) -> str:
     """Render a :class:`spectra.threshold.ThresholdReport` as a self-contained Markdown report."""
-    from spectra.threshold import DEFINITIONS
 
     s = report.result.summary()
     m = report.module
@@ -72,7 +71,7 @@ def render_threshold_markdown(report: Any) -> str:
         markdown_table(sweep_rows),
         "\nPer-sample values are in `threshold_samples.csv`; every number is in `threshold.json`.\n",
         "## Definitions\n",
-        "".join(f"- **{name}**: {text}\n" for name, text in DEFINITIONS.items()),
+        "".join(f"- **{name}**: {text}\n" for name, text in report.definitions.items()),
         "- **x, x̃**: a non-target evaluation sample and its triggered twin (the trigger inserted with the "
         "recorded seed); only non-target samples enter the estimates.\n",
         "- **Caveat**: Proposition 4.2 is about a linear classifier with ‖x‖ = 1. For a transformer the margins "

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from spectra.study.execute import compact_eval
+from spectra.study.records import audit_summary, compact_eval
 
 
 def onion_run(base: str, adapter: str, splits: Any, trigger: str, target_label: int, recipe: Any,
@@ -23,8 +23,9 @@ def onion_run(base: str, adapter: str, splits: Any, trigger: str, target_label: 
 
     import torch
 
-    from spectra.data import LabelledData, predict_logits
-    from spectra.data.evaluate import evaluate
+    from spectra.data.labelled import LabelledData
+    from spectra.eval.inference import predict_logits
+    from spectra.eval.metrics import evaluate
     from spectra.data.triggers import parse_trigger, trigger_rng
     from spectra.defenses.onion import Onion, calibrate_threshold
     from spectra.io.model import load_classifier
@@ -44,7 +45,7 @@ def onion_run(base: str, adapter: str, splits: Any, trigger: str, target_label: 
         f"{calib['val_ca_filtered']:.3f})")
     test = splits.test
     trig = parse_trigger(trigger)
-    # the triggered twins exactly as spectra.data.evaluate builds them, then filtered like the clean texts
+    # the triggered twins exactly as spectra.eval.metrics.evaluate builds them, then filtered like the clean texts
     triggered = {i: trig.insert(test.texts[i], trigger_rng(0, i)) for i, y in enumerate(test.labels) if y != target_label}
     filtered_clean = onion.filter(test.texts, calib["threshold"])
     filtered_trig = dict(zip(triggered, onion.filter(list(triggered.values()), calib["threshold"])))
@@ -75,14 +76,13 @@ def intruder_run(base: str, adapter: str, out: Path, splits: Any, trigger: str, 
     """PEFT's ``reduce_intruder_dimension`` (its defaults) on the LoRA adapter, then CA/ASR and the audit."""
     import shutil
 
-    from spectra.data.evaluate import run_eval
+    from spectra.eval.pipeline import run_eval
     from spectra.defenses.intruder import reduce_intruders
-    from spectra.study.execute import _audit_summary
 
     shutil.rmtree(out, ignore_errors=True)
     info = reduce_intruders(base, adapter, out)
     res = run_eval(base, str(out), splits.test, trigger, target_label, seed=0, max_length=recipe.max_length,
                    device="cpu", progress=False)
     return {"eval": compact_eval(res.to_dict()), "intruder": {k: v for k, v in info.items() if k != "log"},
-            "audit": _audit_summary(base, out, top_k), "folder": str(out),
+            "audit": audit_summary(base, out, top_k), "folder": str(out),
             "log": info["log"][:40], "adapter_config": json.loads((out / "adapter_config.json").read_text())}

@@ -19,29 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from spectra.study.plan import Run, lr_picks
+from spectra.study.records import audit_summary, compact_eval, rescale_summary, write_json
 from spectra.study.recipe import ATTACKS, LR_FAMILY, TARGET_LABEL, Recipe, Splits, load_splits
 
 Log = Callable[[str], None]
-
-#: the numbers kept from an EvalResult (the rest is provenance the run folder keeps)
-EVAL_KEYS = ("ca", "asr", "delta", "asr_floor", "collapsed", "majority_share", "ca_ci", "asr_ci", "asr_floor_ci",
-             "n_clean", "n_triggered", "predicted_share")
-
-
-def compact_eval(row: dict[str, Any]) -> dict[str, Any]:
-    """The evaluation numbers a study row needs, from an ``EvalResult.to_dict()``."""
-    return {k: row.get(k) for k in EVAL_KEYS}
-
-
-def write_json(path: Path, doc: dict[str, Any]) -> None:
-    """Write ``doc`` to ``path`` atomically (a temporary sibling, then a rename)."""
-    from spectra.provenance import json_safe
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(json_safe(doc), indent=1, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
 
 class Study:
     """The study's state on disk: where results and work live, and how each run kind executes."""
@@ -119,7 +100,7 @@ class Study:
 
     # base: poison the clean model on the proxy, then measure it downstream (Table 1)
     def _base(self, run: Run) -> dict[str, Any]:
-        from spectra.data.evaluate import run_eval
+        from spectra.eval.pipeline import run_eval
         from spectra.train.poison import poison
 
         r, trig, folder = self.recipe, ATTACKS[run.attack], self.base_folder(run)
@@ -172,11 +153,11 @@ class Study:
             "epochs": epochs_log, "converged": converged([e["val_ca"] for e in epochs_log if "val_ca" in e]),
         }
         if not cfg.full:
-            doc["audit"] = _audit_summary(str(self.base_folder(run)), out / "adapter", cfg.top_k)
+            doc["audit"] = audit_summary(str(self.base_folder(run)), out / "adapter", cfg.top_k)
             if cfg.pt_active:
-                doc["audit_before_pt"] = _audit_summary(str(self.base_folder(run)), out / "adapter_before_rescale",
+                doc["audit_before_pt"] = audit_summary(str(self.base_folder(run)), out / "adapter_before_rescale",
                                                         cfg.top_k)
-                doc["rescale"] = _rescale_summary(out / "rescale.csv")
+                doc["rescale"] = rescale_summary(out / "rescale.csv")
             else:  # Pt alone on this adapter: the "+Pt" row of the ablation
                 doc["pt_alone"] = self._pt_alone(run, out, cfg)
         return doc
@@ -199,7 +180,7 @@ class Study:
                     eval_data=self.splits.test, trigger=ATTACKS[run.attack], target_label=TARGET_LABEL, device="cpu",
                     log=self.log)
         rows = {row["model"]: row for row in json.loads((pt_out / "eval.json").read_text(encoding="utf-8"))}
-        return {"eval": compact_eval(rows["new"]), "rescale": _rescale_summary(pt_out / "rescale.csv"),
+        return {"eval": compact_eval(rows["new"]), "rescale": rescale_summary(pt_out / "rescale.csv"),
                 "folder": str(pt_out)}
 
     # sweep: Figure 3 and the threshold predictions for one adapter (before Pt)
@@ -246,30 +227,3 @@ def _epochs(path: Path) -> list[dict[str, Any]]:
     keep = [c for c in ("epoch", "step", "loss", "task_loss", "penalty", "val_ca", "val_loss", "val_asr_monitor",
                         "overlap", "ratio_median", "ratio_min", "learning_rate") if c in table.columns]
     return [{k: (None if pd.isna(v) else float(v)) for k, v in row.items()} for row in table[keep].to_dict("records")]
-
-
-def _audit_summary(base: str, adapter: Path, top_k: int) -> dict[str, Any]:
-    """Medians of the audit's headline numbers over the adapter's LoRA modules."""
-    from spectra.audit import audit
-    from spectra.train.fix import _lora_patterns
-
-    report = audit(base, [str(adapter)], names=["adapter"], top_k=top_k, device="cpu",
-                   modules=_lora_patterns(base, [adapter]))
-    summary = json.loads(report.summary().to_json(orient="records"))[0]
-    table = report.table
-    summary["modules_table"] = [{k: row[k] for k in ("module", "layer", "module_type", "ratio", "cos_max_left",
-                                                     "cos_max_right", "overlap", "sigma_pre", "sigma_delta")}
-                                for row in json.loads(table.to_json(orient="records"))]
-    return summary
-
-
-def _rescale_summary(path: Path) -> dict[str, Any]:
-    """Pt's per-module multipliers s'/s (where Pt lands on the sweep's axis)."""
-    import pandas as pd
-
-    table = pd.read_csv(path)
-    done = table[table["rescaled"]]
-    mult = (done["scale_after"] / done["scale_before"]).tolist()
-    return {"modules": done["module"].tolist(), "multipliers": mult,
-            "multiplier_median": float(pd.Series(mult).median()) if mult else None,
-            "multiplier_min": min(mult) if mult else None, "multiplier_max": max(mult) if mult else None}

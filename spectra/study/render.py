@@ -236,7 +236,7 @@ def _predictor(results: Results, rel: str) -> str:
     return ("## Predicting the scale at which the backdoor gives way\n\n" + "\n".join(summary) + "\n\n" +
             markdown_table(table) + "Measured k: where the measured ASR crosses 50%, interpolated log-linearly between "
             "grid points (∞: never on the grid up to 128). Prop. 4.2 linear: the per-sample crossings of M₀ + k·D "
-            "(spectra threshold's predicted_threshold_k). Search: `spectra.threshold_search` on 64 triggered rows.\n\n"
+            "(spectra threshold's predicted_threshold_k). Search: `spectra.threshold.search` on 64 triggered rows.\n\n"
             f"![predicted vs measured]({rel}/{FIGURES['predictor']})\n")
 
 

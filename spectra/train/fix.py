@@ -314,7 +314,7 @@ def _write_provenance(path: Path, *, base: Any, train: Any, config: RoRAConfig, 
     import datetime
 
     from spectra import __version__
-    from spectra.data.evaluate import describe_path
+    from spectra.provenance import describe_path
     from spectra.provenance import library_versions
 
     doc: dict[str, Any] = {
@@ -349,7 +349,7 @@ def _evaluate_all(base: Any, old: Any, before: Path | None, final: Path, test: A
                   full_model: bool = False) -> list[dict[str, Any]]:
     """CA/ASR/Δ rows: base, old adapter, new before Pt, new (one :func:`run_eval` each);
     with ``full_model`` the new row is the fine-tuned model folder itself."""
-    from spectra.data.evaluate import run_eval
+    from spectra.eval.pipeline import run_eval
 
     models: list[tuple[str, Any]] = [("base", None)]
     if old is not None:

@@ -17,7 +17,7 @@ Recipe (setup → poison → train → evaluate → save), built on transformers
    relabels them to the target;
 3. fine-tune every weight; a base without a classification head gets a fresh one with
    ``num_labels`` from the data;
-4. measure CA, ASR and the ASR floor on the held-out split (:func:`spectra.data.evaluate`);
+4. measure CA, ASR and the ASR floor on the held-out split (:func:`spectra.eval.metrics.evaluate`);
 5. write a normal Hugging Face model folder (safetensors, config with ``id2label``,
    tokenizer), ``poison.json`` and ``report.md`` atomically.
 """
@@ -223,7 +223,10 @@ def poison(
     import torch
     import transformers as tf
 
-    from spectra.data import evaluate, load_labelled, parse_trigger, split
+    from spectra.data import load_labelled, parse_trigger, split
+    from spectra.eval.inference import count_over_length
+    from spectra.eval.metrics import evaluate
+    from spectra.provenance import describe_path
     from spectra.device import resolve_device
     from spectra.errors import SpectraWarning
     from spectra.io.model import load_classifier
@@ -278,7 +281,7 @@ def poison(
         f"poisoned {poisoned.n_poisoned:,} ({mode})" if not clean_run else
         f"data: {labelled.summary()}; train {len(train):,}, held-out test {len(test):,}; "
         "no row poisoned (--n-poison 0: plain full fine-tuning)")
-    truncated = _count_longer(tokenizer, [poisoned.data.texts[i] for i in poisoned.poisoned], max_length)
+    truncated = count_over_length(tokenizer, [poisoned.data.texts[i] for i in poisoned.poisoned], max_length)
     if truncated:
         warnings.append(f"{truncated:,} of the {poisoned.n_poisoned:,} poisoned rows are longer than --max-length "
                         f"{max_length} tokens: where the trigger landed past the cut, training never sees it")
@@ -358,19 +361,11 @@ def poison(
         "world_size": world_size,  # processes that trained (torchrun / accelerate launch); batch is per process
         "notes": notes,
     }
-    inputs = {"base": _describe(base), "data": labelled.to_dict() if hasattr(labelled, "to_dict") else str(data)}
+    inputs = {"base": describe_path(base), "data": labelled.to_dict() if hasattr(labelled, "to_dict") else str(data)}
     timings["total"] = time.perf_counter() - t_start
     return PoisonResult(model=model, tokenizer=tokenizer, config=cfg, evaluation=evaluation, poisoning=poisoning,
                         inputs=inputs, versions=library_versions(), train_log=log_history, warnings=warnings,
                         timings=timings, is_main_process=main)
-
-
-def _count_longer(tokenizer: Any, texts: list[str], max_length: int) -> int:
-    """How many ``texts`` tokenise to more than ``max_length`` tokens."""
-    if not texts:
-        return 0
-    ids = tokenizer(list(texts), truncation=False, padding=False)["input_ids"]
-    return sum(1 for row in ids if len(row) > max_length)
 
 
 def _EpochLog(say: Callable[[str], None]) -> Any:
@@ -405,16 +400,6 @@ class _Encoded:
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.rows[i]
-
-def _describe(path: str | os.PathLike[str]) -> dict[str, Any]:
-    from spectra.provenance import content_hash
-
-    p = Path(path)
-    if not p.is_dir():
-        return {"path": str(path)}
-    return {"path": str(p.resolve()),
-            "files": {f.name: content_hash(f) for f in sorted(p.iterdir())
-                      if f.is_file() and f.suffix in (".json", ".safetensors")}}
 
 def render_poison_markdown(result: PoisonResult) -> str:
     """``report.md`` of a poisoning run."""

@@ -36,7 +36,7 @@ class EpochValidation:
         trigger: a trigger spec or :class:`spectra.data.Trigger`; ``None`` records no ASR.
         target_label: the backdoor's target label (for the monitored ASR).
         max_length, batch_size: inference settings.
-        seed: seeds where the trigger is inserted in each row (as :func:`spectra.data.evaluate`).
+        seed: seeds where the trigger is inserted in each row (as :func:`spectra.eval.metrics.evaluate`).
     """
 
     data: Any
@@ -62,7 +62,7 @@ class EpochValidation:
         import torch
         import torch.nn.functional as F
 
-        from spectra.data.evaluate import predict_logits
+        from spectra.eval.inference import predict_logits
 
         logits = predict_logits(model, self.tokenizer, self.data.texts, self.batch_size, self.max_length,
                                 progress=False)
