@@ -52,8 +52,8 @@ def build(cfg, base: str, out: Path):  # type: ignore[no-untyped-def]
     """A RoRATrainer (no data loop used) with its optimizer, for ``cfg``."""
     from transformers import set_seed
 
-    from spectra.train.trainer import (build_trainer, load_for_training, prepare_model, quiet_transformers,
-                                       training_arguments)
+    from spectra.train.model import load_for_training, prepare_model, quiet_transformers
+    from spectra.train.trainer import build_trainer, training_arguments
 
     set_seed(cfg.seed)
     with quiet_transformers():

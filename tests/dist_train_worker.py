@@ -25,7 +25,7 @@ def main(base: str, data: str, out_dir: str) -> None:
 
     from spectra.data import load_labelled
     from spectra.train.config import RoRAConfig
-    from spectra.train.trainer import RoRARecipe
+    from spectra.train.recipe import RoRARecipe
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -146,7 +146,7 @@ def test_trainer_adds_lambda_times_the_sum_over_modules(tmp_path: Path) -> None:
     """Tr's normalisation: loss = task + λ·Σ_modules, whatever the number of modules."""
     from spectra.data import load_labelled
     from spectra.train.config import RoRAConfig
-    from spectra.train.trainer import RoRARecipe
+    from spectra.train.recipe import RoRARecipe
 
     base = tiny_base(tmp_path / "base")
     data = load_labelled(str(write_sentiment_csv(tmp_path / "train.csv", n=16)))
@@ -306,7 +306,7 @@ def test_saved_adapter_gives_the_in_memory_logits(tmp_path: Path, variant: dict)
 
     from spectra.data import load_labelled
     from spectra.train.config import RoRAConfig
-    from spectra.train.trainer import RoRARecipe
+    from spectra.train.recipe import RoRARecipe
 
     base = tiny_base(tmp_path / "base")
     data = load_labelled(str(write_sentiment_csv(tmp_path / "train.csv", n=32)))
@@ -374,7 +374,7 @@ def test_two_gloo_processes_end_with_identical_adapters(tmp_path: Path) -> None:
 def test_gradient_accumulation_keeps_the_task_loss_a_mean(tmp_path: Path) -> None:
     from spectra.data import load_labelled
     from spectra.train.config import RoRAConfig
-    from spectra.train.trainer import RoRARecipe
+    from spectra.train.recipe import RoRARecipe
 
     base = tiny_base(tmp_path / "base")
     data = load_labelled(str(write_sentiment_csv(tmp_path / "train.csv", n=32)))
@@ -416,7 +416,7 @@ def test_all_linear_targets_every_block_linear_and_not_the_head(tmp_path: Path) 
     import transformers as tf
 
     from spectra.train.config import RoRAConfig
-    from spectra.train.trainer import prepare_model
+    from spectra.train.model import prepare_model
 
     model = tf.AutoModelForSequenceClassification.from_pretrained(tiny_base(tmp_path / "base"))
     rora = prepare_model(model, RoRAConfig(target_modules="all-linear", top_k=4), cache=None)

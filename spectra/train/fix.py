@@ -161,7 +161,7 @@ def run_fix(
     recipe = None
     work = Path(work_dir) if work_dir is not None else default_work_dir(out)
     if not rescale_only:
-        from spectra.train.trainer import RoRARecipe
+        from spectra.train.recipe import RoRARecipe
 
         _prepare_work_dir(work, resume=resume, overwrite=overwrite, say=say)
         t = time.perf_counter()
@@ -234,7 +234,7 @@ def run_fix(
             result.eval_rows = rows
             timings["eval_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - started
-        from spectra.train.report import render_fix_markdown
+        from spectra.report.fix_markdown import render_fix_markdown
 
         (tmp / "report.md").write_text(render_fix_markdown(result, train=train, test=test, trigger=trigger,
                                                            target_label=target_label, base=base, adapter=adapter,
@@ -304,7 +304,7 @@ def _blocks_text(plan: Any) -> str:
 
 def _write_train_figure(table: Any, sigma_pre: dict[str, float], path: Path, cfg: RoRAConfig) -> None:
     from spectra.report.style import save_figure
-    from spectra.train.figures import train_figure
+    from spectra.report.train_figures import train_figure
 
     save_figure(train_figure(table, sigma_pre, title=f"spectra fix — {cfg.method}"), path)
 

@@ -24,7 +24,6 @@ Recipe (setup → poison → train → evaluate → save), built on transformers
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import tempfile
@@ -162,6 +161,7 @@ class PoisonResult:
         import json
 
         from spectra.io.output import atomic_output_dir
+        from spectra.report.poison_markdown import render_poison_markdown
 
         if not self.is_main_process:
             return None
@@ -218,19 +218,14 @@ def poison(
     Returns:
         :class:`PoisonResult`; call ``.write(out)`` to save it.
     """
-    import warnings as warnings_module
-
     import torch
-    import transformers as tf
 
     from spectra.data import load_labelled, parse_trigger, split
     from spectra.eval.inference import count_over_length
     from spectra.eval.metrics import evaluate
-    from spectra.provenance import describe_path
-    from spectra.device import resolve_device
-    from spectra.errors import SpectraWarning
-    from spectra.io.model import load_classifier
-    from spectra.provenance import library_versions
+    from spectra.provenance import describe_path, library_versions
+    from spectra.train.config import RoRAConfig
+    from spectra.train.recipe import RoRARecipe
 
     say = log or (lambda msg: None)
     cfg = PoisonConfig(target_label=target_label, n_poison=n_poison, mode=mode, epochs=epochs, lr=lr,
@@ -262,74 +257,45 @@ def poison(
             "--mode dirty-label")
     clean_run = n_poison == 0  # plain full fine-tuning (a baseline): no trigger inserted, no ASR target
 
-    dev = resolve_device(device)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed and int(os.environ.get("RANK", "0")) != 0:
         say = lambda msg: None  # noqa: E731 - one process reports
     notes: list[str] = []
-    with warnings_module.catch_warnings(record=True) as caught:
-        warnings_module.simplefilter("always", SpectraWarning)
-        model, tokenizer = load_classifier(base, None, num_labels=labelled.num_classes,
-                                           device="cpu" if distributed else dev)
-    for w in caught:
-        if issubclass(w.category, SpectraWarning):
-            msg = str(w.message)
-            notes.append(msg.split(" — ")[0] + " and trained with the rest" if "fresh" in msg else msg)
-        else:
-            warnings_module.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    say(f"data: {labelled.summary()}; train {len(train):,}, held-out test {len(test):,}; "
-        f"poisoned {poisoned.n_poisoned:,} ({mode})" if not clean_run else
-        f"data: {labelled.summary()}; train {len(train):,}, held-out test {len(test):,}; "
-        "no row poisoned (--n-poison 0: plain full fine-tuning)")
-    truncated = count_over_length(tokenizer, [poisoned.data.texts[i] for i in poisoned.poisoned], max_length)
-    if truncated:
-        warnings.append(f"{truncated:,} of the {poisoned.n_poisoned:,} poisoned rows are longer than --max-length "
-                        f"{max_length} tokens: where the trigger landed past the cut, training never sees it")
-    names = list(labelled.label_names)
-    model.config.id2label = {i: str(n) for i, n in enumerate(names)}
-    model.config.label2id = {str(n): i for i, n in enumerate(names)}
-    if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    for p in model.parameters():  # full fine-tuning: every weight trains
-        p.requires_grad_(True)
-
+    head = _head_labels(base)
+    if head is not None and head != labelled.num_classes:
+        raise SpectraError(f"{base}: the checkpoint's classification head has {head} labels but the data has "
+                           f"{labelled.num_classes} classes (num_labels mismatch)")
+    if head is None and (Path(base) / "config.json").is_file():
+        notes.append("the base has no sequence-classification head: a fresh one was initialised (seeded) and "
+                     "trained with the rest")
+    # full fine-tuning through the same recipe as spectra fix (spectra.train.recipe): same
+    # Trainer, arguments, logging and torchrun/accelerate behaviour
+    cfg_ft = RoRAConfig.baseline("fft", epochs=epochs, lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
+                                 batch_size=batch_size, max_length=max_length, seed=seed)
     t0 = time.perf_counter()
-    train_ds = _Encoded(tokenizer, poisoned.data.texts, poisoned.data.labels, max_length)
     with tempfile.TemporaryDirectory(prefix="spectra-poison-") as scratch:
-        args = tf.TrainingArguments(
-            output_dir=scratch,
-            num_train_epochs=epochs,
-            learning_rate=lr,
-            weight_decay=weight_decay,
-            lr_scheduler_type="linear",
-            warmup_steps=warmup_ratio,
-            per_device_train_batch_size=batch_size,
-            optim="adamw_torch",
-            seed=seed,
-            data_seed=seed,
-            save_strategy="no",
-            eval_strategy="no",
-            logging_strategy="steps",
-            logging_steps=max(1, math.ceil(len(train_ds) / batch_size / 4)),
-            report_to="none",
-            disable_tqdm=not progress_bar,
-            use_cpu=dev.type == "cpu",  # also under torchrun: CPU DDP (gloo) needs it
-            dataloader_num_workers=0,
-            remove_unused_columns=False,
-        )
-        trainer = tf.Trainer(model=model, args=args, train_dataset=train_ds,
-                             data_collator=tf.DataCollatorWithPadding(tokenizer))
-        trainer.remove_callback(tf.PrinterCallback)  # logs go to ``log`` (once per epoch), not stdout
-        trainer.add_callback(_EpochLog(say))
-        train_out = trainer.train()
+        recipe = RoRARecipe(base, poisoned.data, scratch, cfg_ft, device=device, cache_dir=False, log=say,
+                            save_strategy="no", disable_tqdm=not progress_bar)
+        recipe.setup()
+        tokenizer = recipe.tokenizer
+        say(f"data: {labelled.summary()}; train {len(train):,}, held-out test {len(test):,}; "
+            + (f"poisoned {poisoned.n_poisoned:,} ({mode})" if not clean_run else
+               "no row poisoned (--n-poison 0: plain full fine-tuning)"))
+        truncated = count_over_length(tokenizer, [poisoned.data.texts[i] for i in poisoned.poisoned], max_length) or 0
+        if truncated:
+            warnings.append(f"{truncated:,} of the {poisoned.n_poisoned:,} poisoned rows are longer than --max-length "
+                            f"{max_length} tokens: where the trigger landed past the cut, training never sees it")
+        train_out = recipe.train()
+        trainer = recipe.trainer
         main = trainer.is_world_process_zero()
-        world_size = int(args.world_size)
+        world_size = int(trainer.args.world_size)
         log_history = [dict(r) for r in trainer.state.log_history]
     timings["train"] = time.perf_counter() - t0
     model = trainer.model
     while hasattr(model, "module"):  # unwrap DDP
         model = model.module
     model.eval()
+    names = list(labelled.label_names)
     say(f"trained {epochs:g} epoch(s) in {timings['train']:.1f}s (mean training loss {train_out.training_loss:.4f})")
 
     evaluation = None
@@ -368,96 +334,15 @@ def poison(
                         timings=timings, is_main_process=main)
 
 
-def _EpochLog(say: Callable[[str], None]) -> Any:
-    """A TrainerCallback that reports the mean training loss of each epoch through ``say``."""
-    import transformers as tf
+def _head_labels(base: str | os.PathLike[str]) -> int | None:
+    """The number of labels of ``base``'s sequence-classification head; None when it has none
+    (or is a hub id, whose config is not read here)."""
+    config = Path(base) / "config.json"
+    if not config.is_file():
+        return None
+    from spectra.io.files import read_json
 
-    class EpochLog(tf.TrainerCallback):
-        def __init__(self) -> None:
-            self.losses: list[float] = []
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kw: Any) -> None:
-            if logs and "loss" in logs and state.is_world_process_zero:
-                self.losses.append(float(logs["loss"]))
-
-        def on_epoch_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            if state.is_world_process_zero and self.losses:
-                say(f"epoch {state.epoch:.0f}: training loss {sum(self.losses) / len(self.losses):.4f}")
-                self.losses = []
-
-    return EpochLog()
-
-
-class _Encoded:
-    """A map-style dataset of tokenised rows (padding happens per batch in the collator)."""
-
-    def __init__(self, tokenizer: Any, texts: list[str], labels: list[int], max_length: int):
-        enc = tokenizer(list(texts), truncation=True, max_length=max_length)
-        self.rows = [{**{k: v[i] for k, v in enc.items()}, "labels": int(labels[i])} for i in range(len(texts))]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.rows[i]
-
-def render_poison_markdown(result: PoisonResult) -> str:
-    """``report.md`` of a poisoning run."""
-    from spectra.report.tables import markdown_table, provenance_sections
-
-    ev, p, c = result.evaluation, result.poisoning, result.config
-    pct = lambda v: f"{100 * float(v):.1f}%"  # noqa: E731
-    ev_dict = ev.to_dict() if hasattr(ev, "to_dict") else {}
-    rows = [{"metric": "CA (clean accuracy, held-out)", "value": pct(ev.ca), "95% CI": _ci(ev_dict.get("ca_ci"))},
-            {"metric": "ASR (triggered non-target → target)", "value": pct(ev.asr), "95% CI": _ci(ev_dict.get("asr_ci"))},
-            {"metric": "ASR floor (no trigger)", "value": pct(ev.asr_floor), "95% CI": _ci(ev_dict.get("asr_floor_ci"))}]
-    parts = [
-        "# spectra poison\n",
-        f"Base: `{result.inputs['base']['path']}`  \n"
-        f"Data: `{result.inputs['data'].get('source') if isinstance(result.inputs['data'], dict) else result.inputs['data']}`  \n"
-        f"Trigger: `{p['trigger']}`, target label {p['target_label']} ({p['label_names'][p['target_label']]}), "
-        f"{p['mode']}, seed {c.seed}\n",
-    ]
-    if result.warnings:
-        parts += ["## Warnings\n", "".join(f"- **{w}**\n" for w in result.warnings)]
-    notes = list(p.get("notes", [])) + list(getattr(ev, "warnings", []) or [])
-    if notes:
-        parts += ["## Notes\n", "".join(f"- {n}\n" for n in notes)]
-    parts += [
-        "## Held-out evaluation\n",
-        markdown_table(rows),
-        f"\nHeld-out split: {p['test_rows']:,} rows (stratified, test size {c.test_size}, seed {c.seed}); "
-        f"the trigger never touched them before evaluation.\n",
-        "## Poisoning\n",
-        f"- {p['poisoned']:,} of {p['train_rows']:,} training rows carry the trigger "
-        f"(requested {p['requested']:,}, eligible {p['eligible']:,}).\n"
-        + ("- no row was poisoned (--n-poison 0): this is plain full fine-tuning, a baseline; its ASR is what the "
-           "trigger does to a clean model.\n" if p["poisoned"] == 0 else
-           "- clean-label: the poisoned rows already had the target label; no label was changed.\n"
-           if p["mode"] == "clean-label" else
-           "- dirty-label: the poisoned rows had another label and were relabelled to the target.\n"),
-        "## Training\n",
-        f"Full fine-tuning (all weights), {c.epochs:g} epoch(s), AdamW lr {c.lr:g}, weight decay {c.weight_decay:g}, "
-        f"linear schedule with {100 * c.warmup_ratio:g}% warm-up, batch {c.batch_size}, max length {c.max_length}; "
-        f"{p['steps']} optimizer steps; training loss {p['mean_train_loss']:.4f} on average, "
-        f"{_loss(p['last_logged_loss'])} at the last log.\n",
-        "## Definitions\n",
-        "- **CA**: share of held-out rows predicted correctly without the trigger.\n"
-        "- **ASR**: share of held-out non-target rows that the model assigns to the target label once the trigger is inserted.\n"
-        "- **ASR floor**: share of held-out non-target rows already assigned to the target label without the trigger; "
-        "read ASR against it.\n"
-        "- **clean-label / dirty-label**: poison rows that already have the target label (labels unchanged) / rows "
-        "of other labels, relabelled to the target.\n",
-        *provenance_sections(c.to_dict(), result.inputs, result.versions, result.timings),
-    ]
-    return "\n".join(parts)
-
-
-def _loss(v: Any) -> str:
-    return "n/a" if v is None else f"{float(v):.4f}"
-
-
-def _ci(ci: Any) -> str:
-    if not ci:
-        return ""
-    return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+    cfg = read_json(config)
+    if not any(str(a).endswith("ForSequenceClassification") for a in cfg.get("architectures") or []):
+        return None
+    return int(cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2)

@@ -44,7 +44,7 @@ def render_fix_markdown(result: Any, *, train: Any, test: Any, trigger: str | No
                         adapter: Any, rescale_only: bool) -> str:
     from spectra import __version__
     from spectra.provenance import library_versions
-    from spectra.train.figures import short_module_name
+    from spectra.report.train_figures import short_module_name
 
     cfg = result.config
     lines = [f"# spectra fix — {'Pt only' if rescale_only else cfg.method}", ""]

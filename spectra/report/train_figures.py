@@ -1,6 +1,6 @@
 """The training figure: losses per epoch and σ_Δ of Pt's modules against σ_pre.
 
-Pure drawing from the training log table (:func:`spectra.train.trainer.log_table`);
+Pure drawing from the training log table (:func:`spectra.train.trainer.log_table`, passed in by the caller);
 nothing here trains or computes spectra. matplotlib's object-oriented API on the Agg
 backend (via :func:`spectra.report.style.pyplot`), returning the ``Figure``.
 """

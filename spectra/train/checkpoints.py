@@ -1,0 +1,88 @@
+"""What survives a run and a crash: the saved adapter (PiSSA/OLoRA converted back to a plain
+LoRA), the settings a resumed run must match, and the last checkpoint to resume from."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from spectra.errors import SpectraError
+from spectra.train.config import RoRAConfig
+
+
+def save_initial_adapter(peft_model: nn.Module, folder: str | os.PathLike[str]) -> Path:
+    """Save the adapter as initialised (needed to convert PiSSA/OLoRA into a plain LoRA)."""
+    cfg = peft_model.peft_config["default"]
+    init = cfg.init_lora_weights
+    cfg.init_lora_weights = True  # loading it must not re-run the decomposition
+    try:
+        peft_model.save_pretrained(str(folder))
+    finally:
+        cfg.init_lora_weights = init
+    return Path(folder)
+
+
+def save_adapter(peft_model: nn.Module, folder: str | os.PathLike[str],
+                 initial_adapter: str | os.PathLike[str] | None = None) -> Path:
+    """Save a standard PEFT adapter (``PeftModel.from_pretrained`` loads it on the original base).
+
+    With PiSSA/OLoRA (``initial_adapter`` given) PEFT's conversion turns the trained
+    adapter into a plain LoRA of rank 2r on the *original* base weights. peft 0.21's
+    conversion drops the ``modules_to_save`` tensors (the classification head); they are
+    put back from the trained model's state.
+    """
+    folder = Path(folder)
+    if initial_adapter is None:
+        peft_model.save_pretrained(str(folder))
+        return folder
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    peft_model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=str(initial_adapter))
+    weights = folder / "adapter_model.safetensors"
+    converted = load_file(str(weights))
+    restored = 0
+    for key, value in get_peft_model_state_dict(peft_model).items():
+        if "lora_" not in key and key not in converted:
+            converted[key] = value.detach().cpu().contiguous()
+            restored += 1
+    if restored:
+        save_file(converted, str(weights), metadata={"format": "pt"})
+    return folder
+
+
+def write_run_settings(path: Path, settings: dict[str, Any]) -> None:
+    from spectra.io.files import write_text_atomic
+
+    write_text_atomic(path, json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def check_resume_settings(path: Path, settings: dict[str, Any]) -> None:
+    """A resumed run must train with the settings it started with (Pt settings may change)."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpectraError(f"{path.parent}: no run.json — not a spectra fix work folder, cannot --resume") from None
+    except (OSError, ValueError) as exc:
+        raise SpectraError(f"{path}: unreadable ({exc})") from None
+    for key in ("base", "data_sha256", *RoRAConfig.TRAINING_FIELDS):
+        a = saved.get("config", {}).get(key, saved.get(key)) if key in RoRAConfig.TRAINING_FIELDS else saved.get(key)
+        b = settings.get("config", {}).get(key) if key in RoRAConfig.TRAINING_FIELDS else settings.get(key)
+        if json.dumps(a, default=str) != json.dumps(b, default=str):
+            raise SpectraError(
+                f"{path.parent}: cannot --resume, {key} was {a!r} and is now {b!r} (use the original settings, "
+                f"or --overwrite to start over)"
+            )
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not folder.is_dir():
+        return None
+    found = get_last_checkpoint(str(folder))
+    return Path(found) if found else None
