@@ -51,13 +51,8 @@ COMMANDS = {
 }
 
 for _name, (_module, _func) in COMMANDS.items():
-    try:
-        _mod = importlib.import_module(_module)
-    except ModuleNotFoundError as _exc:  # a command still being built is simply absent
-        if _exc.name != _module:
-            raise
-        continue
-    app.command(_name)(getattr(_mod, _func))
+    # every listed command must import: a missing module is a packaging bug, not an option
+    app.command(_name)(getattr(importlib.import_module(_module), _func))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,15 +7,23 @@ from typing import Annotated
 
 import typer
 
-from spectra_cli.common import (AllowPickleOpt, DeviceOpt, DtypeOpt, OverwriteOpt, TopKOpt, console,
-                                error_boundary)
+from spectra_cli.common import (
+    AllowPickleOpt,
+    DeviceOpt,
+    DtypeOpt,
+    OutOpt,
+    OverwriteOpt,
+    TopKOpt,
+    console,
+    error_boundary,
+)
 
 
 @error_boundary
 def audit_command(
     base: Annotated[str, typer.Argument(help="Base model: local HF folder (safetensors) or hub id.")],
     adapters: Annotated[list[Path], typer.Argument(help="PEFT LoRA folder(s) or fine-tuned model folder(s); several are compared side by side.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")] = Path("spectra-audit"),
+    out: OutOpt = Path("spectra-audit"),
     top_k: TopKOpt = 32,
     top_j: Annotated[int, typer.Option("--top-j", min=1, help="Also report max |cos| over ΔW's top-j vectors.")] = 1,
     device: DeviceOpt = "auto",

@@ -7,9 +7,23 @@ from typing import Annotated, Any
 
 import typer
 
-from spectra_cli.common import (AllowPickleOpt, BatchSizeOpt, DataOpt, DeviceOpt, HeadOpt, LabelColOpt, MaxLengthOpt, OutOpt,
-                                OverwriteOpt, SeedOpt, TargetLabelOpt, TextColOpt, TriggerOpt, console,
-                                error_boundary)
+from spectra_cli.common import (
+    AllowPickleOpt,
+    BatchSizeOpt,
+    DataOpt,
+    DeviceOpt,
+    HeadOpt,
+    LabelColOpt,
+    MaxLengthOpt,
+    OutOpt,
+    OverwriteOpt,
+    SeedOpt,
+    TargetLabelOpt,
+    TextColOpt,
+    TriggerOpt,
+    console,
+    error_boundary,
+)
 
 
 @error_boundary

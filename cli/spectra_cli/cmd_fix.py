@@ -7,8 +7,20 @@ from typing import Annotated
 
 import typer
 
-from spectra_cli.common import (BatchSizeOpt, DeviceOpt, LabelColOpt, MaxLengthOpt, OverwriteOpt, SeedOpt,
-                                TargetLabelOpt, TextColOpt, TopKOpt, console, error_boundary)
+from spectra_cli.common import (
+    BatchSizeOpt,
+    DeviceOpt,
+    LabelColOpt,
+    MaxLengthOpt,
+    OutOpt,
+    OverwriteOpt,
+    SeedOpt,
+    TargetLabelOpt,
+    TextColOpt,
+    TopKOpt,
+    console,
+    error_boundary,
+)
 
 _RORA = "RoRA parts"
 _LORA = "LoRA"
@@ -20,7 +32,7 @@ _RUN = "Run"
 def fix_command(
     base: Annotated[str, typer.Argument(help="Base model: local HF folder (safetensors) or hub id (possibly backdoored).")],
     data: Annotated[str | None, typer.Option("--data", help="Clean training data: CSV/TSV/JSONL/Parquet, a datasets folder, or mr|cr|rt.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")] = Path("spectra-fix"),
+    out: OutOpt = Path("spectra-fix"),
     adapter: Annotated[Path | None, typer.Option("--adapter", help="Old PEFT adapter: audited and evaluated next to the new one; with --rescale-only, the adapter to rescale.")] = None,
     eval_data: Annotated[str | None, typer.Option("--eval", help="Held-out data for CA/ASR (needs --trigger).")] = None,
     trigger: Annotated[str | None, typer.Option("--trigger", help='Backdoor trigger for ASR: badnet:WORD or insent:"SENTENCE".')] = None,

@@ -7,8 +7,22 @@ from typing import Annotated
 
 import typer
 
-from spectra_cli.common import (BatchSizeOpt, DataOpt, DeviceOpt, HeadOpt, LabelColOpt, MaxLengthOpt, OverwriteOpt, SeedOpt,
-                                TargetLabelOpt, TextColOpt, TriggerOpt, console, error_boundary)
+from spectra_cli.common import (
+    BatchSizeOpt,
+    DataOpt,
+    DeviceOpt,
+    HeadOpt,
+    LabelColOpt,
+    MaxLengthOpt,
+    OutOpt,
+    OverwriteOpt,
+    SeedOpt,
+    TargetLabelOpt,
+    TextColOpt,
+    TriggerOpt,
+    console,
+    error_boundary,
+)
 
 
 @error_boundary
@@ -18,7 +32,7 @@ def threshold_command(
     data: DataOpt,
     trigger: TriggerOpt,
     target_label: TargetLabelOpt = 0,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")] = Path("spectra-threshold"),
+    out: OutOpt = Path("spectra-threshold"),
     grid: Annotated[str, typer.Option("--grid", help="Multipliers k of every LoRA module's scale to measure (1 = as trained, 0 = no LoRA update).")] = "0,0.5,1,2,4,8,16,32,64",
     head: HeadOpt = "trained",
     module: Annotated[str | None, typer.Option("--module", help="Module whose σ_pre, σ_Δ normalise the ρ's (name or regex; default: the head if trained, else nearest the output).")] = None,
