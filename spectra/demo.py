@@ -125,7 +125,7 @@ def _picked(results: Any, method: str) -> dict[str, Any]:
 
 
 def _as_picked(results: Any) -> Any:
-    """The demo's sweeps carry explicit rates; the study's figure selects by kind/method only."""
+    """The demo's sweeps carry explicit rates; the study's figure selects by γind/method only."""
     from spectra.study.tables import Results
 
     docs = {}
@@ -138,6 +138,8 @@ def _as_picked(results: Any) -> Any:
 
 def _summary(results: Any, lora: dict[str, Any], rora: dict[str, Any], report: Any, recipe: Recipe, quick: bool,
              timings: dict[str, float], started: float, study: Any) -> dict[str, Any]:
+    from spectra.threshold.report import KEY_ALIASES
+
     base_doc = next(d for d in results.docs.values() if d["run"]["kind"] == "base")
     rows = [{"model": "poisoned base (no fine-tuning)", **base_doc["downstream_test"]},
             {"model": "LoRA", **lora["eval"]["new"]},
@@ -146,14 +148,16 @@ def _summary(results: Any, lora: dict[str, Any], rora: dict[str, Any], report: A
             {"model": "RoRA (CI+Tr+Pt)", **rora["eval"]["new"]}]
     sweeps = {name: next(d for d in results.docs.values() if d["run"]["kind"] == "sweep" and d["run"]["method"] == m)
               for name, m in (("LoRA", "lora"), ("RoRA", "rora"))}
-    threshold = {name: {k: s.get(k) for k in ("predicted_threshold_k", "measured_threshold_k",
-                                              "measured_threshold_k_clean", "measured_crossing_k",
-                                              "search_threshold_k", "k_star_flip", "k_star_bound",
+    threshold = {name: {k: s.get(k) for k in ("predicted_threshold_gamma", "measured_threshold_gamma",
+                                              "measured_threshold_gamma_clean", "measured_crossing_gamma",
+                                              "search_threshold_gamma", "gamma_star_flip", "gamma_star_bound",
                                               "share_rho_eff_nonpositive", "forward_passes", "pt", "sweep")}
                  for name, s in sweeps.items()}
     for name, s in sweeps.items():
         threshold[name].update(module=s["module"]["name"], sigma_pre=s["module"]["sigma_pre"],
                                sigma_delta=s["module"]["sigma_delta"], scale=s["module"]["scale"])
+        # demo.json's threshold keys of 0.1 (the multiplier was k), kept for one release
+        threshold[name].update({o: threshold[name].get(n) for o, n in KEY_ALIASES.items() if n in threshold[name]})
     timings["total"] = round(time.perf_counter() - started, 1)
     return {
         "settings": {"quick": quick, "seed": 0, "attack": ATTACK, "lr": {"lora": lora["lr"], "rora": rora["lr"]},

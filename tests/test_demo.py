@@ -52,10 +52,10 @@ SUMMARY: dict[str, Any] = {
              {"model": "LoRA + Pt", "ca": 0.84, "asr": 0.05, "asr_floor": 0.02, "delta": 0.79, "collapsed": False},
              {"model": "RoRA before Pt (CI+Tr)", "ca": 0.85, "asr": 0.98, "asr_floor": 0.1, "delta": -0.13},
              {"model": "RoRA (CI+Tr+Pt)", "ca": 0.80, "asr": 0.04, "asr_floor": 0.02, "delta": 0.76, "collapsed": False}],
-    "threshold": {"LoRA": {"measured_crossing_k": 5.2, "predicted_threshold_k": 150.0, "search_threshold_k": 4.8,
-                           "measured_threshold_k": 8.0, "pt": {"multiplier_min": 9.0, "multiplier_max": 30.0}},
-                  "RoRA": {"measured_crossing_k": 2.1, "predicted_threshold_k": None, "search_threshold_k": 2.0,
-                           "measured_threshold_k": 4.0}},
+    "threshold": {"LoRA": {"measured_crossing_gamma": 5.2, "predicted_threshold_gamma": 150.0, "search_threshold_gamma": 4.8,
+                           "measured_threshold_gamma": 8.0, "pt": {"multiplier_min": 9.0, "multiplier_max": 30.0}},
+                  "RoRA": {"measured_crossing_gamma": 2.1, "predicted_threshold_gamma": None, "search_threshold_gamma": 2.0,
+                           "measured_threshold_gamma": 4.0}},
 }
 
 
@@ -73,7 +73,7 @@ def test_readings_follow_the_numbers() -> None:
     assert "LoRA keeps the backdoor: ASR 99.0%" in text
     assert "Pt alone (LoRA + Pt) removes it: ASR 5.0%" in text and "2.0 points of CA below LoRA" in text
     assert "RoRA removes it: ASR 4.0%" in text and "6.0 points of CA below LoRA" in text
-    assert "k = 5.2 for LoRA and k = 2.1 for RoRA" in text and "9.0–30.0" in text
+    assert "γ = 5.2 for LoRA and γ = 2.1 for RoRA" in text and "9.0–30.0" in text
 
     collapsed = " ".join(demo_readings(_with(**{"RoRA (CI+Tr+Pt)": {"collapsed": True, "ca": 0.59, "asr": 0.0,
                                                                     "majority_share": 0.59}})))
@@ -105,6 +105,6 @@ def test_console_summary_names_every_model_and_the_crossings(tmp_path: Path) -> 
     _print_summary(con, tmp_path)
     text = con.export_text()
     assert "clean-label" in text and "86.0" in text and "-13.0" in text
-    assert "LoRA: ASR crosses 50% at k = 5.2 (measured); predicted 150 (Prop. 4.2 linear), 4.8 (search)" in text
+    assert "LoRA: ASR crosses 50% at γ = 5.2 (measured); predicted 150 (Prop. 4.2 linear), 4.8 (search)" in text
     assert "• LoRA keeps the backdoor" in text
     assert str(tmp_path / "report.md") in text

@@ -35,8 +35,8 @@ def test_hand_built_linear_model_matches_the_closed_form() -> None:
     assert res.M0_trig.tolist() == [-2.0]
     assert res.D_clean.tolist() == [3.0]
     assert res.D_trig.tolist() == [1.5]
-    assert res.k_star_flip.tolist() == pytest.approx([2.0 / 1.5])
-    assert res.k_star_bound.tolist() == pytest.approx([2.0 / (3.0 - 1.5)])
+    assert res.gamma_star_flip.tolist() == pytest.approx([2.0 / 1.5])
+    assert res.gamma_star_bound.tolist() == pytest.approx([2.0 / (3.0 - 1.5)])
     sigma_delta = 3.0 * math.sqrt(0.25 + 1.0)  # σ_max of the rank-1 s·ΔW
     assert res.sigma_pre == pytest.approx(2.0)
     assert res.sigma_delta == pytest.approx(sigma_delta)
@@ -46,7 +46,7 @@ def test_hand_built_linear_model_matches_the_closed_form() -> None:
     assert res.s_star_flip.tolist() == pytest.approx([3.0 * 2.0 / 1.5])
     # Proposition 4.2 written with the ρ's gives the same sufficient multiplier
     s_star = (res.rho_bd / res.rho_eff) * (res.sigma_pre / res.sigma_delta)
-    assert s_star.tolist() == pytest.approx(res.k_star_bound.tolist())
+    assert s_star.tolist() == pytest.approx(res.gamma_star_bound.tolist())
 
 
 def _independent(W_pre, dW, s, X, X_trig, y, y_bd):
@@ -103,15 +103,15 @@ def test_random_linear_models_match_an_independent_closed_form(seed: int) -> Non
     assert res.sigma_pre == pytest.approx(sig_pre, rel=1e-10)
     assert res.sigma_delta == pytest.approx(sig_d, rel=1e-10)
     for name, field in [("m0c", "M0_clean"), ("m0t", "M0_trig"), ("dc", "D_clean"), ("dt", "D_trig"),
-                        ("kb", "k_star_bound"), ("kf", "k_star_flip"), ("bd", "rho_bd"), ("cl", "rho_cl"),
+                        ("kb", "gamma_star_bound"), ("kf", "gamma_star_flip"), ("bd", "rho_bd"), ("cl", "rho_cl"),
                         ("tr", "rho_tr")]:
         assert getattr(res, field).tolist() == pytest.approx([r[name] for r in rows], rel=1e-9, abs=1e-12), field
     # the cases this draw covers, so the comparison above is not vacuous
-    assert bool((res.k_star_flip == 0).any()) and bool(torch.isinf(res.k_star_bound).any())
-    assert bool((torch.isfinite(res.k_star_flip) & (res.k_star_flip > 0)).any())
+    assert bool((res.gamma_star_flip == 0).any()) and bool(torch.isinf(res.gamma_star_bound).any())
+    assert bool((torch.isfinite(res.gamma_star_flip) & (res.gamma_star_flip > 0)).any())
     # a sufficient scale is never below the exact crossing
-    both = torch.isfinite(res.k_star_bound)
-    assert bool((res.k_star_bound[both] >= res.k_star_flip[both] - 1e-12).all())
+    both = torch.isfinite(res.gamma_star_bound)
+    assert bool((res.gamma_star_bound[both] >= res.gamma_star_flip[both] - 1e-12).all())
 
 
 def test_a_fine_sweep_crosses_zero_at_k_star_flip() -> None:
@@ -128,7 +128,7 @@ def test_a_fine_sweep_crosses_zero_at_k_star_flip() -> None:
     M = z.gather(2, yy.view(1, -1, 1).expand(len(ks), -1, 1)).squeeze(2) - z[:, :, 1]
     checked = 0
     for i in range(len(keep)):
-        kf = float(res.k_star_flip[i])
+        kf = float(res.gamma_star_flip[i])
         if float(res.M0_trig[i]) > 0:
             assert kf == 0.0
             continue
@@ -162,9 +162,9 @@ def test_zero_when_already_positive_and_infinite_when_the_adapter_does_not_help(
     M1c = torch.tensor([3.0, 2.0, 2.0, 0.0, 2.0])
     M1t = torch.tensor([-4.0, -1.0, -3.0, 0.0, -1.5])
     res = threshold_from_margins(M0c, M0t, M1c, M1t)
-    assert res.k_star_flip.tolist() == [0.0, INF, INF, 1.0, 4.0]
+    assert res.gamma_star_flip.tolist() == [0.0, INF, INF, 1.0, 4.0]
     # bound: denominators D(x) − |D(x̃) − D(x)| = [., 1−1, 1−3, −1−2, 1−0.5]
-    assert res.k_star_bound.tolist() == [0.0, INF, INF, INF, 4.0]
+    assert res.gamma_star_bound.tolist() == [0.0, INF, INF, INF, 4.0]
     assert res.rho_eff.tolist() == pytest.approx([x / SQRT2 for x in (2 - 6.5, 0.0, -2.0, -3.0, 0.5)])
 
 
@@ -187,7 +187,7 @@ def test_predicted_threshold_is_exact() -> None:
     res = threshold_from_margins(zeros, M0t, zeros + 1.0, M0t + D)
     assert res.predicted_asr([0.0, 2.999, 3.0]).tolist() == pytest.approx([1.0, 0.6, 0.4])
     assert res.predicted_threshold() == 3.0
-    assert res.summary()["predicted_threshold_k"] == 3.0
+    assert res.summary()["predicted_threshold_gamma"] == 3.0
     never = threshold_from_margins(zeros, M0t, zeros, M0t - 1.0)
     assert never.predicted_threshold() == INF
 
@@ -200,12 +200,12 @@ def test_uniform_constants_and_aggregates() -> None:
     res = threshold_from_margins(M0c, M0t, M1c, M1t, sigma_pre=4.0, sigma_delta=2.0, scale=0.5)
     # ρ_bd = [2, 1]/(√2·4); ρ_cl = [4, 2]/(√2·2); ρ_tr = [0.5, 0]/(√2·2)
     bd, eff = 2 / (SQRT2 * 4), (2 - 0.5) / (SQRT2 * 2)
-    assert res.uniform_k() == pytest.approx(bd / eff * 4.0 / 2.0)
+    assert res.uniform_gamma() == pytest.approx(bd / eff * 4.0 / 2.0)
     s = res.summary()
-    assert s["k_star_bound"]["worst"] == pytest.approx(max(2 / (4 - 0.5), 1 / 2))
-    assert s["k_star_flip"]["worst"] == pytest.approx(max(2 / 4.5, 1 / 2))
+    assert s["gamma_star_bound"]["worst"] == pytest.approx(max(2 / (4 - 0.5), 1 / 2))
+    assert s["gamma_star_flip"]["worst"] == pytest.approx(max(2 / 4.5, 1 / 2))
     assert s["s_star"]["flip"]["worst"] == pytest.approx(0.5 * max(2 / 4.5, 1 / 2))
-    assert s["k_star_bound"]["uniform"] >= s["k_star_bound"]["worst"]
+    assert s["gamma_star_bound"]["uniform"] >= s["gamma_star_bound"]["worst"]
 
 
 def test_quantiles_tolerate_infinity() -> None:
@@ -283,10 +283,10 @@ def test_module_choice_and_sigmas_match_dense_references(tiny_model_dir, tiny_ad
 
 # --------------------------------------------------------------------------- end to end on a tiny BERT
 
-THR_KEYS = {"k_star_bound", "k_star_flip", "s_star", "rho_bd", "rho_cl", "rho_tr", "sweep", "predicted_threshold_k",
-            "measured_threshold_k", "module", "sigma_pre", "sigma_delta", "scale", "settings", "inputs", "versions"}
-CSV_COLUMNS = ["index", "M0_clean", "M0_trig", "D_clean", "D_trig", "k_star_bound", "k_star_flip", "rho_bd", "rho_cl",
-               "rho_tr"]
+THR_KEYS = {"gamma_star_bound", "gamma_star_flip", "s_star", "rho_bd", "rho_cl", "rho_tr", "sweep", "predicted_threshold_gamma",
+            "measured_threshold_gamma", "module", "sigma_pre", "sigma_delta", "scale", "settings", "inputs", "versions"}
+CSV_COLUMNS = ["index", "M0_clean", "M0_trig", "D_clean", "D_trig", "gamma_star_bound", "gamma_star_flip", "rho_bd", "rho_cl",
+               "rho_tr", "k_star_bound", "k_star_flip"]
 
 
 def _write_csv(path, texts, labels, text_col="text", label_col="label"):
@@ -335,13 +335,18 @@ def test_threshold_command_end_to_end(tmp_path, tiny_setup) -> None:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     doc = json.loads((out / "threshold.json").read_text())
     assert THR_KEYS <= set(doc)
-    for key in ("k_star_bound", "k_star_flip"):
+    for key in ("gamma_star_bound", "gamma_star_flip"):
         assert {"worst", "median", "p90"} <= set(doc[key])
     for key in ("rho_bd", "rho_cl", "rho_tr"):
         assert {"median", "p90", "min", "max"} <= set(doc[key])
-    assert [r["k"] for r in doc["sweep"]] == [0, 0.5, 1, 2, 4, 8, 16, 32, 64]
+    assert [r["gamma"] for r in doc["sweep"]] == [0, 0.5, 1, 2, 4, 8, 16, 32, 64]
+    # the 0.1 names (the multiplier was k) stay for one release, equal to the new ones
+    from spectra.threshold.report import KEY_ALIASES
+
+    assert all(doc[old] == doc[new] for old, new in KEY_ALIASES.items())
+    assert all(r["k"] == r["gamma"] for r in doc["sweep"])
     for r in doc["sweep"]:
-        assert {"k", "ca", "asr", "asr_floor", "ca_ci", "asr_ci", "predicted_asr"} <= set(r)
+        assert {"gamma", "ca", "asr", "asr_floor", "ca_ci", "asr_ci", "predicted_asr"} <= set(r)
         assert r["ca_ci"][0] <= r["ca"] <= r["ca_ci"][1]
     assert doc["module"].endswith("layer.1.attention.self.value")  # no head trained: nearest the output
     assert doc["sigma_pre"] > 0 and doc["sigma_delta"] > 0 and doc["scale"] == pytest.approx(2.0)
@@ -420,9 +425,9 @@ def test_threshold_margins_equal_the_models_own(tmp_path, tiny_setup) -> None:
     row = next(r for r in rep.sweep if r["k"] == 1.0)
     assert (row["ca"], row["asr"], row["asr_floor"], row["collapsed"]) == (ev.ca, ev.asr, ev.asr_floor, ev.collapsed)
     assert row["asr_ci"] == pytest.approx(list(ev.asr_ci))
-    assert rep.measured_threshold_k == rep.measured_threshold_k  # defined (finite or ∞), never NaN
+    assert rep.measured_threshold_gamma == rep.measured_threshold_gamma  # defined (finite or ∞), never NaN
     below = sorted(r["k"] for r in rep.sweep if r["asr"] < 0.5)
-    assert rep.measured_threshold_k == (below[0] if below else math.inf)
+    assert rep.measured_threshold_gamma == (below[0] if below else math.inf)
 
     # a grid point where the model collapsed does not count as the backdoor being removed
     import dataclasses
@@ -434,9 +439,9 @@ def test_threshold_margins_equal_the_models_own(tmp_path, tiny_setup) -> None:
              {"k": 4.0, "asr": 0.3, "ca": 0.65, "majority_share": 0.6, "collapsed": False},
              {"k": 8.0, "asr": 0.0, "ca": 0.6, "majority_share": 0.6, "collapsed": True}]
     faked = dataclasses.replace(rep, sweep=sweep)
-    assert (faked.measured_threshold_k, faked.measured_threshold_k_clean) == (2.0, 4.0)
-    assert faked.to_json()["measured_threshold_k_clean"] == 4.0
-    assert dataclasses.replace(rep, sweep=sweep[:3]).measured_threshold_k_clean == math.inf
+    assert (faked.measured_threshold_gamma, faked.measured_threshold_gamma_clean) == (2.0, 4.0)
+    assert faked.to_json()["measured_threshold_gamma_clean"] == 4.0
+    assert dataclasses.replace(rep, sweep=sweep[:3]).measured_threshold_gamma_clean == math.inf
     old_rows = [{k: v for k, v in r.items() if k != "majority_share"} for r in sweep[:3]]
     assert measured_threshold_working(old_rows) == 3.0  # no share recorded: only the collapse flag counts
     assert measured_threshold_working(old_rows, majority_share=0.6) == math.inf

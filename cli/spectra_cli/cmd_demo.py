@@ -43,7 +43,7 @@ def _print_summary(con: Any, final: Path) -> None:
 
     from rich.table import Table
 
-    from spectra.report.tables import fmt_multiplier as _k
+    from spectra.report.tables import fmt_multiplier
 
     summary = json.loads((final / "demo.json").read_text(encoding="utf-8"))
     poisoning = summary["poisoning"]
@@ -56,11 +56,11 @@ def _print_summary(con: Any, final: Path) -> None:
                       "[red]yes[/red]" if row.get("collapsed") else "")
     con.print(table)
     for name, t in summary["threshold"].items():
-        measured = t.get("measured_crossing_k", t["measured_threshold_k"])
-        con.print(f"{name}: ASR crosses 50% at k = "
-                  f"{'never on the grid' if measured is None else _k(measured)} (measured); predicted "
-                  f"{_k(t['predicted_threshold_k'])} (Prop. 4.2 linear)"
-                  + (f", {_k(t['search_threshold_k'])} (search)" if t.get("search_threshold_k") is not None else ""),
+        measured = t.get("measured_crossing_gamma", t["measured_threshold_gamma"])
+        con.print(f"{name}: ASR crosses 50% at γ = "
+                  f"{'never on the grid' if measured is None else fmt_multiplier(measured)} (measured); predicted "
+                  f"{fmt_multiplier(t['predicted_threshold_gamma'])} (Prop. 4.2 linear)"
+                  + (f", {fmt_multiplier(t['search_threshold_gamma'])} (search)" if t.get("search_threshold_gamma") is not None else ""),
                   highlight=False)
     from spectra.report.demo_markdown import demo_readings
 

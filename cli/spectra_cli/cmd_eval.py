@@ -36,7 +36,7 @@ def eval_command(
     out: OutOpt = Path("spectra-eval"),
     text_col: TextColOpt = None,
     label_col: LabelColOpt = None,
-    scale: Annotated[float, typer.Option("--scale", help="Adapter strength k: every LoRA scaling × k (1 = as trained, 0 = no LoRA update); see --head.")] = 1.0,
+    scale: Annotated[float, typer.Option("--scale", help="Adapter strength γ: every LoRA scaling × γ (1 = as trained, 0 = no LoRA update); see --head.")] = 1.0,
     head: HeadOpt = "trained",
     split_test: Annotated[float | None, typer.Option("--split-test", help="Evaluate only on the test side of a stratified split of this fraction (same seed as poison/fix).")] = None,
     batch_size: BatchSizeOpt = 64,

@@ -33,7 +33,7 @@ def threshold_command(
     trigger: TriggerOpt,
     target_label: TargetLabelOpt = 0,
     out: OutOpt = Path("spectra-threshold"),
-    grid: Annotated[str, typer.Option("--grid", help="Multipliers k of every LoRA module's scale to measure (1 = as trained, 0 = no LoRA update).")] = "0,0.5,1,2,4,8,16,32,64",
+    grid: Annotated[str, typer.Option("--grid", help="Multipliers γ of every LoRA module's scale to measure (1 = as trained, 0 = no LoRA update).")] = "0,0.5,1,2,4,8,16,32,64",
     head: HeadOpt = "trained",
     module: Annotated[str | None, typer.Option("--module", help="Module whose σ_pre, σ_Δ normalise the ρ's (name or regex; default: the head if trained, else nearest the output).")] = None,
     text_col: TextColOpt = None,
@@ -84,10 +84,10 @@ def _print_summary(con: object, report: object) -> None:
     table = Table(title="backdoor-override threshold", show_lines=False)
     for col in ("", "worst", "median", "p90"):
         table.add_column(col)
-    for name in ("k_star_bound", "k_star_flip"):
+    for name in ("gamma_star_bound", "gamma_star_flip"):
         table.add_row(name, *(fmt(float(s[name][q])) for q in ("worst", "median", "p90")))
     con.print(table)  # type: ignore[attr-defined]
     con.print(f"ρ_eff ≤ 0 for {100 * s['share_rho_eff_nonpositive']:.1f}% of samples; "  # type: ignore[attr-defined]
-              f"threshold k (ASR < 50%): predicted {fmt(report.predicted_threshold_k)}, "  # type: ignore[attr-defined]
-              f"measured {fmt(report.measured_threshold_k)} "  # type: ignore[attr-defined]
-              f"({fmt(report.measured_threshold_k_clean)} counting only models that still work)")
+              f"threshold k (ASR < 50%): predicted {fmt(report.predicted_threshold_gamma)}, "  # type: ignore[attr-defined]
+              f"measured {fmt(report.measured_threshold_gamma)} "  # type: ignore[attr-defined]
+              f"({fmt(report.measured_threshold_gamma_clean)} counting only models that still work)")

@@ -31,8 +31,8 @@ TargetLabelOpt = Annotated[int, typer.Option("--target-label", help="The backdoo
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (recorded in every output).")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Batch size.")]
 MaxLengthOpt = Annotated[int, typer.Option("--max-length", min=8, help="Tokenizer truncation length.")]
-HeadOpt = Annotated[str, typer.Option("--head", help="A trained classification head (modules_to_save) under a scale k: "
-                                      "trained (used as trained, the paper's sweep) or scaled (W_base + k·(W_saved − W_base)).")]
+HeadOpt = Annotated[str, typer.Option("--head", help="A trained classification head (modules_to_save) under a scale γ: "
+                                      "trained (used as trained, the paper's sweep) or scaled (W_base + γ·(W_saved − W_base)).")]
 
 
 def console() -> Any:

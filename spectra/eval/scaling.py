@@ -1,4 +1,4 @@
-"""The LoRA-scale dial: multiply every LoRA update of a loaded PEFT model by k, and put it back.
+"""The LoRA-scale dial: multiply every LoRA update of a loaded PEFT model by γ, and put it back.
 
 Used by evaluation at a scale (``spectra eval --scale``), by the threshold sweeps (Figure 3
 of Luong & Chen 2026) and by the crossing search. It edits a live model in place and
@@ -21,22 +21,22 @@ HEAD_MODES = ("trained", "scaled")
 
 
 @contextlib.contextmanager
-def scaled_adapter(model: Any, k: float, head: str = "trained") -> Iterator[Any]:
-    """Scale the adapter's LoRA updates by ``k`` inside the ``with`` block; restore on exit.
+def scaled_adapter(model: Any, gamma: float, head: str = "trained") -> Iterator[Any]:
+    """Scale the adapter's LoRA updates by ``gamma`` (γ) inside the ``with`` block; restore on exit.
 
     * every LoRA layer's ``scaling[adapter]`` (α/r, or α/√r with rsLoRA) is multiplied by
-      ``k`` — so the update applied is ``k·s·B·A``: the LoRA scale s of Luong & Chen's
-      Figure 3 and Proposition 4.2, multiplied by k;
+      γ — so the update applied is ``γ·s·B·A``: the LoRA scale s of Luong & Chen's
+      Figure 3 and Proposition 4.2, multiplied by γ;
     * PEFT ``modules_to_save`` copies (e.g. a fully trained classification head) are used
       as trained (``head="trained"``, the paper's sweep), or, with ``head="scaled"``, set to
-      ``W_base + k·(W_saved − W_base)`` for each floating-point parameter (an extrapolated
+      ``W_base + γ·(W_saved − W_base)`` for each floating-point parameter (an extrapolated
       head; reports name it when used).
 
-    ``k = 1`` is the model as trained (nothing is touched); ``k = 0`` removes every LoRA
+    ``γ = 1`` is the model as trained (nothing is touched); ``γ = 0`` removes every LoRA
     update (with ``head="scaled"`` it is exactly the base model, saved modules equal to the
-    originals bit for bit); ``k = 2`` doubles every LoRA update. The original values are
+    originals bit for bit); ``γ = 2`` doubles every LoRA update. The original values are
     saved and put back exactly, also when the block raises. DoRA layers are scaled too,
-    but DoRA renormalises the weight's columns, so for DoRA ``k = 0`` is not the base
+    but DoRA renormalises the weight's columns, so for DoRA ``γ = 0`` is not the base
     model (a warning says so).
 
     Raises:
@@ -45,11 +45,11 @@ def scaled_adapter(model: Any, k: float, head: str = "trained") -> Iterator[Any]
     """
     import torch
 
-    k = float(k)
+    k = float(gamma)
     if not math.isfinite(k):
         raise SpectraError(f"adapter scale must be a finite number, got {k}")
     if head not in HEAD_MODES:
-        raise SpectraError(f"--head {head!r}: use trained (the head as trained) or scaled (interpolated with k)")
+        raise SpectraError(f"--head {head!r}: use trained (the head as trained) or scaled (interpolated with γ)")
     from peft.tuners.lora import LoraLayer
 
     try:
@@ -66,7 +66,7 @@ def scaled_adapter(model: Any, k: float, head: str = "trained") -> Iterator[Any]
         raise SpectraError("scaled_adapter: the model has no LoRA adapter to scale (load it with an adapter)")
     if any(any(bool(v) for v in getattr(m, "use_dora", {}).values()) for m in lora_layers) and k != 1.0:
         warnings.warn("DoRA adapter: scaling multiplies the LoRA direction only; the magnitude vector is not "
-                      "interpolated, so k = 0 is not exactly the base model", SpectraWarning, stacklevel=3)
+                      "interpolated, so γ = 0 is not exactly the base model", SpectraWarning, stacklevel=3)
 
     saved_scaling = [(m, dict(m.scaling)) for m in lora_layers]
     saved_params: list[tuple[torch.Tensor, torch.Tensor]] = []

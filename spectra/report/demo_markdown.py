@@ -12,7 +12,7 @@ import json
 import math
 from typing import Any
 
-from spectra.report.tables import fmt_multiplier as _k
+from spectra.report.tables import fmt_multiplier
 from spectra.report.tables import markdown_table
 
 RULES = [
@@ -74,9 +74,9 @@ def demo_readings(summary: dict[str, Any]) -> list[str]:
                        "backdoor on this run.")
     th = summary.get("threshold") or {}
     if "LoRA" in th and "RoRA" in th:
-        lk, rk = th["LoRA"].get("measured_crossing_k"), th["RoRA"].get("measured_crossing_k")
+        lk, rk = th["LoRA"].get("measured_crossing_gamma"), th["RoRA"].get("measured_crossing_gamma")
         pt_range = (th["LoRA"].get("pt") or {})
-        out.append(f"Sweeping the LoRA scale, ASR crosses 50% at k = {_k(lk)} for LoRA and k = {_k(rk)} for RoRA "
+        out.append(f"Sweeping the LoRA scale, ASR crosses 50% at γ = {fmt_multiplier(lk)} for LoRA and γ = {fmt_multiplier(rk)} for RoRA "
                    "before Pt" + (f"; Pt multiplies LoRA's top-3-block scales by {pt_range['multiplier_min']:.1f}–"
                                   f"{pt_range['multiplier_max']:.1f}" if pt_range.get("multiplier_min") else "") + ".")
     return out
@@ -118,14 +118,14 @@ def render_demo_markdown(summary: dict[str, Any]) -> str:
     th_rows = []
     for name, t in summary["threshold"].items():
         th_rows.append({"adapter": name + (" (before Pt)" if name == "RoRA" else ""),
-                        "measured crossing k": _k(t.get("measured_crossing_k")),
-                        "Prop. 4.2 linear": _k(t.get("predicted_threshold_k")),
-                        "search (64 rows)": _k(t.get("search_threshold_k")),
+                        "measured crossing γ": fmt_multiplier(t.get("measured_crossing_gamma")),
+                        "Prop. 4.2 linear": fmt_multiplier(t.get("predicted_threshold_gamma")),
+                        "search (64 rows)": fmt_multiplier(t.get("search_threshold_gamma")),
                         "search / sweep forward passes": "{search} / {sweep}".format(**(t.get("forward_passes") or
                                                                                         {"search": "–", "sweep": "–"})),
                         "Pt multipliers s'/s": _range(t.get("pt"))})
     lines += [markdown_table(th_rows),
-              "\nk multiplies every LoRA module's scale (k = 1: as trained); the classification head is used as "
+              "\nγ multiplies every LoRA module's scale (γ = 1: as trained); the classification head is used as "
               "trained. Measured crossing: where ASR falls below 50%, interpolated between grid points. Definitions "
               "and per-sample values: `runs/*sweep*` results in `results/`.\n",
               "## Settings and timings\n",

@@ -24,7 +24,7 @@ def eval_markdown(r: Any) -> str:
     base = (inputs.get("base") or {}).get("path")
     adapter = (inputs.get("adapter") or {}).get("path") if inputs.get("adapter") else None
     if base:
-        lines.append(f"Model: `{base}`" + (f" + adapter `{adapter}` at scale k = {meta.get('scale', 1.0):g}" if adapter else " (no adapter)"))
+        lines.append(f"Model: `{base}`" + (f" + adapter `{adapter}` at scale γ = {meta.get('scale', 1.0):g}" if adapter else " (no adapter)"))
     data = inputs.get("data") or {}
     if data:
         lines.append(f"Data: {data.get('source')} (sha256 `{str(data.get('sha256', ''))[:16]}…`)")
@@ -58,9 +58,9 @@ def eval_markdown(r: Any) -> str:
               "~100% for reasons unrelated to the trigger.",
               "- Intervals: Wilson score intervals (95%) for CA, ASR and the floor; Newcombe's hybrid score "
               "interval (method 10, 1998) for Δ, which treats CA and ASR as independent although they share texts.",
-              "- k (scale): every LoRA scaling multiplied by k; a fully trained saved module (`modules_to_save`, "
+              "- γ (scale): every LoRA scaling multiplied by γ; a fully trained saved module (`modules_to_save`, "
               "e.g. the classification head) is used as trained unless the settings say head = scaled, which sets it "
-              "to W_base + k·(W_saved − W_base). k = 1 is the adapter as trained.",
+              "to W_base + γ·(W_saved − W_base). γ = 1 is the adapter as trained.",
               ""]
     if settings:
         lines += ["## Settings", "", "| setting | value |", "|---|---|"]

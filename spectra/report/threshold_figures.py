@@ -1,6 +1,6 @@
 """Figure 3 of the paper, drawn from a threshold report's sweep (never from a model).
 
-CA and ASR measured at each multiplier k of the adapter's scale, the ASR that the
+CA and ASR measured at each multiplier γ of the adapter's scale, the ASR that the
 per-sample linear crossings predict (dashed), and the ASR floor (dotted), on a symlog
 x axis so that k = 0 (the base model) shows beside the log-spaced multipliers.
 """
@@ -13,18 +13,18 @@ from spectra.report.style import DEEP, pyplot
 
 
 def sweep_figure(report: Any) -> Any:
-    """Figure 3: CA(k) and ASR(k) against the adapter multiplier k, predicted ASR dashed.
+    """Figure 3: CA(γ) and ASR(γ) against the adapter multiplier γ, predicted ASR dashed.
 
     ``report`` is a :class:`spectra.threshold.ThresholdReport`; vertical lines mark the
-    predicted threshold (smallest k where the predicted ASR < 50%) and the measured one
-    (smallest grid k where the measured ASR < 50%) when they are finite.
+    predicted threshold (smallest γ where the predicted ASR < 50%) and the measured one
+    (smallest grid γ where the measured ASR < 50%) when they are finite.
     """
     import math
 
     plt = pyplot()
     colours = DEEP[:6]
-    sweep = sorted(report.sweep, key=lambda r: r["k"])
-    ks = [r["k"] for r in sweep]
+    sweep = sorted(report.sweep, key=_g)
+    ks = [_g(r) for r in sweep]
     pct = lambda v: float("nan") if v is None else 100.0 * v  # noqa: E731
 
     fig, ax = plt.subplots(figsize=(6.8, 4.2))
@@ -40,8 +40,8 @@ def sweep_figure(report: Any) -> Any:
             label="ASR predicted (linear in k)")
     ax.plot(ks, [pct(r["asr_floor"]) for r in sweep], ls=":", lw=1.6, color="0.35", label="ASR floor")
     ax.axhline(50.0, color="0.6", lw=0.8, alpha=0.6)
-    for value, label, colour in ((report.predicted_threshold_k, "predicted k*", colours[3]),
-                                 (report.measured_threshold_k, "measured k*", colours[2])):
+    for value, label, colour in ((report.predicted_threshold_gamma, "predicted γ*", colours[3]),
+                                 (report.measured_threshold_gamma, "measured γ*", colours[2])):
         if math.isfinite(value) and value <= max(ks):
             ax.axvline(value, color=colour, lw=1.0, ls="-." if "pred" in label else "-", alpha=0.8,
                        label=f"{label} = {value:.3g}")
@@ -64,3 +64,8 @@ def adapter_label(path: str) -> str:
     since ``spectra fix`` names every adapter folder ``adapter``."""
     parts = [p for p in path.replace("\\", "/").split("/") if p]
     return "/".join(parts[-2:]) if len(parts) >= 2 and parts[-1] == "adapter" else (parts[-1] if parts else path)
+
+
+def _g(row: dict[str, Any]) -> float:
+    """A sweep row's multiplier γ (rows written before 0.2 call it ``k``)."""
+    return float(row["gamma"] if "gamma" in row else row["k"])

@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from spectra.report.tables import fmt, markdown_table, provenance_sections
-from spectra.report.tables import fmt_multiplier as _k
+from spectra.report.tables import fmt_multiplier
 
 
 def _pct(v: Any) -> str:
@@ -24,30 +24,30 @@ def render_threshold_markdown(report: Any) -> str:
     s = report.result.summary()
     m = report.module
     st = report.settings
-    kb, kf = s["k_star_bound"], s["k_star_flip"]
+    kb, kf = s["gamma_star_bound"], s["gamma_star_flip"]
     sb, sf = s["s_star"]["bound"], s["s_star"]["flip"]
     estimates = [
-        {"estimate": "k*_bound (Prop. 4.2, sufficient)", "worst": kb["worst"], "median": kb["median"], "p90": kb["p90"],
-         "uniform constants": kb["uniform"], "share ∞": s["share_k_star_bound_inf"]},
-        {"estimate": "k*_flip (linear crossing)", "worst": kf["worst"], "median": kf["median"], "p90": kf["p90"],
-         "uniform constants": None, "share ∞": s["share_k_star_flip_inf"]},
-        {"estimate": f"s*_bound = k*_bound·s (s = {fmt(m.scale)})", "worst": sb["worst"], "median": sb["median"],
+        {"estimate": "γ*_bound (Prop. 4.2, sufficient)", "worst": kb["worst"], "median": kb["median"], "p90": kb["p90"],
+         "uniform constants": kb["uniform"], "share ∞": s["share_gamma_star_bound_inf"]},
+        {"estimate": "γ*_flip (linear crossing)", "worst": kf["worst"], "median": kf["median"], "p90": kf["p90"],
+         "uniform constants": None, "share ∞": s["share_gamma_star_flip_inf"]},
+        {"estimate": f"s*_bound = γ*_bound·s (s = {fmt(m.scale)})", "worst": sb["worst"], "median": sb["median"],
          "p90": sb["p90"], "uniform constants": sb["uniform"], "share ∞": None},
-        {"estimate": "s*_flip = k*_flip·s", "worst": sf["worst"], "median": sf["median"], "p90": sf["p90"],
+        {"estimate": "s*_flip = γ*_flip·s", "worst": sf["worst"], "median": sf["median"], "p90": sf["p90"],
          "uniform constants": None, "share ∞": None},
     ]
-    thresholds = [{"threshold (ASR < 50%)": "predicted (from k*_flip, exact)", "k": report.predicted_threshold_k,
-                   "s = k·s_module": report.predicted_threshold_k * m.scale},
-                  {"threshold (ASR < 50%)": "measured (smallest grid k)", "k": report.measured_threshold_k,
-                   "s = k·s_module": report.measured_threshold_k * m.scale},
-                  {"threshold (ASR < 50%)": "measured, model still working", "k": report.measured_threshold_k_clean,
-                   "s = k·s_module": report.measured_threshold_k_clean * m.scale}]
-    sweep_rows = [{"k": r["k"], "CA": _pct(r["ca"]), "CA 95% CI": _ci(r.get("ca_ci")), "ASR": _pct(r["asr"]),
+    thresholds = [{"threshold (ASR < 50%)": "predicted (from γ*_flip, exact)", "γ": report.predicted_threshold_gamma,
+                   "s = γ·s_module": report.predicted_threshold_gamma * m.scale},
+                  {"threshold (ASR < 50%)": "measured (smallest grid γ)", "γ": report.measured_threshold_gamma,
+                   "s = γ·s_module": report.measured_threshold_gamma * m.scale},
+                  {"threshold (ASR < 50%)": "measured, model still working", "γ": report.measured_threshold_gamma_clean,
+                   "s = γ·s_module": report.measured_threshold_gamma_clean * m.scale}]
+    sweep_rows = [{"γ": _g(r), "CA": _pct(r["ca"]), "CA 95% CI": _ci(r.get("ca_ci")), "ASR": _pct(r["asr"]),
                    "ASR 95% CI": _ci(r.get("asr_ci")), "ASR predicted": _pct(r["predicted_asr"]),
                    "ASR floor": _pct(r["asr_floor"]), "collapsed": "yes" if r.get("collapsed") else "",
-                   "median M_k(x̃)": r.get("median_margin_trig"),
-                   "median |M_k(x̃) − linear|": r.get("median_abs_nonlinearity")}
-                  for r in sorted(report.sweep, key=lambda r: r["k"])]
+                   "median M_γ(x̃)": r.get("median_margin_trig"),
+                   "median |M_γ(x̃) − linear|": r.get("median_abs_nonlinearity")}
+                  for r in sorted(report.sweep, key=lambda r: _g(r))]
     rho_rows = [{"ρ": name, **{k: v for k, v in s[name].items()}} for name in ("rho_bd", "rho_cl", "rho_tr", "rho_eff")]
     parts = [
         "# spectra threshold\n",
@@ -67,7 +67,7 @@ def render_threshold_markdown(report: Any) -> str:
         f"shape {fmt(tuple(m.shape))}, {m.update_kind}.\n",
         markdown_table(rho_rows),
         "\n## Scale sweep (Figure 3)\n",
-        "![Figure 3: CA and ASR against the adapter multiplier k](fig_sweep.png)\n",
+        "![Figure 3: CA and ASR against the adapter multiplier γ](fig_sweep.png)\n",
         markdown_table(sweep_rows),
         "\nPer-sample values are in `threshold_samples.csv`; every number is in `threshold.json`.\n",
         "## Definitions\n",
@@ -75,8 +75,8 @@ def render_threshold_markdown(report: Any) -> str:
         "- **x, x̃**: a non-target evaluation sample and its triggered twin (the trigger inserted with the "
         "recorded seed); only non-target samples enter the estimates.\n",
         "- **Caveat**: Proposition 4.2 is about a linear classifier with ‖x‖ = 1. For a transformer the margins "
-        "come from the whole network and σ_pre, σ_Δ from one module, so the ρ's are normalised proxies; the k*'s "
-        "do not depend on that normalisation (σ's cancel), but they assume margins linear in k, which a "
+        "come from the whole network and σ_pre, σ_Δ from one module, so the ρ's are normalised proxies; the γ*'s "
+        "do not depend on that normalisation (σ's cancel), but they assume margins linear in γ, which a "
         "transformer is not — hence the measured sweep beside them.\n",
         "\n## Checks\n",
         "```json\n" + json.dumps(report.checks, indent=2, default=str) + "\n```\n",
@@ -91,19 +91,19 @@ def _reading(report: Any, s: dict[str, Any]) -> str:
     """Plain sentences on what the numbers say — including when they say little."""
     lines: list[str] = []
     n = s["n_samples"]
-    sweep = sorted(report.sweep, key=lambda r: r["k"])
+    sweep = sorted(report.sweep, key=lambda r: _g(r))
     if n == 0:
         return "- No non-target samples: nothing to estimate.\n"
-    base_row = next((r for r in sweep if r["k"] == 0.0), None)
-    one_row = next((r for r in sweep if r["k"] == 1.0), None)
+    base_row = next((r for r in sweep if _g(r) == 0.0), None)
+    one_row = next((r for r in sweep if _g(r) == 1.0), None)
     lines.append(
-        f"- The base model (k = 0) flips {_pct(s['share_flipped_by_base'])} of the {n:,} triggered non-target "
-        f"samples (margin M_0(x̃) < 0); the adapter as trained (k = 1) leaves a measured ASR of "
+        f"- The base model (γ = 0) flips {_pct(s['share_flipped_by_base'])} of the {n:,} triggered non-target "
+        f"samples (margin M_0(x̃) < 0); the adapter as trained (γ = 1) leaves a measured ASR of "
         f"{_pct(one_row['asr']) if one_row else 'n/a'} (floor {_pct(one_row['asr_floor']) if one_row else 'n/a'}).")
     if s["share_flipped_by_base"] < 0.5:
         lines.append(
             "- The backdoor is weak on this data (the base flips fewer than half of the triggered samples): most "
-            "per-sample k* are 0 and the aggregates describe a minority of samples.")
+            "per-sample γ* are 0 and the aggregates describe a minority of samples.")
     share_vacuous = s["share_rho_eff_nonpositive"]
     flipped_vacuous = s["share_rho_eff_nonpositive_flipped"]
     among = (f" and {_pct(flipped_vacuous)} of the {s['n_flipped_by_base']:,} the base flips"
@@ -112,42 +112,42 @@ def _reading(report: Any, s: dict[str, Any]) -> str:
         lines.append(
             f"- ρ_eff = ρ_cl − ρ_tr ≤ 0 for {_pct(share_vacuous)} of the samples{among}: there the adapter's push on "
             "the clean input does not dominate what the trigger changes, so Proposition 4.2's sufficient condition "
-            f"is vacuous and k*_bound is ∞ (for {_pct(s['share_k_star_bound_inf'])} of all samples; the others are "
+            f"is vacuous and γ*_bound is ∞ (for {_pct(s['share_gamma_star_bound_inf'])} of all samples; the others are "
             "0 because the base does not flip them). The theorem gives no finite guarantee for this adapter on "
-            "those samples; read k*_flip and the measured sweep instead.")
+            "those samples; read γ*_flip and the measured sweep instead.")
     elif share_vacuous > 0:
         lines.append(f"- ρ_eff ≤ 0 for {_pct(share_vacuous)} of the samples{among} (where the base flips them, "
-                     "k*_bound is ∞: the theorem's condition is vacuous there).")
+                     "γ*_bound is ∞: the theorem's condition is vacuous there).")
     else:
         lines.append("- ρ_eff > 0 for every sample: Proposition 4.2 applies sample by sample.")
-    kb_worst = s["k_star_bound"]["worst"]
+    kb_worst = s["gamma_star_bound"]["worst"]
     if math.isfinite(kb_worst):
-        lines.append(f"- Worst-case sufficient multiplier k*_bound = {fmt(kb_worst)} (s* = {fmt(kb_worst * report.module.scale)}); "
-                     f"median {fmt(s['k_star_bound']['median'])}.")
-    pred, meas = report.predicted_threshold_k, report.measured_threshold_k
-    lines.append(f"- Predicted threshold (ASR < 50%): k = {_k(pred)}; measured on the grid: k = {_k(meas)}. "
-                 + _agreement(pred, meas, [r["k"] for r in sweep]))
-    clean = report.measured_threshold_k_clean
+        lines.append(f"- Worst-case sufficient multiplier γ*_bound = {fmt(kb_worst)} (s* = {fmt(kb_worst * report.module.scale)}); "
+                     f"median {fmt(s['gamma_star_bound']['median'])}.")
+    pred, meas = report.predicted_threshold_gamma, report.measured_threshold_gamma
+    lines.append(f"- Predicted threshold (ASR < 50%): γ = {fmt_multiplier(pred)}; measured on the grid: γ = {fmt_multiplier(meas)}. "
+                 + _agreement(pred, meas, [_g(r) for r in sweep]))
+    clean = report.measured_threshold_gamma_clean
     if clean != meas:
-        lines.append(f"- At the measured k = {_k(meas)} the model no longer works (collapsed to one class, or clean "
+        lines.append(f"- At the measured γ = {fmt_multiplier(meas)} the model no longer works (collapsed to one class, or clean "
                      f"accuracy at or below the majority share), so its low ASR is not a removed backdoor. Counting only "
-                     f"grid points where the model still works: k = {_k(clean)}"
+                     f"grid points where the model still works: γ = {fmt_multiplier(clean)}"
                      + (" (no scale on the grid removes the trigger while the classifier still works)." if math.isinf(clean) else "."))
     worst_gap = max(sweep, key=lambda r: abs(r["asr"] - r["predicted_asr"]))
     gap = abs(worst_gap["asr"] - worst_gap["predicted_asr"])
     if gap <= 1.0 / max(n, 1) + 1e-12:
-        lines.append("- Predicted and measured ASR agree at every grid k (to one sample)." + _linearity(sweep))
+        lines.append("- Predicted and measured ASR agree at every grid γ (to one sample)." + _linearity(sweep))
     else:
-        lines.append(f"- Largest gap between predicted and measured ASR on the grid: {_pct(gap)} at k = "
-                     f"{fmt(worst_gap['k'])} (predicted {_pct(worst_gap['predicted_asr'])}, measured "
-                     f"{_pct(worst_gap['asr'])}). The prediction extrapolates the k = 0 → 1 change of each margin "
-                     "linearly; a transformer's margins are not linear in k, and the gap shows by how much."
+        lines.append(f"- Largest gap between predicted and measured ASR on the grid: {_pct(gap)} at γ = "
+                     f"{fmt(_g(worst_gap))} (predicted {_pct(worst_gap['predicted_asr'])}, measured "
+                     f"{_pct(worst_gap['asr'])}). The prediction extrapolates the γ = 0 → 1 change of each margin "
+                     "linearly; a transformer's margins are not linear in γ, and the gap shows by how much."
                      + _linearity(sweep))
-    collapsed = [r["k"] for r in sweep if r.get("collapsed")]
+    collapsed = [_g(r) for r in sweep if r.get("collapsed")]
     if collapsed:
         lines.append(f"- The model predicts (nearly) one class at k ∈ {{{', '.join(fmt(k) for k in collapsed)}}}: "
                      "ASR there says nothing about the trigger (compare it with the floor).")
-    near_floor = [r["k"] for r in sweep if r["asr"] > 0.5 and r["asr_floor"] >= r["asr"] - 0.05]
+    near_floor = [_g(r) for r in sweep if r["asr"] > 0.5 and r["asr_floor"] >= r["asr"] - 0.05]
     if near_floor:
         lines.append(f"- At k ∈ {{{', '.join(fmt(k) for k in near_floor)}}} ASR is within 5 points of its floor: the "
                      "model assigns the target without the trigger too.")
@@ -157,20 +157,20 @@ def _reading(report: Any, s: dict[str, Any]) -> str:
     if base_row and base_row.get("asr") is not None and abs(base_row["asr"] - base_row["predicted_asr"]) > 1e-9 \
             and report.inputs["label_names"] and len(report.inputs["label_names"]) > 2:
         lines.append("- With more than two classes a negative margin z_y − z_ybd does not imply the target is the argmax, "
-                     "so predicted and measured ASR can differ even at k = 0.")
+                     "so predicted and measured ASR can differ even at γ = 0.")
     return "\n".join(lines) + "\n"
 
 
 def _linearity(sweep: list[dict[str, Any]]) -> str:
-    """One sentence on how far the triggered margins depart from M_0 + k·D at the largest k."""
-    last = max(sweep, key=lambda r: r["k"])
+    """One sentence on how far the triggered margins depart from M_0 + γ·D at the largest γ."""
+    last = max(sweep, key=lambda r: _g(r))
     dev, med = last.get("median_abs_nonlinearity"), last.get("median_margin_trig")
     if dev is None or med is None or (isinstance(dev, float) and math.isnan(dev)):
         return ""
-    k = fmt(float(last["k"]))
+    g = fmt(_g(last))
     if dev <= 0.1 * max(abs(med), 1e-12):
-        return f" The triggered margins stay close to linear in k (median departure {fmt(dev)} at k = {k})."
-    return (f" The triggered margins are not linear in k, though: at k = {k} they depart from M_0(x̃) + k·D(x̃) by a "
+        return f" The triggered margins stay close to linear in γ (median departure {fmt(dev)} at γ = {g})."
+    return (f" The triggered margins are not linear in γ, though: at γ = {g} they depart from M_0(x̃) + γ·D(x̃) by a "
             f"median {fmt(dev)} (median margin {fmt(med)}), so agreement of the ASR curves is partly a matter of "
             "signs, not of the linear model being right.")
 
@@ -179,7 +179,7 @@ def _agreement(pred: float, meas: float, grid: list[float]) -> str:
     if math.isinf(pred) and math.isinf(meas):
         return "Both say the backdoor survives every multiplier tried."
     if math.isinf(meas):
-        return (f"The sweep never brings ASR below 50% (up to k = {fmt(max(grid))}) although the linear prediction "
+        return (f"The sweep never brings ASR below 50% (up to γ = {fmt(max(grid))}) although the linear prediction "
                 "does: they disagree." if pred <= max(grid) else
                 "The prediction lies beyond the grid; extend --grid to check it.")
     if math.isinf(pred):
@@ -190,3 +190,8 @@ def _agreement(pred: float, meas: float, grid: list[float]) -> str:
         return f"They agree to the grid's resolution (the prediction lies in ({fmt(prev)}, {fmt(meas)}])."
     ratio = pred / meas if meas > 0 else float("inf")
     return f"They disagree: the prediction is {fmt(ratio)}× the measured grid threshold."
+
+
+def _g(row: dict[str, Any]) -> float:
+    """A sweep row's multiplier γ (rows written before 0.2 call it ``k``)."""
+    return float(row["gamma"] if "gamma" in row else row["k"])

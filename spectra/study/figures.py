@@ -3,7 +3,7 @@
 - :func:`rows_figure`: CA and ASR per method (mean ± std over seeds), ASR floors, collapse counts;
 - :func:`curves_figure`: the training curves of the learning-rate pick (validation CA per
   epoch, the monitored ASR dotted);
-- :func:`sweep_figure`: Figure 3 — CA and ASR against the LoRA-scale multiplier k for LoRA
+- :func:`sweep_figure`: Figure 3 — CA and ASR against the LoRA-scale multiplier γ for LoRA
   and for RoRA before Pt (head as trained), and where Pt lands;
 - :func:`predictor_figure`: predicted against measured crossings, with the 2× band.
 """
@@ -68,10 +68,10 @@ def curves_figure(results: Results, families: Sequence[str] = ("lora", "rora", "
 
 
 def _mean_curve(sweeps: list[dict[str, Any]], key: str) -> tuple[list[float], list[float], list[float]]:
-    ks = sorted({float(r["k"]) for s in sweeps for r in s["sweep"]})
+    ks = sorted({_g(r) for s in sweeps for r in s["sweep"]})
     mean, std = [], []
     for k in ks:
-        vals = [100 * float(r[key]) for s in sweeps for r in s["sweep"] if float(r["k"]) == k]
+        vals = [100 * float(r[key]) for s in sweeps for r in s["sweep"] if _g(r) == k]
         m = sum(vals) / len(vals)
         mean.append(m)
         std.append(math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0)
@@ -91,7 +91,7 @@ def sweep_figure(results: Results, attack: str) -> Any:
             continue
         for key, color in (("ca", "tab:blue"), ("asr", "tab:red")):
             ks, mean, std = _mean_curve(sweeps, key)
-            x = [max(k, 0.25) for k in ks]  # k = 0 drawn at the left edge of the log axis
+            x = [max(k, 0.25) for k in ks]  # γ = 0 drawn at the left edge of the log axis
             ax.plot(x, mean, ls, color=color, marker="o", ms=3, label=f"{name} {key.upper()} (n={len(sweeps)})")
             ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=color,
                             alpha=0.08)
@@ -102,7 +102,7 @@ def sweep_figure(results: Results, attack: str) -> Any:
             ax.axvspan(lo, hi, color="gray" if method == "lora" else "tab:green", alpha=0.12,
                        label=f"Pt's multipliers s'/s, {name.split()[0]} (top-3 blocks)")
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("k: multiplier of every LoRA scale s (head as trained; 1 = as trained; leftmost point: k = 0)")
+    ax.set_xlabel("γ: multiplier of every LoRA scale s (head as trained; 1 = as trained; leftmost point: γ = 0)")
     ax.set_ylabel("% on CR test")
     ax.set_ylim(0, 102)
     ax.set_title(f"Figure 3 analogue, {attack} (MiniLM, rt → CR)", fontsize=10)
@@ -121,7 +121,7 @@ def predictor_figure(rows: list[dict[str, Any]]) -> Any:
     if finite:
         lo = min(r["measured"] for r in finite) / 4
         hi = max(r["measured"] for r in finite) * 4
-        for key, marker, name in (("linear", "x", "Prop. 4.2 linearisation (k = 0 → 1)"),
+        for key, marker, name in (("linear", "x", "Prop. 4.2 linearisation (γ = 0 → 1)"),
                                   ("search", "o", "adaptive search (64 rows)")):
             pts = [(r["measured"], r[key]) for r in finite if r[key] is not None and math.isfinite(r[key])]
             if pts:
@@ -135,8 +135,13 @@ def predictor_figure(rows: list[dict[str, Any]]) -> Any:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("measured crossing k (ASR = 50%, interpolated)")
-    ax.set_ylabel("predicted k")
+    ax.set_ylabel("predicted γ")
     ax.legend(fontsize=7, loc="upper left")
     ax.set_title("Where ASR crosses 50%: predicted vs measured", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def _g(row: dict[str, Any]) -> float:
+    """A sweep row's multiplier γ (results written before 0.2 call it ``k``)."""
+    return float(row["gamma"] if "gamma" in row else row["k"])

@@ -210,15 +210,15 @@ def _figure3(results: Results, rel: str) -> str:
     parts = ["## Figure 3 analogue: sweeping the LoRA scale (head as trained)\n"]
     for attack in ATTACKS:
         parts.append(f"![Figure 3 {attack}]({rel}/reproduction_sweep_{attack}.png)\n")
-    parts.append("k multiplies every LoRA module's scale s; the trained classification head is used as trained (the "
-                 "paper's sweep). RoRA is swept before Pt (k = 1 is its trained scale). Shaded: the range of Pt's "
+    parts.append("γ multiplies every LoRA module's scale s; the trained classification head is used as trained (the "
+                 "paper's sweep). RoRA is swept before Pt (γ = 1 is its trained scale). Shaded: the range of Pt's "
                  "per-module multipliers s'/s (Pt rescales only the top 3 blocks, to σ_max(s'ΔW) = σ_max(W_pre)).\n")
     return "\n".join(parts)
 
 
 def _predictor(results: Results, rel: str) -> str:
     rows = crossing_rows(results)
-    table = [{"run": r["id"].replace("minilm__", "").replace("__sweep", ""), "measured k": fmt_multiplier(r["measured"]),
+    table = [{"run": r["id"].replace("minilm__", "").replace("__sweep", ""), "measured γ": fmt_multiplier(r["measured"]),
               "Prop. 4.2 linear": fmt_multiplier(r["linear"]), "search": fmt_multiplier(r["search"]),
               "linear within 2×": _yn(r["linear_within_2x"]), "search within 2×": _yn(r["search_within_2x"]),
               "forward passes search / sweep": f"{r['passes_search']} / {r['passes_sweep']}"} for r in rows]
@@ -234,9 +234,9 @@ def _predictor(results: Results, rel: str) -> str:
                            f"{len(sel)} runs (target ≥ 80% for LoRA) at {100 * cost:.1f}% of the sweep's forward "
                            f"passes; the linear prediction on {lin_share:.0%}.")
     return ("## Predicting the scale at which the backdoor gives way\n\n" + "\n".join(summary) + "\n\n" +
-            markdown_table(table) + "Measured k: where the measured ASR crosses 50%, interpolated log-linearly between "
-            "grid points (∞: never on the grid up to 128). Prop. 4.2 linear: the per-sample crossings of M₀ + k·D "
-            "(spectra threshold's predicted_threshold_k). Search: `spectra.threshold.search` on 64 triggered rows.\n\n"
+            markdown_table(table) + "Measured γ: where the measured ASR crosses 50%, interpolated log-linearly between "
+            "grid points (∞: never on the grid up to 128). Prop. 4.2 linear: the per-sample crossings of M₀ + γ·D "
+            "(spectra threshold's predicted_threshold_gamma). Search: `spectra.threshold.search` on 64 triggered rows.\n\n"
             f"![predicted vs measured]({rel}/{FIGURES['predictor']})\n")
 
 

@@ -92,11 +92,25 @@ class Cell:
         return f"{m:.1f}" if self.n == 1 else f"{m:.1f} ± {s:.1f}"
 
 
+#: result keys written before the multiplier k was renamed γ (0.2) → their names now
+RENAMED = {"measured_crossing_k": "measured_crossing_gamma", "search_threshold_k": "search_threshold_gamma",
+           "predicted_threshold_k": "predicted_threshold_gamma", "measured_threshold_k": "measured_threshold_gamma",
+           "measured_threshold_k_clean": "measured_threshold_gamma_clean", "k_star_flip": "gamma_star_flip",
+           "k_star_bound": "gamma_star_bound", "margins_by_k": "margins_by_gamma"}
+
+
 def load_results(folder: str | Path) -> dict[str, dict[str, Any]]:
-    """Every ``<id>.json`` in ``folder`` (no file: an empty study)."""
+    """Every ``<id>.json`` in ``folder`` (no file: an empty study), with the keys of results
+    written under the old name of the multiplier (k) also available under their new one (γ)."""
     out = {}
     for path in sorted(Path(folder).glob("*.json")):
         doc = json.loads(path.read_text(encoding="utf-8"))
+        for old, new in RENAMED.items():
+            if old in doc and new not in doc:
+                doc[new] = doc[old]
+        for row in doc.get("sweep") or []:
+            if "k" in row and "gamma" not in row:
+                row["gamma"] = row["k"]
         out[doc.get("id", path.stem)] = doc
     return out
 

@@ -153,9 +153,9 @@ def crossing_rows(results: Results) -> list[dict[str, Any]]:
     for doc in results.runs("sweep"):
         run = doc["run"]
         rows.append({"id": doc["id"], "attack": run["attack"], "method": run["method"], "base_seed": run["base_seed"],
-                     "seed": run["seed"], "measured": doc.get("measured_crossing_k"),
-                     "grid": doc.get("measured_threshold_k"), "linear": doc.get("predicted_threshold_k"),
-                     "search": doc.get("search_threshold_k"),
+                     "seed": run["seed"], "measured": doc.get("measured_crossing_gamma"),
+                     "grid": doc.get("measured_threshold_gamma"), "linear": doc.get("predicted_threshold_gamma"),
+                     "search": doc.get("search_threshold_gamma"),
                      "passes_search": (doc.get("forward_passes") or {}).get("search"),
                      "passes_sweep": (doc.get("forward_passes") or {}).get("sweep")})
     for r in rows:

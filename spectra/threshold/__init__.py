@@ -9,23 +9,23 @@ linear classifier ``z = (W_pre + sΔW) x`` with ``‖x‖ = 1`` and margin direc
 and ``ρ_eff = ρ_cl − ρ_tr > 0``, every ``s > s* = (ρ_bd / ρ_eff) · (σ_pre / σ_Δ)`` makes the
 triggered margin positive (the backdoor is forgotten on x̃).
 
-This module measures those quantities per sample from margins. Let ``k`` multiply every
-adapted module's scale (``k = 1``: the adapter as trained; ``k = 0``: the base) and
-``M_k(x) = z_y(x) − z_ybd(x)``. For a non-target sample x and its triggered twin x̃:
+This module measures those quantities per sample from margins. Let ``γ`` multiply every
+adapted module's scale (``γ = 1``: the adapter as trained; ``γ = 0``: the base) and
+``M_γ(x) = z_y(x) − z_ybd(x)``. For a non-target sample x and its triggered twin x̃:
 
 - ``D(x) = M_1(x) − M_0(x)``, the adapter's margin gain (exactly ⟨c, ΔW x⟩ for a linear model);
-- ``k*_bound = −M_0(x̃) / (D(x) − |D(x̃) − D(x)|)`` when the denominator is positive, else ∞
+- ``γ*_bound = −M_0(x̃) / (D(x) − |D(x̃) − D(x)|)`` when the denominator is positive, else ∞
   (Proposition 4.2's sufficient scale, per sample);
-- ``k*_flip = −M_0(x̃) / D(x̃)`` when ``D(x̃) > 0``, else ∞ (the exact crossing of a linear model);
+- ``γ*_flip = −M_0(x̃) / D(x̃)`` when ``D(x̃) > 0``, else ∞ (the exact crossing of a linear model);
 - both are 0 when ``M_0(x̃) > 0`` (the base does not flip x̃ in the first place);
 - ``ρ_bd = −M_0(x̃) / (‖c‖σ_pre)``, ``ρ_cl = D(x) / (‖c‖σ_Δ)``, ``ρ_tr = |D(x̃) − D(x)| / (‖c‖σ_Δ)``
-  with ``‖c‖ = √2`` and σ_pre, σ_Δ of one chosen module; ``s* = k*·s`` with s that
+  with ``‖c‖ = √2`` and σ_pre, σ_Δ of one chosen module; ``s* = γ*·s`` with s that
   module's PEFT scale.
 
 :func:`threshold_from_margins` is the pure tensor core; :func:`linear_threshold` builds
 the margins of a linear classifier on fixed features (the exact case);
-:func:`threshold` runs a transformer classifier with a PEFT adapter, measures CA(k) and
-ASR(k) on a grid with :func:`spectra.io.model.scaled_adapter` and returns a
+:func:`threshold` runs a transformer classifier with a PEFT adapter, measures CA(γ) and
+ASR(γ) on a grid with :func:`spectra.io.model.scaled_adapter` and returns a
 :class:`ThresholdReport` whose ``.write(out)`` produces ``threshold.json``,
 ``threshold_samples.csv``, ``fig_sweep.png`` and ``report.md``.
 """

@@ -31,8 +31,8 @@ class ThresholdResult:
     M1_trig: Tensor
     D_clean: Tensor
     D_trig: Tensor
-    k_star_bound: Tensor
-    k_star_flip: Tensor
+    gamma_star_bound: Tensor
+    gamma_star_flip: Tensor
     rho_bd: Tensor
     rho_cl: Tensor
     rho_tr: Tensor
@@ -51,14 +51,14 @@ class ThresholdResult:
 
     @property
     def s_star_bound(self) -> Tensor:
-        return self.k_star_bound * self.scale
+        return self.gamma_star_bound * self.scale
 
     @property
     def s_star_flip(self) -> Tensor:
-        return self.k_star_flip * self.scale
+        return self.gamma_star_flip * self.scale
 
     @property
-    def k_enter(self) -> Tensor:
+    def gamma_enter(self) -> Tensor:
         """Multiplier past which the adapter drives an unflipped x̃ *into* the target
         (M_0(x̃) > 0, D(x̃) < 0); ∞ for every other sample."""
         entering = (self.M0_trig > 0) & (self.D_trig < 0)
@@ -67,32 +67,32 @@ class ThresholdResult:
         return k
 
     def flipped(self, k: float | Tensor) -> Tensor:
-        """Bool ``(len(k), n)``: whether the linearised triggered margin is negative at each k."""
+        """Bool ``(len(k), n)``: whether the linearised triggered margin is negative at each γ."""
         k = torch.as_tensor(k, dtype=torch.float64).reshape(-1, 1)
-        return (k < self.k_star_flip) | (k > self.k_enter)
+        return (k < self.gamma_star_flip) | (k > self.gamma_enter)
 
     def predicted_asr(self, k: float | Sequence[float] | Tensor) -> Tensor:
-        """Predicted ASR at each k (share of triggered non-target samples still flipped)."""
+        """Predicted ASR at each γ (share of triggered non-target samples still flipped)."""
         if len(self) == 0:
             return torch.full((torch.as_tensor(k).numel(),), float("nan"), dtype=torch.float64)
         return self.flipped(k).double().mean(dim=1)
 
     def predicted_threshold(self, level: float = 0.5) -> float:
-        """Smallest k ≥ 0 with ``predicted_asr(k) < level``, exactly (∞ if none).
+        """Smallest γ ≥ 0 with ``predicted_asr(γ) < level``, exactly (∞ if none).
 
         The curve is piecewise constant and changes only at the per-sample crossings; at a
         crossing a leaving sample (k*_flip) is already unflipped and an entering one not yet
         flipped, so the value *at* a crossing is the minimum of its two sides and the
-        smallest k is always one of {0} ∪ crossings.
+        smallest γ is always one of {0} ∪ crossings.
         """
         if len(self) == 0:
             return float("nan")
-        cand = torch.cat([torch.zeros(1, dtype=torch.float64), self.k_star_flip, self.k_enter])
+        cand = torch.cat([torch.zeros(1, dtype=torch.float64), self.gamma_star_flip, self.gamma_enter])
         cand = torch.unique(cand[torch.isfinite(cand) & (cand >= 0)])
         below = self.predicted_asr(cand) < level
         return float(cand[below][0]) if bool(below.any()) else INF
 
-    def uniform_k(self) -> float:
+    def uniform_gamma(self) -> float:
         """Proposition 4.2 with uniform constants over all samples (see ``DEFINITIONS['uniform']``)."""
         if len(self) == 0:
             return float("nan")
@@ -108,34 +108,34 @@ class ThresholdResult:
         """JSON-ready aggregates (∞ written as ``None``)."""
         n = len(self)
         flipped = self.M0_trig < 0
-        k_b, k_f = aggregate(self.k_star_bound), aggregate(self.k_star_flip)
-        uni = self.uniform_k()
+        k_b, k_f = aggregate(self.gamma_star_bound), aggregate(self.gamma_star_flip)
+        uni = self.uniform_gamma()
         k_b["uniform"] = uni
         return {
             "n_samples": n,
             "n_flipped_by_base": int((self.M0_trig < 0).sum()),
             "share_flipped_by_base": float((self.M0_trig < 0).double().mean()) if n else float("nan"),
-            "n_entering": int(torch.isfinite(self.k_enter).sum()),
-            "k_star_bound": k_b,
-            "k_star_flip": k_f,
+            "n_entering": int(torch.isfinite(self.gamma_enter).sum()),
+            "gamma_star_bound": k_b,
+            "gamma_star_flip": k_f,
             "s_star": {"bound": _scaled(k_b, self.scale), "flip": _scaled(k_f, self.scale)},
             "share_rho_eff_nonpositive": float((self.rho_eff <= 0).double().mean()) if n else float("nan"),
             "share_rho_eff_nonpositive_flipped": (float((self.rho_eff[flipped] <= 0).double().mean())
                                                   if int(flipped.sum()) else float("nan")),
-            "share_k_star_bound_inf": float(torch.isinf(self.k_star_bound).double().mean()) if n else float("nan"),
-            "share_k_star_flip_inf": float(torch.isinf(self.k_star_flip).double().mean()) if n else float("nan"),
+            "share_gamma_star_bound_inf": float(torch.isinf(self.gamma_star_bound).double().mean()) if n else float("nan"),
+            "share_gamma_star_flip_inf": float(torch.isinf(self.gamma_star_flip).double().mean()) if n else float("nan"),
             "rho_bd": aggregate(self.rho_bd, extremes=True),
             "rho_cl": aggregate(self.rho_cl, extremes=True),
             "rho_tr": aggregate(self.rho_tr, extremes=True),
             "rho_eff": aggregate(self.rho_eff, extremes=True),
-            "predicted_threshold_k": self.predicted_threshold(),
+            "predicted_threshold_gamma": self.predicted_threshold(),
         }
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per sample, the columns of ``threshold_samples.csv``."""
         index = self.index if self.index is not None else torch.arange(len(self))
         cols = {"M0_clean": self.M0_clean, "M0_trig": self.M0_trig, "D_clean": self.D_clean, "D_trig": self.D_trig,
-                "k_star_bound": self.k_star_bound, "k_star_flip": self.k_star_flip,
+                "gamma_star_bound": self.gamma_star_bound, "gamma_star_flip": self.gamma_star_flip,
                 "rho_bd": self.rho_bd, "rho_cl": self.rho_cl, "rho_tr": self.rho_tr}
         lists = {k: v.tolist() for k, v in cols.items()}
         idx = index.tolist()
@@ -154,22 +154,22 @@ def threshold_from_margins(
     c_norm: float = C_NORM,
     index: Tensor | None = None,
 ) -> ThresholdResult:
-    """Per-sample threshold estimates from margins at k = 0 and k = 1.
+    """Per-sample threshold estimates from margins at γ = 0 and γ = 1.
 
     Pure tensor math (no model, no I/O). Computed in float64 whatever the input dtype.
 
     Args:
-        M0_clean, M0_trig: margins ``z_y − z_ybd`` of the base (k = 0) on the clean
+        M0_clean, M0_trig: margins ``z_y − z_ybd`` of the base (γ = 0) on the clean
             non-target samples x and on their triggered twins x̃, shape ``(n,)``.
         M1_clean, M1_trig: the same with the adapter as trained (k = 1).
         sigma_pre: σ_max(W_pre) of the module the ρ's are normalised by.
         sigma_delta: σ_max(s·ΔW) of that module.
-        scale: that module's PEFT scale s; ``s* = k*·s``.
+        scale: that module's PEFT scale s; ``s* = γ*·s``.
         c_norm: ‖c‖, √2 for ``c = e_y − e_ybd``.
         index: optional sample identifiers carried into :meth:`ThresholdResult.rows`.
 
     Returns:
-        :class:`ThresholdResult` with ``D``, ``k*_bound``, ``k*_flip`` and the ρ's
+        :class:`ThresholdResult` with ``D``, ``γ*_bound``, ``γ*_flip`` and the ρ's
         (definitions in the module docstring and :data:`DEFINITIONS`).
     """
     t = [torch.as_tensor(m).detach().to("cpu", torch.float64).reshape(-1) for m in (M0_clean, M0_trig, M1_clean, M1_trig)]
@@ -200,7 +200,7 @@ def threshold_from_margins(
     rho_cl = d_c / (c_norm * sd) if sd > 0 else torch.full_like(m0t, float("nan"))
     rho_tr = (d_t - d_c).abs() / (c_norm * sd) if sd > 0 else torch.full_like(m0t, float("nan"))
     return ThresholdResult(M0_clean=m0c, M0_trig=m0t, M1_clean=m1c, M1_trig=m1t, D_clean=d_c, D_trig=d_t,
-                           k_star_bound=k_bound, k_star_flip=k_flip, rho_bd=rho_bd, rho_cl=rho_cl, rho_tr=rho_tr,
+                           gamma_star_bound=k_bound, gamma_star_flip=k_flip, rho_bd=rho_bd, rho_cl=rho_cl, rho_tr=rho_tr,
                            sigma_pre=sp, sigma_delta=sd, scale=float(scale), c_norm=float(c_norm),
                            index=None if index is None else torch.as_tensor(index).reshape(-1))
 
@@ -221,18 +221,18 @@ def linear_threshold(
     y_bd: int,
     scale: float = 1.0,
 ) -> ThresholdResult:
-    """Exact threshold estimates of a linear classifier ``z = (W_pre + k·s·ΔW) x`` on fixed features.
+    """Exact threshold estimates of a linear classifier ``z = (W_pre + γ·s·ΔW) x`` on fixed features.
 
     Args:
         W_pre: base weight ``(C, d)`` (``(out, in)`` orientation).
         dW: the unscaled update ``(C, d)``, or LoRA factors ``(B, A)`` with ``ΔW = B @ A``.
         X, X_trig: clean features ``(n, d)`` and their triggered twins. Proposition 4.2
-            assumes unit-norm rows; the k*'s are invariant to a common rescaling of x and
+            assumes unit-norm rows; the γ*'s are invariant to a common rescaling of x and
             x̃, the ρ's are not, so pass normalised rows to read the ρ's as the theorem's.
         y: labels ``(n,)``; samples with ``y == y_bd`` are dropped (``index`` keeps the
             positions of the others).
         y_bd: the backdoor's target label.
-        scale: the adapter's scale s (k = 1 uses ``W_pre + s·ΔW``).
+        scale: the adapter's scale s (γ = 1 uses ``W_pre + s·ΔW``).
 
     σ_pre comes from :func:`spectra.spectral.top_singular` and σ_Δ = σ_max(s·ΔW) from
     :func:`spectra.spectral.lowrank_svd` (factors) or ``top_singular`` (dense).

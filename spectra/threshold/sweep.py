@@ -64,13 +64,13 @@ def threshold(
         data: labelled text (a spec for :func:`spectra.data.load_labelled` or a ``LabelledData``).
         trigger: a trigger spec (``badnet:mn``, ``insent:"…"``) or a parsed ``Trigger``.
         target_label: the backdoor's target label.
-        grid: multipliers k to measure CA(k) and ASR(k) at; 0 and 1 are always measured.
+        grid: multipliers γ to measure CA(γ) and ASR(γ) at; 0 and 1 are always measured.
         module: which adapted module's σ's normalise the ρ's (default: head, else nearest the output).
         max_samples: keep about this many non-target samples (a stratified subsample of all rows).
         split_test: evaluate on the test side of ``split(data, split_test, seed)`` only.
-        head: ``trained`` (default, the paper's sweep: k multiplies the LoRA scale, a trained
+        head: ``trained`` (default, the paper's sweep: γ multiplies the LoRA scale, a trained
             classification head is used as trained) or ``scaled`` (the head is extrapolated
-            with k too, :func:`spectra.io.model.scaled_adapter`); recorded in the report.
+            with γ too, :func:`spectra.io.model.scaled_adapter`); recorded in the report.
         search_rows: rows of the cheap crossing search (:mod:`spectra.threshold_search`).
 
     Returns:
@@ -126,7 +126,7 @@ def threshold(
     timings["spectra"] = time.perf_counter() - t0
     if "dora" in adapter_kinds:
         notes.append("the adapter uses DoRA, whose magnitude renormalisation is not linear in the LoRA scale; "
-                     "k multiplies the LoRA scaling only")
+                     "γ multiplies the LoRA scaling only")
 
     dev = resolve_device(device)
     with warnings.catch_warnings(record=True) as caught:
@@ -164,7 +164,7 @@ def threshold(
         search = search_crossing(margins_function(model, logits, [trig_texts[i] for i in picked], target_label,
                                                   head=head), len(picked))
     timings["search"] = time.perf_counter() - t0
-    margins_by_k = {k: target_margins(per_k[k][1], target_label).tolist() for k in ks}
+    margins_by_gamma = {k: target_margins(per_k[k][1], target_label).tolist() for k in ks}
 
     y_all = torch.tensor(labels, dtype=torch.long)
     nt = torch.tensor(nt_idx, dtype=torch.long)
@@ -177,7 +177,7 @@ def threshold(
     )
     checks = {"m0_equals_base": _check_base_margins(model, logits, texts, trig_texts, clean0, trig0, head)}
     if head == "scaled":
-        notes.append("the classification head was extrapolated with k (head = scaled: W_base + k·(W_saved − W_base)); "
+        notes.append("the classification head was extrapolated with γ (head = scaled: W_base + γ·(W_saved − W_base)); "
                      "the paper's sweep multiplies the LoRA scale only")
     longer = count_over_length(tokenizer, trig_texts, max_length)
     checks["triggered_longer_than_max_length"] = longer
@@ -205,7 +205,7 @@ def threshold(
     timings["total"] = time.perf_counter() - t_start
     return ThresholdReport(result=result, sweep=sweep, module=choice, settings=settings, inputs=inputs,
                            versions=versions, checks=checks, notes=notes, timings=timings, search=search,
-                           margins_by_k=margins_by_k)
+                           margins_by_gamma=margins_by_gamma)
 
 
 def _subsample(data: Any, target_label: int, max_samples: int, seed: int, split: Callable[..., Any]) -> tuple[Any, str]:
@@ -239,7 +239,8 @@ def _sweep_row(k: float, clean: Tensor, trig: Tensor, y_all: Tensor, nt: Tensor,
     m_trig = margins(trig, nt_labels, target)
     linear = result.M0_trig + k * result.D_trig
     return {
-        "k": float(k),
+        "gamma": float(k),
+        "k": float(k),  # the 0.1 name of gamma, kept for one release
         "ca": s.ca,
         "asr": s.asr,
         "asr_floor": s.asr_floor,
@@ -258,7 +259,7 @@ def _sweep_row(k: float, clean: Tensor, trig: Tensor, y_all: Tensor, nt: Tensor,
 
 def _check_base_margins(model: Any, logits: Callable[[list[str]], Tensor], texts: list[str], trig_texts: list[str],
                         clean0: Tensor, trig0: Tensor, head: str = "trained", limit: int = 64) -> dict[str, Any]:
-    """Compare k = 0 logits, on a few rows, with PEFT switching the same parts off by its own
+    """Compare γ = 0 logits, on a few rows, with PEFT switching the same parts off by its own
     flags: every LoRA layer disabled (head as trained), or the whole adapter
     (``disable_adapter``) when the head was scaled too."""
     sub_c, sub_t = texts[:limit], trig_texts[:limit]
