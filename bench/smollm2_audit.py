@@ -35,8 +35,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (DATA, ROOT, compare_rows, csv_rows, machine_line, run_cli, smollm2_adapter,  # noqa: E402
-                     smollm2_base)
+from _common import DATA, ROOT, csv_rows, machine_line, run_cli, smollm2_adapter  # noqa: E402
+
+from spectra.io.zoo import smollm2_path  # noqa: E402
+from spectra.testing.accuracy import compare_rows  # noqa: E402
 
 SIGMA_TOL = 1e-4
 COS_TOL = 1e-3
@@ -55,10 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"smollm2_audit.py {time.strftime('%Y-%m-%d %H:%M')}  {' '.join(argv or sys.argv[1:])}")
 
     t0 = time.perf_counter()
-    fresh = not (data / "smollm2-135m" / "config.json").is_file()
-    base = smollm2_base(data / "smollm2-135m")
-    if fresh:
-        print(f"converted the GGUF to safetensors in {time.perf_counter() - t0:.0f} s: {base}")
+    base = smollm2_path()  # de-quantised from the GGUF once, into the spectra cache
+    print(f"SmolLM2-135M as safetensors: {base} ({time.perf_counter() - t0:.0f} s)")
     t0 = time.perf_counter()
     fresh = not (data / "smollm2-lora-r16" / "adapter_model.safetensors").is_file()
     adapter = smollm2_adapter(base, data / "smollm2-lora-r16")
