@@ -10,8 +10,9 @@ resolved lazily so ``import spectra.data`` stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from spectra._lazy import lazy_exports
 
 _LAZY = {
     "LabelledData": "spectra.data.labelled",
@@ -36,19 +37,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from spectra.data.builtin import BUILTINS
     from spectra.data.datasets import load_labelled, split
     from spectra.data.labelled import LabelledData, build_labelled
+    from spectra.data.stats import newcombe_interval, wilson_interval
+    from spectra.data.triggers import Trigger, apply_trigger, parse_trigger, trigger_rng
     from spectra.eval.inference import predict_logits
     from spectra.eval.metrics import EvalResult, evaluate
     from spectra.eval.pipeline import run_eval
     from spectra.report.eval_markdown import eval_markdown
-    from spectra.data.stats import newcombe_interval, wilson_interval
-    from spectra.data.triggers import Trigger, apply_trigger, parse_trigger, trigger_rng
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'spectra.data' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-__all__ = sorted(_LAZY)
+__getattr__, __all__ = lazy_exports(__name__, _LAZY)

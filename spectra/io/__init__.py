@@ -6,8 +6,9 @@ start-up) does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from spectra._lazy import lazy_exports
 
 _LAZY = {
     "open_base": "spectra.io.checkpoint",
@@ -42,17 +43,10 @@ if TYPE_CHECKING:  # pragma: no cover
         load_adapter,
     )
     from spectra.io.checkpoint import BaseCheckpoint, open_base
-    from spectra.io.keys import KeyMatcher, module_group, module_type, parse_layer
     from spectra.io.files import cache_dir, read_json, write_text_atomic
+    from spectra.io.keys import KeyMatcher, module_group, module_type, parse_layer
     from spectra.io.output import atomic_output_dir, check_output_dir
     from spectra.io.peft_config import lora_scale, resolve_rank_alpha
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'spectra.io' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-__all__ = sorted(_LAZY)
+__getattr__, __all__ = lazy_exports(__name__, _LAZY)

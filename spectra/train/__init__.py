@@ -18,8 +18,7 @@ Names are resolved lazily: importing this package imports neither torch nor tran
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from spectra._lazy import lazy_exports
 
 _LAZY = {
     "RoRAConfig": "spectra.train.config",
@@ -39,11 +38,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'spectra.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-__all__ = sorted(_LAZY)
+__getattr__, __all__ = lazy_exports(__name__, _LAZY)
