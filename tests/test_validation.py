@@ -12,22 +12,24 @@ import torch
 
 from test_train import tiny_base, write_sentiment_csv
 
-from spectra.train.validation import CONVERGENCE_TOLERANCE, converged, pick_learning_rate
+from spectra.train.validation import CONVERGENCE_TOLERANCE, converged, final_drop, pick_learning_rate
 
 
-def test_converged_needs_the_last_epochs_within_half_a_point_of_the_best() -> None:
-    assert converged([0.70, 0.80, 0.85, 0.851, 0.848, 0.850])
-    assert not converged([0.70, 0.80, 0.90, 0.85, 0.85, 0.85])  # fell 5 points from its best
-    assert not converged([0.80, 0.85])  # shorter than the window
-    best = 0.9
-    assert converged([best, best - CONVERGENCE_TOLERANCE, best - CONVERGENCE_TOLERANCE, best])
-    assert not converged([best, best - 2 * CONVERGENCE_TOLERANCE, best, best])
+def test_converged_means_the_last_epochs_no_longer_raise_the_best() -> None:
+    assert converged([0.70, 0.80, 0.85, 0.851, 0.848, 0.850])  # at its level since epoch 3
+    assert not converged([0.70, 0.75, 0.80, 0.82, 0.85, 0.87])  # still climbing
+    assert converged([0.70, 0.88, 0.86, 0.85, 0.86, 0.86])  # overfits a little: no longer improving
+    assert not converged([0.80, 0.85, 0.85])  # no epoch before the window
+    before = 0.85
+    assert converged([0.7, before, before + CONVERGENCE_TOLERANCE, before, before])
+    assert not converged([0.7, before, before + 2 * CONVERGENCE_TOLERANCE, before, before])
+    assert final_drop([0.7, 0.9, 0.85]) == pytest.approx(0.05) and final_drop([0.7, 0.9]) == 0.0
 
 
-def test_pick_learning_rate_uses_the_final_epoch_and_prefers_the_smaller_rate_on_ties() -> None:
-    curves = {2e-5: [0.5, 0.6, 0.7], 2e-4: [0.6, 0.9, 0.8], 2e-3: [0.5, 0.5, 0.8]}
-    assert pick_learning_rate(curves) == 2e-4  # 0.8 ties 0.8: the smaller rate; 0.9 mid-run does not count
-    assert pick_learning_rate({2e-3: [0.5, 0.9], 2e-4: [0.9, 0.85]}) == 2e-3
+def test_pick_learning_rate_uses_the_level_the_run_ends_at_and_prefers_the_smaller_rate_on_ties() -> None:
+    curves = {2e-5: [0.5, 0.6, 0.7, 0.7], 2e-4: [0.9, 0.7, 0.8, 0.9], 2e-3: [0.5, 0.8, 0.8, 0.8]}
+    assert pick_learning_rate(curves) == 2e-4  # mean of the last 3: 0.8 ties 0.8, the smaller rate wins
+    assert pick_learning_rate({2e-3: [0.5, 0.9, 0.9, 0.9], 2e-4: [0.95, 0.85, 0.85, 0.85]}) == 2e-3
     with pytest.raises(ValueError):
         pick_learning_rate({2e-4: []})
 

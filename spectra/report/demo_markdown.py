@@ -18,8 +18,8 @@ from spectra.report.tables import markdown_table
 RULES = [
     "a backdoor is present when the poisoned base's ASR on the proxy's held-out rows is ≥ 95% (the paper's bar) "
     "and the base has not collapsed to one class",
-    "a run may be read only when its validation CA has settled: each of the last 3 epochs within 0.5 point of its "
-    "best",
+    "a run may be read only when its validation CA has stopped improving: the last 3 epochs raise its best by at "
+    "most 0.5 point",
     "'keeps the backdoor': ASR ≥ 80%; 'removes it': ASR ≤ 20% and at least 50 points below LoRA's, without collapse",
     "'at little cost in CA': CA at most 2 points below LoRA's",
 ]

@@ -11,7 +11,7 @@ every epoch the trainer asks an :class:`EpochValidation` for
   backdoor evolves during training and is never used to choose anything — a defender
   has no triggered data.
 
-:func:`converged` is the study's convergence rule on that curve.
+:func:`converged` is the study's convergence rule on that curve (no longer improving).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-#: validation CA of the last epochs must stay within this of the best epoch's (0.5 point)
+#: the last epochs may raise the best validation CA by at most this (0.5 point)
 CONVERGENCE_TOLERANCE = 0.005
 #: how many final epochs the rule looks at
 CONVERGENCE_WINDOW = 3
@@ -78,21 +78,37 @@ class EpochValidation:
 
 def converged(val_ca: Sequence[float], window: int = CONVERGENCE_WINDOW,
               tolerance: float = CONVERGENCE_TOLERANCE) -> bool:
-    """Whether a run's validation CA has settled: each of its last ``window`` epochs lies within
-    ``tolerance`` of the best epoch's. ``False`` for runs shorter than ``window`` epochs."""
+    """Whether a run has stopped improving: its last ``window`` epochs raise the best
+    validation CA of the epochs before them by at most ``tolerance`` (0.5 point).
+
+    A run still climbing fails; a run that reached its level earlier and then moves within
+    the noise of a few hundred validation rows (one row of 289 is 0.35 point) passes, and
+    so does one that overfits slowly — :func:`final_drop` says how far the last epoch sits
+    below the best. ``False`` for runs of ``window`` epochs or fewer.
+    """
     values = [float(v) for v in val_ca]
-    if len(values) < window:
+    if len(values) <= window:
         return False
-    return min(values[-window:]) >= max(values) - tolerance - 1e-12
+    return max(values[-window:]) <= max(values[:-window]) + tolerance + 1e-12
+
+
+def final_drop(val_ca: Sequence[float]) -> float:
+    """How far the final epoch's validation CA sits below the run's best (0 when it is the best)."""
+    values = [float(v) for v in val_ca]
+    return max(values) - values[-1] if values else float("nan")
+
+
+def end_level(val_ca: Sequence[float], window: int = CONVERGENCE_WINDOW) -> float:
+    """The level a run ends at: the mean validation CA of its last ``window`` epochs (one
+    epoch's value moves by a row or two of noise; the final model is what is kept)."""
+    values = [float(v) for v in val_ca][-window:]
+    return sum(values) / len(values) if values else float("nan")
 
 
 def pick_learning_rate(candidates: dict[float, Sequence[float]]) -> float:
-    """The learning rate whose run ends with the best validation CA (ties: the smaller rate).
-
-    ``candidates`` maps each learning rate to its per-epoch validation CA. The final
-    epoch's value decides, because the final model is the one that is kept and evaluated.
-    """
+    """The learning rate whose run ends at the best validation CA (:func:`end_level`; ties:
+    the smaller rate). ``candidates`` maps each rate to its per-epoch validation CA."""
     usable = {lr: list(curve) for lr, curve in candidates.items() if len(curve)}
     if not usable:
         raise ValueError("no learning-rate run has a validation curve")
-    return min(usable, key=lambda lr: (-usable[lr][-1], lr))
+    return min(usable, key=lambda lr: (-round(end_level(usable[lr]), 12), lr))
