@@ -182,7 +182,7 @@ def training_arguments(cfg: RoRAConfig, output_dir: str | os.PathLike[str], devi
         weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, lr_scheduler_type="linear",
         optim="adamw_torch", per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, seed=cfg.seed, data_seed=cfg.seed,
-        save_strategy="epoch" if save else "no", logging_strategy="epoch", eval_strategy="no",
+        save_strategy="epoch" if save else "no", save_total_limit=1, logging_strategy="epoch", eval_strategy="no",
         report_to="none", disable_tqdm=True, use_cpu=use_cpu, remove_unused_columns=False,
         dataloader_num_workers=0,
         # Tr's bases are constant buffers: broadcasting them every step would cost k·(m+n)

@@ -1,0 +1,204 @@
+"""The study's machinery on known inputs: the crossing search finds a root it is given, the
+measured crossing interpolates as defined, the baselines (ONION, PEFT's intruder reduction)
+run on tiny models, and tables and verdicts follow the numbers of hand-made results."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from conftest import build_tiny_model, build_tiny_tokenizer
+
+
+# --------------------------------------------------------------------------- crossing search
+
+
+def _margins(slopes: torch.Tensor, offsets: torch.Tensor):
+    """Rows whose target-vs-rest margin is slope·γ − offset: row i crosses at offset_i / slope_i."""
+    return lambda gamma: slopes * gamma - offsets
+
+
+def test_search_finds_the_median_crossing_upward_and_downward() -> None:
+    from spectra.threshold.search import search_crossing
+
+    crossings = torch.tensor([2.0, 3.0, 5.0, 7.0, 11.0], dtype=torch.float64)  # the median row crosses at 5
+    slopes = torch.tensor([1.0, 0.5, 2.0, 1.5, 0.25], dtype=torch.float64)
+    res = search_crossing(_margins(slopes, slopes * crossings), rows=5)
+    assert res.gamma == pytest.approx(5.0, rel=0.05)
+    assert res.bracket[0] <= 5.0 <= res.bracket[1] and res.bracket[1] / res.bracket[0] <= 1.25
+    assert res.forward_passes == 5 * len(res.evaluations) and len(res.evaluations) <= 14
+    assert [e[0] for e in res.evaluations[:4]] == [1.0, 2.0, 4.0, 8.0]  # doubling from the trained scale
+
+    below = search_crossing(_margins(slopes, slopes * crossings / 16), rows=5)  # crossing at 5/16
+    assert below.gamma == pytest.approx(5 / 16, rel=0.05)
+    never = search_crossing(lambda g: torch.full((5,), -1.0, dtype=torch.float64), rows=5, gamma_max=64)
+    assert never.gamma == math.inf and never.bracket is None
+    already = search_crossing(lambda g: torch.full((5,), 1.0, dtype=torch.float64), rows=5)
+    assert already.gamma == 0.0
+
+
+def test_target_margins_are_negative_exactly_when_the_target_wins() -> None:
+    from spectra.threshold.search import target_margins
+
+    logits = torch.tensor([[0.0, 1.0, 0.5], [2.0, 1.0, 0.0], [1.0, 1.0, 3.0]])
+    m = target_margins(logits, target=1)
+    assert m.tolist() == pytest.approx([-0.5, 1.0, 2.0])
+    assert ((m < 0) == (logits.argmax(1) == 1)).all()
+
+
+def test_measured_crossing_interpolates_log_linearly_between_grid_points() -> None:
+    from spectra.threshold import measured_crossing
+
+    rows = [{"gamma": 0.0, "asr": 1.0}, {"gamma": 1.0, "asr": 0.9}, {"gamma": 4.0, "asr": 0.7},
+            {"gamma": 16.0, "asr": 0.3}, {"gamma": 64.0, "asr": 0.1}]
+    # between 4 (70%) and 16 (30%): halfway in log γ is 8
+    assert measured_crossing(rows) == pytest.approx(8.0)
+    assert measured_crossing([{"k": 0.0, "asr": 0.2}]) == 0.0  # rows of 0.1 call γ "k"
+    assert measured_crossing([{"gamma": 1.0, "asr": 0.9}, {"gamma": 2.0, "asr": 0.6}]) == math.inf
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def test_onion_deletes_the_word_whose_removal_makes_the_text_most_fluent(tmp_path: Path) -> None:
+    from spectra.defenses.onion import Onion, calibrate_threshold
+
+    tok = build_tiny_tokenizer()
+    tok.bos_token = "[CLS]"
+    model = build_tiny_model("llama-lm", seed=0).eval()
+    onion = Onion(model=model, tokenizer=tok, batch_size=4)
+    texts = ["good movie so fun", "bad plot mn boring"]
+    scores = onion.suspicion(texts)
+    assert [len(s) for s in scores] == [4, 4]
+    ppl = onion.perplexities(["good movie so fun", "movie so fun"])
+    assert scores[0][0] == pytest.approx(ppl[0] - ppl[1], rel=1e-5)  # f_i = p0 − p_i, word 0 removed
+    worst = max(range(4), key=lambda i: scores[1][i])
+    kept = onion.filter(texts, threshold=scores[1][worst])
+    assert texts[1].split()[worst] not in kept[1].split() and len(kept[1].split()) <= 3
+    assert onion.filter(texts, threshold=math.inf) == texts  # +∞ deletes nothing
+
+    # calibration: the lowest threshold whose filtering costs ≤ 2 points of accuracy
+    def accuracy(batch: list[str]) -> float:  # "accuracy" = share of words kept
+        return sum(len(t.split()) for t in batch) / sum(len(t.split()) for t in texts)
+
+    calib = calibrate_threshold(onion, accuracy, texts, max_drop=0.2)
+    assert calib["val_ca_filtered"] >= calib["val_ca_unfiltered"] - 0.2
+    filtered = onion.filter(texts, calib["threshold"])
+    assert accuracy(filtered) == pytest.approx(calib["val_ca_filtered"])
+
+
+def test_intruder_reduction_keeps_the_trained_head_and_loads_with_plain_peft(tmp_path: Path) -> None:
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification
+
+    from spectra.defenses.intruder import reduce_intruders
+
+    base = tmp_path / "base"
+    build_tiny_model("bert", seed=0).save_pretrained(base)
+    build_tiny_tokenizer(base)
+    torch.manual_seed(3)
+    model = get_peft_model(AutoModelForSequenceClassification.from_pretrained(base),
+                           LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, target_modules=["query", "value"],
+                                      task_type="SEQ_CLS"))
+    head = model.base_model.model.classifier.modules_to_save["default"]
+    with torch.no_grad():
+        head.weight.add_(torch.randn_like(head.weight))
+    trained_head = head.weight.detach().clone()
+    model.save_pretrained(tmp_path / "lora")
+    info = reduce_intruders(base, tmp_path / "lora", tmp_path / "reduced", threshold_epsilon=0.9)
+    assert info["modules"] == 4
+    saved = load_file(str(tmp_path / "reduced" / "adapter_model.safetensors"))
+    head_keys = [k for k in saved if "classifier" in k and k.endswith("weight")]
+    assert head_keys and torch.allclose(saved[head_keys[0]], trained_head)
+    reloaded = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base), tmp_path / "reduced")
+    ids = torch.tensor([[2, 10, 11, 3]])
+    assert torch.isfinite(reloaded(input_ids=ids).logits).all()
+
+
+# --------------------------------------------------------------------------- tables and verdicts
+
+
+def _doc(kind: str, attack: str, method: str = "", seed: int = 0, base_seed: int = 0, **body: Any) -> dict[str, Any]:
+    run = {"kind": kind, "attack": attack, "base_seed": base_seed, "method": method, "seed": seed, "lr": None,
+           "model": "minilm", "tier": 1}
+    return {"id": f"{attack}-{kind}-{method}-b{base_seed}-s{seed}", "run": run, "wall_s": 60.0, **body}
+
+
+def _ev(ca: float, asr: float, floor: float = 0.1, collapsed: bool = False) -> dict[str, Any]:
+    return {"ca": ca, "asr": asr, "delta": ca - asr, "asr_floor": floor, "collapsed": collapsed}
+
+
+def _study(lora_asr: float, rora_asr: float, rora_ca: float) -> dict[str, dict[str, Any]]:
+    docs = {}
+    for attack in ("badnet", "insent"):
+        for seed in (0, 1, 2):
+            for d in (_doc("finetune", attack, "lora", seed, eval={"new": _ev(0.86, lora_asr)},
+                           pt_alone={"eval": _ev(0.84, 0.05)},
+                           audit={"ratio_median": 20.0, "cos_left_median": 0.3, "cos_right_median": 0.25,
+                                  "modules_table": [{}]}),
+                      _doc("finetune", attack, "rora", seed, eval={"new": _ev(rora_ca, rora_asr),
+                                                                   "new-before-rescale": _ev(0.85, 0.95)}),
+                      _doc("finetune", attack, "fft", seed, eval={"new": _ev(0.85, 0.97)})):
+                docs[d["id"]] = d
+    return docs
+
+
+def test_cells_average_over_seeds_and_count_collapses() -> None:
+    from spectra.study.tables import Results
+
+    docs = _study(0.99, 0.05, 0.84)
+    docs["badnet-finetune-rora-b0-s2"]["eval"]["new"] = _ev(0.59, 0.0, collapsed=True)
+    res = Results(docs)
+    cell = res.cell("+CI+Tr+Pt (RoRA)", "badnet", seeds=(0, 1, 2))
+    assert cell.n == 3 and cell.collapsed == 1
+    assert cell.stat("ca") == pytest.approx((100 * (0.84 + 0.84 + 0.59) / 3, 100 * 0.1443375673), rel=1e-6)
+    assert res.cell("Pt alone (LoRA + Pt)", "insent").mean("asr") == pytest.approx(5.0)
+    assert res.cell("PiSSA", "badnet").n == 0 and res.cell("PiSSA", "badnet").fmt("ca") == "—"
+
+
+@pytest.mark.parametrize("lora_asr, rora_asr, rora_ca, lora_v, rora_v", [
+    (0.99, 0.05, 0.85, "reproduces", "reproduces"),
+    (0.99, 0.45, 0.85, "reproduces", "partly"),
+    (0.40, 0.30, 0.85, "does not reproduce", "does not reproduce"),
+])
+def test_verdicts_follow_the_numbers(lora_asr: float, rora_asr: float, rora_ca: float, lora_v: str,
+                                     rora_v: str) -> None:
+    from spectra.study.tables import Results
+    from spectra.study.verdicts import verdicts
+
+    by = {v.claim: v for v in verdicts(Results(_study(lora_asr, rora_asr, rora_ca)))}
+    assert by["LoRA fine-tuning on clean data leaves the backdoor in place"].verdict == lora_v
+    assert by["RoRA removes the backdoor at little cost in clean accuracy"].verdict == rora_v
+    assert by["CI alone already reduces ASR (Table 5, SST-2)"].verdict == "not measured yet"
+    assert by["LoRA's updates are spectrally weak: σ_max(s·ΔW) ≪ σ_max(W_pre) (Figure 1)"].verdict == "reproduces"
+
+
+def test_results_written_before_the_rename_read_under_the_new_names(tmp_path: Path) -> None:
+    from spectra.study.tables import load_results
+
+    old = {"id": "x", "run": {"kind": "sweep"}, "measured_crossing_k": 5.0, "sweep": [{"k": 1.0, "asr": 0.9}]}
+    (tmp_path / "x.json").write_text(json.dumps(old))
+    doc = load_results(tmp_path)["x"]
+    assert doc["measured_crossing_gamma"] == 5.0 and doc["sweep"][0]["gamma"] == 1.0
+
+
+def test_plan_ids_are_unique_and_every_dependency_is_planned() -> None:
+    from spectra.study.plan import study_plan
+
+    plan = study_plan()
+    ids = [r.id for r in plan]
+    assert len(ids) == len(set(ids))
+    planned = set(ids)
+    for r in plan:
+        assert all(d.id in planned for d in r.deps()), r.id
+    tiers = {r.tier for r in plan}
+    assert tiers == {1, 2, 3, 4}
+    core = [r for r in plan if r.tier == 1 and r.kind == "finetune" and r.lr is None]
+    assert {(r.attack, r.method) for r in core if r.seed == 2} == {(a, m) for a in ("badnet", "insent")
+                                                                   for m in ("fft", "lora", "lora+ci", "lora+tr", "rora")}
