@@ -121,6 +121,19 @@ def test_rescale_only_and_baseline(setup: dict[str, Path]) -> None:
     assert json.loads((lora / "adapter" / "adapter_config.json").read_text()).get("alpha_pattern") in ({}, None)
 
 
+def test_fft_baseline_with_a_validation_curve(setup: dict[str, Path]) -> None:
+    out = setup["tmp"] / "fft"
+    result = invoke([setup["base"], "--data", setup["train"], "--val", setup["test"], "--baseline", "fft",
+                     "--group-by-length", "-o", out, *QUICK])
+    assert result.exit_code == 0, result.output
+    assert (out / "model" / "model.safetensors").is_file() and not (out / "adapter").exists()
+    import pandas as pd
+
+    log = pd.read_csv(out / "train_log.csv")
+    assert "val_ca" in log.columns and log["val_ca"].between(0, 1).all()
+    assert json.loads((out / "model" / "spectra_provenance.json").read_text())["method"] == "fft"
+
+
 def test_crash_then_resume(setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     from spectra.train import trainer as tr
 

@@ -35,6 +35,7 @@ def fix_command(
     out: OutOpt = Path("spectra-fix"),
     adapter: Annotated[Path | None, typer.Option("--adapter", help="Old PEFT adapter: audited and evaluated next to the new one; with --rescale-only, the adapter to rescale.")] = None,
     eval_data: Annotated[str | None, typer.Option("--eval", help="Held-out data for CA/ASR (needs --trigger).")] = None,
+    val_data: Annotated[str | None, typer.Option("--val", help="Clean validation data: validation CA/loss logged every epoch (train_log.csv, fig_train.png); with --trigger its ASR is recorded as a monitor, never used to choose.")] = None,
     trigger: Annotated[str | None, typer.Option("--trigger", help='Backdoor trigger for ASR: badnet:WORD or insent:"SENTENCE".')] = None,
     target_label: TargetLabelOpt = 0,
     # RoRA
@@ -46,7 +47,7 @@ def fix_command(
     no_ci: Annotated[bool, typer.Option("--no-ci", help="Switch CI off.", rich_help_panel=_RORA)] = False,
     no_tr: Annotated[bool, typer.Option("--no-tr", help="Switch Tr off.", rich_help_panel=_RORA)] = False,
     no_pt: Annotated[bool, typer.Option("--no-pt", help="Switch Pt off.", rich_help_panel=_RORA)] = False,
-    baseline: Annotated[str | None, typer.Option("--baseline", help="lora: plain LoRA with the same budget (CI, Tr, Pt off).", rich_help_panel=_RORA)] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="lora: plain LoRA with the same budget (CI, Tr, Pt off); fft: full fine-tuning of every weight (writes OUT/model/).", rich_help_panel=_RORA)] = None,
     rescale_only: Annotated[bool, typer.Option("--rescale-only", help="With --adapter OLD: apply Pt alone, no training.", rich_help_panel=_RORA)] = False,
     # LoRA
     rank: Annotated[int, typer.Option("--rank", "-r", help="LoRA rank r.", rich_help_panel=_LORA)] = 8,
@@ -65,6 +66,7 @@ def fix_command(
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="Gradient accumulation steps.", rich_help_panel=_OPT)] = 1,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many optimizer steps (quick checks).", rich_help_panel=_OPT)] = None,
     max_length: MaxLengthOpt = 128,
+    group_by_length: Annotated[bool, typer.Option("--group-by-length", help="Batch texts of similar length (less padding: about 2x faster on CPU; order stays random per epoch).", rich_help_panel=_OPT)] = False,
     seed: SeedOpt = 0,
     # run
     text_col: TextColOpt = None,
@@ -92,6 +94,8 @@ def fix_command(
 
       spectra fix ./base --data train.csv --baseline lora -o lora-baseline/        # ablation: plain LoRA
 
+      spectra fix ./base --data train.csv --val val.csv --baseline fft --lr 2e-5 --epochs 20 -o fft/   # the FFT baseline
+
       spectra fix ./base --data train.csv --no-pt -o ci-tr/                        # ablation: +CI+Tr
 
       spectra fix ./base --adapter ./lora --rescale-only -o rescaled/              # Pt alone
@@ -113,8 +117,11 @@ def fix_command(
     config.validate()
 
     con = console()
-    overrides = {"max_steps": max_steps} if max_steps is not None else {}
-    result = run_fix(base, data, out, config=config, adapter=adapter, eval_data=eval_data, trigger=trigger,
+    overrides: dict[str, object] = {"max_steps": max_steps} if max_steps is not None else {}
+    if group_by_length:
+        overrides["group_by_length"] = True
+    result = run_fix(base, data, out, config=config, adapter=adapter, eval_data=eval_data, val_data=val_data,
+                     trigger=trigger,
                      target_label=target_label, text_col=text_col, label_col=label_col, rescale_only=rescale_only,
                      resume=resume, overwrite=overwrite, work_dir=work_dir, device=device,
                      cache_dir=False if no_cache else None,
