@@ -98,15 +98,21 @@ def main(argv: list[str] | None = None) -> float:
     common = dict(top_k=a.top_k, batch_size=a.batch_size, max_length=a.seq_len)
     lora_trainer, _, tokenizer = build(RoRAConfig.baseline("lora", **common), base, tmp / "lora")
     rora_trainer, rora, _ = build(RoRAConfig(**common), base, tmp / "rora")
+    # the same RoRA with CI's mask drawn by torch's own F.dropout instead of drop_mask
+    native_trainer, native, _ = build(RoRAConfig(**common), base, tmp / "rora-native")
+    from spectra.train.base_dropout import attach_base_dropout
+
+    native.ci.remove()
+    native.ci = attach_base_dropout(native.model, native.config.base_dropout, native=True)
     print(f"MiniLM ({base}); {len(rora.modules)} LoRA modules; CI p=0.1 on {len(rora.ci.modules)}, "
           f"Tr k={a.top_k} λ=10 on {len(rora.tr.modules)}; batch {a.batch_size} × {a.seq_len} tokens, "
           f"{torch.get_num_threads()} threads; {a.warmup} warm-up + {a.steps} timed steps each, interleaved ABBA")
 
     batches = make_batches(tokenizer, a.warmup + a.steps, a.batch_size, a.seq_len)
-    times: dict[str, list[float]] = {"lora": [], "rora": []}
-    pair = {"lora": lora_trainer, "rora": rora_trainer}
+    times: dict[str, list[float]] = {"lora": [], "rora": [], "rora-native": []}
+    pair = {"lora": lora_trainer, "rora": rora_trainer, "rora-native": native_trainer}
     for i, batch in enumerate(batches):
-        order = ("lora", "rora") if i % 2 == 0 else ("rora", "lora")
+        order = ("lora", "rora", "rora-native") if i % 2 == 0 else ("rora-native", "rora", "lora")
         for name in order:
             torch.manual_seed(i)  # same dropout masks for BERT's own dropout where the graphs agree
             dt = step(pair[name], batch)
@@ -129,6 +135,21 @@ def main(argv: list[str] | None = None) -> float:
     print(f"RoRA  median {med['rora'] * 1e3:8.1f} ms/step   (Tr penalty forward+backward alone: {pen_ms:.2f} ms)")
     print(f"ratio RoRA / LoRA = {ratio:.3f}  (overhead {100 * (ratio - 1):+.1f} %; per-step ratio IQR "
           f"{q1:.3f}–{q3:.3f}; target ≤ 1.10)")
+    nat = sorted(n / r for n, r in zip(times["rora-native"], times["rora"]))
+    print(f"RoRA with F.dropout for CI: median {med['rora-native'] * 1e3:8.1f} ms/step; ratio F.dropout / drop_mask "
+          f"= {med['rora-native'] / med['rora']:.3f} (per-step IQR {nat[len(nat) // 4]:.3f}–{nat[(3 * len(nat)) // 4]:.3f})")
+    shape = (a.batch_size, a.seq_len, 384)
+    y = torch.randn(shape)
+    import torch.nn.functional as F
+
+    from spectra.train.base_dropout import drop_mask
+
+    for name, fn in (("F.dropout", lambda: F.dropout(y, 0.1, training=True)), ("drop_mask", lambda: drop_mask(shape, 0.1))):
+        t = time.perf_counter()
+        for _ in range(50):
+            fn()
+        print(f"one CI mask of {shape}: {name} {(time.perf_counter() - t) / 50 * 1e3:.2f} ms "
+              f"(× {len(rora.ci.modules)} modules per step)")
     return ratio
 
 
