@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from spectra.errors import SpectraError
 
-__version__ = "0.1.0"
+from spectra._version import __version__
 
 _LAZY = {
     "audit": ("spectra.audit", "audit"),

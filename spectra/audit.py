@@ -65,6 +65,15 @@ class AuditReport:
     inputs: dict[str, Any]
     versions: dict[str, str]
     timings: dict[str, float] = field(default_factory=dict)
+    policy: Any = None  # spectra.policy.Policy, set by apply_policy
+    findings: list[Any] = field(default_factory=list)  # spectra.policy.Finding
+
+    def apply_policy(self, policy: Any) -> list[Any]:
+        """Check every module against ``policy`` (:class:`spectra.policy.Policy`); keep the
+        findings for the report and SARIF; return those that fail the gate (≥ ``fail_on``)."""
+        self.policy = policy
+        self.findings = policy.findings(self.table)
+        return policy.failing(self.findings)
 
     @property
     def definitions(self) -> dict[str, str]:
@@ -107,18 +116,30 @@ class AuditReport:
 
     def to_json(self) -> dict[str, Any]:
         """``{"modules": [...], "settings": ..., "inputs": ..., "versions": ..., ...}``."""
+        from dataclasses import asdict
+
         rows = json.loads(self.table.to_json(orient="records"))
         return {"modules": rows, "settings": self.settings, "inputs": self.inputs,
                 "versions": self.versions, "timings": self.timings, "definitions": DEFINITIONS,
-                "summary": json.loads(self.summary().to_json(orient="records"))}
+                "summary": json.loads(self.summary().to_json(orient="records")),
+                "policy": self.policy.to_dict() if self.policy is not None else None,
+                "findings": [asdict(f) for f in self.findings]}
 
     def write(self, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
-        """Write audit.csv, audit.json, fig_ratio.png, fig_alignment.png and report.md."""
+        """Write audit.csv, audit.json, audit.sarif, fig_ratio.png, fig_alignment.png and report.md."""
+        from spectra._version import __version__
         from spectra.io.output import atomic_output_dir
+        from spectra.policy import RULES, Policy
         from spectra.report.audit_markdown import render_audit_markdown
+        from spectra.report.sarif import render_sarif
         from spectra.report.style import save_figure
 
+        policy = self.policy if self.policy is not None else Policy()
+        exit_code = 1 if policy.failing(self.findings) else 0
+        adapters = {label: info.get("path", label) for label, info in (self.inputs.get("adapters") or {}).items()}
+        sarif = render_sarif(self.findings, RULES, policy, adapters, __version__, exit_code)
         with atomic_output_dir(out, overwrite=overwrite) as tmp:
+            (tmp / "audit.sarif").write_text(json.dumps(sarif, indent=2, default=str) + "\n", encoding="utf-8")
             table = self.table.copy()
             table["shape"] = table["shape"].map(lambda s: f"{s[0]}x{s[1]}")
             table.to_csv(tmp / "audit.csv", index=False)
@@ -258,6 +279,8 @@ def audit(
     names: Sequence[str] | None = None,
     cache_dir: str | os.PathLike[str] | None | bool = None,
     allow_pickle: bool = False,
+    revision: str | None = None,
+    adapter_revision: str | None = None,
     memory_budget_mb: int = 256,
     progress: Callable[[int, int], None] | None = None,
 ) -> AuditReport:
@@ -280,6 +303,8 @@ def audit(
         cache_dir: where base spectra are cached by content; None = the default cache
             (``$SPECTRA_CACHE_DIR`` or ``~/.cache/spectra``), False = no cache.
         allow_pickle: accept ``.bin`` weights (``torch.load(weights_only=True)``).
+        revision, adapter_revision: hub revisions (branch, tag or commit) of a hub-id base and
+            of hub-id adapters; the resolved commits are recorded in ``inputs``.
         memory_budget_mb: upper bound for one stacked batch of base weights.
         progress: callback ``(done, total)`` over modules, e.g. to drive a progress bar.
 
@@ -301,11 +326,16 @@ def audit(
     labels = list(names) if names else _unique_names(paths)
     cache = None if cache_dir is False else SpectrumCache(cache_dir or default_folder())
 
-    with open_base(base, allow_pickle=allow_pickle) as ckpt:
-        loaded = [load_adapter(p, ckpt, allow_pickle=allow_pickle) for p in paths]
+    with open_base(base, allow_pickle=allow_pickle, revision=revision) as ckpt:
+        loaded = [load_adapter(p, ckpt, allow_pickle=allow_pickle, revision=adapter_revision) for p in paths]
         selected = [_select(a.modules, modules) for a in loaded]
         if not any(selected):
-            raise SpectraError(f"--modules {modules}: no adapted module matches")
+            from spectra.errors import NothingToAudit
+
+            if modules:
+                raise NothingToAudit(f"--modules {modules}: no adapted module matches")
+            raise NothingToAudit(f"{', '.join(str(p) for p in paths)}: no module of a supported kind to audit "
+                                 "(LoRA, DoRA, embedding LoRA, modules_to_save or full fine-tuning)")
         unique = {m.base_key: m for mods in selected for m in mods}
         total = len(unique) + sum(len(s) for s in selected)
         done = 0
@@ -350,8 +380,9 @@ def audit(
                 tick(1)
         t_delta = time.perf_counter() - t0
 
-        inputs = {"base": describe_path(ckpt.path),
-                  "adapters": {label: describe_path(a.path) for label, a in zip(labels, loaded)}}
+        inputs = {"base": {**describe_path(ckpt.path), "given": str(base), "revision": revision},
+                  "adapters": {label: {**describe_path(a.path), "given": str(p), "revision": adapter_revision}
+                               for label, a, p in zip(labels, loaded, paths)}}
 
     table = pd.DataFrame(rows)
     extra = [c for c in table.columns if c not in COLUMNS]

@@ -1,7 +1,8 @@
 """The exception and warning types the CLI turns into one line, and that one line.
 
 :class:`SpectraError` is anything a user can fix (missing folder, corrupt safetensors,
-shape mismatch, bad trigger spec, ...); :class:`SpectraWarning` is something a user should
+shape mismatch, bad trigger spec, ...; exit code 2); :class:`NothingToAudit` is a readable
+input with nothing to audit (exit code 3); :class:`SpectraWarning` is something a user should
 know that does not stop the run (a fresh classification head, a DoRA scaling caveat).
 :func:`one_line` is how any exception text becomes the single line the CLI prints.
 """
@@ -16,6 +17,12 @@ class SpectraError(Exception):
     ``error: <msg>`` on one line and exits with an error code; any other exception is a
     bug in spectra.
     """
+
+
+class NothingToAudit(SpectraError):
+    """The input was readable but held nothing to audit: no adapted module matched ``--modules``,
+    or the adapter has no module of a supported kind. Scanners report this apart from errors
+    (exit code 3): the gate neither passed nor failed."""
 
 
 class SpectraWarning(UserWarning):

@@ -66,8 +66,14 @@ def describe_path(path: str | os.PathLike[str] | None,
     p = Path(path)
     if not p.is_dir():
         return {"path": os.fspath(path), "hub_id": True}
-    return {"path": str(p.resolve()),
-            "files": {f.name: content_hash(f) for f in sorted(p.iterdir()) if f.is_file() and f.suffix in suffixes}}
+    from spectra.io.hub import snapshot_info
+
+    out: dict[str, Any] = {"path": str(p.resolve())}
+    hub = snapshot_info(p)  # a huggingface_hub snapshot: which repository and commit
+    if hub is not None:
+        out["hub"] = hub
+    out["files"] = {f.name: content_hash(f) for f in sorted(p.iterdir()) if f.is_file() and f.suffix in suffixes}
+    return out
 
 
 def json_safe(obj: Any) -> Any:

@@ -23,7 +23,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        from spectra import __version__
+        from spectra._version import __version__
 
         typer.echo(f"spectra {__version__}")
         raise typer.Exit()

@@ -11,8 +11,10 @@ from spectra_cli.common import (
     AllowPickleOpt,
     DeviceOpt,
     DtypeOpt,
+    EXIT_FINDINGS,
     OutOpt,
     OverwriteOpt,
+    RevisionOpt,
     TopKOpt,
     console,
     error_boundary,
@@ -30,44 +32,59 @@ def audit_command(
     dtype: DtypeOpt = "float32",
     exact: Annotated[bool, typer.Option("--exact", help="Full SVD of every base weight (the reference path).")] = False,
     modules: Annotated[list[str] | None, typer.Option("--modules", help="Regex on module names or exact module type; repeatable.")] = None,
-    max_ratio: Annotated[float | None, typer.Option("--max-ratio", help="Policy gate: exit 2 when some module's σ_pre/σ_Δ exceeds this.")] = None,
-    max_cos: Annotated[float | None, typer.Option("--max-cos", help="Policy gate: exit 2 when some module's max |cos| exceeds this.")] = None,
+    max_ratio: Annotated[float | None, typer.Option("--max-ratio", help="Policy rule 'ratio': a finding when some module's σ_pre/σ_Δ exceeds this (severity error unless --policy says otherwise).")] = None,
+    max_cos: Annotated[float | None, typer.Option("--max-cos", help="Policy rule 'cos': a finding when some module's max |cos| exceeds this (severity error unless --policy says otherwise).")] = None,
+    policy: Annotated[Path | None, typer.Option("--policy", help="Policy file: spectra.toml, or a pyproject.toml with [tool.spectra] (default: ./spectra.toml or ./pyproject.toml when they hold one).")] = None,
+    fail_on: Annotated[str | None, typer.Option("--fail-on", help="Exit 1 on findings of this severity or above: note | warning | error (default: the policy's, else error).")] = None,
+    revision: RevisionOpt = None,
+    adapter_revision: Annotated[str | None, typer.Option("--adapter-revision", help="Hub revision (branch, tag or commit) of hub-id ADAPTERS.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the base-spectrum cache.")] = False,
     overwrite: OverwriteOpt = False,
     allow_pickle: AllowPickleOpt = False,
 ) -> None:
     """Audit adapters spectrally: σ_pre/σ_Δ (Figure 1) and alignment with W_pre's top-k (Figure 2).
 
+    Writes audit.csv, audit.json, audit.sarif (policy findings, SARIF 2.1.0), two figures and
+    report.md. Exit codes, as scanners use them: 0 audited, policy holds; 1 audited, a policy
+    was broken (findings at or above --fail-on); 2 spectra could not do its job (bad input,
+    usage error, internal error); 3 nothing was audited (no module matched --modules).
+
     Examples:
 
       spectra audit ./base ./lora-adapter -o audit/
 
-      spectra audit ./base ./lora ./rora -o compare/ --max-ratio 100   # exit 2 if any module is 100x weaker
+      spectra audit ./base ./lora ./rora -o compare/ --max-ratio 100   # exit 1 if any module is 100x weaker
+
+      spectra audit meta-llama/Llama-3.2-1B org/my-lora --revision main --policy spectra.toml -o audit/
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from spectra.audit import audit
     from spectra.io.output import check_output_dir
+    from spectra.policy import resolve_policy
 
     check_output_dir(out, overwrite)
+    gate = resolve_policy(policy, max_ratio=max_ratio, max_cos=max_cos, fail_on=fail_on, search_from=Path.cwd())
     con = console()
     with Progress(TextColumn("[bold]auditing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=con, transient=True) as bar:
         task = bar.add_task("audit", total=None)
         report = audit(base, [str(a) for a in adapters], top_k=top_k, top_j=top_j, device=device, dtype=dtype,
                        exact=exact, modules=modules, cache_dir=False if no_cache else None,
-                       allow_pickle=allow_pickle,
+                       allow_pickle=allow_pickle, revision=revision, adapter_revision=adapter_revision,
                        progress=lambda done, total: bar.update(task, completed=done, total=total))
-    report.write(out, overwrite=overwrite)
+    failing = report.apply_policy(gate)
+    report.write(out, overwrite=overwrite)  # audit.sarif is on disk before a non-zero exit
     _print_summary(con, report)
-    con.print(f"report: [bold]{out / 'report.md'}[/bold]")
-    broken = report.violations(max_ratio, max_cos)
-    if len(broken):
-        con.print(f"[red]policy: {len(broken)} module(s) break --max-ratio/--max-cos[/red]")
-        for _, row in broken.head(10).iterrows():
-            con.print(f"  {row['adapter']} {row['module']}: ratio {row['ratio']:.3g}, "
-                      f"cos {max(row['cos_max_left'], row['cos_max_right']):.3f}")
-        raise typer.Exit(2)
+    con.print(f"report: [bold]{out / 'report.md'}[/bold]; findings: [bold]{out / 'audit.sarif'}[/bold]")
+    if report.findings:
+        colour = "red" if failing else "yellow"
+        con.print(f"[{colour}]policy: {len(report.findings)} finding(s), {len(failing)} at or above "
+                  f"{gate.fail_on}[/{colour}]")
+        for f in report.findings[:10]:
+            con.print(f"  [{f.severity}] {f.message()}", markup=False, highlight=False)
+    if failing:
+        raise typer.Exit(EXIT_FINDINGS)
 
 
 def _print_summary(con: object, report: object) -> None:

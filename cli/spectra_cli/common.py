@@ -31,6 +31,7 @@ TargetLabelOpt = Annotated[int, typer.Option("--target-label", help="The backdoo
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (recorded in every output).")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Batch size.")]
 MaxLengthOpt = Annotated[int, typer.Option("--max-length", min=8, help="Tokenizer truncation length.")]
+RevisionOpt = Annotated[str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit) of a hub-id BASE; the resolved commit is recorded.")]
 HeadOpt = Annotated[str, typer.Option("--head", help="A trained classification head (modules_to_save) under a scale γ: "
                                       "trained (used as trained, the paper's sweep) or scaled (W_base + γ·(W_saved − W_base)).")]
 
@@ -42,28 +43,59 @@ def console() -> Any:
     return Console(stderr=True)
 
 
-def fail(message: str, code: int = 1) -> None:
+#: exit codes, as scanners use them (ruff, mypy, trivy, grype): 0 audited and the policy holds,
+#: 1 audited and a policy was broken (findings), 2 the tool could not do its job (bad input,
+#: usage error — click's own code — or an internal error), 3 nothing was audited
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR, EXIT_NOTHING = 0, 1, 2, 3
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> None:
     """Print one line and exit with ``code``."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
 def error_boundary(func: F) -> F:
-    """Turn known bad-input errors into one line and exit code 1 (never a traceback)."""
+    """Known bad input → one line and exit 2; nothing to audit → exit 3; any other exception
+    (a bug in spectra) → one line and exit 2 too, with the traceback only when
+    ``SPECTRA_DEBUG=1`` — a pipeline reads 2 as "the scanner could not run", never a pass."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from spectra.errors import SpectraError
+        import os
+        import warnings
+
+        from spectra.errors import NothingToAudit, SpectraError, SpectraWarning, one_line
 
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("default", SpectraWarning)
+                shown = warnings.showwarning
+
+                def show(message: Any, category: Any, *rest: Any, **kw: Any) -> None:
+                    if issubclass(category, SpectraWarning):  # one line, like the errors
+                        typer.echo(f"warning: {one_line(message)}", err=True)
+                    else:
+                        shown(message, category, *rest, **kw)
+
+                warnings.showwarning = show
+                return func(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except NothingToAudit as exc:
+            fail(one_line(exc) or type(exc).__name__, EXIT_NOTHING)
         except SpectraError as exc:
-            fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            fail(one_line(exc) or type(exc).__name__)
         except FileNotFoundError as exc:
             fail(f"{exc.filename}: no such file or folder")
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except Exception as exc:  # noqa: BLE001 - the boundary: every bug becomes one line and exit 2
+            if os.environ.get("SPECTRA_DEBUG"):
+                raise
+            fail(f"internal error ({type(exc).__name__}: {one_line(exc)}); this is a bug in spectra — rerun with "
+                 "SPECTRA_DEBUG=1 for the traceback and report it")
 
     return wrapper  # type: ignore[return-value]
 

@@ -2,9 +2,16 @@
 
 A store maps tensor names to the file that holds them and answers ``shape``/``dtype``
 from metadata alone; ``get`` reads exactly one tensor. The safetensors header (an
-8-byte little-endian length, then a JSON object) is parsed here and checked against
-the file size, so a truncated or corrupt file fails with one line naming it before any
-tensor is read.
+8-byte little-endian length, then a JSON object) is parsed here and checked at least as
+strictly as the safetensors library checks it, before anything is allocated for a tensor:
+
+- the file is a regular file (never a FIFO or a device, which could block or never end);
+- the header length is at most 100,000,000 bytes and fits in the file; the header is
+  UTF-8 JSON starting with ``{``; ``__metadata__``, when present, maps strings to strings;
+- every entry has a known dtype, a shape of non-negative integers, and offsets whose span
+  is exactly the shape's byte size;
+- the entries, ordered by offset, start at 0, follow each other with no gap and no
+  overlap, and end exactly where the file ends: two tensors can never share bytes.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ _ST_DTYPES: dict[str, tuple[str, int]] = {
     "F8_E5M2": ("float8_e5m2", 1),
 }
 
-_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
+_MAX_HEADER = 100_000_000  # the safetensors library's own limit (MAX_HEADER_SIZE)
 
 
 def _torch_dtype(tag: str) -> torch.dtype:
@@ -54,7 +61,10 @@ class SafetensorsHeader:
     """The parsed and validated header of one safetensors file."""
 
     def __init__(self, path: Path):
+        from spectra.io.files import regular_file
+
         self.path = path
+        regular_file(path, "safetensors file")
         try:
             st = path.stat()
         except OSError as exc:
@@ -71,29 +81,53 @@ class SafetensorsHeader:
                     f"in a file of {self.size} bytes)"
                 )
             raw = fh.read(n)
+        if not raw.startswith(b"{"):
+            raise SpectraError(f"{path}: corrupt safetensors header (does not start with '{{')")
         try:
             header = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise SpectraError(f"{path}: corrupt safetensors header ({one_line(exc)})") from None
         if not isinstance(header, dict):
             raise SpectraError(f"{path}: corrupt safetensors header (not a JSON object)")
         self.header_len = n
         self.data_len = self.size - 8 - n
-        self.metadata = header.pop("__metadata__", None) or {}
+        metadata = header.pop("__metadata__", None)
+        if metadata is not None and not (isinstance(metadata, dict) and
+                                         all(isinstance(v, str) for v in metadata.values())):
+            raise SpectraError(f"{path}: corrupt safetensors header (__metadata__ must map strings to strings)")
+        self.metadata = metadata or {}
         self.entries: dict[str, dict[str, Any]] = {}
         for key, info in header.items():
             self.entries[key] = self._check_entry(key, info)
+        self._check_layout()
+
+    def _check_layout(self) -> None:
+        """Offsets ordered from 0, contiguous, non-overlapping, covering the data section exactly."""
+        expected = 0
+        for key, e in sorted(self.entries.items(), key=lambda kv: kv[1]["offsets"]):
+            begin, end = e["offsets"]
+            if begin != expected:
+                what = "overlaps the tensor before it" if begin < expected else f"leaves a gap of {begin - expected} bytes"
+                raise SpectraError(f"{self.path}: corrupt safetensors header (tensor {key} at bytes {begin}-{end} "
+                                   f"{what})")
+            expected = end
+        if expected != self.data_len:
+            raise SpectraError(f"{self.path}: corrupt safetensors file (the tensors cover {expected} bytes of a "
+                               f"{self.data_len}-byte data section)")
 
     def _check_entry(self, key: str, info: Any) -> dict[str, Any]:
         path = self.path
-        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys() or \
+                not isinstance(info["dtype"], str):
             raise SpectraError(f"{path}: corrupt safetensors header (bad entry for tensor {key})")
         tag, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
         if tag not in _ST_DTYPES:
             raise SpectraError(f"{path}: tensor {key} has unknown dtype {tag!r}")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+        if not (isinstance(shape, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                for d in shape)):
             raise SpectraError(f"{path}: corrupt safetensors header (bad shape {shape!r} for tensor {key})")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+        if not (isinstance(offsets, list) and len(offsets) == 2 and
+                all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
             raise SpectraError(f"{path}: corrupt safetensors header (bad offsets for tensor {key})")
         begin, end = offsets
         if not 0 <= begin <= end:

@@ -220,9 +220,11 @@ class Adapter:
         self.close()
 
 
-def load_adapter(path: str | os.PathLike[str], base: BaseCheckpoint, allow_pickle: bool = False) -> Adapter:
-    """Resolve the adapter at ``path`` (PEFT LoRA folder or full fine-tuned model) against ``base``."""
-    folder = resolve_folder(path, "adapter", allow_pickle)
+def load_adapter(path: str | os.PathLike[str], base: BaseCheckpoint, allow_pickle: bool = False,
+                 revision: str | None = None) -> Adapter:
+    """Resolve the adapter at ``path`` (PEFT LoRA folder or full fine-tuned model; a hub id at
+    ``revision``) against ``base``."""
+    folder = resolve_folder(path, "adapter", allow_pickle, revision)
     check_not_empty(folder)
     if (folder / ADAPTER_CONFIG).is_file():
         return _load_peft(folder, base, allow_pickle)

@@ -72,10 +72,17 @@ def _weight_map(index: Path) -> dict[str, str]:
 
 
 def _shards(folder: Path, index: Path, weight_map: dict[str, str]) -> list[Path]:
+    """The shard files an index names: plain file names inside ``folder`` (never a path that
+    leads elsewhere), each a regular file."""
+    from spectra.io.files import regular_file
+
     shards = sorted(set(weight_map.values()))
     for name in shards:
-        if not (folder / name).is_file():
+        if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+            raise SpectraError(f"{index}: names shard {name!r}, which is not a file name inside {folder}; refused")
+        if not (folder / name).exists():
             raise SpectraError(f"{index}: names shard {name}, which is missing from {folder}")
+        regular_file(folder / name, "shard")
     return [folder / name for name in shards]
 
 
@@ -151,9 +158,9 @@ class BaseCheckpoint:
         return f"BaseCheckpoint({str(self.path)!r}, {len(self.keys())} tensors, {self.format})"
 
 
-def open_base(path: str | os.PathLike[str], allow_pickle: bool = False) -> BaseCheckpoint:
-    """Open the base model at ``path`` (local folder or hub id) without reading any tensor."""
-    folder = resolve_folder(path, "model", allow_pickle)
+def open_base(path: str | os.PathLike[str], allow_pickle: bool = False, revision: str | None = None) -> BaseCheckpoint:
+    """Open the base model at ``path`` (local folder, or hub id at ``revision``) without reading any tensor."""
+    folder = resolve_folder(path, "model", allow_pickle, revision)
     check_not_empty(folder)
     found = find_weight_files(folder, allow_pickle)
     has_config = (folder / MODEL_CONFIG).is_file()

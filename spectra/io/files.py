@@ -19,9 +19,46 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "spectra"
 
 
-def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a JSON object; any problem is one line naming the file."""
+def regular_file(path: str | os.PathLike[str], what: str = "file") -> Path:
+    """``path`` if it is (or links to) a regular file; else one line naming it.
+
+    A FIFO, a device or a socket must never be opened: reading ``/dev/zero`` never ends and
+    opening a FIFO blocks until someone writes to it, so a hostile folder could hang the tool.
+    """
+    import stat
+
     path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise SpectraError(f"{path}: no such {what}") from None
+    except OSError as exc:
+        raise SpectraError(f"{path}: cannot read ({one_line(exc)})") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
+                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise SpectraError(f"{path}: is {kind}, not a regular {what}; refused")
+    return path
+
+
+def regular_entries(folder: str | os.PathLike[str]) -> None:
+    """Refuse a folder holding a FIFO, device or socket at its top level (transformers and
+    tokenizers open whatever files a model folder lists; one of those would block or never end)."""
+    import stat
+
+    for entry in Path(folder).iterdir():
+        try:
+            mode = os.stat(entry).st_mode
+        except OSError:
+            continue  # a dangling link is not read by anyone
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            regular_file(entry)  # raises the one-line refusal
+
+
+def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a JSON object (from a regular file only); any problem is one line naming the file."""
+    path = regular_file(path, "JSON file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

@@ -1,50 +1,97 @@
 """Models and adapters named by Hugging Face hub id: the one rule for what counts as a hub id,
-and the download of a repository's weight files when no local folder of that name exists."""
+their resolution to a local snapshot through ``huggingface_hub`` (its cache and offline mode
+honoured), and the commit a snapshot came from, for the reports.
+
+An id is ``owner/name``, optionally ``owner/name@revision``; ``revision`` arguments (the
+CLI's ``--revision``) win over an ``@`` in the id. With ``HF_HUB_OFFLINE=1`` nothing is
+downloaded: the snapshot must already be in the cache (``HF_HUB_CACHE``, else
+``$HF_HOME/hub``, else huggingface_hub's default), laid out as huggingface_hub lays it out
+(``models--owner--name/{blobs,refs,snapshots/<commit>}``).
+"""
 
 from __future__ import annotations
 
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from spectra.errors import SpectraError, one_line
 
 #: ``namespace/name`` as the hub spells repository ids (bare legacy names are not accepted:
 #: a typo in a local path would otherwise turn into a network request)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+_SNAPSHOT = re.compile(r"(?:^|/)models--(?P<owner>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<commit>[0-9a-f]{40})$")
+_TRUE = ("1", "true", "yes", "on")
+
+
+def split_revision(text: str) -> tuple[str, str | None]:
+    """``owner/name@rev`` → ``("owner/name", "rev")``; ids without ``@`` keep ``None``."""
+    repo, sep, rev = text.partition("@")
+    return (repo, rev) if sep and rev else (text, None)
 
 
 def looks_like_hub_id(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` has the shape of a hub repository id (``owner/name``)."""
-    text = os.fspath(path)
-    return bool(_HUB_ID.match(text)) and ".." not in text
+    """Whether ``path`` has the shape of a hub repository id (``owner/name``, ``@revision`` allowed)."""
+    repo, _ = split_revision(os.fspath(path))
+    return bool(_HUB_ID.match(repo)) and ".." not in repo
 
 
-def resolve_folder(path: str | os.PathLike[str], what: str = "model", allow_pickle: bool = False) -> Path:
-    """A local folder for ``path``; a hub id (``org/name``) that is not a local path is downloaded.
+def offline() -> bool:
+    """``HF_HUB_OFFLINE`` as huggingface_hub reads it, at call time."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 
-    Only ``*.json`` and ``*.safetensors`` are fetched (plus ``*.bin`` with ``allow_pickle``).
+
+def hub_cache() -> str | None:
+    """The cache folder huggingface_hub would use, read from the environment at call time."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]) / "hub")
+    return None
+
+
+def download(repo_id: str, revision: str | None, patterns: list[str], what: str) -> Path:
+    """The local snapshot folder of ``repo_id`` at ``revision`` (only ``patterns`` fetched)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(repo_id, revision=revision, allow_patterns=patterns, cache_dir=hub_cache(),
+                                  local_files_only=offline())
+    except Exception as exc:  # offline and not cached, unknown repo or revision, gated, network errors
+        msg = one_line(exc)
+        msg = msg[:157] + "..." if len(msg) > 160 else msg
+        how = ("it is not in the hub cache and HF_HUB_OFFLINE is set" if offline() else
+               "downloading it from the Hugging Face hub failed")
+        raise SpectraError(f"{repo_id}{'@' + revision if revision else ''}: no such local folder, and {how} "
+                           f"({type(exc).__name__}: {msg}); pass a local {what} folder or go online") from None
+    return Path(local)
+
+
+def resolve_folder(path: str | os.PathLike[str], what: str = "model", allow_pickle: bool = False,
+                   revision: str | None = None) -> Path:
+    """A local folder for ``path``; a hub id that is not a local path resolves to its snapshot.
+
+    Only ``*.json`` and ``*.safetensors`` are fetched (plus ``*.bin`` with ``allow_pickle``),
+    and tokenizer files (``*.txt``, ``*.model``) so a snapshot can also be run.
     """
     p = Path(path).expanduser()
     if p.exists():
         if not p.is_dir():
             raise SpectraError(f"{p}: is a file; pass the {what} folder that holds it")
+        if revision:
+            raise SpectraError(f"{p}: --revision applies to hub ids, not to a local folder")
         return p
     if looks_like_hub_id(path):
-        patterns = ["*.json", "*.safetensors"] + (["*.bin"] if allow_pickle else [])
-        try:
-            from huggingface_hub import snapshot_download
-
-            local = snapshot_download(str(path), allow_patterns=patterns)
-        except Exception as exc:  # offline, unknown repo, gated, network errors, ...
-            msg = one_line(exc)
-            if len(msg) > 160:
-                msg = msg[:157] + "..."
-            raise SpectraError(
-                f"{path}: no such local folder, and downloading it from the Hugging Face hub failed "
-                f"({type(exc).__name__}: {msg}); pass a local {what} folder or go online"
-            ) from None
-        return Path(local)
+        repo, rev = split_revision(os.fspath(path))
+        patterns = ["*.json", "*.safetensors", "*.txt", "*.model"] + (["*.bin"] if allow_pickle else [])
+        return download(repo, revision or rev, patterns, what)
     raise SpectraError(f"{p}: no such folder")
 
 
+def snapshot_info(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """``{"repo_id", "commit"}`` when ``folder`` is a huggingface_hub snapshot, else ``None``."""
+    m = _SNAPSHOT.search(Path(folder).as_posix())
+    if m is None:
+        return None
+    return {"repo_id": f"{m['owner']}/{m['name']}", "commit": m["commit"]}

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from spectra.device import resolve_device
 from spectra.errors import SpectraError, SpectraWarning, one_line
-from spectra.io.hub import looks_like_hub_id
-from spectra.io.files import read_json
+from spectra.io.hub import looks_like_hub_id, resolve_folder
+from spectra.io.files import read_json, regular_entries
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -32,6 +32,8 @@ _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 def _model_source(base: str | os.PathLike[str], allow_pickle: bool) -> str:
     """A local folder (checked) or, when no such path exists, a hub id."""
     path = Path(base).expanduser()
+    if path.is_dir():
+        regular_entries(path)
     if path.exists():
         if not path.is_dir():
             raise SpectraError(f"{path}: expected a Hugging Face model folder (config.json + model.safetensors), got a file")
@@ -47,8 +49,8 @@ def _model_source(base: str | os.PathLike[str], allow_pickle: bool) -> str:
                 raise SpectraError(f"{path}: no model weights (model.safetensors or model.safetensors.index.json)")
         return str(path)
     text = os.fspath(base)
-    if looks_like_hub_id(text):
-        return text
+    if looks_like_hub_id(text):  # the snapshot, through huggingface_hub's cache (offline mode honoured)
+        return _model_source(resolve_folder(text, "model", allow_pickle), allow_pickle)
     raise SpectraError(f"{path}: no such folder")
 
 
@@ -57,10 +59,11 @@ def _check_adapter_folder(adapter: str | os.PathLike[str], allow_pickle: bool) -
     if not path.exists():
         text = os.fspath(adapter)
         if looks_like_hub_id(text):
-            return text
+            return _check_adapter_folder(resolve_folder(text, "adapter", allow_pickle), allow_pickle)
         raise SpectraError(f"{path}: no such folder")
     if not path.is_dir():
         raise SpectraError(f"{path}: expected a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)")
+    regular_entries(path)
     if not (path / "adapter_config.json").is_file():
         raise SpectraError(f"{path}: no adapter_config.json (not a PEFT adapter folder)")
     if not (path / "adapter_model.safetensors").is_file():

@@ -47,11 +47,16 @@ class SpectrumCache:
     """Folder of ``<key>.safetensors`` files holding :class:`TopK` results.
 
     Writes go to a temporary file in the same folder and are moved into place with
-    ``os.replace``, so readers (including concurrent audits) see a complete file or none.
+    ``os.replace``, so readers (including concurrent audits writing the same key) see a
+    complete file or none, and an interrupted write (Ctrl-C) leaves no entry behind. A
+    folder that cannot be written (read-only, full, not a folder) turns the cache off for
+    the rest of the run with one :class:`~spectra.errors.SpectraWarning`: the audit goes on
+    without it.
     """
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        self.disabled: str | None = None  # why writes stopped, when they did
 
     def path(self, key: str) -> Path:
         if not key or any(c not in "0123456789abcdefABCDEF" for c in key):
@@ -76,25 +81,46 @@ class SpectrumCache:
             _check_shapes(value)
             return value
         except Exception:  # noqa: BLE001 — any damage means "recompute", by design
-            file.unlink(missing_ok=True)
+            try:
+                file.unlink(missing_ok=True)
+            except OSError:
+                pass  # a read-only cache: leave the damaged file, recompute anyway
             return None
 
     def put(self, key: str, value: TopK) -> None:
         """Store ``value`` under ``key`` atomically (overwrites an existing entry)."""
+        import warnings
+
         from safetensors.torch import save_file
 
+        from spectra.errors import SpectraWarning, one_line
+
+        if self.disabled is not None:
+            return
         file = self.path(key)
-        self.folder.mkdir(parents=True, exist_ok=True)
         tensors = {name: getattr(value, name).detach().to("cpu").contiguous() for name in _FIELDS}
         meta = {"format": _FORMAT, "key": key, "method": value.method}
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=self.folder)
-        os.close(fd)
+        tmp: str | None = None
         try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=self.folder)
+            os.close(fd)
             save_file(tensors, tmp, metadata=meta)
             os.replace(tmp, file)
+        except OSError as exc:  # read-only, full, or not a folder: go on without the cache
+            self.disabled = one_line(exc)
+            warnings.warn(f"{self.folder}: cannot write the spectrum cache ({self.disabled}); continuing without it",
+                          SpectraWarning, stacklevel=2)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
             raise
+        finally:
+            if tmp is not None and self.disabled is not None:
+                try:
+                    Path(tmp).unlink(missing_ok=True)
+                except OSError:
+                    pass
 
 
 def _check_shapes(t: TopK) -> None:

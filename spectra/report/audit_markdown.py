@@ -23,6 +23,7 @@ def render_audit_markdown(report: Any) -> str:
         "## Summary\n",
         markdown_table(report.summary().to_dict("records")),
         _reading(report),
+        _policy(report),
         "## Figures\n",
         "![Figure 1: spectral ratio](fig_ratio.png)\n",
         "![Figure 2: alignment with W_pre's top-k](fig_alignment.png)\n",
@@ -32,6 +33,24 @@ def render_audit_markdown(report: Any) -> str:
         "".join(f"- **{name}**: {text}\n" for name, text in report.definitions.items()),
         *provenance_sections(s, report.inputs, report.versions, report.timings),
     ]
+    return "\n".join(parts)
+
+
+def _policy(report: Any) -> str:
+    """The policy in force, its findings, and what the gate decided (also in audit.sarif)."""
+    policy = report.policy
+    if policy is None or not policy.active:
+        return "## Policy\n\nNo policy was set (`--policy`, `spectra.toml`, `--max-ratio`, `--max-cos`): no gate.\n"
+    rules = [{"rule": rid, "max": s.max, "per module type": ", ".join(f"{k} {v:g}" for k, v in s.module_types.items()),
+              "severity": s.severity} for rid, s in policy.rules.items()]
+    failing = policy.failing(report.findings)
+    parts = ["## Policy\n", f"From {', '.join(policy.sources)}; the gate fails on findings of severity "
+             f"**{policy.fail_on}** or above.\n", markdown_table(rules),
+             f"\n**{len(report.findings)} finding(s), {len(failing)} at or above {policy.fail_on}: the gate "
+             f"{'fails (exit 1)' if failing else 'passes'}.** Every finding is also in `audit.sarif`.\n"]
+    if report.findings:
+        parts.append(markdown_table([{"severity": f.severity, "rule": f.rule, "adapter": f.adapter, "module": f.module,
+                                      "value": f.value, "threshold": f.threshold} for f in report.findings[:200]]))
     return "\n".join(parts)
 
 

@@ -42,7 +42,7 @@ def _pct(x: Any) -> str:
 
 def render_fix_markdown(result: Any, *, train: Any, test: Any, trigger: str | None, target_label: int, base: Any,
                         adapter: Any, rescale_only: bool) -> str:
-    from spectra import __version__
+    from spectra._version import __version__
     from spectra.provenance import library_versions
     from spectra.report.train_figures import short_module_name
 

@@ -313,7 +313,7 @@ def _write_provenance(path: Path, *, base: Any, train: Any, config: RoRAConfig, 
                       rescale_only: bool, recipe: Any, overrides: dict[str, Any], device: str) -> None:
     import datetime
 
-    from spectra import __version__
+    from spectra._version import __version__
     from spectra.provenance import describe_path
     from spectra.provenance import library_versions
 

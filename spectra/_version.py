@@ -1,0 +1,3 @@
+"""The package version, in a leaf module so that reports can import it without importing the package."""
+
+__version__ = "0.2.0.dev0"

@@ -1,0 +1,213 @@
+"""Audit policies: which measured values break a rule, at what severity, and when the gate fails.
+
+A policy holds one setting per rule (:data:`RULES`): a threshold, optional thresholds per
+module type (``q_proj`` may differ from ``down_proj``), and a severity (``note``,
+``warning``, ``error``: SARIF's levels). A module whose value exceeds its threshold is a
+:class:`Finding`; the gate fails (exit code 1) when a finding is at or above ``fail_on``.
+
+Policies come from a TOML file — ``spectra.toml``, or the ``[tool.spectra]`` table of a
+``pyproject.toml`` — and from the CLI (``--max-ratio``, ``--max-cos``, ``--fail-on``), the
+CLI winning where both set a value::
+
+    fail-on = "error"
+
+    [rules.ratio]              # σ_pre/σ_Δ: the update is this many times weaker than the base layer
+    max = 100
+    severity = "error"
+    [rules.ratio.module-types] # thresholds per module type (the audit's module_type column)
+    down_proj = 200
+
+    [rules.cos]                # max |cos| of ΔW's leading singular vectors with W_pre's top-k
+    max = 0.5
+    severity = "warning"
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spectra.errors import SpectraError
+
+SEVERITIES = ("note", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A policy rule: what it measures (a function of an audit row) and what breaking it means."""
+
+    id: str
+    name: str
+    summary: str
+    measure: Callable[[dict[str, Any]], float]
+    default_severity: str
+
+
+RULES: dict[str, Rule] = {r.id: r for r in (
+    Rule("ratio", "WeakUpdate", "σ_max(W_pre) / σ_max(s·ΔW) above the threshold: the adapter's update is too weak to "
+         "override what the base layer learned (Luong & Chen 2026, Figure 1 and Proposition 4.2)",
+         lambda row: float(row["ratio"]), "error"),
+    Rule("cos", "AlignedUpdate", "max |cos| of ΔW's leading singular vectors with W_pre's top-k above the threshold: "
+         "the update points into the base layer's dominant subspaces, where a backdoor lives (Figure 2)",
+         lambda row: max(float(row["cos_max_left"]), float(row["cos_max_right"])), "warning"),
+    Rule("overlap", "OverlappingUpdate", "share of ΔW's energy inside W_pre's top-k subspaces above the threshold "
+         "(what RoRA's Tr penalty drives to zero)", lambda row: float(row["overlap"]), "warning"),
+)}
+
+
+@dataclass
+class RuleSetting:
+    """One rule's threshold (global and per module type) and severity; ``max=None`` disables it."""
+
+    max: float | None = None
+    severity: str = "error"
+    module_types: dict[str, float] = field(default_factory=dict)
+
+    def threshold(self, module_type: str) -> float | None:
+        return self.module_types.get(module_type, self.max)
+
+
+@dataclass
+class Finding:
+    """A module that breaks a rule."""
+
+    rule: str
+    severity: str
+    adapter: str
+    module: str
+    module_type: str
+    value: float
+    threshold: float
+
+    def message(self) -> str:
+        what = {"ratio": "σ_pre/σ_Δ", "cos": "max |cos| with W_pre's top-k", "overlap": "top-k overlap"}[self.rule]
+        return f"{self.adapter} {self.module}: {what} = {self.value:.4g} > {self.threshold:.4g} ({self.rule})"
+
+
+@dataclass
+class Policy:
+    """Rule settings, the severity at which the gate fails, and where they came from."""
+
+    rules: dict[str, RuleSetting] = field(default_factory=dict)
+    fail_on: str = "error"
+    sources: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.fail_on not in SEVERITIES:
+            raise SpectraError(f"--fail-on {self.fail_on!r}: use one of {', '.join(SEVERITIES)}")
+
+    @property
+    def active(self) -> bool:
+        return any(s.max is not None or s.module_types for s in self.rules.values())
+
+    def findings(self, table: Any) -> list[Finding]:
+        """Every (adapter, module) of an audit table that breaks an active rule."""
+        out = []
+        for row in table.to_dict("records"):
+            for rule_id, setting in self.rules.items():
+                limit = setting.threshold(str(row.get("module_type", "")))
+                if limit is None:
+                    continue
+                value = RULES[rule_id].measure(row)
+                if value > limit:
+                    out.append(Finding(rule_id, setting.severity, str(row["adapter"]), str(row["module"]),
+                                       str(row.get("module_type", "")), value, float(limit)))
+        return out
+
+    def failing(self, findings: list[Finding]) -> list[Finding]:
+        """The findings at or above ``fail_on`` (what makes the gate exit 1)."""
+        floor = SEVERITIES.index(self.fail_on)
+        return [f for f in findings if SEVERITIES.index(f.severity) >= floor]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fail_on": self.fail_on, "sources": list(self.sources),
+                "rules": {k: asdict(v) for k, v in self.rules.items()}}
+
+
+def load_policy(path: str | os.PathLike[str]) -> Policy:
+    """A policy from ``spectra.toml`` (top-level keys) or a ``pyproject.toml`` (``[tool.spectra]``)."""
+    from spectra.io.files import regular_file
+
+    p = regular_file(Path(path), "policy file")
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        doc = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SpectraError(f"{p}: not a readable TOML file ({exc})") from None
+    if p.name == "pyproject.toml":
+        doc = doc.get("tool", {}).get("spectra")
+        if doc is None:
+            raise SpectraError(f"{p}: no [tool.spectra] table")
+    return _from_dict(doc, str(p))
+
+
+def _from_dict(doc: Any, where: str) -> Policy:
+    if not isinstance(doc, dict):
+        raise SpectraError(f"{where}: the policy must be a table")
+    unknown = set(doc) - {"fail-on", "rules"}
+    if unknown:
+        raise SpectraError(f"{where}: unknown policy key(s) {sorted(unknown)} (known: fail-on, rules)")
+    rules: dict[str, RuleSetting] = {}
+    for rule_id, body in (doc.get("rules") or {}).items():
+        if rule_id not in RULES:
+            raise SpectraError(f"{where}: unknown rule {rule_id!r} (known: {', '.join(RULES)})")
+        if not isinstance(body, dict) or set(body) - {"max", "severity", "module-types"}:
+            raise SpectraError(f"{where}: rules.{rule_id} takes max, severity and module-types")
+        severity = body.get("severity", RULES[rule_id].default_severity)
+        if severity not in SEVERITIES:
+            raise SpectraError(f"{where}: rules.{rule_id}.severity {severity!r}: use one of {', '.join(SEVERITIES)}")
+        types = body.get("module-types") or {}
+        if not isinstance(types, dict):
+            raise SpectraError(f"{where}: rules.{rule_id}.module-types must map module types to numbers")
+        rules[rule_id] = RuleSetting(max=_number(body.get("max"), f"{where}: rules.{rule_id}.max"),
+                                     severity=severity,
+                                     module_types={str(k): _number(v, f"{where}: rules.{rule_id}.module-types.{k}")
+                                                   for k, v in types.items()})
+    return Policy(rules=rules, fail_on=str(doc.get("fail-on", "error")), sources=[where])
+
+
+def _number(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SpectraError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
+def resolve_policy(path: str | os.PathLike[str] | None = None, *, max_ratio: float | None = None,
+                   max_cos: float | None = None, fail_on: str | None = None,
+                   search_from: str | os.PathLike[str] | None = None) -> Policy:
+    """The policy in force: ``path`` if given, else ``spectra.toml`` or a ``pyproject.toml`` with
+    ``[tool.spectra]`` in ``search_from`` (the working folder), then the CLI's values on top."""
+    policy = Policy()
+    if path is not None:
+        policy = load_policy(path)
+    elif search_from is not None:
+        here = Path(search_from)
+        if (here / "spectra.toml").is_file():
+            policy = load_policy(here / "spectra.toml")
+        elif (here / "pyproject.toml").is_file() and _has_tool_table(here / "pyproject.toml"):
+            policy = load_policy(here / "pyproject.toml")
+    for rule_id, value in (("ratio", max_ratio), ("cos", max_cos)):
+        if value is not None:
+            # --max-ratio/--max-cos fail the gate, as they always did, unless a file set the severity
+            setting = policy.rules.get(rule_id) or RuleSetting(severity="error")
+            setting.max = float(value)
+            policy.rules[rule_id] = setting
+            policy.sources.append(f"--max-{rule_id}")
+    if fail_on is not None:
+        policy.fail_on = fail_on
+        policy.__post_init__()
+        policy.sources.append("--fail-on")
+    return policy
+
+
+def _has_tool_table(pyproject: Path) -> bool:
+    text = pyproject.read_text(encoding="utf-8", errors="replace")
+    return "[tool.spectra" in text
