@@ -35,6 +35,7 @@ from spectra.io.checkpoint import (
     open_store,
     read_json,
 )
+from spectra.io.files import regular_entries
 from spectra.io.hub import resolve_folder
 from spectra.io.keys import (
     KeyMatcher,
@@ -226,6 +227,7 @@ def load_adapter(path: str | os.PathLike[str], base: BaseCheckpoint, allow_pickl
     ``revision``) against ``base``."""
     folder = resolve_folder(path, "adapter", allow_pickle, revision)
     check_not_empty(folder)
+    regular_entries(folder)  # a FIFO or device among the files is refused, read or not
     if (folder / ADAPTER_CONFIG).is_file():
         return _load_peft(folder, base, allow_pickle)
     if find_weight_files(folder, allow_pickle) is not None:

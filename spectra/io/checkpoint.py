@@ -17,7 +17,7 @@ import torch
 
 from spectra.errors import SpectraError, one_line
 from spectra.io._tensors import PickleStore, SafetensorsStore, TensorStore
-from spectra.io.files import read_json
+from spectra.io.files import read_json, regular_entries
 from spectra.io.hub import resolve_folder
 
 ST_INDEX = "model.safetensors.index.json"
@@ -162,6 +162,7 @@ def open_base(path: str | os.PathLike[str], allow_pickle: bool = False, revision
     """Open the base model at ``path`` (local folder, or hub id at ``revision``) without reading any tensor."""
     folder = resolve_folder(path, "model", allow_pickle, revision)
     check_not_empty(folder)
+    regular_entries(folder)  # a FIFO or device among the files is refused, read or not
     found = find_weight_files(folder, allow_pickle)
     has_config = (folder / MODEL_CONFIG).is_file()
     if found is None:
