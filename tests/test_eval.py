@@ -363,7 +363,7 @@ def test_eval_command_end_to_end(tiny, tmp_path: Path) -> None:
     # an existing output is not replaced without --overwrite
     res_again = _run(["eval", str(tiny["base"]), "--data", str(tiny["csv"]), "--trigger", "badnet:mn",
                       "-o", str(out), "--device", "cpu"])
-    assert res_again.exit_code == 1 and "already exists" in res_again.output
+    assert res_again.exit_code == 2 and "already exists" in res_again.output
 
 
 @pytest.mark.parametrize("extra, match", [
@@ -386,7 +386,7 @@ def test_eval_command_bad_inputs_exit_1_with_one_line(tiny, tmp_path: Path, extr
             rest += extra[i:i + 2]
     res = _run(["eval", str(model), "--data", str(tiny["csv"]), "--trigger", args["--trigger"],
                 "-o", str(tmp_path / "o"), "--device", "cpu", *rest])
-    assert res.exit_code == 1
+    assert res.exit_code == 2
     lines = _error_lines(res)
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], res.output
     assert not (tmp_path / "o").exists()

@@ -1,5 +1,5 @@
 """``spectra fix`` end to end on a tiny BERT: outputs, provenance, plain-PEFT loading,
-``--rescale-only``, crash + ``--resume``, and bad inputs (exit 1, one line)."""
+``--rescale-only``, crash + ``--resume``, and bad inputs (exit 2, one line)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def invoke(args: list[str]):  # type: ignore[no-untyped-def]
 
 
 def one_line_error(result) -> str:  # type: ignore[no-untyped-def]
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     return lines[0]
@@ -175,7 +175,7 @@ def test_crash_then_resume(setup: dict[str, Path], monkeypatch: pytest.MonkeyPat
     (["--eval", "TEST", "--trigger", "badnet:mn", "--target-label", "5"], "target label 5 is absent"),
     (["--eval", "TEST", "--trigger", "nosuchkind:x"], "unknown kind"),
 ])
-def test_bad_inputs_exit_1_with_one_line(setup: dict[str, Path], extra: list[str], needle: str) -> None:
+def test_bad_inputs_exit_2_with_one_line(setup: dict[str, Path], extra: list[str], needle: str) -> None:
     args = [setup["base"], "--data", setup["train"], "-o", setup["tmp"] / "o", *QUICK]
     extra = [str(setup["test"]) if e == "TEST" else e for e in extra]
     if extra == ["--rescale-only"]:

@@ -194,7 +194,7 @@ def test_poison_bad_inputs_fail_with_one_line(tmp_path, tiny_base, case) -> None
     elif case == "bad_mode":
         args += ["--mode", "sideways"]
     result = _run(args)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert not (tmp_path / "o").exists()

@@ -362,7 +362,7 @@ def test_threshold_command_end_to_end(tmp_path, tiny_setup) -> None:
     assert "predicted" in report and "measured" in report and "ρ_eff" in report and "fig_sweep.png" in report
     # an existing output is kept unless --overwrite
     again = _run(["threshold", base, adapter, "--data", data, "--trigger", "badnet:mn", "-o", out])
-    assert again.exit_code == 1 and "--overwrite" in again.output
+    assert again.exit_code == 2 and "--overwrite" in again.output
 
 
 def test_threshold_margins_equal_the_models_own(tmp_path, tiny_setup) -> None:
@@ -478,7 +478,7 @@ def test_threshold_bad_inputs_fail_with_one_line(tmp_path, tiny_setup, case) -> 
     elif case == "bad_module":
         args += ["--module", "no_such_module"]
     result = _run(args)
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert "Traceback" not in result.output
