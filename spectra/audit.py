@@ -52,7 +52,7 @@ DEFINITIONS = {
     "frobenius_delta": "‖s·ΔW‖_F.",
     "rank": "LoRA rank r (min(out, in) for dense updates).",
     "scale": "s, the factor PEFT multiplies B·A by (1 for dense updates).",
-    "spectrum_method": "how W_pre's top-k was computed: 'randomized-certified' (block Krylov whose residuals passed the certificate: σ within 1e-4 relative, vectors within the gap-based angle bound), 'exact' (torch.linalg.svd: --exact, small matrices, or fallback when the certificate failed), or 'cache:<method>' when reused from the content-keyed cache.",
+    "spectrum_method": "how W_pre's top-k was computed: 'randomized-certified' (block Krylov) or 'gram-certified' (eigenpairs of the short side's Gram matrix), each with residuals that passed the certificate (σ within 1e-4 relative, vectors within the gap-based angle bound); 'exact' (torch.linalg.svd: --exact, when the cost model finds it cheapest, or the fallback when the certificate failed); 'cache:<method>' when reused from the content-keyed cache.",
 }
 
 
@@ -186,13 +186,39 @@ def _batches(keys: list[str], shape: tuple[int, int], budget_bytes: int) -> list
     return [keys[i:i + per] for i in range(0, len(keys), per)]
 
 
+def _load_batch(base: Any, modules: dict[str, Any], batch: list[str], shape: tuple[int, int], dev: torch.device,
+                dtype: torch.dtype) -> torch.Tensor:
+    """The base weights of ``batch`` stacked as ``(len(batch), m, n)`` in ``dtype``: each tensor
+    is read once and converted straight into its slot (no per-tensor copy, no ``stack``)."""
+    out = torch.empty((len(batch), *shape), dtype=dtype, device=dev)
+    for i, key in enumerate(batch):
+        w = base.get(key)
+        out[i].copy_(w.T if modules[key].base_transposed else w)
+    return out
+
+
+def _check_stack(stack: torch.Tensor, batch: list[str], base: Any) -> None:
+    """NaN/Inf screen of a batch: one sum per matrix; the element-wise test only to name the culprit."""
+    sums = stack.sum(dim=(-2, -1))
+    if bool(torch.isfinite(sums).all()):
+        return
+    for key, w in zip(batch, stack):
+        _check_finite(w, f"{base.path}: {key}")
+
+
 def _base_spectra(base: Any, modules: dict[str, Any], top_k: int, exact: bool, dev: torch.device,
                   dtype: torch.dtype, cache: Any, budget_bytes: int,
                   tick: Callable[[int], None]) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]]:
-    """Top-k of every base weight an adapter touches, batched by shape, cached by content."""
-    from spectra.io import base_weight_for
+    """Top-k of every base weight an adapter touches, batched by shape, cached by content.
+
+    While one batch is decomposed, the next is read and converted in a background thread
+    (file reads and dtype conversion release the GIL), so I/O overlaps the compute; at
+    most two batches are in memory.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from spectra.io.spectrum_cache import spectrum_key
-    from spectra.spectral import top_singular
+    from spectra.spectral import TopK, top_singular
 
     method = "exact" if exact else "randomized"
     result: dict[str, Any] = {}
@@ -207,18 +233,19 @@ def _base_spectra(base: Any, modules: dict[str, Any], top_k: int, exact: bool, d
             tick(1)
         else:
             pending[(m, n)].append(base_key)
-    for shape, group in pending.items():
-        for batch in _batches(group, shape, budget_bytes):
-            stack = torch.stack([base_weight_for(modules[k], base).to(dev, dtype) for k in batch])
-            for key, w in zip(batch, stack):
-                _check_finite(w, f"{base.path}: {key}")
+    jobs = [(shape, batch) for shape, group in pending.items() for batch in _batches(group, shape, budget_bytes // 2)]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="spectra-read") as reader:
+        ahead = reader.submit(_load_batch, base, modules, jobs[0][1], jobs[0][0], dev, dtype) if jobs else None
+        for j, (shape, batch) in enumerate(jobs):
+            stack = ahead.result()
+            ahead = (reader.submit(_load_batch, base, modules, jobs[j + 1][1], jobs[j + 1][0], dev, dtype)
+                     if j + 1 < len(jobs) else None)
+            _check_stack(stack, batch, base)
             # a layer narrower than k (a 2-way classifier head) gets its whole row space
             top = top_singular(stack, min(top_k, *shape), exact=exact)
             del stack
             for i, key in enumerate(batch):
-                from spectra.spectral import TopK
-
-                how = "randomized-certified" if bool(top.certified[i]) else "exact"
+                how = f"{top.method.split('+')[0]}-certified" if bool(top.certified[i]) else "exact"
                 one = TopK(top.U[i].cpu(), top.S[i].cpu(), top.Vh[i].cpu(), top.certified[i].cpu(),
                            top.residual[i].cpu(), how)
                 if cache is not None:

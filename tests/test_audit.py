@@ -90,8 +90,9 @@ def test_second_audit_reuses_cached_base_spectra(tiny_model_dir, tiny_adapter_di
     second = tiny_adapter_dir(base, name="a2", seed=7, target_modules=["query"])
     cold = audit(base, first, top_k=K, cache_dir=tmp_path / "cache").table
     warm = audit(base, second, top_k=K, cache_dir=tmp_path / "cache").table
-    assert set(cold["spectrum_method"]) == {"exact"}
-    assert set(warm["spectrum_method"]) == {"cache:exact"}
+    (method,) = set(cold["spectrum_method"])  # the cost model's pick for this shape
+    assert method in ("exact", "gram-certified", "randomized-certified")
+    assert set(warm["spectrum_method"]) == {f"cache:{method}"}
     pd.testing.assert_series_equal(cold["sigma_pre"], warm["sigma_pre"])
     assert not cold["sigma_delta"].equals(warm["sigma_delta"])  # other adapter, same base spectra
 
@@ -148,18 +149,18 @@ def test_cli_writes_every_file_and_valid_pngs(tiny_model_dir, tiny_adapter_dir, 
 
     before = (out / "audit.json").read_bytes()
     again = CliRunner().invoke(app, ["audit", str(base), str(adapter), "-o", str(out), "--top-k", "4"])
-    assert again.exit_code == 1 and "--overwrite" in again.output
+    assert again.exit_code == 2 and "--overwrite" in again.output
     assert (out / "audit.json").read_bytes() == before  # the refused run touched nothing
 
 
-def test_policy_gate_exits_2_after_writing(tiny_model_dir, tiny_adapter_dir, tmp_path):
+def test_policy_gate_exits_1_after_writing(tiny_model_dir, tiny_adapter_dir, tmp_path):
     base = tiny_model_dir("bert")
     adapter = tiny_adapter_dir(base, target_modules=["query"])
     ratio = audit(base, adapter, top_k=K, cache_dir=False).table["ratio"].max()
     runner = CliRunner()
     strict = runner.invoke(app, ["audit", str(base), str(adapter), "-o", str(tmp_path / "a"), "--top-k", "4",
                                  "--max-ratio", str(ratio * 0.99)])
-    assert strict.exit_code == 2 and (tmp_path / "a" / "report.md").is_file()
+    assert strict.exit_code == 1 and (tmp_path / "a" / "report.md").is_file()  # findings: 1, as scanners
     loose = runner.invoke(app, ["audit", str(base), str(adapter), "-o", str(tmp_path / "b"), "--top-k", "4",
                                 "--max-ratio", str(ratio * 1.01), "--max-cos", "1.0"])
     assert loose.exit_code == 0, loose.output
@@ -184,7 +185,7 @@ def test_layer_narrower_than_top_k_uses_its_whole_space(tiny_model_dir, tiny_ada
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "neither", "truncated", "nan", "foreign", "topk", "modules"])
-def test_bad_input_is_one_line_exit_1(tiny_model_dir, tiny_adapter_dir, tmp_path, case):
+def test_bad_input_is_one_line_exit_2(tiny_model_dir, tiny_adapter_dir, tmp_path, case):
     from safetensors.torch import save_file
 
     base = tiny_model_dir("bert")
@@ -216,7 +217,8 @@ def test_bad_input_is_one_line_exit_1(tiny_model_dir, tiny_adapter_dir, tmp_path
     elif case == "modules":
         args += ["--modules", "no_such_module"]
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1, result.output
+    # 2: the tool could not do its job; 3: readable input, nothing to audit (no module matched)
+    assert result.exit_code == (3 if case == "modules" else 2), result.output
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert "Traceback" not in result.output

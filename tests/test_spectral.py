@@ -230,7 +230,51 @@ def test_top_singular_exact_mode_and_small_matrices():
     assert res.method == "exact" and not res.certified.any()
     torch.testing.assert_close(res.S, S[:5])
     torch.testing.assert_close(res.U @ torch.diag(res.S) @ res.Vh, U[:, :5] @ torch.diag(S[:5]) @ Vh[:5])
-    assert top_singular(W, 5).method == "exact"  # below min_dim_randomized a dense SVD is cheaper
+    auto = top_singular(W, 5)  # the cost model's pick for a tiny matrix: certified, same numbers
+    assert auto.method in ("gram", "exact")
+    torch.testing.assert_close(auto.S, S[:5])
+    assert vec_err(auto.U, U[:, :5], 0) < 1e-10
+
+
+@pytest.mark.parametrize("shape", [(90, 250), (250, 90), (120, 120)])
+def test_gram_path_matches_the_exact_svd_and_is_certified(shape):
+    m, n = shape
+    sigma = torch.arange(1, min(m, n) + 1, dtype=F64).pow(-0.5)
+    W, Q1, s, Q2 = with_spectrum(m, n, sigma, seed=3)
+    res = top_singular(W, 12, method="gram")
+    assert res.method == "gram" and res.certified.all()
+    torch.testing.assert_close(res.S, s[:12], rtol=1e-12, atol=0)
+    assert vec_err(res.U, Q1[:, :12], 0) < 1e-12 and vec_err(res.Vh, Q2[:, :12].T, 1) < 1e-12
+    assert float(res.residual.max()) < 1e-12
+    f32 = top_singular(W.float(), 12, method="gram")  # in float32: within the audit's tolerances
+    assert f32.certified.all() and float(((f32.S.double() - s[:12]) / s[:12]).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("method", ["gram", "krylov"])
+def test_a_flat_spectrum_at_k_cannot_be_certified_and_falls_back(method):
+    """σ_k = σ_{k+1}: the k-th vector is not defined, so no residual can certify it; the
+    element goes to the exact SVD and the result says so."""
+    k = 8
+    sigma = torch.cat([torch.linspace(2.0, 1.2, k - 1, dtype=F64), torch.full((5,), 1.0, dtype=F64),
+                       torch.linspace(0.5, 0.1, 40, dtype=F64)])
+    W = with_spectrum(150, 130, sigma, seed=5)[0]
+    res = top_singular(W, k, method=method)
+    assert res.method.startswith({"gram": "gram", "krylov": "randomized"}[method])
+    assert "fallback(1/1)" in res.method and not res.certified.any()
+    torch.testing.assert_close(res.S, sigma[:k], rtol=1e-10, atol=1e-10)
+    clear = top_singular(with_spectrum(150, 130, torch.linspace(2.0, 0.1, 60, dtype=F64), seed=5)[0], k,
+                         method=method)
+    assert clear.certified.all() and "fallback" not in clear.method
+
+
+def test_the_cost_model_picks_gram_for_narrow_and_krylov_for_wide_matrices():
+    from spectra.spectral import cost
+
+    assert cost.choose(576, 1536, 32) == "gram" and cost.choose(1536, 576, 32) == "gram"
+    assert cost.choose(5632, 2048, 32) == "krylov" and cost.choose(4096, 14336, 32) == "krylov"
+    for m, n in ((64, 64), (576, 576), (2048, 2048), (5632, 2048), (4096, 14336)):
+        est = cost.estimates(m, n, 32)
+        assert min(est["gram"], est["krylov"]) < est["exact"]  # never the slowest choice
 
 
 @pytest.mark.parametrize("W", [torch.zeros(100, 120, dtype=F64), None])

@@ -1,0 +1,57 @@
+"""Which top-k algorithm is cheapest for a matrix shape: a cost model with measured constants.
+
+Three ways to the top-k singular triplets of ``W (m, n)``, ``d = min(m, n)``, ``N = max(m, n)``:
+
+- ``exact``: LAPACK's ``gesdd`` on the tall orientation, about ``c_svd · N · d²`` seconds;
+- ``gram``: one GEMM ``W Wᵀ`` (``2·N·d²`` flop at GEMM speed) and a partial ``syevr``
+  eigensolver (``c_eig · d³``, its tridiagonalisation), :mod:`spectra.spectral.gram`;
+- ``krylov``: block Krylov with ``b = k + oversample`` columns: per step two skinny GEMMs
+  (``4·N·d·b`` flop) plus re-orthogonalisation; pretrained spectra need about 8–14 steps
+  for the certificate (real weights need more than synthetic ones).
+
+The constants were measured on the 2-core benchmark machine (bench/README.md, "cost
+model"): what matters is their ratios, which hold across CPUs of one family; on a GPU the
+eigensolver is relatively slower and the GEMMs faster, so ``krylov`` wins earlier. The
+choice never has to be right to the last percent: every algorithm's result is certified
+the same way, and ``exact`` is only chosen when it is estimated cheapest.
+"""
+
+from __future__ import annotations
+
+#: seconds per flop of the GEMMs the algorithms run (≈ 100 GFLOP/s for skinny products,
+#: ≈ 150 GFLOP/s for the square-ish Gram product; 2 cores, AVX2, MKL)
+SKINNY_GEMM_S = 1 / 100e9
+GRAM_GEMM_S = 1 / 150e9
+#: gesdd: seconds per N·d² (94 ms at 576×1536, 1.6 s at 2048², 2.4 s at 5632×2048 tall)
+SVD_S = 1.8e-10
+#: partial syevr: seconds per d³ (9 ms at d = 576, 0.2 s at d = 2048)
+EIG_S = 4.0e-11
+#: expected Krylov steps to certify the top 32 of a pretrained weight, the share of a step
+#: spent outside the two main GEMMs (re-orthogonalisation, QR), the Ritz check's full
+#: eigh of the growing L×L projection (seconds per L³, torch), and a fixed cost per step
+#: (small QRs, launches, Python): together they make Krylov lose on narrow matrices
+KRYLOV_STEPS = 10
+KRYLOV_OVERHEAD = 0.35
+RITZ_EIG_S = 7.3e-11
+KRYLOV_STEP_S = 5e-4
+
+
+def estimates(m: int, n: int, k: int, oversample: int = 10, device: str = "cpu") -> dict[str, float]:
+    """Estimated seconds per matrix for ``exact``, ``gram`` and ``krylov``."""
+    d, N = min(m, n), max(m, n)
+    block = min(k + max(oversample, 1), d)
+    gemm_scale = 0.1 if device != "cpu" else 1.0  # a GPU's GEMMs are ~10x faster relative to its eigh
+    exact = SVD_S * N * d * d
+    gram = gemm_scale * GRAM_GEMM_S * 2 * N * d * d + EIG_S * d**3 + gemm_scale * SKINNY_GEMM_S * 4 * N * d * (k + 1)
+    steps = min(KRYLOV_STEPS, max(1, d // block))
+    krylov = (1 + KRYLOV_OVERHEAD) * gemm_scale * SKINNY_GEMM_S * 4 * N * d * block * steps
+    krylov += sum(RITZ_EIG_S * (block * j) ** 3 for j in range(1, steps + 1)) + KRYLOV_STEP_S * steps
+    if 2 * block > d:  # the Krylov basis would cover most of the space: not a shortcut any more
+        krylov = float("inf")
+    return {"exact": exact, "gram": gram, "krylov": krylov}
+
+
+def choose(m: int, n: int, k: int, oversample: int = 10, device: str = "cpu") -> str:
+    """The algorithm with the smallest estimated cost (ties: the more accurate, exact > gram > krylov)."""
+    est = estimates(m, n, k, oversample, device)
+    return min(("exact", "gram", "krylov"), key=lambda a: est[a])
