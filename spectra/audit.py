@@ -17,12 +17,14 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import torch
 
 from spectra.errors import SpectraError
+
+if TYPE_CHECKING:  # pandas (0.3 s) is imported where a table is built, after the compute
+    import pandas as pd
 
 #: Columns every audit table carries, in this order (a public contract: pipelines parse them).
 COLUMNS = [
@@ -86,6 +88,8 @@ class AuditReport:
 
     def summary(self) -> pd.DataFrame:
         """Per-adapter medians and extremes of the headline numbers."""
+        import pandas as pd
+
         finite = self.table.assign(ratio=self.table["ratio"].replace([float("inf")], float("nan")))
         grouped = finite.groupby("adapter", sort=False)
         return pd.DataFrame({
@@ -100,6 +104,8 @@ class AuditReport:
 
     def violations(self, max_ratio: float | None = None, max_cos: float | None = None) -> pd.DataFrame:
         """Rows breaking a policy: ratio above ``max_ratio`` or a cosine above ``max_cos``."""
+        import pandas as pd
+
         mask = pd.Series(False, index=self.table.index)
         if max_ratio is not None:
             mask |= self.table["ratio"] > max_ratio
@@ -145,7 +151,7 @@ class AuditReport:
             table.to_csv(tmp / "audit.csv", index=False)
             (tmp / "audit.json").write_text(json.dumps(self.to_json(), indent=2, default=str), encoding="utf-8")
             for name, fig in self.figures().items():
-                save_figure(fig, tmp / f"{name}.png")
+                save_figure(fig, tmp / f"{name}.png", tight_bbox=False)  # laid out by tight_layout
             (tmp / "report.md").write_text(render_audit_markdown(self), encoding="utf-8")
         return Path(out)
 
@@ -187,14 +193,17 @@ def _batches(keys: list[str], shape: tuple[int, int], budget_bytes: int) -> list
 
 
 def _load_batch(base: Any, modules: dict[str, Any], batch: list[str], shape: tuple[int, int], dev: torch.device,
-                dtype: torch.dtype) -> torch.Tensor:
-    """The base weights of ``batch`` stacked as ``(len(batch), m, n)`` in ``dtype``: each tensor
-    is read once and converted straight into its slot (no per-tensor copy, no ``stack``)."""
+                dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+    """The base weights of ``batch`` stacked as ``(len(batch), m, n)`` in ``dtype``, and the
+    bytes read: each tensor is read once and converted straight into its slot (no
+    per-tensor copy, no ``stack``)."""
     out = torch.empty((len(batch), *shape), dtype=dtype, device=dev)
+    read = 0
     for i, key in enumerate(batch):
         w = base.get(key)
+        read += w.numel() * w.element_size()
         out[i].copy_(w.T if modules[key].base_transposed else w)
-    return out
+    return out, read
 
 
 def _check_stack(stack: torch.Tensor, batch: list[str], base: Any) -> None:
@@ -208,8 +217,12 @@ def _check_stack(stack: torch.Tensor, batch: list[str], base: Any) -> None:
 
 def _base_spectra(base: Any, modules: dict[str, Any], top_k: int, exact: bool, dev: torch.device,
                   dtype: torch.dtype, cache: Any, budget_bytes: int,
-                  tick: Callable[[int], None]) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]]:
+                  tick: Callable[[int], None],
+                  work: dict[str, float] | None = None) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]]:
     """Top-k of every base weight an adapter touches, batched by shape, cached by content.
+
+    ``work`` (when given) receives ``base_gflop`` and ``base_bytes_read``: the arithmetic
+    and the checkpoint bytes this took, for rooflines (cache hits cost neither).
 
     While one batch is decomposed, the next is read and converted in a background thread
     (file reads and dtype conversion release the GIL), so I/O overlaps the compute; at
@@ -237,13 +250,16 @@ def _base_spectra(base: Any, modules: dict[str, Any], top_k: int, exact: bool, d
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="spectra-read") as reader:
         ahead = reader.submit(_load_batch, base, modules, jobs[0][1], jobs[0][0], dev, dtype) if jobs else None
         for j, (shape, batch) in enumerate(jobs):
-            stack = ahead.result()
+            stack, read = ahead.result()
             ahead = (reader.submit(_load_batch, base, modules, jobs[j + 1][1], jobs[j + 1][0], dev, dtype)
                      if j + 1 < len(jobs) else None)
             _check_stack(stack, batch, base)
             # a layer narrower than k (a 2-way classifier head) gets its whole row space
             top = top_singular(stack, min(top_k, *shape), exact=exact)
             del stack
+            if work is not None:
+                work["base_gflop"] = work.get("base_gflop", 0.0) + top.gflop
+                work["base_bytes_read"] = work.get("base_bytes_read", 0) + read
             for i, key in enumerate(batch):
                 how = f"{top.method.split('+')[0]}-certified" if bool(top.certified[i]) else "exact"
                 one = TopK(top.U[i].cpu(), top.S[i].cpu(), top.Vh[i].cpu(), top.certified[i].cpu(),
@@ -374,8 +390,9 @@ def audit(
                 progress(done, total)
 
         t0 = time.perf_counter()
+        work: dict[str, float] = {"base_gflop": 0.0, "base_bytes_read": 0}
         spectra_by_key = _base_spectra(ckpt, unique, top_k, exact, dev, torch_dtype, cache,
-                                       memory_budget_mb << 20, tick)
+                                       memory_budget_mb << 20, tick, work)
         t_base = time.perf_counter() - t0
 
         rows: list[dict[str, Any]] = []
@@ -411,6 +428,8 @@ def audit(
                   "adapters": {label: {**describe_path(a.path), "given": str(p), "revision": adapter_revision}
                                for label, a, p in zip(labels, loaded, paths)}}
 
+    import pandas as pd
+
     table = pd.DataFrame(rows)
     extra = [c for c in table.columns if c not in COLUMNS]
     table = table[[c for c in COLUMNS if c in table.columns] + extra]
@@ -418,7 +437,7 @@ def audit(
     settings = {"top_k": top_k, "top_j": top_j, "device": str(dev), "dtype": dtype, "exact": exact,
                 "modules": list(modules) if modules else None, "cache": str(cache.folder) if cache is not None else None,
                 "memory_budget_mb": memory_budget_mb}
-    timings = {"base_spectra_s": t_base, "updates_s": t_delta, "total_s": time.perf_counter() - started}
+    timings = {"base_spectra_s": t_base, "updates_s": t_delta, "total_s": time.perf_counter() - started, **work}
     return AuditReport(table=table, settings=settings, inputs=inputs, versions=library_versions(), timings=timings)
 
 

@@ -223,3 +223,24 @@ def test_bad_input_is_one_line_exit_2(tiny_model_dir, tiny_adapter_dir, tmp_path
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_timings_count_the_bytes_read_and_the_arithmetic(tiny_model_dir, tiny_adapter_dir, tmp_path):
+    """``timings`` carries what a roofline needs: bytes read from the checkpoint for the base
+    spectra (each touched fp32 weight once, however many adapters) and the flop spent; a
+    warm cache reads and computes nothing."""
+    from safetensors import safe_open
+
+    base = tiny_model_dir("bert")
+    adapter = tiny_adapter_dir(base, target_modules=["query", "value"])
+    cold = audit(base, [adapter, adapter], top_k=K, cache_dir=tmp_path / "cache")
+    keys = set(cold.table["base_key"])
+    expected = 0
+    with safe_open(str(base / "model.safetensors"), "pt") as f:
+        for key in keys:
+            t = f.get_tensor(key)
+            expected += t.numel() * t.element_size()
+    assert cold.timings["base_bytes_read"] == expected
+    assert cold.timings["base_gflop"] > 0
+    warm = audit(base, adapter, top_k=K, cache_dir=tmp_path / "cache")
+    assert warm.timings["base_bytes_read"] == 0 and warm.timings["base_gflop"] == 0

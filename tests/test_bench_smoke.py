@@ -77,3 +77,34 @@ def test_forced_randomized_check_tiny(tmp_path):
     assert res["matrices"] == 7
     assert res["sigma1_rel"] < 1e-4 and res["one_minus_cos"] < 5e-4
     assert any(g["method"].startswith("randomized") for g in res["groups"])
+
+
+def test_spiked_bf16_generator_keeps_the_power_law_on_top_and_audits_like_exact(tmp_path):
+    """The large-shape generator (spikes over noise, bf16 shards): the top of the spectrum is
+    the jittered power law, the shards are bf16, and the default audit matches ``--exact``."""
+    import torch
+    from safetensors.torch import load_file
+
+    from spectra.audit import audit
+
+    shape = synthetic.Shape(hidden=256, intermediate=640, layers=1, heads=4, kv_heads=2, vocab=64, spikes=48,
+                            dtype="bfloat16")
+    assert shape.tag().endswith("-sp48-bf16-g1")
+    base, lora = synthetic.build_synthetic(shape, tmp_path / shape.tag(), log=lambda *a: None)
+    weights = {}
+    for f in base.glob("*.safetensors"):
+        weights.update(load_file(f))
+    W = weights["model.layers.0.mlp.gate_proj.weight"]
+    assert W.dtype == torch.bfloat16 and tuple(W.shape) == (640, 256)
+    S = torch.linalg.svdvals(W.double())
+    top = torch.arange(16, dtype=torch.float64)
+    # the top 16 follow (i+1)^-0.5 (noise lifts them a little, bf16 rounds them); the bulk is far below
+    assert torch.allclose(S[:16] / S[0], (top + 1).pow(-0.5), rtol=0.3)
+    assert S[100] < 0.2 * S[0]
+    assert abs(float(W.double().pow(2).mean().sqrt()) - 0.02) < 2e-3
+    kw = dict(top_k=8, device="cpu", cache_dir=False)
+    fast, exact = audit(str(base), str(lora), **kw).table, audit(str(base), str(lora), exact=True, **kw).table
+    assert (fast["sigma_pre"] / exact["sigma_pre"] - 1).abs().max() < 1e-4
+    for col in ("cos_max_left", "cos_max_right"):
+        assert (fast[col] - exact[col]).abs().max() < 1e-3
+    assert set(exact["spectrum_method"]) == {"exact"}

@@ -191,3 +191,27 @@ def test_hub_ids_resolve_offline_from_the_cache_and_record_the_commit(pair, tmp_
     miss = run("audit", "acme/tiny-bert", "acme/tiny-lora", "--revision", "nope", "-o", tmp_path / "o3", *K)
     assert miss.exit_code == 2 and "HF_HUB_OFFLINE" in miss.output
     assert len([ln for ln in miss.output.splitlines() if ln.strip()]) == 1
+
+
+def test_console_script_exits_with_the_code_after_atexit_and_flush(tmp_path) -> None:
+    """The console entry point skips the interpreter's teardown (0.5 s after torch) but
+    still runs atexit handlers, flushes piped output and returns the scanner exit code."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "atexit-ran"
+    script = ("import atexit, sys\n"
+              "marker = sys.argv[1]\n"
+              "atexit.register(lambda: open(marker, 'w').write('ran'))\n"
+              "sys.argv = ['spectra'] + sys.argv[2:]\n"
+              "from spectra_cli.app import main\n"
+              "main()\n")
+    ok = subprocess.run([sys.executable, "-c", script, str(marker), "--version"], capture_output=True, text=True,
+                        timeout=120)
+    assert ok.returncode == 0 and ok.stdout.startswith("spectra ") and marker.read_text() == "ran"
+    marker.unlink()
+    bad = subprocess.run([sys.executable, "-c", script, str(marker), "audit", str(tmp_path / "nope"), str(tmp_path),
+                          "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
+    assert bad.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), bad.stderr
+    assert marker.read_text() == "ran" and not (tmp_path / "o").exists()

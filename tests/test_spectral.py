@@ -456,3 +456,17 @@ def test_spectrum_key_and_default_dir(monkeypatch, tmp_path):
     assert default_cache_dir() == tmp_path / "x"
     monkeypatch.delenv("SPECTRA_CACHE_DIR")
     assert default_cache_dir() == __import__("pathlib").Path.home() / ".cache" / "spectra"
+
+
+def test_gflop_follows_each_algorithms_count():
+    """``TopK.gflop``: the textbook counts (exact: 4Nd² + 22d³ plus the residual GEMMs;
+    gram: the Gram product dominates; krylov: ≥ two passes over W per basis column)."""
+    W = torch.randn(3, 300, 120, generator=torch.Generator().manual_seed(0))
+    m, n, k = 300, 120, 8
+    ex = top_singular(W, k, method="exact")
+    assert ex.gflop == pytest.approx(3 * (4 * m * n * n + 22 * n**3 + 4 * m * n * k) / 1e9)
+    gr = top_singular(W, k, method="gram")
+    assert gr.gflop >= 3 * 2 * m * n * n / 1e9 and gr.gflop < ex.gflop
+    kr = top_singular(W, k, method="krylov")
+    block = k + 10
+    assert kr.gflop >= 3 * 4 * m * n * block / 1e9

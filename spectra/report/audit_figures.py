@@ -69,7 +69,7 @@ def ratio_figure(table: pd.DataFrame) -> Any:
         axes[0, 0].set_ylim(min(0.5, finite.min() / 1.5), max(2.0, finite.max() * 1.5))
     axes[0, 0].set_ylabel(r"$\sigma_{\max}(W_{pre}) / \sigma_{\max}(s\,\Delta W)$")
     axes[0, -1].legend(title="module", fontsize=8, title_fontsize=8, loc="best")
-    fig.suptitle("Spectral ratio per layer (Figure 1): above 1 = the update is weaker than the base layer", fontsize=10)
+    fig.suptitle("Spectral ratio per layer (Figure 1)\nabove 1 = the update is weaker than the base layer", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -102,6 +102,6 @@ def alignment_figure(table: pd.DataFrame, top_k: int) -> Any:
         axes[0, 0].set_ylabel(f"left: max |cos| vs top-{top_k}")
         axes[1, 0].set_ylabel(f"right: max |cos| vs top-{top_k}")
     axes[0, -1].legend(title="module", fontsize=8, title_fontsize=8, loc="best")
-    fig.suptitle(f"Alignment of ΔW's leading singular vectors with W_pre's top-{top_k} (Figure 2)", fontsize=10)
+    fig.suptitle(f"Alignment of ΔW's leading singular vectors\nwith W_pre's top-{top_k} (Figure 2)", fontsize=10)
     fig.tight_layout()
     return fig

@@ -31,9 +31,13 @@ def palette(names: list[str], colours: list[str] = TAB10) -> dict[str, str]:
     return {name: colours[i % len(colours)] for i, name in enumerate(names)}
 
 
-def save_figure(fig: Any, path: Any, dpi: int = 130) -> None:
-    """Save and close, so long runs that draw many figures do not leak memory."""
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+def save_figure(fig: Any, path: Any, dpi: int = 130, tight_bbox: bool = True) -> None:
+    """Save and close, so long runs that draw many figures do not leak memory.
+
+    ``tight_bbox=False`` for figures already laid out with ``tight_layout``: the tight
+    bounding box costs one more full draw of every text artist (0.2 s for an audit's two
+    figures)."""
+    fig.savefig(path, dpi=dpi, bbox_inches="tight" if tight_bbox else None)
     import matplotlib.pyplot as plt
 
     plt.close(fig)

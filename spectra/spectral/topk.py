@@ -24,7 +24,9 @@ class TopK(NamedTuple):
     pay off, or a fallback after a failed certificate). ``residual (...)`` is the largest
     measured residual ``max_i max(‖W v_i − σ_i u_i‖, ‖Wᵀu_i − σ_i v_i‖) / σ_1`` of the
     returned triplets, whatever computed them. ``method`` says how the batch was done:
-    ``"randomized"``, ``"exact"`` or ``"randomized+exact-fallback(f/b)"``.
+    ``"randomized"``, ``"gram"``, ``"exact"`` or ``"randomized+exact-fallback(f/b)"``.
+    ``gflop`` counts the floating-point work of the whole batch (the products with ``W`` and
+    the textbook LAPACK counts of the eigen/SVD solvers) — what a roofline divides by time.
     """
 
     U: Tensor
@@ -33,6 +35,7 @@ class TopK(NamedTuple):
     certified: Tensor
     residual: Tensor
     method: str
+    gflop: float = 0.0
 
 
 def top_singular(
@@ -148,9 +151,12 @@ def top_singular(
     if chosen == "krylov" and 2 * block > small:
         chosen = "gram"  # a Krylov basis of half the space is no shortcut
 
+    N = max(m, n)
+    flop = 0.0
     if chosen == "exact" or b == 0:
         U, S, Vh = _exact_topk(Wb, k)
         left, right = _triplet_residuals(Wb, U, S, Vh)
+        flop = b * (_svd_flop(m, n) + 4 * N * small * k)
         certified = torch.zeros(b, dtype=torch.bool, device=W.device)
         method_used = "exact"
     else:
@@ -162,13 +168,18 @@ def top_singular(
 
             Ua, S, Vah, analytic = gram_topk(A, k + 1)
             algorithm = "gram"
+            # A Aᵀ; tridiagonalisation (4/3 d³) and back-transformation; Z = Aᵀu
+            flop = b * (2 * N * small * small + 4 / 3 * small**3 + 2 * small * small * (k + 1) + 2 * N * small * (k + 1))
         else:
             gen = generator if generator is not None else torch.Generator().manual_seed(DEFAULT_SEED)
-            Ua, S, Vah, analytic = _block_krylov(A, k, block, n_iter, tol, angle_tol, gen)
+            Ua, S, Vah, analytic, columns = _block_krylov(A, k, block, n_iter, tol, angle_tol, gen)
             algorithm = "randomized"
+            # two products with A per basis column, plus twice-repeated Gram–Schmidt against the basis
+            flop = b * (4 * N * small * columns + 4 * small * columns * columns)
         # the certificate is checked on explicit residuals, not on the algorithm's estimates:
         # ‖A v − σ u‖ by a GEMM; ‖Aᵀu − σ v‖ is exact by construction (v = Aᵀu/σ), see ``analytic``
         explicit = _side_residual(A, Ua, S, Vah)
+        flop += b * 2 * N * small * (k + 1)
         U, Vh = (Vah.mT, Ua.mT) if flip else (Ua, Vah)
         left, right = (analytic, explicit) if flip else (explicit, analytic)
         r = torch.sqrt(left.square() + right.square())
@@ -179,6 +190,7 @@ def top_singular(
         left, right = left[..., :k], right[..., :k]
         failed = (~certified).nonzero().flatten()
         if failed.numel():
+            flop += failed.numel() * (_svd_flop(m, n) + 4 * N * small * k)
             Ue, Se, Vhe = _exact_topk(Wb[failed], k)
             le, re = _triplet_residuals(Wb[failed], Ue, Se, Vhe)
             U, S, Vh, left, right = U.clone(), S.clone(), Vh.clone(), left.clone(), right.clone()
@@ -196,7 +208,14 @@ def top_singular(
         certified=certified.reshape(batch),
         residual=residual.reshape(batch),
         method=method_used,
+        gflop=flop / 1e9,
     )
+
+
+def _svd_flop(m: int, n: int) -> float:
+    """Golub & Van Loan's count for a thin SVD with both factors: ``4 N d² + 22 d³``."""
+    d, N = min(m, n), max(m, n)
+    return 4 * N * d * d + 22 * d**3
 
 
 def _pad_neighbour(S: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
@@ -217,9 +236,10 @@ def _exact_topk(W: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
 
 def _block_krylov(
     W: Tensor, k: int, block: int, n_iter: int, tol: float, angle_tol: float, gen: torch.Generator
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Block Lanczos on ``W Wᵀ`` (``W (b, m, n)``, ``m ≤ n``); top ``k + 1`` Ritz triplets and
-    each one's residual ``‖Wᵀu − σv‖``, which follows from how the triplets are formed.
+) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    """Block Lanczos on ``W Wᵀ`` (``W (b, m, n)``, ``m ≤ n``); top ``k + 1`` Ritz triplets,
+    each one's residual ``‖Wᵀu − σv‖`` (which follows from how the triplets are formed) and
+    the number of basis columns built (the passes over ``W``, for flop counts).
 
     ``Qt`` holds the orthonormal basis and ``Zt = (Wᵀ Q)ᵀ`` row-wise, so that growing
     them touches memory only as far as the basis has grown. ``T = Qᵀ W Wᵀ Q`` is assembled
@@ -303,7 +323,7 @@ def _block_krylov(
     S, order = S.sort(dim=-1, descending=True)
     U = U.gather(-1, order[:, None, :].expand_as(U))
     V = V.gather(-1, order[:, None, :].expand_as(V))
-    return U, S, V.mT, analytic.gather(-1, order)
+    return U, S, V.mT, analytic.gather(-1, order), hi
 
 
 def _krylov_products(W: Tensor, Qj_t: Tensor) -> tuple[Tensor, Tensor]:

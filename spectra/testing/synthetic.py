@@ -16,6 +16,14 @@ and a random subset of its columns. Cost: one GEMM per weight (about a minute fo
 singular directions (cosine 0.1–0.7) with a random direction, so ΔW points partly into
 W's top-32 subspace and partly just outside it: the cosines then depend on W_pre's top-32
 vectors being right, which is what the comparison checks.
+
+Large shapes (an 8B model has 224 weights of up to 14336×4096): a full-rank ``U diag(σ) Vᵀ``
+costs ~0.5 TFLOP per MLP weight, an hour on 2 cores. ``Shape(spikes=s)`` builds instead
+``W = U_s diag(σ_s) V_sᵀ + N``: the same jittered power law on ``s`` random orthonormal
+directions plus Gaussian noise ``N`` whose spectral edge ``c(√m + √n)`` sits at 98 % of
+``σ_s`` — the top of the spectrum (the part the audit reads, index ≤ 32 ≪ s) keeps the power
+law's gaps, the bulk below is Marchenko–Pastur. Cost: one ``randn`` and a rank-``s`` GEMM
+per weight. ``Shape(dtype="bfloat16")`` writes bf16 shards, as LLaMA-3 ships.
 """
 
 from __future__ import annotations
@@ -46,6 +54,10 @@ class Shape:
     alpha: int = 32
     exponent: float = 0.5
     seed: int = 0
+    #: 0: full-rank power law (exact spectrum); > 0: that many spikes over Gaussian noise
+    spikes: int = 0
+    #: storage dtype of the base shards: "float16" or "bfloat16"
+    dtype: str = "float16"
 
     @property
     def kv_dim(self) -> int:
@@ -59,7 +71,9 @@ class Shape:
 
     def tag(self) -> str:
         return (f"llama-h{self.hidden}-i{self.intermediate}-l{self.layers}-a{self.heads}-kv{self.kv_heads}"
-                f"-v{self.vocab}-p{self.exponent:g}-s{self.seed}-r{self.rank}a{self.alpha}-{GEN_VERSION}")
+                f"-v{self.vocab}-p{self.exponent:g}-s{self.seed}-r{self.rank}a{self.alpha}"
+                + (f"-sp{self.spikes}" if self.spikes else "") + ("-bf16" if self.dtype == "bfloat16" else "")
+                + f"-{GEN_VERSION}")
 
     def params(self) -> int:
         per_layer = sum(m * n for m, n in self.module_shapes().values()) + 2 * self.hidden
@@ -88,6 +102,21 @@ def _frame(bases: list[Any], cols: int, gen: Any) -> Any:
     return Q[rows][:, pick] * signs
 
 
+def _spiked(U: Any, sigma: Any, V: Any, gen: Any) -> Any:
+    """``U diag(σ') Vᵀ + N``: Gaussian noise ``N`` with spectral edge ``0.98 σ'_s`` (its largest
+    singular value is ``c(√m + √n)``), scaled so the entries have RMS 0.02."""
+    import torch
+
+    m, n = U.shape[0], V.shape[0]
+    edge = math.sqrt(m) + math.sqrt(n)
+    noise = torch.randn(m, n, generator=gen)
+    # entries' mean square: (Σσ_i² + (0.98 σ_s / edge)² m n) / (m n) = 0.02²
+    unit = float(sigma.square().sum()) + (0.98 * float(sigma[-1]) / edge) ** 2 * m * n
+    c = 0.02 * math.sqrt(m * n / unit)
+    noise.mul_(0.98 * c * float(sigma[-1]) / edge)
+    return noise.addmm_(U * (c * sigma).float(), V.T)
+
+
 def build_synthetic(shape: Shape, folder: Path, shard_mb: int = 512, log: Any = print) -> tuple[Path, Path]:
     """Write ``folder/base`` (config.json, fp16 shards, index) and ``folder/lora`` (PEFT adapter).
 
@@ -109,7 +138,7 @@ def build_synthetic(shape: Shape, folder: Path, shard_mb: int = 512, log: Any = 
     need: dict[int, int] = {}
     for m, n in shapes.values():
         for d in (m, n):
-            need[d] = max(need.get(d, 0), min(m, n))
+            need[d] = max(need.get(d, 0), min(m, n, shape.spikes or m * n))
     g = torch.Generator().manual_seed(shape.seed)
     bases = {d: [torch.linalg.qr(torch.randn(d, c, generator=g)).Q.contiguous() for _ in range(3)]
              for d, c in sorted(need.items())}
@@ -129,11 +158,13 @@ def build_synthetic(shape: Shape, folder: Path, shard_mb: int = 512, log: Any = 
         weight_map.update({k: name for k in shard})
         shard, shard_bytes = {}, 0
 
+    store = {"float16": torch.float16, "bfloat16": torch.bfloat16}[shape.dtype]
+
     def add(key: str, t: Any) -> None:
         nonlocal shard_bytes
         if shard_bytes + t.numel() * 2 > shard_mb << 20:
             flush()
-        shard[key] = t.to(torch.float16).contiguous()
+        shard[key] = t.to(store).contiguous()
         shard_bytes += t.numel() * 2
 
     ge = torch.Generator().manual_seed(shape.seed + 1)
@@ -142,11 +173,16 @@ def build_synthetic(shape: Shape, folder: Path, shard_mb: int = 512, log: Any = 
         tl = time.perf_counter()
         for j, (name, (m, n)) in enumerate(shapes.items()):
             gm = torch.Generator().manual_seed(shape.seed * 100_003 + 1_000 * layer + j + 7)
-            d = min(m, n)
+            d = min(m, n, shape.spikes) if shape.spikes else min(m, n)
             U, V = _frame(bases[m], d, gm), _frame(bases[n], d, gm)
             sigma = power_law(d, shape.exponent, gm)
-            sigma = (sigma * 0.02 * math.sqrt(m * n / float(sigma.square().sum()))).float()
-            add(f"model.layers.{layer}.{name}.weight", (U * sigma) @ V.T)
+            if shape.spikes:
+                weight = _spiked(U, sigma, V, gm)
+            else:
+                sigma = (sigma * 0.02 * math.sqrt(m * n / float(sigma.square().sum()))).float()
+                weight = (U * sigma) @ V.T
+            add(f"model.layers.{layer}.{name}.weight", weight)
+            del weight
             # LoRA factors: each A row / B column mixes one of W's top-48 directions with noise
             r = shape.rank
             top = min(48, d)
@@ -185,9 +221,10 @@ def build_synthetic(shape: Shape, folder: Path, shard_mb: int = 512, log: Any = 
         "num_attention_heads": shape.heads, "num_key_value_heads": shape.kv_heads,
         "head_dim": shape.hidden // shape.heads, "vocab_size": shape.vocab, "max_position_embeddings": 2048,
         "rms_norm_eps": 1e-5, "hidden_act": "silu", "rope_theta": 10000.0, "tie_word_embeddings": False,
-        "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float16",
+        "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": shape.dtype,
         "spectra_bench": {"generator": GEN_VERSION, **asdict(shape),
-                          "spectrum": f"sigma_i = c*(i+1+0.3*U(-1,1))^-{shape.exponent}, entries RMS 0.02"},
+                          "spectrum": f"sigma_i = c*(i+1+0.3*U(-1,1))^-{shape.exponent}, entries RMS 0.02"
+                                      + (f", on {shape.spikes} spikes over Gaussian noise" if shape.spikes else "")},
     }
     (tmp / "base" / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     save_file(lora_tensors, str(tmp / "lora" / "adapter_model.safetensors"), metadata={"format": "pt"})
