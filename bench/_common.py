@@ -132,6 +132,42 @@ def run_cli(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any
     return r
 
 
+# PEFT's own spectral pass over an adapter, as a user would run it: load the base model
+# and the adapter with transformers + peft, then ``reduce_intruder_dimension`` (a full SVD
+# of W and of W + ΔW for every LoRA module); writes the process's VmHWM at exit
+_PEFT_INTRUDER = (
+    "import sys\n"
+    "sys.path.insert(0, %r)\n"
+    "out, base, adapter = sys.argv[1:4]\n"
+    "import torch\n"
+    "from peft import PeftModel\n"
+    "from peft.tuners.lora.intruders import reduce_intruder_dimension\n"
+    "from transformers import AutoModelForCausalLM\n"
+    "model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), adapter)\n"
+    "reduce_intruder_dimension(model, logging_sink=None)\n"
+    "from pathlib import Path\n"
+    "from _common import peak_rss_mb\n"
+    "Path(out).write_text(str(peak_rss_mb()))\n"
+) % str(Path(__file__).resolve().parent)
+
+
+def run_peft_intruder(base: Path, adapter: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """A whole process running PEFT's ``reduce_intruder_dimension`` on ``adapter`` over the
+    causal LM ``base``: wall/CPU time and its own peak RSS, like :func:`run_cli`."""
+    import tempfile
+
+    fd, hwm = tempfile.mkstemp(suffix=".hwm")
+    os.close(fd)
+    try:
+        r = run_measured([sys.executable, "-c", _PEFT_INTRUDER, hwm, str(base), str(adapter)], env=env)
+        if r["rc"] != 0:
+            raise RuntimeError(f"PEFT reduce_intruder_dimension process failed: {r['stderr'][-2000:]}")
+        r["rss_mb"] = float(Path(hwm).read_text().strip())
+    finally:
+        Path(hwm).unlink(missing_ok=True)
+    return r
+
+
 def time_help(repeats: int = 5, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Wall time of ``spectra --help`` in a fresh process, best and median of ``repeats``."""
     import statistics
@@ -205,8 +241,8 @@ def minilm_adapter(folder: Path = DATA / "minilm-lora-r8", seed: int = 0) -> Pat
     return folder
 
 
-def smollm2_adapter(base: Path, folder: Path = DATA / "smollm2-lora-r16", seed: int = 0) -> Path:
-    """A peft-made random all-linear LoRA on SmolLM2-135M (r=16, α=32, ``init_lora_weights=False``)."""
+def smollm2_adapter(base: Path, folder: Path = DATA / "smollm2-lora-r16", seed: int = 0, rank: int = 16) -> Path:
+    """A peft-made random all-linear LoRA on SmolLM2-135M (r=``rank``, α=2r, ``init_lora_weights=False``)."""
     if (folder / "adapter_model.safetensors").is_file():
         return folder
     import torch
@@ -216,7 +252,7 @@ def smollm2_adapter(base: Path, folder: Path = DATA / "smollm2-lora-r16", seed: 
     tmp = _atomic_folder(folder)
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     torch.manual_seed(seed)
-    cfg = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False,
+    cfg = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear", init_lora_weights=False,
                      task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, cfg)
     targets = json.dumps(sorted(peft_model.peft_config["default"].target_modules))

@@ -244,3 +244,29 @@ def test_timings_count_the_bytes_read_and_the_arithmetic(tiny_model_dir, tiny_ad
     assert cold.timings["base_gflop"] > 0
     warm = audit(base, adapter, top_k=K, cache_dir=tmp_path / "cache")
     assert warm.timings["base_bytes_read"] == 0 and warm.timings["base_gflop"] == 0
+
+
+def test_memory_budget_bounds_every_stacked_batch(tmp_path, monkeypatch):
+    """``memory_budget_mb`` (``--memory-budget``) caps the stack handed to the spectral code
+    at half the budget (a weight larger than that goes alone), on any device."""
+    import spectra.spectral as sp
+    from spectra.testing.synthetic import Shape, build_synthetic
+
+    shape = Shape(hidden=256, intermediate=640, layers=2, heads=4, kv_heads=2, vocab=64)
+    base, lora = build_synthetic(shape, tmp_path / shape.tag(), log=lambda *a: None)
+    seen: list[int] = []
+    original = sp.top_singular
+
+    def recording(W, k, **kw):  # type: ignore[no-untyped-def]
+        seen.append(W.numel() * W.element_size())
+        return original(W, k, **kw)
+
+    monkeypatch.setattr(sp, "top_singular", recording)
+    small = audit(str(base), str(lora), top_k=8, cache_dir=False, memory_budget_mb=1)
+    largest_weight = 640 * 256 * 4
+    assert len(seen) > 4 and max(seen) <= max(largest_weight, (1 << 20) // 2)
+    assert small.settings["memory_budget_mb"] == 1
+    seen.clear()
+    roomy = audit(str(base), str(lora), top_k=8, cache_dir=False, memory_budget_mb=64)
+    assert len(seen) == 4  # one stack per distinct shape: q/o, k/v, gate/up, down
+    pd.testing.assert_series_equal(small.table["sigma_pre"], roomy.table["sigma_pre"], rtol=1e-5)

@@ -39,6 +39,7 @@ def audit_command(
     revision: RevisionOpt = None,
     adapter_revision: Annotated[str | None, typer.Option("--adapter-revision", help="Hub revision (branch, tag or commit) of hub-id ADAPTERS.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the base-spectrum cache.")] = False,
+    memory_budget: Annotated[int, typer.Option("--memory-budget", min=16, help="MB of base weights in flight at once (CPU RAM, or GPU memory with --device cuda): same-shape weights are stacked up to this size; the peak is about twice it plus one weight.")] = 256,
     overwrite: OverwriteOpt = False,
     allow_pickle: AllowPickleOpt = False,
 ) -> None:
@@ -72,6 +73,7 @@ def audit_command(
         report = audit(base, [str(a) for a in adapters], top_k=top_k, top_j=top_j, device=device, dtype=dtype,
                        exact=exact, modules=modules, cache_dir=False if no_cache else None,
                        allow_pickle=allow_pickle, revision=revision, adapter_revision=adapter_revision,
+                       memory_budget_mb=memory_budget,
                        progress=lambda done, total: bar.update(task, completed=done, total=total))
     failing = report.apply_policy(gate)
     report.write(out, overwrite=overwrite)  # audit.sarif is on disk before a non-zero exit

@@ -18,6 +18,8 @@ the same way, and ``exact`` is only chosen when it is estimated cheapest.
 
 from __future__ import annotations
 
+from typing import Any
+
 #: seconds per flop of the GEMMs the algorithms run (≈ 100 GFLOP/s for skinny products,
 #: ≈ 150 GFLOP/s for the square-ish Gram product; 2 cores, AVX2, MKL)
 SKINNY_GEMM_S = 1 / 100e9
@@ -36,10 +38,22 @@ RITZ_EIG_S = 7.3e-11
 KRYLOV_STEP_S = 5e-4
 
 
+#: Krylov blocks are rounded up to a multiple of this: MKL's skinny SGEMM is ~1.3x faster
+#: per flop at 48 columns than at 42 and ~1.6x at 64 (bench/README.md, "block width"), so a
+#: 48-wide step costs less wall time than a 42-wide one and converges faster
+BLOCK_MULTIPLE = 16
+
+
+def krylov_block(k: int, oversample: int, d: int) -> int:
+    """Columns of the Krylov block: ``k + oversample`` rounded up to :data:`BLOCK_MULTIPLE`, at most ``d``."""
+    want = k + max(oversample, 1)
+    return min(-(-want // BLOCK_MULTIPLE) * BLOCK_MULTIPLE, d)
+
+
 def estimates(m: int, n: int, k: int, oversample: int = 10, device: str = "cpu") -> dict[str, float]:
     """Estimated seconds per matrix for ``exact``, ``gram`` and ``krylov``."""
     d, N = min(m, n), max(m, n)
-    block = min(k + max(oversample, 1), d)
+    block = krylov_block(k, oversample, d)
     gemm_scale = 0.1 if device != "cpu" else 1.0  # a GPU's GEMMs are ~10x faster relative to its eigh
     exact = SVD_S * N * d * d
     gram = gemm_scale * GRAM_GEMM_S * 2 * N * d * d + EIG_S * d**3 + gemm_scale * SKINNY_GEMM_S * 4 * N * d * (k + 1)
@@ -55,3 +69,11 @@ def choose(m: int, n: int, k: int, oversample: int = 10, device: str = "cpu") ->
     """The algorithm with the smallest estimated cost (ties: the more accurate, exact > gram > krylov)."""
     est = estimates(m, n, k, oversample, device)
     return min(("exact", "gram", "krylov"), key=lambda a: est[a])
+
+
+def on_accelerator(t: Any) -> bool:
+    """Whether ``t`` lives on an accelerator (CUDA, MPS): the one test that switches the
+    spectral code between its CPU kernels (per-matrix GEMMs, LAPACK's partial eigensolver)
+    and its accelerator kernels (one batched call per batch), so tests can run the
+    accelerator path on a CPU by patching it."""
+    return t.device.type != "cpu"

@@ -45,7 +45,9 @@ def gram_topk(A: Tensor, count: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 def _top_eigenvectors(G: Tensor, count: int) -> Tensor:
     """Eigenvectors of the ``count`` largest eigenvalues of each symmetric ``G[i]``, descending."""
     d = G.shape[-1]
-    if G.device.type != "cpu" or count * 4 > d:
+    from spectra.spectral.cost import on_accelerator
+
+    if on_accelerator(G) or count * 4 > d:
         # on a GPU, or when most of the spectrum is wanted anyway, the full eigh is as good
         return torch.linalg.eigh(G).eigenvectors[..., -count:].flip(-1)
     import numpy as np

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from spectra.errors import SpectraError
+from spectra.spectral import cost
 from spectra.spectral.lowrank import compute_dtype
 
 DEFAULT_SEED = 0
@@ -57,7 +58,8 @@ def top_singular(
     and ``method="auto"`` takes the cheapest):
 
     - ``krylov``: a randomized block Krylov method (block Lanczos on ``W Wᵀ`` with full
-      re-orthogonalisation, started from a Gaussian block of ``k + oversample`` columns)
+      re-orthogonalisation, started from a Gaussian block of ``k + oversample`` columns,
+      rounded up to a multiple of 16 where SGEMM runs fastest)
       followed by Rayleigh–Ritz: Halko, Martinsson & Tropp, *Finding structure with
       randomness* (SIAM Review 2011), Alg. 4.4/5.1, and Musco & Musco, *Randomized block
       Krylov methods for stronger and faster approximate SVD* (NeurIPS 2015). Block Krylov
@@ -118,8 +120,6 @@ def top_singular(
         :class:`TopK`. Singular vector signs are normalised (the largest-magnitude entry
         of each ``u_i`` is positive) so that every algorithm's results agree.
     """
-    from spectra.spectral import cost
-
     if W.ndim < 2:
         raise SpectraError(f"top_singular needs a matrix, got a tensor of shape {tuple(W.shape)}")
     m, n = W.shape[-2:]
@@ -139,7 +139,7 @@ def top_singular(
         raise SpectraError(f"cannot take singular vectors of a {m}×{n} matrix that contains NaN or Inf")
     b = Wb.shape[0]
     small = min(m, n)
-    block = min(k + max(oversample, 1), small)
+    block = cost.krylov_block(k, oversample, small)
     if exact:
         chosen = "exact"
     elif method != "auto":
@@ -170,16 +170,20 @@ def top_singular(
             algorithm = "gram"
             # A Aᵀ; tridiagonalisation (4/3 d³) and back-transformation; Z = Aᵀu
             flop = b * (2 * N * small * small + 4 / 3 * small**3 + 2 * small * small * (k + 1) + 2 * N * small * (k + 1))
+            # A v by a fresh GEMM: G u / σ would not see the rounding of G itself, which is
+            # exactly the error the Gram route adds (squared conditioning)
+            explicit = _side_residual(A, Ua, S, Vah)
+            flop += b * 2 * N * small * (k + 1)
         else:
             gen = generator if generator is not None else torch.Generator().manual_seed(DEFAULT_SEED)
-            Ua, S, Vah, analytic, columns = _block_krylov(A, k, block, n_iter, tol, angle_tol, gen)
+            Ua, S, Vah, analytic, explicit, columns = _block_krylov(A, k, block, n_iter, tol, angle_tol, gen)
             algorithm = "randomized"
             # two products with A per basis column, plus twice-repeated Gram–Schmidt against the basis
             flop = b * (4 * N * small * columns + 4 * small * columns * columns)
         # the certificate is checked on explicit residuals, not on the algorithm's estimates:
-        # ‖A v − σ u‖ by a GEMM; ‖Aᵀu − σ v‖ is exact by construction (v = Aᵀu/σ), see ``analytic``
-        explicit = _side_residual(A, Ua, S, Vah)
-        flop += b * 2 * N * small * (k + 1)
+        # ‖A v − σ u‖ by a GEMM (Krylov: A's stored products A Aᵀ Q times the Ritz coefficients,
+        # the same numbers a fresh A·v would give up to GEMM rounding); ‖Aᵀu − σ v‖ is exact
+        # by construction (v = Aᵀu/σ), see ``analytic``
         U, Vh = (Vah.mT, Ua.mT) if flip else (Ua, Vah)
         left, right = (analytic, explicit) if flip else (explicit, analytic)
         r = torch.sqrt(left.square() + right.square())
@@ -236,10 +240,11 @@ def _exact_topk(W: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
 
 def _block_krylov(
     W: Tensor, k: int, block: int, n_iter: int, tol: float, angle_tol: float, gen: torch.Generator
-) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, int]:
     """Block Lanczos on ``W Wᵀ`` (``W (b, m, n)``, ``m ≤ n``); top ``k + 1`` Ritz triplets,
-    each one's residual ``‖Wᵀu − σv‖`` (which follows from how the triplets are formed) and
-    the number of basis columns built (the passes over ``W``, for flop counts).
+    each one's residuals ``‖Wᵀu − σv‖`` (which follows from how the triplets are formed) and
+    ``‖Wv − σu‖`` (from the stored products ``W Wᵀ Q``), and the number of basis columns
+    built (the passes over ``W``, for flop counts).
 
     ``Qt`` holds the orthonormal basis and ``Zt = (Wᵀ Q)ᵀ`` row-wise, so that growing
     them touches memory only as far as the basis has grown. ``T = Qᵀ W Wᵀ Q`` is assembled
@@ -252,7 +257,10 @@ def _block_krylov(
     L_max = min(block * (n_iter + 1), m)
     Qt = torch.empty(b, L_max, m, dtype=dtype, device=device)
     Zt = torch.empty(b, L_max, n, dtype=dtype, device=device)
-    T = torch.zeros(b, L_max, L_max, dtype=dtype, device=device)
+    # W Wᵀ Q_j as the products came out (before Gram–Schmidt), for the final residual
+    Yt = torch.empty(b, L_max, m, dtype=dtype, device=device)
+    # every step writes all of T[:hi, :hi], so no zero fill (and no page faults) is needed
+    T = torch.empty(b, L_max, L_max, dtype=dtype, device=device)
 
     omega = torch.randn(m, block, generator=gen, dtype=dtype, device=gen.device).to(device)
     Qt[:, :block] = torch.linalg.qr(omega).Q.mT
@@ -264,6 +272,7 @@ def _block_krylov(
     while True:
         Zj, Y = _krylov_products(W, Qt[:, lo:hi])  # Wᵀ Q_j (b, n, l) and W Wᵀ Q_j (b, m, l)
         Zt[:, lo:hi] = Zj.mT
+        Yt[:, lo:hi] = Y.mT
         Q_all = Qt[:, :hi]
         # two Gram–Schmidt passes ("twice is enough") keep Q orthonormal to working precision
         C = Q_all @ Y
@@ -304,26 +313,42 @@ def _block_krylov(
                 next_check = step + max(1, min(skip, (step + 1) // 2))
             last = (step, worst)
         Q_next = Q_next[..., :nxt]
-        # a (numerically) rank-deficient Y gives arbitrary QR columns: project them out again
-        Q_next = Q_next - Q_all.mT @ (Q_all @ Q_next)
-        Q_next = torch.linalg.qr(Q_next).Q
+        # a (numerically) rank-deficient Y gives arbitrary QR columns: project them out
+        # again. Y is orthogonal to the basis after two passes, so with a well-conditioned
+        # R (every |R_ii| above 1e-4 of the largest) its Q is too and the pass is skipped
+        diag = R_next.diagonal(dim1=-2, dim2=-1).abs()[..., :nxt]
+        if not bool((diag > 1e-4 * diag.amax(dim=-1, keepdim=True).clamp_min(tiny)).all()):
+            Q_next = Q_next - Q_all.mT @ (Q_all @ Q_next)
+            Q_next = torch.linalg.qr(Q_next).Q
         lo, hi = hi, hi + nxt
         Qt[:, lo:hi] = Q_next.mT
         step += 1
 
-    U = Qt[:, :hi].mT @ vecs  # (b, m, k+1)
-    V = Zt[:, :hi].mT @ vecs  # (b, n, k+1) = Wᵀ U
+    U = Qt[:, :hi].mT @ vecs  # (b, m, k+1) = ũ
+    V = Zt[:, :hi].mT @ vecs  # (b, n, k+1) = Wᵀ ũ
+    WV = Yt[:, :hi].mT @ vecs  # (b, m, k+1) = W Wᵀ ũ, from the products W itself gave
     S = torch.linalg.vector_norm(V, dim=-2)
     V = V / S.clamp_min(tiny)[:, None, :]
+    WV = WV / S.clamp_min(tiny)[:, None, :]  # = W v
     norms = torch.linalg.vector_norm(U, dim=-2)
     U = U / norms.clamp_min(tiny)[:, None, :]
     # v = Wᵀũ/σ with u = ũ/‖ũ‖, so Wᵀu − σv = v·σ(1/‖ũ‖ − 1): this side's residual needs no GEMM
     analytic = S * (1 / norms.clamp_min(tiny) - 1).abs()
+    # W v − σ u from W's own products (not from the Lanczos recurrence), so it is an
+    # explicit residual like a fresh GEMM's — without another pass over W
+    explicit = torch.linalg.vector_norm(WV - U * S[:, None, :], dim=-2)
     # ‖Wᵀu‖ can reorder nearly equal Ritz values; keep S descending
     S, order = S.sort(dim=-1, descending=True)
     U = U.gather(-1, order[:, None, :].expand_as(U))
     V = V.gather(-1, order[:, None, :].expand_as(V))
-    return U, S, V.mT, analytic.gather(-1, order), hi
+    return U, S, V.mT, analytic.gather(-1, order), explicit.gather(-1, order), hi
+
+
+def per_matrix_kernels(W: Tensor) -> bool:
+    """Whether to run a batch's GEMMs one matrix at a time (a CPU and more than one matrix)
+    rather than as one batched call (GPUs, where one launch for the batch is what pays).
+    :func:`~spectra.spectral.cost.on_accelerator` decides the device side."""
+    return not cost.on_accelerator(W) and W.shape[0] > 1
 
 
 def _krylov_products(W: Tensor, Qj_t: Tensor) -> tuple[Tensor, Tensor]:
@@ -333,7 +358,7 @@ def _krylov_products(W: Tensor, Qj_t: Tensor) -> tuple[Tensor, Tensor]:
     shapes runs about 20 % faster than the strided batched ``bmm`` (33 vs 41 ms for three
     2048×5632 weights × 42 columns, bench/README.md); on a GPU the batched call is kept.
     """
-    if W.device.type != "cpu" or W.shape[0] == 1:
+    if not per_matrix_kernels(W):
         Z = W.mT @ Qj_t.mT
         return Z, W @ Z
     Z = torch.empty(W.shape[0], W.shape[2], Qj_t.shape[1], dtype=W.dtype)
@@ -382,7 +407,7 @@ def _progress(S: Tensor, r: Tensor, k: int, tol: float, angle_tol: float) -> Ten
 
 def _side_residual(A: Tensor, U: Tensor, S: Tensor, Vh: Tensor) -> Tensor:
     """``‖A v_i − σ_i u_i‖`` per triplet (one GEMM; 2-D per element on a CPU)."""
-    if A.device.type == "cpu" and A.shape[0] > 1:
+    if per_matrix_kernels(A):
         AV = torch.stack([A[i] @ Vh[i].T for i in range(A.shape[0])])
     else:
         AV = A @ Vh.mT
@@ -391,7 +416,7 @@ def _side_residual(A: Tensor, U: Tensor, S: Tensor, Vh: Tensor) -> Tensor:
 
 def _triplet_residuals(W: Tensor, U: Tensor, S: Tensor, Vh: Tensor) -> tuple[Tensor, Tensor]:
     """``‖W v_i − σ_i u_i‖`` and ``‖Wᵀ u_i − σ_i v_i‖`` per triplet (2-D GEMMs per element on a CPU)."""
-    if W.device.type == "cpu" and W.shape[0] > 1:
+    if per_matrix_kernels(W):
         WV = torch.stack([W[i] @ Vh[i].T for i in range(W.shape[0])])
         WtU = torch.stack([W[i].T @ U[i] for i in range(W.shape[0])])
     else:
