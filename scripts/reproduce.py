@@ -4,7 +4,8 @@
     python scripts/reproduce.py run --tier 1             # only tier 1 (core rows, 3 seeds)
     python scripts/reproduce.py run --only 'badnet.*lora'  # runs whose id matches a regex
     python scripts/reproduce.py status                   # done / pending per tier, wall time so far
-    python scripts/reproduce.py render                   # docs/reproduction.md + figures/ from the JSON
+    python scripts/reproduce.py render                   # docs/reproduction.md + figures/ + README's study block
+    python scripts/reproduce.py render --demo runs/demo-quick   # … and the README's demo block from that run
 
 Results: one JSON per run in ``docs/study/results/`` (committed: the page and figures are
 drawn from them alone). Work (poisoned bases, adapters, checkpoints): ``runs/study/``
@@ -84,7 +85,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     from spectra.study.render import render_study
 
-    render_study(args.results, args.doc, args.figures, log=log)
+    render_study(args.results, args.doc, args.figures, log=log, readme=args.readme)
+    if args.demo:  # the README's demo block, from a finished `spectra demo` run's demo.json
+        import json
+
+        from spectra.report.demo_markdown import readme_demo_summary
+        from spectra.report.readme_blocks import update_file_blocks
+
+        summary = json.loads((args.demo / "demo.json").read_text(encoding="utf-8"))
+        block = "demo-quick" if summary["settings"].get("quick") else "demo-full"
+        if update_file_blocks(args.readme, {block: readme_demo_summary(summary, args.demo.name)}):
+            log(f"rewrote the {block} block of {args.readme} from {args.demo}")
     return 0
 
 
@@ -102,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         if name == "render":
             s.add_argument("--doc", type=Path, default=ROOT / "docs" / "reproduction.md")
             s.add_argument("--figures", type=Path, default=ROOT / "figures")
+            s.add_argument("--readme", type=Path, default=ROOT / "README.md",
+                           help="README whose generated blocks (study-summary, demo-*) are rewritten")
+            s.add_argument("--demo", type=Path, default=None,
+                           help="a finished `spectra demo` output folder: rewrite the README's demo block from it")
     args = p.parse_args(argv)
     return {"run": cmd_run, "status": cmd_status, "render": cmd_render}[args.command](args)
 

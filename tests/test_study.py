@@ -202,3 +202,50 @@ def test_plan_ids_are_unique_and_every_dependency_is_planned() -> None:
     core = [r for r in plan if r.tier == 1 and r.kind == "finetune" and r.lr is None]
     assert {(r.attack, r.method) for r in core if r.seed == 2} == {(a, m) for a in ("badnet", "insent")
                                                                    for m in ("fft", "lora", "lora+ci", "lora+tr", "rora")}
+
+
+def test_the_demos_learning_rates_are_the_ones_the_study_picked() -> None:
+    """``PICKED_LR`` is a constant (the demo runs on machines without the study's results);
+    wherever a family's three pick runs are committed, the constant must be their pick."""
+    from spectra.study.plan import lr_picks
+    from spectra.study.recipe import PICKED_LR, SELECTED, Recipe
+    from spectra.train.validation import pick_learning_rate
+
+    results = Path(__file__).resolve().parent.parent / "docs" / "study" / "results"
+    checked = 0
+    for family in SELECTED:
+        files = [results / f"{run.id}.json" for run in lr_picks(family, Recipe().lr_grid)]
+        if not all(f.exists() for f in files):
+            continue
+        curves = {}
+        for run, f in zip(lr_picks(family, Recipe().lr_grid), files):
+            curves[float(run.lr)] = [row["val_ca"] for row in json.loads(f.read_text())["epochs"]
+                                     if row.get("val_ca") is not None]
+        assert PICKED_LR[family] == pick_learning_rate(curves), family
+        checked += 1
+    if not checked:
+        pytest.skip("no family's learning-rate pick is committed yet")
+
+
+def test_readme_blocks_are_rewritten_between_their_markers_only(tmp_path: Path) -> None:
+    from spectra.report.readme_blocks import replace_block, update_file_blocks
+
+    text = "# t\nhand\n<!-- a:begin -->\nold\n<!-- a:end -->\ntail\n"
+    assert replace_block(text, "a", "new 1.0%") == "# t\nhand\n<!-- a:begin -->\nnew 1.0%\n<!-- a:end -->\ntail\n"
+    with pytest.raises(KeyError):
+        replace_block(text, "b", "x")
+    readme = tmp_path / "README.md"
+    readme.write_text(text)
+    assert update_file_blocks(readme, {"a": "x", "missing": "y"}) == ["a"]
+    assert readme.read_text().count("x") == 1 and "hand" in readme.read_text() and "old" not in readme.read_text()
+
+
+def test_the_readme_summary_is_generated_from_the_numbers() -> None:
+    from spectra.study.render import readme_summary
+    from spectra.study.tables import Results
+
+    holds = readme_summary(Results(_study(0.99, 0.05, 0.85)))
+    assert "*RoRA removes the backdoor at little cost in clean accuracy* — **reproduces**" in holds
+    fails = readme_summary(Results(_study(0.40, 0.30, 0.85)))
+    assert "*LoRA fine-tuning on clean data leaves the backdoor in place* — **does not reproduce**" in fails
+    assert "no verdict yet" in fails  # the ablation rows of this toy study were never run

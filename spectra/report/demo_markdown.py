@@ -82,6 +82,21 @@ def demo_readings(summary: dict[str, Any]) -> list[str]:
     return out
 
 
+def readme_demo_summary(summary: dict[str, Any], report_link: str) -> str:
+    """The README's demo paragraph from a demo run's ``demo.json``: what ran, how long it
+    took, its CA/ASR rows and the same generated readings as its report."""
+    settings, timings = summary["settings"], summary.get("timings_s") or {}
+    rec = settings.get("recipe", {})
+    budget = "`spectra demo --quick`" if settings.get("quick") else "`spectra demo`"
+    total = timings.get("total")
+    head = (f"{budget} ({rec.get('epochs', 0):g} epochs, LoRA lr {settings['lr']['lora']:g}, RoRA lr "
+            f"{settings['lr']['rora']:g}" + (f"; {total / 60:.1f} min on 2 cores" if total else "") +
+            f"; report: [{report_link}]({report_link})):")
+    rows = "; ".join(f"{r['model']} CA {_pct(r['ca'])}% / ASR {_pct(r['asr'])}%" + (" (collapsed)" if r.get("collapsed") else "")
+                     for r in summary["eval"])
+    return "\n".join([head, "", f"- CR test: {rows}."] + [f"- {s}" for s in demo_readings(summary)])
+
+
 def render_demo_markdown(summary: dict[str, Any]) -> str:
     """Render the demo's ``demo.json`` summary as Markdown."""
     settings = summary["settings"]

@@ -61,7 +61,10 @@ def curves_figure(results: Results, families: Sequence[str] = ("lora", "rora", "
         ax.set_title(f"{family}: BadNet, seed 0", fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylim(0, 100)
-        ax.legend(fontsize=7, loc="lower left")
+        if results.picks(family):
+            ax.legend(fontsize=7, loc="lower left")
+        else:  # say so rather than leave an empty frame that reads like a plotting bug
+            ax.text(0.5, 0.5, "runs pending", transform=ax.transAxes, ha="center", va="center", color="0.5")
     axes[0, 0].set_ylabel("% (validation split of CR train)")
     fig.tight_layout()
     return fig
@@ -106,7 +109,10 @@ def sweep_figure(results: Results, attack: str) -> Any:
     ax.set_ylabel("% on CR test")
     ax.set_ylim(0, 102)
     ax.set_title(f"Figure 3 analogue, {attack} (MiniLM, rt → CR)", fontsize=10)
-    ax.legend(fontsize=7, loc="center left")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="center left")
+    else:
+        ax.text(0.5, 0.5, "sweeps pending", transform=ax.transAxes, ha="center", va="center", color="0.5")
     fig.tight_layout()
     return fig
 

@@ -110,7 +110,15 @@ def _table1(results: Results) -> str:
 def _triple(ev: dict[str, Any]) -> str:
     if not ev or ev.get("ca") is None:
         return "—"
-    return f"{100 * ev['ca']:.1f} / {100 * ev['asr']:.1f} / {100 * ev['asr_floor']:.1f}"
+    flag = " collapsed" if ev.get("collapsed") else ""
+    return f"{100 * ev['ca']:.1f} / {100 * ev['asr']:.1f} / {100 * ev['asr_floor']:.1f}{flag}"
+
+
+def _pair(ev: dict[str, Any]) -> str:
+    """``CA / ASR`` in percent, flagged when the model collapsed."""
+    if not ev or ev.get("ca") is None:
+        return "—"
+    return f"{100 * ev['ca']:.1f} / {100 * ev['asr']:.1f}" + (" (collapsed)" if ev.get("collapsed") else "")
 
 
 def _picks(results: Results, rel: str) -> str:
@@ -127,6 +135,8 @@ def _picks(results: Results, rel: str) -> str:
             rows.append({"family": family, "lr": f"{lr:g}", "final val CA %": f"{100 * c[-1]:.1f}" if c else "—",
                          "best val CA %": f"{100 * max(c):.1f}" if c else "—", "epochs": len(c),
                          "converged": "yes" if converged(c) else "no", "picked": "←" if lr == chosen else "",
+                         "CR test CA / ASR / floor %": _triple((doc.get("eval") or {}).get("new", {})),
+                         "+ Pt: CA / ASR / floor %": _triple((doc.get("pt_alone") or {}).get("eval", {})),
                          "wall (min)": f"{doc.get('wall_s', 0) / 60:.0f}"})
     return ("## Learning rate: picked on clean validation data\n\n" + markdown_table(rows) +
             "Picked: the best mean validation CA over the last 3 epochs (the level the kept model ends at; one epoch "
@@ -134,7 +144,8 @@ def _picks(results: Results, rel: str) -> str:
             "the last 3 epochs raise the run's best validation CA by at most 0.5 point (no longer improving; 1 of the 289 "
             "validation rows is 0.35 point). The dotted lines (ASR of the "
             "triggered validation rows) are recorded to show the backdoor during training; nothing is chosen from "
-            f"them.\n\n![training curves]({rel}/{FIGURES['curves']})\n")
+            "them. The CR test columns are each pick run's own test evaluation (seed 0), shown after the choice and "
+            f"never used for it; '+ Pt' is Pt applied alone to that adapter (LoRA family; RoRA's row is CI+Tr+Pt).\n\n![training curves]({rel}/{FIGURES['curves']})\n")
 
 
 def _table2(results: Results, rel: str) -> str:
@@ -263,9 +274,52 @@ def _runs(results: Results) -> str:
             "Wall time: one process with one thread on a 2-core machine running two such processes.\n")
 
 
+def readme_summary(results: Results) -> str:
+    """The README's study paragraph: how far the study is, the poisoned bases, the
+    learning-rate picks with their test numbers, and each claim's verdict — all read from
+    the results (the README keeps no hand-written reading of the study)."""
+    from spectra.train.validation import pick_learning_rate
+
+    plan = study_plan(Recipe().lr_grid)
+    done = sum(r.id in results.docs for r in plan)
+    hours = sum(results.docs[r.id].get("wall_s", 0) for r in plan if r.id in results.docs) / 3600
+    out = [f"- **Study progress:** {done} of {len(plan)} runs done ({hours:.1f} h of 1-thread compute); "
+           "every table on docs/reproduction.md marks what is still pending."]
+    for doc in results.runs("base"):
+        run, d = doc["run"], doc.get("downstream_test", {})
+        if d.get("ca") is not None:
+            out.append(f"- **Poisoned base** ({run['attack']}, base {run['base_seed']}; clean-label, 1,500 rows, "
+                       f"lr 2e-5, 3 epochs): CR test CA {100 * d['ca']:.1f}%, ASR {100 * d['asr']:.1f}% "
+                       f"(floor {100 * d['asr_floor']:.1f}%).")
+    for family in ("fft", "lora", "rora"):
+        picks = results.picks(family)
+        if not picks:
+            continue
+        curves = {lr: [e["val_ca"] for e in d.get("epochs", []) if e.get("val_ca") is not None] for lr, d in picks.items()}
+        chosen = pick_learning_rate(curves) if len(curves) == 3 and all(curves.values()) else None
+        parts = []
+        for lr, doc in sorted(picks.items()):
+            ev, pt = (doc.get("eval") or {}).get("new", {}), (doc.get("pt_alone") or {}).get("eval", {})
+            txt = f"lr {lr:g}: CA/ASR {_pair(ev)}"
+            if pt.get("ca") is not None:
+                txt += f", + Pt {_pair(pt)}"
+            parts.append(txt + (" ← picked" if lr == chosen else ""))
+        label = {"fft": "Full fine-tuning", "lora": "LoRA", "rora": "RoRA"}[family]
+        out.append(f"- **{label}, 20 epochs, BadNet seed 0, by learning rate** (CR test %): " + "; ".join(parts) +
+                   ("." if chosen else f" ({len(picks)} of 3 rates done)."))
+    measured = [v for v in verdicts(results) if v.verdict != "not measured yet"]
+    for v in measured:
+        out.append(f"- *{v.claim}* — **{v.verdict}** ({v.ours}).")
+    pending = len(verdicts(results)) - len(measured)
+    if pending:
+        out.append(f"- {pending} of the paper's claims have no verdict yet: their runs are pending.")
+    return "\n".join(out)
+
+
 def render_study(results_dir: str | Path, doc: str | Path, figures: str | Path,
-                 log: Callable[[str], None] = print) -> None:
-    """Write the page and the figures from the results folder."""
+                 log: Callable[[str], None] = print, readme: str | Path | None = None) -> None:
+    """Write the page and the figures from the results folder; with ``readme``, also its
+    ``study-summary`` block (:func:`readme_summary`)."""
     from spectra.report.style import save_figure
     from spectra.study.figures import curves_figure, predictor_figure, rows_figure, sweep_figure
 
@@ -280,3 +334,8 @@ def render_study(results_dir: str | Path, doc: str | Path, figures: str | Path,
         save_figure(sweep_figure(results, attack), figures / f"reproduction_sweep_{attack}.png")
     Path(doc).write_text(render_markdown(results, Recipe()), encoding="utf-8")
     log(f"wrote {doc} and {len(FIGURES) + len(ATTACKS)} figures in {figures} from {len(results.docs)} results")
+    if readme is not None:
+        from spectra.report.readme_blocks import update_file_blocks
+
+        if update_file_blocks(readme, {"study-summary": readme_summary(results)}):
+            log(f"rewrote the study-summary block of {readme}")
