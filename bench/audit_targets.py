@@ -11,7 +11,7 @@ truly cold disk adds its read time to all of them alike). Cases:
   skinny GEMM as Krylov runs them (5632×2048 · 2048×42), a sequential read of a
   checkpoint from the page cache, fp16 → fp32 conversion.
 - ``smollm2``: SmolLM2-135M (real weights) + peft LoRA r=8 all-linear (210 modules):
-  default vs ``--exact`` vs a process running PEFT's own ``reduce_intruder_dimension`` on
+  default (and ``--no-figures``) vs ``--exact`` vs a process running PEFT's own ``reduce_intruder_dimension`` on
   the same adapter (full SVDs of W and W + ΔW per module: the spectral pass a PEFT user
   has today). ``--repeat`` rounds in rotating order; medians.
 - ``minilm``: all-MiniLM-L6-v2 + peft LoRA r=8 (37 modules): default vs ``--exact``.
@@ -173,18 +173,19 @@ def case_smollm2(a: argparse.Namespace, peaks: dict[str, float], work: Path, fai
     adapter = smollm2_adapter(base, DATA / "smollm2-lora-r8", rank=8)
     print(f"\n== SmolLM2-135M (real weights) + peft LoRA r=8 all-linear; {a.repeat} rounds, rotating order")
     _warm(base)
-    runs: dict[str, list[dict[str, Any]]] = {"default": [], "exact": [], "peft": []}
-    order = ["default", "exact", "peft"]
+    flags = {"default": [], "no-figures": ["--no-figures"], "exact": ["--exact"]}
+    runs: dict[str, list[dict[str, Any]]] = {"default": [], "no-figures": [], "exact": [], "peft": []}
+    order = list(runs)
     for rnd in range(a.repeat):
-        for label in order[rnd % 3:] + order[:rnd % 3]:
+        for label in order[rnd % len(order):] + order[:rnd % len(order)]:
             if label == "peft":
                 r = run_peft_intruder(base, adapter)
                 runs["peft"].append({"label": "peft intruder", "wall_s": r["wall_s"], "cpu_s": r["cpu_s"],
                                      "rss_mb": r["rss_mb"]})
             else:
-                runs[label].append(audit_process(label, base, adapter, work, *(["--exact"] if label == "exact" else [])))
+                runs[label].append(audit_process(label, base, adapter, work, *flags[label]))
     med = {k: _median_run(v) for k, v in runs.items()}
-    _table([med["default"], med["exact"], {**med["peft"], "label": "PEFT reduce_intruder"}])
+    _table([med["default"], med["no-figures"], med["exact"], {**med["peft"], "label": "PEFT reduce_intruder"}])
     for k, v in runs.items():
         print(f"   {k} walls: " + ", ".join(f"{r['wall_s']:.2f}" for r in v))
     vs_peft = med["peft"]["wall_s"] / med["default"]["wall_s"]
@@ -193,10 +194,13 @@ def case_smollm2(a: argparse.Namespace, peaks: dict[str, float], work: Path, fai
     print(f"   [{_mark(vs_peft >= 5)}] default ≥ 5× faster than the PEFT reduce_intruder_dimension process: "
           f"{vs_peft:.1f}× (median of {a.repeat})")
     print(f"   [{_mark(vs_exact >= 1)}] default not slower than --exact at 576 wide: {vs_exact:.2f}×")
+    lean = med["peft"]["wall_s"] / med["no-figures"]["wall_s"]
+    print(f"   (with --no-figures, as a CI gate reading only audit.json/audit.sarif runs it: {lean:.1f}× the PEFT process)")
     acc = accuracy("smollm2", med["default"], med["exact"], failures)
     return {"default_s": med["default"]["wall_s"], "exact_s": med["exact"]["wall_s"], "peft_s": med["peft"]["wall_s"],
             "rss_mb": med["default"]["rss_mb"], "peft_rss_mb": med["peft"]["rss_mb"], "vs_peft": vs_peft,
-            "vs_exact": vs_exact, "acc": acc, "timings": med["default"]["timings"]}
+            "vs_exact": vs_exact, "no_figures_s": med["no-figures"]["wall_s"], "vs_peft_no_figures": lean,
+            "acc": acc, "timings": med["default"]["timings"]}
 
 
 def case_pair(name: str, what: str, base: Path, adapter: Path, peaks: dict[str, float], work: Path,

@@ -131,8 +131,10 @@ class AuditReport:
                 "policy": self.policy.to_dict() if self.policy is not None else None,
                 "findings": [asdict(f) for f in self.findings]}
 
-    def write(self, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
-        """Write audit.csv, audit.json, audit.sarif, fig_ratio.png, fig_alignment.png and report.md."""
+    def write(self, out: str | os.PathLike[str], overwrite: bool = False, figures: bool = True) -> Path:
+        """Write audit.csv, audit.json, audit.sarif, fig_ratio.png, fig_alignment.png and report.md
+        (``figures=False`` skips the two PNGs: importing matplotlib and drawing them is about
+        a quarter of a small model's audit, which a CI gate that only reads the JSON/SARIF need not pay)."""
         from spectra._version import __version__
         from spectra.io.output import atomic_output_dir
         from spectra.policy import RULES, Policy
@@ -150,9 +152,10 @@ class AuditReport:
             table["shape"] = table["shape"].map(lambda s: f"{s[0]}x{s[1]}")
             table.to_csv(tmp / "audit.csv", index=False)
             (tmp / "audit.json").write_text(json.dumps(self.to_json(), indent=2, default=str), encoding="utf-8")
-            for name, fig in self.figures().items():
-                save_figure(fig, tmp / f"{name}.png", tight_bbox=False)  # laid out by tight_layout
-            (tmp / "report.md").write_text(render_audit_markdown(self), encoding="utf-8")
+            if figures:
+                for name, fig in self.figures().items():
+                    save_figure(fig, tmp / f"{name}.png", tight_bbox=False)  # laid out by tight_layout
+            (tmp / "report.md").write_text(render_audit_markdown(self, figures), encoding="utf-8")
         return Path(out)
 
 

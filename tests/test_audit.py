@@ -116,6 +116,33 @@ def test_full_finetune_side_by_side_with_lora(tiny_model_dir, tiny_adapter_dir, 
     assert report.adapters == ["adapter", "full-ft"]
 
 
+def test_no_figures_writes_the_same_numbers_without_matplotlib(tiny_model_dir, tiny_adapter_dir, tmp_path):
+    """--no-figures (for CI gates): every other file, the same table, no PNG, no link to one,
+    and matplotlib never imported by the process."""
+    import subprocess
+    import sys
+
+    base = tiny_model_dir("bert")
+    adapter = tiny_adapter_dir(base, target_modules=["query", "value"])
+    code = ("import sys; from spectra_cli.app import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'matplotlib' not in sys.modules, 'matplotlib was imported'\n")
+    common = [str(base), str(adapter), "--top-k", "4", "--no-cache"]
+    done = subprocess.run([sys.executable, "-c", code, "audit", *common, "-o", str(tmp_path / "lean"), "--no-figures"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert CliRunner().invoke(app, ["audit", *common, "-o", str(tmp_path / "full")]).exit_code == 0
+    lean, full = tmp_path / "lean", tmp_path / "full"
+    assert sorted(p.name for p in lean.iterdir()) == ["audit.csv", "audit.json", "audit.sarif", "report.md"]
+    assert pd.read_csv(lean / "audit.csv").equals(pd.read_csv(full / "audit.csv"))
+    assert "fig_ratio.png" not in (lean / "report.md").read_text()
+    assert "fig_ratio.png" in (full / "report.md").read_text()
+    # the probe can fail: the same process with figures does import matplotlib
+    drawn = subprocess.run([sys.executable, "-c", code, "audit", *common, "-o", str(tmp_path / "drawn")],
+                           capture_output=True, text=True)
+    assert drawn.returncode != 0 and "matplotlib was imported" in drawn.stderr
+
+
 def test_cli_writes_every_file_and_valid_pngs(tiny_model_dir, tiny_adapter_dir, tmp_path):
     base = tiny_model_dir("bert")
     adapter = tiny_adapter_dir(base, target_modules=["query", "value"])

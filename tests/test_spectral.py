@@ -494,3 +494,18 @@ def test_accelerator_code_path_gives_the_cpu_results(method, monkeypatch):
     torch.testing.assert_close(acc.S, cpu.S, rtol=1e-5, atol=0)
     cos = (acc.U * cpu.U).sum(dim=-2).abs()
     assert float((1 - cos).max()) < 1e-5
+
+
+@pytest.mark.parametrize("shapes", [((), (), ()), ((3,), (), ()), ((3, 1), (1, 4), ()), ((2, 3), (3,), (1,)),
+                                    ((5, 1, 2), (4, 1), (2,))])
+def test_batch_shapes_broadcast_as_torch_does(shapes: tuple) -> None:
+    from spectra.spectral.lowrank import _broadcast_shapes
+
+    assert _broadcast_shapes(*shapes) == torch.broadcast_shapes(*shapes)
+
+
+def test_batch_shapes_that_do_not_broadcast_are_refused() -> None:
+    from spectra.spectral.lowrank import _broadcast_shapes
+
+    with pytest.raises(ValueError, match="do not broadcast"):
+        _broadcast_shapes((2,), (3,))

@@ -40,6 +40,7 @@ def audit_command(
     adapter_revision: Annotated[str | None, typer.Option("--adapter-revision", help="Hub revision (branch, tag or commit) of hub-id ADAPTERS.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the base-spectrum cache.")] = False,
     memory_budget: Annotated[int, typer.Option("--memory-budget", min=16, help="MB of base weights in flight at once (CPU RAM, or GPU memory with --device cuda): same-shape weights are stacked up to this size; the peak is about twice it plus one weight.")] = 256,
+    no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip fig_ratio.png and fig_alignment.png (and matplotlib): for CI gates that read audit.json / audit.sarif.")] = False,
     overwrite: OverwriteOpt = False,
     allow_pickle: AllowPickleOpt = False,
 ) -> None:
@@ -76,7 +77,7 @@ def audit_command(
                        memory_budget_mb=memory_budget,
                        progress=lambda done, total: bar.update(task, completed=done, total=total))
     failing = report.apply_policy(gate)
-    report.write(out, overwrite=overwrite)  # audit.sarif is on disk before a non-zero exit
+    report.write(out, overwrite=overwrite, figures=not no_figures)  # audit.sarif is on disk before a non-zero exit
     _print_summary(con, report)
     con.print(f"report: [bold]{out / 'report.md'}[/bold]; findings: [bold]{out / 'audit.sarif'}[/bold]")
     if report.findings:

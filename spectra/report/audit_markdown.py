@@ -11,22 +11,22 @@ _TABLE_COLUMNS = ["adapter", "module", "layer", "module_type", "shape", "rank", 
                   "cos_random_right", "spectrum_method"]
 
 
-def render_audit_markdown(report: Any) -> str:
-    """Render an :class:`spectra.audit.AuditReport` as a self-contained Markdown report."""
+def render_audit_markdown(report: Any, figures: bool = True) -> str:
+    """Render an :class:`spectra.audit.AuditReport` as a self-contained Markdown report
+    (``figures=False``: the figures were not written, so the report does not link them)."""
     s = report.settings
     parts = [
         "# spectra audit\n",
         f"Base: `{report.inputs['base']['path']}`  \n"
         f"Adapters: {', '.join(f'`{a}`' for a in report.adapters)}  \n"
         f"top-k = {s['top_k']}, dtype = {s['dtype']}, device = {s['device']}, "
-        f"{'exact SVD' if s['exact'] else 'certified randomized top-k'}\n",
+        f"{'exact SVD' if s['exact'] else 'certified top-k (Gram or block Krylov, whichever the cost model says is cheaper)'}\n",
         "## Summary\n",
         markdown_table(report.summary().to_dict("records")),
         _reading(report),
         _policy(report),
-        "## Figures\n",
-        "![Figure 1: spectral ratio](fig_ratio.png)\n",
-        "![Figure 2: alignment with W_pre's top-k](fig_alignment.png)\n",
+        *(["## Figures\n", "![Figure 1: spectral ratio](fig_ratio.png)\n",
+            "![Figure 2: alignment with W_pre's top-k](fig_alignment.png)\n"] if figures else []),
         "## Per-module table\n",
         markdown_table(report.table.to_dict("records"), [c for c in _TABLE_COLUMNS if c in report.table.columns]),
         "## Definitions\n",

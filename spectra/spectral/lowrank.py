@@ -33,6 +33,20 @@ def compute_dtype(*tensors: Tensor) -> torch.dtype:
     return dtype
 
 
+def _broadcast_shapes(*shapes: tuple[int, ...]) -> torch.Size:
+    """NumPy broadcasting of batch shapes, in Python: ``torch.broadcast_shapes`` imports
+    ``torch._refs`` on its first call, 0.4 s of every ``spectra audit`` process."""
+    ndim = max((len(s) for s in shapes), default=0)
+    out = [1] * ndim
+    for shape in shapes:
+        for i, size in enumerate(shape, start=ndim - len(shape)):
+            if size != 1:
+                if out[i] not in (1, size):
+                    raise ValueError(f"batch shapes {[tuple(s) for s in shapes]} do not broadcast")
+                out[i] = size
+    return torch.Size(out)
+
+
 def lowrank_svd(B: Tensor, A: Tensor, scale: float | Tensor = 1.0) -> SVD:
     """Exact thin SVD of ``scale · B @ A`` without forming the dense ``m × n`` product.
 
@@ -69,7 +83,7 @@ def lowrank_svd(B: Tensor, A: Tensor, scale: float | Tensor = 1.0) -> SVD:
     B = B.to(dtype)
     A = A.to(dtype)
     scale_t = torch.as_tensor(scale, dtype=dtype, device=B.device)
-    batch = torch.broadcast_shapes(B.shape[:-2], A.shape[:-2], scale_t.shape)
+    batch = _broadcast_shapes(B.shape[:-2], A.shape[:-2], scale_t.shape)
     B = B.expand(*batch, *B.shape[-2:])
     A = A.expand(*batch, *A.shape[-2:])
 
