@@ -38,7 +38,7 @@ METHODS: dict[str, dict[str, Any]] = {
 }
 #: the rates the study picked on clean validation data (docs/reproduction.md, "Learning
 #: rate"); the demo trains with them instead of repeating the pick
-PICKED_LR = {"fft": 2e-4, "lora": 2e-3, "rora": 2e-3}
+PICKED_LR = {"fft": 2e-4, "lora": 2e-4, "rora": 2e-3}
 #: methods whose learning rate is picked from the grid; the others borrow one (LR_FAMILY)
 SELECTED = ("fft", "lora", "rora")
 LR_FAMILY = {"fft": "fft", "lora": "lora", "lora+ci": "lora", "lora+tr": "lora", "rora": "rora",
