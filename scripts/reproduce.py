@@ -86,16 +86,46 @@ def cmd_render(args: argparse.Namespace) -> int:
     from spectra.study.render import render_study
 
     render_study(args.results, args.doc, args.figures, log=log, readme=args.readme)
-    if args.demo:  # the README's demo block, from a finished `spectra demo` run's demo.json
-        import json
+    if args.demo:
+        publish_demo(args.demo, args.readme, args.figures)
+    return 0
 
-        from spectra.report.demo_markdown import readme_demo_summary
-        from spectra.report.readme_blocks import update_file_blocks
 
-        summary = json.loads((args.demo / "demo.json").read_text(encoding="utf-8"))
-        block = "demo-quick" if summary["settings"].get("quick") else "demo-full"
-        if update_file_blocks(args.readme, {block: readme_demo_summary(summary, args.demo.name)}):
-            log(f"rewrote the {block} block of {args.readme} from {args.demo}")
+def publish_demo(run: Path, readme: Path, figures: Path) -> None:
+    """Copy a finished ``spectra demo`` run's report into docs/ (its figures into
+    ``figures/``, links rewritten) and rewrite the README's demo block from its demo.json."""
+    import json
+    import re
+    import shutil
+
+    from spectra.report.demo_markdown import readme_demo_summary
+    from spectra.report.readme_blocks import update_file_blocks
+
+    summary = json.loads((run / "demo.json").read_text(encoding="utf-8"))
+    quick = bool(summary["settings"].get("quick"))
+    stem, doc = ("demo_quick", ROOT / "docs" / "demo-quick-report.md") if quick else \
+        ("demo", ROOT / "docs" / "demo-report.md")
+    text = (run / "report.md").read_text(encoding="utf-8")
+    rel = Path("..") / figures.relative_to(ROOT)
+
+    def copy(match: re.Match[str]) -> str:
+        src = run / match.group(2)
+        name = f"{stem}_" + ("train_" + ("rora" if "rora" in match.group(2) else "lora") + ".png"
+                             if src.name == "fig_train.png" else src.name.removeprefix("fig_"))
+        shutil.copyfile(src, figures / name)
+        return f"![{match.group(1)}]({rel / name})"
+
+    text = re.sub(r"!\[([^\]]*)\]\(([^)]+\.png)\)", copy, text)
+    text = text.replace("[audit/report.md](audit/report.md)", "`audit/report.md` in the run's folder")
+    total = (summary.get("timings_s") or {}).get("total")
+    head = (f"> A copy of `{run}/report.md`, written by `spectra demo{' --quick' if quick else ''} -o {run}` "
+            f"({total / 60:.1f} min in-process on 2 CPU cores; figures copied to `figures/`) and published by "
+            f"`python scripts/reproduce.py render --demo {run}`. Every reading is generated from the run's numbers.\n\n")
+    doc.write_text(head + text, encoding="utf-8")
+    block = "demo-quick" if quick else "demo-full"
+    link = str(doc.relative_to(ROOT))
+    if update_file_blocks(readme, {block: readme_demo_summary(summary, link)}):
+        log(f"published {run} as {link} and rewrote the README's {block} block")
     return 0
 
 

@@ -141,6 +141,7 @@ class Study:
         work = out.with_name(out.name + ".partial")
         if out.exists() and not (out / "eval.json").is_file():
             shutil.rmtree(out)
+        resumed = not out.exists() and work.exists()  # then wall_s counts only this process's part
         if not out.exists():
             run_fix(str(self.base_folder(run)), self.splits.train, out, config=cfg, eval_data=self.splits.test,
                     val_data=self.splits.val, trigger=trig, target_label=TARGET_LABEL, device="cpu",
@@ -151,6 +152,7 @@ class Study:
             "lr": lr, "lr_choice": why, "config": cfg.to_dict(), "folder": str(out),
             "eval": {name: compact_eval(row) for name, row in rows.items()},
             "epochs": epochs_log, "converged": converged([e["val_ca"] for e in epochs_log if "val_ca" in e]),
+            "resumed": resumed,
         }
         if not cfg.full:
             doc["audit"] = audit_summary(str(self.base_folder(run)), out / "adapter", cfg.top_k)

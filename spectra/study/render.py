@@ -114,6 +114,12 @@ def _triple(ev: dict[str, Any]) -> str:
     return f"{100 * ev['ca']:.1f} / {100 * ev['asr']:.1f} / {100 * ev['asr_floor']:.1f}{flag}"
 
 
+def _wall(doc: dict[str, Any]) -> str:
+    """A run's wall time in minutes; a run resumed from a checkpoint only knows its last part."""
+    minutes = f"{doc.get('wall_s', 0) / 60:.0f}"
+    return f"≥ {minutes} (resumed)" if doc.get("resumed") else minutes
+
+
 def _pair(ev: dict[str, Any]) -> str:
     """``CA / ASR`` in percent, flagged when the model collapsed."""
     if not ev or ev.get("ca") is None:
@@ -137,7 +143,7 @@ def _picks(results: Results, rel: str) -> str:
                          "converged": "yes" if converged(c) else "no", "picked": "←" if lr == chosen else "",
                          "CR test CA / ASR / floor %": _triple((doc.get("eval") or {}).get("new", {})),
                          "+ Pt: CA / ASR / floor %": _triple((doc.get("pt_alone") or {}).get("eval", {})),
-                         "wall (min)": f"{doc.get('wall_s', 0) / 60:.0f}"})
+                         "wall (min)": _wall(doc)})
     return ("## Learning rate: picked on clean validation data\n\n" + markdown_table(rows) +
             "Picked: the best mean validation CA over the last 3 epochs (the level the kept model ends at; one epoch "
             "moves by a row or two), ties to the smaller rate. Converged: "
@@ -269,7 +275,7 @@ def _runs(results: Results) -> str:
                      "final / best val CA %": f"{100 * curve[-1]:.1f} / {100 * max(curve):.1f}" if curve else "—",
                      "converged": "yes" if converged(curve) else "no",
                      "final below best (pts)": f"{100 * final_drop(curve):.1f}" if curve else "—",
-                     "wall (min)": f"{(doc.get('wall_s_of_original') or doc.get('wall_s', 0)) / 60:.0f}"})
+                     "wall (min)": _wall({**doc, "wall_s": doc.get("wall_s_of_original") or doc.get("wall_s", 0)})})
     return ("## Every fine-tuning run: convergence and wall time\n\n" + markdown_table(rows) +
             "Wall time: one process with one thread on a 2-core machine running two such processes.\n")
 
