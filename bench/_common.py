@@ -278,3 +278,18 @@ def print_forced(name: str, res: dict[str, Any], k: int) -> None:
     print(f"  all: max σ1 rel err {res['sigma1_rel']:.1e}, max σ_i rel err (i ≤ {k}) {res['sigma_rel']:.1e}, "
           f"max 1-|cos| of the top-{k} vectors {res['one_minus_cos']:.1e}; "
           f"{res['t_randomized_s']:.1f} s randomized vs {res['t_exact_s']:.1f} s exact")
+
+
+def finish(summary: dict, json_path: str | None, failures: list[str]) -> int:
+    """Write ``summary`` to ``json_path`` (when given) and turn the accuracy failures into the
+    exit status every benchmark uses: 1 when an accuracy target was missed, else 0."""
+    import json
+    from pathlib import Path
+
+    if json_path:
+        Path(json_path).write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    if failures:
+        print("\nACCURACY TARGETS MISSED: " + "; ".join(failures))
+        return 1
+    print("\naccuracy targets met")
+    return 0

@@ -66,7 +66,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (DATA, csv_rows, machine_line, minilm_adapter, peak_rss_mb, print_forced,  # noqa: E402
+from _common import (DATA, csv_rows, finish, machine_line, minilm_adapter, peak_rss_mb, print_forced,  # noqa: E402
                      rows_of, run_cli, run_measured, smollm2_adapter, time_help)
 
 from spectra.io.zoo import minilm_path, smollm2_path  # noqa: E402
@@ -454,13 +454,7 @@ def main(argv: list[str] | None = None) -> int:
         summary[name] = real(name, a, failures)
     if a.cli:
         summary["cli"] = cli_timings(a)
-    if a.json:
-        Path(a.json).write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    if failures:
-        print("\nACCURACY TARGETS MISSED: " + "; ".join(failures))
-        return 1
-    print("\naccuracy targets met")
-    return 0
+    return finish(summary, a.json, failures)
 
 
 if __name__ == "__main__":

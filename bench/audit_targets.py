@@ -48,7 +48,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import DATA, csv_rows, machine_line, minilm_adapter, run_cli, run_peft_intruder, smollm2_adapter
+from _common import DATA, csv_rows, finish, machine_line, minilm_adapter, run_cli, run_peft_intruder, smollm2_adapter
 
 from spectra.io.zoo import minilm_path, smollm2_path
 from spectra.testing.accuracy import compare_rows
@@ -283,13 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["llama8b"] = case_big("llama8b", LLAMA_8B, a, peaks, work, failures, None, 2048)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if a.json:
-        Path(a.json).write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    if failures:
-        print("\nACCURACY TARGETS MISSED: " + "; ".join(failures))
-        return 1
-    print("\naccuracy targets met")
-    return 0
+    return finish(summary, a.json, failures)
 
 
 if __name__ == "__main__":
