@@ -89,8 +89,12 @@ def readme_demo_summary(summary: dict[str, Any], report_link: str) -> str:
     rec = settings.get("recipe", {})
     budget = "`spectra demo --quick`" if settings.get("quick") else "`spectra demo`"
     total = timings.get("total")
+    base = next((v for k, v in timings.items() if k.endswith("__base")), None)
+    spent = (f"; {total / 60:.1f} min on 2 cores" + (f", {base / 60:.1f} of them poisoning the base, which a second "
+                                                     "run takes from the cache" if base and base > 60 else "")
+             if total else "")
     head = (f"{budget} ({rec.get('epochs', 0):g} epochs, LoRA lr {settings['lr']['lora']:g}, RoRA lr "
-            f"{settings['lr']['rora']:g}" + (f"; {total / 60:.1f} min on 2 cores" if total else "") +
+            f"{settings['lr']['rora']:g}" + spent +
             f"; report: [{report_link}]({report_link})):")
     rows = "; ".join(f"{r['model']} CA {_pct(r['ca'])}% / ASR {_pct(r['asr'])}%" + (" (collapsed)" if r.get("collapsed") else "")
                      for r in summary["eval"])
