@@ -249,3 +249,14 @@ def test_the_readme_summary_is_generated_from_the_numbers() -> None:
     fails = readme_summary(Results(_study(0.40, 0.30, 0.85)))
     assert "*LoRA fine-tuning on clean data leaves the backdoor in place* — **does not reproduce**" in fails
     assert "no verdict yet" in fails  # the ablation rows of this toy study were never run
+
+
+def test_verdicts_before_three_seeds_are_marked_preliminary() -> None:
+    from spectra.study.tables import Results
+    from spectra.study.verdicts import verdicts
+
+    docs = {k: v for k, v in _study(0.99, 0.05, 0.85).items() if v["run"]["seed"] == 0}
+    by = {v.claim: v.verdict for v in verdicts(Results(docs))}
+    assert by["LoRA fine-tuning on clean data leaves the backdoor in place"] == \
+        "reproduces (preliminary: 1 of 3 LoRA seeds)"
+    assert by["CI alone already reduces ASR (Table 5, SST-2)"] == "not measured yet"
