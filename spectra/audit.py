@@ -103,15 +103,12 @@ class AuditReport:
         }).reset_index()
 
     def violations(self, max_ratio: float | None = None, max_cos: float | None = None) -> pd.DataFrame:
-        """Rows breaking a policy: ratio above ``max_ratio`` or a cosine above ``max_cos``."""
-        import pandas as pd
+        """Rows breaking a policy: ratio above ``max_ratio`` or a cosine above ``max_cos`` — the
+        rows behind the findings of the policy ``--max-ratio``/``--max-cos`` make."""
+        from spectra.policy import resolve_policy
 
-        mask = pd.Series(False, index=self.table.index)
-        if max_ratio is not None:
-            mask |= self.table["ratio"] > max_ratio
-        if max_cos is not None:
-            mask |= self.table[["cos_max_left", "cos_max_right"]].max(axis=1) > max_cos
-        return self.table[mask]
+        hit = {(f.adapter, f.module) for f in resolve_policy(max_ratio=max_ratio, max_cos=max_cos).findings(self.table)}
+        return self.table[[(str(a), str(m)) in hit for a, m in zip(self.table["adapter"], self.table["module"])]]
 
     def figures(self) -> dict[str, Any]:
         """``{"fig_ratio": Figure, "fig_alignment": Figure}`` (matplotlib, not yet saved)."""

@@ -143,6 +143,19 @@ def test_no_figures_writes_the_same_numbers_without_matplotlib(tiny_model_dir, t
     assert drawn.returncode != 0 and "matplotlib was imported" in drawn.stderr
 
 
+def test_violations_are_the_rows_behind_the_policy_findings(tiny_model_dir, tiny_adapter_dir):
+    from spectra.audit import audit
+
+    base = tiny_model_dir("bert")
+    report = audit(base, [tiny_adapter_dir(base, target_modules=["query", "value"])], top_k=4, cache_dir=False)
+    t = report.table
+    mid = float(t["ratio"].median())
+    assert set(report.violations(max_ratio=mid)["module"]) == set(t.loc[t["ratio"] > mid, "module"])
+    cos = t[["cos_max_left", "cos_max_right"]].max(axis=1)
+    assert set(report.violations(max_cos=float(cos.median()))["module"]) == set(t.loc[cos > cos.median(), "module"])
+    assert report.violations().empty and 0 < len(report.violations(max_ratio=mid)) < len(t)
+
+
 def test_cli_writes_every_file_and_valid_pngs(tiny_model_dir, tiny_adapter_dir, tmp_path):
     base = tiny_model_dir("bert")
     adapter = tiny_adapter_dir(base, target_modules=["query", "value"])

@@ -415,15 +415,9 @@ def _side_residual(A: Tensor, U: Tensor, S: Tensor, Vh: Tensor) -> Tensor:
 
 
 def _triplet_residuals(W: Tensor, U: Tensor, S: Tensor, Vh: Tensor) -> tuple[Tensor, Tensor]:
-    """``‖W v_i − σ_i u_i‖`` and ``‖Wᵀ u_i − σ_i v_i‖`` per triplet (2-D GEMMs per element on a CPU)."""
-    if per_matrix_kernels(W):
-        WV = torch.stack([W[i] @ Vh[i].T for i in range(W.shape[0])])
-        WtU = torch.stack([W[i].T @ U[i] for i in range(W.shape[0])])
-    else:
-        WV, WtU = W @ Vh.mT, W.mT @ U
-    left = torch.linalg.vector_norm(WV - U * S[:, None, :], dim=-2)
-    right = torch.linalg.vector_norm(WtU - Vh.mT * S[:, None, :], dim=-2)
-    return left, right
+    """``‖W v_i − σ_i u_i‖`` and ``‖Wᵀ u_i − σ_i v_i‖`` per triplet: the second is the first
+    for ``Wᵀ`` with the roles of ``u`` and ``v`` swapped."""
+    return _side_residual(W, U, S, Vh), _side_residual(W.mT, Vh.mT, S, U.mT)
 
 
 def _relative_residual(left: Tensor, right: Tensor, S: Tensor) -> Tensor:
