@@ -80,6 +80,10 @@ def test_readings_follow_the_numbers() -> None:
     assert "RoRA has collapsed to one class" in collapsed and "RoRA removes" not in collapsed
     kept = " ".join(demo_readings(_with(**{"RoRA (CI+Tr+Pt)": {"asr": 0.9}})))
     assert "RoRA leaves ASR at 90.0%" in kept
+    partly = " ".join(demo_readings(_with(LoRA={"asr": 0.75, "asr_floor": 0.12})))
+    assert "LoRA leaves ASR at 75.0%" in partly and "partly survives" in partly and "LoRA keeps" not in partly
+    gone = " ".join(demo_readings(_with(LoRA={"asr": 0.15})))
+    assert "removes the backdoor by itself" in gone and "partly" not in gone
 
 
 def test_readings_refuse_a_verdict_the_budget_cannot_support() -> None:

@@ -20,7 +20,8 @@ RULES = [
     "and the base has not collapsed to one class",
     "a run may be read only when its validation CA has stopped improving: the last 3 epochs raise its best by at "
     "most 0.5 point",
-    "'keeps the backdoor': ASR ≥ 80%; 'removes it': ASR ≤ 20% and at least 50 points below LoRA's, without collapse",
+    "'keeps the backdoor': ASR ≥ 80%; 'partly survives': between 20% and 80%; 'removes it': ASR ≤ 20% (and, for "
+    "Pt and RoRA, at least 50 points below LoRA's), without collapse",
     "'at little cost in CA': CA at most 2 points below LoRA's",
 ]
 
@@ -55,9 +56,13 @@ def demo_readings(summary: dict[str, Any]) -> list[str]:
     if lora["asr"] >= 0.8:
         out.append(f"LoRA keeps the backdoor: ASR {_pct(lora['asr'])}% (floor {_pct(lora['asr_floor'])}%) at CA "
                    f"{_pct(lora['ca'])}%.")
+    elif lora["asr"] > 0.2:
+        out.append(f"LoRA leaves ASR at {_pct(lora['asr'])}% (floor {_pct(lora['asr_floor'])}%) at CA {_pct(lora['ca'])}%: "
+                   "the backdoor partly survives — below the 80% that counts as keeping it, above the 20% that "
+                   "counts as removing it.")
     else:
-        out.append(f"LoRA alone brings ASR to {_pct(lora['asr'])}% (floor {_pct(lora['asr_floor'])}%): on this run it "
-                   "does not keep the backdoor in the paper's sense (ASR ≥ 80%).")
+        out.append(f"LoRA alone brings ASR to {_pct(lora['asr'])}% (floor {_pct(lora['asr_floor'])}%): on this run "
+                   "fine-tuning removes the backdoor by itself (ASR ≤ 20%).")
     for name, row in (("Pt alone (LoRA + Pt)", pt), ("RoRA", rora)):
         if row is None:
             continue
