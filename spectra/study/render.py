@@ -127,15 +127,21 @@ def _pair(ev: dict[str, Any]) -> str:
     return f"{100 * ev['ca']:.1f} / {100 * ev['asr']:.1f}" + (" (collapsed)" if ev.get("collapsed") else "")
 
 
+def _pick_curves(picks: dict[float, dict[str, Any]]) -> tuple[dict[float, list[float]], float | None]:
+    """Each pick run's validation-CA curve, and the rate picked once all three rates are in."""
+    from spectra.train.validation import pick_learning_rate
+
+    curves = {lr: [e["val_ca"] for e in d.get("epochs", []) if e.get("val_ca") is not None] for lr, d in picks.items()}
+    return curves, pick_learning_rate(curves) if len(curves) == 3 and all(curves.values()) else None
+
+
 def _picks(results: Results, rel: str) -> str:
-    from spectra.train.validation import converged, pick_learning_rate
+    from spectra.train.validation import converged
 
     rows = []
     for family in ("fft", "lora", "rora"):
         picks = results.picks(family)
-        curves = {lr: [e["val_ca"] for e in d.get("epochs", []) if e.get("val_ca") is not None]
-                  for lr, d in picks.items()}
-        chosen = pick_learning_rate(curves) if curves and all(curves.values()) and len(curves) == 3 else None
+        curves, chosen = _pick_curves(picks)
         for lr, doc in picks.items():
             c = curves[lr]
             rows.append({"family": family, "lr": f"{lr:g}", "final val CA %": f"{100 * c[-1]:.1f}" if c else "—",
@@ -284,9 +290,8 @@ def readme_summary(results: Results) -> str:
     """The README's study paragraph: how far the study is, the poisoned bases, the
     learning-rate picks with their test numbers, and each claim's verdict — all read from
     the results (the README keeps no hand-written reading of the study)."""
-    from spectra.train.validation import pick_learning_rate
-
-    plan = study_plan(Recipe().lr_grid)
+    recipe = Recipe()
+    plan = study_plan(recipe.lr_grid)
     done = sum(r.id in results.docs for r in plan)
     hours = sum(results.docs[r.id].get("wall_s", 0) for r in plan if r.id in results.docs) / 3600
     out = [f"- **Study progress:** {done} of {len(plan)} runs done ({hours:.1f} h of 1-thread compute); "
@@ -294,15 +299,16 @@ def readme_summary(results: Results) -> str:
     for doc in results.runs("base"):
         run, d = doc["run"], doc.get("downstream_test", {})
         if d.get("ca") is not None:
-            out.append(f"- **Poisoned base** ({run['attack']}, base {run['base_seed']}; clean-label, 1,500 rows, "
-                       f"lr 2e-5, 3 epochs): CR test CA {100 * d['ca']:.1f}%, ASR {100 * d['asr']:.1f}% "
+            st = doc.get("settings") or {}
+            out.append(f"- **Poisoned base** ({run['attack']}, base {run['base_seed']}; {st.get('poison_mode')}, "
+                       f"{st.get('n_poison', 0):,} rows, lr {st.get('poison_lr', 0):g}, "
+                       f"{st.get('poison_epochs', 0):g} epochs): CR test CA {100 * d['ca']:.1f}%, ASR {100 * d['asr']:.1f}% "
                        f"(floor {100 * d['asr_floor']:.1f}%).")
     for family in ("fft", "lora", "rora"):
         picks = results.picks(family)
         if not picks:
             continue
-        curves = {lr: [e["val_ca"] for e in d.get("epochs", []) if e.get("val_ca") is not None] for lr, d in picks.items()}
-        chosen = pick_learning_rate(curves) if len(curves) == 3 and all(curves.values()) else None
+        curves, chosen = _pick_curves(picks)
         parts = []
         for lr, doc in sorted(picks.items()):
             ev, pt = (doc.get("eval") or {}).get("new", {}), (doc.get("pt_alone") or {}).get("eval", {})
@@ -311,12 +317,13 @@ def readme_summary(results: Results) -> str:
                 txt += f", + Pt {_pair(pt)}"
             parts.append(txt + (" ← picked" if lr == chosen else ""))
         label = {"fft": "Full fine-tuning", "lora": "LoRA", "rora": "RoRA"}[family]
-        out.append(f"- **{label}, 20 epochs, BadNet seed 0, by learning rate** (CR test %): " + "; ".join(parts) +
+        out.append(f"- **{label}, {recipe.epochs:g} epochs, BadNet seed 0, by learning rate** (CR test %): " + "; ".join(parts) +
                    ("." if chosen else f" ({len(picks)} of 3 rates done)."))
-    measured = [v for v in verdicts(results) if v.verdict != "not measured yet"]
+    every = verdicts(results)
+    measured = [v for v in every if v.verdict != "not measured yet"]
     for v in measured:
         out.append(f"- *{v.claim}* — **{v.verdict}** ({v.ours}).")
-    pending = len(verdicts(results)) - len(measured)
+    pending = len(every) - len(measured)
     if pending:
         out.append(f"- {pending} of the paper's claims have no verdict yet: their runs are pending.")
     return "\n".join(out)
