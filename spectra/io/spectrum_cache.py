@@ -8,6 +8,7 @@ A damaged file is a miss, never an error: the cache can always be rebuilt.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
@@ -111,16 +112,10 @@ class SpectrumCache:
             self.disabled = one_line(exc)
             warnings.warn(f"{self.folder}: cannot write the spectrum cache ({self.disabled}); continuing without it",
                           SpectraWarning, stacklevel=2)
-        except BaseException:
+        finally:  # after os.replace no temporary is left; after any failure (Ctrl-C too) remove it
             if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
-            raise
-        finally:
-            if tmp is not None and self.disabled is not None:
-                try:
+                with contextlib.suppress(OSError):
                     Path(tmp).unlink(missing_ok=True)
-                except OSError:
-                    pass
 
 
 def _check_shapes(t: TopK) -> None:
