@@ -277,6 +277,26 @@ def test_the_cost_model_picks_gram_for_narrow_and_krylov_for_wide_matrices():
         assert min(est["gram"], est["krylov"]) < est["exact"]  # never the slowest choice
 
 
+def test_a_cpu_krylov_block_narrower_than_k_certifies_with_fewer_columns(monkeypatch):
+    """On a CPU the block is about k/4 (16 for the top 32): block Lanczos then needs a
+    smaller basis than with the classical k + oversample block, and the certificate still
+    holds every triplet to the exact SVD."""
+    from spectra.spectral import cost
+
+    assert cost.krylov_block(32, 10, 2048) == 16 and cost.krylov_block(128, 10, 2048) == 32
+    assert cost.krylov_block(32, 10, 2048, "cuda") == 48 and cost.krylov_block(32, 10, 12) == 12
+    k, m, n = 32, 700, 1400
+    sigma = (torch.arange(1, m + 1, dtype=F64) + 0.2 * torch.rand(m, generator=gen(4), dtype=F64)).pow(-0.5)
+    W = with_spectrum(m, n, sigma, seed=6)[0].float()
+    narrow = top_singular(W, k, method="krylov")
+    assert narrow.method == "randomized" and bool(narrow.certified)
+    torch.testing.assert_close(narrow.S.double(), sigma[:k], rtol=1e-5, atol=0)
+    monkeypatch.setattr(cost, "krylov_block", lambda k, oversample, d, device="cpu": 48)
+    wide = top_singular(W, k, method="krylov")
+    assert wide.method == "randomized" and bool(wide.certified)
+    assert narrow.gflop < 0.8 * wide.gflop, (narrow.gflop, wide.gflop)
+
+
 @pytest.mark.parametrize("W", [torch.zeros(100, 120, dtype=F64), None])
 def test_top_singular_degenerate_matrices_do_not_nan(W):
     if W is None:  # rank 3 < k

@@ -5,9 +5,10 @@ Three ways to the top-k singular triplets of ``W (m, n)``, ``d = min(m, n)``, ``
 - ``exact``: LAPACK's ``gesdd`` on the tall orientation, about ``c_svd · N · d²`` seconds;
 - ``gram``: one GEMM ``W Wᵀ`` (``2·N·d²`` flop at GEMM speed) and a partial ``syevr``
   eigensolver (``c_eig · d³``, its tridiagonalisation), :mod:`spectra.spectral.gram`;
-- ``krylov``: block Krylov with ``b = k + oversample`` columns: per step two skinny GEMMs
-  (``4·N·d·b`` flop) plus re-orthogonalisation; pretrained spectra need about 8–14 steps
-  for the certificate (real weights need more than synthetic ones).
+- ``krylov``: block Krylov (:func:`krylov_block` columns per step): per step two skinny
+  GEMMs (``4·N·d·b`` flop) plus re-orthogonalisation; pretrained spectra need a basis of
+  about 5–9 columns per wanted triplet for the certificate (real weights need more than
+  synthetic ones).
 
 The constants were measured on the 2-core benchmark machine (bench/README.md, "cost
 model"): what matters is their ratios, which hold across CPUs of one family; on a GPU the
@@ -28,39 +29,59 @@ GRAM_GEMM_S = 1 / 150e9
 SVD_S = 1.8e-10
 #: partial syevr: seconds per d³ (9 ms at d = 576, 0.2 s at d = 2048)
 EIG_S = 4.0e-11
-#: expected Krylov steps to certify the top 32 of a pretrained weight, the share of a step
-#: spent outside the two main GEMMs (re-orthogonalisation, QR), the Ritz check's full
-#: eigh of the growing L×L projection (seconds per L³, torch), and a fixed cost per step
-#: (small QRs, launches, Python): together they make Krylov lose on narrow matrices
-KRYLOV_STEPS = 10
+#: expected Krylov basis columns per wanted triplet to certify the top k of a pretrained
+#: weight at the CPU block width (measured at k = 32, block 16: 5–5.5 on the synthetic
+#: power-law weights, 8–9 on SmolLM2's real ones; the larger keeps the model conservative),
+#: the share of a step spent outside the two main GEMMs (re-orthogonalisation, QR), the Ritz
+#: check's full eigh of the growing L×L projection (seconds per L³, torch), and a fixed cost
+#: per step (small QRs, launches, Python): together they make Krylov lose on narrow matrices
+KRYLOV_COLUMNS_PER_K = 9
 KRYLOV_OVERHEAD = 0.35
 RITZ_EIG_S = 7.3e-11
 KRYLOV_STEP_S = 5e-4
 
 
-#: Krylov blocks are rounded up to a multiple of this: MKL's skinny SGEMM is ~1.3x faster
-#: per flop at 48 columns than at 42 and ~1.6x at 64 (bench/README.md, "block width"), so a
-#: 48-wide step costs less wall time than a 42-wide one and converges faster
+#: Krylov blocks are multiples of this: MKL's skinny SGEMM runs markedly slower per flop on
+#: blocks that are not (92 GFLOP/s at 42 columns, 120–135 at 48; bench/README.md, "block width")
 BLOCK_MULTIPLE = 16
 
 
-def krylov_block(k: int, oversample: int, d: int) -> int:
-    """Columns of the Krylov block: ``k + oversample`` rounded up to :data:`BLOCK_MULTIPLE`, at most ``d``."""
-    want = k + max(oversample, 1)
+def krylov_block(k: int, oversample: int, d: int, device: str = "cpu") -> int:
+    """Columns of the Krylov block, a multiple of :data:`BLOCK_MULTIPLE`, at most ``d``.
+
+    On a CPU: about ``k/4`` (at least 16). What certifies the top ``k`` is the Krylov
+    polynomial's degree, and a narrow block reaches a given degree with fewer basis
+    columns: to certify the top 32 of a 2048-wide weight a 16-wide block needs 160–176
+    columns (0.11–0.12 s for 5632×2048 on 2 cores), a 48-wide one 288–336 (0.13–0.16 s);
+    at k = 128 a 32-wide block is fastest (bench/README.md, "block width"). Blocks of 8
+    lose again: SGEMM on 8 columns is bandwidth-bound. On an accelerator, where every
+    step is a round of kernel launches and its Ritz eigensolver is slow, the block is
+    ``k + oversample`` (the classical choice: fewest steps).
+    """
+    if device == "cpu":
+        want = max(BLOCK_MULTIPLE, -(-k // 4))
+    else:
+        want = k + max(oversample, 1)
     return min(-(-want // BLOCK_MULTIPLE) * BLOCK_MULTIPLE, d)
+
+
+def krylov_columns(k: int, block: int, d: int) -> int:
+    """Basis columns the cost model expects Krylov to build for the top ``k``: whole blocks."""
+    return min(-(-(KRYLOV_COLUMNS_PER_K * k) // block) * block, d)
 
 
 def estimates(m: int, n: int, k: int, oversample: int = 10, device: str = "cpu") -> dict[str, float]:
     """Estimated seconds per matrix for ``exact``, ``gram`` and ``krylov``."""
     d, N = min(m, n), max(m, n)
-    block = krylov_block(k, oversample, d)
+    block = krylov_block(k, oversample, d, device)
     gemm_scale = 0.1 if device != "cpu" else 1.0  # a GPU's GEMMs are ~10x faster relative to its eigh
     exact = SVD_S * N * d * d
     gram = gemm_scale * GRAM_GEMM_S * 2 * N * d * d + EIG_S * d**3 + gemm_scale * SKINNY_GEMM_S * 4 * N * d * (k + 1)
-    steps = min(KRYLOV_STEPS, max(1, d // block))
-    krylov = (1 + KRYLOV_OVERHEAD) * gemm_scale * SKINNY_GEMM_S * 4 * N * d * block * steps
+    columns = krylov_columns(k, block, d)
+    steps = max(1, columns // block)
+    krylov = (1 + KRYLOV_OVERHEAD) * gemm_scale * SKINNY_GEMM_S * 4 * N * d * columns
     krylov += sum(RITZ_EIG_S * (block * j) ** 3 for j in range(1, steps + 1)) + KRYLOV_STEP_S * steps
-    if 2 * block > d:  # the Krylov basis would cover most of the space: not a shortcut any more
+    if 2 * columns > d:  # the Krylov basis would cover most of the space: not a shortcut any more
         krylov = float("inf")
     return {"exact": exact, "gram": gram, "krylov": krylov}
 

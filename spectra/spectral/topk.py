@@ -46,7 +46,7 @@ def top_singular(
     exact: bool = False,
     method: str = "auto",
     oversample: int = 10,
-    n_iter: int = 24,
+    n_iter: int | None = None,
     tol: float = 1e-4,
     angle_tol: float = 0.03,
     generator: torch.Generator | None = None,
@@ -58,15 +58,17 @@ def top_singular(
     and ``method="auto"`` takes the cheapest):
 
     - ``krylov``: a randomized block Krylov method (block Lanczos on ``W Wᵀ`` with full
-      re-orthogonalisation, started from a Gaussian block of ``k + oversample`` columns,
-      rounded up to a multiple of 16 where SGEMM runs fastest)
-      followed by Rayleigh–Ritz: Halko, Martinsson & Tropp, *Finding structure with
-      randomness* (SIAM Review 2011), Alg. 4.4/5.1, and Musco & Musco, *Randomized block
-      Krylov methods for stronger and faster approximate SVD* (NeurIPS 2015). Block Krylov
-      instead of plain subspace iteration because pretrained weight spectra are flat around
-      the 32nd singular value: the steps Krylov needs grow like ``1/√gap`` where subspace
-      iteration's grow like ``1/gap``. The basis lives on the smaller side of ``W`` so that
-      every product is a tall-skinny GEMM. Cheapest for wide matrices (d ≳ 1,000 on a CPU);
+      re-orthogonalisation, started from a Gaussian block; on a CPU about ``k/4`` columns
+      wide, at least 16, because the polynomial degree is what certifies and a narrow block
+      gets there with fewer columns; on an accelerator ``k + oversample``, see
+      :func:`~spectra.spectral.cost.krylov_block`) followed by Rayleigh–Ritz: Halko,
+      Martinsson & Tropp, *Finding structure with randomness* (SIAM Review 2011), Alg.
+      4.4/5.1, and Musco & Musco, *Randomized block Krylov methods for stronger and faster
+      approximate SVD* (NeurIPS 2015). Block Krylov instead of plain subspace iteration
+      because pretrained weight spectra are flat around the 32nd singular value: the steps
+      Krylov needs grow like ``1/√gap`` where subspace iteration's grow like ``1/gap``.
+      The basis lives on the smaller side of ``W`` so that every product is a tall-skinny
+      GEMM. Cheapest for wide matrices (d ≳ 1,000 on a CPU);
     - ``gram``: the top eigenpairs of the short side's Gram matrix (one GEMM and a partial
       eigensolver, :mod:`spectra.spectral.gram`); cheapest below that width, where a Krylov
       basis would have to grow to most of the space;
@@ -102,11 +104,13 @@ def top_singular(
             :class:`~spectra.errors.SpectraError`.
         exact: use ``torch.linalg.svd`` for every element (the reference).
         method: ``auto`` (the cost model), ``krylov``, ``gram`` or ``exact``.
-        oversample: extra Krylov block columns beyond ``k`` (at least one is used, for
-            the ``σ_{k+1}`` gap); a wider block converges in fewer steps.
+        oversample: on an accelerator, the Krylov block's columns beyond ``k`` (at least
+            one is used, for the ``σ_{k+1}`` gap); a wider block converges in fewer steps.
+            Not used on a CPU, whose block is about ``k/4``.
         n_iter: maximum number of block Krylov steps (each is one pass of ``Wᵀ`` and one
             of ``W`` over the block); the loop stops as soon as every element's Lanczos
-            residual estimate passes the certificate.
+            residual estimate passes the certificate. Default: as many as a basis of
+            ``36·k`` columns takes (far beyond what pretrained weights need, 5–9·k).
         tol: residual tolerance relative to ``σ_1`` (criterion 1).
         angle_tol: bound on ``sin∠`` of each returned vector (criterion 2).
         generator: source of the Gaussian start block (its device is used to draw it);
@@ -139,7 +143,9 @@ def top_singular(
         raise SpectraError(f"cannot take singular vectors of a {m}×{n} matrix that contains NaN or Inf")
     b = Wb.shape[0]
     small = min(m, n)
-    block = cost.krylov_block(k, oversample, small)
+    block = cost.krylov_block(k, oversample, small, "accelerator" if cost.on_accelerator(W) else "cpu")
+    if n_iter is None:
+        n_iter = -(-36 * k // block)
     if exact:
         chosen = "exact"
     elif method != "auto":
@@ -266,9 +272,11 @@ def _block_krylov(
     Qt[:, :block] = torch.linalg.qr(omega).Q.mT
     lo, hi = 0, block
     step, next_check, last = 0, 0, None
-    # per element: best progress seen and the step it was reached, to spot stagnation
+    # per element: best progress seen and the basis size it was reached at, to spot
+    # stagnation; measured in columns, not steps, so that it means the same at any block
     best = torch.full((b,), math.inf, dtype=torch.float64)
-    best_step = torch.zeros(b, dtype=torch.long)
+    best_hi = torch.zeros(b, dtype=torch.long)
+    patience, floor = max(6 * k, 4 * block), max(9 * k, 6 * block)
     while True:
         Zj, Y = _krylov_products(W, Qt[:, lo:hi])  # Wᵀ Q_j (b, n, l) and W Wᵀ Q_j (b, m, l)
         Zt[:, lo:hi] = Zj.mT
@@ -285,7 +293,7 @@ def _block_krylov(
         T[:, lo:hi, lo:hi] = (C[:, lo:hi] + C[:, lo:hi].mT) / 2
         Q_next, R_next = torch.linalg.qr(Y)
         nxt = min(block, L_max - hi)
-        if nxt == 0 or step >= next_check:
+        if nxt == 0 or (step >= next_check and hi > k):
             theta, vecs = _ritz(T[:, :hi, :hi], k + 1)
             if nxt == 0:
                 break
@@ -296,10 +304,10 @@ def _block_krylov(
             progress = _progress(sigma, r_est, k, tol, angle_tol).double().cpu()
             improved = progress < 0.7 * best
             best = torch.where(improved, progress, best)
-            best_step = torch.where(improved, torch.full_like(best_step, step), best_step)
+            best_hi = torch.where(improved, torch.full_like(best_hi, hi), best_hi)
             # an element that stopped improving (a zero matrix, an exactly repeated σ) would
             # hold the whole batch to n_iter steps; it goes to the exact fallback instead
-            hopeless = ~progress.isfinite() & (step >= 2) | (step >= 6) & (step - best_step >= 4)
+            hopeless = ~progress.isfinite() & (hi >= 2 * (k + 1)) | (hi >= floor) & (hi - best_hi >= patience)
             if bool((passed | hopeless).all()):
                 break
             # each eigh costs O(L³): skip checks while the residuals' geometric decay
