@@ -192,21 +192,24 @@ def _batches(keys: list[str], shape: tuple[int, int], budget_bytes: int) -> list
     return [keys[i:i + per] for i in range(0, len(keys), per)]
 
 
-def _read_batch(base: Any, batch: list[str]) -> tuple[list[torch.Tensor], int]:
-    """The stored tensors of ``batch`` as read from the checkpoint, and their bytes.
+def _read_batch(base: Any, batch: list[str]) -> tuple[list[Any], int]:
+    """The stored tensors of ``batch`` mapped from the checkpoint (:class:`~spectra.io.MappedTensor`,
+    the kernel already reading them ahead), and their bytes.
 
-    Runs on the read-ahead thread, so it does file reads only: a torch kernel there (the
-    dtype conversion) would start a second OpenMP team beside the compute's, four threads
-    spinning on two cores — measured 25 % slower than no read-ahead at all.
+    Runs on the read-ahead thread, so it only maps and advises: no copy and no torch
+    kernel. A kernel there (the dtype conversion) would start a second OpenMP team beside
+    the compute's, four threads spinning on two cores (measured 25 % slower than no
+    read-ahead at all); even a plain ``readinto`` there cost the compute 4–5 % of its speed.
     """
-    raws = [base.get(key) for key in batch]
-    return raws, sum(w.numel() * w.element_size() for w in raws)
+    maps = [base.mapped(key) for key in batch]
+    return maps, sum(mt.nbytes for mt in maps)
 
 
-def _stack_batch(raws: list[torch.Tensor], modules: dict[str, Any], batch: list[str], shape: tuple[int, int],
+def _stack_batch(maps: list[Any], modules: dict[str, Any], batch: list[str], shape: tuple[int, int],
                  dev: torch.device, dtype: torch.dtype, buffer: list[torch.Tensor]) -> torch.Tensor:
-    """``raws`` stacked as ``(len(batch), m, n)`` in ``dtype`` on ``dev``: each tensor converted
-    straight into its slot (no per-tensor copy, no ``stack``).
+    """The mapped tensors stacked as ``(len(batch), m, n)`` in ``dtype`` on ``dev``: each one
+    converted straight from the file's bytes into its slot (no per-tensor copy, no
+    ``stack``), then unmapped.
 
     The stack lives in ``buffer[0]``, reused from batch to batch (grown when too small): a
     fresh 46 MB tensor is a fresh ``mmap``, and faulting in its pages cost more than the
@@ -216,8 +219,15 @@ def _stack_batch(raws: list[torch.Tensor], modules: dict[str, Any], batch: list[
     if not buffer or buffer[0].numel() < need or buffer[0].dtype != dtype or buffer[0].device != dev:
         buffer[:] = [torch.empty(need, dtype=dtype, device=dev)]
     out = buffer[0][:need].view(len(batch), *shape)
-    for i, (key, w) in enumerate(zip(batch, raws)):
-        out[i].copy_(w.T if modules[key].base_transposed else w)
+    try:
+        for i, (key, mt) in enumerate(zip(batch, maps)):
+            w = mt.tensor
+            out[i].copy_(w.T if modules[key].base_transposed else w)
+            del w
+            mt.close()
+    finally:
+        for mt in maps:
+            mt.close()
     return out
 
 
@@ -264,10 +274,10 @@ def _base_spectra(base: Any, modules: dict[str, Any], top_k: int, exact: bool, d
         ahead = reader.submit(_read_batch, base, jobs[0][1]) if jobs else None
         buffer: list[torch.Tensor] = []
         for j, (shape, batch) in enumerate(jobs):
-            raws, read = ahead.result()
+            maps, read = ahead.result()
             ahead = reader.submit(_read_batch, base, jobs[j + 1][1]) if j + 1 < len(jobs) else None
-            stack = _stack_batch(raws, modules, batch, shape, dev, dtype, buffer)
-            del raws
+            stack = _stack_batch(maps, modules, batch, shape, dev, dtype, buffer)
+            del maps
             try:
                 # a layer narrower than k (a 2-way classifier head) gets its whole row space
                 top = top_singular(stack, min(top_k, *shape), exact=exact)

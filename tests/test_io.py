@@ -362,7 +362,9 @@ def test_sharded_base_reads_same_tensors(tmp_path: Path) -> None:
 
 
 def test_store_reads_every_dtype_like_safetensors_itself(tmp_path: Path) -> None:
-    """The positioned reader (no mmap) returns exactly what safetensors' own loader does."""
+    """Both readers, the positioned ``get`` and the mapped read-through the audit uses,
+    return exactly what safetensors' own loader does; a mapped tensor is unmapped when
+    closed; either refuses a file truncated after its header was validated."""
     from spectra.io._tensors import SafetensorsStore
 
     g = torch.Generator().manual_seed(0)
@@ -384,6 +386,23 @@ def test_store_reads_every_dtype_like_safetensors_itself(tmp_path: Path) -> None
         got = store.get(key)
         assert got.dtype == ref.dtype and got.shape == ref.shape, key
         assert torch.equal(got, ref), key
+        mt = store.mapped(key)
+        assert mt.tensor is not None and mt.tensor.dtype == ref.dtype and torch.equal(mt.tensor, ref), key
+        assert mt.nbytes == ref.numel() * ref.element_size()
+        mt.close()
+        assert mt.tensor is None and mt.nbytes == 0
+        mt.close()  # idempotent
+
+    def mapped_regions() -> int:
+        return sum(str(f) in line for line in Path("/proc/self/maps").read_text().splitlines())
+
+    if Path("/proc/self/maps").exists():
+        before = mapped_regions()  # safetensors' load_file above keeps its own map
+        held = [store.mapped(k) for k in ("f32", "f16", "bf16")]
+        assert mapped_regions() == before + 3
+        for mt in held:
+            mt.close()
+        assert mapped_regions() == before  # unmapped: no file pages left counted in RSS
     with open(f, "r+b") as fh:  # shrink the file after its header was validated
         fh.truncate(f.stat().st_size - 4)
     entries = store.headers[f].entries
@@ -391,6 +410,8 @@ def test_store_reads_every_dtype_like_safetensors_itself(tmp_path: Path) -> None
                key=lambda k: entries[k]["offsets"][1])
     with pytest.raises(SpectraError, match="truncated"):
         store.get(last)
+    with pytest.raises(SpectraError, match="truncated"):
+        store.mapped(last)  # a map past the end would kill the process with SIGBUS instead
 
 
 def test_headers_only_and_upcast(tmp_path: Path) -> None:

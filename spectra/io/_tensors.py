@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
+import os
 import struct
 from collections.abc import Iterable
 from pathlib import Path
@@ -148,6 +150,40 @@ class SafetensorsHeader:
         return {"dtype": tag, "shape": tuple(shape), "offsets": (begin, end)}
 
 
+class MappedTensor:
+    """A tensor to read once and let go: ``tensor`` is valid until :meth:`close`.
+
+    ``torch.frombuffer`` does not pin the map, so a view of ``tensor`` kept past
+    ``close()`` points at unmapped memory: copy out what must outlive it (the audit converts
+    into its own stack, then closes).
+
+    For a safetensors store it is a view of the file mapped read-only (copy-on-write, so
+    nothing can write the file) over exactly the tensor's bytes: the consumer's own read
+    (a dtype conversion, a copy into a stack) is the only pass over them, with no
+    intermediate buffer to zero and fill first. The kernel has been asked to read the
+    range ahead (``MADV_WILLNEED``), so on a cold disk the I/O runs while the caller is
+    still busy with something else. Closing unmaps the range, so the pages never stay
+    counted in the process's RSS (what ``safe_open``'s long-lived map does).
+    """
+
+    def __init__(self, tensor: torch.Tensor, region: mmap.mmap | None = None):
+        self.tensor: torch.Tensor | None = tensor
+        self._region = region
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored tensor."""
+        t = self.tensor
+        return 0 if t is None else t.numel() * t.element_size()
+
+    def close(self) -> None:
+        """Drop the tensor and unmap its bytes (idempotent)."""
+        self.tensor = None
+        region, self._region = self._region, None
+        if region is not None:
+            region.close()
+
+
 class TensorStore:
     """Common interface of the lazy stores."""
 
@@ -167,6 +203,11 @@ class TensorStore:
 
     def get(self, key: str) -> torch.Tensor:
         raise NotImplementedError
+
+    def mapped(self, key: str) -> MappedTensor:
+        """One tensor for a single read-through (see :class:`MappedTensor`); stores that
+        cannot map a file read it with :meth:`get`."""
+        return MappedTensor(self.get(key))
 
     def fingerprint(self, key: str) -> str:
         raise NotImplementedError
@@ -250,6 +291,35 @@ class SafetensorsStore(TensorStore):
         if got != end - begin:
             raise SpectraError(f"{f}: truncated safetensors file (tensor {key}: read {got} of {end - begin} bytes)")
         return raw.view(_torch_dtype(e["dtype"])).reshape(e["shape"])
+
+    def mapped(self, key: str) -> MappedTensor:
+        """The tensor as a read-only view of its bytes in the file (:class:`MappedTensor`).
+
+        Compared with :meth:`get`, which ``readinto``s a fresh buffer, this saves a copy and
+        the zero-filling of the buffer's pages: 0.2 s of a 0.7 GB audit (bench/README.md).
+        The file size is checked again first: a file truncated after its header was
+        validated would otherwise end the process with SIGBUS on the first missing page.
+        """
+        e = self._entry(key)
+        f = self._where[key]
+        h = self.headers[f]
+        begin, end = e["offsets"]
+        if end == begin:
+            return MappedTensor(self.get(key))
+        start = 8 + h.header_len + begin
+        aligned = start - start % mmap.ALLOCATIONGRANULARITY
+        try:
+            with open(f, "rb") as fh:
+                if os.fstat(fh.fileno()).st_size < 8 + h.header_len + end:
+                    raise SpectraError(f"{f}: truncated safetensors file (tensor {key} ends past the end of the file)")
+                region = mmap.mmap(fh.fileno(), start - aligned + end - begin, offset=aligned,
+                                   access=mmap.ACCESS_COPY)
+        except OSError as exc:
+            raise SpectraError(f"{f}: cannot read tensor {key} ({one_line(exc)})") from None
+        if hasattr(region, "madvise"):  # not on Windows
+            region.madvise(mmap.MADV_WILLNEED)
+        raw = torch.frombuffer(region, dtype=torch.uint8, offset=start - aligned, count=end - begin)
+        return MappedTensor(raw.view(_torch_dtype(e["dtype"])).reshape(e["shape"]), region)
 
     def fingerprint(self, key: str) -> str:
         e = self._entry(key)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from spectra.errors import SpectraError, one_line
-from spectra.io._tensors import PickleStore, SafetensorsStore, TensorStore
+from spectra.io._tensors import MappedTensor, PickleStore, SafetensorsStore, TensorStore
 from spectra.io.files import read_json, regular_entries
 from spectra.io.hub import resolve_folder
 
@@ -138,6 +138,11 @@ class BaseCheckpoint:
 
     def get(self, key: str) -> torch.Tensor:
         return self._store.get(key)
+
+    def mapped(self, key: str) -> MappedTensor:
+        """One tensor for a single read-through, unmapped on ``close()``; no view of it may
+        outlive that (:class:`~spectra.io._tensors.MappedTensor`)."""
+        return self._store.mapped(key)
 
     def fingerprint(self, key: str) -> str:
         return self._store.fingerprint(key)
