@@ -14,7 +14,8 @@ truly cold disk adds its read time to all of them alike). Cases:
   default (and ``--no-figures``) vs ``--exact`` vs a process running PEFT's own ``reduce_intruder_dimension`` on
   the same adapter (full SVDs of W and W + ΔW per module: the spectral pass a PEFT user
   has today). ``--repeat`` rounds in rotating order; medians.
-- ``minilm``: all-MiniLM-L6-v2 + peft LoRA r=8 (37 modules): default vs ``--exact``.
+- ``minilm``: all-MiniLM-L6-v2 + peft LoRA r=8 (37 modules): default vs ``--exact``,
+  ``--repeat`` rounds of each, alternating; medians.
 - ``llama8``: synthetic LLaMA, hidden 2048, 8 layers, all-linear r=16 (56 modules):
   default (median of ``--repeat`` runs, around one ``--exact`` run) vs ``--exact``.
 - ``llama1b``: the same generator at TinyLlama-1.1B's 22 layers (154 modules): default.
@@ -204,22 +205,29 @@ def case_smollm2(a: argparse.Namespace, peaks: dict[str, float], work: Path, fai
 
 
 def case_pair(name: str, what: str, base: Path, adapter: Path, peaks: dict[str, float], work: Path,
-              failures: list[str], target: float | None, repeat: int = 1) -> dict[str, Any]:
+              failures: list[str], target: float | None, repeat: int = 1,
+              repeat_exact: bool = False) -> dict[str, Any]:
     """Default vs ``--exact`` as whole processes; ``target``: the speed-up to report against.
 
     The default runs ``repeat`` times around one ``--exact`` run (before it, then after it)
     and its median is used: a 7 s process moves by ±0.3 s between runs on this VM, which
-    is ±5 % of the ratio, while the 80 s exact run varies by under 1 %."""
+    is ±5 % of the ratio, while the 80 s exact run varies by under 1 %. ``repeat_exact``:
+    when both processes take seconds (MiniLM), the exact one is repeated too, alternating."""
     print(f"\n== {what}")
     _warm(base)
-    defaults = [audit_process("default", base, adapter, work)]
-    e = audit_process("exact", base, adapter, work, "--exact")
-    defaults += [audit_process("default", base, adapter, work) for _ in range(repeat - 1)]
+    defaults, exacts = [], []
+    for i in range(repeat):
+        defaults.append(audit_process("default", base, adapter, work))
+        if i == 0 or repeat_exact:
+            exacts.append(audit_process("exact", base, adapter, work, "--exact"))
     d = sorted(defaults, key=lambda r: r["wall_s"])[len(defaults) // 2]
+    e = sorted(exacts, key=lambda r: r["wall_s"])[len(exacts) // 2]
     _table([d, e])
     if repeat > 1:
-        walls = ", ".join(f"{r['wall_s']:.2f}" for r in defaults)
-        print(f"   default walls: {walls} (median {d['wall_s']:.2f})")
+        for label, runs, mid in (("default", defaults, d), ("exact", exacts, e)):
+            if len(runs) > 1:
+                walls = ", ".join(f"{r['wall_s']:.2f}" for r in runs)
+                print(f"   {label} walls: {walls} (median {mid['wall_s']:.2f})")
     ratio = e["wall_s"] / d["wall_s"]
     print(roofline_line(d, peaks))
     goal = target if target is not None else 1.0
@@ -280,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         if "minilm" in cases:
             summary["minilm"] = case_pair("minilm", "all-MiniLM-L6-v2 (real weights) + peft LoRA r=8 (37 modules)",
                                           minilm_path(), minilm_adapter(DATA / "minilm-lora-r8"), peaks, work,
-                                          failures, None)
+                                          failures, None, a.repeat, repeat_exact=True)
         if "llama8" in cases:
             shape = Shape(layers=8)
             base, adapter, note = find_or_build(shape, Path(a.data_dir))
