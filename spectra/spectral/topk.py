@@ -143,7 +143,8 @@ def top_singular(
         raise SpectraError(f"cannot take singular vectors of a {m}×{n} matrix that contains NaN or Inf")
     b = Wb.shape[0]
     small = min(m, n)
-    block = cost.krylov_block(k, oversample, small, "accelerator" if cost.on_accelerator(W) else "cpu")
+    kind = "accelerator" if cost.on_accelerator(W) else "cpu"
+    block = cost.krylov_block(k, oversample, small, kind)
     if n_iter is None:
         n_iter = -(-36 * k // block)
     if exact:
@@ -153,7 +154,7 @@ def top_singular(
     elif min_dim_randomized is not None:
         chosen = "exact" if small < min_dim_randomized or 2 * block > small else "krylov"
     else:
-        chosen = cost.choose(m, n, k, oversample, W.device.type)
+        chosen = cost.choose(m, n, k, oversample, kind)
     if chosen == "krylov" and 2 * block > small:
         chosen = "gram"  # a Krylov basis of half the space is no shortcut
 
