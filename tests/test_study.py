@@ -260,3 +260,34 @@ def test_verdicts_before_three_seeds_are_marked_preliminary() -> None:
     assert by["LoRA fine-tuning on clean data leaves the backdoor in place"] == \
         "reproduces (preliminary: 1 of 3 LoRA seeds)"
     assert by["CI alone already reduces ASR (Table 5, SST-2)"] == "not measured yet"
+
+
+def test_one_attack_measured_shows_its_numbers_but_no_verdict() -> None:
+    """A verdict needs both attacks; the numbers measured so far are shown beside it."""
+    from spectra.study.tables import Results
+    from spectra.study.verdicts import verdicts
+
+    docs = {k: v for k, v in _study(0.99, 0.05, 0.85).items() if v["run"]["attack"] == "badnet"}
+    by = {v.claim: v for v in verdicts(Results(docs))}
+    lora = by["LoRA fine-tuning on clean data leaves the backdoor in place"]
+    assert lora.verdict == "not measured yet"
+    assert lora.ours == "badnet: LoRA CA 86.0%, ASR 99.0% (n=3); insent: not run yet"
+    assert by["CI alone already reduces ASR (Table 5, SST-2)"].ours == ""
+
+
+def test_the_threshold_verdict_is_preliminary_until_every_planned_lora_sweep() -> None:
+    from spectra.study.plan import study_plan
+    from spectra.study.tables import Results
+    from spectra.study.verdicts import verdicts
+
+    planned = [r for r in study_plan() if r.kind == "sweep" and r.method == "lora"]
+    claim = "Proposition 4.2's threshold locates where LoRA starts to forget"
+
+    def sweep(i: int, measured: float, linear: float) -> dict[str, Any]:
+        return _doc("sweep", "badnet", "lora", i, measured_crossing_gamma=measured, predicted_threshold_gamma=linear)
+
+    one = {d["id"]: d for d in [sweep(0, 1.2, 1.9)]}
+    assert {v.claim: v.verdict for v in verdicts(Results(one))}[claim] == \
+        f"reproduces (preliminary: 1 of {len(planned)} LoRA sweeps)"
+    every = {d["id"]: d for d in [sweep(i, 1.2, 1.9 if i % 2 else 9.0) for i in range(len(planned))]}
+    assert {v.claim: v.verdict for v in verdicts(Results(every))}[claim] == "partly"  # 50 % within 2×

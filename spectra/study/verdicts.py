@@ -12,6 +12,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from spectra.study.plan import study_plan
 from spectra.study.tables import Results, within
 
 ATTACKS = ("badnet", "insent")
@@ -57,18 +58,22 @@ def verdicts(results: Results) -> list[Verdict]:
         return c[a].mean("ca")
 
     def ours(c: dict[str, Any], name: str) -> str:
+        """What is measured so far, attack by attack (a verdict waits for both; the numbers need not)."""
+        if not any(c[a].n for a in ATTACKS):
+            return ""
         return "; ".join(f"{a}: {name} CA {_pct(ca(c, a))}, ASR {_pct(asr(c, a))} (n={c[a].n}"
-                         + (f", {c[a].collapsed} collapsed" if c[a].collapsed else "") + ")" for a in ATTACKS)
+                         + (f", {c[a].collapsed} collapsed" if c[a].collapsed else "") + ")"
+                         if c[a].n else f"{a}: not run yet" for a in ATTACKS)
 
     out.append(Verdict(
         "LoRA fine-tuning on clean data leaves the backdoor in place",
-        "LoRA ASR on CR 84–100% (BERT, RoBERTa, LLaMA; Table 2)", ours(lora, "LoRA") if have(lora) else "",
+        "LoRA ASR on CR 84–100% (BERT, RoBERTa, LLaMA; Table 2)", ours(lora, "LoRA"),
         _count([asr(lora, a) >= 80 and not lora[a].collapsed for a in ATTACKS]) if have(lora) else "not measured yet",
         "reproduces when LoRA's mean ASR is ≥ 80% (and no run collapsed) on both attacks; partly on one"))
     out.append(Verdict(
         "full fine-tuning forgets more of the backdoor than LoRA",
         "FFT ASR on CR 20–46% against LoRA's 84–100% (BERT, RoBERTa); LLaMA's FFT keeps it (90–100%)",
-        ours(fft, "FFT") if have(fft) else "",
+        ours(fft, "FFT"),
         _count([asr(fft, a) <= asr(lora, a) - 10 for a in ATTACKS]) if have(fft, lora) else "not measured yet",
         "reproduces when FFT's mean ASR is at least 10 points below LoRA's on both attacks"))
     audits = [d.get("audit", {}) for d in results.runs("finetune", method="lora", seeds=(0, 1, 2))]
@@ -83,13 +88,14 @@ def verdicts(results: Results) -> list[Verdict]:
         ("reproduces" if min(ratios) >= 5 else "partly" if min(ratios) > 1 else "does not reproduce")
         if ratios and have(lora) else "not measured yet",
         "reproduces when every LoRA run's median ratio is ≥ 5; partly when > 1"))
-    if cos_l and chance and have(lora):
+    v, txt = "not measured yet", ""
+    if cos_l and cos_r and chance:
         m_l, m_r = statistics.median(cos_l), statistics.median(cos_r)
-        v = "reproduces" if min(m_l, m_r) >= 1.5 * chance else ("partly" if max(m_l, m_r) >= 1.5 * chance
-                                                                else "does not reproduce")
-        txt = f"median max|cos| left {m_l:.3f}, right {m_r:.3f}; a random direction scores {chance:.3f}"
-    else:
-        v, txt = "not measured yet", ""
+        txt = (f"median max|cos| left {m_l:.3f}, right {m_r:.3f} over {len(cos_l)} LoRA run(s); "
+               f"a random direction scores {chance:.3f}")
+        if have(lora):
+            v = "reproduces" if min(m_l, m_r) >= 1.5 * chance else ("partly" if max(m_l, m_r) >= 1.5 * chance
+                                                                    else "does not reproduce")
     out.append(Verdict(
         "LoRA's leading singular vectors keep a distinctly non-zero alignment with W_pre's top-32 (Figure 2)",
         "low but distinctly non-zero cosines", txt, v,
@@ -102,16 +108,16 @@ def verdicts(results: Results) -> list[Verdict]:
         v = "not measured yet"
     out.append(Verdict(
         "RoRA removes the backdoor at little cost in clean accuracy",
-        "RoRA ASR on CR 1.5–10%, CA within ~1 point of LoRA (Table 2)", ours(rora, "RoRA") if have(rora) else "", v,
+        "RoRA ASR on CR 1.5–10%, CA within ~1 point of LoRA (Table 2)", ours(rora, "RoRA"), v,
         "reproduces when RoRA's mean ASR is ≤ 20%, its CA ≥ LoRA's − 2 points and no run collapsed, on both attacks; "
         "partly when ASR falls ≥ 30 points below LoRA's on some attack without collapse"))
     out.append(Verdict(
-        "CI alone already reduces ASR (Table 5, SST-2)", "below 25% in several cases", ours(ci, "+CI") if have(ci) else "",
+        "CI alone already reduces ASR (Table 5, SST-2)", "below 25% in several cases", ours(ci, "+CI"),
         _count([asr(ci, a) <= asr(lora, a) - 10 for a in ATTACKS]) if have(ci, lora) else "not measured yet",
         "reproduces when +CI's mean ASR is ≥ 10 points below LoRA's on both attacks"))
     out.append(Verdict(
         "Tr alone is not sufficient (Table 5, SST-2)", "ASR stays at 93–98% under InSent",
-        ours(tr, "Tr alone") if have(tr) else "",
+        ours(tr, "Tr alone"),
         _count([asr(tr, a) >= asr(lora, a) - 10 for a in ATTACKS]) if have(tr, lora) else "not measured yet",
         "reproduces when Tr alone stays within 10 points of LoRA's ASR on both attacks"))
     if have(pt, lora):
@@ -120,7 +126,7 @@ def verdicts(results: Results) -> list[Verdict]:
         v = "not measured yet"
     out.append(Verdict(
         "raising LoRA's spectral strength (Pt) suppresses the backdoor (§5.3, Figure 3)",
-        "ASR falls as s grows; very large s also costs CA", ours(pt, "LoRA + Pt") if have(pt) else "", v,
+        "ASR falls as s grows; very large s also costs CA", ours(pt, "LoRA + Pt"), v,
         "reproduces when Pt alone brings LoRA's mean ASR down by ≥ 50 points without collapse, on both attacks"))
     if have(rora, before, ci, tr, pt):
         best = [min(("+CI", ci), ("Tr alone", tr), ("+CI+Tr", before), ("Pt alone", pt), ("RoRA", rora),
@@ -133,12 +139,11 @@ def verdicts(results: Results) -> list[Verdict]:
         "all three components together give the highest Δ (Table 5)", "CI + Tr + Pt best in every case", txt, v,
         "reproduces when full RoRA has the highest mean Δ = CA − ASR among +CI, Tr alone, +CI+Tr, Pt alone and "
         "RoRA on both attacks"))
-    out.append(_threshold_verdict(results))
     seeds = min(lora[a].n for a in ATTACKS)
     if seeds < 3:  # a verdict is read from 3 seeds; until then it is marked, never stated as final
         out = [Verdict(v.claim, v.paper, v.ours, f"{v.verdict} (preliminary: {seeds} of 3 LoRA seeds)", v.rule)
                if v.verdict != "not measured yet" else v for v in out]
-    return out
+    return [*out, _threshold_verdict(results)]
 
 
 def _chance(results: Results) -> float | None:
@@ -177,6 +182,9 @@ def _threshold_verdict(results: Results) -> Verdict:
                        "measured crossing: ≥ 80% reproduces, ≥ 50% partly")
     share = sum(1 for r in ok if r["linear_within_2x"]) / len(ok)
     v = "reproduces" if share >= 0.8 else "partly" if share >= 0.5 else "does not reproduce"
+    planned = sum(1 for r in study_plan() if r.kind == "sweep" and r.method == "lora")
+    if len(ok) < planned:  # read from every planned LoRA sweep; until then marked, never final
+        v = f"{v} (preliminary: {len(ok)} of {planned} LoRA sweeps)"
     return Verdict("Proposition 4.2's threshold locates where LoRA starts to forget",
                    "a threshold effect in s; RoRA reaches it at smaller s (Figure 3)",
                    f"linear (k = 0 → 1) prediction within 2× of the measured crossing on {share:.0%} of "
