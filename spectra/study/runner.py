@@ -3,7 +3,9 @@
 Each worker takes the first run (in plan order) that is not done, whose dependencies are
 done, and that no other worker holds (an ``fcntl`` lock on ``<work>/locks/<id>.lock``,
 released by the kernel if the worker dies). Two workers started with one thread each keep
-both cores of a small machine busy on independent runs. A failing run is logged to
+both cores of a small machine busy on independent runs: measured on 2 cores, two 2-epoch
+LoRA runs on CR (``spectra fix … --epochs 2``) took 320 s side by side at one thread each
+against 199 s each one after the other at two threads — 1.24× the throughput. A failing run is logged to
 ``<work>/failures/<id>.txt`` and skipped until the next start.
 """
 
