@@ -193,15 +193,22 @@ def _batches(keys: list[str], shape: tuple[int, int], budget_bytes: int) -> list
 
 
 def _read_batch(base: Any, batch: list[str]) -> tuple[list[Any], int]:
-    """The stored tensors of ``batch`` mapped from the checkpoint (:class:`~spectra.io.MappedTensor`,
-    the kernel already reading them ahead), and their bytes.
+    """The stored tensors of ``batch`` mapped from the checkpoint (``MappedTensor``s of
+    :mod:`spectra.io._tensors`, the kernel already reading them ahead), and their bytes.
 
     Runs on the read-ahead thread, so it only maps and advises: no copy and no torch
     kernel. A kernel there (the dtype conversion) would start a second OpenMP team beside
     the compute's, four threads spinning on two cores (measured 25 % slower than no
     read-ahead at all); even a plain ``readinto`` there cost the compute 4–5 % of its speed.
     """
-    maps = [base.mapped(key) for key in batch]
+    maps: list[Any] = []
+    try:
+        for key in batch:
+            maps.append(base.mapped(key))
+    except BaseException:
+        for mt in maps:  # a bad tensor further on: unmap the ones already mapped
+            mt.close()
+        raise
     return maps, sum(mt.nbytes for mt in maps)
 
 
