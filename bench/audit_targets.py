@@ -7,9 +7,10 @@ RSS is that process's own ``VmHWM``. The base checkpoint is read once before a c
 every configuration finds it in the page cache (what the second of two CI jobs sees; a
 truly cold disk adds its read time to all of them alike). Cases:
 
-- ``roofline``: what the machine does at its limits — one large fp32 GEMM (4096³), one
-  skinny GEMM as Krylov runs them (5632×2048 · 2048×42), a sequential read of a
-  checkpoint from the page cache, fp16 → fp32 conversion.
+- ``roofline``: what the machine does at its limits — one large fp32 GEMM (4096³), the
+  pair of skinny GEMMs one Krylov step runs (5632×2048 · 2048×b and its transpose, b the
+  CPU block: 16 for the top 32), a sequential read of a checkpoint from the page cache,
+  fp16 → fp32 conversion.
 - ``smollm2``: SmolLM2-135M (real weights) + peft LoRA r=8 all-linear (210 modules):
   default (and ``--no-figures``) vs ``--exact`` vs a process running PEFT's own ``reduce_intruder_dimension`` on
   the same adapter (full SVDs of W and W + ΔW per module: the spectral pass a PEFT user
@@ -85,8 +86,12 @@ def roofline(read_from: Path | None) -> dict[str, float]:
 
     a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
     big = 2 * 4096**3 / best(lambda: a @ b, 3) / 1e9
-    w, q = torch.randn(5632, 2048), torch.randn(2048, 42)
-    skinny = 2 * 5632 * 2048 * 42 / best(lambda: w @ q, 30) / 1e9
+    # one Krylov step as the audit runs it on a CPU: W·Q and Wᵀ·Z at its block width
+    from spectra.spectral.cost import krylov_block
+
+    cols = krylov_block(32, 10, 2048)
+    w, q, z = torch.randn(5632, 2048), torch.randn(2048, cols), torch.randn(5632, cols)
+    skinny = 4 * 5632 * 2048 * cols / best(lambda: (w @ q, w.T @ z), 30) / 1e9
     half = torch.randn(64 << 20).half()
     out = torch.empty(half.shape)
     convert = half.numel() * 2 / best(lambda: out.copy_(half), 5) / 1e9
@@ -100,7 +105,8 @@ def roofline(read_from: Path | None) -> dict[str, float]:
                 while chunk := fh.read(64 << 20):
                     n += len(chunk)
         res["read_gbs"] = n / (time.perf_counter() - t0) / 1e9
-    print(f"   one 4096³ fp32 GEMM: {big:.0f} GFLOP/s; skinny 5632×2048·2048×42: {skinny:.0f} GFLOP/s; "
+    print(f"   one 4096³ fp32 GEMM: {big:.0f} GFLOP/s; a Krylov step's skinny pair 5632×2048·2048×{cols} "
+          f"and its transpose: {skinny:.0f} GFLOP/s; "
           f"fp16→fp32: {convert:.2f} GB/s" + (f"; page-cache read: {res['read_gbs']:.2f} GB/s" if "read_gbs" in res else ""))
     return res
 
