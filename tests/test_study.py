@@ -291,3 +291,20 @@ def test_the_threshold_verdict_is_preliminary_until_every_planned_lora_sweep() -
         f"reproduces (preliminary: 1 of {len(planned)} LoRA sweeps)"
     every = {d["id"]: d for d in [sweep(i, 1.2, 1.9 if i % 2 else 9.0) for i in range(len(planned))]}
     assert {v.claim: v.verdict for v in verdicts(Results(every))}[claim] == "partly"  # 50 % within 2×
+
+
+def test_the_page_says_when_peft_intruder_reduction_changed_nothing() -> None:
+    from spectra.study.render import _intruder_note
+    from spectra.study.tables import Results
+
+    def run(attack: str, hits: int) -> dict[str, Any]:
+        return _doc("intruder", attack, "lora", eval=_ev(0.84, 0.75),
+                    intruder={"modules_with_intruders": hits, "modules": 12, "top_k": 10,
+                              "threshold_epsilon": 0.5, "mitigation_lambda": 0.75})
+
+    none = _intruder_note(Results({d["id"]: d for d in (run("badnet", 0), run("insent", 0))}))
+    assert "badnet seed 0: 0 of 12 modules; insent seed 0: 0 of 12 modules" in none
+    assert "changed no module" in none
+    some = _intruder_note(Results({d["id"]: d for d in (run("badnet", 3), run("insent", 0))}))
+    assert "badnet seed 0: 3 of 12 modules" in some and "changed no module" not in some
+    assert _intruder_note(Results({})) == ""

@@ -174,8 +174,30 @@ def _table2(results: Results, rel: str) -> str:
                  "its language model and a threshold calibrated on the clean validation split (≤ 2 points of CA), and "
                  "filters every test text. Collapsed: the model predicts one class for ≥ 95% of inputs or its CA is "
                  "within 1 point of the majority share; its ASR says nothing about the trigger.\n")
+    intruder = _intruder_note(results)
+    if intruder:
+        parts.append(intruder)
     parts.append(f"![CA and ASR per method]({rel}/{FIGURES['rows']})\n")
     return "\n".join(parts)
+
+
+def _intruder_note(results: Results) -> str:
+    """What PEFT's ``reduce_intruder_dimension`` did to each LoRA adapter (from the runs' own counts):
+    where it found no intruder dimension its row is the LoRA adapter unchanged, and the page says so."""
+    found = []
+    for doc in results.runs("intruder"):
+        info = doc.get("intruder") or {}
+        if "modules_with_intruders" in info:
+            found.append(f"{doc['run']['attack']} seed {doc['run']['seed']}: {info['modules_with_intruders']} of "
+                         f"{info.get('modules', '?')} modules")
+    if not found:
+        return ""
+    first = next(d.get("intruder") or {} for d in results.runs("intruder"))
+    none = all((d.get("intruder") or {}).get("modules_with_intruders") == 0 for d in results.runs("intruder"))
+    return (f"PEFT's `reduce_intruder_dimension` (top_k {first.get('top_k')}, ε {first.get('threshold_epsilon')}, "
+            f"λ {first.get('mitigation_lambda')}, its defaults) found intruder dimensions in " + "; ".join(found) + "."
+            + (" It changed no module, so its rows are the LoRA adapters themselves: by PEFT's definition these "
+               "adapters have no intruder dimensions to remove." if none else "") + "\n")
 
 
 def _ablation(results: Results) -> str:
