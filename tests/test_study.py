@@ -92,6 +92,28 @@ def test_onion_deletes_the_word_whose_removal_makes_the_text_most_fluent(tmp_pat
     assert accuracy(filtered) == pytest.approx(calib["val_ca_filtered"])
 
 
+def test_onion_scores_are_stored_so_a_killed_run_resumes(tmp_path: Path) -> None:
+    from spectra.defenses.onion import Onion
+
+    tok = build_tiny_tokenizer()
+    tok.bos_token = "[CLS]"
+    model = build_tiny_model("llama-lm", seed=0).eval()
+    store = tmp_path / "scores.jsonl"
+    texts = ["good movie so fun", "bad plot mn boring", "fine", "so so"]
+    lines: list[str] = []
+    first = Onion(model=model, tokenizer=tok, batch_size=4, store=store, chunk=2, log=lines.append)
+    scores = first.suspicion(texts)
+    assert len(store.read_text().splitlines()) == 4 and len(lines) == 2  # two chunks of two texts
+    with open(store, "a") as fh:
+        fh.write('{"text": "cut sho')  # a kill in the middle of an append
+    passes: list[int] = []
+    again = Onion(model=model, tokenizer=tok, batch_size=4, store=store)
+    real = again.perplexities
+    again.perplexities = lambda v: passes.append(len(v)) or real(v)  # type: ignore[method-assign]
+    assert again.suspicion(texts) == scores and passes == []  # every text from the store
+    assert again.suspicion(texts + ["new text here"])[-1] and passes == [4]  # only the new one is scored
+
+
 def test_intruder_reduction_keeps_the_trained_head_and_loads_with_plain_peft(tmp_path: Path) -> None:
     from peft import LoraConfig, PeftModel, get_peft_model
     from safetensors.torch import load_file

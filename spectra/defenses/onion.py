@@ -17,9 +17,12 @@ SmolLM2-135M, :func:`spectra.io.zoo.smollm2_path`; the paper used GPT-2).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 #: clean-accuracy loss the calibrated threshold may cost on validation data (Qi et al.: 2 points)
@@ -30,6 +33,10 @@ def _words(text: str) -> list[str]:
     return [w for w in text.strip().split(" ") if w]
 
 
+def _key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 @dataclass
 class Onion:
     """A perplexity-based word filter around a causal LM (model + tokenizer, loaded by the caller)."""
@@ -38,7 +45,15 @@ class Onion:
     tokenizer: Any
     batch_size: int = 64
     max_length: int = 128
+    #: JSON-lines file of every text's scores (by SHA-256 of the text), appended chunk by
+    #: chunk: scoring a study's texts is ~27k LM passes (hours on one CPU thread), so a
+    #: killed run resumes where it stopped. Tied to one LM: keep one per run folder.
+    store: Path | None = None
+    #: texts scored per chunk (one append to ``store``, one ``log`` line)
+    chunk: int = 64
+    log: Callable[[str], None] | None = None
     _cache: dict[str, list[float]] = field(default_factory=dict, repr=False)
+    _loaded: bool = field(default=False, repr=False)
 
     @classmethod
     def load(cls, path: str, device: str = "cpu", **kwargs: Any) -> Onion:
@@ -80,21 +95,46 @@ class Onion:
         return out
 
     def suspicion(self, texts: Sequence[str]) -> list[list[float]]:
-        """``f_i = p_0 − p_i`` for every word of every text (cached per text)."""
-        todo = [t for t in dict.fromkeys(texts) if t not in self._cache]
-        variants: list[str] = []
-        spans: list[tuple[str, int, int]] = []
-        for text in todo:
-            words = _words(text)
-            start = len(variants)
-            variants.append(" ".join(words))
-            variants += [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]
-            spans.append((text, start, len(variants)))
-        ppl = self.perplexities(variants) if variants else []
-        for text, a, b in spans:
-            p0 = ppl[a]
-            self._cache[text] = [p0 - p for p in ppl[a + 1:b]]
-        return [list(self._cache[t]) for t in texts]
+        """``f_i = p_0 − p_i`` for every word of every text (cached per text, and in ``store``)."""
+        self._load_store()
+        todo = [t for t in dict.fromkeys(texts) if _key(t) not in self._cache]
+        for c in range(0, len(todo), self.chunk):
+            part = todo[c:c + self.chunk]
+            variants: list[str] = []
+            spans: list[tuple[str, int, int]] = []
+            for text in part:
+                words = _words(text)
+                start = len(variants)
+                variants.append(" ".join(words))
+                variants += [" ".join(words[:i] + words[i + 1:]) for i in range(len(words))]
+                spans.append((text, start, len(variants)))
+            ppl = self.perplexities(variants)
+            fresh = {}
+            for text, a, b in spans:
+                p0 = ppl[a]
+                fresh[_key(text)] = [p0 - p for p in ppl[a + 1:b]]
+            self._cache.update(fresh)
+            if self.store is not None:
+                with open(self.store, "a", encoding="utf-8") as fh:
+                    fh.writelines(json.dumps({"text": k, "scores": v}) + "\n" for k, v in fresh.items())
+            if self.log is not None:
+                self.log(f"ONION: scored {c + len(part):,} of {len(todo):,} texts "
+                         f"({len(variants):,} LM passes in this chunk)")
+        return [list(self._cache[_key(t)]) for t in texts]
+
+    def _load_store(self) -> None:
+        """Read ``store`` once; a line cut short by a kill is ignored (it is scored again)."""
+        if self._loaded or self.store is None:
+            return
+        self._loaded = True
+        if not Path(self.store).exists():
+            return
+        for line in Path(self.store).read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+                self._cache[str(row["text"])] = [float(x) for x in row["scores"]]
+            except (ValueError, KeyError, TypeError):
+                continue
 
     def filter(self, texts: Sequence[str], threshold: float) -> list[str]:
         """The texts with every word whose suspicion is ≥ ``threshold`` deleted."""

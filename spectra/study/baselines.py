@@ -12,12 +12,13 @@ from spectra.study.records import audit_summary, compact_eval
 
 
 def onion_run(base: str, adapter: str, splits: Any, trigger: str, target_label: int, recipe: Any,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              log: Callable[[str], None] = print, work: Path | None = None) -> dict[str, Any]:
     """ONION (SmolLM2-135M as its language model) in front of the LoRA classifier.
 
     The threshold is calibrated on the clean validation split (at most 2 points of CA lost,
     Qi et al.'s rule); then every test text — clean and triggered — is filtered before the
-    classifier sees it.
+    classifier sees it. ``work``: a folder for the language model's scores, so a killed run
+    resumes (scoring is ~27k LM passes, 1.5–2 h on one CPU thread).
     """
     import time
 
@@ -33,7 +34,11 @@ def onion_run(base: str, adapter: str, splits: Any, trigger: str, target_label: 
 
     t0 = time.time()
     model, tok = load_classifier(base, adapter, num_labels=2, device="cpu")
-    onion = Onion.load(str(smollm2_path()))
+    store = None
+    if work is not None:
+        Path(work).mkdir(parents=True, exist_ok=True)
+        store = Path(work) / "onion_scores.jsonl"
+    onion = Onion.load(str(smollm2_path()), store=store, log=log)
     val = splits.val
 
     def accuracy(texts: list[str]) -> float:

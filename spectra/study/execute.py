@@ -203,7 +203,8 @@ class Study:
         ft = self.result(run.finetune())
         assert ft is not None
         return onion_run(str(self.base_folder(run)), str(Path(ft["folder"]) / "adapter"), self.splits,
-                         ATTACKS[run.attack], TARGET_LABEL, self.recipe, log=self.log)
+                         ATTACKS[run.attack], TARGET_LABEL, self.recipe, log=self.log,
+                         work=self.work / "onion" / run.id)
 
     def _intruder(self, run: Run) -> dict[str, Any]:
         from spectra.study.baselines import intruder_run
