@@ -414,6 +414,24 @@ def test_store_reads_every_dtype_like_safetensors_itself(tmp_path: Path) -> None
         store.mapped(last)  # a map past the end would kill the process with SIGBUS instead
 
 
+def test_a_file_system_that_cannot_map_is_read_instead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mmap
+
+    from spectra.io._tensors import SafetensorsStore
+
+    f = tmp_path / "m.safetensors"
+    w = torch.randn(6, 5)
+    save_file({"w": w}, str(f))
+
+    def no_map(*args: object, **kwargs: object) -> None:
+        raise OSError(19, "No such device")  # what mmap says on a file system without it
+
+    monkeypatch.setattr(mmap, "mmap", no_map)
+    mt = SafetensorsStore([f]).mapped("w")
+    assert mt.tensor is not None and torch.equal(mt.tensor, w)
+    mt.close()
+
+
 def test_headers_only_and_upcast(tmp_path: Path) -> None:
     model = build_tiny_model("llama").to(torch.bfloat16)
     base_dir = save_model(model, tmp_path / "bf16")

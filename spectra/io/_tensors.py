@@ -314,8 +314,10 @@ class SafetensorsStore(TensorStore):
                     raise SpectraError(f"{f}: truncated safetensors file (tensor {key} ends past the end of the file)")
                 region = mmap.mmap(fh.fileno(), start - aligned + end - begin, offset=aligned,
                                    access=mmap.ACCESS_COPY)
-        except OSError as exc:
-            raise SpectraError(f"{f}: cannot read tensor {key} ({one_line(exc)})") from None
+        except OSError:
+            # a file system that cannot map (some FUSE and network mounts): read it instead;
+            # get() reports an unreadable file in its own words
+            return MappedTensor(self.get(key))
         if hasattr(region, "madvise"):  # not on Windows
             region.madvise(mmap.MADV_WILLNEED)
         raw = torch.frombuffer(region, dtype=torch.uint8, offset=start - aligned, count=end - begin)
