@@ -112,6 +112,10 @@ def test_onion_scores_are_stored_so_a_killed_run_resumes(tmp_path: Path) -> None
     again.perplexities = lambda v: passes.append(len(v)) or real(v)  # type: ignore[method-assign]
     assert again.suspicion(texts) == scores and passes == []  # every text from the store
     assert again.suspicion(texts + ["new text here"])[-1] and passes == [4]  # only the new one is scored
+    third = Onion(model=model, tokenizer=tok, batch_size=4, store=store)
+    third.perplexities = lambda v: passes.append(len(v)) or real(v)  # type: ignore[method-assign]
+    third.suspicion(["new text here"])
+    assert passes == [4]  # the record appended after the torn line was kept
 
 
 def test_intruder_reduction_keeps_the_trained_head_and_loads_with_plain_peft(tmp_path: Path) -> None:

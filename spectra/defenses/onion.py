@@ -54,6 +54,7 @@ class Onion:
     log: Callable[[str], None] | None = None
     _cache: dict[str, list[float]] = field(default_factory=dict, repr=False)
     _loaded: bool = field(default=False, repr=False)
+    _torn: bool = field(default=False, repr=False)
 
     @classmethod
     def load(cls, path: str, device: str = "cpu", **kwargs: Any) -> Onion:
@@ -116,6 +117,9 @@ class Onion:
             self._cache.update(fresh)
             if self.store is not None:
                 with open(self.store, "a", encoding="utf-8") as fh:
+                    if self._torn:  # end the line a kill cut short, so the next record stands alone
+                        fh.write("\n")
+                        self._torn = False
                     fh.writelines(json.dumps({"text": k, "scores": v}) + "\n" for k, v in fresh.items())
             if self.log is not None:
                 self.log(f"ONION: scored {c + len(part):,} of {len(todo):,} texts "
@@ -129,7 +133,9 @@ class Onion:
         self._loaded = True
         if not Path(self.store).exists():
             return
-        for line in Path(self.store).read_text(encoding="utf-8").splitlines():
+        text = Path(self.store).read_text(encoding="utf-8")
+        self._torn = bool(text) and not text.endswith("\n")
+        for line in text.splitlines():
             try:
                 row = json.loads(line)
                 self._cache[str(row["text"])] = [float(x) for x in row["scores"]]
