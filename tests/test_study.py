@@ -334,3 +334,20 @@ def test_the_page_says_when_peft_intruder_reduction_changed_nothing() -> None:
     some = _intruder_note(Results({d["id"]: d for d in (run("badnet", 3), run("insent", 0))}))
     assert "badnet seed 0: 3 of 12 modules" in some and "changed no module" not in some
     assert _intruder_note(Results({})) == ""
+
+
+def test_a_verdict_is_marked_by_the_cells_it_reads_and_by_unconverged_runs() -> None:
+    """RoRA's verdict with 3 LoRA seeds but 1 RoRA seed is marked by RoRA's count; a run that
+    had not converged is named in the mark."""
+    from spectra.study.tables import Results
+    from spectra.study.verdicts import verdicts
+
+    docs = {k: v for k, v in _study(0.99, 0.05, 0.85).items()
+            if not (v["run"]["method"] == "rora" and v["run"]["attack"] == "insent" and v["run"]["seed"] > 0)}
+    by = {v.claim: v.verdict for v in verdicts(Results(docs))}
+    assert by["RoRA removes the backdoor at little cost in clean accuracy"] == \
+        "reproduces (preliminary: 1 of 3 RoRA seeds)"
+    assert by["LoRA fine-tuning on clean data leaves the backdoor in place"] == "reproduces"
+    docs["badnet-finetune-fft-b0-s0"]["converged"] = False
+    by = {v.claim: v.verdict for v in verdicts(Results(docs))}
+    assert by["full fine-tuning forgets more of the backdoor than LoRA"].endswith("(1 of its runs not converged)")

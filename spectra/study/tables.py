@@ -67,10 +67,17 @@ class Cell:
 
     values: list[dict[str, Any]] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
+    #: each run's convergence flag (None where the run has none: a base, ONION, intruder reduction)
+    converged: list[bool | None] = field(default_factory=list)
 
     @property
     def n(self) -> int:
         return len(self.values)
+
+    @property
+    def not_converged(self) -> int:
+        """Runs behind the cell whose validation CA was still improving when training ended."""
+        return sum(1 for c in self.converged if c is False)
 
     def stat(self, key: str, scale: float = 100.0) -> tuple[float, float]:
         vals = [scale * float(v[key]) for v in self.values if v.get(key) is not None]
@@ -154,6 +161,7 @@ class Results:
             if ev is not None:
                 cell.values.append(ev)
                 cell.ids.append(doc["id"])
+                cell.converged.append(doc.get("converged"))
         return cell
 
     def picks(self, family: str) -> dict[float, dict[str, Any]]:

@@ -44,6 +44,8 @@ def _count(flags: list[bool]) -> str:
 def verdicts(results: Results) -> list[Verdict]:
     """Every claim's verdict (in the page's order)."""
     out: list[Verdict] = []
+    #: per verdict, the (name, cell) pairs its numbers come from: what its marks are read from
+    reads: list[tuple[tuple[str, dict[str, Any]], ...]] = []
     lora, fft = _per_attack(results, "LoRA"), _per_attack(results, "FFT")
     rora, before = _per_attack(results, "+CI+Tr+Pt (RoRA)"), _per_attack(results, "+CI+Tr")
     pt, ci, tr = _per_attack(results, "Pt alone (LoRA + Pt)"), _per_attack(results, "+CI"), _per_attack(results, "Tr alone")
@@ -65,11 +67,13 @@ def verdicts(results: Results) -> list[Verdict]:
                          + (f", {c[a].collapsed} collapsed" if c[a].collapsed else "") + ")"
                          if c[a].n else f"{a}: not run yet" for a in ATTACKS)
 
+    reads.append((("LoRA", lora),))
     out.append(Verdict(
         "LoRA fine-tuning on clean data leaves the backdoor in place",
         "LoRA ASR on CR 84–100% (BERT, RoBERTa, LLaMA; Table 2)", ours(lora, "LoRA"),
         _count([asr(lora, a) >= 80 and not lora[a].collapsed for a in ATTACKS]) if have(lora) else "not measured yet",
         "reproduces when LoRA's mean ASR is ≥ 80% (and no run collapsed) on both attacks; partly on one"))
+    reads.append((("FFT", fft), ("LoRA", lora)))
     out.append(Verdict(
         "full fine-tuning forgets more of the backdoor than LoRA",
         "FFT ASR on CR 20–46% against LoRA's 84–100% (BERT, RoBERTa); LLaMA's FFT keeps it (90–100%)",
@@ -81,6 +85,7 @@ def verdicts(results: Results) -> list[Verdict]:
     cos_l = [a["cos_left_median"] for a in audits if a.get("cos_left_median") is not None]
     cos_r = [a["cos_right_median"] for a in audits if a.get("cos_right_median") is not None]
     chance = _chance(results)
+    reads.append((("LoRA", lora),))
     out.append(Verdict(
         "LoRA's updates are spectrally weak: σ_max(s·ΔW) ≪ σ_max(W_pre) (Figure 1)",
         "ratios far above 1 in every layer of BERT and RoBERTa",
@@ -96,6 +101,7 @@ def verdicts(results: Results) -> list[Verdict]:
         if have(lora):
             v = "reproduces" if min(m_l, m_r) >= 1.5 * chance else ("partly" if max(m_l, m_r) >= 1.5 * chance
                                                                     else "does not reproduce")
+    reads.append((("LoRA", lora),))
     out.append(Verdict(
         "LoRA's leading singular vectors keep a distinctly non-zero alignment with W_pre's top-32 (Figure 2)",
         "low but distinctly non-zero cosines", txt, v,
@@ -106,15 +112,18 @@ def verdicts(results: Results) -> list[Verdict]:
         v = "reproduces" if all(flags) else "partly" if any(flags) or any(partly) else "does not reproduce"
     else:
         v = "not measured yet"
+    reads.append((("RoRA", rora), ("LoRA", lora)))
     out.append(Verdict(
         "RoRA removes the backdoor at little cost in clean accuracy",
         "RoRA ASR on CR 1.5–10%, CA within ~1 point of LoRA (Table 2)", ours(rora, "RoRA"), v,
         "reproduces when RoRA's mean ASR is ≤ 20%, its CA ≥ LoRA's − 2 points and no run collapsed, on both attacks; "
         "partly when ASR falls ≥ 30 points below LoRA's on some attack without collapse"))
+    reads.append((("+CI", ci), ("LoRA", lora)))
     out.append(Verdict(
         "CI alone already reduces ASR (Table 5, SST-2)", "below 25% in several cases", ours(ci, "+CI"),
         _count([asr(ci, a) <= asr(lora, a) - 10 for a in ATTACKS]) if have(ci, lora) else "not measured yet",
         "reproduces when +CI's mean ASR is ≥ 10 points below LoRA's on both attacks"))
+    reads.append((("Tr alone", tr), ("LoRA", lora)))
     out.append(Verdict(
         "Tr alone is not sufficient (Table 5, SST-2)", "ASR stays at 93–98% under InSent",
         ours(tr, "Tr alone"),
@@ -124,6 +133,7 @@ def verdicts(results: Results) -> list[Verdict]:
         v = _count([asr(pt, a) <= asr(lora, a) - 50 and not pt[a].collapsed for a in ATTACKS])
     else:
         v = "not measured yet"
+    reads.append((("LoRA + Pt", pt), ("LoRA", lora)))
     out.append(Verdict(
         "raising LoRA's spectral strength (Pt) suppresses the backdoor (§5.3, Figure 3)",
         "ASR falls as s grows; very large s also costs CA", ours(pt, "LoRA + Pt"), v,
@@ -135,15 +145,26 @@ def verdicts(results: Results) -> list[Verdict]:
         txt = "; ".join(f"{a}: highest Δ = {b}" for a, b in zip(ATTACKS, best))
     else:
         v, txt = "not measured yet", ""
+    reads.append((("RoRA", rora), ("+CI+Tr", before), ("+CI", ci), ("Tr alone", tr), ("LoRA + Pt", pt)))
     out.append(Verdict(
         "all three components together give the highest Δ (Table 5)", "CI + Tr + Pt best in every case", txt, v,
         "reproduces when full RoRA has the highest mean Δ = CA − ASR among +CI, Tr alone, +CI+Tr, Pt alone and "
         "RoRA on both attacks"))
-    seeds = min(lora[a].n for a in ATTACKS)
-    if seeds < 3:  # a verdict is read from 3 seeds; until then it is marked, never stated as final
-        out = [Verdict(v.claim, v.paper, v.ours, f"{v.verdict} (preliminary: {seeds} of 3 LoRA seeds)", v.rule)
-               if v.verdict != "not measured yet" else v for v in out]
+    out = [Verdict(v.claim, v.paper, v.ours, _marked(v.verdict, cells), v.rule) for v, cells in zip(out, reads)]
     return [*out, _threshold_verdict(results)]
+
+
+def _marked(verdict: str, cells: tuple[tuple[str, dict[str, Any]], ...]) -> str:
+    """A verdict is read from 3 seeds of converged runs; until then it says what it rests on:
+    the thinnest of the cells it reads ("preliminary: 1 of 3 RoRA seeds") and how many of
+    their runs had not converged — never stated as final."""
+    if verdict == "not measured yet":
+        return verdict
+    name, n = min(((name, c[a].n) for name, c in cells for a in ATTACKS), key=lambda x: x[1])
+    unconverged = sum(c[a].not_converged for _, c in cells for a in ATTACKS)
+    marks = ([f"preliminary: {n} of 3 {name} seeds"] if n < 3 else []) + \
+        ([f"{unconverged} of its runs not converged"] if unconverged else [])
+    return f"{verdict} ({'; '.join(marks)})" if marks else verdict
 
 
 def _chance(results: Results) -> float | None:
