@@ -184,18 +184,17 @@ def _table2(results: Results, rel: str) -> str:
 def _intruder_note(results: Results) -> str:
     """What PEFT's ``reduce_intruder_dimension`` did to each LoRA adapter (from the runs' own counts):
     where it found no intruder dimension its row is the LoRA adapter unchanged, and the page says so."""
-    found = []
-    for doc in results.runs("intruder"):
-        info = doc.get("intruder") or {}
-        if "modules_with_intruders" in info:
-            found.append(f"{doc['run']['attack']} seed {doc['run']['seed']}: {info['modules_with_intruders']} of "
-                         f"{info.get('modules', '?')} modules")
-    if not found:
+    runs = [(d["run"], d["intruder"]) for d in results.runs("intruder")
+            if "modules_with_intruders" in (d.get("intruder") or {})]
+    if not runs:
         return ""
-    first = next(d.get("intruder") or {} for d in results.runs("intruder"))
-    none = all((d.get("intruder") or {}).get("modules_with_intruders") == 0 for d in results.runs("intruder"))
-    return (f"PEFT's `reduce_intruder_dimension` (top_k {first.get('top_k')}, ε {first.get('threshold_epsilon')}, "
-            f"λ {first.get('mitigation_lambda')}, its defaults) found intruder dimensions in " + "; ".join(found) + "."
+    found = "; ".join(f"{run['attack']} seed {run['seed']}: {info['modules_with_intruders']} of "
+                      f"{info.get('modules', '?')} modules" for run, info in runs)
+    settings = (runs[0][1].get("top_k"), runs[0][1].get("threshold_epsilon"), runs[0][1].get("mitigation_lambda"))
+    peft_defaults = settings == (10, 0.5, 0.75)  # reduce_intruder_dimension's signature
+    none = all(info["modules_with_intruders"] == 0 for _, info in runs)
+    return (f"PEFT's `reduce_intruder_dimension` (top_k {settings[0]}, ε {settings[1]}, λ {settings[2]}"
+            + (", its defaults" if peft_defaults else "") + f") found intruder dimensions in {found}."
             + (" It changed no module, so its rows are the LoRA adapters themselves: by PEFT's definition these "
                "adapters have no intruder dimensions to remove." if none else "") + "\n")
 
