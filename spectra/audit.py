@@ -228,11 +228,8 @@ def _stack_batch(maps: list[Any], modules: dict[str, Any], batch: list[str], sha
     out = buffer[0][:need].view(len(batch), *shape)
     try:
         for i, (key, mt) in enumerate(zip(batch, maps)):
-            w = mt.tensor
-            out[i].copy_(w.T if modules[key].base_transposed else w)
-            del w
-            mt.close()
-    finally:
+            out[i].copy_(mt.tensor.T if modules[key].base_transposed else mt.tensor)
+    finally:  # unmapped whether or not every conversion succeeded
         for mt in maps:
             mt.close()
     return out
