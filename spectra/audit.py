@@ -10,151 +10,17 @@ collect one row per (adapter, module).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from spectra.audit_report import COLUMNS, DEFINITIONS, AuditReport  # noqa: F401 (public here since 0.1)
 from spectra.errors import SpectraError
-
-if TYPE_CHECKING:  # pandas (0.3 s) is imported where a table is built, after the compute
-    import pandas as pd
-
-#: Columns every audit table carries, in this order (a public contract: pipelines parse them).
-COLUMNS = [
-    "adapter", "module", "layer", "module_type", "shape", "rank", "scale", "update_kind",
-    "sigma_pre", "sigma_delta", "ratio", "cos_max_left", "cos_max_right", "overlap",
-    "overlap_left", "overlap_right", "cos_random_left", "cos_random_right",
-    "sigma_pre_k", "k", "frobenius_delta", "base_key", "spectrum_method",
-]
-
-#: One sentence per number, printed in every report.
-DEFINITIONS = {
-    "module_type": "the module's role: the last part of its name (query, q_proj, c_attn, classifier …); BERT's "
-                   "three `dense` matrices per block are told apart as attention.output.dense, intermediate.dense, "
-                   "output.dense (pooler.dense outside the blocks).",
-    "sigma_pre": "σ_max(W_pre), the largest singular value of the base layer's weight (out × in orientation).",
-    "sigma_delta": "σ_max(s·ΔW) with ΔW = B·A and s the scale PEFT applies (α/r, α/√r with rsLoRA, rank/alpha patterns resolved); for full, DoRA and modules_to_save updates ΔW is the dense difference of weights.",
-    "ratio": "sigma_pre / sigma_delta (∞ when ΔW = 0). Above 1 the update is weaker than the base layer; RoRA's rescaling targets 1.",
-    "cos_max_left": "max over W_pre's top-k left singular vectors of |cos| with ΔW's leading left singular vector (output space).",
-    "cos_max_right": "the same for right singular vectors (input space).",
-    "overlap": "mean of overlap_left and overlap_right: the share of ΔW's energy inside W_pre's top-k subspaces; RoRA's Tr penalty drives it to 0.",
-    "overlap_left": "‖U_kᵀ ΔW‖²_F / ‖ΔW‖²_F with U_k the top-k left singular vectors of W_pre.",
-    "overlap_right": "‖ΔW V_k‖²_F / ‖ΔW‖²_F with V_k the top-k right singular vectors of W_pre.",
-    "cos_random_left": "expected max |cos| of a random direction in the output dimension against k orthonormal vectors: the chance level for cos_max_left (and k/out is the chance level of overlap_left).",
-    "cos_random_right": "the same in the input dimension, for cos_max_right.",
-    "sigma_pre_k": "σ_k(W_pre), the k-th singular value: the edge of the subspace the cosines are measured against.",
-    "k": "the subspace size used for this module: --top-k, or min(out, in) for a layer narrower than that (e.g. a 2-way classifier head, whose top-k subspace is then its whole output space and cos_max_left is 1 by construction).",
-    "frobenius_delta": "‖s·ΔW‖_F.",
-    "rank": "LoRA rank r (min(out, in) for dense updates).",
-    "scale": "s, the factor PEFT multiplies B·A by (1 for dense updates).",
-    "spectrum_method": "how W_pre's top-k was computed: 'randomized-certified' (block Krylov) or 'gram-certified' (eigenpairs of the short side's Gram matrix), each with residuals that passed the certificate (σ within 1e-4 relative, vectors within the gap-based angle bound); 'exact' (torch.linalg.svd: --exact, when the cost model finds it cheapest, or the fallback when the certificate failed); 'cache:<method>' when reused from the content-keyed cache.",
-}
-
-
-@dataclass
-class AuditReport:
-    """The result of :func:`audit`: a table plus everything needed to reproduce it."""
-
-    table: pd.DataFrame
-    settings: dict[str, Any]
-    inputs: dict[str, Any]
-    versions: dict[str, str]
-    timings: dict[str, float] = field(default_factory=dict)
-    policy: Any = None  # spectra.policy.Policy, set by apply_policy
-    findings: list[Any] = field(default_factory=list)  # spectra.policy.Finding
-
-    def apply_policy(self, policy: Any) -> list[Any]:
-        """Check every module against ``policy`` (:class:`spectra.policy.Policy`); keep the
-        findings for the report and SARIF; return those that fail the gate (≥ ``fail_on``)."""
-        self.policy = policy
-        self.findings = policy.findings(self.table)
-        return policy.failing(self.findings)
-
-    @property
-    def definitions(self) -> dict[str, str]:
-        """One sentence per column (what reports print beside the numbers)."""
-        return DEFINITIONS
-
-    @property
-    def adapters(self) -> list[str]:
-        return list(dict.fromkeys(self.table["adapter"]))
-
-    def summary(self) -> pd.DataFrame:
-        """Per-adapter medians and extremes of the headline numbers."""
-        import pandas as pd
-
-        finite = self.table.assign(ratio=self.table["ratio"].replace([float("inf")], float("nan")))
-        grouped = finite.groupby("adapter", sort=False)
-        return pd.DataFrame({
-            "modules": grouped.size(),
-            "ratio_median": grouped["ratio"].median(),
-            "ratio_min": grouped["ratio"].min(),
-            "cos_left_median": grouped["cos_max_left"].median(),
-            "cos_right_median": grouped["cos_max_right"].median(),
-            "cos_max": grouped[["cos_max_left", "cos_max_right"]].max().max(axis=1),
-            "overlap_median": grouped["overlap"].median(),
-        }).reset_index()
-
-    def violations(self, max_ratio: float | None = None, max_cos: float | None = None) -> pd.DataFrame:
-        """Rows breaking a policy: ratio above ``max_ratio`` or a cosine above ``max_cos`` — the
-        rows behind the findings of the policy ``--max-ratio``/``--max-cos`` make."""
-        from spectra.policy import resolve_policy
-
-        hit = {(f.adapter, f.module) for f in resolve_policy(max_ratio=max_ratio, max_cos=max_cos).findings(self.table)}
-        return self.table[[(str(a), str(m)) in hit for a, m in zip(self.table["adapter"], self.table["module"])]]
-
-    def figures(self) -> dict[str, Any]:
-        """``{"fig_ratio": Figure, "fig_alignment": Figure}`` (matplotlib, not yet saved)."""
-        from spectra.report.audit_figures import alignment_figure, ratio_figure
-
-        return {"fig_ratio": ratio_figure(self.table),
-                "fig_alignment": alignment_figure(self.table, self.settings["top_k"])}
-
-    def to_json(self) -> dict[str, Any]:
-        """``{"modules": [...], "settings": ..., "inputs": ..., "versions": ..., ...}``."""
-        from dataclasses import asdict
-
-        rows = json.loads(self.table.to_json(orient="records"))
-        return {"modules": rows, "settings": self.settings, "inputs": self.inputs,
-                "versions": self.versions, "timings": self.timings, "definitions": DEFINITIONS,
-                "summary": json.loads(self.summary().to_json(orient="records")),
-                "policy": self.policy.to_dict() if self.policy is not None else None,
-                "findings": [asdict(f) for f in self.findings]}
-
-    def write(self, out: str | os.PathLike[str], overwrite: bool = False, figures: bool = True) -> Path:
-        """Write audit.csv, audit.json, audit.sarif, fig_ratio.png, fig_alignment.png and report.md
-        (``figures=False`` skips the two PNGs: importing matplotlib and drawing them measured 0.6 s
-        of SmolLM2's 5.8 s audit, which a CI gate that only reads the JSON/SARIF need not pay)."""
-        from spectra._version import __version__
-        from spectra.io.output import atomic_output_dir
-        from spectra.policy import RULES, Policy
-        from spectra.report.audit_markdown import render_audit_markdown
-        from spectra.report.sarif import render_sarif
-        from spectra.report.style import save_figure
-
-        policy = self.policy if self.policy is not None else Policy()
-        exit_code = 1 if policy.failing(self.findings) else 0
-        adapters = {label: info.get("path", label) for label, info in (self.inputs.get("adapters") or {}).items()}
-        sarif = render_sarif(self.findings, RULES, policy, adapters, __version__, exit_code)
-        with atomic_output_dir(out, overwrite=overwrite) as tmp:
-            (tmp / "audit.sarif").write_text(json.dumps(sarif, indent=2, default=str) + "\n", encoding="utf-8")
-            table = self.table.copy()
-            table["shape"] = table["shape"].map(lambda s: f"{s[0]}x{s[1]}")
-            table.to_csv(tmp / "audit.csv", index=False)
-            (tmp / "audit.json").write_text(json.dumps(self.to_json(), indent=2, default=str), encoding="utf-8")
-            if figures:
-                for name, fig in self.figures().items():
-                    save_figure(fig, tmp / f"{name}.png", tight_bbox=False)  # laid out by tight_layout
-            (tmp / "report.md").write_text(render_audit_markdown(self, figures), encoding="utf-8")
-        return Path(out)
-
 
 # --------------------------------------------------------------------------------------
 # computation
@@ -389,8 +255,8 @@ def audit(
         :class:`AuditReport` with one row per (adapter, module).
     """
     from spectra.io import load_adapter, open_base
-    from spectra.provenance import describe_path, library_versions
     from spectra.io.spectrum_cache import SpectrumCache, default_folder
+    from spectra.provenance import describe_path, library_versions
     from spectra.spectral import alignment, cos_random
 
     started = time.perf_counter()
@@ -462,17 +328,15 @@ def audit(
                   "adapters": {label: {**describe_path(a.path), "given": str(p), "revision": adapter_revision}
                                for label, a, p in zip(labels, loaded, paths)}}
 
-    import pandas as pd
+    from spectra.report.audit_rows import columns_of
 
-    table = pd.DataFrame(rows)
-    extra = [c for c in table.columns if c not in COLUMNS]
-    table = table[[c for c in COLUMNS if c in table.columns] + extra]
-    table["layer"] = table["layer"].astype("Int64")
+    columns = columns_of(rows, COLUMNS)
+    rows = [{c: row.get(c) for c in columns} for row in rows]
     settings = {"top_k": top_k, "top_j": top_j, "device": str(dev), "dtype": dtype, "exact": exact,
                 "modules": list(modules) if modules else None, "cache": str(cache.folder) if cache is not None else None,
                 "memory_budget_mb": memory_budget_mb}
     timings = {"base_spectra_s": t_base, "updates_s": t_delta, "total_s": time.perf_counter() - started, **work}
-    return AuditReport(table=table, settings=settings, inputs=inputs, versions=library_versions(), timings=timings)
+    return AuditReport(rows=rows, settings=settings, inputs=inputs, versions=library_versions(), timings=timings)
 
 
 def _unique_names(paths: Sequence[str | os.PathLike[str]]) -> list[str]:

@@ -103,10 +103,13 @@ class Policy:
     def active(self) -> bool:
         return any(s.max is not None or s.module_types for s in self.rules.values())
 
-    def findings(self, table: Any) -> list[Finding]:
-        """Every (adapter, module) of an audit table that breaks an active rule."""
+    def findings(self, rows: Any) -> list[Finding]:
+        """Every (adapter, module) of an audit that breaks an active rule (``rows``: the audit's
+        rows, or its table as a DataFrame)."""
+        from spectra.report.audit_rows import as_rows
+
         out = []
-        for row in table.to_dict("records"):
+        for row in as_rows(rows):
             for rule_id, setting in self.rules.items():
                 limit = setting.threshold(str(row.get("module_type", "")))
                 if limit is None:

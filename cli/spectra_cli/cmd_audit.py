@@ -96,7 +96,7 @@ def _print_summary(con: object, report: object) -> None:
     table = Table(title="spectral audit", show_lines=False)
     for col in ("adapter", "modules", "σ_pre/σ_Δ median", "σ_pre/σ_Δ min", "max|cos| median L/R", "overlap median"):
         table.add_column(col)
-    for row in report.summary().to_dict("records"):  # type: ignore[attr-defined]
+    for row in report.summary_rows():  # type: ignore[attr-defined]
         table.add_row(row["adapter"], str(row["modules"]), f"{row['ratio_median']:.3g}", f"{row['ratio_min']:.3g}",
                       f"{row['cos_left_median']:.2f} / {row['cos_right_median']:.2f}", f"{row['overlap_median']:.3f}")
     con.print(table)  # type: ignore[attr-defined]

@@ -1,31 +1,32 @@
-"""Figures 1 and 2 of the paper, drawn from an audit table (never from tensors).
+"""Figures 1 and 2 of the paper, drawn from an audit's rows (never from tensors).
 
-Each function takes the audit DataFrame (one row per adapter × module) and returns a
-matplotlib Figure; adapters are drawn side by side, one panel each, on shared axes so
-before/after comparisons read at a glance.
+Each function takes the audit's rows (one dict per adapter × module; a DataFrame of them
+is accepted too) and returns a matplotlib Figure; adapters are drawn side by side, one
+panel each, on shared axes so before/after comparisons read at a glance. Plain Python
+over the rows, not pandas: ``spectra audit`` never imports it.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from typing import Any
 
-import pandas as pd
-
+from spectra.report.audit_rows import as_rows
 from spectra.report.style import palette, pyplot
 
 
-def _positions(table: pd.DataFrame) -> tuple[pd.Series, list[float], list[str]]:
+def _positions(rows: list[dict[str, Any]]) -> tuple[list[float], list[float], list[str]]:
     """x position per row: transformer blocks first, then modules outside any block."""
-    layers = table["layer"].dropna().astype(int)
-    top = int(layers.max()) + 1 if len(layers) else 0
-    outside = sorted(table.loc[table["layer"].isna(), "module_type"].unique())
+    layers = sorted({int(r["layer"]) for r in rows if r.get("layer") is not None})
+    top = layers[-1] + 1 if layers else 0
+    outside = sorted({r["module_type"] for r in rows if r.get("layer") is None})
     extra = {name: top + i for i, name in enumerate(outside)}
-    x = table.apply(lambda r: float(r["layer"]) if pd.notna(r["layer"]) else float(extra[r["module_type"]]), axis=1)
-    ticks = sorted(set(layers.tolist()))
+    x = [float(r["layer"]) if r.get("layer") is not None else float(extra[r["module_type"]]) for r in rows]
     # label every block when there are few, every few otherwise, so ticks stay legible
-    step = max(1, len(ticks) // 12)
-    tick_pos = [float(t) for t in ticks[::step]] + [float(v) for v in extra.values()]
-    tick_lab = [str(t) for t in ticks[::step]] + list(extra.keys())
+    step = max(1, len(layers) // 12)
+    tick_pos = [float(t) for t in layers[::step]] + [float(v) for v in extra.values()]
+    tick_lab = [str(t) for t in layers[::step]] + list(extra.keys())
     return x, tick_pos, tick_lab
 
 
@@ -35,38 +36,47 @@ def _panels(plt: Any, n_adapters: int, rows: int = 1, height: float = 3.6) -> tu
     return fig, axes
 
 
-def _draw_lines(ax: Any, frame: pd.DataFrame, x: pd.Series, column: str, colours: dict[str, Any]) -> None:
-    for module_type, group in frame.groupby("module_type", sort=True):
-        order = x.loc[group.index].sort_values().index
-        ax.plot(x.loc[order], group.loc[order, column], marker="o", ms=4, lw=1.4,
-                color=colours[module_type], label=module_type)
+def _value(row: dict[str, Any], column: str) -> float:
+    value = row.get(column)
+    value = float("nan") if value is None else float(value)
+    return float("nan") if value == float("inf") else value  # an infinite ratio is not drawn
 
 
-def ratio_figure(table: pd.DataFrame) -> Any:
+def _draw_lines(ax: Any, rows: list[dict[str, Any]], x: list[float], adapter: str, column: str,
+                colours: dict[str, Any]) -> None:
+    """One line per module type of ``adapter``, its points in x order."""
+    for module_type in sorted({r["module_type"] for r in rows}):
+        points = sorted((xi, _value(r, column)) for r, xi in zip(rows, x)
+                        if r["adapter"] == adapter and r["module_type"] == module_type)
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", ms=4, lw=1.4,
+                    color=colours[module_type], label=module_type)
+
+
+def ratio_figure(table: Any) -> Any:
     """Figure 1: σ_max(W_pre) / σ_max(s·ΔW) per layer and module type, log scale.
 
     The dashed line at 1 is where the update is as strong as the base layer (what RoRA's
     post-training rescaling aims for); LoRA adapters typically sit one or two orders of
     magnitude above it.
     """
+    rows = as_rows(table)
     plt = pyplot()
-    adapters = list(dict.fromkeys(table["adapter"]))
-    types = sorted(table["module_type"].unique())
-    colours = palette(types)
-    x, tick_pos, tick_lab = _positions(table)
+    adapters = list(dict.fromkeys(r["adapter"] for r in rows))
+    colours = palette(sorted({r["module_type"] for r in rows}))
+    x, tick_pos, tick_lab = _positions(rows)
     fig, axes = _panels(plt, len(adapters))
-    finite = table["ratio"].replace([float("inf")], float("nan")).dropna()
+    finite = [v for v in (_value(r, "ratio") for r in rows) if not math.isnan(v)]
     for col, adapter in enumerate(adapters):
         ax = axes[0, col]
-        frame = table[table["adapter"] == adapter]
-        _draw_lines(ax, frame.replace([float("inf")], float("nan")), x, "ratio", colours)
+        _draw_lines(ax, rows, x, adapter, "ratio", colours)
         ax.axhline(1.0, ls="--", lw=1, color="0.3")
         ax.set_yscale("log")
         ax.set_title(adapter, fontsize=10)
         ax.set_xlabel("layer")
         ax.set_xticks(tick_pos, tick_lab, rotation=0 if len(tick_lab) < 14 else 90, fontsize=8)
-    if len(finite):
-        axes[0, 0].set_ylim(min(0.5, finite.min() / 1.5), max(2.0, finite.max() * 1.5))
+    if finite:
+        axes[0, 0].set_ylim(min(0.5, min(finite) / 1.5), max(2.0, max(finite) * 1.5))
     axes[0, 0].set_ylabel(r"$\sigma_{\max}(W_{pre}) / \sigma_{\max}(s\,\Delta W)$")
     axes[0, -1].legend(title="module", fontsize=8, title_fontsize=8, loc="best")
     fig.suptitle("Spectral ratio per layer (Figure 1)\nabove 1 = the update is weaker than the base layer", fontsize=10)
@@ -74,24 +84,23 @@ def ratio_figure(table: pd.DataFrame) -> Any:
     return fig
 
 
-def alignment_figure(table: pd.DataFrame, top_k: int) -> Any:
+def alignment_figure(table: Any, top_k: int) -> Any:
     """Figure 2: max |cos| between ΔW's leading singular vectors and W_pre's top-k.
 
     Top row: left (output-space) vectors; bottom row: right (input-space) vectors. The
     dotted line is what a random direction would score against the same basis.
     """
+    rows = as_rows(table)
     plt = pyplot()
-    adapters = list(dict.fromkeys(table["adapter"]))
-    types = sorted(table["module_type"].unique())
-    colours = palette(types)
-    x, tick_pos, tick_lab = _positions(table)
+    adapters = list(dict.fromkeys(r["adapter"] for r in rows))
+    colours = palette(sorted({r["module_type"] for r in rows}))
+    x, tick_pos, tick_lab = _positions(rows)
     fig, axes = _panels(plt, len(adapters), rows=2, height=3.0)
     for col, adapter in enumerate(adapters):
-        frame = table[table["adapter"] == adapter]
         for row, side in enumerate(("left", "right")):
             ax = axes[row, col]
-            _draw_lines(ax, frame, x, f"cos_max_{side}", colours)
-            chance = frame[f"cos_random_{side}"].median()
+            _draw_lines(ax, rows, x, adapter, f"cos_max_{side}", colours)
+            chance = statistics.median(_value(r, f"cos_random_{side}") for r in rows if r["adapter"] == adapter)
             ax.axhline(chance, ls=":", lw=1.2, color="0.3", label="random")
             ax.set_ylim(0, 1.02)
             ax.set_xticks(tick_pos, tick_lab, rotation=0 if len(tick_lab) < 14 else 90, fontsize=8)

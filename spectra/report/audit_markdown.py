@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from spectra.report.audit_rows import finite_values, median
 from spectra.report.tables import markdown_table, provenance_sections
 
 _TABLE_COLUMNS = ["adapter", "module", "layer", "module_type", "shape", "rank", "scale", "sigma_pre",
@@ -22,13 +23,13 @@ def render_audit_markdown(report: Any, figures: bool = True) -> str:
         f"top-k = {s['top_k']}, dtype = {s['dtype']}, device = {s['device']}, "
         f"{'exact SVD' if s['exact'] else 'certified top-k (Gram or block Krylov, whichever the cost model says is cheaper)'}\n",
         "## Summary\n",
-        markdown_table(report.summary().to_dict("records")),
+        markdown_table(report.summary_rows()),
         _reading(report),
         _policy(report),
         *(["## Figures\n", "![Figure 1: spectral ratio](fig_ratio.png)\n",
             "![Figure 2: alignment with W_pre's top-k](fig_alignment.png)\n"] if figures else []),
         "## Per-module table\n",
-        markdown_table(report.table.to_dict("records"), [c for c in _TABLE_COLUMNS if c in report.table.columns]),
+        markdown_table(report.rows, [c for c in _TABLE_COLUMNS if c in report.columns]),
         "## Definitions\n",
         "".join(f"- **{name}**: {text}\n" for name, text in report.definitions.items()),
         *provenance_sections(s, report.inputs, report.versions, report.timings),
@@ -57,8 +58,8 @@ def _policy(report: Any) -> str:
 def _reading(report: Any) -> str:
     """Two sentences per adapter that say what the numbers mean for backdoor override."""
     lines = []
-    for row in report.summary().to_dict("records"):
-        chance = report.table.loc[report.table["adapter"] == row["adapter"], "cos_random_left"].median()
+    for row in report.summary_rows():
+        chance = median(finite_values((r for r in report.rows if r["adapter"] == row["adapter"]), "cos_random_left"))
         strength = ("weaker than" if row["ratio_median"] > 1 else "at least as strong as")
         lines.append(
             f"- `{row['adapter']}`: the median update is {strength} its base layer "
