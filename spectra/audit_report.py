@@ -146,30 +146,41 @@ class AuditReport:
                 "policy": self.policy.to_dict() if self.policy is not None else None,
                 "findings": [asdict(f) for f in self.findings]}
 
-    def write(self, out: str | os.PathLike[str], overwrite: bool = False, figures: bool = True) -> Path:
+    def write(self, out: str | os.PathLike[str], overwrite: bool = False, figures: bool = True,
+              figure_worker: Any = None) -> Path:
         """Write audit.csv, audit.json, audit.sarif, fig_ratio.png, fig_alignment.png and report.md
         (``figures=False`` skips the two PNGs: importing matplotlib and drawing them measured 0.6 s
-        of SmolLM2's 5.8 s audit, which a CI gate that only reads the JSON/SARIF need not pay)."""
+        of SmolLM2's 5.8 s audit, which a CI gate that only reads the JSON/SARIF need not pay).
+
+        ``figure_worker``: a :class:`spectra.report.figure_worker.FigureWorker` started before the
+        audit, which draws the figures while the other files are written; when it cannot, they
+        are drawn here, so the files are the same either way."""
         from spectra._version import __version__
         from spectra.io.output import atomic_output_dir
         from spectra.policy import RULES, Policy
         from spectra.report.audit_markdown import render_audit_markdown
         from spectra.report.audit_rows import write_csv
+        from spectra.report.figure_worker import draw_figures
         from spectra.report.sarif import render_sarif
-        from spectra.report.style import save_figure
 
         policy = self.policy if self.policy is not None else Policy()
         exit_code = 1 if policy.failing(self.findings) else 0
         adapters = {label: info.get("path", label) for label, info in (self.inputs.get("adapters") or {}).items()}
         sarif = render_sarif(self.findings, RULES, policy, adapters, __version__, exit_code)
+        top_k = self.settings["top_k"]
         with atomic_output_dir(out, overwrite=overwrite) as tmp:
-            (tmp / "audit.sarif").write_text(json.dumps(sarif, indent=2, default=str) + "\n", encoding="utf-8")
-            write_csv(self.rows, self.columns, tmp / "audit.csv")
-            (tmp / "audit.json").write_text(json.dumps(self.to_json(), indent=2, default=str), encoding="utf-8")
-            if figures:
-                for name, fig in self.figures().items():
-                    save_figure(fig, tmp / f"{name}.png", tight_bbox=False)  # laid out by tight_layout
-            (tmp / "report.md").write_text(render_audit_markdown(self, figures), encoding="utf-8")
+            handed = figures and figure_worker is not None and figure_worker.send(self.rows, top_k, tmp)
+            try:
+                (tmp / "audit.sarif").write_text(json.dumps(sarif, indent=2, default=str) + "\n", encoding="utf-8")
+                write_csv(self.rows, self.columns, tmp / "audit.csv")
+                (tmp / "audit.json").write_text(json.dumps(self.to_json(), indent=2, default=str), encoding="utf-8")
+                (tmp / "report.md").write_text(render_audit_markdown(self, figures), encoding="utf-8")
+            except BaseException:
+                if handed:  # stopped before the folder it writes into is removed
+                    figure_worker.close()
+                raise
+            if figures and not (handed and figure_worker.wait()):
+                draw_figures(self.rows, top_k, tmp)
         return Path(out)
 
 

@@ -137,10 +137,13 @@ def test_no_figures_writes_the_same_numbers_without_matplotlib(tiny_model_dir, t
     assert pd.read_csv(lean / "audit.csv").equals(pd.read_csv(full / "audit.csv"))
     assert "fig_ratio.png" not in (lean / "report.md").read_text()
     assert "fig_ratio.png" in (full / "report.md").read_text()
-    # the probe can fail: the same process with figures does import matplotlib
-    drawn = subprocess.run([sys.executable, "-c", code, "audit", *common, "-o", str(tmp_path / "drawn")],
+    # the probe can fail: with figures, and no helper process to draw them (it cannot start
+    # without an interpreter), the same process does import matplotlib
+    no_helper = code.replace("from spectra_cli.app import main", "from spectra_cli.app import main; sys.executable = ''")
+    drawn = subprocess.run([sys.executable, "-c", no_helper, "audit", *common, "-o", str(tmp_path / "drawn")],
                            capture_output=True, text=True)
     assert drawn.returncode != 0 and "matplotlib was imported" in drawn.stderr
+    assert (tmp_path / "drawn" / "fig_ratio.png").is_file()
 
 
 def test_violations_are_the_rows_behind_the_policy_findings(tiny_model_dir, tiny_adapter_dir):

@@ -315,12 +315,13 @@ def test_ctrl_c_leaves_no_partial_output_and_no_cache_entry(tiny_model_dir, tiny
                                                             monkeypatch) -> None:
     base = tiny_model_dir("bert")
     adapter = tiny_adapter_dir(base, target_modules=["query"])
-    import spectra.report.style as style
+    import spectra.report.audit_rows as audit_rows
 
     def interrupt(*a: object, **k: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(style, "save_figure", interrupt)
+    # while the output folder is being written (and the figure helper is drawing)
+    monkeypatch.setattr(audit_rows, "write_csv", interrupt)
     res = CliRunner().invoke(app, ["audit", str(base), str(adapter), "-o", str(tmp_path / "out"), *K])
     assert res.exit_code == 130 and not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
@@ -59,35 +60,40 @@ def audit_command(
 
       spectra audit meta-llama/Llama-3.2-1B org/my-lora --revision main --policy spectra.toml -o audit/
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from spectra.report.figure_worker import FigureWorker
 
-    from spectra.audit import audit
-    from spectra.io.output import check_output_dir
-    from spectra.policy import resolve_policy
+    # started before anything else, so that it imports matplotlib beside torch's import
+    with FigureWorker() if not no_figures else contextlib.nullcontext() as worker:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    check_output_dir(out, overwrite)
-    gate = resolve_policy(policy, max_ratio=max_ratio, max_cos=max_cos, fail_on=fail_on, search_from=Path.cwd())
-    con = console()
-    with Progress(TextColumn("[bold]auditing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=con, transient=True) as bar:
-        task = bar.add_task("audit", total=None)
-        report = audit(base, [str(a) for a in adapters], top_k=top_k, top_j=top_j, device=device, dtype=dtype,
-                       exact=exact, modules=modules, cache_dir=False if no_cache else None,
-                       allow_pickle=allow_pickle, revision=revision, adapter_revision=adapter_revision,
-                       memory_budget_mb=memory_budget,
-                       progress=lambda done, total: bar.update(task, completed=done, total=total))
-    failing = report.apply_policy(gate)
-    report.write(out, overwrite=overwrite, figures=not no_figures)  # audit.sarif is on disk before a non-zero exit
-    _print_summary(con, report)
-    con.print(f"report: [bold]{out / 'report.md'}[/bold]; findings: [bold]{out / 'audit.sarif'}[/bold]")
-    if report.findings:
-        colour = "red" if failing else "yellow"
-        con.print(f"[{colour}]policy: {len(report.findings)} finding(s), {len(failing)} at or above "
-                  f"{gate.fail_on}[/{colour}]")
-        for f in report.findings[:10]:
-            con.print(f"  [{f.severity}] {f.message()}", markup=False, highlight=False)
-    if failing:
-        raise typer.Exit(EXIT_FINDINGS)
+        from spectra.audit import audit
+        from spectra.io.output import check_output_dir
+        from spectra.policy import resolve_policy
+
+        check_output_dir(out, overwrite)
+        gate = resolve_policy(policy, max_ratio=max_ratio, max_cos=max_cos, fail_on=fail_on, search_from=Path.cwd())
+        con = console()
+        with Progress(TextColumn("[bold]auditing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=con, transient=True) as bar:
+            task = bar.add_task("audit", total=None)
+            report = audit(base, [str(a) for a in adapters], top_k=top_k, top_j=top_j, device=device, dtype=dtype,
+                           exact=exact, modules=modules, cache_dir=False if no_cache else None,
+                           allow_pickle=allow_pickle, revision=revision, adapter_revision=adapter_revision,
+                           memory_budget_mb=memory_budget,
+                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+        failing = report.apply_policy(gate)
+        # audit.sarif is on disk before a non-zero exit
+        report.write(out, overwrite=overwrite, figures=not no_figures, figure_worker=worker)
+        _print_summary(con, report)
+        con.print(f"report: [bold]{out / 'report.md'}[/bold]; findings: [bold]{out / 'audit.sarif'}[/bold]")
+        if report.findings:
+            colour = "red" if failing else "yellow"
+            con.print(f"[{colour}]policy: {len(report.findings)} finding(s), {len(failing)} at or above "
+                      f"{gate.fail_on}[/{colour}]")
+            for f in report.findings[:10]:
+                con.print(f"  [{f.severity}] {f.message()}", markup=False, highlight=False)
+        if failing:
+            raise typer.Exit(EXIT_FINDINGS)
 
 
 def _print_summary(con: object, report: object) -> None:
