@@ -37,6 +37,8 @@ class FigureWorker:
     def __init__(self) -> None:
         self._proc: subprocess.Popen[str] | None = None
         self._sent = False
+        if getattr(sys, "frozen", False):  # a bundled app's executable is the app, not Python
+            return
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "spectra.report.figure_worker"], stdin=subprocess.PIPE,
