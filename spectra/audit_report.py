@@ -127,10 +127,9 @@ class AuditReport:
 
     def figures(self) -> dict[str, Any]:
         """``{"fig_ratio": Figure, "fig_alignment": Figure}`` (matplotlib, not yet saved)."""
-        from spectra.report.audit_figures import alignment_figure, ratio_figure
+        from spectra.report.audit_figures import figures
 
-        return {"fig_ratio": ratio_figure(self.rows),
-                "fig_alignment": alignment_figure(self.rows, self.settings["top_k"])}
+        return figures(self.rows, self.settings["top_k"])
 
     def to_json(self) -> dict[str, Any]:
         """``{"modules": [...], "settings": ..., "inputs": ..., "versions": ..., ...}``; NaN and

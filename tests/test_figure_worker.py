@@ -10,10 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from spectra.audit import audit
-from spectra.report.figure_worker import FIGURES, FigureWorker
+from spectra.report.figure_worker import FigureWorker
 from spectra_cli.app import app
 
 K = 4
+FIGURES = ("fig_ratio", "fig_alignment")  # the files spectra audit writes
 
 
 @pytest.fixture

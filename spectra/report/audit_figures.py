@@ -9,10 +9,9 @@ over the rows, not pandas: ``spectra audit`` never imports it.
 from __future__ import annotations
 
 import math
-import statistics
 from typing import Any
 
-from spectra.report.audit_rows import as_rows
+from spectra.report.audit_rows import as_rows, finite_values, median
 from spectra.report.style import palette, pyplot
 
 
@@ -100,7 +99,7 @@ def alignment_figure(table: Any, top_k: int) -> Any:
         for row, side in enumerate(("left", "right")):
             ax = axes[row, col]
             _draw_lines(ax, rows, x, adapter, f"cos_max_{side}", colours)
-            chance = statistics.median(_value(r, f"cos_random_{side}") for r in rows if r["adapter"] == adapter)
+            chance = median(finite_values((r for r in rows if r["adapter"] == adapter), f"cos_random_{side}"))
             ax.axhline(chance, ls=":", lw=1.2, color="0.3", label="random")
             ax.set_ylim(0, 1.02)
             ax.set_xticks(tick_pos, tick_lab, rotation=0 if len(tick_lab) < 14 else 90, fontsize=8)
@@ -114,3 +113,10 @@ def alignment_figure(table: Any, top_k: int) -> Any:
     fig.suptitle(f"Alignment of ΔW's leading singular vectors\nwith W_pre's top-{top_k} (Figure 2)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def figures(table: Any, top_k: int) -> dict[str, Any]:
+    """``{"fig_ratio": Figure 1, "fig_alignment": Figure 2}``: an audit's two figures, named as
+    the files ``spectra audit`` writes (``<name>.png``)."""
+    rows = as_rows(table)
+    return {"fig_ratio": ratio_figure(rows), "fig_alignment": alignment_figure(rows, top_k)}

@@ -58,18 +58,12 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values)) if values else math.nan
 
 
-def json_value(value: Any) -> Any:
-    """A cell as JSON: tuples as lists, NaN/∞ and missing values as ``null`` (JSON has neither)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, tuple):
-        return [json_value(v) for v in value]
-    return value
-
-
 def json_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[dict[str, Any]]:
-    """Rows for ``audit.json``: every column in every row, in ``columns`` order."""
-    return [{c: json_value(row.get(c)) for c in columns} for row in rows]
+    """Rows for ``audit.json``: every column in every row, in ``columns`` order, through
+    :func:`spectra.provenance.json_safe` (NaN/∞ as ``null``, tuples as lists)."""
+    from spectra.provenance import json_safe
+
+    return [json_safe({c: row.get(c) for c in columns}) for row in rows]
 
 
 def _csv_cell(column: str, value: Any) -> Any:

@@ -21,9 +21,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-FIGURES = ("fig_ratio", "fig_alignment")
-
-
 class FigureWorker:
     """A helper process that will draw ``fig_ratio.png`` and ``fig_alignment.png``.
 
@@ -59,12 +56,11 @@ class FigureWorker:
 
     def send(self, rows: list[dict[str, Any]], top_k: int, folder: Path) -> bool:
         """Hand the helper the rows to draw into ``folder``; False if it cannot take them."""
-        from spectra.report.audit_rows import json_value
+        from spectra.provenance import json_safe
 
         if not self.alive:
             return False
-        job = {"rows": [{k: json_value(v) for k, v in row.items()} for row in rows], "top_k": top_k,
-               "folder": str(folder)}
+        job = {"rows": json_safe(rows), "top_k": top_k, "folder": str(folder)}
         try:
             assert self._proc is not None and self._proc.stdin is not None
             self._proc.stdin.write(json.dumps(job) + "\n")
@@ -105,18 +101,13 @@ class FigureWorker:
 
 def draw_figures(rows: list[dict[str, Any]], top_k: int, folder: Path) -> None:
     """Draw and save both audit figures into ``folder`` (what the helper and the in-process
-    fallback both run)."""
-    from spectra.report.audit_figures import alignment_figure, ratio_figure
+    fallback both run). Rows that came through JSON draw the same: a ``null`` ratio (∞, a zero
+    update) is left out like ∞ itself."""
+    from spectra.report.audit_figures import figures
     from spectra.report.style import save_figure
 
-    for name, fig in (("fig_ratio", ratio_figure(rows)), ("fig_alignment", alignment_figure(rows, top_k))):
+    for name, fig in figures(rows, top_k).items():
         save_figure(fig, Path(folder) / f"{name}.png", tight_bbox=False)  # laid out by tight_layout
-
-
-def _rows_from_json(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    # JSON has no ∞: a null ratio is the ∞ of a zero update, which the figures leave out either way
-    return [{**row, "shape": tuple(row["shape"]) if isinstance(row.get("shape"), list) else row.get("shape")}
-            for row in rows]
 
 
 def _serve() -> int:
@@ -128,7 +119,7 @@ def _serve() -> int:
         return 0
     try:
         job = json.loads(line)
-        draw_figures(_rows_from_json(job["rows"]), int(job["top_k"]), Path(job["folder"]))
+        draw_figures(job["rows"], int(job["top_k"]), Path(job["folder"]))
         reply: dict[str, Any] = {"ok": True}
     except Exception as exc:  # noqa: BLE001 (any failure is reported; the parent then draws in-process)
         reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
