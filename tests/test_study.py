@@ -351,3 +351,11 @@ def test_a_verdict_is_marked_by_the_cells_it_reads_and_by_unconverged_runs() -> 
     docs["badnet-finetune-fft-b0-s0"]["converged"] = False
     by = {v.claim: v.verdict for v in verdicts(Results(docs))}
     assert by["full fine-tuning forgets more of the backdoor than LoRA"].endswith("(1 of its runs not converged)")
+    # the stored curve decides, by the rule every table applies, not a flag written by older code
+    fft = docs["badnet-finetune-fft-b0-s0"]
+    fft["converged"], fft["epochs"] = True, [{"val_ca": 0.80 + 0.01 * i} for i in range(6)]  # still climbing
+    by = {v.claim: v.verdict for v in verdicts(Results(docs))}
+    assert by["full fine-tuning forgets more of the backdoor than LoRA"].endswith("(1 of its runs not converged)")
+    fft["converged"], fft["epochs"] = False, [{"val_ca": 0.85} for _ in range(6)]  # flat: converged
+    by = {v.claim: v.verdict for v in verdicts(Results(docs))}
+    assert "not converged" not in by["full fine-tuning forgets more of the backdoor than LoRA"]

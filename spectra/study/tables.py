@@ -61,6 +61,18 @@ def _eval_at(doc: dict[str, Any], where: str) -> dict[str, Any] | None:
     return _get(node, rest)
 
 
+def run_converged(doc: dict[str, Any]) -> bool | None:
+    """Whether a run's validation CA had stopped improving, by the study's rule
+    (:func:`spectra.train.validation.converged`) applied to the curve stored with the run, so
+    that every table and verdict reads the same answer; the flag stored beside it is a copy
+    written by the code of its day. None for a run without a curve (a base, ONION, the
+    intruder reduction)."""
+    from spectra.train.validation import converged
+
+    curve = [e["val_ca"] for e in doc.get("epochs") or [] if e.get("val_ca") is not None]
+    return converged(curve) if curve else doc.get("converged")
+
+
 @dataclass
 class Cell:
     """One metric set of one row over several runs."""
@@ -161,7 +173,7 @@ class Results:
             if ev is not None:
                 cell.values.append(ev)
                 cell.ids.append(doc["id"])
-                cell.converged.append(doc.get("converged"))
+                cell.converged.append(run_converged(doc))
         return cell
 
     def picks(self, family: str) -> dict[float, dict[str, Any]]:
