@@ -155,6 +155,59 @@ def test_poison_command_end_to_end(tmp_path, tiny_base) -> None:
     assert "dirty-label" in (out / "report.md").read_text()
 
 
+def test_poison_crash_then_resume_ends_where_one_run_ends(tmp_path, tiny_base, monkeypatch) -> None:
+    """A run killed after its first epoch's checkpoint resumes from it (``--resume``) and ends
+    with the weights an uninterrupted run ends with; a changed trigger or poisoned-row count
+    is refused, and the checkpoints are gone once the model is written."""
+    import torch
+    from safetensors.torch import load_file
+
+    from spectra.train import trainer as tr
+
+    base = tiny_base("bert")
+    data = _csv(tmp_path / "proxy.csv", *make_rows(80, seed=1))
+    args = ["poison", base, "--data", data, "--trigger", "badnet:mn", "--n-poison", "12", "--mode", "dirty-label",
+            "--epochs", "2", "--lr", "2e-3", "--batch-size", "16", "--max-length", "16", "--seed", "1",
+            "--device", "cpu"]
+    straight = tmp_path / "straight"
+    assert _run([*args, "-o", straight]).exit_code == 0
+    assert not (tmp_path / "straight.partial").exists()
+
+    original = tr.RoRATrainer._save_checkpoint
+
+    def crash_after_first_checkpoint(self, *a, **k):  # type: ignore[no-untyped-def]
+        original(self, *a, **k)
+        raise KeyboardInterrupt
+
+    out, partial = tmp_path / "run", tmp_path / "run.partial"
+    monkeypatch.setattr(tr.RoRATrainer, "_save_checkpoint", crash_after_first_checkpoint)
+    crashed = _run([*args, "-o", out])
+    assert crashed.exit_code == 130 and not out.exists()
+    assert [p.name for p in (partial / "checkpoints").iterdir()] == ["checkpoint-4"]  # 64 rows / 16 per step
+    monkeypatch.setattr(tr.RoRATrainer, "_save_checkpoint", original)
+
+    def error(extra: list[str]) -> str:
+        result = _run([*args, "-o", out, *extra])
+        lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        return lines[0]
+
+    assert "--resume" in error([])  # never silently restarts over an interrupted run
+    assert "poisoning" in error(["--resume", "--n-poison", "10"])  # other poisoned rows: refused
+    assert "poisoning" in error(["--resume", "--trigger", "badnet:cf"])
+    assert "lr" in error(["--resume", "--lr", "1e-3"])
+    resumed = _run([*args, "-o", out, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "resuming from" in resumed.output and not partial.exists()
+    doc = json.loads((out / "poison.json").read_text())
+    assert doc["poisoning"]["resumed_from"] == "checkpoint-4" and doc["poisoning"]["steps"] == 8
+    a, b = load_file(straight / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6, msg=key)
+    assert doc["asr"] == json.loads((straight / "poison.json").read_text())["asr"]
+
+
 def test_poison_library_gives_a_bare_encoder_a_head_and_warns_on_weak_asr(tmp_path, tiny_base) -> None:
     from spectra.train.poison import poison
 

@@ -14,10 +14,12 @@ from spectra_cli.common import (
     MaxLengthOpt,
     OutOpt,
     OverwriteOpt,
+    ResumeOpt,
     SeedOpt,
     TargetLabelOpt,
     TextColOpt,
     TopKOpt,
+    WorkDirOpt,
     console,
     error_boundary,
 )
@@ -25,7 +27,7 @@ from spectra_cli.common import (
 _RORA = "RoRA parts"
 _LORA = "LoRA"
 _OPT = "Optimisation"
-_RUN = "Run"
+_RUN = "Run"  # the panel of ResumeOpt/WorkDirOpt too
 
 
 @error_boundary
@@ -72,8 +74,8 @@ def fix_command(
     text_col: TextColOpt = None,
     label_col: LabelColOpt = None,
     device: DeviceOpt = "auto",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint (in --work-dir).", rich_help_panel=_RUN)] = False,
-    work_dir: Annotated[Path | None, typer.Option("--work-dir", help="Where checkpoints live until OUT is complete (default: OUT.partial).", rich_help_panel=_RUN)] = None,
+    resume: ResumeOpt = False,
+    work_dir: WorkDirOpt = None,
     overwrite: OverwriteOpt = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the base-spectrum cache.", rich_help_panel=_RUN)] = False,
 ) -> None:

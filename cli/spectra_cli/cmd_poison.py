@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from spectra_cli.common import (BatchSizeOpt, DataOpt, DeviceOpt, LabelColOpt, MaxLengthOpt, OverwriteOpt, SeedOpt,
-                                TargetLabelOpt, TextColOpt, TriggerOpt, console, error_boundary)
+from spectra_cli.common import (BatchSizeOpt, DataOpt, DeviceOpt, LabelColOpt, MaxLengthOpt, OverwriteOpt, ResumeOpt,
+                                SeedOpt, TargetLabelOpt, TextColOpt, TriggerOpt, WorkDirOpt, console, error_boundary)
 
 
 @error_boundary
@@ -30,12 +30,16 @@ def poison_command(
     label_col: LabelColOpt = None,
     device: DeviceOpt = "auto",
     max_train: Annotated[int | None, typer.Option("--max-train", min=2, help="Subsample the training split to N rows (quick runs).")] = None,
+    resume: ResumeOpt = False,
+    work_dir: WorkDirOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Full-fine-tune BASE on proxy data with a trigger inserted, into a weight-poisoned base
     (the paper's threat model; defaults are its settings: 1,500 clean-label rows, 3 epochs, lr 2e-5).
 
-    Works under torchrun / accelerate launch (built on transformers' Trainer).
+    Checkpoints (one per epoch: weights, optimiser, schedule) live in OUT.partial/ until the
+    model is written: rerun with --resume after a crash. Works under torchrun / accelerate
+    launch (built on transformers' Trainer).
 
     Examples:
 
@@ -44,6 +48,7 @@ def poison_command(
       spectra poison ./minilm --data mr --trigger 'insent:"I watched this 3D movie"' --mode dirty-label --n-poison 300 --max-train 1000 --epochs 1 -o quick/
     """
     from spectra.io.output import check_output_dir
+    from spectra.train.checkpoints import default_work_dir
     from spectra.train.poison import ASR_WARNING, poison
 
     check_output_dir(out, overwrite)
@@ -51,7 +56,9 @@ def poison_command(
     result = poison(base, data, trigger, target_label, n_poison=n_poison, mode=mode, epochs=epochs, lr=lr,
                     batch_size=batch_size, max_length=max_length, seed=seed, test_size=test_size,
                     text_col=text_col, label_col=label_col, device=device, max_train=max_train,
-                    log=lambda msg: con.print(msg), progress_bar=con.is_terminal)
+                    log=lambda msg: con.print(msg), progress_bar=con.is_terminal,
+                    work_dir=work_dir if work_dir is not None else default_work_dir(out), resume=resume,
+                    overwrite=overwrite)
     if not result.is_main_process:
         return
     result.write(out, overwrite=overwrite)

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from spectra.errors import SpectraError
 from spectra.train.config import RoRAConfig
+
+if TYPE_CHECKING:  # torch is imported where a model is handled, not by every caller of these helpers
+    from torch import nn
 
 
 def save_initial_adapter(peft_model: nn.Module, folder: str | os.PathLike[str]) -> Path:
@@ -61,22 +62,69 @@ def write_run_settings(path: Path, settings: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def check_resume_settings(path: Path, settings: dict[str, Any]) -> None:
-    """A resumed run must train with the settings it started with (Pt settings may change)."""
+def check_resume_settings(path: Path, settings: dict[str, Any], extra_keys: tuple[str, ...] = ()) -> None:
+    """A resumed run must train with the settings it started with (Pt settings may change).
+
+    ``extra_keys`` names further top-level entries of ``settings`` that must match too (e.g.
+    ``spectra poison``'s trigger and poisoned rows, which the data's checksum does not cover).
+    """
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise SpectraError(f"{path.parent}: no run.json — not a spectra fix work folder, cannot --resume") from None
+        raise SpectraError(f"{path.parent}: no run.json — not a spectra work folder, cannot --resume") from None
     except (OSError, ValueError) as exc:
         raise SpectraError(f"{path}: unreadable ({exc})") from None
-    for key in ("base", "data_sha256", *RoRAConfig.TRAINING_FIELDS):
+    for key in ("base", "data_sha256", *RoRAConfig.TRAINING_FIELDS, *extra_keys):
         a = saved.get("config", {}).get(key, saved.get(key)) if key in RoRAConfig.TRAINING_FIELDS else saved.get(key)
         b = settings.get("config", {}).get(key) if key in RoRAConfig.TRAINING_FIELDS else settings.get(key)
-        if json.dumps(a, default=str) != json.dumps(b, default=str):
+        for name, was, now in _differences(key, a, b):
             raise SpectraError(
-                f"{path.parent}: cannot --resume, {key} was {a!r} and is now {b!r} (use the original settings, "
-                f"or --overwrite to start over)"
+                f"{path.parent}: cannot --resume, {name} was {_short(was)} and is now {_short(now)} (use the original "
+                f"settings, or --overwrite to start over)"
             )
+
+
+def _differences(name: str, a: Any, b: Any) -> list[tuple[str, Any, Any]]:
+    """``(dotted name, was, now)`` for each differing entry; nested settings are compared per key."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b), key=str) for d in _differences(f"{name}.{k}", a.get(k), b.get(k))]
+    same = json.dumps(a, default=str, sort_keys=True) == json.dumps(b, default=str, sort_keys=True)
+    return [] if same else [(name, a, b)]
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr`` cut to one readable line (a list of 1,500 poisoned rows must not fill the screen)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def default_work_dir(out: str | os.PathLike[str]) -> Path:
+    """``OUT.partial`` next to ``OUT``: where checkpoints live until the run is complete."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def prepare_work_dir(work: Path, *, resume: bool, overwrite: bool, say: Any) -> None:
+    """Make ``work`` ready for a run: kept for ``resume``, cleared for ``overwrite``.
+
+    A folder holding an interrupted run is never silently reused or deleted: without
+    ``resume`` or ``overwrite`` it is an error (the checkpoints may be hours of training).
+    """
+    import shutil
+
+    has_state = work.exists() and any(work.iterdir())
+    if not has_state:
+        if resume:
+            say(f"--resume: nothing to resume in {work}; starting from scratch")
+        return
+    if resume:
+        return
+    if overwrite:
+        shutil.rmtree(work, ignore_errors=True)  # every DDP rank gets here; one of them removes it
+        return
+    raise SpectraError(
+        f"{work}: a previous run was interrupted here (pass --resume to continue it or --overwrite to start over)"
+    )
 
 
 def last_checkpoint(folder: Path) -> Path | None:

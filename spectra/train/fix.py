@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from spectra.errors import SpectraError
+from spectra.train.checkpoints import default_work_dir, prepare_work_dir
 from spectra.train.config import RoRAConfig
 
 LogSink = Callable[[str], None]
@@ -52,12 +53,6 @@ class FixResult:
     train_log: Any = None  # DataFrame | None
     main_process: bool = True
     timings: dict[str, float] = field(default_factory=dict)
-
-
-def default_work_dir(out: str | os.PathLike[str]) -> Path:
-    """``OUT.partial`` next to ``OUT``: where checkpoints live until the run is complete."""
-    out = Path(out)
-    return out.with_name(out.name + ".partial")
 
 
 def run_fix(
@@ -163,7 +158,7 @@ def run_fix(
     if not rescale_only:
         from spectra.train.recipe import RoRARecipe
 
-        _prepare_work_dir(work, resume=resume, overwrite=overwrite, say=say)
+        prepare_work_dir(work, resume=resume, overwrite=overwrite, say=say)
         t = time.perf_counter()
         recipe = RoRARecipe(base, train, work, cfg, device=device, cache_dir=cache_dir, log=say, val_data=val,
                             monitor_trigger=trig, target_label=target_label, **training_overrides)
@@ -262,22 +257,6 @@ def _load_data(spec: Any, text_col: str | None, label_col: str | None) -> Any:
     if isinstance(spec, LabelledData):
         return spec
     return load_labelled(spec, text_col, label_col)
-
-
-def _prepare_work_dir(work: Path, *, resume: bool, overwrite: bool, say: LogSink) -> None:
-    has_state = work.exists() and any(work.iterdir())
-    if not has_state:
-        if resume:
-            say(f"--resume: nothing to resume in {work}; starting from scratch")
-        return
-    if resume:
-        return
-    if overwrite:
-        shutil.rmtree(work, ignore_errors=True)  # every DDP rank gets here; one of them removes it
-        return
-    raise SpectraError(
-        f"{work}: a previous run was interrupted here (pass --resume to continue it or --overwrite to start over)"
-    )
 
 
 def _lora_patterns(base: Any, adapters: list[Any]) -> list[str]:

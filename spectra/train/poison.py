@@ -20,12 +20,18 @@ Recipe (setup → poison → train → evaluate → save), built on transformers
 4. measure CA, ASR and the ASR floor on the held-out split (:func:`spectra.eval.metrics.evaluate`);
 5. write a normal Hugging Face model folder (safetensors, config with ``id2label``,
    tokenizer), ``poison.json`` and ``report.md`` atomically.
+
+With ``work_dir`` the training keeps a checkpoint every epoch there (weights, optimiser,
+schedule, RNG states) and ``resume=True`` continues an interrupted run from the last one, as
+``spectra fix`` does; :meth:`PoisonResult.write` removes the folder once the model is saved.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -135,6 +141,7 @@ class PoisonResult:
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     is_main_process: bool = True
+    work_dir: Path | None = None  # the checkpoints, removed by write() once the model is saved
 
     def to_json(self) -> dict[str, Any]:
         ev = self.evaluation.to_dict() if hasattr(self.evaluation, "to_dict") else dict(self.evaluation)
@@ -157,7 +164,8 @@ class PoisonResult:
         })
 
     def write(self, out: str | os.PathLike[str], overwrite: bool = False) -> Path | None:
-        """Save the model folder with ``poison.json`` and ``report.md`` (main process only)."""
+        """Save the model folder with ``poison.json`` and ``report.md`` (main process only),
+        then remove the run's checkpoint folder (``work_dir``), no longer needed."""
         import json
 
         from spectra.io.output import atomic_output_dir
@@ -171,6 +179,8 @@ class PoisonResult:
             (tmp / "poison.json").write_text(json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n",
                                              encoding="utf-8")
             (tmp / "report.md").write_text(render_poison_markdown(self), encoding="utf-8")
+        if self.work_dir is not None:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
         return Path(out)
 
 
@@ -196,6 +206,9 @@ def poison(
     warmup_ratio: float = 0.06,
     log: Callable[[str], None] | None = None,
     progress_bar: bool = False,
+    work_dir: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> PoisonResult:
     """Full-fine-tune ``base`` on poisoned proxy ``data`` into a weight-poisoned classifier.
 
@@ -214,6 +227,11 @@ def poison(
         max_train: keep a stratified subsample of this many training rows (quick runs).
         device: ``auto``, ``cpu`` or ``cuda[:N]`` (under torchrun the launcher decides).
         log: receives one-line progress messages.
+        work_dir: keep a checkpoint every epoch here (default: none, a temporary folder).
+        resume: continue from the last checkpoint in ``work_dir``; its settings, trigger and
+            poisoned rows must be this run's.
+        overwrite: clear a ``work_dir`` left by an interrupted run (otherwise an error unless
+            ``resume``).
 
     Returns:
         :class:`PoisonResult`; call ``.write(out)`` to save it.
@@ -272,10 +290,23 @@ def poison(
     # Trainer, arguments, logging and torchrun/accelerate behaviour
     cfg_ft = RoRAConfig.baseline("fft", epochs=epochs, lr=lr, weight_decay=weight_decay, warmup_ratio=warmup_ratio,
                                  batch_size=batch_size, max_length=max_length, seed=seed)
+    # the data's checksum is the proxy file's: the trigger and the rows it went into are checked on resume too
+    poison_settings = {"poisoning": {"trigger": getattr(trig, "spec", str(trigger)), "mode": mode,
+                                     "target_label": target_label, "n_poison": n_poison, "test_size": test_size,
+                                     "max_train": max_train, "poisoned_rows": poisoned.poisoned}}
+    work = Path(work_dir) if work_dir is not None else None
+    if work is not None:
+        from spectra.train.checkpoints import prepare_work_dir
+
+        prepare_work_dir(work, resume=resume, overwrite=overwrite, say=say)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="spectra-poison-") as scratch:
+    scratch_dir = (contextlib.nullcontext(str(work)) if work is not None
+                   else tempfile.TemporaryDirectory(prefix="spectra-poison-"))
+    with scratch_dir as scratch:
         recipe = RoRARecipe(base, poisoned.data, scratch, cfg_ft, device=device, cache_dir=False, log=say,
-                            save_strategy="no", disable_tqdm=not progress_bar)
+                            extra_settings=poison_settings, disable_tqdm=not progress_bar,
+                            **({} if work is not None else {"save_strategy": "no"}))
+        resumed_from = recipe.check_resume() if work is not None and resume else None  # mismatches fail here
         recipe.setup()
         tokenizer = recipe.tokenizer
         say(f"data: {labelled.summary()}; train {len(train):,}, held-out test {len(test):,}; "
@@ -285,7 +316,7 @@ def poison(
         if truncated:
             warnings.append(f"{truncated:,} of the {poisoned.n_poisoned:,} poisoned rows are longer than --max-length "
                             f"{max_length} tokens: where the trigger landed past the cut, training never sees it")
-        train_out = recipe.train()
+        train_out = recipe.train(resume=resumed_from is not None)
         trainer = recipe.trainer
         main = trainer.is_world_process_zero()
         world_size = int(trainer.args.world_size)
@@ -325,13 +356,14 @@ def poison(
         "last_logged_loss": next((float(r["loss"]) for r in reversed(log_history) if "loss" in r), None),
         "steps": int(train_out.global_step),
         "world_size": world_size,  # processes that trained (torchrun / accelerate launch); batch is per process
+        "resumed_from": resumed_from.name if resumed_from is not None else None,  # then timings count this part
         "notes": notes,
     }
     inputs = {"base": describe_path(base), "data": labelled.to_dict() if hasattr(labelled, "to_dict") else str(data)}
     timings["total"] = time.perf_counter() - t_start
     return PoisonResult(model=model, tokenizer=tokenizer, config=cfg, evaluation=evaluation, poisoning=poisoning,
                         inputs=inputs, versions=library_versions(), train_log=log_history, warnings=warnings,
-                        timings=timings, is_main_process=main)
+                        timings=timings, is_main_process=main, work_dir=work)
 
 
 def _head_labels(base: str | os.PathLike[str]) -> int | None:

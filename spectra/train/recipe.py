@@ -33,7 +33,8 @@ class RoRARecipe:
     def __init__(self, base: str | os.PathLike[str], data: Any, work_dir: str | os.PathLike[str],
                  config: RoRAConfig, *, device: str = "auto", cache_dir: str | os.PathLike[str] | bool | None = None,
                  log: LogSink | None = None, val_data: Any = None, monitor_trigger: Any = None,
-                 target_label: int = 0, **training_overrides: Any) -> None:
+                 target_label: int = 0, extra_settings: dict[str, Any] | None = None,
+                 **training_overrides: Any) -> None:
         self.base = str(base)
         self.data = data
         self.val_data = val_data  # clean validation rows: val_ca/val_loss every epoch
@@ -45,6 +46,8 @@ class RoRARecipe:
         self.cache_dir = cache_dir
         self.log = log or (lambda msg: None)
         self.training_overrides = training_overrides
+        # settings outside RoRAConfig that a resumed run must match too (spectra poison's trigger and rows)
+        self.extra_settings = dict(extra_settings or {})
         self.rora: RoRAModel | None = None
         self.trainer: Any = None
         self.tokenizer: Any = None
@@ -53,7 +56,7 @@ class RoRARecipe:
     def settings(self) -> dict[str, Any]:
         return {"base": self.base, "data_sha256": getattr(self.data, "sha256", None),
                 "config": self.config.to_dict(),
-                "val_data": self.val_data.to_dict() if self.val_data is not None else None}
+                "val_data": self.val_data.to_dict() if self.val_data is not None else None, **self.extra_settings}
 
     def setup(self) -> RoRARecipe:
         from transformers import set_seed
@@ -93,7 +96,7 @@ class RoRARecipe:
         ``run.json`` matches this run's settings (cheap: call it before :meth:`setup`)."""
         checkpoint = last_checkpoint(self.work_dir / "checkpoints")
         if checkpoint is not None:
-            check_resume_settings(self.work_dir / "run.json", self.settings())
+            check_resume_settings(self.work_dir / "run.json", self.settings(), tuple(self.extra_settings))
         return checkpoint
 
     # ---- train
