@@ -2,7 +2,8 @@
 
 Every run writes ``<results>/<id>.json`` once it is complete (atomically), and nothing
 before: a run that is cut short leaves its checkpoints in ``<work>/<id>.partial`` (the
-``spectra fix`` work folder) and resumes from the last epoch when started again. Heavy
+``spectra fix`` or ``spectra poison`` work folder) and resumes from the last epoch when
+started again (ONION's language-model scores are stored as they are computed). Heavy
 artifacts (poisoned bases, adapters) live under ``<work>``, which is not committed; the
 JSON holds every number the study page and its figures are drawn from, so the page
 regenerates without retraining.
@@ -107,9 +108,11 @@ class Study:
         clean = _clean_model(run.model)
         batch = 32 if run.model == "minilm" else 4  # the paper: 32 for BERT/RoBERTa, 4 for LLaMA
         if not (folder / "poison.json").is_file():
+            work = folder.with_name(folder.name + ".partial")  # a checkpoint per epoch; a killed run resumes
             result = poison(clean, self.splits.proxy, trig, TARGET_LABEL, n_poison=r.n_poison, mode=r.poison_mode,
                             epochs=r.poison_epochs, lr=r.poison_lr, batch_size=batch, max_length=r.max_length,
-                            seed=run.base_seed, test_size=r.poison_test_size, device="cpu", log=self.log)
+                            seed=run.base_seed, test_size=r.poison_test_size, device="cpu", log=self.log,
+                            work_dir=work, resume=work.exists())
             result.write(folder, overwrite=True)
         info = json.loads((folder / "poison.json").read_text(encoding="utf-8"))
         down = run_eval(str(folder), None, self.splits.test, trig, TARGET_LABEL, seed=0, max_length=r.max_length,
