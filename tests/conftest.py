@@ -134,3 +134,9 @@ def tiny_tokenizer() -> Callable[..., object]:
         return build_tiny_tokenizer(folder)
 
     return factory
+
+
+@pytest.fixture(scope="module")
+def bert_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT sequence classifier saved once per test module (spectra.io tests)."""
+    return save_model(build_tiny_model("bert"), tmp_path_factory.mktemp("io") / "bert-base")
