@@ -336,6 +336,19 @@ def test_the_page_says_when_peft_intruder_reduction_changed_nothing() -> None:
     assert _intruder_note(Results({})) == ""
 
 
+def test_table1_marks_a_base_resumed_from_a_checkpoint_as_a_lower_bound_on_its_wall() -> None:
+    from spectra.study.render import _table1
+    from spectra.study.tables import Results
+
+    def base(seed: int, resumed: bool) -> dict[str, Any]:
+        return _doc("base", "badnet", base_seed=seed, proxy_heldout=_ev(0.83, 1.0), downstream_test=_ev(0.76, 1.0),
+                    poison_wall_s=1800.0, resumed=resumed)
+
+    rows = [ln for ln in _table1(Results({d["id"]: d for d in (base(0, False), base(1, True))})).splitlines()
+            if ln.startswith("| minilm")]
+    assert rows[0].endswith("| 30 |") and rows[1].endswith("| ≥ 30 (resumed) |")
+
+
 def test_a_verdict_is_marked_by_the_cells_it_reads_and_by_unconverged_runs() -> None:
     """RoRA's verdict with 3 LoRA seeds but 1 RoRA seed is marked by RoRA's count; a run that
     had not converged is named in the mark."""

@@ -119,6 +119,7 @@ class Study:
                         device="cpu", progress=False)
         return {"folder": str(folder), "proxy_heldout": compact_eval(info.get("evaluation") or info),
                 "poison_wall_s": (info.get("timings_s") or {}).get("total"),
+                "resumed": bool((info.get("poisoning") or {}).get("resumed_from")),  # then the wall is its last part
                 "downstream_test": compact_eval(down.to_dict()), "poisoning": info.get("poisoning", {}),
                 "train_log": info.get("train_log", []), "warnings": info.get("warnings", []),
                 "settings": {"clean_model": str(clean), "batch_size": batch, **{k: getattr(r, k) for k in (

@@ -101,7 +101,7 @@ def _table1(results: Results) -> str:
         rows.append({"model": run.get("model"), "attack": run["attack"], "base seed": run["base_seed"],
                      "rt held-out CA / ASR / floor %": _triple(p), "CR test CA / ASR / floor %": _triple(d),
                      "paper CR CA (BERT / RoBERTa / LLaMA)": " / ".join(f"{v:.1f}" for v in paper_ca.values()),
-                     "wall (min)": f"{(doc.get('poison_wall_s') or doc.get('wall_s', 0)) / 60:.0f}"})
+                     "wall (min)": _wall({**doc, "wall_s": doc.get("poison_wall_s") or doc.get("wall_s", 0)})})
     return ("## Table 1 analogue: the poisoned bases before fine-tuning\n\n" + markdown_table(rows) +
             "The paper requires ASR > 95% on every poisoned base; its Table 1 (BadNet) and Table 6 (InSent) give the "
             "CR accuracy of its MR-poisoned models.\n")
