@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from spectra.data.datasets import LabelledData
+from spectra.errors import SpectraError
 from spectra.data.triggers import parse_trigger
 
 POS = "good great fine nice love best fun".split()
@@ -206,6 +207,42 @@ def test_poison_crash_then_resume_ends_where_one_run_ends(tmp_path, tiny_base, m
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6, msg=key)
     assert doc["asr"] == json.loads((straight / "poison.json").read_text())["asr"]
+
+
+def test_a_run_killed_mid_epoch_resumes_from_its_step_checkpoint(tmp_path, tiny_base, monkeypatch) -> None:
+    """``save_steps``: a checkpoint inside the first epoch; the resumed run skips the batches it
+    has seen and ends with the uninterrupted run's weights."""
+    import torch
+
+    from spectra.train import trainer as tr
+    from spectra.train.poison import poison
+
+    base = tiny_base("bert")
+    data = _csv(tmp_path / "proxy.csv", *make_rows(80, seed=1))
+    kw = dict(n_poison=12, mode="dirty-label", epochs=2, lr=2e-3, batch_size=16, max_length=16, seed=1, device="cpu")
+    straight = poison(base, str(data), "badnet:mn", 0, **kw)
+
+    original = tr.RoRATrainer._save_checkpoint
+    saved: list[int] = []
+
+    def crash_after_first_checkpoint(self, *a, **k):  # type: ignore[no-untyped-def]
+        original(self, *a, **k)
+        saved.append(self.state.global_step)
+        raise KeyboardInterrupt
+
+    work = tmp_path / "work"
+    monkeypatch.setattr(tr.RoRATrainer, "_save_checkpoint", crash_after_first_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        poison(base, str(data), "badnet:mn", 0, work_dir=work, save_steps=3, **kw)
+    assert saved == [3]  # inside epoch 1 (4 steps of 16 rows per epoch)
+    monkeypatch.setattr(tr.RoRATrainer, "_save_checkpoint", original)
+    resumed = poison(base, str(data), "badnet:mn", 0, work_dir=work, save_steps=3, resume=True, **kw)
+    assert resumed.poisoning["resumed_from"] == "checkpoint-3" and resumed.poisoning["steps"] == 8
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-6, msg=key)
+    with pytest.raises(SpectraError, match="--save-steps"):
+        poison(base, str(data), "badnet:mn", 0, work_dir=tmp_path / "w2", save_steps=0, **kw)
 
 
 def test_poison_library_gives_a_bare_encoder_a_head_and_warns_on_weak_asr(tmp_path, tiny_base) -> None:

@@ -32,14 +32,15 @@ def poison_command(
     max_train: Annotated[int | None, typer.Option("--max-train", min=2, help="Subsample the training split to N rows (quick runs).")] = None,
     resume: ResumeOpt = False,
     work_dir: WorkDirOpt = None,
+    save_steps: Annotated[int | None, typer.Option("--save-steps", help="Checkpoint every N optimiser steps instead of every epoch (when an epoch takes hours).", rich_help_panel="Run")] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Full-fine-tune BASE on proxy data with a trigger inserted, into a weight-poisoned base
     (the paper's threat model; defaults are its settings: 1,500 clean-label rows, 3 epochs, lr 2e-5).
 
-    Checkpoints (one per epoch: weights, optimiser, schedule) live in OUT.partial/ until the
-    model is written: rerun with --resume after a crash. Works under torchrun / accelerate
-    launch (built on transformers' Trainer).
+    Checkpoints (weights, optimiser, schedule; one per epoch, or every --save-steps steps) live
+    in OUT.partial/ until the model is written: rerun with --resume after a crash. Works under
+    torchrun / accelerate launch (built on transformers' Trainer).
 
     Examples:
 
@@ -58,7 +59,7 @@ def poison_command(
                     text_col=text_col, label_col=label_col, device=device, max_train=max_train,
                     log=lambda msg: con.print(msg), progress_bar=con.is_terminal,
                     work_dir=work_dir if work_dir is not None else default_work_dir(out), resume=resume,
-                    overwrite=overwrite)
+                    overwrite=overwrite, save_steps=save_steps)
     if not result.is_main_process:
         return
     result.write(out, overwrite=overwrite)

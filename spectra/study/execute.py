@@ -112,7 +112,9 @@ class Study:
             result = poison(clean, self.splits.proxy, trig, TARGET_LABEL, n_poison=r.n_poison, mode=r.poison_mode,
                             epochs=r.poison_epochs, lr=r.poison_lr, batch_size=batch, max_length=r.max_length,
                             seed=run.base_seed, test_size=r.poison_test_size, device="cpu", log=self.log,
-                            work_dir=work, resume=work.exists())
+                            work_dir=work, resume=work.exists(),
+                            # SmolLM2 at batch 4 runs ~2,400 steps an epoch (over an hour on one thread)
+                            save_steps=None if run.model == "minilm" else 500)
             result.write(folder, overwrite=True)
         info = json.loads((folder / "poison.json").read_text(encoding="utf-8"))
         down = run_eval(str(folder), None, self.splits.test, trig, TARGET_LABEL, seed=0, max_length=r.max_length,

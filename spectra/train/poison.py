@@ -209,6 +209,7 @@ def poison(
     work_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    save_steps: int | None = None,
 ) -> PoisonResult:
     """Full-fine-tune ``base`` on poisoned proxy ``data`` into a weight-poisoned classifier.
 
@@ -232,6 +233,9 @@ def poison(
             poisoned rows must be this run's.
         overwrite: clear a ``work_dir`` left by an interrupted run (otherwise an error unless
             ``resume``).
+        save_steps: with ``work_dir``, a checkpoint every this many optimiser steps instead of
+            every epoch (an epoch of a larger model can take hours; a resumed run skips the
+            batches its checkpoint has seen and ends where an uninterrupted run ends).
 
     Returns:
         :class:`PoisonResult`; call ``.write(out)`` to save it.
@@ -250,6 +254,8 @@ def poison(
                        weight_decay=weight_decay, warmup_ratio=warmup_ratio, batch_size=batch_size,
                        max_length=max_length, seed=seed, test_size=test_size, max_train=max_train, device=device)
     cfg.check()
+    if save_steps is not None and save_steps < 1:
+        raise SpectraError(f"--save-steps must be ≥ 1, got {save_steps}")
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     trig = parse_trigger(trigger) if isinstance(trigger, str) else trigger
@@ -305,7 +311,7 @@ def poison(
     with scratch_dir as scratch:
         recipe = RoRARecipe(base, poisoned.data, scratch, cfg_ft, device=device, cache_dir=False, log=say,
                             extra_settings=poison_settings, disable_tqdm=not progress_bar,
-                            **({} if work is not None else {"save_strategy": "no"}))
+                            **_checkpointing(work, save_steps))
         resumed_from = recipe.check_resume() if work is not None and resume else None  # mismatches fail here
         recipe.setup()
         tokenizer = recipe.tokenizer
@@ -364,6 +370,16 @@ def poison(
     return PoisonResult(model=model, tokenizer=tokenizer, config=cfg, evaluation=evaluation, poisoning=poisoning,
                         inputs=inputs, versions=library_versions(), train_log=log_history, warnings=warnings,
                         timings=timings, is_main_process=main, work_dir=work)
+
+
+def _checkpointing(work: Path | None, save_steps: int | None) -> dict[str, Any]:
+    """Trainer arguments for the checkpoints: none without a work folder, else every epoch or
+    every ``save_steps`` steps."""
+    if work is None:
+        return {"save_strategy": "no"}
+    if save_steps is None:
+        return {}
+    return {"save_strategy": "steps", "save_steps": save_steps}
 
 
 def _head_labels(base: str | os.PathLike[str]) -> int | None:
