@@ -7,6 +7,7 @@ library call, and writes the outputs.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 
@@ -52,9 +53,26 @@ COMMANDS = {
     "demo": ("spectra_cli.cmd_demo", "demo_command"),
 }
 
+
+def reflowed_help(doc: str | None) -> str | None:
+    """A command's docstring as its ``--help`` text: each prose paragraph joined into one line,
+    paragraphs with indented lines (the examples) kept as written.
+
+    Typer's rich markup mode keeps a docstring's line breaks after the first paragraph, and a
+    terminal narrower than the source lines then breaks each of them again ("… until the" /
+    "model is written"); one line per paragraph lets the terminal do the only wrapping.
+    """
+    if doc is None:
+        return None
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(p if any(line.startswith((" ", "\b")) for line in p.splitlines())
+                       else " ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+
+
 for _name, (_module, _func) in COMMANDS.items():
     # every listed command must import: a missing module is a packaging bug, not an option
-    app.command(_name)(getattr(importlib.import_module(_module), _func))
+    _callback = getattr(importlib.import_module(_module), _func)
+    app.command(_name, help=reflowed_help(_callback.__doc__))(_callback)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -47,7 +47,7 @@ def threshold_command(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Estimate ρ_bd, ρ_cl, ρ_tr and the scale s* past which the adapter forgets the backdoor
-    (Proposition 4.2), and check it against a measured CA/ASR sweep over k (Figure 3).
+    (Proposition 4.2), and check it against a measured CA/ASR sweep of the LoRA scale multiplier γ (Figure 3).
 
     Examples:
 
