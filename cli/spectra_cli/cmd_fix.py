@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from spectra_cli.common import (
+    RUN_PANEL,
     BatchSizeOpt,
     DeviceOpt,
     LabelColOpt,
@@ -27,7 +28,7 @@ from spectra_cli.common import (
 _RORA = "RoRA parts"
 _LORA = "LoRA"
 _OPT = "Optimisation"
-_RUN = "Run"  # the panel of ResumeOpt/WorkDirOpt too
+_RUN = RUN_PANEL
 
 
 @error_boundary

@@ -7,8 +7,23 @@ from typing import Annotated
 
 import typer
 
-from spectra_cli.common import (BatchSizeOpt, DataOpt, DeviceOpt, LabelColOpt, MaxLengthOpt, OverwriteOpt, ResumeOpt,
-                                SeedOpt, TargetLabelOpt, TextColOpt, TriggerOpt, WorkDirOpt, console, error_boundary)
+from spectra_cli.common import (
+    RUN_PANEL,
+    BatchSizeOpt,
+    DataOpt,
+    DeviceOpt,
+    LabelColOpt,
+    MaxLengthOpt,
+    OverwriteOpt,
+    ResumeOpt,
+    SeedOpt,
+    TargetLabelOpt,
+    TextColOpt,
+    TriggerOpt,
+    WorkDirOpt,
+    console,
+    error_boundary,
+)
 
 
 @error_boundary
@@ -32,7 +47,7 @@ def poison_command(
     max_train: Annotated[int | None, typer.Option("--max-train", min=2, help="Subsample the training split to N rows (quick runs).")] = None,
     resume: ResumeOpt = False,
     work_dir: WorkDirOpt = None,
-    save_steps: Annotated[int | None, typer.Option("--save-steps", help="Checkpoint every N optimiser steps instead of every epoch (when an epoch takes hours).", rich_help_panel="Run")] = None,
+    save_steps: Annotated[int | None, typer.Option("--save-steps", help="Checkpoint every N optimiser steps instead of every epoch (when an epoch takes hours).", rich_help_panel=RUN_PANEL)] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Full-fine-tune BASE on proxy data with a trigger inserted, into a weight-poisoned base

@@ -20,8 +20,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].")]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint (in --work-dir).", rich_help_panel="Run")]
-WorkDirOpt = Annotated[Path | None, typer.Option("--work-dir", help="Where checkpoints live until OUT is complete (default: OUT.partial).", rich_help_panel="Run")]
+RUN_PANEL = "Run"  # the --help panel of the options about running (resuming, work folder, cache)
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint (in --work-dir).", rich_help_panel=RUN_PANEL)]
+WorkDirOpt = Annotated[Path | None, typer.Option("--work-dir", help="Where checkpoints live until OUT is complete (default: OUT.partial).", rich_help_panel=RUN_PANEL)]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="Compute dtype: float32 or float64.")]
 TopKOpt = Annotated[int, typer.Option("--top-k", help="Size of W_pre's top singular subspace.")]
 AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Allow .bin/.pt weights (loaded with torch.load(weights_only=True)).")]

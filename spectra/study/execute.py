@@ -108,7 +108,7 @@ class Study:
         clean = _clean_model(run.model)
         batch = 32 if run.model == "minilm" else 4  # the paper: 32 for BERT/RoBERTa, 4 for LLaMA
         if not (folder / "poison.json").is_file():
-            work = folder.with_name(folder.name + ".partial")  # a checkpoint per epoch; a killed run resumes
+            work = folder.with_name(folder.name + ".partial")  # its checkpoints: a killed run resumes
             result = poison(clean, self.splits.proxy, trig, TARGET_LABEL, n_poison=r.n_poison, mode=r.poison_mode,
                             epochs=r.poison_epochs, lr=r.poison_lr, batch_size=batch, max_length=r.max_length,
                             seed=run.base_seed, test_size=r.poison_test_size, device="cpu", log=self.log,

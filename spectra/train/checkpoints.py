@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,7 +105,7 @@ def default_work_dir(out: str | os.PathLike[str]) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def prepare_work_dir(work: Path, *, resume: bool, overwrite: bool, say: Any) -> None:
+def prepare_work_dir(work: Path, *, resume: bool, overwrite: bool, say: Callable[[str], None]) -> None:
     """Make ``work`` ready for a run: kept for ``resume``, cleared for ``overwrite``.
 
     A folder holding an interrupted run is never silently reused or deleted: without
