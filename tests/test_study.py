@@ -349,6 +349,19 @@ def test_table1_marks_a_base_resumed_from_a_checkpoint_as_a_lower_bound_on_its_w
     assert rows[0].endswith("| 30 |") and rows[1].endswith("| ≥ 30 (resumed) |")
 
 
+def test_table2s_poisoned_base_row_spreads_over_the_bases_and_the_others_over_seeds_on_base_0() -> None:
+    from spectra.study.render import _table2
+    from spectra.study.tables import Results
+
+    docs = [_doc("base", "badnet", base_seed=b, downstream_test=_ev(0.70 + 0.02 * b, 1.0)) for b in (0, 1, 2)]
+    docs += [_doc("finetune", "badnet", "lora", seed=0, base_seed=b, eval={"new": _ev(0.84, 0.5 + 0.2 * b)})
+             for b in (0, 1)]
+    badnet = _table2(Results({d["id"]: d for d in docs}), "f").split("### insent")[0]
+    rows = {ln.split(" | ")[0]: ln for ln in badnet.splitlines()}
+    assert rows["| poisoned base"].startswith("| poisoned base | 3 | 72.0 ± 2.0 | 100.0 ± 0.0")
+    assert rows["| LoRA"].startswith("| LoRA | 1 | 84.0 | 50.0 |")  # base 1's LoRA is in the bases table
+
+
 def test_a_verdict_is_marked_by_the_cells_it_reads_and_by_unconverged_runs() -> None:
     """RoRA's verdict with 3 LoRA seeds but 1 RoRA seed is marked by RoRA's count; a run that
     had not converged is named in the mark."""

@@ -165,11 +165,14 @@ def _table2(results: Results, rel: str) -> str:
     for attack in ATTACKS:
         rows = []
         for name in TABLE2_ROWS:
-            cell = results.cell(name, attack, seeds=(0, 1, 2))
+            # the poisoned base's own seed is its poisoning seed: its row spreads over the bases
+            bases = (0, 1, 2) if name == "poisoned base" else (0,)
+            cell = results.cell(name, attack, base_seeds=bases, seeds=(0, 1, 2))
             rows.append(_row(name, cell, _paper(paper.TABLE2_CR, attack, PAPER_KEY.get(name), ("BERT", "RoBERTa",
                                                                                               "LLaMA"))))
         parts += [f"### {attack}\n", markdown_table(rows)]
-    parts.append("n: runs behind the cell (seeds 0–2 on the seed-0 poisoned base; 1 for the single-seed rows). The "
+    parts.append("n: runs behind the cell (seeds 0–2 on the seed-0 poisoned base; 1 for the single-seed rows; the "
+                 "poisoned-base row: the bases poisoned with seeds 0–2). The "
                  "paper's FFT, LoRA and ONION rows are Zhao et al.'s (2024b) numbers. ONION here uses SmolLM2-135M as "
                  "its language model and a threshold calibrated on the clean validation split (≤ 2 points of CA), and "
                  "filters every test text. Collapsed: the model predicts one class for ≥ 95% of inputs or its CA is "
