@@ -362,6 +362,33 @@ def test_table2s_poisoned_base_row_spreads_over_the_bases_and_the_others_over_se
     assert rows["| LoRA"].startswith("| LoRA | 1 | 84.0 | 50.0 |")  # base 1's LoRA is in the bases table
 
 
+def test_the_checkpoint_verdict_compares_the_spread_over_bases_with_the_spread_over_seeds() -> None:
+    from spectra.study.render import _gaps_per_base
+    from spectra.study.tables import Results
+    from spectra.study.verdicts import verdicts
+
+    def runs(badnet_bases: tuple[float, ...], insent_bases: tuple[float, ...]) -> Results:
+        docs = []
+        for attack, by_base in (("badnet", badnet_bases), ("insent", insent_bases)):
+            docs += [_doc("finetune", attack, "lora", seed=s, eval={"new": _ev(0.84, asr)},
+                          pt_alone={"eval": _ev(0.80, 0.05)}) for s, asr in ((1, 0.70), (2, 0.80))]  # std 5 with s0
+            docs += [_doc("finetune", attack, "lora", seed=0, base_seed=b, eval={"new": _ev(0.84, asr)},
+                          pt_alone={"eval": _ev(0.80, 0.05)}) for b, asr in enumerate(by_base)]
+        return Results({d["id"]: d for d in docs})
+
+    def checkpoint(results: Results) -> str:
+        return {v.claim.split(" (")[0]: v.verdict for v in verdicts(results)}[
+            "whether the backdoor survives LoRA depends on the poisoned checkpoint"]
+
+    assert checkpoint(runs((0.75,), (0.75,))) == "not measured yet"  # one base each
+    # badnet's bases 0.75 / 0.95 (std 14.1 ≥ 2 × 5.8); insent's 0.75 / 0.80 (std 3.5)
+    assert checkpoint(runs((0.75, 0.95), (0.75, 0.80))) == "partly (preliminary: 2 of 3 bases)"
+    assert checkpoint(runs((0.75, 0.95, 0.55), (0.75, 0.95, 0.55))) == "reproduces"
+    assert checkpoint(runs((0.75, 0.76, 0.74), (0.75, 0.76, 0.74))) == "does not reproduce"
+    gaps = _gaps_per_base(runs((0.75, 0.95), (0.75, 0.80)))
+    assert "- badnet: base 0 (LoRA 75.0%): Pt alone 70.0; base 1 (LoRA 95.0%): Pt alone 90.0" in gaps
+
+
 def test_a_verdict_is_marked_by_the_cells_it_reads_and_by_unconverged_runs() -> None:
     """RoRA's verdict with 3 LoRA seeds but 1 RoRA seed is marked by RoRA's count; a run that
     had not converged is named in the mark."""

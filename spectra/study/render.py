@@ -242,7 +242,29 @@ def _bases(results: Results) -> str:
             row["ASR std over seeds (base 0)"] = f"{over_seeds.stat('asr')[1]:.1f}" if over_seeds.n > 1 else "—"
             rows.append(row)
     return ("## Does the result depend on the poisoned checkpoint? Three bases per attack\n\n" + markdown_table(rows) +
-            "Each base is poisoned with its own seed (its own poisoned rows, order and head); fine-tuning seed 0.\n")
+            "Each base is poisoned with its own seed (its own poisoned rows, order and head); fine-tuning seed 0.\n\n"
+            + _gaps_per_base(results))
+
+
+def _gaps_per_base(results: Results) -> str:
+    """How far each remedy brings the ASR below LoRA's on each base (seed 0): whether a method's
+    reading holds on every checkpoint, or only on base 0."""
+    lines = []
+    for attack in ATTACKS:
+        parts = []
+        for b in (0, 1, 2):
+            lora = results.cell("LoRA", attack, base_seeds=(b,), seeds=(0,))
+            if not lora.n:
+                continue
+            gaps = [f"{label} {lora.mean('asr') - cell.mean('asr'):.1f}" for label, cell in (
+                ("Pt alone", results.cell("Pt alone (LoRA + Pt)", attack, base_seeds=(b,), seeds=(0,))),
+                ("RoRA", results.cell("+CI+Tr+Pt (RoRA)", attack, base_seeds=(b,), seeds=(0,)))) if cell.n]
+            parts.append(f"base {b} (LoRA {lora.mean('asr'):.1f}%): " + (", ".join(gaps) if gaps else "—"))
+        if parts:
+            lines.append(f"- {attack}: " + "; ".join(parts))
+    if not lines:
+        return ""
+    return "ASR points below LoRA's on each base (seed 0):\n\n" + "\n".join(lines) + "\n"
 
 
 def _llama(results: Results) -> str:

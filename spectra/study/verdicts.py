@@ -151,7 +151,7 @@ def verdicts(results: Results) -> list[Verdict]:
         "reproduces when full RoRA has the highest mean Δ = CA − ASR among +CI, Tr alone, +CI+Tr, Pt alone and "
         "RoRA on both attacks"))
     out = [Verdict(v.claim, v.paper, v.ours, _marked(v.verdict, cells), v.rule) for v, cells in zip(out, reads)]
-    return [*out, _threshold_verdict(results)]
+    return [*out, _threshold_verdict(results), _checkpoint_verdict(results)]
 
 
 def _marked(verdict: str, cells: tuple[tuple[str, dict[str, Any]], ...]) -> str:
@@ -212,3 +212,34 @@ def _threshold_verdict(results: Results) -> Verdict:
                    f"{len(ok)} LoRA runs", v,
                    "share of LoRA runs whose linear prediction is within 2× of the measured crossing: ≥ 80% "
                    "reproduces, ≥ 50% partly")
+
+
+BASES = (0, 1, 2)
+
+
+def _checkpoint_verdict(results: Results) -> Verdict:
+    """Does the poisoned checkpoint move LoRA's ASR more than the fine-tuning seed does? (The
+    issue's question, after an independent reproduction; the paper has one base per setting.)"""
+    claim = "whether the backdoor survives LoRA depends on the poisoned checkpoint (not the paper's claim)"
+    paper = "one poisoned base per setting; an independent reproduction found the outcome depends on it"
+    rule = ("reproduces when LoRA's ASR spread over poisoned bases (seed 0 on each) is ≥ 2× its spread over "
+            "fine-tuning seeds (base 0) on both attacks; partly on one")
+    spreads, parts = [], []
+    for a in ATTACKS:
+        per_base = [results.cell("LoRA", a, base_seeds=(b,), seeds=(0,)) for b in BASES]
+        values = [c.mean("asr") for c in per_base if c.n]
+        seeds = results.cell("LoRA", a, seeds=(0, 1, 2))
+        if len(values) < 2 or seeds.n < 2:
+            parts.append(f"{a}: {len(values)} base(s) so far")
+            continue
+        over_bases, over_seeds = statistics.stdev(values), seeds.stat("asr")[1]
+        spreads.append((len(values), over_bases >= 2 * over_seeds))
+        parts.append(f"{a}: LoRA ASR {', '.join(f'{v:.1f}' for v in values)}% over {len(values)} bases (std "
+                     f"{over_bases:.1f}) against std {over_seeds:.1f} over {seeds.n} seeds")
+    if len(spreads) < len(ATTACKS):
+        return Verdict(claim, paper, "; ".join(parts), "not measured yet", rule)
+    verdict = _count([flag for _, flag in spreads])
+    fewest = min(n for n, _ in spreads)
+    if fewest < len(BASES):
+        verdict = f"{verdict} (preliminary: {fewest} of {len(BASES)} bases)"
+    return Verdict(claim, paper, "; ".join(parts), verdict, rule)
