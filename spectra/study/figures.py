@@ -23,7 +23,7 @@ def rows_figure(results: Results, rows: Sequence[str], attacks: Sequence[str]) -
     plt = pyplot()
     fig, axes = plt.subplots(1, len(attacks), figsize=(7 * len(attacks), 4.4), squeeze=False, sharey=True)
     for ax, attack in zip(axes[0], attacks):
-        cells = [results.cell(r, attack, seeds=(0, 1, 2)) for r in rows]
+        cells = [results.row_cell(r, attack) for r in rows]
         for offset, key, color in ((-0.2, "ca", "tab:blue"), (0.2, "asr", "tab:red")):
             stats = [c.stat(key) for c in cells]
             ax.bar([i + offset for i in range(len(rows))], [0 if math.isnan(m) else m for m, _ in stats], 0.4,
@@ -37,10 +37,12 @@ def rows_figure(results: Results, rows: Sequence[str], attacks: Sequence[str]) -
                     color="darkred" if c.collapsed else "dimgray")
         ax.set_xticks(range(len(rows)), rows, rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 112)
-        ax.set_title(f"{attack}: MiniLM, rt → CR test (mean ± std over seeds)", fontsize=10)
+        ax.set_title(f"{attack}: MiniLM, rt → CR test (mean ± std over seeds; the base: over bases)", fontsize=10)
     axes[0, 0].set_ylabel("%")
-    axes[0, -1].legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
+    # above the panels: inside one, the legend covered the bars of the last rows
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     return fig
 
 

@@ -165,9 +165,7 @@ def _table2(results: Results, rel: str) -> str:
     for attack in ATTACKS:
         rows = []
         for name in TABLE2_ROWS:
-            # the poisoned base's own seed is its poisoning seed: its row spreads over the bases
-            bases = (0, 1, 2) if name == "poisoned base" else (0,)
-            cell = results.cell(name, attack, base_seeds=bases, seeds=(0, 1, 2))
+            cell = results.row_cell(name, attack)
             rows.append(_row(name, cell, _paper(paper.TABLE2_CR, attack, PAPER_KEY.get(name), ("BERT", "RoBERTa",
                                                                                               "LLaMA"))))
         parts += [f"### {attack}\n", markdown_table(rows)]

@@ -176,6 +176,12 @@ class Results:
                 cell.converged.append(run_converged(doc))
         return cell
 
+    def row_cell(self, row: str, attack: str, model: str = "minilm") -> Cell:
+        """The cell a Table 2 row shows: the poisoned base over the poisoned bases (its own seed
+        is its poisoning seed), every other row over fine-tuning seeds 0–2 on base 0."""
+        bases = (0, 1, 2) if row == "poisoned base" else (0,)
+        return self.cell(row, attack, base_seeds=bases, seeds=(0, 1, 2), model=model)
+
     def picks(self, family: str) -> dict[float, dict[str, Any]]:
         """The learning-rate grid runs of ``family`` (BadNet, base 0, seed 0), by rate."""
         out = {}
