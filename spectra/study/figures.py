@@ -63,12 +63,18 @@ def curves_figure(results: Results, families: Sequence[str] = ("lora", "rora", "
         ax.set_title(f"{family}: BadNet, seed 0", fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylim(0, 100)
-        if results.picks(family):
-            ax.legend(fontsize=7, loc="lower left")
-        else:  # say so rather than leave an empty frame that reads like a plotting bug
+        if not results.picks(family):  # say so rather than leave an empty frame that reads like a plotting bug
             ax.text(0.5, 0.5, "runs pending", transform=ax.transAxes, ha="center", va="center", color="0.5")
     axes[0, 0].set_ylabel("% (validation split of CR train)")
-    fig.tight_layout()
+    # one legend above the panels (a rate has one colour in every panel); inside, it covered the curves
+    legend: dict[str, Any] = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="upper center", ncol=len(legend), fontsize=7,
+                   frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     return fig
 
 
