@@ -147,9 +147,16 @@ def predictor_figure(rows: list[dict[str, Any]]) -> Any:
         ax.fill_between(xs, [x / 2 for x in xs], [x * 2 for x in xs], color="gray", alpha=0.15, label="within 2×")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("measured crossing k (ASR = 50%, interpolated)")
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    for axis in (ax.xaxis, ax.yaxis):  # after set_*scale, which resets them
+        # base-2 ticks written as plain numbers: matplotlib's default minor labels ("3×10⁻¹4×10⁻¹…") overlapped
+        axis.set_major_locator(LogLocator(base=2))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("measured crossing γ (ASR = 50%, interpolated)")
     ax.set_ylabel("predicted γ")
     ax.legend(fontsize=7, loc="upper left")
     ax.set_title("Where ASR crosses 50%: predicted vs measured", fontsize=10)
