@@ -29,7 +29,7 @@ def sweep_run(base: str, adapter: str, test: Any, trigger: str, target_label: in
                        device="cpu", head="trained", batch_size=64)
     summary = report.result.summary()
     sweep = [{k: row.get(k) for k in SWEEP_KEYS} for row in report.sweep]
-    log(f"sweep of {adapter}: measured crossing k = {report.measured_crossing_gamma:.3g}, "
+    log(f"sweep of {adapter}: measured crossing γ = {report.measured_crossing_gamma:.3g}, "
         f"linear prediction {report.predicted_threshold_gamma:.3g}, search {report.search_threshold_gamma:.3g} "
         f"({report.search.forward_passes} forward passes) in {time.time() - t0:.0f} s")
     forward_sweep = sum(int(r["n"]) + int(r["n_non_target"]) for r in report.sweep)
