@@ -343,3 +343,4 @@ def test_poison_under_torchrun_with_two_cpu_processes(tmp_path, tiny_base) -> No
     assert doc["poisoning"]["world_size"] == 2
     assert doc["poisoning"]["steps"] == 2 * (train_rows // (2 * 8))
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".ddp")) == []  # no stray temp folders
+    assert not (tmp_path / "ddp.partial").exists()  # the checkpoints go once rank 0 has written the model
