@@ -343,14 +343,14 @@ def readme_summary(results: Results) -> str:
     hours = sum(results.docs[r.id].get("wall_s", 0) for r in plan if r.id in results.docs) / 3600
     out = [f"- **Study progress:** {done} of {len(plan)} runs done ({hours:.1f} h of 1-thread compute); "
            "every table on docs/reproduction.md marks what is still pending."]
-    for doc in results.runs("base"):
-        run, d = doc["run"], doc.get("downstream_test", {})
-        if d.get("ca") is not None:
-            st = doc.get("settings") or {}
-            out.append(f"- **Poisoned base** ({run['attack']}, base {run['base_seed']}; {st.get('poison_mode')}, "
-                       f"{st.get('n_poison', 0):,} rows, lr {st.get('poison_lr', 0):g}, "
-                       f"{st.get('poison_epochs', 0):g} epochs): CR test CA {100 * d['ca']:.1f}%, ASR {100 * d['asr']:.1f}% "
-                       f"(floor {100 * d['asr_floor']:.1f}%).")
+    for attack in ATTACKS:  # one line per attack, one entry per poisoned base
+        bases = [doc for doc in results.runs("base", attack) if doc.get("downstream_test", {}).get("ca") is not None]
+        if bases:
+            st = bases[0].get("settings") or {}
+            out.append(f"- **Poisoned bases** ({attack}; {st.get('poison_mode')}, {st.get('n_poison', 0):,} rows, "
+                       f"lr {st.get('poison_lr', 0):g}, {st.get('poison_epochs', 0):g} epochs), CR test CA / ASR / "
+                       "floor %: " + "; ".join(
+                           f"base {doc['run']['base_seed']} {_triple(doc['downstream_test'])}" for doc in bases) + ".")
     for family in ("fft", "lora", "rora"):
         picks = results.picks(family)
         if not picks:

@@ -208,7 +208,7 @@ def _threshold_verdict(results: Results) -> Verdict:
         v = f"{v} (preliminary: {len(ok)} of {planned} LoRA sweeps)"
     return Verdict("Proposition 4.2's threshold locates where LoRA starts to forget",
                    "a threshold effect in s; RoRA reaches it at smaller s (Figure 3)",
-                   f"linear (k = 0 → 1) prediction within 2× of the measured crossing on {share:.0%} of "
+                   f"linear (γ = 0 → 1) prediction within 2× of the measured crossing on {share:.0%} of "
                    f"{len(ok)} LoRA runs", v,
                    "share of LoRA runs whose linear prediction is within 2× of the measured crossing: ≥ 80% "
                    "reproduces, ≥ 50% partly")
