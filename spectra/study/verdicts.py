@@ -226,13 +226,13 @@ def _checkpoint_verdict(results: Results) -> Verdict:
             "fine-tuning seeds (base 0) on both attacks; partly on one")
     spreads, parts = [], []
     for a in ATTACKS:
-        per_base = [results.cell("LoRA", a, base_seeds=(b,), seeds=(0,)) for b in BASES]
-        values = [c.mean("asr") for c in per_base if c.n]
+        bases = results.cell("LoRA", a, base_seeds=BASES, seeds=(0,))  # seed 0 on each base, as the bases table
+        values = [100 * v["asr"] for v in bases.values]
         seeds = results.cell("LoRA", a, seeds=(0, 1, 2))
-        if len(values) < 2 or seeds.n < 2:
-            parts.append(f"{a}: {len(values)} base(s) so far")
+        if bases.n < 2 or seeds.n < 2:
+            parts.append(f"{a}: {bases.n} base(s) so far")
             continue
-        over_bases, over_seeds = statistics.stdev(values), seeds.stat("asr")[1]
+        over_bases, over_seeds = bases.stat("asr")[1], seeds.stat("asr")[1]
         spreads.append((len(values), over_bases >= 2 * over_seeds))
         parts.append(f"{a}: LoRA ASR {', '.join(f'{v:.1f}' for v in values)}% over {len(values)} bases (std "
                      f"{over_bases:.1f}) against std {over_seeds:.1f} over {seeds.n} seeds")
