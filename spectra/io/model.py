@@ -178,21 +178,33 @@ def load_classifier(
 
 
 @contextlib.contextmanager
+def progress_bars_off() -> Iterator[None]:
+    """transformers' own progress bars (loading, "Writing model shards" at each checkpoint)
+    off for the block, then back as they were: in a log file they are noise."""
+    from transformers.utils import logging as tf_logging
+
+    bars = tf_logging.is_progress_bar_enabled()
+    tf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if bars:
+            tf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """transformers' own loading chatter (progress bars, missing-key notices) off; our
     warnings say what matters."""
     from transformers.utils import logging as tf_logging
 
     level = tf_logging.get_verbosity()
-    bars = tf_logging.is_progress_bar_enabled()
     tf_logging.set_verbosity_error()
-    tf_logging.disable_progress_bar()
     try:
-        yield
+        with progress_bars_off():
+            yield
     finally:
         tf_logging.set_verbosity(level)
-        if bars:
-            tf_logging.enable_progress_bar()
 
 
 def _is_head_key(key: str) -> bool:

@@ -168,13 +168,15 @@ class PoisonResult:
         then remove the run's checkpoint folder (``work_dir``), no longer needed."""
         import json
 
+        from spectra.io.model import progress_bars_off
         from spectra.io.output import atomic_output_dir
         from spectra.report.poison_markdown import render_poison_markdown
 
         if not self.is_main_process:
             return None
         with atomic_output_dir(out, overwrite=overwrite) as tmp:
-            self.model.save_pretrained(tmp, safe_serialization=True)
+            with progress_bars_off():  # a "Writing model shards" bar for one file is noise
+                self.model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
             (tmp / "poison.json").write_text(json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n",
                                              encoding="utf-8")

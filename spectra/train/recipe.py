@@ -9,11 +9,13 @@ this one strings them together. Full fine-tuning (``finetune="full"``) runs the 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
 
 from spectra.errors import SpectraError
+from spectra.io.model import progress_bars_off
 from spectra.train.checkpoints import check_resume_settings, last_checkpoint, save_adapter, save_initial_adapter, \
     write_run_settings
 from spectra.train.config import MUTATING_INITS, RoRAConfig
@@ -109,8 +111,12 @@ class RoRARecipe:
             self.log(f"resuming from {checkpoint}")
         elif self.is_main:
             write_run_settings(run_json, self.settings())
+        # without the Trainer's bar (a log, not a terminal), transformers' own bars go too:
+        # each checkpoint would print a "Writing model shards" bar into the log
+        quiet = progress_bars_off() if self.trainer.args.disable_tqdm else contextlib.nullcontext()
         try:
-            result = self.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+            with quiet:
+                result = self.trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         except ValueError as exc:
             if "checkpoint" in str(exc).lower():
                 raise SpectraError(f"{checkpoint}: cannot resume ({str(exc).splitlines()[0]})") from None
@@ -124,7 +130,8 @@ class RoRARecipe:
         with full fine-tuning, the whole model and its tokenizer as a Hugging Face folder."""
         assert self.rora is not None
         if self.config.full:
-            self.rora.model.save_pretrained(str(folder), safe_serialization=True)
+            with progress_bars_off():  # a "Writing model shards" bar for one file is noise
+                self.rora.model.save_pretrained(str(folder), safe_serialization=True)
             self.tokenizer.save_pretrained(str(folder))
             return Path(folder)
         initial = self.work_dir / "initial_adapter" if self.config.init in MUTATING_INITS else None
