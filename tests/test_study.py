@@ -116,6 +116,34 @@ def test_onion_scores_are_stored_so_a_killed_run_resumes(tmp_path: Path) -> None
     third.perplexities = lambda v: passes.append(len(v)) or real(v)  # type: ignore[method-assign]
     third.suspicion(["new text here"])
     assert passes == [4]  # the record appended after the torn line was kept
+    # a second run (another attack) sharing the store scores only the texts it has not seen
+    other = Onion(model=model, tokenizer=tok, batch_size=4, store=store)
+    other.perplexities = lambda v: passes.append(len(v)) or real(v)  # type: ignore[method-assign]
+    assert other.suspicion(texts[:2] + ["cf bad plot"])[:2] == scores[:2] and passes == [4, 4]  # 3 words: the text and 3 deletions
+
+
+def test_an_onion_chunk_reaches_its_store_in_one_append_so_sharing_runs_never_splice_records(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fcntl
+    import os
+
+    from spectra.defenses import onion
+
+    store = tmp_path / "scores.jsonl"
+    store.write_text('{"text": "a", "scores": [1.0]}\n')
+    records = "".join(json.dumps({"text": f"t{i}", "scores": [0.5] * 100}) + "\n" for i in range(50))  # ~26 KB
+    calls: list[tuple[bool, int]] = []
+    real_write = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        calls.append((bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND), len(data)))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(onion.os, "write", write)
+    onion._append(store, records)
+    # one write, of everything, onto a descriptor opened for appending (O_APPEND: placed at the end whole)
+    assert calls == [(True, len(records.encode()))]
+    assert [json.loads(line)["text"] for line in store.read_text().splitlines()] == ["a"] + [f"t{i}" for i in range(50)]
 
 
 def test_intruder_reduction_keeps_the_trained_head_and_loads_with_plain_peft(tmp_path: Path) -> None:
@@ -347,6 +375,35 @@ def test_table1_marks_a_base_resumed_from_a_checkpoint_as_a_lower_bound_on_its_w
     rows = [ln for ln in _table1(Results({d["id"]: d for d in (base(0, False), base(1, True))})).splitlines()
             if ln.startswith("| minilm")]
     assert rows[0].endswith("| 30 |") and rows[1].endswith("| ≥ 30 (resumed) |")
+
+
+def test_the_run_table_lists_the_seed_0_run_that_reuses_the_lr_pick_once() -> None:
+    from spectra.study.render import _runs
+    from spectra.study.tables import Results
+
+    curve = [{"val_ca": v} for v in (0.80, 0.86, 0.88, 0.88, 0.88, 0.87)]
+    pick = _doc("finetune", "badnet", "lora", epochs=curve, lr=2e-4, wall_s=1800.0)
+    pick["id"] = "minilm__badnet__b0__finetune__lora__s0__lr0.0002"
+    seed0 = _doc("finetune", "badnet", "lora", epochs=curve, lr=2e-4, wall_s=0.0, same_as=pick["id"],
+                 wall_s_of_original=1800.0)
+    seed0["id"] = "minilm__badnet__b0__finetune__lora__s0"
+    rows = [ln for ln in _runs(Results({d["id"]: d for d in (pick, seed0)})).splitlines() if ln.startswith("| minilm")]
+    assert rows == ["| minilm__badnet__b0__lora__s0__lr0.0002 (= minilm__badnet__b0__lora__s0) | 0.0002 | 6 | "
+                    "87.0 / 88.0 | yes | 1.0 | 30 |"]
+
+
+def test_the_sweep_figure_says_seed_0_when_no_curve_is_a_mean() -> None:
+    from spectra.study.figures import sweep_figure
+    from spectra.study.tables import Results
+
+    def sweep(seed: int) -> dict[str, Any]:
+        return _doc("sweep", "badnet", "lora", seed, sweep=[{"gamma": g, "ca": 0.8, "asr": a}
+                                                             for g, a in ((0.0, 1.0), (1.0, 0.7), (4.0, 0.1))])
+
+    one = sweep_figure(Results({d["id"]: d for d in (sweep(0),)}), "badnet")
+    three = sweep_figure(Results({d["id"]: d for d in (sweep(0), sweep(1), sweep(2))}), "badnet")
+    assert one.axes[0].get_title().endswith("base 0, seed 0)")
+    assert three.axes[0].get_title().endswith("base 0, mean ± std over seeds)")
 
 
 def test_table2s_poisoned_base_row_spreads_over_the_bases_and_the_others_over_seeds_on_base_0() -> None:

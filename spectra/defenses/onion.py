@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,19 @@ def _key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def _append(path: Path, text: str) -> None:
+    """Append ``text`` with one ``write`` on an O_APPEND descriptor: the kernel places each
+    such write at the end of the file whole, so concurrent writers never splice records."""
+    data = text.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+        while written < len(data):  # regular files take it whole; a short write is finished, not lost
+            written += os.write(fd, data[written:])
+    finally:
+        os.close(fd)
+
+
 @dataclass
 class Onion:
     """A perplexity-based word filter around a causal LM (model + tokenizer, loaded by the caller)."""
@@ -47,7 +61,10 @@ class Onion:
     max_length: int = 128
     #: JSON-lines file of every text's scores (by SHA-256 of the text), appended chunk by
     #: chunk: scoring a study's texts is ~27k LM passes (hours on one CPU thread), so a
-    #: killed run resumes where it stopped. Tied to one LM: keep one per run folder.
+    #: killed run resumes where it stopped. The scores depend on the text and the LM only,
+    #: never on the classifier, so runs with the same LM may share one file (each chunk is
+    #: one O_APPEND write, so two processes appending do not interleave records). Tied to
+    #: one LM: name the file after it.
     store: Path | None = None
     #: texts scored per chunk (one append to ``store``, one ``log`` line)
     chunk: int = 64
@@ -116,11 +133,11 @@ class Onion:
                 fresh[_key(text)] = [p0 - p for p in ppl[a + 1:b]]
             self._cache.update(fresh)
             if self.store is not None:
-                with open(self.store, "a", encoding="utf-8") as fh:
-                    if self._torn:  # end the line a kill cut short, so the next record stands alone
-                        fh.write("\n")
-                        self._torn = False
-                    fh.writelines(json.dumps({"text": k, "scores": v}) + "\n" for k, v in fresh.items())
+                # end a line a kill cut short, so the next record stands alone
+                records = ("\n" if self._torn else "") + "".join(
+                    json.dumps({"text": k, "scores": v}) + "\n" for k, v in fresh.items())
+                self._torn = False
+                _append(Path(self.store), records)
             if self.log is not None:
                 self.log(f"ONION: scored {c + len(part):,} of {len(todo):,} texts "
                          f"({len(variants):,} LM passes in this chunk)")

@@ -12,13 +12,15 @@ from spectra.study.records import audit_summary, compact_eval
 
 
 def onion_run(base: str, adapter: str, splits: Any, trigger: str, target_label: int, recipe: Any,
-              log: Callable[[str], None] = print, work: Path | None = None) -> dict[str, Any]:
+              log: Callable[[str], None] = print, store: Path | None = None) -> dict[str, Any]:
     """ONION (SmolLM2-135M as its language model) in front of the LoRA classifier.
 
     The threshold is calibrated on the clean validation split (at most 2 points of CA lost,
     Qi et al.'s rule); then every test text — clean and triggered — is filtered before the
-    classifier sees it. ``work``: a folder for the language model's scores, so a killed run
-    resumes (scoring is ~27k LM passes, 1.5–2 h on one CPU thread).
+    classifier sees it. ``store``: a JSON-lines file of the language model's scores, so a
+    killed run resumes (scoring is ~27k LM passes, 1.5–2 h on one CPU thread); the scores do
+    not depend on the classifier, so both attacks share one file and the second scores only
+    its triggered texts (the clean validation and test texts are the same).
     """
     import time
 
@@ -34,10 +36,8 @@ def onion_run(base: str, adapter: str, splits: Any, trigger: str, target_label: 
 
     t0 = time.time()
     model, tok = load_classifier(base, adapter, num_labels=2, device="cpu")
-    store = None
-    if work is not None:
-        Path(work).mkdir(parents=True, exist_ok=True)
-        store = Path(work) / "onion_scores.jsonl"
+    if store is not None:
+        Path(store).parent.mkdir(parents=True, exist_ok=True)
     onion = Onion.load(str(smollm2_path()), store=store, log=log)
     val = splits.val
 

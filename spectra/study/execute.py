@@ -210,7 +210,7 @@ class Study:
         assert ft is not None
         return onion_run(str(self.base_folder(run)), str(Path(ft["folder"]) / "adapter"), self.splits,
                          ATTACKS[run.attack], TARGET_LABEL, self.recipe, log=self.log,
-                         work=self.work / "onion" / run.id)
+                         store=self.work / "onion" / "smollm2-135m-instruct_scores.jsonl")
 
     def _intruder(self, run: Run) -> dict[str, Any]:
         from spectra.study.baselines import intruder_run

@@ -320,15 +320,20 @@ def _runs(results: Results) -> str:
     from spectra.train.validation import converged, final_drop
 
     rows = []
+    # the seed-0 run at the picked rate is the pick run itself (same_as): list it once, under both names
+    aliases = {doc["same_as"]: doc["id"] for doc in results.docs.values() if doc.get("same_as")}
     for doc in sorted(results.docs.values(), key=lambda d: d["id"]):
-        if doc["run"]["kind"] != "finetune":
+        if doc["run"]["kind"] != "finetune" or doc.get("same_as"):
             continue
+        name = doc["id"].replace("__finetune", "")
+        if doc["id"] in aliases:
+            name += f" (= {aliases[doc['id']].replace('__finetune', '')})"
         curve = [e["val_ca"] for e in doc.get("epochs", []) if e.get("val_ca") is not None]
-        rows.append({"run": doc["id"].replace("__finetune", ""), "lr": f"{doc.get('lr', 0):g}", "epochs": len(curve),
+        rows.append({"run": name, "lr": f"{doc.get('lr', 0):g}", "epochs": len(curve),
                      "final / best val CA %": f"{100 * curve[-1]:.1f} / {100 * max(curve):.1f}" if curve else "—",
                      "converged": "yes" if converged(curve) else "no",
                      "final below best (pts)": f"{100 * final_drop(curve):.1f}" if curve else "—",
-                     "wall (min)": _wall({**doc, "wall_s": doc.get("wall_s_of_original") or doc.get("wall_s", 0)})})
+                     "wall (min)": _wall(doc)})
     return ("## Every fine-tuning run: convergence and wall time\n\n" + markdown_table(rows) +
             "Wall time: one process with one thread on a 2-core machine running two such processes.\n")
 
