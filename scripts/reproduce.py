@@ -66,19 +66,25 @@ def cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from spectra.study.execute import Study
-    from spectra.study.plan import study_plan
+    from spectra.study.plan import estimate_hours, study_plan
+    from spectra.study.runner import held
 
     study = Study(args.results, args.work, log=log)
     plan = study_plan(study.recipe.lr_grid)
+    docs = {r.id: json.loads(study.path(r).read_text()) for r in plan if study.done(r)}
     for tier in sorted({r.tier for r in plan}):
         runs = [r for r in plan if r.tier == tier]
-        done = [r for r in runs if study.done(r)]
-        wall = sum(json.loads(study.path(r).read_text()).get("wall_s", 0) for r in done)
+        done = [r for r in runs if r.id in docs]
+        wall = sum(docs[r.id].get("wall_s", 0) for r in done)
         log(f"tier {tier}: {len(done)}/{len(runs)} done, {wall / 3600:.1f} h of run time")
-    for r in plan:
-        if not study.done(r):
-            state = "ready" if study.ready(r) else "waiting"
-            print(f"  {state:8s} {r.id}")
+    pending = [r for r in plan if r.id not in docs]
+    hours, total = estimate_hours(pending, [(r, float(docs[r.id].get("wall_s", 0)), bool(docs[r.id].get("resumed")))
+                                            for r in plan if r.id in docs])
+    for r in pending:
+        state = "running" if held(study.work / "locks", r) else "ready" if study.ready(r) else "waiting"
+        est = hours[r.id]
+        print(f"  {state:8s} {'~%.1f h' % est if est is not None else '?':>7s}  {r.id}")
+    log(total + " (medians of the finished runs of the same kind; two workers share it)")
     return 0
 
 

@@ -17,6 +17,7 @@ picked" (:data:`spectra.study.recipe.LR_FAMILY`), known once the pick runs are d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from spectra.study.recipe import ATTACKS, LR_FAMILY, SELECTED
@@ -107,3 +108,34 @@ def _dedupe(runs: list[Run]) -> list[Run]:
             seen.add(r.id)
             out.append(r)
     return out
+
+
+
+def estimate_hours(pending: list[Run], finished: list[tuple[Run, float, bool]]) -> tuple[dict[str, float | None], str]:
+    """One-thread hours each pending run should take, from the walls of finished runs.
+
+    ``finished``: ``(run, wall_s, resumed)`` per finished run; a resumed run's wall counts
+    only its last part, so it is left out. A pending run is estimated by the median wall of
+    finished runs of its model, kind and method, else of its model and kind (any fine-tuning
+    run of MiniLM for a variant not yet run), else ``None`` (nothing of its kind has
+    finished: SmolLM2 and ONION before their first run). Returns the estimates and one line
+    that sums them.
+    """
+    import statistics
+
+    measured = [(run, wall) for run, wall, resumed in finished if not resumed and wall > 0]
+
+    def median(same: Callable[[Run], bool]) -> float | None:
+        vals = [wall for run, wall in measured if same(run)]
+        return statistics.median(vals) / 3600 if vals else None
+
+    out: dict[str, float | None] = {}
+    for r in pending:
+        est = median(lambda f: (f.model, f.kind, f.method) == (r.model, r.kind, r.method))
+        out[r.id] = est if est is not None else median(lambda f: (f.model, f.kind) == (r.model, r.kind))
+    known = [h for h in out.values() if h is not None]
+    line = f"{len(pending)} runs left: about {sum(known):.1f} h of one-thread compute"
+    unknown = len(out) - len(known)
+    if unknown:
+        line += f", plus {unknown} run(s) of a kind not measured yet"
+    return out, line

@@ -27,13 +27,14 @@ from spectra.study.plan import Run
 def claim(folder: Path, run: Run) -> Iterator[bool]:
     """Hold an exclusive, non-blocking lock on ``run`` (yields False when another worker holds it)."""
     folder.mkdir(parents=True, exist_ok=True)
-    fh = open(folder / f"{run.id}.lock", "w")
+    fh = open(folder / f"{run.id}.lock", "a")  # not "w": that would erase the holder's pid before we know
     try:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
+        fh.truncate(0)
         fh.write(f"{os.getpid()}\n")
         fh.flush()
         try:
@@ -42,6 +43,20 @@ def claim(folder: Path, run: Run) -> Iterator[bool]:
             fcntl.flock(fh, fcntl.LOCK_UN)
     finally:
         fh.close()
+
+
+def held(folder: Path, run: Run) -> bool:
+    """Whether a live worker holds ``run``'s lock (the kernel releases a dead worker's)."""
+    path = folder / f"{run.id}.lock"
+    if not path.is_file():
+        return False
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
 
 
 def run_plan(study: Study, plan: Sequence[Run], *, select: Callable[[Run], bool] = lambda r: True,

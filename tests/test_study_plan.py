@@ -1,0 +1,38 @@
+"""The study's bookkeeping: what is running, and how much compute is left (no model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def test_a_held_run_reads_as_running_and_its_lock_keeps_the_holders_pid(tmp_path: Path) -> None:
+    import os
+
+    from spectra.study.plan import Run
+    from spectra.study.runner import claim, held
+
+    run, locks = Run("finetune", "badnet", 0, "lora", 1), tmp_path / "locks"
+    assert not held(locks, run)  # never claimed
+    with claim(locks, run) as mine:
+        assert mine and held(locks, run)
+        with claim(locks, run) as theirs:  # a second worker is turned away ...
+            assert not theirs
+        assert (locks / f"{run.id}.lock").read_text() == f"{os.getpid()}\n"  # ... without erasing the pid
+    assert not held(locks, run)  # released (as the kernel does when a worker dies)
+
+
+def test_remaining_compute_is_estimated_from_finished_runs_of_the_same_kind() -> None:
+    from spectra.study.plan import Run, estimate_hours
+
+    lora = [Run("finetune", "badnet", 0, "lora", s) for s in (0, 1, 2)]
+    finished = [(lora[0], 1200.0, False), (lora[1], 1800.0, False), (lora[2], 60.0, True),  # resumed: left out
+                (Run("finetune", "badnet", 0, "rora", 0), 3600.0, False)]
+    pending = [Run("finetune", "insent", 0, "lora", 0), Run("finetune", "insent", 0, "pissa", 0),
+               Run("onion", "badnet", 0, "lora", 0)]
+    hours, line = estimate_hours(pending, finished)
+    assert hours[pending[0].id] == pytest.approx(1500 / 3600)  # median of LoRA's two whole walls
+    assert hours[pending[1].id] == pytest.approx(1800 / 3600)  # no PiSSA yet: any MiniLM fine-tuning
+    assert hours[pending[2].id] is None  # no ONION run has finished
+    assert line == "3 runs left: about 0.9 h of one-thread compute, plus 1 run(s) of a kind not measured yet"
