@@ -382,14 +382,14 @@ def test_the_run_table_lists_the_seed_0_run_that_reuses_the_lr_pick_once() -> No
     from spectra.study.tables import Results
 
     curve = [{"val_ca": v} for v in (0.80, 0.86, 0.88, 0.88, 0.88, 0.87)]
-    pick = _doc("finetune", "badnet", "lora", epochs=curve, lr=2e-4, wall_s=1800.0)
+    pick = _doc("finetune", "badnet", "lora", epochs=curve, lr=2e-4, wall_s=1800.0, cpu_s=1700.0)
     pick["id"] = "minilm__badnet__b0__finetune__lora__s0__lr0.0002"
     seed0 = _doc("finetune", "badnet", "lora", epochs=curve, lr=2e-4, wall_s=0.0, same_as=pick["id"],
                  wall_s_of_original=1800.0)
     seed0["id"] = "minilm__badnet__b0__finetune__lora__s0"
     rows = [ln for ln in _runs(Results({d["id"]: d for d in (pick, seed0)})).splitlines() if ln.startswith("| minilm")]
     assert rows == ["| minilm__badnet__b0__lora__s0__lr0.0002 (= minilm__badnet__b0__lora__s0) | 0.0002 | 6 | "
-                    "87.0 / 88.0 | yes | 1.0 | 30 |"]
+                    "87.0 / 88.0 | yes | 1.0 | 30 | 28 |"]
 
 
 def test_the_sweep_figure_says_seed_0_when_no_curve_is_a_mean() -> None:

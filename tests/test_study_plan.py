@@ -36,3 +36,26 @@ def test_remaining_compute_is_estimated_from_finished_runs_of_the_same_kind() ->
     assert hours[pending[1].id] == pytest.approx(1800 / 3600)  # no PiSSA yet: any MiniLM fine-tuning
     assert hours[pending[2].id] is None  # no ONION run has finished
     assert line == "3 runs left: about 0.9 h of one-thread compute, plus 1 run(s) of a kind not measured yet"
+
+
+def test_a_run_records_its_cpu_time_which_a_paused_worker_does_not_inflate(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import time
+
+    from spectra.study.execute import Study
+    from spectra.study.plan import Run
+
+    def idle_then_busy(self: Study, run: Run) -> dict[str, float]:
+        time.sleep(0.6)  # what a SIGSTOP-paused worker looks like from inside: wall passes, no CPU
+        end = time.process_time() + 0.2
+        while time.process_time() < end:
+            pass
+        return {}
+
+    monkeypatch.setattr(Study, "_intruder", idle_then_busy)
+    study = Study(tmp_path / "results", tmp_path / "work", log=lambda _: None)
+    run = Run("intruder", "badnet", 0, "lora", 0, tier=3)
+    study.execute(run)
+    doc = json.loads(study.path(run).read_text())
+    assert doc["wall_s"] >= 0.8 and 0.2 <= doc["cpu_s"] < 0.6

@@ -89,13 +89,16 @@ class Study:
         """Run ``run`` (its deps must be done) and store its JSON; returns the result."""
         if self.done(run):
             return self.result(run)  # type: ignore[return-value]
-        t0 = time.time()
+        t0, cpu0 = time.time(), time.process_time()
         handler = {"base": self._base, "finetune": self._finetune, "sweep": self._sweep, "onion": self._onion,
                    "intruder": self._intruder}[run.kind]
         doc = handler(run)
         doc = {"id": run.id, "run": {k: getattr(run, k) for k in ("kind", "attack", "base_seed", "method", "seed",
                                                                     "lr", "model", "tier")},
-               "wall_s": round(time.time() - t0, 1), **doc}
+               "wall_s": round(time.time() - t0, 1),
+               # CPU seconds of this process (all its threads): unlike the wall, a worker paused
+               # with SIGSTOP (to time something else on the machine) does not inflate it
+               "cpu_s": round(time.process_time() - cpu0, 1), **doc}
         write_json(self.path(run), doc)
         return doc
 

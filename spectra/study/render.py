@@ -333,9 +333,12 @@ def _runs(results: Results) -> str:
                      "final / best val CA %": f"{100 * curve[-1]:.1f} / {100 * max(curve):.1f}" if curve else "—",
                      "converged": "yes" if converged(curve) else "no",
                      "final below best (pts)": f"{100 * final_drop(curve):.1f}" if curve else "—",
-                     "wall (min)": _wall(doc)})
+                     "wall (min)": _wall(doc),
+                     "CPU (min)": f"{doc['cpu_s'] / 60:.0f}" if doc.get("cpu_s") is not None else "—"})
     return ("## Every fine-tuning run: convergence and wall time\n\n" + markdown_table(rows) +
-            "Wall time: one process with one thread on a 2-core machine running two such processes.\n")
+            "Wall time: one process with one thread on a 2-core machine running two such processes; a run resumed "
+            "from a checkpoint knows only its last process's part (≥), which includes any time its worker was "
+            "paused. CPU: that process's CPU time, recorded since 1 December 2026 (—: before).\n")
 
 
 def readme_summary(results: Results) -> str:
