@@ -78,8 +78,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         wall = sum(docs[r.id].get("wall_s", 0) for r in done)
         log(f"tier {tier}: {len(done)}/{len(runs)} done, {wall / 3600:.1f} h of run time")
     pending = [r for r in plan if r.id not in docs]
+    # a seed-0 run that reuses its lr pick (same_as) trained nothing itself: not a measurement
     hours, total = estimate_hours(pending, [(r, float(docs[r.id].get("wall_s", 0)), bool(docs[r.id].get("resumed")))
-                                            for r in plan if r.id in docs])
+                                            for r in plan if r.id in docs and not docs[r.id].get("same_as")])
     for r in pending:
         state = "running" if held(study.work / "locks", r) else "ready" if study.ready(r) else "waiting"
         est = hours[r.id]

@@ -17,7 +17,6 @@ picked" (:data:`spectra.study.recipe.LR_FAMILY`), known once the pick runs are d
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from spectra.study.recipe import ATTACKS, LR_FAMILY, SELECTED
@@ -110,7 +109,6 @@ def _dedupe(runs: list[Run]) -> list[Run]:
     return out
 
 
-
 def estimate_hours(pending: list[Run], finished: list[tuple[Run, float, bool]]) -> tuple[dict[str, float | None], str]:
     """One-thread hours each pending run should take, from the walls of finished runs.
 
@@ -123,16 +121,17 @@ def estimate_hours(pending: list[Run], finished: list[tuple[Run, float, bool]]) 
     """
     import statistics
 
-    measured = [(run, wall) for run, wall, resumed in finished if not resumed and wall > 0]
-
-    def median(same: Callable[[Run], bool]) -> float | None:
-        vals = [wall for run, wall in measured if same(run)]
-        return statistics.median(vals) / 3600 if vals else None
+    by_method: dict[tuple[str, str, str], list[float]] = {}
+    by_kind: dict[tuple[str, str], list[float]] = {}
+    for run, wall, resumed in finished:
+        if not resumed and wall > 0:
+            by_method.setdefault((run.model, run.kind, run.method), []).append(wall)
+            by_kind.setdefault((run.model, run.kind), []).append(wall)
 
     out: dict[str, float | None] = {}
     for r in pending:
-        est = median(lambda f: (f.model, f.kind, f.method) == (r.model, r.kind, r.method))
-        out[r.id] = est if est is not None else median(lambda f: (f.model, f.kind) == (r.model, r.kind))
+        walls = by_method.get((r.model, r.kind, r.method)) or by_kind.get((r.model, r.kind))
+        out[r.id] = statistics.median(walls) / 3600 if walls else None
     known = [h for h in out.values() if h is not None]
     line = f"{len(pending)} runs left: about {sum(known):.1f} h of one-thread compute"
     unknown = len(out) - len(known)
