@@ -441,3 +441,17 @@ def test_drop_mask_rate_and_halves_are_unbiased() -> None:
         flat = drop.flatten()[: (drop.numel() // 2) * 2].view(-1, 2).float()
         for rate in (drop.float().mean().item(), *flat.mean(0).tolist()):  # overall, and per int16 half
             assert abs(rate - p_eff) < 5 * math.sqrt(p * (1 - p) / flat.shape[0])
+
+
+@pytest.mark.parametrize("options, kind", [(dict(), "LoRA r=8"), (dict(init="pissa"), "LoRA (pissa init) r=8"),
+                                           (dict(use_dora=True), "DoRA r=8")])
+def test_the_training_log_names_the_variant_it_trains(tmp_path: Path, options: dict, kind: str) -> None:
+    import transformers as tf
+
+    from spectra.train.config import RoRAConfig
+    from spectra.train.model import prepare_model
+
+    model = tf.AutoModelForSequenceClassification.from_pretrained(tiny_base(tmp_path / "base"))
+    lines: list[str] = []
+    prepare_model(model, RoRAConfig.baseline("lora", **options), cache=None, log=lines.append)
+    assert lines[0].startswith(f"lora: {kind} α=16 on ")

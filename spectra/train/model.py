@@ -154,7 +154,8 @@ def prepare_model(
         out.ci = attach_base_dropout(peft_model, cfg.base_dropout)
     if log is not None:
         trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-        log(f"{cfg.method}: LoRA r={cfg.rank} α={cfg.alpha:g} on {len(names)} modules "
+        kind = ("DoRA" if cfg.use_dora else "LoRA") + (f" ({cfg.init} init)" if cfg.init != "default" else "")
+        log(f"{cfg.method}: {kind} r={cfg.rank} α={cfg.alpha:g} on {len(names)} modules "
             f"({', '.join(sorted({n.rsplit('.', 1)[-1] for n in names}))}), {trainable:,} trainable parameters"
             + (f"; CI p={cfg.base_dropout:g}" if out.ci else "")
             + (f"; Tr λ={cfg.lam:g} k={cfg.top_k}" if out.tr else ""))
