@@ -455,3 +455,29 @@ def test_the_training_log_names_the_variant_it_trains(tmp_path: Path, options: d
     lines: list[str] = []
     prepare_model(model, RoRAConfig.baseline("lora", **options), cache=None, log=lines.append)
     assert lines[0].startswith(f"lora: {kind} α=16 on ")
+
+
+def test_a_pissa_adapters_logged_sigma_delta_is_its_update_since_initialisation(tmp_path: Path) -> None:
+    """PiSSA moves W_pre's top singular part into B₀A₀: σ_max(s·BA) starts near σ_max(W_pre)
+    (the log read σ_pre/σ_Δ ≈ 1 for an adapter that had learnt nothing). The update is s·(BA − B₀A₀)."""
+    import torch
+    import transformers as tf
+
+    from spectra.spectral import lowrank_svd
+    from spectra.train.config import RoRAConfig
+    from spectra.train.model import prepare_model
+    from spectra.train.trainer import spectral_stats
+
+    model = tf.AutoModelForSequenceClassification.from_pretrained(tiny_base(tmp_path / "base"))
+    rora = prepare_model(model, RoRAConfig.baseline("lora", init="pissa"), cache=None)
+    name = rora.monitored[0]
+    layer = rora.layer(name)
+    B0, A = layer.lora_B["default"].weight.detach().clone(), layer.lora_A["default"].weight.detach().clone()
+    scale = float(layer.scaling["default"])
+    assert float(lowrank_svd(B0, A, scale).S[0]) > 0.1  # the principal part the adapter starts from
+    assert spectral_stats(rora)[f"sigma_delta/{name}"] == pytest.approx(0.0, abs=1e-6)  # nothing learnt yet
+    step = 0.01 * torch.randn(B0.shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        layer.lora_B["default"].weight += step
+    want = float(lowrank_svd(step, A, scale).S[0])
+    assert spectral_stats(rora)[f"sigma_delta/{name}"] == pytest.approx(want, rel=1e-4)

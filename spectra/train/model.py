@@ -88,6 +88,9 @@ class RoRAModel:
     modules: list[str] = field(default_factory=list)  # every LoRA linear module
     monitored: list[str] = field(default_factory=list)  # Pt's modules (σ_Δ logged)
     sigma_pre: dict[str, float] = field(default_factory=dict)  # σ_max(W_pre) of the monitored modules
+    #: (B₀, A₀) of monitored modules whose PiSSA/OLoRA init moved part of W_pre into the
+    #: adapter: their update is s·(BA − B₀A₀), not s·BA (which starts at W_pre's top part)
+    initial_factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     def layer(self, name: str) -> nn.Module:
         from spectra.train.base_dropout import lora_linear_layers
@@ -150,6 +153,10 @@ def prepare_model(
             if n in out.monitored:
                 W = originals[n] if n in originals else module_weight(layer)
                 out.sigma_pre[n] = float(top_singular(W.float().cpu(), 1).S[0])
+    if cfg.init in MUTATING_INITS:
+        out.initial_factors = {n: (layer.lora_B["default"].weight.detach().float().cpu().clone(),
+                                   layer.lora_A["default"].weight.detach().float().cpu().clone())
+                               for n, layer in layers if n in out.monitored}
     if cfg.ci_active:
         out.ci = attach_base_dropout(peft_model, cfg.base_dropout)
     if log is not None:

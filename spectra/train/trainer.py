@@ -99,7 +99,8 @@ class RoRATrainer(Trainer):
 
 
 def spectral_stats(rora: RoRAModel) -> dict[str, float]:
-    """Mean subspace overlap (when Tr's bases exist) and σ_Δ = σ_max(s·B·A) of the monitored modules."""
+    """Mean subspace overlap (when Tr's bases exist) and σ_Δ = σ_max(s·B·A) of the monitored modules
+    (with a PiSSA/OLoRA init, of the update since initialisation, s·(BA − B₀A₀))."""
     from spectra.spectral import lowrank_svd, subspace_overlap
     from spectra.train.base_dropout import lora_linear_layers
     from spectra.train.regularizers import U_BUFFER, V_BUFFER
@@ -118,7 +119,12 @@ def spectral_stats(rora: RoRAModel) -> dict[str, float]:
                 continue
             svd = lowrank_svd(B, A, scale)
             if name in rora.monitored:
-                stats[f"sigma_delta/{name}"] = float(svd.S[0])
+                if name in rora.initial_factors:  # BA − B₀A₀ = [B, −B₀]·[A; A₀]: still exact from factors
+                    B0, A0 = rora.initial_factors[name]
+                    update = lowrank_svd(torch.cat([B, -B0], dim=1), torch.cat([A, A0], dim=0), scale)
+                    stats[f"sigma_delta/{name}"] = float(update.S[0])
+                else:
+                    stats[f"sigma_delta/{name}"] = float(svd.S[0])
             if hasattr(layer, U_BUFFER):
                 U = getattr(layer, U_BUFFER).cpu()
                 V = getattr(layer, V_BUFFER).cpu()
