@@ -119,7 +119,8 @@ def test_onion_scores_are_stored_so_a_killed_run_resumes(tmp_path: Path) -> None
     # a second run (another attack) sharing the store scores only the texts it has not seen
     other = Onion(model=model, tokenizer=tok, batch_size=4, store=store)
     other.perplexities = lambda v: passes.append(len(v)) or real(v)  # type: ignore[method-assign]
-    assert other.suspicion(texts[:2] + ["cf bad plot"])[:2] == scores[:2] and passes == [4, 4]  # 3 words: the text and 3 deletions
+    # "cf bad plot": 4 LM passes (the text and its 3 one-word deletions); the first two texts come from the store
+    assert other.suspicion(texts[:2] + ["cf bad plot"])[:2] == scores[:2] and passes == [4, 4]
 
 
 def test_an_onion_chunk_reaches_its_store_in_one_append_so_sharing_runs_never_splice_records(
