@@ -443,6 +443,11 @@ def test_the_checkpoint_verdict_compares_the_spread_over_bases_with_the_spread_o
     assert checkpoint(runs((0.75, 0.95), (0.75, 0.80))) == "partly (preliminary: 2 of 3 bases)"
     assert checkpoint(runs((0.75, 0.95, 0.55), (0.75, 0.95, 0.55))) == "reproduces"
     assert checkpoint(runs((0.75, 0.76, 0.74), (0.75, 0.76, 0.74))) == "does not reproduce"
+    # a LoRA run whose validation CA was still rising is named in the verdict, as in every other row
+    rising = runs((0.75, 0.95, 0.55), (0.75, 0.95, 0.55))
+    next(d for d in rising.docs.values() if d["run"]["base_seed"] == 1)["epochs"] = \
+        [{"val_ca": v} for v in (0.70, 0.75, 0.80, 0.85)]
+    assert checkpoint(rising) == "reproduces (1 of its runs not converged)"
     gaps = _gaps_per_base(runs((0.75, 0.95), (0.75, 0.80)))
     assert "- badnet: base 0 (LoRA 75.0%): Pt alone 70.0; base 1 (LoRA 95.0%): Pt alone 90.0" in gaps
 

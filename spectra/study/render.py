@@ -16,7 +16,7 @@ from typing import Any
 from spectra.report.tables import fmt_multiplier
 from spectra.report.tables import markdown_table as _markdown_table
 from spectra.study import paper
-from spectra.study.plan import study_plan
+from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
 from spectra.study.recipe import ATTACKS, DEPARTURES, Recipe
 from spectra.study.tables import Cell, Results, load_results
 from spectra.study.verdicts import crossing_rows, verdicts
@@ -203,7 +203,7 @@ def _intruder_note(results: Results) -> str:
 def _ablation(results: Results) -> str:
     parts = ["## Table 5 analogue: each component of RoRA (CR test, MiniLM)\n"]
     for attack in ATTACKS:
-        parts += [f"### {attack}\n", markdown_table([_row(n, results.cell(n, attack, seeds=(0, 1, 2)))
+        parts += [f"### {attack}\n", markdown_table([_row(n, results.cell(n, attack, seeds=SEEDS))
                                                      for n in ABLATION_ROWS])]
     parts.append("The paper's Table 5 is on SST-2 and our copy lost its ✓ marks, so its rows cannot be set beside "
                  "these one by one; its text states: " + "; ".join(paper.ABLATION_CLAIMS) + ". 'Pt alone' and "
@@ -230,9 +230,9 @@ def _bases(results: Results) -> str:
     rows = []
     for attack in ATTACKS:
         for name in ("poisoned base", "LoRA", "Pt alone (LoRA + Pt)", "+CI+Tr+Pt (RoRA)"):
-            per_base = [results.cell(name, attack, base_seeds=(b,), seeds=(0,)) for b in (0, 1, 2)]
-            over_bases = Cell([v for c in per_base for v in c.values])
-            over_seeds = results.cell(name, attack, seeds=(0, 1, 2))
+            per_base = [results.cell(name, attack, base_seeds=(b,), seeds=(0,)) for b in BASE_SEEDS]
+            over_bases = results.cell(name, attack, base_seeds=BASE_SEEDS, seeds=(0,))  # as the checkpoint verdict
+            over_seeds = results.cell(name, attack, seeds=SEEDS)
             row = {"attack": attack, "row": name}
             for b, c in enumerate(per_base):
                 row[f"base {b}: CA / ASR %"] = f"{c.fmt('ca')} / {c.fmt('asr')}" if c.n else "—"
@@ -250,7 +250,7 @@ def _gaps_per_base(results: Results) -> str:
     lines = []
     for attack in ATTACKS:
         parts = []
-        for b in (0, 1, 2):
+        for b in BASE_SEEDS:
             lora = results.cell("LoRA", attack, base_seeds=(b,), seeds=(0,))
             if not lora.n:
                 continue

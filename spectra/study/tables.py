@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spectra.study.plan import BASE_SEEDS, SEEDS
+
 #: page rows → (run kind, method, where the evaluation sits in the run's JSON)
 ROWS: dict[str, tuple[str, str, str]] = {
     "poisoned base": ("base", "", "downstream_test"),
@@ -179,8 +181,8 @@ class Results:
     def row_cell(self, row: str, attack: str, model: str = "minilm") -> Cell:
         """The cell a Table 2 row shows: the poisoned base over the poisoned bases (its own seed
         is its poisoning seed), every other row over fine-tuning seeds 0–2 on base 0."""
-        bases = (0, 1, 2) if row == "poisoned base" else (0,)
-        return self.cell(row, attack, base_seeds=bases, seeds=(0, 1, 2), model=model)
+        bases = BASE_SEEDS if row == "poisoned base" else (0,)
+        return self.cell(row, attack, base_seeds=bases, seeds=SEEDS, model=model)
 
     def picks(self, family: str) -> dict[float, dict[str, Any]]:
         """The learning-rate grid runs of ``family`` (BadNet, base 0, seed 0), by rate."""

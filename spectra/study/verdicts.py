@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from spectra.study.plan import study_plan
+from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
 from spectra.study.tables import Results, within
 
 ATTACKS = ("badnet", "insent")
@@ -32,7 +32,7 @@ def _pct(x: float) -> str:
 
 
 def _per_attack(results: Results, row: str) -> dict[str, Any]:
-    return {a: results.cell(row, a, seeds=(0, 1, 2)) for a in ATTACKS}
+    return {a: results.cell(row, a, seeds=SEEDS) for a in ATTACKS}
 
 
 def _count(flags: list[bool]) -> str:
@@ -80,7 +80,7 @@ def verdicts(results: Results) -> list[Verdict]:
         ours(fft, "FFT"),
         _count([asr(fft, a) <= asr(lora, a) - 10 for a in ATTACKS]) if have(fft, lora) else "not measured yet",
         "reproduces when FFT's mean ASR is at least 10 points below LoRA's on both attacks"))
-    audits = [d.get("audit", {}) for d in results.runs("finetune", method="lora", seeds=(0, 1, 2))]
+    audits = [d.get("audit", {}) for d in results.runs("finetune", method="lora", seeds=SEEDS)]
     ratios = [a["ratio_median"] for a in audits if a.get("ratio_median")]
     cos_l = [a["cos_left_median"] for a in audits if a.get("cos_left_median") is not None]
     cos_r = [a["cos_right_median"] for a in audits if a.get("cos_right_median") is not None]
@@ -162,8 +162,13 @@ def _marked(verdict: str, cells: tuple[tuple[str, dict[str, Any]], ...]) -> str:
         return verdict
     name, n = min(((name, c[a].n) for name, c in cells for a in ATTACKS), key=lambda x: x[1])
     unconverged = sum(c[a].not_converged for _, c in cells for a in ATTACKS)
-    marks = ([f"preliminary: {n} of 3 {name} seeds"] if n < 3 else []) + \
-        ([f"{unconverged} of its runs not converged"] if unconverged else [])
+    return _with_marks(verdict, f"preliminary: {n} of {len(SEEDS)} {name} seeds" if n < len(SEEDS) else None,
+                       unconverged)
+
+
+def _with_marks(verdict: str, preliminary: str | None, unconverged: int) -> str:
+    """``verdict (preliminary: …; N of its runs not converged)``, or the bare verdict."""
+    marks = ([preliminary] if preliminary else []) + ([f"{unconverged} of its runs not converged"] if unconverged else [])
     return f"{verdict} ({'; '.join(marks)})" if marks else verdict
 
 
@@ -214,9 +219,6 @@ def _threshold_verdict(results: Results) -> Verdict:
                    "reproduces, ≥ 50% partly")
 
 
-BASES = (0, 1, 2)
-
-
 def _checkpoint_verdict(results: Results) -> Verdict:
     """Does the poisoned checkpoint move LoRA's ASR more than the fine-tuning seed does? (The
     issue's question, after an independent reproduction; the paper has one base per setting.)"""
@@ -224,22 +226,22 @@ def _checkpoint_verdict(results: Results) -> Verdict:
     paper = "one poisoned base per setting; an independent reproduction found the outcome depends on it"
     rule = ("reproduces when LoRA's ASR spread over poisoned bases (seed 0 on each) is ≥ 2× its spread over "
             "fine-tuning seeds (base 0) on both attacks; partly on one")
-    spreads, parts = [], []
+    spreads, parts, unconverged = [], [], 0
     for a in ATTACKS:
-        bases = results.cell("LoRA", a, base_seeds=BASES, seeds=(0,))  # seed 0 on each base, as the bases table
-        values = [100 * v["asr"] for v in bases.values]
-        seeds = results.cell("LoRA", a, seeds=(0, 1, 2))
+        bases = results.cell("LoRA", a, base_seeds=BASE_SEEDS, seeds=(0,))  # seed 0 on each base, as the bases table
+        seeds = results.cell("LoRA", a, seeds=SEEDS)
         if bases.n < 2 or seeds.n < 2:
             parts.append(f"{a}: {bases.n} base(s) so far")
             continue
         over_bases, over_seeds = bases.stat("asr")[1], seeds.stat("asr")[1]
-        spreads.append((len(values), over_bases >= 2 * over_seeds))
-        parts.append(f"{a}: LoRA ASR {', '.join(f'{v:.1f}' for v in values)}% over {len(values)} bases (std "
-                     f"{over_bases:.1f}) against std {over_seeds:.1f} over {seeds.n} seeds")
+        spreads.append((bases.n, over_bases >= 2 * over_seeds))
+        unconverged += bases.not_converged + seeds.not_converged
+        values = ", ".join(f"{100 * v['asr']:.1f}" for v in bases.values)
+        parts.append(f"{a}: LoRA ASR {values}% over {bases.n} bases (std {over_bases:.1f}) against std "
+                     f"{over_seeds:.1f} over {seeds.n} seeds")
     if len(spreads) < len(ATTACKS):
         return Verdict(claim, paper, "; ".join(parts), "not measured yet", rule)
-    verdict = _count([flag for _, flag in spreads])
     fewest = min(n for n, _ in spreads)
-    if fewest < len(BASES):
-        verdict = f"{verdict} (preliminary: {fewest} of {len(BASES)} bases)"
-    return Verdict(claim, paper, "; ".join(parts), verdict, rule)
+    preliminary = f"preliminary: {fewest} of {len(BASE_SEEDS)} bases" if fewest < len(BASE_SEEDS) else None
+    return Verdict(claim, paper, "; ".join(parts), _with_marks(_count([flag for _, flag in spreads]), preliminary,
+                                                               unconverged), rule)
