@@ -114,18 +114,16 @@ def spectral_stats(rora: RoRAModel) -> dict[str, float]:
             B = layer.lora_B["default"].weight.detach().float().cpu()
             A = layer.lora_A["default"].weight.detach().float().cpu()
             scale = float(layer.scaling["default"])
-            need_svd = name in rora.monitored or hasattr(layer, U_BUFFER)
-            if not need_svd:
-                continue
-            svd = lowrank_svd(B, A, scale)
-            if name in rora.monitored:
-                if name in rora.initial_factors:  # BA − B₀A₀ = [B, −B₀]·[A; A₀]: still exact from factors
-                    B0, A0 = rora.initial_factors[name]
-                    update = lowrank_svd(torch.cat([B, -B0], dim=1), torch.cat([A, A0], dim=0), scale)
-                    stats[f"sigma_delta/{name}"] = float(update.S[0])
-                else:
-                    stats[f"sigma_delta/{name}"] = float(svd.S[0])
-            if hasattr(layer, U_BUFFER):
+            tr_bases = hasattr(layer, U_BUFFER)
+            svd = lowrank_svd(B, A, scale) if tr_bases else None  # Tr's overlap reads s·BA, what it penalises
+            if name in rora.initial_factors:  # PiSSA/OLoRA: the update s·(BA − B₀A₀) = s·[B, −B₀]·[A; A₀]
+                B0, A0 = rora.initial_factors[name]
+                stats[f"sigma_delta/{name}"] = float(
+                    lowrank_svd(torch.cat([B, -B0], dim=1), torch.cat([A, A0], dim=0), scale).S[0])
+            elif name in rora.monitored:
+                svd = svd if svd is not None else lowrank_svd(B, A, scale)
+                stats[f"sigma_delta/{name}"] = float(svd.S[0])
+            if svd is not None and tr_bases:
                 U = getattr(layer, U_BUFFER).cpu()
                 V = getattr(layer, V_BUFFER).cpu()
                 overlaps.append(float(subspace_overlap(U, V.mT, svd.U, svd.S, svd.Vh)["overlap"]))
