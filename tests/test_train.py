@@ -481,3 +481,10 @@ def test_a_pissa_adapters_logged_sigma_delta_is_its_update_since_initialisation(
         layer.lora_B["default"].weight += step
     want = float(lowrank_svd(step, A, scale).S[0])
     assert spectral_stats(rora)[f"sigma_delta/{name}"] == pytest.approx(want, rel=1e-4)
+
+
+def test_the_training_log_shows_a_tiny_overlap_in_significant_digits() -> None:
+    from spectra.train.trainer import format_log
+
+    assert "overlap 2.3e-07" in format_log({"epoch": 3.0, "loss": 0.1, "overlap": 2.34e-7})
+    assert "overlap 0.25" in format_log({"epoch": 3.0, "loss": 0.1, "overlap": 0.25})

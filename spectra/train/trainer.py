@@ -143,7 +143,7 @@ def format_log(logs: dict[str, Any]) -> str:
     if logs.get("penalty"):
         parts += [f"task {logs['task_loss']:.4f}", f"penalty {logs['penalty']:.4g}"]
     if "overlap" in logs:
-        parts.append(f"overlap {logs['overlap']:.3f}")
+        parts.append(f"overlap {logs['overlap']:.2g}")  # Tr drives it to ~1e-7: fixed digits read "0.000"
     if "val_ca" in logs:
         parts.append(f"val CA {100 * logs['val_ca']:.1f}%")
     if "val_asr_monitor" in logs:
