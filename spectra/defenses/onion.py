@@ -79,8 +79,11 @@ class Onion:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from spectra.io.model import progress_bars_off
+
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
+        with progress_bars_off():  # the study's log is a file: a loading bar there is noise
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device).eval()
         return cls(model=model, tokenizer=tokenizer, **kwargs)
 
     def perplexities(self, texts: Sequence[str]) -> list[float]:
