@@ -79,13 +79,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         log(f"tier {tier}: {len(done)}/{len(runs)} done, {wall / 3600:.1f} h of run time")
     pending = [r for r in plan if r.id not in docs]
     # a seed-0 run that reuses its lr pick (same_as) trained nothing itself: not a measurement
+    steps = {r.id: study.progress(r) for r in pending}
     hours, total = estimate_hours(pending, [(r, float(docs[r.id].get("wall_s", 0)), bool(docs[r.id].get("resumed")))
-                                            for r in plan if r.id in docs and not docs[r.id].get("same_as")])
+                                            for r in plan if r.id in docs and not docs[r.id].get("same_as")],
+                                  done_share={i: s[0] / s[1] for i, s in steps.items() if s and s[1]})
     for r in pending:
         state = "running" if held(study.work / "locks", r) else "ready" if study.ready(r) else "waiting"
-        est = hours[r.id]
-        print(f"  {state:8s} {'~%.1f h' % est if est is not None else '?':>7s}  {r.id}")
-    log(total + " (medians of the finished runs of the same kind; two workers share it)")
+        est, at = hours[r.id], steps[r.id]
+        where = f"  (checkpoint at step {at[0]:,} of {at[1]:,})" if at else ""
+        print(f"  {state:8s} {'~%.1f h' % est if est is not None else '?':>7s}  {r.id}{where}")
+    log(total + " (medians of the finished runs of the same kind, less what checkpoints hold; two workers share it)")
     return 0
 
 

@@ -36,6 +36,26 @@ def test_remaining_compute_is_estimated_from_finished_runs_of_the_same_kind() ->
     assert hours[pending[1].id] == pytest.approx(1800 / 3600)  # no PiSSA yet: any MiniLM fine-tuning
     assert hours[pending[2].id] is None  # no ONION run has finished
     assert line == "3 runs left: about 0.9 h of one-thread compute, plus 1 run(s) of a kind not measured yet"
+    hours, _ = estimate_hours(pending, finished, done_share={pending[0].id: 0.75})  # checkpoints hold 3/4
+    assert hours[pending[0].id] == pytest.approx(1500 / 3600 / 4)
+
+
+def test_a_cut_short_run_reports_the_step_of_its_newest_checkpoint(tmp_path: Path) -> None:
+    import json
+
+    from spectra.study.execute import Study
+    from spectra.study.plan import Run
+
+    study = Study(tmp_path / "results", tmp_path / "work", log=lambda _: None)
+    base, lora = Run("base", "badnet", 0, model="smollm2", tier=4), Run("finetune", "badnet", 0, "lora", 1)
+    assert study.progress(base) is None and study.progress(lora) is None  # never started
+    for run, steps in ((base, (500, 1000)), (lora, (82, 1640))):
+        for step in (steps[0] // 2, steps[0]):  # two checkpoints: the newest counts
+            ckpt = study.partial_folder(run) / "checkpoints" / f"checkpoint-{step}"
+            ckpt.mkdir(parents=True)
+            (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": steps[1]}))
+    assert study.partial_folder(base).parent == study.base_folder(base).parent  # beside the base it will become
+    assert study.progress(base) == (500, 1000) and study.progress(lora) == (82, 1640)
 
 
 def test_a_run_records_its_cpu_time_which_a_paused_worker_does_not_inflate(tmp_path: Path,

@@ -63,6 +63,18 @@ class Study:
     def run_folder(self, run: Run) -> Path:
         return self.work / "runs" / run.id
 
+    def partial_folder(self, run: Run) -> Path:
+        """Where a base or fine-tuning run keeps its checkpoints until it finishes."""
+        folder = self.base_folder(run) if run.kind == "base" else self.run_folder(run)
+        return folder.with_name(folder.name + ".partial")
+
+    def progress(self, run: Run) -> tuple[int, int] | None:
+        """(optimiser step, total steps) of the newest checkpoint a cut-short or running run
+        has left, else ``None``."""
+        from spectra.train.checkpoints import checkpoint_progress
+
+        return checkpoint_progress(self.partial_folder(run) / "checkpoints")
+
     def picked_lr(self, family: str) -> tuple[float, dict[str, list[float]]]:
         """The rate ``family`` picked (final validation CA of its pick runs) and the curves."""
         from spectra.train.validation import pick_learning_rate
@@ -111,7 +123,7 @@ class Study:
         clean = _clean_model(run.model)
         batch = 32 if run.model == "minilm" else 4  # the paper: 32 for BERT/RoBERTa, 4 for LLaMA
         if not (folder / "poison.json").is_file():
-            work = folder.with_name(folder.name + ".partial")  # its checkpoints: a killed run resumes
+            work = self.partial_folder(run)  # its checkpoints: a killed run resumes
             result = poison(clean, self.splits.proxy, trig, TARGET_LABEL, n_poison=r.n_poison, mode=r.poison_mode,
                             epochs=r.poison_epochs, lr=r.poison_lr, batch_size=batch, max_length=r.max_length,
                             seed=run.base_seed, test_size=r.poison_test_size, device="cpu", log=self.log,
@@ -147,7 +159,7 @@ class Study:
             overrides.update(rank=16)  # the paper: r = 16 for LLaMA
         cfg = r.config(run.method, lr, run.seed, **overrides)
         out = self.run_folder(run)
-        work = out.with_name(out.name + ".partial")
+        work = self.partial_folder(run)
         if out.exists() and not (out / "eval.json").is_file():
             shutil.rmtree(out)
         resumed = not out.exists() and work.exists()  # then wall_s counts only this process's part

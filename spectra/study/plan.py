@@ -109,15 +109,17 @@ def _dedupe(runs: list[Run]) -> list[Run]:
     return out
 
 
-def estimate_hours(pending: list[Run], finished: list[tuple[Run, float, bool]]) -> tuple[dict[str, float | None], str]:
+def estimate_hours(pending: list[Run], finished: list[tuple[Run, float, bool]],
+                   done_share: dict[str, float] | None = None) -> tuple[dict[str, float | None], str]:
     """One-thread hours each pending run should take, from the walls of finished runs.
 
     ``finished``: ``(run, wall_s, resumed)`` per finished run; a resumed run's wall counts
     only its last part, so it is left out. A pending run is estimated by the median wall of
     finished runs of its model, kind and method, else of its model and kind (any fine-tuning
     run of MiniLM for a variant not yet run), else ``None`` (nothing of its kind has
-    finished: SmolLM2 and ONION before their first run). Returns the estimates and one line
-    that sums them.
+    finished: SmolLM2 and ONION before their first run). ``done_share`` (run id → share of
+    its optimiser steps its checkpoints hold) takes that share off. Returns the estimates and
+    one line that sums them.
     """
     import statistics
 
@@ -131,7 +133,8 @@ def estimate_hours(pending: list[Run], finished: list[tuple[Run, float, bool]]) 
     out: dict[str, float | None] = {}
     for r in pending:
         walls = by_method.get((r.model, r.kind, r.method)) or by_kind.get((r.model, r.kind))
-        out[r.id] = statistics.median(walls) / 3600 if walls else None
+        share = (done_share or {}).get(r.id, 0.0)
+        out[r.id] = statistics.median(walls) / 3600 * (1 - share) if walls else None
     known = [h for h in out.values() if h is not None]
     line = f"{len(pending)} runs left: about {sum(known):.1f} h of one-thread compute"
     unknown = len(out) - len(known)

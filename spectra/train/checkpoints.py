@@ -135,3 +135,16 @@ def last_checkpoint(folder: Path) -> Path | None:
         return None
     found = get_last_checkpoint(str(folder))
     return Path(found) if found else None
+
+
+def checkpoint_progress(folder: Path) -> tuple[int, int] | None:
+    """``(global_step, max_steps)`` from the newest checkpoint's ``trainer_state.json`` under
+    ``folder``; ``None`` when there is no readable one."""
+    found = last_checkpoint(folder)
+    if found is None:
+        return None
+    try:
+        state = json.loads((found / "trainer_state.json").read_text(encoding="utf-8"))
+        return int(state["global_step"]), int(state["max_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
