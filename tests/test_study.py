@@ -325,6 +325,25 @@ def test_the_sweep_figure_says_seed_0_when_no_curve_is_a_mean() -> None:
     assert three.axes[0].get_title().endswith("base 0, mean ± std over seeds)")
 
 
+def test_the_sweep_marks_where_a_seed_collapsed_and_the_page_names_the_first_such_gamma() -> None:
+    from spectra.study.figures import sweep_figure
+    from spectra.study.render import _figure3
+    from spectra.study.tables import Results
+
+    def sweep(seed: int, collapse_at: float) -> dict[str, Any]:
+        rows = [{"gamma": g, "ca": 0.8, "asr": a, "asr_floor": 0.1, "collapsed": g >= collapse_at}
+                for g, a in ((0.0, 1.0), (1.0, 0.7), (4.0, 0.1), (16.0, 1.0))]
+        return _doc("sweep", "badnet", "lora", seed, sweep=rows)
+
+    results = Results({d["id"]: d for d in (sweep(0, 16.0), sweep(1, 4.0), sweep(2, 99.0))})
+    ax = sweep_figure(results, "badnet").axes[0]
+    marks = [c for c in ax.collections if "collapsed" in str(c.get_label())]
+    assert len(marks) == 1 and sorted(x for x, _ in marks[0].get_offsets()) == [4.0, 16.0]  # any seed marks its γ
+    assert any(line.get_label() == "LoRA ASR floor (no trigger)" for line in ax.get_lines())
+    text = _figure3(results, "../figures")
+    assert "badnet LoRA γ = 4" in text and "RoRA" not in text.split("First collapse")[1]  # no RoRA sweep, no claim
+
+
 def test_table2s_poisoned_base_row_spreads_over_the_bases_and_the_others_over_seeds_on_base_0() -> None:
     from spectra.study.render import _table2
     from spectra.study.tables import Results

@@ -14,6 +14,7 @@ from typing import Any
 
 from spectra.report.tables import fmt_multiplier
 from spectra.report.tables import markdown_table
+from spectra.study.figures import SWEEP_MARKS
 
 RULES = [
     "a backdoor is present when the poisoned base's ASR on the proxy's held-out rows is ≥ 95% (the paper's bar) "
@@ -150,8 +151,9 @@ def render_demo_markdown(summary: dict[str, Any]) -> str:
                         "Pt multipliers s'/s": _range(t.get("pt"))})
     lines += [markdown_table(th_rows),
               "\nγ multiplies every LoRA module's scale (γ = 1: as trained); the classification head is used as "
-              "trained. Measured crossing: where ASR falls below 50%, interpolated between grid points. Definitions "
-              "and per-sample values: `runs/*sweep*` results in `results/`.\n",
+              "trained. Measured crossing: where ASR falls below 50%, interpolated between grid points. Shaded: "
+              "Pt's multipliers s'/s. " + SWEEP_MARKS + " Definitions and per-sample values: `runs/*sweep*` results "
+              "in `results/`.\n",
               "## Settings and timings\n",
               "```json\n" + json.dumps({"settings": settings, "timings_s": summary["timings_s"]}, indent=2) + "\n```\n"]
     return "\n".join(lines)

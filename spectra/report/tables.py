@@ -25,6 +25,11 @@ def provenance_sections(settings: Any, inputs: Any, versions: dict[str, str],
     ]
 
 
+def sweep_gamma(row: dict[str, Any]) -> float:
+    """A sweep row's scale multiplier γ (rows written before 0.2 call it ``k``)."""
+    return float(row["gamma"] if "gamma" in row else row["k"])
+
+
 def fmt_multiplier(value: float | None, digits: int = 3) -> str:
     """A scale multiplier k: ∞ where it is infinite or JSON's null (a threshold never crossed)."""
     return "∞" if value is None or value == math.inf else f"{float(value):.{digits}g}"

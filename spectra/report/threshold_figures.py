@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from spectra.report.style import DEEP, pyplot
+from spectra.report.tables import sweep_gamma
 
 
 def sweep_figure(report: Any) -> Any:
@@ -23,8 +24,8 @@ def sweep_figure(report: Any) -> Any:
 
     plt = pyplot()
     colours = DEEP[:6]
-    sweep = sorted(report.sweep, key=_g)
-    ks = [_g(r) for r in sweep]
+    sweep = sorted(report.sweep, key=sweep_gamma)
+    ks = [sweep_gamma(r) for r in sweep]
     pct = lambda v: float("nan") if v is None else 100.0 * v  # noqa: E731
 
     fig, ax = plt.subplots(figsize=(6.8, 4.2))
@@ -64,8 +65,3 @@ def adapter_label(path: str) -> str:
     since ``spectra fix`` names every adapter folder ``adapter``."""
     parts = [p for p in path.replace("\\", "/").split("/") if p]
     return "/".join(parts[-2:]) if len(parts) >= 2 and parts[-1] == "adapter" else (parts[-1] if parts else path)
-
-
-def _g(row: dict[str, Any]) -> float:
-    """A sweep row's multiplier γ (rows written before 0.2 call it ``k``)."""
-    return float(row["gamma"] if "gamma" in row else row["k"])

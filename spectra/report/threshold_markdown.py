@@ -8,6 +8,7 @@ from typing import Any
 
 from spectra.report.tables import fmt, markdown_table, provenance_sections
 from spectra.report.tables import fmt_multiplier
+from spectra.report.tables import sweep_gamma
 
 
 def _pct(v: Any) -> str:
@@ -42,12 +43,12 @@ def render_threshold_markdown(report: Any) -> str:
                    "s = γ·s_module": report.measured_threshold_gamma * m.scale},
                   {"threshold (ASR < 50%)": "measured, model still working", "γ": report.measured_threshold_gamma_clean,
                    "s = γ·s_module": report.measured_threshold_gamma_clean * m.scale}]
-    sweep_rows = [{"γ": _g(r), "CA": _pct(r["ca"]), "CA 95% CI": _ci(r.get("ca_ci")), "ASR": _pct(r["asr"]),
+    sweep_rows = [{"γ": sweep_gamma(r), "CA": _pct(r["ca"]), "CA 95% CI": _ci(r.get("ca_ci")), "ASR": _pct(r["asr"]),
                    "ASR 95% CI": _ci(r.get("asr_ci")), "ASR predicted": _pct(r["predicted_asr"]),
                    "ASR floor": _pct(r["asr_floor"]), "collapsed": "yes" if r.get("collapsed") else "",
                    "median M_γ(x̃)": r.get("median_margin_trig"),
                    "median |M_γ(x̃) − linear|": r.get("median_abs_nonlinearity")}
-                  for r in sorted(report.sweep, key=lambda r: _g(r))]
+                  for r in sorted(report.sweep, key=sweep_gamma)]
     rho_rows = [{"ρ": name, **{k: v for k, v in s[name].items()}} for name in ("rho_bd", "rho_cl", "rho_tr", "rho_eff")]
     parts = [
         "# spectra threshold\n",
@@ -91,11 +92,11 @@ def _reading(report: Any, s: dict[str, Any]) -> str:
     """Plain sentences on what the numbers say — including when they say little."""
     lines: list[str] = []
     n = s["n_samples"]
-    sweep = sorted(report.sweep, key=lambda r: _g(r))
+    sweep = sorted(report.sweep, key=sweep_gamma)
     if n == 0:
         return "- No non-target samples: nothing to estimate.\n"
-    base_row = next((r for r in sweep if _g(r) == 0.0), None)
-    one_row = next((r for r in sweep if _g(r) == 1.0), None)
+    base_row = next((r for r in sweep if sweep_gamma(r) == 0.0), None)
+    one_row = next((r for r in sweep if sweep_gamma(r) == 1.0), None)
     lines.append(
         f"- The base model (γ = 0) flips {_pct(s['share_flipped_by_base'])} of the {n:,} triggered non-target "
         f"samples (margin M_0(x̃) < 0); the adapter as trained (γ = 1) leaves a measured ASR of "
@@ -126,7 +127,7 @@ def _reading(report: Any, s: dict[str, Any]) -> str:
                      f"median {fmt(s['gamma_star_bound']['median'])}.")
     pred, meas = report.predicted_threshold_gamma, report.measured_threshold_gamma
     lines.append(f"- Predicted threshold (ASR < 50%): γ = {fmt_multiplier(pred)}; measured on the grid: γ = {fmt_multiplier(meas)}. "
-                 + _agreement(pred, meas, [_g(r) for r in sweep]))
+                 + _agreement(pred, meas, [sweep_gamma(r) for r in sweep]))
     clean = report.measured_threshold_gamma_clean
     if clean != meas:
         lines.append(f"- At the measured γ = {fmt_multiplier(meas)} the model no longer works (collapsed to one class, or clean "
@@ -139,15 +140,15 @@ def _reading(report: Any, s: dict[str, Any]) -> str:
         lines.append("- Predicted and measured ASR agree at every grid γ (to one sample)." + _linearity(sweep))
     else:
         lines.append(f"- Largest gap between predicted and measured ASR on the grid: {_pct(gap)} at γ = "
-                     f"{fmt(_g(worst_gap))} (predicted {_pct(worst_gap['predicted_asr'])}, measured "
+                     f"{fmt(sweep_gamma(worst_gap))} (predicted {_pct(worst_gap['predicted_asr'])}, measured "
                      f"{_pct(worst_gap['asr'])}). The prediction extrapolates the γ = 0 → 1 change of each margin "
                      "linearly; a transformer's margins are not linear in γ, and the gap shows by how much."
                      + _linearity(sweep))
-    collapsed = [_g(r) for r in sweep if r.get("collapsed")]
+    collapsed = [sweep_gamma(r) for r in sweep if r.get("collapsed")]
     if collapsed:
         lines.append(f"- The model predicts (nearly) one class at k ∈ {{{', '.join(fmt(k) for k in collapsed)}}}: "
                      "ASR there says nothing about the trigger (compare it with the floor).")
-    near_floor = [_g(r) for r in sweep if r["asr"] > 0.5 and r["asr_floor"] >= r["asr"] - 0.05]
+    near_floor = [sweep_gamma(r) for r in sweep if r["asr"] > 0.5 and r["asr_floor"] >= r["asr"] - 0.05]
     if near_floor:
         lines.append(f"- At k ∈ {{{', '.join(fmt(k) for k in near_floor)}}} ASR is within 5 points of its floor: the "
                      "model assigns the target without the trigger too.")
@@ -163,11 +164,11 @@ def _reading(report: Any, s: dict[str, Any]) -> str:
 
 def _linearity(sweep: list[dict[str, Any]]) -> str:
     """One sentence on how far the triggered margins depart from M_0 + γ·D at the largest γ."""
-    last = max(sweep, key=lambda r: _g(r))
+    last = max(sweep, key=sweep_gamma)
     dev, med = last.get("median_abs_nonlinearity"), last.get("median_margin_trig")
     if dev is None or med is None or (isinstance(dev, float) and math.isnan(dev)):
         return ""
-    g = fmt(_g(last))
+    g = fmt(sweep_gamma(last))
     if dev <= 0.1 * max(abs(med), 1e-12):
         return f" The triggered margins stay close to linear in γ (median departure {fmt(dev)} at γ = {g})."
     return (f" The triggered margins are not linear in γ, though: at γ = {g} they depart from M_0(x̃) + γ·D(x̃) by a "
@@ -190,8 +191,3 @@ def _agreement(pred: float, meas: float, grid: list[float]) -> str:
         return f"They agree to the grid's resolution (the prediction lies in ({fmt(prev)}, {fmt(meas)}])."
     ratio = pred / meas if meas > 0 else float("inf")
     return f"They disagree: the prediction is {fmt(ratio)}× the measured grid threshold."
-
-
-def _g(row: dict[str, Any]) -> float:
-    """A sweep row's multiplier γ (rows written before 0.2 call it ``k``)."""
-    return float(row["gamma"] if "gamma" in row else row["k"])

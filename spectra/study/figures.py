@@ -14,7 +14,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from spectra.study.tables import Results
+from spectra.report.tables import sweep_gamma
+from spectra.study.tables import Results, collapsed_gammas
 
 
 def rows_figure(results: Results, rows: Sequence[str], attacks: Sequence[str]) -> Any:
@@ -79,14 +80,20 @@ def curves_figure(results: Results, families: Sequence[str] = ("lora", "rora", "
 
 
 def _mean_curve(sweeps: list[dict[str, Any]], key: str) -> tuple[list[float], list[float], list[float]]:
-    ks = sorted({_g(r) for s in sweeps for r in s["sweep"]})
+    ks = sorted({sweep_gamma(r) for s in sweeps for r in s["sweep"]})
     mean, std = [], []
     for k in ks:
-        vals = [100 * float(r[key]) for s in sweeps for r in s["sweep"] if _g(r) == k]
+        vals = [100 * float(r[key]) for s in sweeps for r in s["sweep"] if sweep_gamma(r) == k]
         m = sum(vals) / len(vals)
         mean.append(m)
         std.append(math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0)
     return ks, mean, std
+
+
+#: what :func:`sweep_figure` draws besides the CA/ASR curves, for every caption under it
+SWEEP_MARKS = ("Thin lines: the ASR floor (the target share on clean non-target inputs). ×: a γ at which at least "
+               "one seed's model collapsed (one class for ≥ 95% of inputs, or CA at the majority share); its ASR "
+               "there reads the class it collapsed to, not the trigger.")
 
 
 def sweep_figure(results: Results, attack: str) -> Any:
@@ -109,6 +116,17 @@ def sweep_figure(results: Results, attack: str) -> Any:
             ax.plot(x, mean, ls, color=color, marker="o", ms=3, label=f"{name} {key.upper()} (n={len(sweeps)})")
             ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=color,
                             alpha=0.08)
+        if all("asr_floor" in r for sw in sweeps for r in sw["sweep"]):
+            ks, floor, _ = _mean_curve(sweeps, "asr_floor")
+            ax.plot([max(k, 0.25) for k in ks], floor, ls, color="tab:red", lw=0.8, alpha=0.45,
+                    label=f"{name} ASR floor (no trigger)")
+        # a collapsed model answers one class whatever the input: its ASR there says nothing about the trigger
+        ks, asr, _ = _mean_curve(sweeps, "asr")
+        gone = [(max(k, 0.25), a) for k, a in zip(ks, asr) if k in collapsed_gammas(sweeps)]
+        if gone:
+            label = "collapsed there (≥ 1 seed): ASR meaningless"
+            ax.scatter(*zip(*gone), marker="x", s=45, color="black", zorder=4,
+                       label=None if label in ax.get_legend_handles_labels()[1] else label)
         pts = [s["pt"] for s in sweeps if s.get("pt") and s["pt"].get("multiplier_median")]
         if pts:
             lo = min(p["multiplier_min"] for p in pts)
@@ -165,8 +183,3 @@ def predictor_figure(rows: list[dict[str, Any]]) -> Any:
     ax.set_title("Where ASR crosses 50%: predicted vs measured", fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def _g(row: dict[str, Any]) -> float:
-    """A sweep row's multiplier γ (results written before 0.2 call it ``k``)."""
-    return float(row["gamma"] if "gamma" in row else row["k"])

@@ -15,10 +15,12 @@ from typing import Any
 
 from spectra.report.tables import fmt_multiplier
 from spectra.report.tables import markdown_table as _markdown_table
+from spectra.report.tables import sweep_gamma
 from spectra.study import paper
+from spectra.study.figures import SWEEP_MARKS
 from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
 from spectra.study.recipe import ATTACKS, DEPARTURES, Recipe
-from spectra.study.tables import Cell, Results, load_results
+from spectra.study.tables import Cell, Results, collapsed_gammas, load_results
 from spectra.study.verdicts import crossing_rows, verdicts
 
 TABLE2_ROWS = ("poisoned base", "FFT", "LoRA", "PiSSA", "DoRA", "OLoRA", "ONION (on LoRA)",
@@ -284,7 +286,18 @@ def _figure3(results: Results, rel: str) -> str:
         parts.append(f"![Figure 3 {attack}]({rel}/reproduction_sweep_{attack}.png)\n")
     parts.append("γ multiplies every LoRA module's scale s; the trained classification head is used as trained (the "
                  "paper's sweep). RoRA is swept before Pt (γ = 1 is its trained scale). Shaded: the range of Pt's "
-                 "per-module multipliers s'/s (Pt rescales only the top 3 blocks, to σ_max(s'ΔW) = σ_max(W_pre)).\n")
+                 "per-module multipliers s'/s (Pt rescales only the top 3 blocks, to σ_max(s'ΔW) = σ_max(W_pre)). "
+                 + SWEEP_MARKS + "\n")
+    first = []
+    for attack in ATTACKS:
+        for method, name in (("lora", "LoRA"), ("rora", "RoRA before Pt")):
+            sweeps = results.runs("sweep", attack, method, base_seeds=(0,))
+            if sweeps:
+                gone = collapsed_gammas(sweeps)
+                top = max(sweep_gamma(r) for s in sweeps for r in s["sweep"])
+                first.append(f"{attack} {name} " + (f"γ = {min(gone):g}" if gone else f"none up to γ = {top:g}"))
+    if first:
+        parts.append("First collapse on the grid (base 0, any seed): " + "; ".join(first) + ".\n")
     return "\n".join(parts)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spectra.report.tables import sweep_gamma
 from spectra.study.plan import BASE_SEEDS, SEEDS
 
 #: page rows → (run kind, method, where the evaluation sits in the run's JSON)
@@ -209,3 +210,8 @@ def within(pred: float, measured: float, factor: float = 2.0) -> bool | None:
     if not (math.isfinite(pred) and math.isfinite(measured)) or pred <= 0 or measured <= 0:
         return None
     return measured / factor <= pred <= measured * factor
+
+
+def collapsed_gammas(sweeps: list[dict[str, Any]]) -> set[float]:
+    """The multipliers γ at which at least one of these sweeps' models collapsed."""
+    return {sweep_gamma(r) for s in sweeps for r in s["sweep"] if r.get("collapsed")}

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from spectra.provenance import json_safe
+from spectra.report.tables import sweep_gamma
 from spectra.threshold.margins import INF, ThresholdResult
 from spectra.threshold.modules import ModuleChoice
 
@@ -187,11 +188,6 @@ class ThresholdReport:
             save_figure(sweep_figure(self), tmp / "fig_sweep.png")
             (tmp / "report.md").write_text(render_threshold_markdown(self), encoding="utf-8")
         return Path(out)
-
-
-def sweep_gamma(row: dict[str, Any]) -> float:
-    """A sweep row's multiplier γ (rows written before 0.2 call it ``k``)."""
-    return float(row["gamma"] if "gamma" in row else row["k"])
 
 
 def measured_crossing(sweep: Sequence[dict[str, Any]], level: float = 0.5) -> float:
