@@ -2,7 +2,8 @@
 
 CA and ASR measured at each multiplier γ of the adapter's scale, the ASR that the
 per-sample linear crossings predict (dashed), and the ASR floor (dotted), on a symlog
-x axis so that k = 0 (the base model) shows beside the log-spaced multipliers.
+x axis so that γ = 0 (the base model) shows beside the log-spaced multipliers; × marks a γ
+where the model collapsed (one class for nearly every input).
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ def sweep_figure(report: Any) -> Any:
         ax.fill_between(ks, lo, hi, color=colour, alpha=0.15, lw=0)
     pk, pa = report.predicted_curve()
     ax.plot(pk, [100.0 * v for v in pa], ls="--", lw=1.5, drawstyle="steps-post", color=colours[3], alpha=0.8,
-            label="ASR predicted (linear in k)")
+            label="ASR predicted (linear in γ)")
     ax.plot(ks, [pct(r["asr_floor"]) for r in sweep], ls=":", lw=1.6, color="0.35", label="ASR floor")
+    gone = [(k, pct(r["asr"])) for k, r in zip(ks, sweep) if r.get("collapsed")]
+    if gone:  # a collapsed model answers one class whatever the input: its ASR there says nothing about the trigger
+        ax.scatter(*zip(*gone), marker="x", s=55, color="black", zorder=4, label="collapsed: ASR meaningless")
     ax.axhline(50.0, color="0.6", lw=0.8, alpha=0.6)
     for value, label, colour in ((report.predicted_threshold_gamma, "predicted γ*", colours[3]),
                                  (report.measured_threshold_gamma, "measured γ*", colours[2])):
@@ -52,7 +56,7 @@ def sweep_figure(report: Any) -> Any:
     ax.set_xticks(ks)
     ax.set_xticklabels([f"{k:g}" for k in ks], fontsize=8)
     ax.set_ylim(-3, 103)
-    ax.set_xlabel("k  (multiplier of every adapted module's scale; 0 = base, 1 = adapter as trained)")
+    ax.set_xlabel("γ  (multiplier of every adapted module's scale; 0 = base, 1 = adapter as trained)")
     ax.set_ylabel("%")
     ax.set_title(f"Scale sweep: {adapter_label(report.inputs['adapter']['path'])}", fontsize=10)
     ax.legend(fontsize=8, loc="best", framealpha=0.85)
