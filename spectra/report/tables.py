@@ -31,7 +31,7 @@ def sweep_gamma(row: dict[str, Any]) -> float:
 
 
 def fmt_multiplier(value: float | None, digits: int = 3) -> str:
-    """A scale multiplier k: ∞ where it is infinite or JSON's null (a threshold never crossed)."""
+    """A scale multiplier γ: ∞ where it is infinite or JSON's null (a threshold never crossed)."""
     return "∞" if value is None or value == math.inf else f"{float(value):.{digits}g}"
 
 

@@ -146,11 +146,11 @@ def _reading(report: Any, s: dict[str, Any]) -> str:
                      + _linearity(sweep))
     collapsed = [sweep_gamma(r) for r in sweep if r.get("collapsed")]
     if collapsed:
-        lines.append(f"- The model predicts (nearly) one class at k ∈ {{{', '.join(fmt(k) for k in collapsed)}}}: "
+        lines.append(f"- The model predicts (nearly) one class at γ ∈ {{{', '.join(fmt(g) for g in collapsed)}}}: "
                      "ASR there says nothing about the trigger (compare it with the floor).")
     near_floor = [sweep_gamma(r) for r in sweep if r["asr"] > 0.5 and r["asr_floor"] >= r["asr"] - 0.05]
     if near_floor:
-        lines.append(f"- At k ∈ {{{', '.join(fmt(k) for k in near_floor)}}} ASR is within 5 points of its floor: the "
+        lines.append(f"- At γ ∈ {{{', '.join(fmt(g) for g in near_floor)}}} ASR is within 5 points of its floor: the "
                      "model assigns the target without the trigger too.")
     chk = report.checks.get("m0_equals_base", {})
     if chk.get("ok") is False:

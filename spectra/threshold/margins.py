@@ -161,7 +161,7 @@ def threshold_from_margins(
     Args:
         M0_clean, M0_trig: margins ``z_y − z_ybd`` of the base (γ = 0) on the clean
             non-target samples x and on their triggered twins x̃, shape ``(n,)``.
-        M1_clean, M1_trig: the same with the adapter as trained (k = 1).
+        M1_clean, M1_trig: the same with the adapter as trained (γ = 1).
         sigma_pre: σ_max(W_pre) of the module the ρ's are normalised by.
         sigma_delta: σ_max(s·ΔW) of that module.
         scale: that module's PEFT scale s; ``s* = γ*·s``.

@@ -49,7 +49,7 @@ DEFINITIONS = {
                "∞ when min ρ_cl ≤ max ρ_tr, 0 when max ρ_bd ≤ 0.",
     "predicted_asr(γ)": "share of triggered non-target samples whose linearised margin M_0(x̃) + γ·D(x̃) is negative: those "
                         "with γ < γ*_flip, plus the few the adapter drives into the target (M_0(x̃) > 0, D(x̃) < 0, "
-                        "k > −M_0(x̃)/D(x̃)). Exact for a linear model.",
+                        "γ > −M_0(x̃)/D(x̃)). Exact for a linear model.",
     "predicted_threshold_gamma": "smallest γ ≥ 0 where predicted_asr(γ) < 50%, computed exactly from the per-sample crossings.",
     "measured_threshold_gamma": "smallest γ on the sweep grid where the measured ASR < 50%.",
     "measured_crossing_gamma": "where the measured ASR crosses 50%, interpolated log-linearly between the two grid points "
