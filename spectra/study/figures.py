@@ -122,7 +122,8 @@ def sweep_figure(results: Results, attack: str) -> Any:
                     label=f"{name} ASR floor (no trigger)")
         # a collapsed model answers one class whatever the input: its ASR there says nothing about the trigger
         ks, asr, _ = _mean_curve(sweeps, "asr")
-        gone = [(max(k, 0.25), a) for k, a in zip(ks, asr) if k in collapsed_gammas(sweeps)]
+        collapsed = collapsed_gammas(sweeps)
+        gone = [(max(k, 0.25), a) for k, a in zip(ks, asr) if k in collapsed]
         if gone:
             label = "collapsed there (≥ 1 seed): ASR meaningless"
             ax.scatter(*zip(*gone), marker="x", s=45, color="black", zorder=4,
