@@ -283,6 +283,21 @@ def test_the_page_says_when_peft_intruder_reduction_changed_nothing() -> None:
     assert _intruder_note(Results({})) == ""
 
 
+def test_the_page_says_how_often_onion_deleted_the_trigger() -> None:
+    from spectra.study.render import _onion_note
+    from spectra.study.tables import Results
+
+    def run(attack: str, removed: int) -> dict[str, Any]:
+        return _doc("onion", attack, "lora", eval=_ev(0.82, 0.21),
+                    onion={"threshold": 0.366, "val_ca_unfiltered": 0.882, "val_ca_filtered": 0.865,
+                           "trigger_words_removed": removed, "triggered_rows": 400})
+    note = _onion_note(Results({d["id"]: d for d in (run("badnet", 372), run("insent", 10))}))
+    assert 'badnet: threshold 0.366, clean validation CA 88.2 → 86.5%; it deleted the trigger\'s first word ("mn") ' \
+           "from 372 of 400 triggered test rows (93%)" in note
+    assert '("I") from 10 of 400 triggered test rows (2%)' in note  # InSent's sentence starts with "I"
+    assert _onion_note(Results({})) == ""
+
+
 def test_table1_marks_a_base_resumed_from_a_checkpoint_as_a_lower_bound_on_its_wall() -> None:
     from spectra.study.render import _table1
     from spectra.study.tables import Results

@@ -177,11 +177,29 @@ def _table2(results: Results, rel: str) -> str:
                  "its language model and a threshold calibrated on the clean validation split (≤ 2 points of CA), and "
                  "filters every test text. Collapsed: the model predicts one class for ≥ 95% of inputs or its CA is "
                  "within 1 point of the majority share; its ASR says nothing about the trigger.\n")
-    intruder = _intruder_note(results)
-    if intruder:
-        parts.append(intruder)
+    for note in (_onion_note(results), _intruder_note(results)):
+        if note:
+            parts.append(note)
     parts.append(f"![CA and ASR per method]({rel}/{FIGURES['rows']})\n")
     return "\n".join(parts)
+
+
+def _onion_note(results: Results) -> str:
+    """ONION's calibrated threshold and how often it deleted the trigger (from the runs' own counts)."""
+    from spectra.data.triggers import parse_trigger
+
+    parts = []
+    for d in results.runs("onion"):
+        info, attack = d.get("onion") or {}, d["run"]["attack"]
+        if "threshold" not in info:
+            continue
+        word = parse_trigger(ATTACKS[attack]).payload.split()[0]
+        removed, n = info.get("trigger_words_removed"), info.get("triggered_rows")
+        share = f" ({100 * removed / n:.0f}%)" if removed is not None and n else ""
+        parts.append(f"{attack}: threshold {info['threshold']:.3g}, clean validation CA "
+                     f"{100 * info['val_ca_unfiltered']:.1f} → {100 * info['val_ca_filtered']:.1f}%; it deleted "
+                     f"the trigger's first word (\"{word}\") from {removed} of {n} triggered test rows{share}")
+    return ("ONION (SmolLM2-135M, seed 0) — " + "; ".join(parts) + ".\n") if parts else ""
 
 
 def _intruder_note(results: Results) -> str:
