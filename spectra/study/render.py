@@ -196,7 +196,11 @@ def _onion_note(results: Results) -> str:
         word = parse_trigger(ATTACKS[attack]).payload.split()[0]
         removed, n = info.get("trigger_words_removed"), info.get("triggered_rows")
         share = f" ({100 * removed / n:.0f}%)" if removed is not None and n else ""
-        parts.append(f"{attack}: threshold {info['threshold']:.3g}, clean validation CA "
+        run = d["run"]
+        lora = results.cell("LoRA", attack, base_seeds=(run["base_seed"],), seeds=(run["seed"],))
+        without = (f" (the LoRA adapter it guards, seed {run['seed']}: CA {lora.mean('ca'):.1f}%, ASR "
+                   f"{lora.mean('asr'):.1f}% without it)") if lora.n else ""
+        parts.append(f"{attack}{without}: threshold {info['threshold']:.3g}, clean validation CA "
                      f"{100 * info['val_ca_unfiltered']:.1f} → {100 * info['val_ca_filtered']:.1f}%; it deleted "
                      f"the trigger's first word (\"{word}\") from {removed} of {n} triggered test rows{share}")
     return ("ONION (SmolLM2-135M, seed 0) — " + "; ".join(parts) + ".\n") if parts else ""
