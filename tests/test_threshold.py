@@ -316,8 +316,9 @@ def test_the_sweep_figure_speaks_of_gamma_and_marks_collapsed_points() -> None:
 
     rows = [{"gamma": g, "ca": ca, "asr": a, "asr_floor": 0.1, "collapsed": ca < 0.5}
             for g, ca, a in ((0.0, 0.8, 1.0), (1.0, 0.8, 0.6), (4.0, 0.8, 0.1), (16.0, 0.41, 1.0))]
-    report = SimpleNamespace(sweep=rows, predicted_curve=lambda: ([0.0, 2.0], [1.0, 0.0]), inputs={"adapter": {"path": "a"}},
-                             predicted_threshold_gamma=2.0, measured_threshold_gamma=4.0)
+    report = SimpleNamespace(sweep=rows, predicted_curve=lambda: ([0.0, 2.0], [1.0, 0.0]),
+                             inputs={"adapter": {"path": "a"}}, predicted_threshold_gamma=2.0,
+                             measured_threshold_gamma=4.0)
     ax = sweep_figure(report).axes[0]
     assert ax.get_xlabel().startswith("γ") and "ASR predicted (linear in γ)" in ax.get_legend_handles_labels()[1]
     marks = [c for c in ax.collections if "collapsed" in str(c.get_label())]

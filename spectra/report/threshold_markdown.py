@@ -150,8 +150,8 @@ def _reading(report: Any, s: dict[str, Any]) -> str:
                      "ASR there says nothing about the trigger (compare it with the floor).")
     near_floor = [sweep_gamma(r) for r in sweep if r["asr"] > 0.5 and r["asr_floor"] >= r["asr"] - 0.05]
     if near_floor:
-        lines.append(f"- At γ ∈ {{{', '.join(fmt(g) for g in near_floor)}}} ASR is within 5 points of its floor: the "
-                     "model assigns the target without the trigger too.")
+        lines.append(f"- At γ ∈ {{{', '.join(fmt(g) for g in near_floor)}}} ASR is within 5 points of its floor: "
+                     "the model assigns the target without the trigger too.")
     chk = report.checks.get("m0_equals_base", {})
     if chk.get("ok") is False:
         lines.append(f"- **Check failed**: M_0 differs from the base model's margins by {fmt(chk.get('max_abs_diff'))}.")
