@@ -203,7 +203,7 @@ def _onion_note(results: Results) -> str:
         parts.append(f"{attack}{without}: threshold {info['threshold']:.3g}, clean validation CA "
                      f"{100 * info['val_ca_unfiltered']:.1f} → {100 * info['val_ca_filtered']:.1f}%; it deleted "
                      f"the trigger's first word (\"{word}\") from {removed} of {n} triggered test rows{share}")
-    return ("ONION (SmolLM2-135M, seed 0) — " + "; ".join(parts) + ".\n") if parts else ""
+    return ("ONION (SmolLM2-135M as its language model) — " + "; ".join(parts) + ".\n") if parts else ""
 
 
 def _intruder_note(results: Results) -> str:
