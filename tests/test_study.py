@@ -283,6 +283,21 @@ def test_the_page_says_when_peft_intruder_reduction_changed_nothing() -> None:
     assert _intruder_note(Results({})) == ""
 
 
+def test_table1_names_a_base_whose_backdoor_is_below_the_papers_bar() -> None:
+    from spectra.study.render import _table1
+    from spectra.study.tables import Results
+
+    def base(asr: float, model: str = "minilm") -> dict[str, Any]:
+        doc = _doc("base", "badnet", proxy_heldout=_ev(0.89, asr), downstream_test=_ev(0.75, 0.95))
+        doc["run"]["model"], doc["id"] = model, f"{model}-{doc['id']}"
+        return doc
+
+    strong = _table1(Results({d["id"]: d for d in (base(1.0),)}))
+    assert "Below that bar" not in strong
+    weak = _table1(Results({d["id"]: d for d in (base(1.0), base(0.927, "smollm2"))}))
+    assert "Below that bar on the held-out proxy rows: smollm2 badnet base 0 (92.7%)." in weak
+
+
 def test_the_page_says_how_often_onion_deleted_the_trigger() -> None:
     from spectra.study.render import _onion_note
     from spectra.study.tables import Results

@@ -96,9 +96,11 @@ def _recipe_section(recipe: Recipe) -> str:
 
 
 def _table1(results: Results) -> str:
-    rows = []
+    rows, short = [], []
     for doc in results.runs("base") + results.runs("base", model="smollm2"):
         run, p, d = doc["run"], doc.get("proxy_heldout", {}), doc.get("downstream_test", {})
+        if p.get("asr") is not None and p["asr"] <= 0.95:
+            short.append(f"{run.get('model')} {run['attack']} base {run['base_seed']} ({100 * p['asr']:.1f}%)")
         paper_ca = paper.TABLE1_CR[run["attack"]]
         rows.append({"model": run.get("model"), "attack": run["attack"], "base seed": run["base_seed"],
                      "rt held-out CA / ASR / floor %": _triple(p), "CR test CA / ASR / floor %": _triple(d),
@@ -106,7 +108,8 @@ def _table1(results: Results) -> str:
                      "wall (min)": _wall({**doc, "wall_s": doc.get("poison_wall_s") or doc.get("wall_s", 0)})})
     return ("## Table 1 analogue: the poisoned bases before fine-tuning\n\n" + markdown_table(rows) +
             "The paper requires ASR > 95% on every poisoned base; its Table 1 (BadNet) and Table 6 (InSent) give the "
-            "CR accuracy of its MR-poisoned models.\n")
+            "CR accuracy of its MR-poisoned models."
+            + (" Below that bar on the held-out proxy rows: " + "; ".join(short) + "." if short else "") + "\n")
 
 
 def _triple(ev: dict[str, Any]) -> str:
