@@ -110,8 +110,9 @@ def sweep_figure(results: Results, attack: str) -> Any:
         if not sweeps:
             continue
         most = max(most, len(sweeps))
+        curves = {}
         for key, color in (("ca", "tab:blue"), ("asr", "tab:red")):
-            ks, mean, std = _mean_curve(sweeps, key)
+            ks, mean, std = curves[key] = _mean_curve(sweeps, key)
             x = [max(k, 0.25) for k in ks]  # γ = 0 drawn at the left edge of the log axis
             ax.plot(x, mean, ls, color=color, marker="o", ms=3, label=f"{name} {key.upper()} (n={len(sweeps)})")
             ax.fill_between(x, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], color=color,
@@ -121,7 +122,7 @@ def sweep_figure(results: Results, attack: str) -> Any:
             ax.plot([max(k, 0.25) for k in ks], floor, ls, color="tab:red", lw=0.8, alpha=0.45,
                     label=f"{name} ASR floor (no trigger)")
         # a collapsed model answers one class whatever the input: its ASR there says nothing about the trigger
-        ks, asr, _ = _mean_curve(sweeps, "asr")
+        ks, asr, _ = curves["asr"]
         collapsed = collapsed_gammas(sweeps)
         gone = [(max(k, 0.25), a) for k, a in zip(ks, asr) if k in collapsed]
         if gone:
