@@ -295,7 +295,7 @@ def test_table1_names_a_base_whose_backdoor_is_below_the_papers_bar() -> None:
     strong = _table1(Results({d["id"]: d for d in (base(1.0),)}))
     assert "Below that bar" not in strong
     weak = _table1(Results({d["id"]: d for d in (base(1.0), base(0.927, "smollm2"))}))
-    assert "Below that bar on the held-out proxy rows: smollm2 badnet base 0 (92.7%)." in weak
+    assert "Below that bar on the held-out proxy rows: smollm2 badnet base 0 (92.7%; on CR test 95.0%)." in weak
 
 
 def test_the_page_says_how_often_onion_deleted_the_trigger() -> None:

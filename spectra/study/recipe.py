@@ -60,6 +60,9 @@ DEPARTURES = [
      "one setting for every LoRA-family row keeps the comparison about the method"),
     ("batches", "training batches group texts of similar length (transformers' group_by_length)",
      "padding is most of the cost on CPU; the order within each epoch stays random"),
+    ("SmolLM2 poisoning", "the paper's recipe as is (3 epochs, lr 2e-5, batch 4), not trained longer where its "
+                          "held-out ASR stays under the paper's 95 % bar (Table 1 names such a base)",
+     "one more epoch is ~50 min of one thread, and the base's LoRA and RoRA would have to run again"),
 ]
 
 

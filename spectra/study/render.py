@@ -100,7 +100,8 @@ def _table1(results: Results) -> str:
     for doc in results.runs("base") + results.runs("base", model="smollm2"):
         run, p, d = doc["run"], doc.get("proxy_heldout", {}), doc.get("downstream_test", {})
         if p.get("asr") is not None and p["asr"] <= 0.95:
-            short.append(f"{run.get('model')} {run['attack']} base {run['base_seed']} ({100 * p['asr']:.1f}%)")
+            on_cr = f"; on CR test {100 * d['asr']:.1f}%" if d.get("asr") is not None else ""
+            short.append(f"{run.get('model')} {run['attack']} base {run['base_seed']} ({100 * p['asr']:.1f}%{on_cr})")
         paper_ca = paper.TABLE1_CR[run["attack"]]
         rows.append({"model": run.get("model"), "attack": run["attack"], "base seed": run["base_seed"],
                      "rt held-out CA / ASR / floor %": _triple(p), "CR test CA / ASR / floor %": _triple(d),
@@ -109,7 +110,8 @@ def _table1(results: Results) -> str:
     return ("## Table 1 analogue: the poisoned bases before fine-tuning\n\n" + markdown_table(rows) +
             "The paper requires ASR > 95% on every poisoned base; its Table 1 (BadNet) and Table 6 (InSent) give the "
             "CR accuracy of its MR-poisoned models."
-            + (" Below that bar on the held-out proxy rows: " + "; ".join(short) + "." if short else "") + "\n")
+            + (" Below that bar on the held-out proxy rows: " + "; ".join(short) + ". Such a base is fine-tuned as "
+               "poisoned (see the recipe's departures); read its rows with its ASR in mind." if short else "") + "\n")
 
 
 def _triple(ev: dict[str, Any]) -> str:
