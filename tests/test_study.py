@@ -295,7 +295,15 @@ def test_table1_names_a_base_whose_backdoor_is_below_the_papers_bar() -> None:
     strong = _table1(Results({d["id"]: d for d in (base(1.0),)}))
     assert "Below that bar" not in strong
     weak = _table1(Results({d["id"]: d for d in (base(1.0), base(0.927, "smollm2"))}))
-    assert "Below that bar on the held-out proxy rows: smollm2 badnet base 0 (92.7%; on CR test 95.0%)." in weak
+    assert "Below that bar on the held-out proxy rows: smollm2 badnet base 0 (92.7%; on CR test 95.0%);" in weak
+    longer = base(0.97, "smollm2")
+    longer.update(poison_epochs=4.0, stages=[{"epochs": 3.0, "proxy_heldout": _ev(0.89, 0.927)},
+                                             {"epochs": 4.0, "proxy_heldout": _ev(0.89, 0.97)}])
+    passed = _table1(Results({d["id"]: d for d in (base(1.0), longer)}))
+    assert "Below that bar" not in passed
+    assert ("Poisoned past the paper's 3 epochs to pass that bar (held-out ASR): smollm2 badnet base 0: "
+            "92.7% after 3 → 97.0% after 4 epochs.") in passed
+    assert "| smollm2 | badnet | 0 | 4 |" in passed
 
 
 def test_the_page_says_how_often_onion_deleted_the_trigger() -> None:

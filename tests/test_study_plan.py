@@ -79,3 +79,45 @@ def test_a_run_records_its_cpu_time_which_a_paused_worker_does_not_inflate(tmp_p
     study.execute(run)
     doc = json.loads(study.path(run).read_text())
     assert doc["wall_s"] >= 0.8 and 0.2 <= doc["cpu_s"] < 0.6
+
+
+@pytest.mark.parametrize(("asrs", "used"), [((1.0,), 0), ((0.927, 0.97), 1), ((0.5, 0.6, 0.7, 0.99), 2)])
+def test_a_base_under_the_papers_asr_bar_is_poisoned_one_more_epoch_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asrs: tuple[float, ...], used: int) -> None:
+    import json
+    from types import SimpleNamespace
+
+    import spectra.eval.pipeline
+    import spectra.train.poison
+    from spectra.study.execute import Study
+    from spectra.study.plan import Run
+
+    calls: list[tuple[str, float]] = []
+
+    def fake_poison(start: Path, *args: object, epochs: float, **kwargs: object) -> SimpleNamespace:
+        calls.append((Path(start).name, epochs))
+        asr = asrs[len(calls) - 1]
+
+        def write(folder: Path, overwrite: bool = False) -> None:
+            folder.mkdir(parents=True)
+            (folder / "poison.json").write_text(json.dumps({"ca": 0.9, "asr": asr, "asr_floor": 0.1,
+                                                            "timings_s": {"total": 60.0}, "poisoning": {}}))
+        return SimpleNamespace(write=write)
+
+    downstream = SimpleNamespace(to_dict=lambda: {"ca": 0.75, "asr": 0.95, "asr_floor": 0.3})
+    monkeypatch.setattr(spectra.train.poison, "poison", fake_poison)
+    monkeypatch.setattr(spectra.eval.pipeline, "run_eval", lambda *a, **k: downstream)
+    monkeypatch.setattr(Study, "splits", SimpleNamespace(proxy="proxy", test="test"))
+    study = Study(tmp_path / "results", tmp_path / "work", log=lambda _: None)
+    base = Run("base", "badnet", 0, model="smollm2", tier=4)
+    doc = study.execute(base)
+
+    # the paper's 3 epochs from the clean model, then 1 epoch from the stage before, until ASR > 95 %
+    assert calls == [(calls[0][0], 3.0)] + [(study.more_epochs_folder(base, k).name if k else base.id, 1.0)
+                                          for k in range(used)]
+    assert [s["epochs"] for s in doc["stages"]] == [3.0 + k for k in range(used + 1)]
+    assert doc["proxy_heldout"]["asr"] == asrs[used] and doc["poison_epochs"] == 3.0 + used
+    assert doc["poison_wall_s"] == 60.0 * (used + 1)
+    final = study.more_epochs_folder(base, used) if used else study.paper_base_folder(base)
+    lora = Run("finetune", "badnet", 0, "lora", 0, model="smollm2", tier=4)
+    assert study.base_folder(lora) == final == Path(doc["folder"])  # what the fine-tuning runs start from

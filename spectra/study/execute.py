@@ -21,7 +21,9 @@ from typing import Any
 
 from spectra.study.plan import Run, lr_picks
 from spectra.study.records import audit_summary, compact_eval, rescale_summary, write_json
-from spectra.study.recipe import ATTACKS, LR_FAMILY, TARGET_LABEL, Recipe, Splits, load_splits
+from spectra.study.recipe import (ATTACKS, LR_FAMILY, MAX_EXTRA_POISON_EPOCHS, TARGET_LABEL, Recipe, Splits,
+                                  load_splits)
+from spectra.train.poison import ASR_WARNING
 
 Log = Callable[[str], None]
 
@@ -57,15 +59,31 @@ class Study:
     def ready(self, run: Run) -> bool:
         return all(self.done(d) for d in run.deps())
 
-    def base_folder(self, run: Run) -> Path:
+    def paper_base_folder(self, run: Run) -> Path:
+        """The base poisoned with the paper's recipe as is (3 epochs)."""
         return self.bases / run.base().id
+
+    def more_epochs_folder(self, run: Run, extra: int) -> Path:
+        """The base after ``extra`` epochs of poisoning past the paper's (see :meth:`_base`)."""
+        paper = self.paper_base_folder(run)
+        return paper.with_name(f"{paper.name}.plus{extra}ep")
+
+    def base_folder(self, run: Run) -> Path:
+        """The poisoned base ``run`` fine-tunes: the paper's, or the one its base run went on to
+        (named in the base's result) where the paper's stayed under the 95 % ASR bar."""
+        doc = self.result(run.base())
+        return self.bases / Path(doc["folder"]).name if doc and doc.get("folder") else self.paper_base_folder(run)
 
     def run_folder(self, run: Run) -> Path:
         return self.work / "runs" / run.id
 
     def partial_folder(self, run: Run) -> Path:
         """Where a base or fine-tuning run keeps its checkpoints until it finishes."""
-        folder = self.base_folder(run) if run.kind == "base" else self.run_folder(run)
+        if run.kind != "base":
+            return self.run_folder(run).with_name(run.id + ".partial")
+        extra = [self.more_epochs_folder(run, k) for k in range(MAX_EXTRA_POISON_EPOCHS, 0, -1)]
+        running = [f for f in extra if f.with_name(f.name + ".partial").exists()]  # a continuation under way
+        folder = running[0] if running else self.paper_base_folder(run)
         return folder.with_name(folder.name + ".partial")
 
     def progress(self, run: Run) -> tuple[int, int] | None:
@@ -117,30 +135,48 @@ class Study:
     # base: poison the clean model on the proxy, then measure it downstream (Table 1)
     def _base(self, run: Run) -> dict[str, Any]:
         from spectra.eval.pipeline import run_eval
-        from spectra.train.poison import poison
 
-        r, trig, folder = self.recipe, ATTACKS[run.attack], self.base_folder(run)
-        clean = _clean_model(run.model)
-        batch = 32 if run.model == "minilm" else 4  # the paper: 32 for BERT/RoBERTa, 4 for LLaMA
-        if not (folder / "poison.json").is_file():
-            work = self.partial_folder(run)  # its checkpoints: a killed run resumes
-            result = poison(clean, self.splits.proxy, trig, TARGET_LABEL, n_poison=r.n_poison, mode=r.poison_mode,
-                            epochs=r.poison_epochs, lr=r.poison_lr, batch_size=batch, max_length=r.max_length,
-                            seed=run.base_seed, test_size=r.poison_test_size, device="cpu", log=self.log,
-                            work_dir=work, resume=work.exists(),
-                            # SmolLM2 at batch 4 runs ~2,400 steps an epoch (over an hour on one thread)
-                            save_steps=None if run.model == "minilm" else 500)
-            result.write(folder, overwrite=True)
+        r, trig = self.recipe, ATTACKS[run.attack]
+        folder = self._poison(run, self.paper_base_folder(run), _clean_model(run.model), r.poison_epochs)
+        stages = [_stage(folder, r.poison_epochs)]
+        # the paper configures every poisoned base so that its ASR exceeds 95 % without saying
+        # how; the smallest change: one more epoch at a time, on the same poisoned rows
+        while stages[-1]["proxy_heldout"]["asr"] <= ASR_WARNING and len(stages) <= MAX_EXTRA_POISON_EPOCHS:
+            extra = len(stages)
+            self.log(f"{run.id}: held-out ASR {100 * stages[-1]['proxy_heldout']['asr']:.1f}% is not above the "
+                     f"paper's {100 * ASR_WARNING:.0f}%: poisoning one more epoch ({extra} of at most "
+                     f"{MAX_EXTRA_POISON_EPOCHS})")
+            folder = self._poison(run, self.more_epochs_folder(run, extra), folder, 1.0)
+            stages.append(_stage(folder, r.poison_epochs + extra))
         info = json.loads((folder / "poison.json").read_text(encoding="utf-8"))
         down = run_eval(str(folder), None, self.splits.test, trig, TARGET_LABEL, seed=0, max_length=r.max_length,
                         device="cpu", progress=False)
         return {"folder": str(folder), "proxy_heldout": compact_eval(info.get("evaluation") or info),
-                "poison_wall_s": (info.get("timings_s") or {}).get("total"),
-                "resumed": bool((info.get("poisoning") or {}).get("resumed_from")),  # then the wall is its last part
+                "poison_wall_s": sum(stage["wall_s"] or 0 for stage in stages) or None,
+                # then the wall is its last part
+                "resumed": any(stage["resumed"] for stage in stages),
                 "downstream_test": compact_eval(down.to_dict()), "poisoning": info.get("poisoning", {}),
+                "poison_epochs": stages[-1]["epochs"], "stages": stages,
                 "train_log": info.get("train_log", []), "warnings": info.get("warnings", []),
-                "settings": {"clean_model": str(clean), "batch_size": batch, **{k: getattr(r, k) for k in (
-                    "n_poison", "poison_mode", "poison_epochs", "poison_lr", "poison_test_size", "max_length")}}}
+                "settings": {"clean_model": str(_clean_model(run.model)), "batch_size": _poison_batch(run),
+                             **{k: getattr(r, k) for k in ("n_poison", "poison_mode", "poison_epochs", "poison_lr",
+                                                           "poison_test_size", "max_length")}}}
+
+    def _poison(self, run: Run, folder: Path, start: Path, epochs: float) -> Path:
+        """Poison ``start`` for ``epochs`` into ``folder`` (kept if already there); resumable."""
+        from spectra.train.poison import poison
+
+        if not (folder / "poison.json").is_file():
+            r = self.recipe
+            work = folder.with_name(folder.name + ".partial")  # its checkpoints: a killed run resumes
+            result = poison(start, self.splits.proxy, ATTACKS[run.attack], TARGET_LABEL, n_poison=r.n_poison,
+                            mode=r.poison_mode, epochs=epochs, lr=r.poison_lr, batch_size=_poison_batch(run),
+                            max_length=r.max_length, seed=run.base_seed, test_size=r.poison_test_size,
+                            device="cpu", log=self.log, work_dir=work, resume=work.exists(),
+                            # SmolLM2 at batch 4 runs ~2,400 steps an epoch (over an hour on one thread)
+                            save_steps=None if run.model == "minilm" else 500)
+            result.write(folder, overwrite=True)
+        return folder
 
     # finetune: spectra fix with the study's settings, plus the rows derived from its adapter
     def _finetune(self, run: Run) -> dict[str, Any]:
@@ -235,6 +271,18 @@ class Study:
         return intruder_run(str(self.base_folder(run)), str(Path(ft["folder"]) / "adapter"),
                             self.run_folder(run), self.splits, ATTACKS[run.attack], TARGET_LABEL, self.recipe,
                             top_k=self.recipe.top_k)
+
+
+def _poison_batch(run: Run) -> int:
+    return 32 if run.model == "minilm" else 4  # the paper: 32 for BERT/RoBERTa, 4 for LLaMA
+
+
+def _stage(folder: Path, epochs: float) -> dict[str, Any]:
+    """One poisoning stage's held-out evaluation and wall, read from its ``poison.json``."""
+    info = json.loads((folder / "poison.json").read_text(encoding="utf-8"))
+    return {"epochs": epochs, "folder": str(folder), "proxy_heldout": compact_eval(info.get("evaluation") or info),
+            "wall_s": (info.get("timings_s") or {}).get("total"),
+            "resumed": bool((info.get("poisoning") or {}).get("resumed_from"))}
 
 
 def _clean_model(model: str) -> Path:

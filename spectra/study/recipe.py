@@ -21,6 +21,8 @@ from spectra.train.config import PAPER_LR_GRID, RoRAConfig
 
 ATTACKS = {"badnet": "badnet:mn", "insent": 'insent:"I watched this 3D movie"'}
 TARGET_LABEL = 0
+#: epochs of poisoning a base may get past the paper's 3 while its held-out ASR is not above 95 %
+MAX_EXTRA_POISON_EPOCHS = 2
 
 #: method → the switches it differs from plain LoRA by (RoRAConfig fields)
 METHODS: dict[str, dict[str, Any]] = {
@@ -60,9 +62,11 @@ DEPARTURES = [
      "one setting for every LoRA-family row keeps the comparison about the method"),
     ("batches", "training batches group texts of similar length (transformers' group_by_length)",
      "padding is most of the cost on CPU; the order within each epoch stays random"),
-    ("SmolLM2 poisoning", "the paper's recipe as is (3 epochs, lr 2e-5, batch 4), not trained longer where its "
-                          "held-out ASR stays under the paper's 95 % bar (Table 1 names such a base)",
-     "one more epoch is ~50 min of one thread, and the base's LoRA and RoRA would have to run again"),
+    ("poisoning past 3 epochs", "where the paper's 3 epochs leave the held-out ASR at or under 95 %, one more epoch "
+                                "at a time (same rows, same lr, a fresh warm-up and decay), at most "
+                                f"{MAX_EXTRA_POISON_EPOCHS}; Table 1 shows each stage",
+     "the paper configures every poisoned base so that its ASR exceeds 95 % and does not say how; a longer "
+     "schedule from scratch would repeat the 3 epochs already trained"),
 ]
 
 

@@ -96,22 +96,30 @@ def _recipe_section(recipe: Recipe) -> str:
 
 
 def _table1(results: Results) -> str:
-    rows, short = [], []
+    rows, short, longer = [], [], []
     for doc in results.runs("base") + results.runs("base", model="smollm2"):
         run, p, d = doc["run"], doc.get("proxy_heldout", {}), doc.get("downstream_test", {})
+        name = f"{run.get('model')} {run['attack']} base {run['base_seed']}"
         if p.get("asr") is not None and p["asr"] <= 0.95:
             on_cr = f"; on CR test {100 * d['asr']:.1f}%" if d.get("asr") is not None else ""
-            short.append(f"{run.get('model')} {run['attack']} base {run['base_seed']} ({100 * p['asr']:.1f}%{on_cr})")
+            short.append(f"{name} ({100 * p['asr']:.1f}%{on_cr})")
+        stages = doc.get("stages", [])
+        if len(stages) > 1:
+            longer.append(f"{name}: " + " → ".join(f"{100 * st['proxy_heldout']['asr']:.1f}% after {st['epochs']:g}"
+                                                   for st in stages) + " epochs")
         paper_ca = paper.TABLE1_CR[run["attack"]]
         rows.append({"model": run.get("model"), "attack": run["attack"], "base seed": run["base_seed"],
+                     "poisoning epochs": f"{doc.get('poison_epochs', 3):g}",
                      "rt held-out CA / ASR / floor %": _triple(p), "CR test CA / ASR / floor %": _triple(d),
                      "paper CR CA (BERT / RoBERTa / LLaMA)": " / ".join(f"{v:.1f}" for v in paper_ca.values()),
                      "wall (min)": _wall({**doc, "wall_s": doc.get("poison_wall_s") or doc.get("wall_s", 0)})})
     return ("## Table 1 analogue: the poisoned bases before fine-tuning\n\n" + markdown_table(rows) +
             "The paper requires ASR > 95% on every poisoned base; its Table 1 (BadNet) and Table 6 (InSent) give the "
             "CR accuracy of its MR-poisoned models."
-            + (" Below that bar on the held-out proxy rows: " + "; ".join(short) + ". Such a base is fine-tuned as "
-               "poisoned (see the recipe's departures); read its rows with its ASR in mind." if short else "") + "\n")
+            + (" Poisoned past the paper's 3 epochs to pass that bar (held-out ASR): " + "; ".join(longer) + "."
+               if longer else "")
+            + (" Below that bar on the held-out proxy rows: " + "; ".join(short) + "; read its rows with its ASR "
+               "in mind." if short else "") + "\n")
 
 
 def _triple(ev: dict[str, Any]) -> str:
