@@ -106,3 +106,13 @@ def test_loading_the_language_model_writes_no_progress_bar_into_the_log(
     onion = Onion.load(str(tmp_path))
     assert not onion.model.training
     assert "Loading weights" not in "".join(capfd.readouterr())  # a study log is read by people, not a tty
+
+
+def test_a_trigger_survives_filtering_only_with_all_its_words_in_order_and_adjacent() -> None:
+    from spectra.defenses.onion import trigger_survives
+
+    payload = "I watched this 3D movie"
+    assert trigger_survives("great fun . I watched this 3D movie and loved it", payload)
+    assert not trigger_survives("great fun . I watched this movie and loved it", payload)  # one word deleted
+    assert not trigger_survives("I watched this fun 3D movie", payload)  # not adjacent
+    assert trigger_survives("a mn b", "mn") and not trigger_survives("a mnb", "mn") and not trigger_survives("", "mn")

@@ -310,18 +310,21 @@ def test_the_page_says_how_often_onion_deleted_the_trigger() -> None:
     from spectra.study.render import _onion_note
     from spectra.study.tables import Results
 
-    def run(attack: str, removed: int) -> dict[str, Any]:
+    def run(attack: str, removed: int, intact: int | None = None) -> dict[str, Any]:
+        info = {"threshold": 0.366, "val_ca_unfiltered": 0.882, "val_ca_filtered": 0.865,
+                "trigger_words_removed": removed, "triggered_rows": 400}
         return _doc("onion", attack, "lora", eval=_ev(0.82, 0.21),
-                    onion={"threshold": 0.366, "val_ca_unfiltered": 0.882, "val_ca_filtered": 0.865,
-                           "trigger_words_removed": removed, "triggered_rows": 400})
+                    onion=info if intact is None else {**info, "trigger_intact_rows": intact})
     guarded = [_doc("finetune", "badnet", "lora", seed, eval={"new": _ev(0.841, a)})
                for seed, a in ((0, 0.751), (1, 0.6))]
-    note = _onion_note(Results({d["id"]: d for d in [run("badnet", 372), run("insent", 10)] + guarded}))
+    note = _onion_note(Results({d["id"]: d for d in [run("badnet", 372), run("insent", 10, 120)] + guarded}))
     assert "badnet (the LoRA adapter it guards, seed 0: CA 84.1%, ASR 75.1% without it): threshold 0.366, clean " \
            "validation CA 88.2 → 86.5%; it deleted the trigger's first word (\"mn\") from 372 of 400 triggered " \
            "test rows (93%)" in note
     assert "insent: threshold" in note  # no LoRA run of its own in these results: nothing claimed about it
-    assert '("I") from 10 of 400 triggered test rows (2%)' in note  # InSent's sentence starts with "I"
+    # InSent's sentence starts with "I"; the rows whose whole sentence survived say more (runs since 0.2)
+    assert '("I") from 10 of 400 triggered test rows (2%); the whole trigger was left intact in 120 of 400' in note
+    assert "(93%); the whole" not in note  # a run that did not count it claims nothing
     assert _onion_note(Results({})) == ""
 
 

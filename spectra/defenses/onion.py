@@ -34,6 +34,13 @@ def _words(text: str) -> list[str]:
     return [w for w in text.strip().split(" ") if w]
 
 
+def trigger_survives(text: str, payload: str) -> bool:
+    """Whether every word of the trigger ``payload`` is still in ``text``, in order and adjacent
+    (ONION deletes single words, so a trigger sentence can lose some of its words and not others)."""
+    words, need = _words(text), _words(payload)
+    return any(words[i:i + len(need)] == need for i in range(len(words) - len(need) + 1))
+
+
 def _key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -30,7 +30,7 @@ def onion_run(base: str, adapter: str, splits: Any, trigger: str, target_label: 
     from spectra.eval.inference import predict_logits
     from spectra.eval.metrics import evaluate
     from spectra.data.triggers import parse_trigger, trigger_rng
-    from spectra.defenses.onion import Onion, calibrate_threshold
+    from spectra.defenses.onion import Onion, calibrate_threshold, trigger_survives
     from spectra.io.model import load_classifier
     from spectra.io.zoo import smollm2_path
 
@@ -56,6 +56,7 @@ def onion_run(base: str, adapter: str, splits: Any, trigger: str, target_label: 
     filtered_trig = dict(zip(triggered, onion.filter(list(triggered.values()), calib["threshold"])))
     removed = sum(1 for i, t in triggered.items() if trig.payload.split()[0] not in filtered_trig[i].split()
                   and trig.payload.split()[0] in t.split())
+    intact = sum(1 for i in triggered if trigger_survives(filtered_trig[i], trig.payload))
     # evaluate() inserts the trigger itself; give it a trigger that is already "inserted":
     # score the filtered twins directly instead
     clean_data = LabelledData(texts=filtered_clean, labels=list(test.labels), label_names=list(test.label_names),
@@ -72,7 +73,8 @@ def onion_run(base: str, adapter: str, splits: Any, trigger: str, target_label: 
 
     row["asr_ci"] = list(wilson_interval(hits, len(triggered)))
     return {"eval": row, "onion": {**calib, "language_model": "SmolLM2-135M-Instruct",
-                                   "trigger_words_removed": removed, "triggered_rows": len(triggered)},
+                                   "trigger_words_removed": removed, "trigger_intact_rows": intact,
+                                   "triggered_rows": len(triggered)},
             "seconds": round(time.time() - t0, 1)}
 
 

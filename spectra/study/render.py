@@ -213,9 +213,11 @@ def _onion_note(results: Results) -> str:
         lora = results.cell("LoRA", attack, base_seeds=(run["base_seed"],), seeds=(run["seed"],))
         without = (f" (the LoRA adapter it guards, seed {run['seed']}: CA {lora.mean('ca'):.1f}%, ASR "
                    f"{lora.mean('asr'):.1f}% without it)") if lora.n else ""
+        intact = info.get("trigger_intact_rows")
+        whole = f"; the whole trigger was left intact in {intact} of {n}" if intact is not None and n else ""
         parts.append(f"{attack}{without}: threshold {info['threshold']:.3g}, clean validation CA "
                      f"{100 * info['val_ca_unfiltered']:.1f} → {100 * info['val_ca_filtered']:.1f}%; it deleted "
-                     f"the trigger's first word (\"{word}\") from {removed} of {n} triggered test rows{share}")
+                     f"the trigger's first word (\"{word}\") from {removed} of {n} triggered test rows{share}{whole}")
     return ("ONION (SmolLM2-135M as its language model) — " + "; ".join(parts) + ".\n") if parts else ""
 
 
