@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import build_tiny_model, build_tiny_tokenizer
+from study_support import doc as _doc, ev as _ev
 
 
 # --------------------------------------------------------------------------- crossing search
@@ -95,16 +96,6 @@ def test_intruder_reduction_keeps_the_trained_head_and_loads_with_plain_peft(tmp
 
 
 # --------------------------------------------------------------------------- tables and verdicts
-
-
-def _doc(kind: str, attack: str, method: str = "", seed: int = 0, base_seed: int = 0, **body: Any) -> dict[str, Any]:
-    run = {"kind": kind, "attack": attack, "base_seed": base_seed, "method": method, "seed": seed, "lr": None,
-           "model": "minilm", "tier": 1}
-    return {"id": f"{attack}-{kind}-{method}-b{base_seed}-s{seed}", "run": run, "wall_s": 60.0, **body}
-
-
-def _ev(ca: float, asr: float, floor: float = 0.1, collapsed: bool = False) -> dict[str, Any]:
-    return {"ca": ca, "asr": asr, "delta": ca - asr, "asr_floor": floor, "collapsed": collapsed}
 
 
 def _study(lora_asr: float, rora_asr: float, rora_ca: float) -> dict[str, dict[str, Any]]:

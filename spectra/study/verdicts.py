@@ -151,7 +151,7 @@ def verdicts(results: Results) -> list[Verdict]:
         "reproduces when full RoRA has the highest mean Δ = CA − ASR among +CI, Tr alone, +CI+Tr, Pt alone and "
         "RoRA on both attacks"))
     out = [Verdict(v.claim, v.paper, v.ours, _marked(v.verdict, cells), v.rule) for v, cells in zip(out, reads)]
-    return [*out, _threshold_verdict(results), _checkpoint_verdict(results)]
+    return [*out, _threshold_verdict(results), _checkpoint_verdict(results), _llama_verdict(results)]
 
 
 def _marked(verdict: str, cells: tuple[tuple[str, dict[str, Any]], ...]) -> str:
@@ -245,3 +245,26 @@ def _checkpoint_verdict(results: Results) -> Verdict:
     preliminary = f"preliminary: {fewest} of {len(BASE_SEEDS)} bases" if fewest < len(BASE_SEEDS) else None
     return Verdict(claim, paper, "; ".join(parts), _with_marks(_count([flag for _, flag in spreads]), preliminary,
                                                                unconverged), rule)
+
+
+def _llama_verdict(results: Results) -> Verdict:
+    """Table 2's LLaMA column on the LLaMA-architecture stand-in (SmolLM2-135M, BadNet, seed 0)."""
+    claim = "on a LLaMA-architecture model too, LoRA keeps the backdoor and RoRA removes it (Table 2, LLaMA)"
+    paper_text = "LLaMA on CR (BadNet): LoRA CA 92.4%, ASR 100.0%; RoRA CA 92.8%, ASR 4.4%"
+    rule = ("reproduces when SmolLM2's LoRA ASR is ≥ 80% and its RoRA ASR ≤ 20% at CA ≥ LoRA's − 2 points, "
+            "neither collapsed; partly when one of the two holds")
+    lora, rora = (results.cell(row, "badnet", model="smollm2", seeds=(0,)) for row in ("LoRA", "+CI+Tr+Pt (RoRA)"))
+    parts = [f"{name} CA {_pct(c.mean('ca'))}, ASR {_pct(c.mean('asr'))}" + (" (collapsed)" if c.collapsed else "")
+             for name, c in (("LoRA", lora), ("RoRA", rora)) if c.n]
+    ours = "SmolLM2-135M, seed 0: " + "; ".join(parts) if parts else ""
+    if not (lora.n and rora.n):
+        return Verdict(claim, paper_text, ours, "not measured yet", rule)
+    keeps = lora.mean("asr") >= 80 and not lora.collapsed
+    removes = rora.mean("asr") <= 20 and rora.mean("ca") >= lora.mean("ca") - 2 and not rora.collapsed
+    verdict = "reproduces" if keeps and removes else "partly" if keeps or removes else "does not reproduce"
+    # a base under the paper's bar (held-out proxy ASR > 95 %) weakens the claim: said beside the verdict
+    held_out = [(d.get("proxy_heldout") or {}).get("asr") for d in results.runs("base", "badnet", model="smollm2")]
+    weak = [f"its poisoned base's held-out ASR is {_pct(100 * a)}, not above the paper's 95%"
+            for a in held_out if a is not None and a <= 0.95]
+    return Verdict(claim, paper_text, ours,
+                   _with_marks(verdict, weak[0] if weak else None, lora.not_converged + rora.not_converged), rule)
