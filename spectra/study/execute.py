@@ -153,8 +153,7 @@ class Study:
                         device="cpu", progress=False)
         return {"folder": str(folder), "proxy_heldout": compact_eval(info.get("evaluation") or info),
                 "poison_wall_s": sum(stage["wall_s"] or 0 for stage in stages) or None,
-                # then the wall is its last part
-                "resumed": any(stage["resumed"] for stage in stages),
+                "resumed": any(stage["resumed"] for stage in stages),  # then a wall is only its last part
                 "downstream_test": compact_eval(down.to_dict()), "poisoning": info.get("poisoning", {}),
                 "poison_epochs": stages[-1]["epochs"], "stages": stages,
                 "train_log": info.get("train_log", []), "warnings": info.get("warnings", []),
