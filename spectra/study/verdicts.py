@@ -12,6 +12,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from spectra.study import paper
 from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
 from spectra.study.tables import Results, within
 
@@ -250,7 +251,9 @@ def _checkpoint_verdict(results: Results) -> Verdict:
 def _llama_verdict(results: Results) -> Verdict:
     """Table 2's LLaMA column on the LLaMA-architecture stand-in (SmolLM2-135M, BadNet, seed 0)."""
     claim = "on a LLaMA-architecture model too, LoRA keeps the backdoor and RoRA removes it (Table 2, LLaMA)"
-    paper_text = "LLaMA on CR (BadNet): LoRA CA 92.4%, ASR 100.0%; RoRA CA 92.8%, ASR 4.4%"
+    llama = paper.TABLE2_CR["LLaMA"]["badnet"]
+    paper_text = (f"LLaMA on CR (BadNet): LoRA CA {_pct(llama['lora'][0])}, ASR {_pct(llama['lora'][1])}; RoRA CA "
+                  f"{_pct(llama['rora'][0])}, ASR {_pct(llama['rora'][1])}")
     rule = ("reproduces when SmolLM2's LoRA ASR is ≥ 80% and its RoRA ASR ≤ 20% at CA ≥ LoRA's − 2 points, "
             "neither collapsed; partly when one of the two holds")
     lora, rora = (results.cell(row, "badnet", model="smollm2", seeds=(0,)) for row in ("LoRA", "+CI+Tr+Pt (RoRA)"))
