@@ -292,8 +292,8 @@ def test_table1_names_a_base_whose_backdoor_is_below_the_papers_bar() -> None:
                                              {"epochs": 4.0, "proxy_heldout": _ev(0.89, 0.97)}])
     passed = _table1(Results({d["id"]: d for d in (base(1.0), longer)}))
     assert "Below that bar" not in passed
-    assert ("Poisoned past the paper's 3 epochs to pass that bar (held-out ASR): smollm2 badnet base 0: "
-            "92.7% after 3 → 97.0% after 4 epochs.") in passed
+    assert ("Poisoned past the paper's 3 epochs to try to pass that bar (held-out ASR): smollm2 badnet base 0: "
+            "92.7% after 3 → 97.0% after 4 epochs; fine-tuned from the 4-epoch stage.") in passed
     assert "| smollm2 | badnet | 0 | 4 |" in passed
 
 

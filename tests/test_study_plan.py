@@ -81,9 +81,14 @@ def test_a_run_records_its_cpu_time_which_a_paused_worker_does_not_inflate(tmp_p
     assert doc["wall_s"] >= 0.8 and 0.2 <= doc["cpu_s"] < 0.6
 
 
-@pytest.mark.parametrize(("asrs", "used"), [((1.0,), 0), ((0.927, 0.97), 1), ((0.5, 0.6, 0.7, 0.99), 2)])
+@pytest.mark.parametrize(("asrs", "trained", "kept"), [
+    ((1.0,), 0, 0),  # over the bar after the paper's 3 epochs: nothing more
+    ((0.927, 0.97), 1, 1),  # one more epoch passes the bar: fine-tuning starts from it
+    ((0.5, 0.6, 0.7), 2, 0),  # still under after the most extra epochs: back to the paper's base
+    ((0.927, 0.929), 1, 0),  # an extra epoch gained 0.2 point: the bar is out of reach, stop
+])
 def test_a_base_under_the_papers_asr_bar_is_poisoned_one_more_epoch_at_a_time(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asrs: tuple[float, ...], used: int) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asrs: tuple[float, ...], trained: int, kept: int) -> None:
     import json
     from types import SimpleNamespace
 
@@ -112,12 +117,13 @@ def test_a_base_under_the_papers_asr_bar_is_poisoned_one_more_epoch_at_a_time(
     base = Run("base", "badnet", 0, model="smollm2", tier=4)
     doc = study.execute(base)
 
-    # the paper's 3 epochs from the clean model, then 1 epoch from the stage before, until ASR > 95 %
+    # the paper's 3 epochs from the clean model, then 1 epoch from the stage before
     assert calls == [(calls[0][0], 3.0)] + [(study.more_epochs_folder(base, k).name if k else base.id, 1.0)
-                                          for k in range(used)]
-    assert [s["epochs"] for s in doc["stages"]] == [3.0 + k for k in range(used + 1)]
-    assert doc["proxy_heldout"]["asr"] == asrs[used] and doc["poison_epochs"] == 3.0 + used
-    assert doc["poison_wall_s"] == 60.0 * (used + 1)
-    final = study.more_epochs_folder(base, used) if used else study.paper_base_folder(base)
+                                          for k in range(trained)]
+    assert [s["epochs"] for s in doc["stages"]] == [3.0 + k for k in range(trained + 1)]
+    assert [s["proxy_heldout"]["asr"] for s in doc["stages"]] == list(asrs[:trained + 1])
+    assert doc["proxy_heldout"]["asr"] == asrs[kept] and doc["poison_epochs"] == 3.0 + kept
+    assert doc["poison_wall_s"] == 60.0 * (trained + 1)  # every stage trained counts
+    final = study.more_epochs_folder(base, kept) if kept else study.paper_base_folder(base)
     lora = Run("finetune", "badnet", 0, "lora", 0, model="smollm2", tier=4)
     assert study.base_folder(lora) == final == Path(doc["folder"])  # what the fine-tuning runs start from

@@ -21,8 +21,8 @@ from typing import Any
 
 from spectra.study.plan import Run, lr_picks
 from spectra.study.records import audit_summary, compact_eval, rescale_summary, write_json
-from spectra.study.recipe import (ATTACKS, LR_FAMILY, MAX_EXTRA_POISON_EPOCHS, TARGET_LABEL, Recipe, Splits,
-                                  load_splits)
+from spectra.study.recipe import (ATTACKS, LR_FAMILY, MAX_EXTRA_POISON_EPOCHS, MIN_EXTRA_EPOCH_GAIN, TARGET_LABEL,
+                                  Recipe, Splits, load_splits)
 from spectra.train.poison import ASR_WARNING
 
 Log = Callable[[str], None]
@@ -142,12 +142,19 @@ class Study:
         # the paper configures every poisoned base so that its ASR exceeds 95 % without saying
         # how; the smallest change: one more epoch at a time, on the same poisoned rows
         while stages[-1]["proxy_heldout"]["asr"] <= ASR_WARNING and len(stages) <= MAX_EXTRA_POISON_EPOCHS:
+            if len(stages) > 1 and _gain(stages) < MIN_EXTRA_EPOCH_GAIN:
+                break  # at this pace the bar is out of reach
             extra = len(stages)
             self.log(f"{run.id}: held-out ASR {100 * stages[-1]['proxy_heldout']['asr']:.1f}% is not above the "
                      f"paper's {100 * ASR_WARNING:.0f}%: poisoning one more epoch ({extra} of at most "
                      f"{MAX_EXTRA_POISON_EPOCHS})")
             folder = self._poison(run, self.more_epochs_folder(run, extra), folder, 1.0)
             stages.append(_stage(folder, r.poison_epochs + extra))
+        used = stages[-1] if stages[-1]["proxy_heldout"]["asr"] > ASR_WARNING else stages[0]
+        if used is not stages[-1]:
+            self.log(f"{run.id}: {len(stages) - 1} more epoch(s) did not pass the bar; fine-tuning starts from the "
+                     f"paper's {r.poison_epochs:g}-epoch base")
+        folder = Path(used["folder"])
         info = json.loads((folder / "poison.json").read_text(encoding="utf-8"))
         down = run_eval(str(folder), None, self.splits.test, trig, TARGET_LABEL, seed=0, max_length=r.max_length,
                         device="cpu", progress=False)
@@ -155,7 +162,7 @@ class Study:
                 "poison_wall_s": sum(stage["wall_s"] or 0 for stage in stages) or None,
                 "resumed": any(stage["resumed"] for stage in stages),  # then a wall is only its last part
                 "downstream_test": compact_eval(down.to_dict()), "poisoning": info.get("poisoning", {}),
-                "poison_epochs": stages[-1]["epochs"], "stages": stages,
+                "poison_epochs": used["epochs"], "stages": stages,
                 "train_log": info.get("train_log", []), "warnings": info.get("warnings", []),
                 "settings": {"clean_model": str(_clean_model(run.model)), "batch_size": _poison_batch(run),
                              **{k: getattr(r, k) for k in ("n_poison", "poison_mode", "poison_epochs", "poison_lr",
@@ -274,6 +281,11 @@ class Study:
 
 def _poison_batch(run: Run) -> int:
     return 32 if run.model == "minilm" else 4  # the paper: 32 for BERT/RoBERTa, 4 for LLaMA
+
+
+def _gain(stages: list[dict[str, Any]]) -> float:
+    """How much the last poisoning stage raised the held-out ASR."""
+    return stages[-1]["proxy_heldout"]["asr"] - stages[-2]["proxy_heldout"]["asr"]
 
 
 def _stage(folder: Path, epochs: float) -> dict[str, Any]:

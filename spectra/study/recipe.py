@@ -23,6 +23,9 @@ ATTACKS = {"badnet": "badnet:mn", "insent": 'insent:"I watched this 3D movie"'}
 TARGET_LABEL = 0
 #: epochs of poisoning a base may get past the paper's 3 while its held-out ASR is not above 95 %
 MAX_EXTRA_POISON_EPOCHS = 2
+#: an extra epoch that raises the held-out ASR by less than this stops the extra epochs: at that
+#: pace the bar is out of reach, and the base is fine-tuned from the paper's 3-epoch stage
+MIN_EXTRA_EPOCH_GAIN = 0.01
 
 #: method → the switches it differs from plain LoRA by (RoRAConfig fields)
 METHODS: dict[str, dict[str, Any]] = {
@@ -64,7 +67,9 @@ DEPARTURES = [
      "padding is most of the cost on CPU; the order within each epoch stays random"),
     ("poisoning past 3 epochs", "where the paper's 3 epochs leave the held-out ASR at or under 95 %, one more epoch "
                                 "at a time (same rows, same lr, a fresh warm-up and decay), at most "
-                                f"{MAX_EXTRA_POISON_EPOCHS}; Table 1 shows each stage",
+                                f"{MAX_EXTRA_POISON_EPOCHS}, stopping when one gains under "
+                                f"{100 * MIN_EXTRA_EPOCH_GAIN:g} point; a base that still misses the bar is fine-tuned "
+                                "from its 3-epoch stage (the paper's recipe). Table 1 shows each stage",
      "the paper configures every poisoned base so that its ASR exceeds 95 % and does not say how; a longer "
      "schedule from scratch would repeat the 3 epochs already trained"),
 ]

@@ -106,7 +106,8 @@ def _table1(results: Results) -> str:
         stages = doc.get("stages", [])
         if len(stages) > 1:
             longer.append(f"{name}: " + " → ".join(f"{100 * st['proxy_heldout']['asr']:.1f}% after {st['epochs']:g}"
-                                                   for st in stages) + " epochs")
+                                                   for st in stages)
+                          + f" epochs; fine-tuned from the {doc.get('poison_epochs', 3):g}-epoch stage")
         paper_ca = paper.TABLE1_CR[run["attack"]]
         rows.append({"model": run.get("model"), "attack": run["attack"], "base seed": run["base_seed"],
                      "poisoning epochs": f"{doc.get('poison_epochs', 3):g}",
@@ -116,7 +117,7 @@ def _table1(results: Results) -> str:
     return ("## Table 1 analogue: the poisoned bases before fine-tuning\n\n" + markdown_table(rows) +
             "The paper requires ASR > 95% on every poisoned base; its Table 1 (BadNet) and Table 6 (InSent) give the "
             "CR accuracy of its MR-poisoned models."
-            + (" Poisoned past the paper's 3 epochs to pass that bar (held-out ASR): " + "; ".join(longer) + "."
+            + (" Poisoned past the paper's 3 epochs to try to pass that bar (held-out ASR): " + "; ".join(longer) + "."
                if longer else "")
             + (" Below that bar on the held-out proxy rows: " + "; ".join(short) + "; read its rows with its ASR "
                "in mind." if short else "") + "\n")
