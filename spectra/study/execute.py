@@ -145,9 +145,10 @@ class Study:
             if len(stages) > 1 and _gain(stages) < MIN_EXTRA_EPOCH_GAIN:
                 break  # at this pace the bar is out of reach
             extra = len(stages)
+            done = (self.more_epochs_folder(run, extra) / "poison.json").is_file()
             self.log(f"{run.id}: held-out ASR {100 * stages[-1]['proxy_heldout']['asr']:.1f}% is not above the "
-                     f"paper's {100 * ASR_WARNING:.0f}%: poisoning one more epoch ({extra} of at most "
-                     f"{MAX_EXTRA_POISON_EPOCHS})")
+                     f"paper's {100 * ASR_WARNING:.0f}%: " + ("its extra epoch" if done else "poisoning one more epoch")
+                     + f" ({extra} of at most {MAX_EXTRA_POISON_EPOCHS})" + (", kept from an earlier run" if done else ""))
             folder = self._poison(run, self.more_epochs_folder(run, extra), folder, 1.0)
             stages.append(_stage(folder, r.poison_epochs + extra))
         used = stages[-1] if stages[-1]["proxy_heldout"]["asr"] > ASR_WARNING else stages[0]
