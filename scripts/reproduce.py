@@ -68,6 +68,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from spectra.study.execute import Study
     from spectra.study.plan import estimate_hours, study_plan
     from spectra.study.runner import held
+    from spectra.study.tables import run_seconds
 
     study = Study(args.results, args.work, log=log)
     plan = study_plan(study.recipe.lr_grid)
@@ -75,12 +76,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     for tier in sorted({r.tier for r in plan}):
         runs = [r for r in plan if r.tier == tier]
         done = [r for r in runs if r.id in docs]
-        wall = sum(docs[r.id].get("wall_s", 0) for r in done)
+        wall = sum(run_seconds(docs[r.id]) for r in done)
         log(f"tier {tier}: {len(done)}/{len(runs)} done, {wall / 3600:.1f} h of run time")
     pending = [r for r in plan if r.id not in docs]
     # a seed-0 run that reuses its lr pick (same_as) trained nothing itself: not a measurement
     steps = {r.id: study.progress(r) for r in pending}
-    hours, total = estimate_hours(pending, [(r, float(docs[r.id].get("wall_s", 0)), bool(docs[r.id].get("resumed")))
+    hours, total = estimate_hours(pending, [(r, run_seconds(docs[r.id]), bool(docs[r.id].get("resumed")))
                                             for r in plan if r.id in docs and not docs[r.id].get("same_as")],
                                   done_share={i: s[0] / s[1] for i, s in steps.items() if s and s[1]})
     for r in pending:

@@ -127,3 +127,12 @@ def test_a_base_under_the_papers_asr_bar_is_poisoned_one_more_epoch_at_a_time(
     final = study.more_epochs_folder(base, kept) if kept else study.paper_base_folder(base)
     lora = Run("finetune", "badnet", 0, "lora", 0, model="smollm2", tier=4)
     assert study.base_folder(lora) == final == Path(doc["folder"])  # what the fine-tuning runs start from
+
+
+def test_a_base_counts_the_compute_of_every_poisoning_stage_not_its_last_process() -> None:
+    from spectra.study.tables import run_seconds
+
+    # a base whose stages an earlier process trained: this process only evaluated (2 min)
+    assert run_seconds({"wall_s": 120.0, "poison_wall_s": 14_574.0}) == 14_574.0
+    assert run_seconds({"wall_s": 1_000.0, "poison_wall_s": 900.0}) == 1_000.0  # poisoned and evaluated here
+    assert run_seconds({"wall_s": 1_786.6}) == 1_786.6 and run_seconds({}) == 0.0  # fine-tuning runs

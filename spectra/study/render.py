@@ -20,7 +20,7 @@ from spectra.study import paper
 from spectra.study.figures import SWEEP_MARKS
 from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
 from spectra.study.recipe import ATTACKS, DEPARTURES, Recipe
-from spectra.study.tables import Cell, Results, collapsed_gammas, load_results
+from spectra.study.tables import Cell, Results, collapsed_gammas, load_results, run_seconds
 from spectra.study.verdicts import crossing_rows, verdicts
 
 TABLE2_ROWS = ("poisoned base", "FFT", "LoRA", "PiSSA", "DoRA", "OLoRA", "ONION (on LoRA)",
@@ -74,7 +74,7 @@ def _status(results: Results, plan: list[Any]) -> str:
     for tier in sorted({r.tier for r in plan}):
         runs = [r for r in plan if r.tier == tier]
         done = [r for r in runs if r.id in results.docs]
-        hours = sum(results.docs[r.id].get("wall_s", 0) for r in done) / 3600
+        hours = sum(run_seconds(results.docs[r.id]) for r in done) / 3600
         rows.append({"tier": tier, "runs done": f"{len(done)}/{len(runs)}", "compute (h, 1 thread each)": f"{hours:.1f}"})
     return "## Where the study stands\n\n" + markdown_table(rows) + (
         "Tiers: 1 = core rows with 3 seeds and the learning-rate pick; 2 = two more poisoned bases; 3 = PiSSA/DoRA/"

@@ -64,6 +64,12 @@ def _eval_at(doc: dict[str, Any], where: str) -> dict[str, Any] | None:
     return _get(node, rest)
 
 
+def run_seconds(doc: dict[str, Any]) -> float:
+    """The compute a result stands for: its process's wall, or for a base the walls of every
+    poisoning stage where those are longer (stages kept from an earlier run cost that run)."""
+    return max(float(doc.get("wall_s") or 0), float(doc.get("poison_wall_s") or 0))
+
+
 def run_converged(doc: dict[str, Any]) -> bool | None:
     """Whether a run's validation CA had stopped improving, by the study's rule
     (:func:`spectra.train.validation.converged`) applied to the curve stored with the run, so
