@@ -20,7 +20,7 @@ from spectra.study import paper
 from spectra.study.figures import SWEEP_MARKS
 from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
 from spectra.study.recipe import ATTACKS, DEPARTURES, Recipe
-from spectra.study.tables import Cell, Results, collapsed_gammas, load_results, run_seconds
+from spectra.study.tables import Cell, Results, below_asr_bar, collapsed_gammas, load_results, run_seconds
 from spectra.study.verdicts import crossing_rows, verdicts
 
 TABLE2_ROWS = ("poisoned base", "FFT", "LoRA", "PiSSA", "DoRA", "OLoRA", "ONION (on LoRA)",
@@ -100,7 +100,7 @@ def _table1(results: Results) -> str:
     for doc in results.runs("base") + results.runs("base", model="smollm2"):
         run, p, d = doc["run"], doc.get("proxy_heldout", {}), doc.get("downstream_test", {})
         name = f"{run.get('model')} {run['attack']} base {run['base_seed']}"
-        if p.get("asr") is not None and p["asr"] <= 0.95:
+        if below_asr_bar(doc):
             on_cr = f"; on CR test {100 * d['asr']:.1f}%" if d.get("asr") is not None else ""
             short.append(f"{name} ({100 * p['asr']:.1f}%{on_cr})")
         stages = doc.get("stages", [])

@@ -64,6 +64,15 @@ def _eval_at(doc: dict[str, Any], where: str) -> dict[str, Any] | None:
     return _get(node, rest)
 
 
+def below_asr_bar(doc: dict[str, Any]) -> bool:
+    """Whether a poisoned base's held-out ASR is not above the paper's 95 % (A.1: every base is
+    configured so that its ASR exceeds it)."""
+    from spectra.train.poison import ASR_WARNING
+
+    asr = (doc.get("proxy_heldout") or {}).get("asr")
+    return asr is not None and asr <= ASR_WARNING
+
+
 def run_seconds(doc: dict[str, Any]) -> float:
     """The compute a result stands for: its process's wall, or for a base the walls of every
     poisoning stage where those are longer (stages kept from an earlier run cost that run)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from spectra.study import paper
 from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
-from spectra.study.tables import Results, within
+from spectra.study.tables import Results, below_asr_bar, within
 
 ATTACKS = ("badnet", "insent")
 
@@ -266,8 +266,7 @@ def _llama_verdict(results: Results) -> Verdict:
     removes = rora.mean("asr") <= 20 and rora.mean("ca") >= lora.mean("ca") - 2 and not rora.collapsed
     verdict = "reproduces" if keeps and removes else "partly" if keeps or removes else "does not reproduce"
     # a base under the paper's bar (held-out proxy ASR > 95 %) weakens the claim: said beside the verdict
-    held_out = [(d.get("proxy_heldout") or {}).get("asr") for d in results.runs("base", "badnet", model="smollm2")]
-    weak = [f"its poisoned base's held-out ASR is {_pct(100 * a)}, not above the paper's 95%"
-            for a in held_out if a is not None and a <= 0.95]
+    weak = [f"its poisoned base's held-out ASR is {_pct(100 * d['proxy_heldout']['asr'])}, not above the paper's 95%"
+            for d in results.runs("base", "badnet", model="smollm2") if below_asr_bar(d)]
     return Verdict(claim, paper_text, ours,
                    _with_marks(verdict, weak[0] if weak else None, lora.not_converged + rora.not_converged), rule)
