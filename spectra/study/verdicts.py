@@ -173,14 +173,40 @@ def _with_marks(verdict: str, preliminary: str | None, unconverged: int) -> str:
     return f"{verdict} ({'; '.join(marks)})" if marks else verdict
 
 
-def _chance(results: Results) -> float | None:
-    for doc in results.runs("finetune", method="lora"):
+# hidden width of each study model: the dimension of W_pre's right singular vectors for q/v projections
+MODEL_WIDTH = {"minilm": 384, "smollm2": 576}
+
+
+def _chance(results: Results, model: str = "minilm") -> float | None:
+    """max|cos| a random direction scores against W_pre's top 32 in ``model``'s width (None before any audit)."""
+    for doc in results.runs("finetune", method="lora", model=model):
         table = (doc.get("audit") or {}).get("modules_table") or []
         if table:
             from spectra.spectral import cos_random
 
-            return float(cos_random(384, 32))
+            return float(cos_random(MODEL_WIDTH[model], 32))
     return None
+
+
+def llama_spectra(results: Results) -> str:
+    """Figures 1–2 read on SmolLM2's LoRA adapter, beside MiniLM's LoRA runs ('' before it is audited)."""
+    audits = [d.get("audit") or {} for d in results.runs("finetune", method="lora", model="smollm2", seeds=(0,))]
+    audit = next((a for a in audits if a.get("ratio_median")), None)
+    if audit is None:
+        return ""
+    mini = [a["ratio_median"] for a in (d.get("audit") or {} for d in results.runs("finetune", method="lora"))
+            if a.get("ratio_median")]
+    text = (f"Figure 1 on SmolLM2's LoRA adapter ({audit.get('modules', '?')} modules): median σ_pre/σ_Δ "
+            f"{audit['ratio_median']:.1f} (smallest {audit.get('ratio_min', math.nan):.1f})")
+    if mini:
+        text += f"; MiniLM's LoRA runs: {min(mini):.1f}–{max(mini):.1f}"
+    chance = _chance(results, "smollm2")
+    if audit.get("cos_right_median") is not None and chance:
+        # right singular vectors live in the input (hidden) space for q_proj and v_proj alike, so one chance level
+        text += (f". Figure 2: median max|cos| of ΔW's leading right singular vector with W_pre's top 32 is "
+                 f"{audit['cos_right_median']:.3f}, against {chance:.3f} for a random direction in "
+                 f"R^{MODEL_WIDTH['smollm2']}")
+    return text + ".\n"
 
 
 def crossing_rows(results: Results) -> list[dict[str, Any]]:
