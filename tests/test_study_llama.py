@@ -56,7 +56,11 @@ def test_smollm2s_lora_audit_is_read_beside_minilms_with_its_own_chance_level() 
     table = [{"module": "model.layers.0.self_attn.q_proj", "ratio": 49.0}]
     smol = _smollm2("finetune", "lora", eval={"new": ev(0.84, 0.9)},
                     audit={"modules": 60, "ratio_median": 49.0, "ratio_min": 12.5, "cos_right_median": 0.2,
-                           "modules_table": table})
+                           "modules_table": table},
+                    pt_alone={"eval": ev(0.79, 0.85), "rescale": {
+                        "modules": [f"model.layers.{b}.self_attn.{m}_proj" for b in (27, 28, 29) for m in "qv"],
+                        "multipliers": [48.4, 42.4, 27.5, 52.1, 38.6, 49.3], "multiplier_min": 27.5,
+                        "multiplier_max": 52.1}})
     mini = [doc("finetune", "badnet", "lora", seed=s, eval={"new": ev(0.84, 0.7)},
                 audit={"ratio_median": r, "modules_table": table}) for s, r in ((0, 3.6), (1, 2.9))]
     assert llama_spectra(Results({d["id"]: d for d in mini})) == ""  # nothing until SmolLM2's adapter is audited
@@ -65,4 +69,5 @@ def test_smollm2s_lora_audit_is_read_beside_minilms_with_its_own_chance_level() 
     assert chance < cos_random(384, 32)  # a wider space: a random direction aligns less
     assert text == ("Figure 1 on SmolLM2's LoRA adapter (60 modules): median σ_pre/σ_Δ 49.0 (smallest 12.5); MiniLM's "
                     "LoRA runs: 2.9–3.6. Figure 2: median max|cos| of ΔW's leading right singular vector with W_pre's "
-                    f"top 32 is 0.200, against {chance:.3f} for a random direction in R^576.\n")
+                    f"top 32 is 0.200, against {chance:.3f} for a random direction in R^576. Pt multiplied the scale of its "
+                    "6 modules (blocks 27–29 of 30) by 28–52×, and LoRA's ASR went from 90.0% to 85.0%.\n")

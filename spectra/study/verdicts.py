@@ -175,6 +175,8 @@ def _with_marks(verdict: str, preliminary: str | None, unconverged: int) -> str:
 
 # hidden width of each study model: the dimension of W_pre's right singular vectors for q/v projections
 MODEL_WIDTH = {"minilm": 384, "smollm2": 576}
+# transformer blocks per study model: Pt's top 3 are half of one and a tenth of the other
+MODEL_BLOCKS = {"minilm": 6, "smollm2": 30}
 
 
 def _chance(results: Results, model: str = "minilm") -> float | None:
@@ -190,10 +192,11 @@ def _chance(results: Results, model: str = "minilm") -> float | None:
 
 def llama_spectra(results: Results) -> str:
     """Figures 1–2 read on SmolLM2's LoRA adapter, beside MiniLM's LoRA runs ('' before it is audited)."""
-    audits = [d.get("audit") or {} for d in results.runs("finetune", method="lora", model="smollm2", seeds=(0,))]
-    audit = next((a for a in audits if a.get("ratio_median")), None)
-    if audit is None:
+    lora = next((d for d in results.runs("finetune", method="lora", model="smollm2", seeds=(0,))
+                 if (d.get("audit") or {}).get("ratio_median")), None)
+    if lora is None:
         return ""
+    audit = lora["audit"]
     mini = [a["ratio_median"] for a in (d.get("audit") or {} for d in results.runs("finetune", method="lora"))
             if a.get("ratio_median")]
     text = (f"Figure 1 on SmolLM2's LoRA adapter ({audit.get('modules', '?')} modules): median σ_pre/σ_Δ "
@@ -206,7 +209,22 @@ def llama_spectra(results: Results) -> str:
         text += (f". Figure 2: median max|cos| of ΔW's leading right singular vector with W_pre's top 32 is "
                  f"{audit['cos_right_median']:.3f}, against {chance:.3f} for a random direction in "
                  f"R^{MODEL_WIDTH['smollm2']}")
+    pt = lora.get("pt_alone") or {}
+    mult = pt.get("rescale") or {}
+    if mult.get("multipliers") and pt.get("eval") and lora.get("eval", {}).get("new"):
+        text += (f". Pt multiplied the scale of its {len(mult['multipliers'])} modules ({_blocks(mult['modules'])} "
+                 f"of {MODEL_BLOCKS['smollm2']}) "
+                 f"by {mult['multiplier_min']:.0f}–{mult['multiplier_max']:.0f}×, and LoRA's ASR went from "
+                 f"{_pct(100 * lora['eval']['new']['asr'])} to {_pct(100 * pt['eval']['asr'])}")
     return text + ".\n"
+
+
+def _blocks(modules: list[str]) -> str:
+    """'blocks 27–29' from module names that carry a block index (``layers.27.`` / ``layer.27.``)."""
+    import re
+
+    found = sorted({int(m.group(1)) for name in modules if (m := re.search(r"\blayers?\.(\d+)\.", name))})
+    return f"blocks {found[0]}–{found[-1]}" if found else "top blocks"
 
 
 def crossing_rows(results: Results) -> list[dict[str, Any]]:
