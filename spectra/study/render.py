@@ -433,7 +433,8 @@ def readme_summary(results: Results) -> str:
         out.append(f"- *{v.claim}* — **{v.verdict}** ({v.ours}).")
     pending = len(every) - len(measured)
     if pending:
-        out.append(f"- {pending} of the paper's claims have no verdict yet: their runs are pending.")
+        out.append(f"- {pending} of the paper's claims {'has' if pending == 1 else 'have'} no verdict yet: "
+                   f"{'its runs are' if pending == 1 else 'their runs are'} pending.")
     return "\n".join(out)
 
 
