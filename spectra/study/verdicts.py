@@ -47,6 +47,8 @@ def verdicts(results: Results) -> list[Verdict]:
     out: list[Verdict] = []
     #: per verdict, the (name, cell) pairs its numbers come from: what its marks are read from
     reads: list[tuple[tuple[str, dict[str, Any]], ...]] = []
+    #: per verdict, the ASR edge its rule compares a mean with: (row, its cells, reference cells or None, offset)
+    edges: list[tuple[str, dict[str, Any], dict[str, Any] | None, float] | None] = []
     lora, fft = _per_attack(results, "LoRA"), _per_attack(results, "FFT")
     rora, before = _per_attack(results, "+CI+Tr+Pt (RoRA)"), _per_attack(results, "+CI+Tr")
     pt, ci, tr = _per_attack(results, "Pt alone (LoRA + Pt)"), _per_attack(results, "+CI"), _per_attack(results, "Tr alone")
@@ -69,12 +71,14 @@ def verdicts(results: Results) -> list[Verdict]:
                          if c[a].n else f"{a}: not run yet" for a in ATTACKS)
 
     reads.append((("LoRA", lora),))
+    edges.append(("LoRA", lora, None, 80))
     out.append(Verdict(
         "LoRA fine-tuning on clean data leaves the backdoor in place",
         "LoRA ASR on CR 84–100% (BERT, RoBERTa, LLaMA; Table 2)", ours(lora, "LoRA"),
         _count([asr(lora, a) >= 80 and not lora[a].collapsed for a in ATTACKS]) if have(lora) else "not measured yet",
         "reproduces when LoRA's mean ASR is ≥ 80% (and no run collapsed) on both attacks; partly on one"))
     reads.append((("FFT", fft), ("LoRA", lora)))
+    edges.append(("FFT", fft, lora, -10))
     out.append(Verdict(
         "full fine-tuning forgets more of the backdoor than LoRA",
         "FFT ASR on CR 20–46% against LoRA's 84–100% (BERT, RoBERTa); LLaMA's FFT keeps it (90–100%)",
@@ -87,6 +91,7 @@ def verdicts(results: Results) -> list[Verdict]:
     cos_r = [a["cos_right_median"] for a in audits if a.get("cos_right_median") is not None]
     chance = _chance(results)
     reads.append((("LoRA", lora),))
+    edges.append(None)
     out.append(Verdict(
         "LoRA's updates are spectrally weak: σ_max(s·ΔW) ≪ σ_max(W_pre) (Figure 1)",
         "ratios far above 1 in every layer of BERT and RoBERTa",
@@ -103,6 +108,7 @@ def verdicts(results: Results) -> list[Verdict]:
             v = "reproduces" if min(m_l, m_r) >= 1.5 * chance else ("partly" if max(m_l, m_r) >= 1.5 * chance
                                                                     else "does not reproduce")
     reads.append((("LoRA", lora),))
+    edges.append(None)
     out.append(Verdict(
         "LoRA's leading singular vectors keep a distinctly non-zero alignment with W_pre's top-32 (Figure 2)",
         "low but distinctly non-zero cosines", txt, v,
@@ -114,17 +120,20 @@ def verdicts(results: Results) -> list[Verdict]:
     else:
         v = "not measured yet"
     reads.append((("RoRA", rora), ("LoRA", lora)))
+    edges.append(("RoRA", rora, None, 20))
     out.append(Verdict(
         "RoRA removes the backdoor at little cost in clean accuracy",
         "RoRA ASR on CR 1.5–10%, CA within ~1 point of LoRA (Table 2)", ours(rora, "RoRA"), v,
         "reproduces when RoRA's mean ASR is ≤ 20%, its CA ≥ LoRA's − 2 points and no run collapsed, on both attacks; "
         "partly when ASR falls ≥ 30 points below LoRA's on some attack without collapse"))
     reads.append((("+CI", ci), ("LoRA", lora)))
+    edges.append(("+CI", ci, lora, -10))
     out.append(Verdict(
         "CI alone already reduces ASR (Table 5, SST-2)", "below 25% in several cases", ours(ci, "+CI"),
         _count([asr(ci, a) <= asr(lora, a) - 10 for a in ATTACKS]) if have(ci, lora) else "not measured yet",
         "reproduces when +CI's mean ASR is ≥ 10 points below LoRA's on both attacks"))
     reads.append((("Tr alone", tr), ("LoRA", lora)))
+    edges.append(("Tr alone", tr, lora, -10))
     out.append(Verdict(
         "Tr alone is not sufficient (Table 5, SST-2)", "ASR stays at 93–98% under InSent",
         ours(tr, "Tr alone"),
@@ -135,6 +144,7 @@ def verdicts(results: Results) -> list[Verdict]:
     else:
         v = "not measured yet"
     reads.append((("LoRA + Pt", pt), ("LoRA", lora)))
+    edges.append(("LoRA + Pt", pt, lora, -50))
     out.append(Verdict(
         "raising LoRA's spectral strength (Pt) suppresses the backdoor (§5.3, Figure 3)",
         "ASR falls as s grows; very large s also costs CA", ours(pt, "LoRA + Pt"), v,
@@ -147,30 +157,53 @@ def verdicts(results: Results) -> list[Verdict]:
     else:
         v, txt = "not measured yet", ""
     reads.append((("RoRA", rora), ("+CI+Tr", before), ("+CI", ci), ("Tr alone", tr), ("LoRA + Pt", pt)))
+    edges.append(None)
     out.append(Verdict(
         "all three components together give the highest Δ (Table 5)", "CI + Tr + Pt best in every case", txt, v,
         "reproduces when full RoRA has the highest mean Δ = CA − ASR among +CI, Tr alone, +CI+Tr, Pt alone and "
         "RoRA on both attacks"))
-    out = [Verdict(v.claim, v.paper, v.ours, _marked(v.verdict, cells), v.rule) for v, cells in zip(out, reads)]
+    out = [Verdict(v.claim, v.paper, v.ours, _marked(v.verdict, cells, _close_call(*edge) if edge else None), v.rule)
+           for v, cells, edge in zip(out, reads, edges, strict=True)]
     return [*out, _threshold_verdict(results), _checkpoint_verdict(results), _llama_verdict(results)]
 
 
-def _marked(verdict: str, cells: tuple[tuple[str, dict[str, Any]], ...]) -> str:
+def _marked(verdict: str, cells: tuple[tuple[str, dict[str, Any]], ...], close: str | None = None) -> str:
     """A verdict is read from 3 seeds of converged runs; until then it says what it rests on:
     the thinnest of the cells it reads ("preliminary: 1 of 3 RoRA seeds") and how many of
-    their runs had not converged — never stated as final."""
+    their runs had not converged — never stated as final. ``close`` names a mean that sits
+    within one standard error of its rule's edge."""
     if verdict == "not measured yet":
         return verdict
     name, n = min(((name, c[a].n) for name, c in cells for a in ATTACKS), key=lambda x: x[1])
     unconverged = sum(c[a].not_converged for _, c in cells for a in ATTACKS)
     return _with_marks(verdict, f"preliminary: {n} of {len(SEEDS)} {name} seeds" if n < len(SEEDS) else None,
-                       unconverged)
+                       unconverged, close)
 
 
-def _with_marks(verdict: str, preliminary: str | None, unconverged: int) -> str:
-    """``verdict (preliminary: …; N of its runs not converged)``, or the bare verdict."""
+def _with_marks(verdict: str, preliminary: str | None, unconverged: int, close: str | None = None) -> str:
+    """``verdict (preliminary: …; N of its runs not converged; close call: …)``, or the bare verdict."""
     marks = ([preliminary] if preliminary else []) + ([f"{unconverged} of its runs not converged"] if unconverged else [])
+    marks += [f"close call: {close}"] if close else []
     return f"{verdict} ({'; '.join(marks)})" if marks else verdict
+
+
+def _close_call(row: str, cells: dict[str, Any], ref: dict[str, Any] | None, offset: float) -> str | None:
+    """Where a rule compares ``row``'s mean ASR with an edge (``offset``, plus ``ref``'s mean ASR when given)
+    and the two lie within one standard error of their difference, say so: a verdict that a single
+    seed could flip is read with that in mind, not hidden behind the fixed rule."""
+    notes = []
+    for a in ATTACKS:
+        if not cells[a].n or (ref is not None and not ref[a].n):
+            continue
+        mean, sd = cells[a].stat("asr")
+        edge, var = offset, sd ** 2 / cells[a].n
+        if ref is not None:
+            ref_mean, ref_sd = ref[a].stat("asr")
+            edge, var = edge + ref_mean, var + ref_sd ** 2 / ref[a].n
+        se = math.sqrt(var)
+        if se > 0 and abs(mean - edge) < se:
+            notes.append(f"{a} {row} ASR {mean:.1f}% against the rule's edge {edge:.1f}%, standard error {se:.1f}")
+    return "; ".join(notes) or None
 
 
 # hidden width of each study model: the dimension of W_pre's right singular vectors for q/v projections
