@@ -71,3 +71,9 @@ def test_smollm2s_lora_audit_is_read_beside_minilms_with_its_own_chance_level() 
                     "LoRA runs: 2.9–3.6. Figure 2: median max|cos| of ΔW's leading right singular vector with W_pre's "
                     f"top 32 is 0.200, against {chance:.3f} for a random direction in R^576. Pt multiplied the scale of its "
                     "6 modules (blocks 27–29 of 30) by 28–52×, and LoRA's ASR went from 90.0% to 85.0%.\n")
+    rora = _smollm2("finetune", "rora", audit_before_pt={"cos_right_median": 4.6e-5},
+                    eval={"new-before-rescale": ev(0.861, 0.528), "new": ev(0.846, 0.596)},
+                    rescale={"multipliers": [303.3, 46.2], "multiplier_min": 46.2, "multiplier_max": 303.3})
+    text = llama_spectra(Results({d["id"]: d for d in [smol, rora, *mini]}))
+    assert text.endswith("85.0%. With Tr, RoRA's median max|cos| is 4.6e-05; Pt multiplied the same modules by "
+                         "46–303×, and its ASR went from 52.8% (+CI+Tr) to 59.6% at CA 86.1% → 84.6%.\n")

@@ -224,7 +224,8 @@ def _chance(results: Results, model: str = "minilm") -> float | None:
 
 
 def llama_spectra(results: Results) -> str:
-    """Figures 1–2 read on SmolLM2's LoRA adapter, beside MiniLM's LoRA runs ('' before it is audited)."""
+    """Figures 1–2 on SmolLM2's LoRA adapter beside MiniLM's, and what Pt (and, in RoRA, Tr) did there ('' before
+    SmolLM2's LoRA adapter is audited)."""
     lora = next((d for d in results.runs("finetune", method="lora", model="smollm2", seeds=(0,))
                  if (d.get("audit") or {}).get("ratio_median")), None)
     if lora is None:
@@ -249,7 +250,25 @@ def llama_spectra(results: Results) -> str:
                  f"of {MODEL_BLOCKS['smollm2']}) "
                  f"by {mult['multiplier_min']:.0f}–{mult['multiplier_max']:.0f}×, and LoRA's ASR went from "
                  f"{_pct(100 * lora['eval']['new']['asr'])} to {_pct(100 * pt['eval']['asr'])}")
-    return text + ".\n"
+    return text + "." + _llama_rora(results) + "\n"
+
+
+def _llama_rora(results: Results) -> str:
+    """What Tr and Pt did in SmolLM2's RoRA run ('' before it lands)."""
+    rora = next((d for d in results.runs("finetune", method="rora", model="smollm2", seeds=(0,))), None)
+    if rora is None:
+        return ""
+    text = ""
+    audit = rora.get("audit_before_pt") or rora.get("audit") or {}
+    if audit.get("cos_right_median") is not None:
+        text += f" With Tr, RoRA's median max|cos| is {audit['cos_right_median']:.1e}"
+    mult, ev = rora.get("rescale") or {}, rora.get("eval") or {}
+    if mult.get("multipliers") and ev.get("new-before-rescale") and ev.get("new"):
+        text += ((";" if text else " RoRA's") + f" Pt multiplied the same modules by {mult['multiplier_min']:.0f}–"
+                 f"{mult['multiplier_max']:.0f}×, and its ASR went from {_pct(100 * ev['new-before-rescale']['asr'])} "
+                 f"(+CI+Tr) to {_pct(100 * ev['new']['asr'])} at CA {_pct(100 * ev['new-before-rescale']['ca'])} → "
+                 f"{_pct(100 * ev['new']['ca'])}")
+    return text + "." if text else ""
 
 
 def _blocks(modules: list[str]) -> str:
