@@ -164,7 +164,40 @@ def verdicts(results: Results) -> list[Verdict]:
         "RoRA on both attacks"))
     out = [Verdict(v.claim, v.paper, v.ours, _marked(v.verdict, cells, _close_call(*edge) if edge else None), v.rule)
            for v, cells, edge in zip(out, reads, edges, strict=True)]
-    return [*out, _threshold_verdict(results), _checkpoint_verdict(results), _llama_verdict(results)]
+    return [*out, _variants_verdict(results), _threshold_verdict(results), _checkpoint_verdict(results),
+            _llama_verdict(results)]
+
+
+#: Table 4's LoRA variants: page row name → the paper's key
+VARIANTS = {"PiSSA": "pissa", "DoRA": "dora", "OLoRA": "olora"}
+
+
+def _variants_verdict(results: Results) -> Verdict:
+    """Table 4: RoRA on top of PiSSA, DoRA and OLoRA (one seed per row, base 0)."""
+    claim = "RoRA on top of PiSSA, DoRA and OLoRA lowers their ASR too (Table 4)"
+    drops = {model: [cols[a][key][1] - cols[a][f"{key}+rora"][1] for a in cols for key in VARIANTS.values()]
+             for model, cols in paper.TABLE4_CR.items()}
+    paper_text = "; ".join(f"{model}: ASR {min(d):.0f}–{max(d):.0f} points lower with RoRA" for model, d in drops.items())
+    rule = ("reproduces when every variant + RoRA has an ASR ≥ 30 points below the variant's, at CA ≥ the variant's "
+            "− 2 points and without collapse, on both attacks; partly when some do")
+    parts, flags, unconverged, missing = [], [], 0, False
+    for a in ATTACKS:
+        pairs = []
+        for name in VARIANTS:
+            alone, fixed = results.cell(name, a, seeds=(0,)), results.cell(f"{name} + RoRA", a, seeds=(0,))
+            if not (alone.n and fixed.n):
+                missing = True
+                continue
+            unconverged += alone.not_converged + fixed.not_converged
+            pairs.append(f"{name} {_pct(alone.mean('asr'))} → {_pct(fixed.mean('asr'))}")
+            flags.append(fixed.mean("asr") <= alone.mean("asr") - 30 and fixed.mean("ca") >= alone.mean("ca") - 2
+                         and not fixed.collapsed)
+        if pairs:
+            parts.append(f"{a}: " + ", ".join(pairs))
+    ours = "; ".join(parts) + (" (ASR, one seed per row)" if parts else "")
+    if missing or not flags:
+        return Verdict(claim, paper_text, ours, "not measured yet", rule)
+    return Verdict(claim, paper_text, ours, _with_marks(_count(flags), None, unconverged), rule)
 
 
 def _marked(verdict: str, cells: tuple[tuple[str, dict[str, Any]], ...], close: str | None = None) -> str:

@@ -1,0 +1,47 @@
+"""Table 4's verdict: RoRA on top of the LoRA variants, read pair by pair."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from study_support import doc, ev
+
+CLAIM = "RoRA on top of PiSSA, DoRA and OLoRA lowers their ASR too (Table 4)"
+
+
+def _pairs(fixed_asr: float, fixed_ca: float = 0.84, skip: str = "") -> list[dict[str, Any]]:
+    docs = []
+    for attack in ("badnet", "insent"):
+        for method in ("pissa", "dora", "olora"):
+            docs.append(doc("finetune", attack, method, eval={"new": ev(0.84, 0.95)}, converged=True))
+            if f"{attack}/{method}" != skip:
+                docs.append(doc("finetune", attack, f"{method}+rora", eval={"new": ev(fixed_ca, fixed_asr)},
+                                converged=True))
+    return docs
+
+
+def _verdict(docs: list[dict[str, Any]]) -> Any:
+    from spectra.study.tables import Results
+    from spectra.study.verdicts import verdicts
+
+    return {v.claim: v for v in verdicts(Results({d["id"]: d for d in docs}))}[CLAIM]
+
+
+@pytest.mark.parametrize(("fixed_asr", "fixed_ca", "verdict"), [
+    (0.20, 0.84, "reproduces"),  # 75 points lower everywhere
+    (0.70, 0.84, "does not reproduce"),  # 25 points lower: under the rule's 30
+    (0.20, 0.80, "does not reproduce"),  # the ASR falls, but at 4 points of CA
+])
+def test_the_variants_verdict_reads_every_pair(fixed_asr: float, fixed_ca: float, verdict: str) -> None:
+    v = _verdict(_pairs(fixed_asr, fixed_ca))
+    assert v.verdict == verdict
+    assert v.ours.startswith(f"badnet: PiSSA 95.0% → {100 * fixed_asr:.1f}%, DoRA")
+    assert v.paper == "RoBERTa: ASR 43–95 points lower with RoRA; LLaMA: ASR 4–88 points lower with RoRA"
+
+
+def test_the_variants_verdict_is_partly_when_one_pair_falls_short_and_waits_for_all_six() -> None:
+    docs = _pairs(0.20)
+    docs[-1]["eval"]["new"] = ev(0.84, 0.90)  # insent OLoRA + RoRA: 5 points lower
+    assert _verdict(docs).verdict == "partly"
+    assert _verdict(_pairs(0.20, skip="insent/dora")).verdict == "not measured yet"
