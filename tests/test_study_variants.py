@@ -45,3 +45,16 @@ def test_the_variants_verdict_is_partly_when_one_pair_falls_short_and_waits_for_
     docs[-1]["eval"]["new"] = ev(0.84, 0.90)  # insent OLoRA + RoRA: 5 points lower
     assert _verdict(docs).verdict == "partly"
     assert _verdict(_pairs(0.20, skip="insent/dora")).verdict == "not measured yet"
+
+
+def test_pt_inside_each_rora_run_names_its_multipliers_and_the_asr_it_moved() -> None:
+    from spectra.study.render import _pt_inside
+    from spectra.study.tables import Results
+
+    shrunk = doc("finetune", "badnet", "olora+rora", eval={"new-before-rescale": ev(0.824, 0.441),
+                                                          "new": ev(0.828, 0.725)},
+                 rescale={"multipliers": [0.534, 0.709], "multiplier_min": 0.534, "multiplier_max": 0.709})
+    assert _pt_inside(Results({})) == ""
+    text = _pt_inside(Results({shrunk["id"]: shrunk}))
+    assert text.endswith("\n\n- badnet: OLoRA + RoRA ×0.534–0.709, ASR 44.1 → 72.5%\n")
+    assert "a multiplier below 1 shrinks an update that was already stronger than W_pre" in text

@@ -263,7 +263,30 @@ def _variants(results: Results) -> str:
                 extra[f"paper {model} CA/ASR"] = f"{vals[0]:.1f} / {vals[1]:.1f}" if vals else ""
             rows.append(_row(name, cell, extra))
         parts += [f"### {attack}\n", markdown_table(rows)]
-    return "\n".join(parts)
+    return "\n".join(parts) + _pt_inside(results)
+
+
+def _pt_inside(results: Results) -> str:
+    """Pt's multipliers in each seed-0 RoRA run and the ASR before → after: Pt matches σ_max(s'ΔW) to σ_max(W_pre),
+    so where an update is already stronger than W_pre it shrinks it, which the tables alone do not show."""
+    lines = []
+    for attack in ATTACKS:
+        parts = []
+        for method, name in (("rora", "RoRA"), ("pissa+rora", "PiSSA + RoRA"), ("dora+rora", "DoRA + RoRA"),
+                             ("olora+rora", "OLoRA + RoRA")):
+            for doc in results.runs("finetune", attack, method, base_seeds=(0,), seeds=(0,)):
+                mult, ev = doc.get("rescale") or {}, doc.get("eval") or {}
+                if mult.get("multipliers") and ev.get("new-before-rescale") and ev.get("new"):
+                    parts.append(f"{name} ×{fmt_multiplier(mult['multiplier_min'])}–"
+                                 f"{fmt_multiplier(mult['multiplier_max'])}, ASR "
+                                 f"{100 * ev['new-before-rescale']['asr']:.1f} → {100 * ev['new']['asr']:.1f}%")
+        if parts:
+            lines.append(f"- {attack}: " + "; ".join(parts))
+    if not lines:
+        return ""
+    return ("\nPt inside each RoRA run (seed 0): its per-module multipliers s'/s and the ASR before → after it. Pt "
+            "sets σ_max(s'ΔW) = σ_max(W_pre), so a multiplier below 1 shrinks an update that was already stronger "
+            "than W_pre.\n\n" + "\n".join(lines) + "\n")
 
 
 def _bases(results: Results) -> str:
