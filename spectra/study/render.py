@@ -20,7 +20,8 @@ from spectra.study import paper
 from spectra.study.figures import SWEEP_MARKS
 from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
 from spectra.study.recipe import ATTACKS, DEPARTURES, Recipe
-from spectra.study.tables import Cell, Results, below_asr_bar, collapsed_gammas, load_results, run_seconds
+from spectra.study.tables import (Cell, Results, below_asr_bar, collapsed_gammas, load_results, rescale_effect,
+                                  run_seconds)
 from spectra.study.verdicts import crossing_rows, llama_spectra, verdicts
 
 TABLE2_ROWS = ("poisoned base", "FFT", "LoRA", "PiSSA", "DoRA", "OLoRA", "ONION (on LoRA)",
@@ -275,11 +276,11 @@ def _pt_inside(results: Results) -> str:
         for method, name in (("rora", "RoRA"), ("pissa+rora", "PiSSA + RoRA"), ("dora+rora", "DoRA + RoRA"),
                              ("olora+rora", "OLoRA + RoRA")):
             for doc in results.runs("finetune", attack, method, base_seeds=(0,), seeds=(0,)):
-                mult, ev = doc.get("rescale") or {}, doc.get("eval") or {}
-                if mult.get("multipliers") and ev.get("new-before-rescale") and ev.get("new"):
+                if effect := rescale_effect(doc):
+                    mult, before, after = effect
                     parts.append(f"{name} ×{fmt_multiplier(mult['multiplier_min'])}–"
                                  f"{fmt_multiplier(mult['multiplier_max'])}, ASR "
-                                 f"{100 * ev['new-before-rescale']['asr']:.1f} → {100 * ev['new']['asr']:.1f}%")
+                                 f"{100 * before['asr']:.1f} → {100 * after['asr']:.1f}%")
         if parts:
             lines.append(f"- {attack}: " + "; ".join(parts))
     if not lines:

@@ -73,6 +73,15 @@ def below_asr_bar(doc: dict[str, Any]) -> bool:
     return asr is not None and asr <= ASR_WARNING
 
 
+def rescale_effect(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+    """A RoRA-family run's Pt: (its rescale summary, the evaluation before Pt, after Pt), or None
+    where the run has no rescale or lacks either evaluation."""
+    mult, ev = doc.get("rescale") or {}, doc.get("eval") or {}
+    if mult.get("multipliers") and ev.get("new-before-rescale") and ev.get("new"):
+        return mult, ev["new-before-rescale"], ev["new"]
+    return None
+
+
 def run_seconds(doc: dict[str, Any]) -> float:
     """The compute a result stands for: its process's wall, or for a base the walls of every
     poisoning stage where those are longer (stages kept from an earlier run cost that run)."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from spectra.study import paper
 from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
-from spectra.study.tables import Results, below_asr_bar, within
+from spectra.study.tables import Results, below_asr_bar, rescale_effect, within
 
 ATTACKS = ("badnet", "insent")
 
@@ -246,13 +246,15 @@ MODEL_BLOCKS = {"minilm": 6, "smollm2": 30}
 
 
 def _chance(results: Results, model: str = "minilm") -> float | None:
-    """max|cos| a random direction scores against W_pre's top 32 in ``model``'s width (None before any audit)."""
+    """max|cos| a random direction scores against W_pre's top k (the recipe's Tr k, which the audit also uses) in
+    ``model``'s width (None before any audit)."""
     for doc in results.runs("finetune", method="lora", model=model):
         table = (doc.get("audit") or {}).get("modules_table") or []
         if table:
             from spectra.spectral import cos_random
+            from spectra.study.recipe import Recipe
 
-            return float(cos_random(MODEL_WIDTH[model], 32))
+            return float(cos_random(MODEL_WIDTH[model], Recipe().top_k))
     return None
 
 
@@ -295,12 +297,11 @@ def _llama_rora(results: Results) -> str:
     audit = rora.get("audit_before_pt") or rora.get("audit") or {}
     if audit.get("cos_right_median") is not None:
         text += f" With Tr, RoRA's median max|cos| is {audit['cos_right_median']:.1e}"
-    mult, ev = rora.get("rescale") or {}, rora.get("eval") or {}
-    if mult.get("multipliers") and ev.get("new-before-rescale") and ev.get("new"):
+    if effect := rescale_effect(rora):
+        mult, before, after = effect
         text += ((";" if text else " RoRA's") + f" Pt multiplied the same modules by {mult['multiplier_min']:.0f}–"
-                 f"{mult['multiplier_max']:.0f}×, and its ASR went from {_pct(100 * ev['new-before-rescale']['asr'])} "
-                 f"(+CI+Tr) to {_pct(100 * ev['new']['asr'])} at CA {_pct(100 * ev['new-before-rescale']['ca'])} → "
-                 f"{_pct(100 * ev['new']['ca'])}")
+                 f"{mult['multiplier_max']:.0f}×, and its ASR went from {_pct(100 * before['asr'])} "
+                 f"(+CI+Tr) to {_pct(100 * after['asr'])} at CA {_pct(100 * before['ca'])} → {_pct(100 * after['ca'])}")
     return text + "." if text else ""
 
 
