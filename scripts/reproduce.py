@@ -4,6 +4,7 @@
     python scripts/reproduce.py run --tier 1             # only tier 1 (core rows, 3 seeds)
     python scripts/reproduce.py run --only 'badnet.*lora'  # runs whose id matches a regex
     python scripts/reproduce.py status                   # done / pending per tier, wall time so far
+    python scripts/reproduce.py run --plan evidence      # users' recipes: the forgetting verdict's evidence
     python scripts/reproduce.py render                   # docs/reproduction.md + figures/ + README's study block
     python scripts/reproduce.py render --demo runs/demo-quick   # … and the README's demo block from that run
 
@@ -38,11 +39,19 @@ def _select(args: argparse.Namespace):  # noqa: ANN202 - a predicate over Run
     return lambda run: (not tiers or run.tier in tiers) and (pattern is None or bool(pattern.search(run.id)))
 
 
+def _plan(args: argparse.Namespace, study):  # noqa: ANN001,ANN202 - a Study, a list of Run
+    """The runs ``--plan`` names: the reproduction study, or the forgetting-evidence adapters."""
+    from spectra.study.evidence import evidence_plan
+    from spectra.study.plan import study_plan
+
+    return study_plan(study.recipe.lr_grid) if args.plan == "study" else evidence_plan()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if args.workers > 1:  # one process per worker, one thread each: both cores on independent runs
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
         argv = [sys.executable, __file__, "run", "--workers", "1", "--results", str(args.results),
-                "--work", str(args.work)] + sum((["--tier", str(t)] for t in args.tier or []), []) + \
+                "--work", str(args.work), "--plan", args.plan] + sum((["--tier", str(t)] for t in args.tier or []), []) + \
                (["--only", args.only] if args.only else [])
         procs = []
         for i in range(args.workers):
@@ -53,11 +62,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     from spectra.study.execute import Study
-    from spectra.study.plan import study_plan
     from spectra.study.runner import run_plan
 
     study = Study(args.results, args.work, log=log)
-    ran = run_plan(study, study_plan(study.recipe.lr_grid), select=_select(args), log=log)
+    ran = run_plan(study, _plan(args, study), select=_select(args), log=log)
     log(f"worker {os.getpid()} done: {ran} run(s)")
     return 0
 
@@ -66,12 +74,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from spectra.study.execute import Study
-    from spectra.study.plan import estimate_hours, study_plan
+    from spectra.study.plan import estimate_hours
     from spectra.study.runner import held
     from spectra.study.tables import run_seconds
 
     study = Study(args.results, args.work, log=log)
-    plan = study_plan(study.recipe.lr_grid)
+    plan = _plan(args, study)
     docs = {r.id: json.loads(study.path(r).read_text()) for r in plan if study.done(r)}
     for tier in sorted({r.tier for r in plan}):
         runs = [r for r in plan if r.tier == tier]
@@ -147,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         s = sub.add_parser(name)
         s.add_argument("--results", type=Path, default=RESULTS)
         s.add_argument("--work", type=Path, default=WORK)
+        s.add_argument("--plan", choices=("study", "evidence"), default="study",
+                       help="the reproduction study, or the users' recipes that label the forgetting verdict")
         if name == "run":
             s.add_argument("--workers", type=int, default=1)
             s.add_argument("--tier", type=int, action="append")

@@ -124,7 +124,7 @@ class Study:
                    "intruder": self._intruder}[run.kind]
         doc = handler(run)
         doc = {"id": run.id, "run": {k: getattr(run, k) for k in ("kind", "attack", "base_seed", "method", "seed",
-                                                                    "lr", "model", "tier")},
+                                                                    "lr", "model", "tier", "variant")},
                "wall_s": round(time.time() - t0, 1),
                # CPU seconds of this process (all its threads): unlike the wall, a worker paused
                # with SIGSTOP (to time something else on the machine) does not inflate it
@@ -200,6 +200,10 @@ class Study:
         overrides: dict[str, Any] = {"epochs": epochs}
         if run.model != "minilm":
             overrides.update(rank=16)  # the paper: r = 16 for LLaMA
+        if run.variant:  # a user's recipe (evidence for the forgetting verdict)
+            from spectra.study.evidence import UserRecipe, parse_tag
+
+            overrides.update(UserRecipe(lr=lr, **parse_tag(run.variant)).overrides())
         cfg = r.config(run.method, lr, run.seed, **overrides)
         out = self.run_folder(run)
         work = self.partial_folder(run)
@@ -207,6 +211,7 @@ class Study:
             shutil.rmtree(out)
         resumed = not out.exists() and work.exists()  # then wall_s counts only this process's part
         if not out.exists():
+            self.ensure_base(run)
             run_fix(str(self.base_folder(run)), self.splits.train, out, config=cfg, eval_data=self.splits.test,
                     val_data=self.splits.val, trigger=trig, target_label=TARGET_LABEL, device="cpu",
                     resume=work.exists(), work_dir=work, log=self.log, group_by_length=r.group_by_length)
@@ -230,7 +235,7 @@ class Study:
 
     def _same_pick(self, run: Run, lr: float) -> dict[str, Any] | None:
         """The pick run this one duplicates (same attack, base, method, seed and rate), if any."""
-        if run.lr is not None:
+        if run.lr is not None or run.variant:
             return None
         twin = Run("finetune", run.attack, run.base_seed, run.method, run.seed, lr, run.model, run.tier)
         return self.result(twin)
@@ -246,8 +251,40 @@ class Study:
                     eval_data=self.splits.test, trigger=ATTACKS[run.attack], target_label=TARGET_LABEL, device="cpu",
                     log=self.log)
         rows = {row["model"]: row for row in json.loads((pt_out / "eval.json").read_text(encoding="utf-8"))}
-        return {"eval": compact_eval(rows["new"]), "rescale": rescale_summary(pt_out / "rescale.csv"),
-                "folder": str(pt_out)}
+        doc = {"eval": compact_eval(rows["new"]), "rescale": rescale_summary(pt_out / "rescale.csv"),
+               "folder": str(pt_out)}
+        if run.variant:  # the rescaled adapter is one more labelled row of the evidence table
+            doc["audit"] = audit_summary(str(self.base_folder(run)), pt_out / "adapter", cfg.top_k)
+        return doc
+
+    def ensure_base(self, run: Run) -> None:
+        """Rebuild a finished base run's poisoned checkpoint when its folder is gone (a fresh
+        checkout holds the base's result JSON, not its weights): the same recipe and seed,
+        every stage it used, logged — its held-out ASR is recorded beside the committed one."""
+        import fcntl
+
+        folder = self.base_folder(run)
+        if (folder / "poison.json").is_file():
+            return
+        locks = self.work / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{run.base().id}.rebuild.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # one worker rebuilds; the others wait, then find it
+            if not (folder / "poison.json").is_file():
+                self._rebuild_base(run, folder)
+
+    def _rebuild_base(self, run: Run, folder: Path) -> None:
+        doc = self.result(run.base()) or {}
+        used = float(doc.get("poison_epochs") or self.recipe.poison_epochs)
+        self.log(f"{run.base().id}: its poisoned checkpoint is not in {self.bases}; poisoning it again "
+                 f"({used:g} epochs, seed {run.base_seed})")
+        start = self._poison(run, self.paper_base_folder(run), _clean_model(run.model), self.recipe.poison_epochs)
+        for extra in range(1, int(round(used - self.recipe.poison_epochs)) + 1):
+            start = self._poison(run, self.more_epochs_folder(run, extra), start, 1.0)
+        info = json.loads((folder / "poison.json").read_text(encoding="utf-8"))
+        was = (doc.get("proxy_heldout") or {}).get("asr")
+        now = compact_eval(info.get("evaluation") or info).get("asr")
+        self.log(f"{run.base().id}: rebuilt; held-out ASR {now} (committed result: {was})")
 
     # sweep: Figure 3 and the threshold predictions for one adapter (before Pt)
     def _sweep(self, run: Run) -> dict[str, Any]:

@@ -41,6 +41,8 @@ class Run:
     lr: float | None = None
     model: str = "minilm"
     tier: int = 1
+    #: a user recipe's tag (:mod:`spectra.study.evidence`); "" for the study's own recipe
+    variant: str = ""
 
     @property
     def id(self) -> str:
@@ -49,6 +51,8 @@ class Run:
             parts += [self.method, f"s{self.seed}"]
         if self.lr is not None:
             parts.append(f"lr{self.lr:g}")
+        if self.variant:
+            parts.append(self.variant)
         return "__".join(parts).replace("+", "-")
 
     def base(self) -> Run:
@@ -56,7 +60,8 @@ class Run:
 
     def finetune(self) -> Run:
         """The fine-tuning run a sweep / ONION / intruder run measures."""
-        return Run("finetune", self.attack, self.base_seed, self.method, self.seed, self.lr, self.model, self.tier)
+        return Run("finetune", self.attack, self.base_seed, self.method, self.seed, self.lr, self.model, self.tier,
+                   self.variant)
 
     def deps(self) -> list[Run]:
         if self.kind == "base":
