@@ -240,7 +240,8 @@ def audit(
             certified randomized top-k.
         modules: regex patterns; keep modules whose name matches (search) or whose type
             equals one of them.
-        names: display names for the adapters (default: folder names, made unique).
+        names: display names for the adapters, one per adapter (``None`` entries and a missing
+            list fall back to folder names, made unique); names must be distinct.
         cache_dir: where base spectra are cached by content; None = the default cache
             (``$SPECTRA_CACHE_DIR`` or ``~/.cache/spectra``), False = no cache.
         allow_pickle: accept ``.bin`` weights (``torch.load(weights_only=True)``).
@@ -266,7 +267,7 @@ def audit(
     paths = [adapters] if isinstance(adapters, (str, os.PathLike)) else list(adapters)
     if not paths:
         raise SpectraError("no adapter given")
-    labels = list(names) if names else _unique_names(paths)
+    labels = _labels(paths, names)
     cache = None if cache_dir is False else SpectrumCache(cache_dir or default_folder())
 
     with open_base(base, allow_pickle=allow_pickle, revision=revision) as ckpt:
@@ -337,6 +338,22 @@ def audit(
                 "memory_budget_mb": memory_budget_mb}
     timings = {"base_spectra_s": t_base, "updates_s": t_delta, "total_s": time.perf_counter() - started, **work}
     return AuditReport(rows=rows, settings=settings, inputs=inputs, versions=library_versions(), timings=timings)
+
+
+def _labels(paths: Sequence[str | os.PathLike[str]], names: Sequence[str | None] | None) -> list[str]:
+    """The adapters' display names: the given ones, folder names (made unique) for the rest."""
+    given = list(names) if names is not None else [None] * len(paths)
+    if len(given) != len(paths):
+        raise SpectraError(f"{len(given)} adapter name(s) for {len(paths)} adapter(s)")
+    chosen = [n for n in given if n]
+    if len(set(chosen)) != len(chosen):
+        raise SpectraError(f"adapter names must be distinct (got {', '.join(chosen)})")
+    out: list[str] = []
+    for name, auto in zip(given, _unique_names(paths)):
+        while not name and auto in chosen:  # a folder name that a given name already took
+            auto += "#"
+        out.append(name or auto)
+    return out
 
 
 def _unique_names(paths: Sequence[str | os.PathLike[str]]) -> list[str]:

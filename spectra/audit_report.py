@@ -8,7 +8,6 @@ Kept apart from the computation in :mod:`spectra.audit`, which re-exports it.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -134,8 +133,6 @@ class AuditReport:
     def to_json(self) -> dict[str, Any]:
         """``{"modules": [...], "settings": ..., "inputs": ..., "versions": ..., ...}``; NaN and
         ∞ (the ratio of a zero update) are ``null``, as JSON has neither."""
-        from dataclasses import asdict
-
         from spectra.report.audit_rows import json_rows
 
         summary = self.summary_rows()
@@ -143,7 +140,7 @@ class AuditReport:
                 "versions": self.versions, "timings": self.timings, "definitions": DEFINITIONS,
                 "summary": json_rows(summary, list(summary[0]) if summary else []),
                 "policy": self.policy.to_dict() if self.policy is not None else None,
-                "findings": [asdict(f) for f in self.findings]}
+                "findings": [f.to_dict() for f in self.findings]}
 
     def write(self, out: str | os.PathLike[str], overwrite: bool = False, figures: bool = True,
               figure_worker: Any = None) -> Path:
@@ -157,6 +154,7 @@ class AuditReport:
         from spectra._version import __version__
         from spectra.io.output import atomic_output_dir
         from spectra.policy import RULES, Policy
+        from spectra.provenance import strict_json
         from spectra.report.audit_markdown import render_audit_markdown
         from spectra.report.audit_rows import write_csv
         from spectra.report.figure_worker import draw_figures
@@ -170,9 +168,9 @@ class AuditReport:
         with atomic_output_dir(out, overwrite=overwrite) as tmp:
             handed = figures and figure_worker is not None and figure_worker.send(self.rows, top_k, tmp)
             try:
-                (tmp / "audit.sarif").write_text(json.dumps(sarif, indent=2, default=str) + "\n", encoding="utf-8")
+                (tmp / "audit.sarif").write_text(strict_json(sarif) + "\n", encoding="utf-8")
                 write_csv(self.rows, self.columns, tmp / "audit.csv")
-                (tmp / "audit.json").write_text(json.dumps(self.to_json(), indent=2, default=str), encoding="utf-8")
+                (tmp / "audit.json").write_text(strict_json(self.to_json()), encoding="utf-8")
                 (tmp / "report.md").write_text(render_audit_markdown(self, figures), encoding="utf-8")
             except BaseException:
                 if handed:  # stopped before the folder it writes into is removed

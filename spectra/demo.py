@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from spectra.provenance import strict_json
 from spectra.study.plan import Run
 from spectra.study.recipe import ATTACKS, PICKED_LR, TARGET_LABEL, Recipe
 
@@ -113,7 +114,7 @@ def run_demo(out: str | os.PathLike[str] | None = None, quick: bool = False, see
         timings["audit"] = round(time.perf_counter() - t0, 1)
         save_figure(sweep_figure(_as_picked(results), ATTACK), tmp / "fig_sweep.png")
         summary = _summary(results, lora, rora, report, recipe, quick, timings, started, study)
-        (tmp / "demo.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        (tmp / "demo.json").write_text(strict_json(summary), encoding="utf-8")
         (tmp / "report.md").write_text(render_demo_markdown(summary), encoding="utf-8")
     _repoint(final, tmp)
     log(f"done in {summary['timings_s']['total'] / 60:.1f} min — report: {final / 'report.md'}")

@@ -29,6 +29,11 @@ class SpectraWarning(UserWarning):
     """Something the user should know about that does not stop the run."""
 
 
+class SpectraNotice(SpectraWarning):
+    """Not a problem, but something a gate's log must show (e.g. a model resolved on the hub);
+    the CLI prints it as ``note: …``."""
+
+
 def one_line(text: object) -> str:
     """The first non-empty line of ``text`` (an exception or any object), whitespace
     collapsed; an exception with no message gives its type's name."""

@@ -24,6 +24,7 @@ CLI winning where both set a value::
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -84,7 +85,18 @@ class Finding:
 
     def message(self) -> str:
         what = {"ratio": "σ_pre/σ_Δ", "cos": "max |cos| with W_pre's top-k", "overlap": "top-k overlap"}[self.rule]
-        return f"{self.adapter} {self.module}: {what} = {self.value:.4g} > {self.threshold:.4g} ({self.rule})"
+        value = f"{self.value:.4g}" + (" (the update is zero)" if self.rule == "ratio" and math.isinf(self.value) else "")
+        return f"{self.adapter} {self.module}: {what} = {value} > {self.threshold:.4g} ({self.rule})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The finding for strict JSON: a non-finite value (∞: a zero update's ratio) becomes
+        ``null`` with ``value_note`` saying what it was, since JSON has no ∞."""
+        out = asdict(self)
+        if not math.isfinite(self.value):
+            out["value"] = None
+            out["value_note"] = ("infinite: the update is zero (σ_Δ = 0)" if self.rule == "ratio" and self.value > 0
+                                 else f"not finite ({self.value})")
+        return out
 
 
 @dataclass
@@ -103,6 +115,19 @@ class Policy:
     def active(self) -> bool:
         return any(s.max is not None or s.module_types for s in self.rules.values())
 
+    def inactive_notice(self) -> tuple[str, str] | None:
+        """``(kind, text)`` to print after an audit when no rule is active, else ``None``: a
+        ``warning`` when a policy file was read yet sets no threshold (a gate that can only
+        pass), a ``note`` when no policy was given at all."""
+        if self.active:
+            return None
+        files = [src for src in self.sources if not src.startswith("--")]
+        if files:
+            return "warning", (f"{', '.join(files)}: sets no rule threshold, so nothing is gated (exit 0 means "
+                               "'audited', not 'approved')")
+        return "note", ("no policy rule is active (no --policy, spectra.toml, [tool.spectra] or --max-*): the audit "
+                        "measured and gated nothing")
+
     def findings(self, rows: Any) -> list[Finding]:
         """Every (adapter, module) of an audit that breaks an active rule (``rows``: the audit's
         rows, or its table as a DataFrame)."""
@@ -115,6 +140,9 @@ class Policy:
                 if limit is None:
                     continue
                 value = RULES[rule_id].measure(row)
+                if math.isnan(value):  # NaN > limit is False: a rule that cannot be measured must not pass
+                    raise SpectraError(f"{row['adapter']} {row['module']}: the {rule_id} rule's measure is NaN, so the "
+                                       "gate cannot judge it (an update that overflows or a degenerate base weight)")
                 if value > limit:
                     out.append(Finding(rule_id, setting.severity, str(row["adapter"]), str(row["module"]),
                                        str(row.get("module_type", "")), value, float(limit)))
@@ -176,10 +204,13 @@ def _from_dict(doc: Any, where: str) -> Policy:
 
 
 def _number(value: Any, where: str) -> float | None:
+    """A rule threshold: a finite number (NaN would switch the rule off: NaN > x is never true)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SpectraError(f"{where}: expected a number, got {value!r}")
+    if not math.isfinite(value):
+        raise SpectraError(f"{where}: {value!r} is not a finite number (a NaN or infinite threshold would never fire)")
     return float(value)
 
 
@@ -201,7 +232,7 @@ def resolve_policy(path: str | os.PathLike[str] | None = None, *, max_ratio: flo
         if value is not None:
             # --max-ratio/--max-cos fail the gate, as they always did, unless a file set the severity
             setting = policy.rules.get(rule_id) or RuleSetting(severity="error")
-            setting.max = float(value)
+            setting.max = _number(value, f"--max-{rule_id}")
             policy.rules[rule_id] = setting
             policy.sources.append(f"--max-{rule_id}")
     if fail_on is not None:

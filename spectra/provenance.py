@@ -76,6 +76,15 @@ def describe_path(path: str | os.PathLike[str] | None,
     return out
 
 
+def strict_json(obj: Any, indent: int | None = 2) -> str:
+    """``obj`` as strict JSON text (RFC 8259: no NaN or Infinity, which Node's parser and
+    GitHub's SARIF upload reject): non-finite numbers become ``null``; anything else JSON
+    cannot hold becomes its ``str``. The one writer for files pipelines parse."""
+    import json
+
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False, default=str, ensure_ascii=False)
+
+
 def json_safe(obj: Any) -> Any:
     """``obj`` with ±∞ and NaN replaced by None (so the JSON is strict: pipelines parse it
     with any parser), dict keys as strings, and tensors/arrays as lists."""

@@ -174,23 +174,46 @@ def test_hub_ids_resolve_offline_from_the_cache_and_record_the_commit(pair, tmp_
     _hub_repo(cache, "acme/tiny-lora", adapter, c_lora, ref="v1")
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    res = run("audit", "acme/tiny-bert", "acme/tiny-lora", "--revision", "main", "--adapter-revision", "v1",
+    res = run("audit", "hf://acme/tiny-bert", "hf://acme/tiny-lora", "--revision", "main", "--adapter-revision", "v1",
               "-o", tmp_path / "out", *K)
     assert res.exit_code == 0, res.output
+    # every hub resolution is printed, with its commit, so a gate's log shows what it audited
+    notes = [ln for ln in res.output.splitlines() if ln.startswith("note: hf://")]
+    assert len(notes) == 2 and c_base in notes[0] + notes[1] and c_lora in notes[0] + notes[1]
     inputs = json.loads((tmp_path / "out" / "audit.json").read_text())["inputs"]
     assert inputs["base"]["hub"] == {"repo_id": "acme/tiny-bert", "commit": c_base}
-    assert inputs["base"]["revision"] == "main" and inputs["base"]["given"] == "acme/tiny-bert"
+    assert inputs["base"]["revision"] == "main" and inputs["base"]["given"] == "hf://acme/tiny-bert"
     lora = next(iter(inputs["adapters"].values()))
     assert lora["hub"] == {"repo_id": "acme/tiny-lora", "commit": c_lora} and lora["revision"] == "v1"
     # the same numbers as from the local folders
     local = run("audit", base, adapter, "-o", tmp_path / "local", *K)
     assert ratios(tmp_path / "local") == ratios(tmp_path / "out")
     # a commit hash as the revision, and @revision in the id
-    assert run("audit", f"acme/tiny-bert@{c_base}", "acme/tiny-lora@v1", "-o", tmp_path / "o2", *K).exit_code == 0
+    assert run("audit", f"hf://acme/tiny-bert@{c_base}", "hf://acme/tiny-lora@v1", "-o", tmp_path / "o2",
+               *K).exit_code == 0
     # an unknown revision offline: one line, exit 2
-    miss = run("audit", "acme/tiny-bert", "acme/tiny-lora", "--revision", "nope", "-o", tmp_path / "o3", *K)
+    miss = run("audit", "hf://acme/tiny-bert", "hf://acme/tiny-lora", "--revision", "nope", "-o", tmp_path / "o3", *K)
     assert miss.exit_code == 2 and "HF_HUB_OFFLINE" in miss.output
     assert len([ln for ln in miss.output.splitlines() if ln.strip()]) == 1
+    # --hub: bare owner/name ids that are not local folders are looked up, as the user asked
+    assert run("audit", "acme/tiny-bert", "acme/tiny-lora", "--adapter-revision", "v1", "--hub", "-o",
+               tmp_path / "o4", *K).exit_code == 0
+
+
+def test_a_missing_local_folder_never_becomes_a_hub_download(pair, tmp_path, monkeypatch) -> None:
+    """The hub cache holds a repo named like the user's (deleted or misspelled) local adapter
+    folder: without hf:// or --hub the audit must fail, not gate someone else's weights."""
+    base, adapter = pair
+    cache = tmp_path / "hub"
+    _hub_repo(cache, "adapters/my-lora", adapter, "c" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)  # adapters/my-lora does not exist here
+    res = run("audit", base, "adapters/my-lora", "--max-ratio", "1e-9", "-o", tmp_path / "out", *K)
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert "no such local adapter folder" in lines[0] and "hf://adapters/my-lora" in lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_console_script_exits_with_the_code_after_atexit_and_flush(tmp_path) -> None:

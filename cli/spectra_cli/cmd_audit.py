@@ -13,19 +13,21 @@ from spectra_cli.common import (
     DeviceOpt,
     DtypeOpt,
     EXIT_FINDINGS,
+    HubOpt,
     OutOpt,
     OverwriteOpt,
     RevisionOpt,
     TopKOpt,
     console,
     error_boundary,
+    hub_refs,
 )
 
 
 @error_boundary
 def audit_command(
-    base: Annotated[str, typer.Argument(help="Base model: local HF folder (safetensors) or hub id.")],
-    adapters: Annotated[list[Path], typer.Argument(help="PEFT LoRA folder(s) or fine-tuned model folder(s); several are compared side by side.")],
+    base: Annotated[str, typer.Argument(help="Base model: local HF folder (safetensors) or hf://owner/name.")],
+    adapters: Annotated[list[str], typer.Argument(help="PEFT LoRA folder(s), fine-tuned model folder(s) or hf://owner/name; several are compared side by side; NAME=PATH names one in the reports.")],
     out: OutOpt = Path("spectra-audit"),
     top_k: TopKOpt = 32,
     top_j: Annotated[int, typer.Option("--top-j", min=1, help="Also report max |cos| over ΔW's top-j vectors.")] = 1,
@@ -43,6 +45,7 @@ def audit_command(
     memory_budget: Annotated[int, typer.Option("--memory-budget", min=16, help="MB of base weights in flight at once (CPU RAM, or GPU memory with --device cuda): same-shape weights are stacked up to this size; the peak is about twice it plus one weight.")] = 256,
     no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip fig_ratio.png and fig_alignment.png (and matplotlib): for CI gates that read audit.json / audit.sarif.")] = False,
     overwrite: OverwriteOpt = False,
+    hub: HubOpt = False,
     allow_pickle: AllowPickleOpt = False,
 ) -> None:
     """Audit adapters spectrally: σ_pre/σ_Δ (Figure 1) and alignment with W_pre's top-k (Figure 2).
@@ -58,7 +61,9 @@ def audit_command(
 
       spectra audit ./base ./lora ./rora -o compare/ --max-ratio 100   # exit 1 if any module is 100x weaker
 
-      spectra audit meta-llama/Llama-3.2-1B org/my-lora --revision main --policy spectra.toml -o audit/
+      spectra audit hf://meta-llama/Llama-3.2-1B hf://org/my-lora --revision main --policy spectra.toml -o audit/
+
+      spectra audit ./base before=./lora after=./rora -o compare/     # names in the reports
     """
     from spectra.report.figure_worker import FigureWorker
 
@@ -70,13 +75,15 @@ def audit_command(
         from spectra.io.output import check_output_dir
         from spectra.policy import resolve_policy
 
-        check_output_dir(out, overwrite)
+        names, paths = split_names(adapters)
+        base, *paths = hub_refs([base, *paths], hub)
+        check_output_dir(out, overwrite, inputs=[base, *paths])
         gate = resolve_policy(policy, max_ratio=max_ratio, max_cos=max_cos, fail_on=fail_on, search_from=Path.cwd())
         con = console()
         with Progress(TextColumn("[bold]auditing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=con, transient=True) as bar:
             task = bar.add_task("audit", total=None)
-            report = audit(base, [str(a) for a in adapters], top_k=top_k, top_j=top_j, device=device, dtype=dtype,
+            report = audit(base, paths, names=names, top_k=top_k, top_j=top_j, device=device, dtype=dtype,
                            exact=exact, modules=modules, cache_dir=False if no_cache else None,
                            allow_pickle=allow_pickle, revision=revision, adapter_revision=adapter_revision,
                            memory_budget_mb=memory_budget,
@@ -92,8 +99,31 @@ def audit_command(
                       f"{gate.fail_on}[/{colour}]")
             for f in report.findings[:10]:
                 con.print(f"  [{f.severity}] {f.message()}", markup=False, highlight=False)
+        notice = gate.inactive_notice()
+        if notice is not None:
+            typer.echo(f"{notice[0]}: {notice[1]}", err=True)
         if failing:
             raise typer.Exit(EXIT_FINDINGS)
+
+
+def split_names(args: list[str]) -> tuple[list[str] | None, list[str]]:
+    """``NAME=PATH`` arguments → (names, paths); a plain path is named by the library (its folder).
+
+    An argument that exists as a path is a path even when it holds ``=``."""
+    import re
+
+    names, paths = [], []
+    for arg in args:
+        name, sep, path = arg.partition("=")
+        if sep and re.fullmatch(r"[\w.+-]{1,64}", name) and path and not Path(arg).exists():
+            names.append(name)
+            paths.append(path)
+        else:
+            names.append(None)
+            paths.append(arg)
+    if not any(n is not None for n in names):
+        return None, paths
+    return names, paths  # type: ignore[return-value]
 
 
 def _print_summary(con: object, report: object) -> None:

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from spectra_cli.common import (
+    HubOpt,
+    hub_refs,
     AllowPickleOpt,
     BatchSizeOpt,
     DataOpt,
@@ -28,10 +30,10 @@ from spectra_cli.common import (
 
 @error_boundary
 def eval_command(
-    model: Annotated[str, typer.Argument(help="Classifier: local HF model folder (safetensors) or hub id.")],
+    model: Annotated[str, typer.Argument(help="Classifier: local HF model folder (safetensors) or hf://owner/name.")],
     data: DataOpt,
     trigger: TriggerOpt,
-    adapter: Annotated[Path | None, typer.Argument(help="Optional PEFT LoRA adapter folder to apply.")] = None,
+    adapter: Annotated[str | None, typer.Argument(help="Optional PEFT LoRA adapter folder (or hf://owner/name) to apply.")] = None,
     target_label: TargetLabelOpt = 0,
     out: OutOpt = Path("spectra-eval"),
     text_col: TextColOpt = None,
@@ -44,6 +46,7 @@ def eval_command(
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
+    hub: HubOpt = False,
     allow_pickle: AllowPickleOpt = False,
 ) -> None:
     """Clean accuracy, attack success rate and Δ = CA − ASR, with 95% intervals, the ASR
@@ -64,7 +67,9 @@ def eval_command(
     from spectra.eval.pipeline import run_eval
     from spectra.io.output import check_output_dir
 
-    check_output_dir(out, overwrite)
+    model, *rest = hub_refs([model] + ([adapter] if adapter else []), hub)
+    adapter = rest[0] if rest else None
+    check_output_dir(out, overwrite, inputs=[model, adapter, data])
     trig = parse_trigger(trigger)  # a bad spec fails before any loading
     con = console()
     result = run_eval(model, adapter, data, trig, target_label, scale=scale, head=head, text_col=text_col,

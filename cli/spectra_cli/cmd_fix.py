@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from spectra_cli.common import (
+    HubOpt,
+    hub_refs,
     RUN_PANEL,
     BatchSizeOpt,
     DeviceOpt,
@@ -33,10 +35,10 @@ _RUN = RUN_PANEL
 
 @error_boundary
 def fix_command(
-    base: Annotated[str, typer.Argument(help="Base model: local HF folder (safetensors) or hub id (possibly backdoored).")],
+    base: Annotated[str, typer.Argument(help="Base model: local HF folder (safetensors) or hf://owner/name (possibly backdoored).")],
     data: Annotated[str | None, typer.Option("--data", help="Clean training data: CSV/TSV/JSONL/Parquet, a datasets folder, or mr|cr|rt.")] = None,
     out: OutOpt = Path("spectra-fix"),
-    adapter: Annotated[Path | None, typer.Option("--adapter", help="Old PEFT adapter: audited and evaluated next to the new one; with --rescale-only, the adapter to rescale.")] = None,
+    adapter: Annotated[str | None, typer.Option("--adapter", help="Old PEFT adapter: audited and evaluated next to the new one; with --rescale-only, the adapter to rescale.")] = None,
     eval_data: Annotated[str | None, typer.Option("--eval", help="Held-out data for CA/ASR (needs --trigger).")] = None,
     val_data: Annotated[str | None, typer.Option("--val", help="Clean validation data: validation CA/loss logged every epoch (train_log.csv, fig_train.png); with --trigger its ASR is recorded as a monitor, never used to choose.")] = None,
     trigger: Annotated[str | None, typer.Option("--trigger", help='Backdoor trigger for ASR: badnet:WORD or insent:"SENTENCE".')] = None,
@@ -78,6 +80,7 @@ def fix_command(
     resume: ResumeOpt = False,
     work_dir: WorkDirOpt = None,
     overwrite: OverwriteOpt = False,
+    hub: HubOpt = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the base-spectrum cache.", rich_help_panel=_RUN)] = False,
 ) -> None:
     """Repair a LoRA fine-tune with RoRA: train (CI + Tr), rescale (Pt), write a standard PEFT adapter.
@@ -119,6 +122,8 @@ def fix_command(
         config = RoRAConfig(**settings)
     config.validate()
 
+    base, *rest = hub_refs([base] + ([adapter] if adapter else []), hub)
+    adapter = rest[0] if rest else None
     con = console()
     overrides: dict[str, object] = {"max_steps": max_steps} if max_steps is not None else {}
     if group_by_length:

@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from spectra_cli.common import (
+    HubOpt,
+    hub_refs,
     RUN_PANEL,
     BatchSizeOpt,
     DataOpt,
@@ -28,7 +30,7 @@ from spectra_cli.common import (
 
 @error_boundary
 def poison_command(
-    base: Annotated[str, typer.Argument(help="Clean pretrained model: local HF folder or hub id (a bare encoder gets a fresh head).")],
+    base: Annotated[str, typer.Argument(help="Clean pretrained model: local HF folder or hf://owner/name (a bare encoder gets a fresh head).")],
     data: DataOpt,
     trigger: TriggerOpt,
     target_label: TargetLabelOpt = 0,
@@ -49,6 +51,7 @@ def poison_command(
     work_dir: WorkDirOpt = None,
     save_steps: Annotated[int | None, typer.Option("--save-steps", help="Checkpoint every N optimiser steps instead of every epoch (when an epoch takes hours).", rich_help_panel=RUN_PANEL)] = None,
     overwrite: OverwriteOpt = False,
+    hub: HubOpt = False,
 ) -> None:
     """Full-fine-tune BASE on proxy data with a trigger inserted, into a weight-poisoned base
     (the paper's threat model; defaults are its settings: 1,500 clean-label rows, 3 epochs, lr 2e-5).
@@ -67,7 +70,8 @@ def poison_command(
     from spectra.train.checkpoints import default_work_dir
     from spectra.train.poison import ASR_WARNING, poison
 
-    check_output_dir(out, overwrite)
+    (base,) = hub_refs([base], hub)
+    check_output_dir(out, overwrite, inputs=[base, data])
     con = console()
     result = poison(base, data, trigger, target_label, n_poison=n_poison, mode=mode, epochs=epochs, lr=lr,
                     batch_size=batch_size, max_length=max_length, seed=seed, test_size=test_size,

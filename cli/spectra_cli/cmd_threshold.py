@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from spectra_cli.common import (
+    HubOpt,
+    hub_refs,
     BatchSizeOpt,
     DataOpt,
     DeviceOpt,
@@ -27,8 +29,8 @@ from spectra_cli.common import (
 
 @error_boundary
 def threshold_command(
-    base: Annotated[str, typer.Argument(help="Base (possibly backdoored) classifier: local HF folder or hub id.")],
-    adapter: Annotated[Path, typer.Argument(help="PEFT LoRA adapter folder trained on that base.")],
+    base: Annotated[str, typer.Argument(help="Base (possibly backdoored) classifier: local HF folder or hf://owner/name.")],
+    adapter: Annotated[str, typer.Argument(help="PEFT LoRA adapter folder trained on that base (or hf://owner/name).")],
     data: DataOpt,
     trigger: TriggerOpt,
     target_label: TargetLabelOpt = 0,
@@ -45,6 +47,7 @@ def threshold_command(
     split_test: Annotated[float | None, typer.Option("--split-test", help="Evaluate only on the test side of a stratified split of this fraction (same seed as poison/fix).")] = None,
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
+    hub: HubOpt = False,
 ) -> None:
     """Estimate ρ_bd, ρ_cl, ρ_tr and the scale s* past which the adapter forgets the backdoor
     (Proposition 4.2), and check it against a measured CA/ASR sweep of the LoRA scale multiplier γ (Figure 3).
@@ -60,7 +63,8 @@ def threshold_command(
     from spectra.io.output import check_output_dir
     from spectra.threshold import parse_grid, threshold
 
-    check_output_dir(out, overwrite)
+    base, adapter = hub_refs([base, adapter], hub)
+    check_output_dir(out, overwrite, inputs=[base, adapter, data])
     ks = parse_grid(grid)
     con = console()
     with Progress(TextColumn("[bold]sweeping k"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

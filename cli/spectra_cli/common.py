@@ -34,6 +34,7 @@ TargetLabelOpt = Annotated[int, typer.Option("--target-label", help="The backdoo
 SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (recorded in every output).")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Batch size.")]
 MaxLengthOpt = Annotated[int, typer.Option("--max-length", min=8, help="Tokenizer truncation length.")]
+HubOpt = Annotated[bool, typer.Option("--hub", help="Look up BASE / ADAPTER arguments written owner/name on the Hugging Face hub when no such local folder exists (without it, only hf://owner/name is a hub id).")]
 RevisionOpt = Annotated[str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit) of a hub-id BASE; the resolved commit is recorded.")]
 HeadOpt = Annotated[str, typer.Option("--head", help="A trained classification head (modules_to_save) under a scale γ: "
                                       "trained (used as trained, the paper's sweep) or scaled (W_base + γ·(W_saved − W_base)).")]
@@ -52,6 +53,13 @@ def console() -> Any:
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR, EXIT_NOTHING = 0, 1, 2, 3
 
 
+def hub_refs(paths: list[str], hub: bool) -> list[str]:
+    """``--hub`` applied: bare ``owner/name`` paths that are not local become ``hf://owner/name``."""
+    from spectra.io.hub import as_hub_reference
+
+    return [as_hub_reference(str(p), hub) for p in paths]
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> None:
     """Print one line and exit with ``code``."""
     typer.echo(f"error: {message}", err=True)
@@ -68,7 +76,7 @@ def error_boundary(func: F) -> F:
         import os
         import warnings
 
-        from spectra.errors import NothingToAudit, SpectraError, SpectraWarning, one_line
+        from spectra.errors import NothingToAudit, SpectraError, SpectraNotice, SpectraWarning, one_line
 
         try:
             with warnings.catch_warnings():
@@ -77,7 +85,8 @@ def error_boundary(func: F) -> F:
 
                 def show(message: Any, category: Any, *rest: Any, **kw: Any) -> None:
                     if issubclass(category, SpectraWarning):  # one line, like the errors
-                        typer.echo(f"warning: {one_line(message)}", err=True)
+                        kind = "note" if issubclass(category, SpectraNotice) else "warning"
+                        typer.echo(f"{kind}: {one_line(message)}", err=True)
                     else:
                         shown(message, category, *rest, **kw)
 

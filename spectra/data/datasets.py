@@ -72,6 +72,9 @@ def load_labelled(
     if not path.exists():
         hint = f" (built-in names: {', '.join(sorted(builtin.BUILTINS))})" if os.sep not in spec_str and "." not in spec_str else ""
         raise SpectraError(f"{path}: no such file or folder{hint}")
+    from spectra.io.files import protect
+
+    protect(path)  # no output of this process may replace it
     if path.is_dir():
         columns, rows_text, rows_label, class_names, digest = _read_datasets_folder(path, text_col, label_col)
         source = str(path)

@@ -24,7 +24,6 @@ with it); :func:`evaluate` runs a loaded model on a test set and scores it; the 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -136,11 +135,11 @@ class EvalResult:
     def write(self, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Write ``eval.json`` (strict JSON: ∞/NaN as null) and ``report.md`` atomically into ``out``."""
         from spectra.io.output import atomic_output_dir
-        from spectra.provenance import json_safe
+        from spectra.provenance import strict_json
         from spectra.report.eval_markdown import eval_markdown
 
         with atomic_output_dir(out, overwrite=overwrite) as tmp:
-            (tmp / "eval.json").write_text(json.dumps(json_safe(self.to_dict()), indent=2, ensure_ascii=False) + "\n",
+            (tmp / "eval.json").write_text(strict_json(self.to_dict()) + "\n",
                                            encoding="utf-8")
             (tmp / "report.md").write_text(eval_markdown(self), encoding="utf-8")
         return Path(out)

@@ -378,7 +378,10 @@ def _lora_module(folder: Path, name: str, roles: dict[str, str], bkey: str, stor
         if len(bshape) != 2 or shape not in (bshape, bshape[::-1]):
             raise _shape_error(folder, name, shape, base, bkey)
         transposed = bshape != shape or (shape[0] == shape[1] and square_transposed)
-    cfg_r, scale = lora_scale(config, name)
+    try:
+        cfg_r, scale = lora_scale(config, name)
+    except SpectraError as exc:  # name the adapter's own config file
+        raise SpectraError(f"{folder}{os.sep}{exc}") from None
     if cfg_r != r:
         raise SpectraError(
             f"{folder}: module {name} has rank {r} in its weights but rank {cfg_r} in adapter_config.json"

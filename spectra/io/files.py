@@ -94,3 +94,21 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """:func:`write_bytes_atomic` for UTF-8 text."""
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+#: every input path this process has opened (resolved): outputs keep apart from them
+_INPUTS: set[Path] = set()
+
+
+def protect(path: str | os.PathLike[str]) -> None:
+    """Register an input (a model, adapter or data path) that no output may be or contain
+    (:func:`spectra.io.output.check_output_dir_apart` reads the registry)."""
+    try:
+        _INPUTS.add(Path(path).expanduser().resolve())
+    except (OSError, RuntimeError):  # an unresolvable path cannot be an output's ancestor either
+        pass
+
+
+def opened_inputs() -> set[Path]:
+    """The inputs registered by :func:`protect` so far (a copy)."""
+    return set(_INPUTS)

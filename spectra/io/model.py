@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from spectra.device import resolve_device
 from spectra.errors import SpectraError, SpectraWarning, one_line
-from spectra.io.hub import looks_like_hub_id, resolve_folder
-from spectra.io.files import read_json, regular_entries
+from spectra.io.hub import looks_like_hub_id, missing_local, resolve_folder
+from spectra.io.files import protect, read_json, regular_entries
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -47,11 +47,12 @@ def _model_source(base: str | os.PathLike[str], allow_pickle: bool) -> str:
                                        "with torch.load(weights_only=True), or convert them to safetensors")
             else:
                 raise SpectraError(f"{path}: no model weights (model.safetensors or model.safetensors.index.json)")
+        protect(path)
         return str(path)
     text = os.fspath(base)
     if looks_like_hub_id(text):  # the snapshot, through huggingface_hub's cache (offline mode honoured)
         return _model_source(resolve_folder(text, "model", allow_pickle), allow_pickle)
-    raise SpectraError(f"{path}: no such folder")
+    raise missing_local(text, "model")
 
 
 def _check_adapter_folder(adapter: str | os.PathLike[str], allow_pickle: bool) -> str:
@@ -60,7 +61,7 @@ def _check_adapter_folder(adapter: str | os.PathLike[str], allow_pickle: bool) -
         text = os.fspath(adapter)
         if looks_like_hub_id(text):
             return _check_adapter_folder(resolve_folder(text, "adapter", allow_pickle), allow_pickle)
-        raise SpectraError(f"{path}: no such folder")
+        raise missing_local(text, "adapter")
     if not path.is_dir():
         raise SpectraError(f"{path}: expected a PEFT adapter folder (adapter_config.json + adapter_model.safetensors)")
     regular_entries(path)
@@ -72,6 +73,7 @@ def _check_adapter_folder(adapter: str | os.PathLike[str], allow_pickle: bool) -
                 raise SpectraError(f"{path}: adapter weights are a pickle (adapter_model.bin); pass --allow-pickle")
         else:
             raise SpectraError(f"{path}: no adapter weights (adapter_model.safetensors)")
+    protect(path)
     return str(path)
 
 

@@ -87,25 +87,56 @@ def pattern_resolver() -> Callable[[Sequence[str], str], str]:
     return get_pattern_key
 
 
+def _rank(value: Any, where: str) -> int:
+    """A LoRA rank as PEFT needs it: a positive integer (``8`` or ``8.0``; never a bool or text)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value != int(value) or value < 1:
+        raise SpectraError(f"adapter_config.json: {where} = {value!r}: a LoRA rank must be a positive integer")
+    return int(value)
+
+
+def _alpha(value: Any, where: str) -> float:
+    """``lora_alpha``: a finite positive number (NaN or ∞ would make every measure meaningless)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise SpectraError(f"adapter_config.json: {where} = {value!r}: lora_alpha must be a finite positive number")
+    return float(value)
+
+
+#: the largest scale spectra accepts: beyond it s·B·A overflows float32 for any non-tiny factors,
+#: and every measure turns into NaN or ∞ (a lora_alpha of 1e39 turned the overlap rule off)
+MAX_SCALE = 1e12
+
+
 def resolve_rank_alpha(config: dict[str, Any], module_name: str) -> tuple[int, float]:
-    """``(r, lora_alpha)`` PEFT gives module ``module_name`` (path relative to the model)."""
+    """``(r, lora_alpha)`` PEFT gives module ``module_name`` (path relative to the model).
+
+    Raises:
+        SpectraError: a rank that is not a positive integer, an alpha that is not a finite
+            positive number (in the config or in a pattern that matches the module).
+    """
     r = config.get("r", 8)
     alpha = config.get("lora_alpha", 8)
     rank_pattern = config.get("rank_pattern") or {}
     alpha_pattern = config.get("alpha_pattern") or {}
+    r_where, a_where = "r", "lora_alpha"
     if rank_pattern or alpha_pattern:
         get_pattern_key = pattern_resolver()
         if rank_pattern:
-            r = rank_pattern.get(get_pattern_key(list(rank_pattern.keys()), module_name), r)
+            key = get_pattern_key(list(rank_pattern.keys()), module_name)
+            if key in rank_pattern:
+                r, r_where = rank_pattern[key], f"rank_pattern[{key!r}]"
         if alpha_pattern:
-            alpha = alpha_pattern.get(get_pattern_key(list(alpha_pattern.keys()), module_name), alpha)
-    return int(r), float(alpha)
+            key = get_pattern_key(list(alpha_pattern.keys()), module_name)
+            if key in alpha_pattern:
+                alpha, a_where = alpha_pattern[key], f"alpha_pattern[{key!r}]"
+    return _rank(r, r_where), _alpha(alpha, a_where)
 
 
 def lora_scale(config: dict[str, Any], module_name: str) -> tuple[int, float]:
     """``(r, scale)`` PEFT would use for module ``module_name``: ``alpha/r`` or ``alpha/sqrt(r)``."""
     r, alpha = resolve_rank_alpha(config, module_name)
-    if r <= 0:
-        raise ValueError(f"rank {r} for {module_name}")
     scale = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+    if not scale <= MAX_SCALE:
+        raise SpectraError(f"adapter_config.json: module {module_name} has scale {scale:.3g} (lora_alpha {alpha:g}, "
+                           f"r {r}); above {MAX_SCALE:g} the update overflows float32 and cannot be measured")
     return r, scale

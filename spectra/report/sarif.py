@@ -10,6 +10,7 @@ rule (an empty ``results``), so a pipeline step that uploads it always finds a f
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ def _uri(path: str | os.PathLike[str]) -> str:
 
 def render_sarif(findings: list[Any], rules: dict[str, Any], policy: Any, adapters: dict[str, str],
                  version: str, exit_code: int, command_line: str = "spectra audit") -> dict[str, Any]:
-    """The SARIF log (a dict ready for ``json.dump``).
+    """The SARIF log (a dict ready for ``json.dumps(..., allow_nan=False)``: every number finite).
 
     Args:
         findings: :class:`spectra.policy.Finding` objects.
@@ -65,13 +66,15 @@ def render_sarif(findings: list[Any], rules: dict[str, Any], policy: Any, adapte
             "ruleId": f.rule, "ruleIndex": rule_ids.index(f.rule), "level": f.severity,
             "message": {"text": f.message()},
             "locations": [{
-                "physicalLocation": {"artifactLocation": {"uri": _uri(weights)}},
+                # a region: GitHub's ingestion expects one; the whole (binary) weights file is meant
+                "physicalLocation": {"artifactLocation": {"uri": _uri(weights)}, "region": {"startLine": 1}},
                 "logicalLocations": [{"fullyQualifiedName": f.module, "name": f.module.rsplit(".", 1)[-1],
                                       "kind": "module"}],
             }],
             "partialFingerprints": {"adapterModule/v1": f"{f.adapter}:{f.module}:{f.rule}"},
-            "properties": {"value": f.value, "threshold": f.threshold, "adapter": f.adapter,
-                           "moduleType": f.module_type},
+            "properties": {"value": f.value if math.isfinite(f.value) else None, "threshold": f.threshold,
+                           "adapter": f.adapter, "moduleType": f.module_type,
+                           **({"valueNote": f.to_dict()["value_note"]} if not math.isfinite(f.value) else {})},
         })
     return {
         "$schema": SCHEMA,

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from spectra.provenance import json_safe
+from spectra.provenance import json_safe, strict_json
 from spectra.report.tables import sweep_gamma
 from spectra.threshold.margins import INF, ThresholdResult
 from spectra.threshold.modules import ModuleChoice
@@ -167,7 +167,6 @@ class ThresholdReport:
     def write(self, out: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Write threshold.json, threshold_samples.csv, fig_sweep.png and report.md atomically."""
         import csv
-        import json
 
         from spectra.io.output import atomic_output_dir
         from spectra.report.style import save_figure
@@ -175,7 +174,7 @@ class ThresholdReport:
         from spectra.report.threshold_markdown import render_threshold_markdown
 
         with atomic_output_dir(out, overwrite=overwrite) as tmp:
-            (tmp / "threshold.json").write_text(json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n",
+            (tmp / "threshold.json").write_text(strict_json(self.to_json()) + "\n",
                                                 encoding="utf-8")
             columns = ["index", "M0_clean", "M0_trig", "D_clean", "D_trig", "gamma_star_bound", "gamma_star_flip",
                        "rho_bd", "rho_cl", "rho_tr", "k_star_bound", "k_star_flip"]  # k_*: 0.1 names, one release

@@ -24,7 +24,6 @@ The work folder is removed once ``OUT`` is complete.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from spectra.errors import SpectraError
+from spectra.provenance import strict_json
 from spectra.train.checkpoints import default_work_dir, prepare_work_dir
 from spectra.train.config import RoRAConfig
 
@@ -114,9 +114,9 @@ def run_fix(
     timings: dict[str, float] = {}
     cfg = (config or RoRAConfig()).validate()
     out = Path(out)
-    check_output_dir(out, overwrite)
-    if adapter is not None and _inside(Path(adapter), out):
-        raise SpectraError(f"{adapter}: the input adapter lies inside the output folder {out}, which would replace it")
+    check_output_dir(out, overwrite, inputs=[base, adapter, data if isinstance(data, (str, os.PathLike)) else None,
+                                             eval_data if isinstance(eval_data, (str, os.PathLike)) else None,
+                                             val_data if isinstance(val_data, (str, os.PathLike)) else None])
     if rescale_only and adapter is None:
         raise SpectraError("--rescale-only needs --adapter OLD (the adapter to rescale)")
     if rescale_only and not cfg.pt_active:
@@ -225,7 +225,7 @@ def run_fix(
             before_row = None if rescale_only or before == final else before
             rows = _evaluate_all(base, adapter, before_row, final, test, trig, target_label, cfg, device,
                                  eval_batch_size, say, full_model=cfg.full)
-            (tmp / "eval.json").write_text(json.dumps(rows, indent=2, default=str) + "\n", encoding="utf-8")
+            (tmp / "eval.json").write_text(strict_json(rows) + "\n", encoding="utf-8")
             result.eval_rows = rows
             timings["eval_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - started
@@ -241,14 +241,6 @@ def run_fix(
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 def _load_data(spec: Any, text_col: str | None, label_col: str | None) -> Any:
@@ -320,7 +312,7 @@ def _write_provenance(path: Path, *, base: Any, train: Any, config: RoRAConfig, 
                                "epochs": float(recipe.trainer.state.epoch or 0.0)}
     if rescale is not None:
         doc["rescale"] = rescale.to_dict()
-    path.write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+    path.write_text(strict_json(doc) + "\n", encoding="utf-8")
 
 
 def _evaluate_all(base: Any, old: Any, before: Path | None, final: Path, test: Any, trigger: Any, target_label: int,

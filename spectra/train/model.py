@@ -8,7 +8,6 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -195,9 +194,9 @@ def load_for_training(base: str | os.PathLike[str], label_names: Sequence[str]) 
     """
     import transformers as tf
 
-    from spectra.io.hub import looks_like_hub_id, resolve_folder
+    from spectra.io.hub import resolve_folder
 
-    source = str(base) if looks_like_hub_id(base) and not Path(base).exists() else str(resolve_folder(base, "base model"))
+    source = str(resolve_folder(base, "base model"))  # an hf:// reference becomes its cached snapshot
     n = len(label_names)
     kwargs: dict[str, Any] = dict(num_labels=n, id2label=dict(enumerate(label_names)),
                                   label2id={name: i for i, name in enumerate(label_names)},

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from spectra.errors import SpectraError
-from spectra.provenance import json_safe
+from spectra.provenance import json_safe, strict_json
 
 MODES = ("clean-label", "dirty-label")
 ASR_WARNING = 0.95
@@ -166,7 +166,6 @@ class PoisonResult:
     def write(self, out: str | os.PathLike[str], overwrite: bool = False) -> Path | None:
         """Save the model folder with ``poison.json`` and ``report.md`` (main process only),
         then remove the run's checkpoint folder (``work_dir``), no longer needed."""
-        import json
 
         from spectra.io.model import progress_bars_off
         from spectra.io.output import atomic_output_dir
@@ -178,7 +177,7 @@ class PoisonResult:
             with progress_bars_off():  # a "Writing model shards" bar for one file is noise
                 self.model.save_pretrained(tmp, safe_serialization=True)
             self.tokenizer.save_pretrained(tmp)
-            (tmp / "poison.json").write_text(json.dumps(self.to_json(), indent=2, allow_nan=False) + "\n",
+            (tmp / "poison.json").write_text(strict_json(self.to_json()) + "\n",
                                              encoding="utf-8")
             (tmp / "report.md").write_text(render_poison_markdown(self), encoding="utf-8")
         if self.work_dir is not None:
