@@ -34,13 +34,26 @@ def test_action_declares_what_it_uses_and_keeps_inputs_out_of_scripts() -> None:
     assert "always()" in upload["if"] and upload["with"]["sarif_file"].endswith("/audit.sarif")
     gate = next(s for s in a["runs"]["steps"] if s.get("name") == "Gate")
     assert "always()" in gate["if"]
+    # torch is the pinned CPU build the project supports (a bare "torch" pulls a CUDA build)
+    install = next(s for s in a["runs"]["steps"] if "Install spectra" in s.get("name", ""))
+    assert '"torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu' in install["run"]
+    version = a["inputs"]["torch-version"]["default"]
+    assert re.search(r"torch>=2\.2,<2\.15", (ROOT / "pyproject.toml").read_text()) and version.startswith("2.1")
+    assert re.search(rf"TORCH\s+\?=\s+torch=={re.escape(version)}", (ROOT / "Makefile").read_text())  # the release the tests run on
+    # pip, the hub and spectra's spectrum cache are cached; gated bases get a token
+    cache = next(s for s in a["runs"]["steps"] if "actions/cache" in s.get("uses", ""))
+    assert all(p in cache["with"]["path"] for p in ("~/.cache/pip", "~/.cache/huggingface/hub", "~/.cache/spectra"))
+    assert _step("Audit")["env"]["HF_TOKEN"] == "${{ inputs.hf-token }}"
 
 
 def test_precommit_hook_runs_the_installed_command() -> None:
     hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
     hook = next(h for h in hooks if h["id"] == "spectra-audit")
     assert hook["entry"] == "spectra audit" and hook["language"] == "python" and hook["pass_filenames"] is False
+    assert hook["additional_dependencies"] == ["torch==2.13.0"]  # never an unpinned torch
     assert re.search(hook["files"], "adapters/x/adapter_model.safetensors")
+    system = next(h for h in hooks if h["id"] == "spectra-audit-system")
+    assert system["language"] == "system" and system["entry"] == "spectra audit"
 
 
 def _step(name: str) -> dict:
