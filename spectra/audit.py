@@ -48,7 +48,9 @@ def _select(modules: Sequence[Any], patterns: Sequence[str] | None) -> list[Any]
 
 
 def _check_finite(tensor: torch.Tensor, what: str) -> None:
-    if not torch.isfinite(tensor).all():
+    from spectra.spectral.lowrank import all_finite
+
+    if not all_finite(tensor):
         raise SpectraError(f"{what}: weights contain NaN or Inf")
 
 
@@ -67,15 +69,27 @@ def _read_batch(base: Any, batch: list[str]) -> tuple[list[Any], int]:
     the compute's, four threads spinning on two cores (measured 25 % slower than no
     read-ahead at all); even a plain ``readinto`` there cost the compute 4–5 % of its speed.
     """
+    from spectra.io._tensors import check_auditable
+
     maps: list[Any] = []
     try:
         for key in batch:
+            check_auditable(base.dtype(key), f"{base.file_of(key)}: tensor {key}")
             maps.append(base.mapped(key))
     except BaseException:
         for mt in maps:  # a bad tensor further on: unmap the ones already mapped
             mt.close()
         raise
     return maps, sum(mt.nbytes for mt in maps)
+
+
+def _zero_copy(maps: list[Any], modules: dict[str, Any], batch: list[str], dev: torch.device,
+               dtype: torch.dtype) -> bool:
+    """Whether ``batch`` is one CPU weight already in ``dtype`` and orientation, usable as mapped."""
+    if len(batch) != 1 or dev.type != "cpu" or modules[batch[0]].base_transposed:
+        return False
+    t = maps[0].tensor
+    return t is not None and t.dtype == dtype and t.is_contiguous()
 
 
 def _stack_batch(maps: list[Any], modules: dict[str, Any], batch: list[str], shape: tuple[int, int],
@@ -125,6 +139,7 @@ def _base_spectra(base: Any, modules: dict[str, Any], top_k: int, exact: bool, d
 
     from spectra.io.spectrum_cache import spectrum_key
     from spectra.spectral import TopK, top_singular
+    from spectra.spectral.topk import NonFiniteMatrix
 
     method = "exact" if exact else "randomized"
     result: dict[str, Any] = {}
@@ -146,15 +161,25 @@ def _base_spectra(base: Any, modules: dict[str, Any], top_k: int, exact: bool, d
         for j, (shape, batch) in enumerate(jobs):
             maps, read = ahead.result()
             ahead = reader.submit(_read_batch, base, jobs[j + 1][1]) if j + 1 < len(jobs) else None
-            stack = _stack_batch(maps, modules, batch, shape, dev, dtype, buffer)
+            if _zero_copy(maps, modules, batch, dev, dtype):
+                # a lone weight stored in the compute dtype (what a batch over half the budget
+                # is): decomposed where the file maps it, not copied — a 1 GiB weight costs 1 GiB
+                stack, mapped = maps[0].tensor.unsqueeze(0), maps
+            else:
+                stack, mapped = _stack_batch(maps, modules, batch, shape, dev, dtype, buffer), []
             del maps
             try:
                 # a layer narrower than k (a 2-way classifier head) gets its whole row space
-                top = top_singular(stack, min(top_k, *shape), exact=exact)
-            except SpectraError:
-                _name_non_finite(stack, batch, base)  # top_singular screens the batch; name the tensor
-                raise
-            del stack
+                top = top_singular(stack, min(top_k, *shape), exact=exact, memory_budget_bytes=budget_bytes)
+            except SpectraError as exc:
+                if isinstance(exc, NonFiniteMatrix):
+                    _name_non_finite(stack, batch, base)  # top_singular screens the batch; name the tensor
+                names = ", ".join(batch[:2]) + (f" (+{len(batch) - 2})" if len(batch) > 2 else "")
+                raise SpectraError(f"{base.path}: {names}: {exc}") from None
+            finally:
+                del stack
+                for mt in mapped:  # after the last use of the view
+                    mt.close()
             if work is not None:
                 work["base_gflop"] = work.get("base_gflop", 0.0) + top.gflop
                 work["base_bytes_read"] = work.get("base_bytes_read", 0) + read
@@ -250,6 +275,9 @@ def audit(
         memory_budget_mb: base weights in flight: the stack being decomposed (in the compute
             dtype) takes at most half of it, the batch read ahead (as stored) the other half;
             a single weight larger than that still goes alone. Bounds GPU memory the same way.
+            A dense SVD spectra was not asked for (a weight whose top-k the iterative method
+            cannot certify falls back to one) is refused with a :class:`SpectraError` when its
+            workspace exceeds the budget (see :func:`spectra.spectral.topk.exact_svd_bytes`).
         progress: callback ``(done, total)`` over modules, e.g. to drive a progress bar.
 
     Returns:

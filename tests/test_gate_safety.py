@@ -188,3 +188,85 @@ def test_adapters_can_be_named(pair, tmp_path) -> None:
     doc = json.loads((tmp_path / "out" / "audit.json").read_text())
     assert {m["adapter"] for m in doc["modules"]} == {"before", "after"}
     one_error(run("audit", base, f"x={adapter}", f"x={adapter}", "-o", tmp_path / "o2", *K), "distinct")
+
+
+# --------------------------------------------------------------------------- a hostile base's top-k
+
+
+def test_an_uncertifiable_weight_never_runs_a_dense_svd_over_the_memory_budget() -> None:
+    """A Gaussian weight has no gap at the top of its spectrum, so its top-k cannot be
+    certified in a few Krylov steps; the exact fallback must respect the budget."""
+    import torch
+
+    from spectra.errors import SpectraError
+    from spectra.spectral.topk import exact_svd_bytes, top_singular
+
+    W = torch.randn(512, 768, generator=torch.Generator().manual_seed(0))
+    need = exact_svd_bytes(512, 768)
+    with pytest.raises(SpectraError, match="memory budget") as exc:
+        top_singular(W, 32, method="krylov", n_iter=1, memory_budget_bytes=need - 1)
+    assert f"{-(-need // 2**20):,}" in str(exc.value)  # says what budget would do
+    ok = top_singular(W, 32, method="krylov", n_iter=1, memory_budget_bytes=need)  # at the budget: allowed
+    assert "exact-fallback" in ok.method
+    ref = torch.linalg.svdvals(W)[:32]
+    assert torch.allclose(ok.S, ref, rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- bad input is never "a bug"
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float8_e4m3fn"])
+def test_quantised_adapter_factors_are_refused_not_read_as_numbers(pair, tmp_path, dtype) -> None:
+    import torch
+
+    base, adapter = pair
+    want = getattr(torch, dtype)
+    _rewrite_adapter(adapter, lambda t: {k: (v * 100).to(want) for k, v in t.items()})
+    one_error(run("audit", base, adapter, "-o", tmp_path / "out", *K), dtype, "dequantise")
+
+
+def test_an_unreadable_weights_file_is_a_bad_input(pair, tmp_path) -> None:
+    base, adapter = pair
+    weights = adapter / "adapter_model.safetensors"
+    weights.unlink()
+    weights.mkdir()  # a folder where the file should be: unreadable to anyone, root included
+    one_error(run("audit", base, adapter, "-o", tmp_path / "out", *K), "adapter_model.safetensors")
+
+
+def test_an_os_error_on_a_file_is_the_machines_state_not_a_bug(pair, tmp_path, monkeypatch) -> None:
+    base, adapter = pair
+    import spectra.audit
+
+    def denied(*a: object, **k: object) -> None:
+        raise PermissionError(13, "Permission denied", str(adapter / "adapter_model.safetensors"))
+
+    monkeypatch.setattr(spectra.audit, "audit", denied)
+    line = one_error(run("audit", base, adapter, "-o", tmp_path / "out", *K), "Permission denied")
+    assert str(adapter / "adapter_model.safetensors") in line
+
+
+def test_spectra_debug_shows_the_traceback_of_a_refusal(pair, tmp_path, monkeypatch) -> None:
+    base, adapter = pair
+    monkeypatch.setenv("SPECTRA_DEBUG", "1")
+    res = run("audit", base, adapter, "--max-ratio", "nan", "-o", tmp_path / "out", *K)
+    assert res.exit_code == 2 and "Traceback" in res.output and "error: --max-ratio" in res.output
+
+
+def test_a_shard_linked_out_of_the_model_folder_is_refused(pair, tmp_path) -> None:
+    base, adapter = pair
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    weights = base / "model.safetensors"
+    weights.rename(elsewhere / "model.safetensors")
+    weights.symlink_to(elsewhere / "model.safetensors")
+    one_error(run("audit", base, adapter, "-o", tmp_path / "out", *K), "outside", "link")
+    assert not (tmp_path / "out").exists()
+
+
+def test_target_modules_absent_from_the_base_are_named(pair, tmp_path) -> None:
+    base, adapter = pair
+    _rewrite_adapter(adapter, edit_config=lambda cfg: {**cfg, "target_modules": ["query", "value", "q_projj"]})
+    res = run("audit", base, adapter, "-o", tmp_path / "out", *K)
+    assert res.exit_code == 0, res.output
+    assert any(ln.startswith("warning:") and "q_projj" in ln for ln in res.output.splitlines())
+    assert "query" not in next(ln for ln in res.output.splitlines() if "q_projj" in ln).split("target_modules")[1]

@@ -42,7 +42,7 @@ def audit_command(
     revision: RevisionOpt = None,
     adapter_revision: Annotated[str | None, typer.Option("--adapter-revision", help="Hub revision (branch, tag or commit) of hub-id ADAPTERS.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the base-spectrum cache.")] = False,
-    memory_budget: Annotated[int, typer.Option("--memory-budget", min=16, help="MB of base weights in flight at once (CPU RAM, or GPU memory with --device cuda): same-shape weights are stacked up to this size; the peak is about twice it plus one weight.")] = 256,
+    memory_budget: Annotated[int, typer.Option("--memory-budget", min=16, help="MB of base weights in flight at once (CPU RAM, or GPU memory with --device cuda): same-shape weights are stacked up to this size; the peak is about twice it plus one weight. A dense SVD of a weight whose top-k cannot be certified (no spectral gap) is refused when its workspace exceeds it: exit 2, never an unbounded run.")] = 256,
     no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip fig_ratio.png and fig_alignment.png (and matplotlib): for CI gates that read audit.json / audit.sarif.")] = False,
     overwrite: OverwriteOpt = False,
     hub: HubOpt = False,

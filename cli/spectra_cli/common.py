@@ -60,6 +60,16 @@ def hub_refs(paths: list[str], hub: bool) -> list[str]:
     return [as_hub_reference(str(p), hub) for p in paths]
 
 
+def debug_traceback() -> None:
+    """With ``SPECTRA_DEBUG=1``, the traceback of the exception being handled (on stderr),
+    before its one line: bad input too, so a user can see where a refusal came from."""
+    import os
+    import traceback
+
+    if os.environ.get("SPECTRA_DEBUG"):
+        traceback.print_exc()
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> None:
     """Print one line and exit with ``code``."""
     typer.echo(f"error: {message}", err=True)
@@ -95,21 +105,39 @@ def error_boundary(func: F) -> F:
         except typer.Exit:
             raise
         except NothingToAudit as exc:
+            debug_traceback()
             fail(one_line(exc) or type(exc).__name__, EXIT_NOTHING)
         except SpectraError as exc:
+            debug_traceback()
             fail(one_line(exc) or type(exc).__name__)
         except FileNotFoundError as exc:
+            debug_traceback()
             fail(f"{exc.filename}: no such file or folder")
+        except OSError as exc:  # unreadable input, read-only or full output: the machine's state, not a bug
+            if exc.errno is None:  # an OSError without an errno is not about a file
+                internal_error(exc)
+            debug_traceback()
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or one_line(exc) or type(exc).__name__}")
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
         except Exception as exc:  # noqa: BLE001 - the boundary: every bug becomes one line and exit 2
-            if os.environ.get("SPECTRA_DEBUG"):
-                raise
-            fail(f"internal error ({type(exc).__name__}: {one_line(exc)}); this is a bug in spectra — rerun with "
-                 "SPECTRA_DEBUG=1 for the traceback and report it")
+            internal_error(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def internal_error(exc: BaseException) -> None:
+    """A bug in spectra: re-raised with ``SPECTRA_DEBUG=1``, else one line and exit 2."""
+    import os
+
+    from spectra.errors import one_line
+
+    if os.environ.get("SPECTRA_DEBUG"):
+        raise exc
+    fail(f"internal error ({type(exc).__name__}: {one_line(exc)}); this is a bug in spectra — rerun with "
+         "SPECTRA_DEBUG=1 for the traceback and report it")
 
 
 def stdout_is_tty() -> bool:

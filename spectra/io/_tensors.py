@@ -150,6 +150,19 @@ class SafetensorsHeader:
         return {"dtype": tag, "shape": tuple(shape), "offsets": (begin, end)}
 
 
+#: storage dtypes whose values are the weights themselves (quantised ones need scales spectra
+#: does not read: an int8 factor audited as raw integers measures nothing real)
+AUDITABLE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_auditable(dtype: torch.dtype, where: str) -> None:
+    """Raise :class:`SpectraError` for a weight stored as a quantised or integer dtype."""
+    if dtype not in AUDITABLE_DTYPES:
+        name = str(dtype).removeprefix("torch.")
+        raise SpectraError(f"{where} is stored as {name}: spectra reads weights stored as float16, bfloat16, float32 "
+                           "or float64 (quantised weights need their scales: dequantise the checkpoint first)")
+
+
 class MappedTensor:
     """A tensor to read once and let go: ``tensor`` is valid until :meth:`close`.
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from spectra.errors import SpectraError
-from spectra.io._tensors import TensorStore
+from spectra.errors import SpectraError, SpectraWarning
+from spectra.io._tensors import TensorStore, check_auditable
 from spectra.io.checkpoint import (
     ADAPTER_CONFIG,
     MODEL_CONFIG,
@@ -48,6 +48,7 @@ from spectra.io.keys import (
     split_lora_key,
 )
 from spectra.io.peft_config import check_peft_type, check_variants, init_note, lora_scale
+from spectra.spectral.lowrank import all_finite
 
 UPDATE_KINDS = ("lora", "dora", "full", "embedding")
 
@@ -241,8 +242,19 @@ def load_adapter(path: str | os.PathLike[str], base: BaseCheckpoint, allow_pickl
 
 
 def _check_finite(store: TensorStore | BaseCheckpoint, key: str, t: torch.Tensor) -> None:
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+    if t.is_floating_point() or t.ndim == 2:  # a weight (not an index or a 1-D count)
+        check_auditable(t.dtype, f"{store.file_of(key)}: tensor {key}")
+    if t.is_floating_point() and not all_finite(t):
         raise SpectraError(f"{store.file_of(key)}: tensor {key} contains NaN or Inf")
+
+
+def _absent_targets(targets: Any, base_keys: list[str]) -> list[str]:
+    """Names in a list-valued ``target_modules`` that match no module of the base by PEFT's rule
+    (the module's full name, or its last dotted parts); a regex string or ``all-linear`` is not checked."""
+    if not isinstance(targets, (list, tuple)):
+        return []
+    names = {k.rsplit(".", 1)[0] for k in base_keys}
+    return [t for t in map(str, targets) if not any(n == t or n.endswith("." + t) for n in names)]
 
 
 def _no_fit(folder: Path, base: BaseCheckpoint, names: list[str]) -> SpectraError:
@@ -324,6 +336,10 @@ def _resolve_peft(folder: Path, config: dict[str, Any], peft_type: str, store: T
     for name, bkey in matches.items():
         if bkey is None:
             raise SpectraError(f"{folder}: adapter module {name} is absent from base {base.path}")
+    absent = _absent_targets(config.get("target_modules"), base.keys())
+    if absent:  # PEFT skips such names silently: the user meant to adapt something that is not there
+        warnings.warn(f"{folder}: target_modules {', '.join(absent)} name(s) no module of base {base.path}; "
+                      "the adapter does not change them", SpectraWarning, stacklevel=3)
 
     model_type = base.model_type
     fan_in_fan_out = bool(config.get("fan_in_fan_out"))

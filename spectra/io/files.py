@@ -44,9 +44,16 @@ def regular_file(path: str | os.PathLike[str], what: str = "file") -> Path:
 
 def regular_entries(folder: str | os.PathLike[str]) -> None:
     """Refuse a folder holding a FIFO, device or socket at its top level (transformers and
-    tokenizers open whatever files a model folder lists; one of those would block or never end)."""
+    tokenizers open whatever files a model folder lists; one of those would block or never end),
+    or a link that leads out of it: a shard linked to ``/home/…/other-model.safetensors`` would
+    be read as this model's. A huggingface_hub snapshot's links into its own repository's
+    ``blobs/`` are how the hub cache is laid out, and stay allowed."""
     import stat
 
+    root = Path(folder).resolve()
+    allowed = [root]
+    if root.parent.name == "snapshots":  # models--owner--name/snapshots/<commit>: blobs live beside
+        allowed.append(root.parent.parent / "blobs")
     for entry in Path(folder).iterdir():
         try:
             mode = os.stat(entry).st_mode
@@ -54,6 +61,11 @@ def regular_entries(folder: str | os.PathLike[str]) -> None:
             continue  # a dangling link is not read by anyone
         if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             regular_file(entry)  # raises the one-line refusal
+        if entry.is_symlink():
+            target = entry.resolve()
+            if not any(target == a or a in target.parents for a in allowed):
+                raise SpectraError(f"{entry}: a link to {target}, outside {root}; spectra reads only the files "
+                                   "inside a model or adapter folder (copy the file in)")
 
 
 def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -23,6 +23,15 @@ class SVD(NamedTuple):
     Vh: Tensor
 
 
+def all_finite(t: Tensor, chunk_bytes: int = 16 << 20) -> bool:
+    """Whether every entry of ``t`` is finite, reading it in slices of about ``chunk_bytes``:
+    ``torch.isfinite`` on the whole tensor allocates temporaries of several times its size
+    (+460 MB for one 256 MB weight), which a hostile 1 GiB weight turns into gigabytes."""
+    flat = t.reshape(-1)
+    step = max(1, chunk_bytes // max(1, t.element_size()))
+    return all(bool(torch.isfinite(flat[i:i + step]).all()) for i in range(0, flat.numel(), step))
+
+
 def compute_dtype(*tensors: Tensor) -> torch.dtype:
     """The promoted dtype of ``tensors``, with fp16/bf16 raised to float32."""
     dtype = tensors[0].dtype

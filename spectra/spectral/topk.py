@@ -10,9 +10,13 @@ from torch import Tensor
 
 from spectra.errors import SpectraError
 from spectra.spectral import cost
-from spectra.spectral.lowrank import compute_dtype
+from spectra.spectral.lowrank import all_finite, compute_dtype
 
 DEFAULT_SEED = 0
+
+
+class NonFiniteMatrix(SpectraError):
+    """A matrix handed to :func:`top_singular` holds NaN or Inf (the caller names the tensor)."""
 
 
 class TopK(NamedTuple):
@@ -51,6 +55,7 @@ def top_singular(
     angle_tol: float = 0.03,
     generator: torch.Generator | None = None,
     min_dim_randomized: int | None = None,
+    memory_budget_bytes: int | None = None,
 ) -> TopK:
     """Top-k singular triplets of ``W``, by the cheapest certified algorithm, exact on demand.
 
@@ -119,6 +124,13 @@ def top_singular(
         min_dim_randomized: the fixed rule of spectra 0.1, kept for tests and comparisons:
             below this ``min(m, n)`` the exact SVD, from it on ``krylov`` (``0`` forces
             ``krylov``). ``None`` (the default): the cost model decides.
+        memory_budget_bytes: a hard bound on the dense SVD spectra may run without being
+            asked (``exact=False``): where the cost model or a failed certificate would
+            decompose matrices whose :func:`exact_svd_bytes` exceed it, a
+            :class:`~spectra.errors.SpectraError` says so instead — a hostile base (one
+            16384² Gaussian weight: no gap at the top, so nothing certifies) must not take
+            6.6 GB and hours. ``None``: no bound (the library's default; the audit passes
+            its ``--memory-budget``).
 
     Returns:
         :class:`TopK`. Singular vector signs are normalised (the largest-magnitude entry
@@ -139,8 +151,8 @@ def top_singular(
     # a NaN would silently poison every Krylov vector and then crash LAPACK. A sum is a
     # 30x cheaper screen than isfinite(); only if it is not finite (NaN/Inf, or an
     # overflow of huge but finite values) is the exact element-wise check run
-    if not bool(torch.isfinite(Wb.sum())) and not bool(torch.isfinite(Wb).all()):
-        raise SpectraError(f"cannot take singular vectors of a {m}×{n} matrix that contains NaN or Inf")
+    if not bool(torch.isfinite(Wb.sum())) and not all_finite(Wb):
+        raise NonFiniteMatrix(f"cannot take singular vectors of a {m}×{n} matrix that contains NaN or Inf")
     b = Wb.shape[0]
     small = min(m, n)
     kind = "accelerator" if cost.on_accelerator(W) else "cpu"
@@ -157,6 +169,8 @@ def top_singular(
         chosen = cost.choose(m, n, k, oversample, kind)
     if chosen == "krylov" and 2 * block > small:
         chosen = "gram"  # a Krylov basis of half the space is no shortcut
+    if chosen == "exact" and not exact:
+        _check_dense_budget(m, n, k, b, Wb.element_size(), memory_budget_bytes, "the exact SVD the cost model chose")
 
     N = max(m, n)
     flop = 0.0
@@ -201,6 +215,10 @@ def top_singular(
         left, right = left[..., :k], right[..., :k]
         failed = (~certified).nonzero().flatten()
         if failed.numel():
+            _check_dense_budget(m, n, k, failed.numel(), Wb.element_size(), memory_budget_bytes,
+                                f"its {algorithm} estimate failed the certificate (largest residual "
+                                f"{float(r[failed, :k].max() / S[failed, :1].max().clamp_min(1e-30)):.1e} of σ_1; a "
+                                "spectrum with no gap at the top k cannot be certified), so the exact SVD")
             flop += failed.numel() * (_svd_flop(m, n) + 4 * N * small * k)
             Ue, Se, Vhe = _exact_topk(Wb[failed], k)
             le, re = _triplet_residuals(Wb[failed], Ue, Se, Vhe)
@@ -221,6 +239,26 @@ def top_singular(
         method=method_used,
         gflop=flop / 1e9,
     )
+
+
+def exact_svd_bytes(m: int, n: int, itemsize: int = 4) -> int:
+    """Peak bytes of one thin ``torch.linalg.svd`` of an ``m×n`` matrix: LAPACK's gesdd copies
+    the input and keeps U, Vᵀ and about ``4d²`` of workspace (``d = min(m, n)``)."""
+    d = min(m, n)
+    return itemsize * (m * n + d * (m + n) + 4 * d * d + 8 * d)
+
+
+def _check_dense_budget(m: int, n: int, k: int, count: int, itemsize: int, budget: int | None, why: str) -> None:
+    """Raise instead of running ``count`` dense SVDs that the memory budget does not allow."""
+    if budget is None:
+        return
+    need = exact_svd_bytes(m, n, itemsize)
+    if need <= budget:
+        return
+    minutes = cost.SVD_S * max(m, n) * min(m, n) ** 2 * count / 60
+    raise SpectraError(f"a {m}×{n} base weight: {why} would need {need / 2**20:,.0f} MB, over the memory budget of "
+                       f"{budget / 2**20:,.0f} MB (and ~{minutes:,.0f} min on 2 CPU cores); raise --memory-budget to "
+                       f"at least {-(-need // 2**20):,} (MB) or pass --exact to allow it")
 
 
 def _svd_flop(m: int, n: int) -> float:
