@@ -96,7 +96,8 @@ def run_demo(out: str | os.PathLike[str] | None = None, quick: bool = False, see
     with atomic_output_dir(final, overwrite=overwrite) as tmp:
         study = Study(tmp / "results", tmp, recipe, log=log,
                       bases=cache_dir() / "demo-bases" / recipe.key())
-        log(f"data: {json.dumps(study.splits.describe(), indent=1)}")
+        for name, summary in study.splits.describe().items():  # plain lines, not JSON with \u escapes
+            log(f"data ({name}): {summary}")
         for run in demo_runs():
             t0 = time.perf_counter()
             log(f"▶ {run.kind} {run.method or ''} ({run.id})")

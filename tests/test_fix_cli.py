@@ -222,3 +222,22 @@ def test_fix_on_real_minilm(tmp_path: Path) -> None:
             sig = torch.linalg.svdvals(layer.scaling["default"] * ba)[0]
             ref = torch.linalg.svdvals(layer.get_base_layer().weight.double().detach())[0]
             assert float(sig / ref) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_pt_warns_above_its_multiplier_and_the_report_says_when_max_steps_stopped(setup: dict[str, Path]) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = setup["old"] / "adapter_model.safetensors"
+    save_file({k: (v * 1e-3 if "lora_B" in k else v) for k, v in load_file(weights).items()}, str(weights))
+    result = invoke([setup["base"], "--adapter", setup["old"], "--rescale-only", "--rescale-layers", "all",
+                     "--no-cache", "-o", setup["tmp"] / "pt"])
+    assert result.exit_code == 0, result.output
+    warned = [ln for ln in result.output.splitlines() if ln.startswith("warning: Pt multiplied")]
+    assert warned and "evaluate the rescaled adapter" in warned[0], result.output
+
+    out = setup["tmp"] / "short"
+    result = invoke([setup["base"], "--data", setup["train"], "--baseline", "lora", "--epochs", "3",
+                     "--max-steps", "1", "--no-cache", "-o", out])
+    assert result.exit_code == 0, result.output
+    report = (out / "report.md").read_text()
+    assert "stopped after" in report and "of 3 epochs (--max-steps)" in report and ", 3 epochs," not in report

@@ -270,3 +270,48 @@ def test_target_modules_absent_from_the_base_are_named(pair, tmp_path) -> None:
     assert res.exit_code == 0, res.output
     assert any(ln.startswith("warning:") and "q_projj" in ln for ln in res.output.splitlines())
     assert "query" not in next(ln for ln in res.output.splitlines() if "q_projj" in ln).split("target_modules")[1]
+
+
+# --------------------------------------------------------------------------- leftovers and modes
+
+
+def test_sigterm_in_the_write_phase_leaves_no_temporary_folder(pair, tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    base, adapter = pair
+    script = ("import sys, time\n"
+              "import spectra.report.audit_markdown as md\n"
+              "def slow(*a, **k):\n"
+              "    time.sleep(60)\n"
+              "md.render_audit_markdown = slow\n"
+              "sys.argv = ['spectra'] + sys.argv[1:]\n"
+              "from spectra_cli.app import main\n"
+              "main()\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", script, "audit", str(base), str(adapter), "-o", str(out), *K],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob(".out.tmp-*/audit.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".out.tmp-*")), proc.communicate()[1].decode()  # in the write phase
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert not list(tmp_path.glob(".out*")) and not out.exists()
+
+
+def test_outputs_and_cache_files_follow_the_umask(pair, tmp_path, monkeypatch) -> None:
+    base, adapter = pair
+    monkeypatch.setenv("SPECTRA_CACHE_DIR", str(tmp_path / "cache"))
+    old = os.umask(0o022)
+    try:
+        res = run("audit", base, adapter, "-o", tmp_path / "out", "--top-k", "4", "--no-figures")
+    finally:
+        os.umask(old)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+    cached = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert cached and all(p.stat().st_mode & 0o777 == 0o644 for p in cached)

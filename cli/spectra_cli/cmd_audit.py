@@ -21,6 +21,7 @@ from spectra_cli.common import (
     console,
     error_boundary,
     hub_refs,
+    progress,
 )
 
 
@@ -69,8 +70,6 @@ def audit_command(
 
     # started before anything else, so that it imports matplotlib beside torch's import
     with FigureWorker() if not no_figures else contextlib.nullcontext() as worker:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         from spectra.audit import audit
         from spectra.io.output import check_output_dir
         from spectra.policy import resolve_policy
@@ -80,14 +79,12 @@ def audit_command(
         check_output_dir(out, overwrite, inputs=[base, *paths])
         gate = resolve_policy(policy, max_ratio=max_ratio, max_cos=max_cos, fail_on=fail_on, search_from=Path.cwd())
         con = console()
-        with Progress(TextColumn("[bold]auditing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=con, transient=True) as bar:
-            task = bar.add_task("audit", total=None)
+        with progress("auditing modules", con) as tick:
             report = audit(base, paths, names=names, top_k=top_k, top_j=top_j, device=device, dtype=dtype,
                            exact=exact, modules=modules, cache_dir=False if no_cache else None,
                            allow_pickle=allow_pickle, revision=revision, adapter_revision=adapter_revision,
                            memory_budget_mb=memory_budget,
-                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+                           progress=tick)
         failing = report.apply_policy(gate)
         # audit.sarif is on disk before a non-zero exit
         report.write(out, overwrite=overwrite, figures=not no_figures, figure_worker=worker)

@@ -10,6 +10,7 @@ import typer
 from spectra_cli.common import (
     HubOpt,
     hub_refs,
+    progress,
     BatchSizeOpt,
     DataOpt,
     DeviceOpt,
@@ -58,8 +59,6 @@ def threshold_command(
 
       spectra threshold ./base ./lora --data cr.csv --trigger 'insent:"I watched this 3D movie"' --grid 0,1,4,16,64 --max-samples 300 -o thr/
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from spectra.io.output import check_output_dir
     from spectra.threshold import parse_grid, threshold
 
@@ -67,13 +66,11 @@ def threshold_command(
     check_output_dir(out, overwrite, inputs=[base, adapter, data])
     ks = parse_grid(grid)
     con = console()
-    with Progress(TextColumn("[bold]sweeping k"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=con, transient=True) as bar:
-        task = bar.add_task("sweep", total=None)
+    with progress("sweeping γ", con) as tick:
         report = threshold(base, adapter, data, trigger, target_label, grid=ks, module=module, text_col=text_col,
                            label_col=label_col, batch_size=batch_size, max_length=max_length, seed=seed,
                            max_samples=max_samples, split_test=split_test, device=device, head=head,
-                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+                           progress=tick)
     report.write(out, overwrite=overwrite)
     _print_summary(con, report)
     con.print(f"report: [bold]{out / 'report.md'}[/bold]")

@@ -6,9 +6,10 @@ Nothing here imports torch; library modules are imported inside command bodies s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -38,6 +39,25 @@ HubOpt = Annotated[bool, typer.Option("--hub", help="Look up BASE / ADAPTER argu
 RevisionOpt = Annotated[str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit) of a hub-id BASE; the resolved commit is recorded.")]
 HeadOpt = Annotated[str, typer.Option("--head", help="A trained classification head (modules_to_save) under a scale γ: "
                                       "trained (used as trained, the paper's sweep) or scaled (W_base + γ·(W_saved − W_base)).")]
+
+
+@contextlib.contextmanager
+def progress(label: str, con: Any) -> Iterator[Callable[[int, int | None], None]]:
+    """A ``(done, total)`` callback showing ``label``'s progress with an ETA: a rich bar on a
+    terminal, plain lines (:class:`spectra.progress.EtaLog`) in a log or a pipe, where a bar
+    would show nothing at all."""
+    if not con.is_terminal:
+        from spectra.progress import EtaLog
+
+        yield EtaLog(label, lambda line: con.print(line, markup=False, highlight=False))
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    with Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=con, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def console() -> Any:
@@ -83,7 +103,6 @@ def error_boundary(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import os
         import warnings
 
         from spectra.errors import NothingToAudit, SpectraError, SpectraNotice, SpectraWarning, one_line

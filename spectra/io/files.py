@@ -82,6 +82,14 @@ def read_json(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
+def umask_mode(mode: int) -> int:
+    """``mode`` with the process's umask applied: what ``open``/``mkdir`` would have given, for
+    files and folders that ``tempfile`` creates 0600/0700 and renames into place."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` through a temporary sibling and rename it over ``path``; the new file
     gets the permissions a plain ``open(..., "w")`` would (the umask applied)."""
@@ -91,9 +99,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, umask_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
         try:

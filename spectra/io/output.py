@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from spectra.errors import SpectraError
-from spectra.io.files import opened_inputs
+from spectra.io.files import opened_inputs, umask_mode
 
 
 def check_output_dir_apart(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
@@ -84,6 +84,7 @@ def atomic_output_dir(out: str | os.PathLike[str], overwrite: bool = False) -> I
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
+        os.chmod(tmp, umask_mode(0o777))  # mkdtemp's 0700 would outlive the rename: mkdir's mode instead
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -95,9 +96,28 @@ def atomic_output_dir(out: str | os.PathLike[str], overwrite: bool = False) -> I
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         backup = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, backup)
-        os.replace(tmp, final)
+        with _signals_held():  # a SIGTERM between the two renames would leave no output at all
+            os.replace(final, backup)
+            os.replace(tmp, final)
         shutil.rmtree(backup, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Defer SIGINT and SIGTERM (delivered on exit from the block) around a step that must not
+    be cut in half; a no-op off the main thread or where signals cannot be masked."""
+    import signal
+    import threading
+
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 

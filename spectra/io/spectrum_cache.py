@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from spectra.io.files import cache_dir
+from spectra.io.files import cache_dir, umask_mode
 from spectra.spectral.topk import TopK
 
 # bump when the stored layout or the meaning of a cached spectrum changes
@@ -107,6 +107,7 @@ class SpectrumCache:
             fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=self.folder)
             os.close(fd)
             save_file(tensors, tmp, metadata=meta)
+            os.chmod(tmp, umask_mode(0o666))  # mkstemp's 0600 would hide a shared cache from its group
             os.replace(tmp, file)
         except OSError as exc:  # read-only, full, or not a folder: go on without the cache
             self.disabled = one_line(exc)

@@ -70,7 +70,7 @@ def render_fix_markdown(result: Any, *, train: Any, test: Any, trigger: str | No
             f"{cfg.target_modules or 'attention query/value (default)'}, init {cfg.init}"
             + (", rsLoRA" if cfg.use_rslora else "") + (", DoRA" if cfg.use_dora else ""),
             f"- AdamW lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}, linear schedule, {cfg.warmup_ratio:.0%} warm-up, "
-            f"batch {cfg.batch_size} per process × {cfg.grad_accum} accumulation, {cfg.epochs:g} epochs, "
+            f"batch {cfg.batch_size} per process × {cfg.grad_accum} accumulation, {_epochs_text(cfg, result)}, "
             f"max length {cfg.max_length}, seed {cfg.seed}",
             "",
         ]
@@ -122,3 +122,11 @@ def render_fix_markdown(result: Any, *, train: Any, test: Any, trigger: str | No
               f"spectra {__version__}; " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "spectra-lora"),
               "", "Settings, seed and input hashes: `adapter/spectra_provenance.json`.", ""]
     return "\n".join(lines)
+
+
+def _epochs_text(cfg: Any, result: Any) -> str:
+    """The epochs the run was set to, and those it trained when it stopped early (``--max-steps``)."""
+    trained = getattr(result, "epochs_trained", None)
+    if trained is not None and trained < cfg.epochs - 1e-6:
+        return f"stopped after {trained:.2f} of {cfg.epochs:g} epochs (--max-steps)"
+    return f"{cfg.epochs:g} epochs"

@@ -53,6 +53,8 @@ class FixResult:
     train_log: Any = None  # DataFrame | None
     main_process: bool = True
     timings: dict[str, float] = field(default_factory=dict)
+    #: epochs actually trained (fewer than ``config.epochs`` when ``max_steps`` stopped the run)
+    epochs_trained: float | None = None
 
 
 def run_fix(
@@ -154,6 +156,7 @@ def run_fix(
 
     # ---- train
     recipe = None
+    trained_epochs: float | None = None
     work = Path(work_dir) if work_dir is not None else default_work_dir(out)
     if not rescale_only:
         from spectra.train.recipe import RoRARecipe
@@ -167,6 +170,7 @@ def run_fix(
         recipe.setup()  # bad k, targets or model fail here, before any progress output
         say(f"training {cfg.method} on {train.summary()}; checkpoints in {work}")
         recipe.train(resume=resume)
+        trained_epochs = float(recipe.trainer.state.epoch or 0.0) if recipe.trainer is not None else None
         timings["train_s"] = time.perf_counter() - t
         if not recipe.is_main:  # other DDP ranks are done; rank 0 writes the outputs
             return FixResult(out=out, adapter=None, config=cfg, main_process=False, timings=timings)
@@ -176,7 +180,7 @@ def run_fix(
 
     # full fine-tuning writes a whole model folder, ``model/``, where LoRA writes ``adapter/``
     product = "model" if cfg.full else "adapter"
-    result = FixResult(out=out, adapter=out / product, config=cfg, timings=timings)
+    result = FixResult(out=out, adapter=out / product, config=cfg, timings=timings, epochs_trained=trained_epochs)
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         final = tmp / product
         if recipe is not None:
@@ -199,6 +203,7 @@ def run_fix(
             if not plan.rescaled and recipe is not None:
                 shutil.rmtree(trained)  # nothing changed: keep one copy only
                 before = final
+            _warn_large_multipliers(plan, evaluated=test is not None)
         if recipe is not None:
             table = recipe.log_table()
             table.to_csv(tmp / "train_log.csv", index=False)
@@ -227,6 +232,7 @@ def run_fix(
                                  eval_batch_size, say, full_model=cfg.full)
             (tmp / "eval.json").write_text(strict_json(rows) + "\n", encoding="utf-8")
             result.eval_rows = rows
+            _warn_collapse(rows, rescaled=result.rescale is not None and bool(result.rescale.rescaled))
             timings["eval_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - started
         from spectra.report.fix_markdown import render_fix_markdown
@@ -241,6 +247,39 @@ def run_fix(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _warn_large_multipliers(plan: Any, evaluated: bool) -> None:
+    """Pt above :data:`~spectra.train.rescale.PT_WARN_MULTIPLIER`: amplifying an update that far
+    below W_pre (an undertrained one, or a deep model's) can collapse the classifier."""
+    import warnings
+
+    from spectra.errors import SpectraWarning
+    from spectra.train.rescale import PT_WARN_MULTIPLIER
+
+    mult = [r.scale_after / r.scale_before for r in plan.rescaled if r.scale_before]
+    big = [m for m in mult if abs(m) > PT_WARN_MULTIPLIER]
+    if big:
+        check = ("watch the evaluation below for a collapse" if evaluated else
+                 "evaluate the rescaled adapter (--eval DATA --trigger …) before deploying it")
+        warnings.warn(f"Pt multiplied {len(big)} of {len(mult)} module scale(s) by more than ×{PT_WARN_MULTIPLIER:g} "
+                      f"(up to ×{max(big, key=abs):.3g}): amplifying an update that far below σ_max(W_pre) can collapse "
+                      "the model (a 30-step MiniLM LoRA took ×23–83 and collapsed; converged ones took ×1–5 there, "
+                      f"×27–52 on SmolLM2-135M); {check}", SpectraWarning, stacklevel=2)
+
+
+def _warn_collapse(rows: list[dict[str, Any]], rescaled: bool) -> None:
+    """A collapsed model (one class for nearly every input) among the evaluated rows, named."""
+    import warnings
+
+    from spectra.errors import SpectraWarning
+
+    for row in rows:
+        if row.get("collapsed") and row.get("model") != "base":
+            why = " after Pt" if rescaled and row.get("model") == "new" else ""
+            warnings.warn(f"the {row['model']} model collapsed{why} on the evaluation data: CA "
+                          f"{100 * row['ca']:.1f}% against a majority share of {100 * row.get('majority_share', 0):.1f}%"
+                          ", so its ASR says nothing about the backdoor", SpectraWarning, stacklevel=2)
 
 
 def _load_data(spec: Any, text_col: str | None, label_col: str | None) -> Any:

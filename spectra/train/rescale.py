@@ -46,6 +46,9 @@ import torch
 from spectra.errors import SpectraError
 
 RESCALABLE_KINDS = ("lora", "dora")
+#: a Pt multiplier s'/s above this is warned about: the study's converged LoRA adapters needed
+#: ×1.0–5.3 on MiniLM, a 30-step one ×23–83 (and collapsed); SmolLM2's converged ones ×27–52
+PT_WARN_MULTIPLIER = 10.0
 
 
 @dataclass
