@@ -6,6 +6,7 @@
     python scripts/reproduce.py status                   # done / pending per tier, wall time so far
     python scripts/reproduce.py run --plan evidence      # users' recipes: the forgetting verdict's evidence
     python scripts/reproduce.py render                   # docs/reproduction.md + figures/ + README's study block
+    python scripts/reproduce.py forgetting               # docs/forgetting.md, docs/study/forgetting.csv, the audit's model
     python scripts/reproduce.py render --demo runs/demo-quick   # … and the README's demo block from that run
 
 Results: one JSON per run in ``docs/study/results/`` (committed: the page and figures are
@@ -101,6 +102,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forgetting(args: argparse.Namespace) -> int:
+    from spectra.study.forgetting_page import render
+
+    render(args.results, ROOT / "docs" / "study" / "forgetting.csv", ROOT / "docs" / "forgetting.md",
+           ROOT / "figures" / "forgetting_calibration.png", ROOT / "spectra" / "forgetting_model.json", log=log)
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from spectra.study.render import render_study
 
@@ -151,7 +160,7 @@ def publish_demo(run: Path, readme: Path, figures: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("run", "status", "render"):
+    for name in ("run", "status", "render", "forgetting"):
         s = sub.add_parser(name)
         s.add_argument("--results", type=Path, default=RESULTS)
         s.add_argument("--work", type=Path, default=WORK)
@@ -169,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument("--demo", type=Path, default=None,
                            help="a finished `spectra demo` output folder: rewrite the README's demo block from it")
     args = p.parse_args(argv)
-    return {"run": cmd_run, "status": cmd_status, "render": cmd_render}[args.command](args)
+    return {"run": cmd_run, "status": cmd_status, "render": cmd_render, "forgetting": cmd_forgetting}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -283,6 +283,7 @@ def audit(
     Returns:
         :class:`AuditReport` with one row per (adapter, module).
     """
+    from spectra.forgetting import architecture_key
     from spectra.io import load_adapter, open_base
     from spectra.io.spectrum_cache import SpectrumCache, default_folder
     from spectra.provenance import describe_path, library_versions
@@ -353,7 +354,8 @@ def audit(
                 tick(1)
         t_delta = time.perf_counter() - t0
 
-        inputs = {"base": {**describe_path(ckpt.path), "given": str(base), "revision": revision},
+        inputs = {"base": {**describe_path(ckpt.path), "given": str(base), "revision": revision,
+                           "model_type": ckpt.model_type, "architecture": architecture_key(ckpt.config)},
                   "adapters": {label: {**describe_path(a.path), "given": str(p), "revision": adapter_revision}
                                for label, a, p in zip(labels, loaded, paths)}}
 

@@ -69,6 +69,8 @@ class AuditReport:
     timings: dict[str, float] = field(default_factory=dict)
     policy: Any = None  # spectra.policy.Policy, set by apply_policy
     findings: list[Any] = field(default_factory=list)  # spectra.policy.Finding
+    #: a ``spectra canary`` calibration of this base (``spectra audit --calibration``), else None
+    calibration: Any = None
     _table: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -88,11 +90,21 @@ class AuditReport:
         return self._table
 
     def apply_policy(self, policy: Any) -> list[Any]:
-        """Check every module against ``policy`` (:class:`spectra.policy.Policy`); keep the
-        findings for the report and SARIF; return those that fail the gate (≥ ``fail_on``)."""
+        """Check every module against ``policy`` (:class:`spectra.policy.Policy`), and every
+        adapter's forgetting verdict against its ``forgetting`` rule; keep the findings for the
+        report and SARIF; return those that fail the gate (≥ ``fail_on``)."""
         self.policy = policy
-        self.findings = policy.findings(self.rows)
+        self.findings = policy.findings(self.rows) + policy.forgetting_findings(self.forgetting())
         return policy.failing(self.findings)
+
+    def forgetting(self) -> dict[str, dict[str, Any]]:
+        """Per adapter, the ``forgetting`` block (:func:`spectra.forgetting.verdict`): will a
+        backdoor planted as in the paper survive it, on which evidence, within which scope."""
+        from spectra.forgetting import adapter_verdict
+
+        arch = (self.inputs.get("base") or {}).get("architecture")
+        return {label: adapter_verdict([r for r in self.rows if r["adapter"] == label], arch, self.calibration)
+                for label in self.adapters}
 
     @property
     def definitions(self) -> dict[str, str]:
@@ -140,7 +152,7 @@ class AuditReport:
                 "versions": self.versions, "timings": self.timings, "definitions": DEFINITIONS,
                 "summary": json_rows(summary, list(summary[0]) if summary else []),
                 "policy": self.policy.to_dict() if self.policy is not None else None,
-                "findings": [f.to_dict() for f in self.findings]}
+                "findings": [f.to_dict() for f in self.findings], "forgetting": self.forgetting()}
 
     def write(self, out: str | os.PathLike[str], overwrite: bool = False, figures: bool = True,
               figure_worker: Any = None) -> Path:

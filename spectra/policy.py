@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,25 +38,49 @@ SEVERITIES = ("note", "warning", "error")
 
 @dataclass(frozen=True)
 class Rule:
-    """A policy rule: what it measures (a function of an audit row) and what breaking it means."""
+    """A policy rule: what it measures (a function of an audit row) and what breaking it means.
+
+    ``level``: ``module`` rules judge each module's row; the ``adapter`` rule judges each
+    adapter's forgetting verdict. ``evidence``: the feature of ``docs/forgetting.md`` whose
+    measured AUROC the rule's description quotes (:meth:`description`)."""
 
     id: str
     name: str
     summary: str
     measure: Callable[[dict[str, Any]], float]
     default_severity: str
+    level: str = "module"
+    evidence: str | None = None
+
+    def description(self) -> str:
+        """The summary and, where the study measured it, how well the rule's number predicts that
+        a backdoor survives (generated from ``spectra/forgetting_model.json``)."""
+        from spectra.forgetting import evidence_line
+
+        line = evidence_line(self.evidence) if self.evidence else None
+        return f"{self.summary}. {line}" if line else self.summary
 
 
+# the texts say what is measured; what the study found about each one comes from its numbers
+# (docs/forgetting.md): alignment and overlap did not tell surviving backdoors from removed ones,
+# so they are notes, not risks, by default
 RULES: dict[str, Rule] = {r.id: r for r in (
-    Rule("ratio", "WeakUpdate", "σ_max(W_pre) / σ_max(s·ΔW) above the threshold: the adapter's update is too weak to "
-         "override what the base layer learned (Luong & Chen 2026, Figure 1 and Proposition 4.2)",
-         lambda row: float(row["ratio"]), "error"),
+    Rule("ratio", "WeakUpdate", "σ_max(W_pre) / σ_max(s·ΔW) above the threshold: the adapter's update is weak against "
+         "the base layer (Luong & Chen 2026, Figure 1; Proposition 4.2 relates the scale needed to override a "
+         "backdoor to it)", lambda row: float(row["ratio"]), "error", evidence="log_ratio_min"),
     Rule("cos", "AlignedUpdate", "max |cos| of ΔW's leading singular vectors with W_pre's top-k above the threshold: "
-         "the update points into the base layer's dominant subspaces, where a backdoor lives (Figure 2)",
-         lambda row: max(float(row["cos_max_left"]), float(row["cos_max_right"])), "warning"),
+         "the update's leading directions lie in the base layer's dominant subspaces (Figure 2)",
+         lambda row: max(float(row["cos_max_left"]), float(row["cos_max_right"])), "note", evidence="cos_median"),
     Rule("overlap", "OverlappingUpdate", "share of ΔW's energy inside W_pre's top-k subspaces above the threshold "
-         "(what RoRA's Tr penalty drives to zero)", lambda row: float(row["overlap"]), "warning"),
+         "(what RoRA's Tr penalty drives to zero)", lambda row: float(row["overlap"]), "note",
+         evidence="overlap_median"),
+    Rule("forgetting", "BackdoorLikelySurvives", "the adapter's forgetting verdict (docs/forgetting.md) estimates "
+         "P(a backdoor planted in the base survives this adapter) above the threshold", lambda row: math.nan,
+         "warning", level="adapter"),
 )}
+#: the rules in force when no policy file sets them: the forgetting verdict, which the study
+#: validated on held-out groups, as a warning (visible in SARIF; fails only --fail-on warning)
+DEFAULT_RULES = {"forgetting": ("warning", 0.5)}
 
 
 @dataclass
@@ -84,7 +108,8 @@ class Finding:
     threshold: float
 
     def message(self) -> str:
-        what = {"ratio": "σ_pre/σ_Δ", "cos": "max |cos| with W_pre's top-k", "overlap": "top-k overlap"}[self.rule]
+        what = {"ratio": "σ_pre/σ_Δ", "cos": "max |cos| with W_pre's top-k", "overlap": "top-k overlap",
+                "forgetting": "P(a planted backdoor survives)"}[self.rule]
         value = f"{self.value:.4g}" + (" (the update is zero)" if self.rule == "ratio" and math.isinf(self.value) else "")
         return f"{self.adapter} {self.module}: {what} = {value} > {self.threshold:.4g} ({self.rule})"
 
@@ -116,17 +141,19 @@ class Policy:
         return any(s.max is not None or s.module_types for s in self.rules.values())
 
     def inactive_notice(self) -> tuple[str, str] | None:
-        """``(kind, text)`` to print after an audit when no rule is active, else ``None``: a
-        ``warning`` when a policy file was read yet sets no threshold (a gate that can only
-        pass), a ``note`` when no policy was given at all."""
-        if self.active:
+        """``(kind, text)`` to print after an audit when no active rule can fail the gate (none at
+        or above ``fail_on``), else ``None``: a ``warning`` when a policy file was read (a gate
+        that can only pass), a ``note`` when no policy was given at all."""
+        floor = SEVERITIES.index(self.fail_on)
+        if any((s.max is not None or s.module_types) and SEVERITIES.index(s.severity) >= floor
+               for s in self.rules.values()):
             return None
         files = [src for src in self.sources if not src.startswith("--")]
         if files:
-            return "warning", (f"{', '.join(files)}: sets no rule threshold, so nothing is gated (exit 0 means "
-                               "'audited', not 'approved')")
-        return "note", ("no policy rule is active (no --policy, spectra.toml, [tool.spectra] or --max-*): the audit "
-                        "measured and gated nothing")
+            return "warning", (f"{', '.join(files)}: sets no rule that can fail the gate at --fail-on {self.fail_on}, "
+                               "so nothing is gated (exit 0 means 'audited', not 'approved')")
+        return "note", (f"no policy rule can fail the gate at --fail-on {self.fail_on} (no --policy, spectra.toml, "
+                        "[tool.spectra] or --max-*): findings are reported, nothing is gated")
 
     def findings(self, rows: Any) -> list[Finding]:
         """Every (adapter, module) of an audit that breaks an active rule (``rows``: the audit's
@@ -136,6 +163,8 @@ class Policy:
         out = []
         for row in as_rows(rows):
             for rule_id, setting in self.rules.items():
+                if RULES[rule_id].level != "module":
+                    continue
                 limit = setting.threshold(str(row.get("module_type", "")))
                 if limit is None:
                     continue
@@ -146,6 +175,20 @@ class Policy:
                 if value > limit:
                     out.append(Finding(rule_id, setting.severity, str(row["adapter"]), str(row["module"]),
                                        str(row.get("module_type", "")), value, float(limit)))
+        return out
+
+    def forgetting_findings(self, blocks: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
+        """An adapter whose forgetting verdict gives P(survives) above the ``forgetting`` rule's
+        threshold (only where the verdict has a validated estimate)."""
+        setting = self.rules.get("forgetting")
+        if setting is None or setting.max is None:
+            return []
+        out = []
+        for label, block in blocks.items():
+            p = block.get("p_survives")
+            if p is not None and p > setting.max:
+                out.append(Finding("forgetting", setting.severity, label, "(adapter)", "adapter", float(p),
+                                   float(setting.max)))
         return out
 
     def failing(self, findings: list[Finding]) -> list[Finding]:
@@ -239,6 +282,9 @@ def resolve_policy(path: str | os.PathLike[str] | None = None, *, max_ratio: flo
         policy.fail_on = fail_on
         policy.__post_init__()
         policy.sources.append("--fail-on")
+    for rule_id, (severity, limit) in DEFAULT_RULES.items():
+        if rule_id not in policy.rules:
+            policy.rules[rule_id] = RuleSetting(max=limit, severity=severity)
     return policy
 
 

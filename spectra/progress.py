@@ -3,7 +3,8 @@
 Rich progress bars are invisible where spectra runs most (CI logs, ``nohup``, a pipe):
 :class:`EtaLog` prints one plain line at most every ``interval_s`` seconds — and at each
 tenth of the work — with what is done, the rate and the time left, from the steps measured
-so far in this process (a resumed run's earlier steps are not counted as fast ones).
+so far in this process (a resumed run's earlier steps are not counted as fast ones). A step
+that ends within its first ``interval_s`` prints nothing.
 """
 
 from __future__ import annotations
@@ -38,16 +39,19 @@ class EtaLog:
         self._done0 = 0
         self._last_t = -float("inf")
         self._last_tenth = -1
+        self._spoke = False
 
     def __call__(self, done: int, total: int | None) -> None:
         now = self.clock()
         if self._t0 is None:  # the first call marks the start: a resumed run starts mid-way
             self._t0, self._done0, self._last_t = now, done, now
             return
+        if now - self._t0 < self.interval_s and not self._spoke:
+            return  # a step shorter than the interval needs no progress line at all
         tenth = int(10 * done / total) if total else -1
         if done != total and now - self._last_t < self.interval_s and tenth == self._last_tenth:
             return
-        self._last_t, self._last_tenth = now, tenth
+        self._last_t, self._last_tenth, self._spoke = now, tenth, True
         self.log(self.line(done, total, now))
 
     def line(self, done: int, total: int | None, now: float | None = None) -> str:

@@ -25,6 +25,7 @@ def render_audit_markdown(report: Any, figures: bool = True) -> str:
         "## Summary\n",
         markdown_table(report.summary_rows()),
         _reading(report),
+        _forgetting(report),
         _policy(report),
         *(["## Figures\n", "![Figure 1: spectral ratio](fig_ratio.png)\n",
             "![Figure 2: alignment with W_pre's top-k](fig_alignment.png)\n"] if figures else []),
@@ -41,7 +42,7 @@ def _policy(report: Any) -> str:
     """The policy in force, its findings, and what the gate decided (also in audit.sarif)."""
     policy = report.policy
     if policy is None or not policy.active:
-        return "## Policy\n\nNo policy was set (`--policy`, `spectra.toml`, `--max-ratio`, `--max-cos`): no gate.\n"
+        return "## Policy\n\nNo policy rule was active: no gate.\n"
     rules = [{"rule": rid, "max": s.max, "per module type": ", ".join(f"{k} {v:g}" for k, v in s.module_types.items()),
               "severity": s.severity} for rid, s in policy.rules.items()]
     failing = policy.failing(report.findings)
@@ -53,6 +54,20 @@ def _policy(report: Any) -> str:
         parts.append(markdown_table([{"severity": f.severity, "rule": f.rule, "adapter": f.adapter, "module": f.module,
                                       "value": f.value, "threshold": f.threshold} for f in report.findings[:200]]))
     return "\n".join(parts)
+
+
+def _forgetting(report: Any) -> str:
+    """One line per adapter: the forgetting verdict, its evidence and scope (audit.json's ``forgetting``)."""
+    lines = ["## Will a backdoor in the base survive this adapter?\n",
+             "The forgetting verdict (how it was fitted and validated: docs/forgetting.md in spectra's repository). "
+             "`weights-only`: from this audit's numbers; `canary`: from a backdoor planted in this base "
+             "(`spectra canary`, `--calibration`); `none`: no validated estimate.\n"]
+    for label, block in report.forgetting().items():
+        p = block.get("p_survives")
+        text = f"P(survives) = {p:.2f}: {block['estimate']}" if p is not None else block["estimate"]
+        why = f" — {block['reason']}" if block.get("reason") else ""
+        lines.append(f"- `{label}` ({block['evidence']}): {text}{why}.")
+    return "\n".join(lines) + "\n"
 
 
 def _reading(report: Any) -> str:

@@ -51,7 +51,7 @@ def render_sarif(findings: list[Any], rules: dict[str, Any], policy: Any, adapte
         driver_rules.append({
             "id": rule_id, "name": rule.name,
             "shortDescription": {"text": rule.summary.split(":")[0]},
-            "fullDescription": {"text": rule.summary},
+            "fullDescription": {"text": rule.description()},
             "defaultConfiguration": {"level": setting.severity if setting is not None else rule.default_severity,
                                      "enabled": setting is not None and (setting.max is not None
                                                                          or bool(setting.module_types))},

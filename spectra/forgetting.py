@@ -1,0 +1,174 @@
+"""Will this adapter override a backdoor planted in its base? The audit's forgetting verdict.
+
+The estimate is ``weights-only``: a small logistic model on the audit's own features
+(:func:`features`), fitted and validated on the labelled adapters of the study
+(``docs/study/forgetting.csv``, ``docs/forgetting.md``: grouped cross-validation, baselines
+beside it). It is given only inside its scope — the architectures it was validated on and the
+range of each feature seen there — and only when the validation passed; anywhere else the
+verdict says "no validated estimate" and why, never an extrapolation. A ``canary``
+calibration (``spectra canary``) replaces it for the base it was measured on.
+
+The fitted model lives in ``forgetting_model.json`` beside this module, written by
+``python scripts/reproduce.py forgetting`` from the committed results.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+#: the audit features, each a number per adapter (see :func:`features` for the definitions)
+FEATURES = ("log_ratio_min", "log_ratio_median", "log_ratio_max", "log_ratio_deep", "cos_max", "cos_median",
+            "overlap_median", "overlap_max")
+#: log10 of a ratio is capped here: a zero update (ratio ∞) is "as weak as it gets"
+LOG_RATIO_CAP = 6.0
+MODEL_FILE = Path(__file__).with_name("forgetting_model.json")
+#: what each feature means, for reports
+DEFINITIONS = {
+    "log_ratio_min": "log10 of the smallest σ_pre/σ_Δ over the adapted modules (the strongest module)",
+    "log_ratio_median": "log10 of the median σ_pre/σ_Δ over the adapted modules",
+    "log_ratio_max": "log10 of the largest σ_pre/σ_Δ (the weakest module)",
+    "log_ratio_deep": "log10 of the median σ_pre/σ_Δ over the modules in the deeper half of the layers",
+    "cos_max": "largest max|cos| (left or right) of ΔW's leading vectors with W_pre's top-k, over modules",
+    "cos_median": "median over modules of max|cos| (left or right)",
+    "overlap_median": "median share of ΔW's energy inside W_pre's top-k subspaces",
+    "overlap_max": "largest such share over modules",
+}
+
+
+def architecture_key(config: Mapping[str, Any]) -> str:
+    """What the verdict's scope names a base by: model type, depth and width (``bert-6L-384`` is
+    all-MiniLM-L6-v2's shape; a BERT-large is another architecture for the evidence)."""
+    layers = config.get("num_hidden_layers", config.get("n_layer"))
+    width = config.get("hidden_size", config.get("n_embd"))
+    return f"{config.get('model_type') or 'unknown'}-{layers}L-{width}"
+
+
+def _log_ratio(value: float) -> float:
+    if value is None or not value > 0:
+        return math.nan
+    return min(math.log10(value), LOG_RATIO_CAP) if math.isfinite(value) else LOG_RATIO_CAP
+
+
+def features(modules: Iterable[Mapping[str, Any]], gamma: float = 1.0) -> dict[str, float]:
+    """The forgetting features of one adapter from its audit rows (``ratio``, ``cos_max_left``,
+    ``cos_max_right``, ``overlap``, ``layer``), with every LoRA scale multiplied by ``gamma``
+    (σ_Δ scales with γ, so the ratio divides by it; the alignment measures are scale-free)."""
+    rows = [m for m in modules if m.get("ratio") is not None]
+    if not rows:
+        return {name: math.nan for name in FEATURES}
+    ratios = [float(m["ratio"]) / gamma for m in rows]
+    cos = [max(float(m.get("cos_max_left") or 0.0), float(m.get("cos_max_right") or 0.0)) for m in rows]
+    overlap = [float(m.get("overlap") or 0.0) for m in rows]
+    layers = [m.get("layer") for m in rows]
+    known = [int(x) for x in layers if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if known:
+        cut = statistics.median(sorted(set(known)))
+        deep = [r for r, x in zip(ratios, layers) if x is not None and x == x and int(x) >= cut]
+    else:
+        deep = ratios
+    return {"log_ratio_min": _log_ratio(min(ratios)), "log_ratio_median": _log_ratio(statistics.median(ratios)),
+            "log_ratio_max": _log_ratio(max(ratios)), "log_ratio_deep": _log_ratio(statistics.median(deep or ratios)),
+            "cos_max": max(cos), "cos_median": statistics.median(cos), "overlap_median": statistics.median(overlap),
+            "overlap_max": max(overlap)}
+
+
+def load_model(path: str | Path | None = None) -> dict[str, Any] | None:
+    """The fitted weights-only model (``None`` when none has been fitted yet)."""
+    p = Path(path) if path is not None else MODEL_FILE
+    if not p.is_file():
+        return None
+    return json.loads(p.read_text(encoding="utf-8"))
+
+
+def evidence_line(feature: str, model: Mapping[str, Any] | None = None) -> str | None:
+    """What the study measured about one audit number, for rule texts: its AUROC for "the
+    backdoor survives" on the labelled adapters (None before a model has been fitted)."""
+    model = model if model is not None else load_model()
+    got = ((model or {}).get("features_auroc") or {}).get(feature)
+    if not got:
+        return None
+    a, lo, hi = got
+    reading = ("tells them apart" if min(lo, 1 - hi) > 0.5 or lo > 0.7 else
+               "does not tell them apart" if lo <= 0.5 <= hi or max(a, 1 - a) < 0.7 else "tells them apart weakly")
+    return (f"On the study's {model['n_adapters']} MiniLM adapters (docs/forgetting.md) its per-adapter summary "
+            f"{feature} {reading}: AUROC {a:.2f} [{lo:.2f}, {hi:.2f}] for a surviving backdoor")
+
+
+def predict(model: Mapping[str, Any], feats: Mapping[str, float]) -> float:
+    """P(the backdoor survives) of the logistic model for one adapter's features."""
+    z = float(model["intercept"])
+    for name, coef, mean, scale in zip(model["features"], model["coef"], model["mean"], model["scale"]):
+        z += coef * (float(feats[name]) - mean) / scale
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
+
+
+def out_of_scope(model: Mapping[str, Any], architecture: str | None, feats: Mapping[str, float]) -> list[str]:
+    """Why an adapter lies outside the model's validated scope (empty: inside)."""
+    scope = model.get("scope") or {}
+    why = []
+    archs = scope.get("architectures") or []
+    if archs and architecture not in archs:
+        why.append(f"architecture {architecture or 'unknown'} (validated on {', '.join(archs)})")
+    for name, (lo, hi) in (scope.get("ranges") or {}).items():
+        value = feats.get(name)
+        if value is None or not math.isfinite(value):
+            why.append(f"{name} is not finite")
+        elif not lo <= value <= hi:
+            why.append(f"{name} = {value:.3g} outside the validated range [{lo:.3g}, {hi:.3g}]")
+    return why
+
+
+#: the update kinds the evidence holds (a LoRA-family adapter); a full fine-tune is out of scope
+LORA_KINDS = ("lora", "dora")
+
+
+def adapter_verdict(rows: Iterable[Mapping[str, Any]], architecture: str | None,
+                    calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The forgetting block of one adapter from its audit rows: its LoRA modules' features
+    (a ``modules_to_save`` head is left out, as in the evidence) and :func:`verdict`."""
+    rows = list(rows)
+    lora = [r for r in rows if r.get("update_kind") in LORA_KINDS]
+    if not lora:
+        kinds = sorted({str(r.get("update_kind")) for r in rows})
+        return {"evidence": "none", "p_survives": None, "estimate": "no validated estimate",
+                "reason": f"no LoRA module (update kinds: {', '.join(kinds)}); the evidence holds LoRA-family adapters",
+                "features": {}}
+    return verdict(features(lora), architecture, calibration)
+
+
+def verdict(feats: Mapping[str, float], architecture: str | None, calibration: Mapping[str, Any] | None = None,
+            model: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``forgetting`` block of one adapter's audit.
+
+    ``evidence`` is ``canary`` when a calibration file measured on this base is given (the
+    adapter's strength is placed against the scale at which the canary gave way), else
+    ``weights-only`` from the fitted model — or ``none`` with ``reason`` when there is no
+    validated estimate (no model, a model that failed validation, or out of scope).
+    """
+    if calibration is not None:
+        from spectra.canary import calibrated_verdict
+
+        return calibrated_verdict(feats, calibration)
+    model = model if model is not None else load_model()
+    block: dict[str, Any] = {"evidence": "none", "p_survives": None, "estimate": "no validated estimate",
+                             "features": {k: feats.get(k) for k in FEATURES}}
+    if model is None:
+        block["reason"] = "no weights-only model has been fitted (python scripts/reproduce.py forgetting)"
+        return block
+    block["validation"] = model.get("validation")
+    if not model.get("validated"):
+        block["reason"] = f"the weights-only model did not pass its validation: {model.get('validation_note', '')}"
+        return block
+    why = out_of_scope(model, architecture, feats)
+    if why:
+        block["reason"] = "outside the validated scope: " + "; ".join(why)
+        return block
+    p = predict(model, feats)
+    block.update(evidence="weights-only", p_survives=p,
+                 estimate="the backdoor would likely survive" if p >= 0.5 else "the backdoor would likely be overridden")
+    return block

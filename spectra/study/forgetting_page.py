@@ -1,0 +1,146 @@
+"""``docs/forgetting.md``, ``docs/study/forgetting.csv``, the calibration figure and the fitted
+weights-only model (``spectra/forgetting_model.json``), all generated from the committed results
+by ``python scripts/reproduce.py forgetting``. Every sentence with a number is built from it."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spectra.forgetting import FEATURES
+from spectra.study.forgetting import evidence_rows, write_table
+from spectra.study.forgetting_stats import (FALSE_PASS_TARGET, GROUPINGS, MIN_AUROC, POLICY_MAX_RATIO, auroc,
+                                            calibration_table, cluster_bootstrap, fit_model, fmt, grouped_cv, matrix)
+from spectra.study.forgetting_text import page
+
+def _ci(values: np.ndarray, y: np.ndarray, groups: list[str]) -> tuple[float, tuple[float, float]]:
+    ok = ~np.isnan(values)
+    v, yy, g = values[ok], y[ok], [gr for gr, keep in zip(groups, ok) if keep]
+    point = auroc(v, yy)
+    return point, cluster_bootstrap(lambda idx: auroc(v[idx], yy[idx]), g)
+
+
+def _threshold_for(rows: Sequence[dict[str, Any]], feature: str, sign: float) -> float:
+    """The gate threshold on ``feature`` that lets at most FALSE_PASS_TARGET of ``rows``' surviving
+    backdoors pass (a finding when sign·feature is above it)."""
+    pos = sorted(sign * float(r[feature]) for r in rows if r["survives"])
+    if not pos:
+        return math.inf
+    return pos[int(math.floor(FALSE_PASS_TARGET * len(pos)))] - 1e-9
+
+
+def analyse(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every number the page and the model file state."""
+    A = [r for r in rows if r["model"] == "minilm" and r["stage"] != "sweep"
+         and all(math.isfinite(float(r[f])) for f in FEATURES)]
+    B = [r for r in rows if r["model"] == "minilm" and all(math.isfinite(float(r[f])) for f in FEATURES)]
+    y = np.array([bool(r["survives"]) for r in A])
+    groups = [r["group"] for r in A]
+    single = {}
+    for f in FEATURES:
+        point, ci = _ci(np.array([float(r[f]) for r in A]), y, groups)
+        yb = np.array([bool(r["survives"]) for r in B])
+        single[f] = {"auroc": point, "ci": ci,
+                     "auroc_with_sweeps": auroc([float(r[f]) for r in B], yb)}
+    cv = {}
+    for key in GROUPINGS:
+        res = grouped_cv(A, key, FEATURES)
+        cv[key] = {"folds": res["folds"], "picks": Counter(res["single_picks"]),
+                   "scores": {name: _ci(vals, y, groups) for name, vals in res["scores"].items()},
+                   "oof_model": res["scores"]["model"]}
+    model, sign = fit_model(A, FEATURES)
+    feature = model.features[0]
+    ranges = {feature: (min(float(r[feature]) for r in A), max(float(r[feature]) for r in A))}
+    lobo = cv["base"]["scores"]["model"]
+    checks = {key: cv[key]["scores"]["model"] for key in GROUPINGS}
+    validated = lobo[0] >= MIN_AUROC and all(c[1][0] > 0.5 for c in checks.values())
+    note = (f"leave-one-base-out AUROC {fmt(*lobo)} (bar {MIN_AUROC:g}); lower 95 % bounds by grouping: "
+            + ", ".join(f"{GROUPINGS[k]} {c[1][0]:.2f}" for k, c in checks.items()) + " (bar: above 0.5)")
+    # a gate threshold, chosen on training folds, its false passes measured on the held-out base
+    fp, fa = [], []
+    for base in sorted({r["base"] for r in A}):
+        train = [r for r in A if r["base"] != base]
+        test = [r for r in A if r["base"] == base]
+        t = _threshold_for(train, feature, sign)
+        fp += [sign * float(r[feature]) <= t for r in test if r["survives"]]
+        fa += [sign * float(r[feature]) > t for r in test if not r["survives"]]
+    threshold = _threshold_for(A, feature, sign)
+    policy_pass = [float(r["log_ratio_max"]) <= math.log10(POLICY_MAX_RATIO) for r in A if r["survives"]]
+    transfer = [{"row": r["row"], "feature": float(r[feature]), "p": float(model.predict(matrix([r], [feature]))[0]),
+                 "asr": r["asr"], "survives": r["survives"],
+                 "in_range": ranges[feature][0] <= float(r[feature]) <= ranges[feature][1]}
+                for r in rows if r["model"] != "minilm" and r["stage"] != "sweep"]
+    strata = {}
+    for key in ("lr", "family", "stage"):
+        for value in sorted({str(r[key]) for r in A}):
+            sub = [r for r in A if str(r[key]) == value]
+            strata[(key, value)] = (len(sub), sum(r["survives"] for r in sub),
+                                    auroc([float(r[feature]) for r in sub], [r["survives"] for r in sub]))
+    return {"A": A, "B": B, "single": single, "cv": cv, "model": model, "sign": sign, "feature": feature,
+            "ranges": ranges, "validated": bool(validated), "note": note,
+            "gate": {"threshold": threshold, "false_pass": float(np.mean(fp)) if fp else math.nan,
+                     "false_alarm": float(np.mean(fa)) if fa else math.nan, "n_pos": len(fp), "n_neg": len(fa)},
+            "policy_false_pass": float(np.mean(policy_pass)) if policy_pass else math.nan,
+            "transfer": transfer, "strata": strata}
+
+
+def model_document(an: dict[str, Any], n_results: int) -> dict[str, Any]:
+    """The fitted model as the audit reads it (``spectra/forgetting_model.json``)."""
+    an["cv"]["base"]["scores"]["model"]
+    return {**an["model"].to_dict(), "label": "ASR >= 50% and not collapsed (the backdoor survives)",
+            "validated": an["validated"], "validation_note": an["note"],
+            "validation": {GROUPINGS[k]: {"auroc": v["scores"]["model"][0], "ci95": list(v["scores"]["model"][1])}
+                           for k, v in an["cv"].items()},
+            "scope": {"architectures": ["bert-6L-384"], "ranges": {k: list(v) for k, v in an["ranges"].items()},
+                      "note": "all-MiniLM-L6-v2 (BERT, 6 layers) poisoned with BadNet/InSent on rt, fine-tuned on CR"},
+            "gate_threshold": {"feature": an["feature"], "finding_above": an["gate"]["threshold"],
+                               "false_pass_held_out": an["gate"]["false_pass"],
+                               "false_alarm_held_out": an["gate"]["false_alarm"]},
+            "features_auroc": {f: [s["auroc"], *s["ci"]] for f, s in an["single"].items()},
+            "n_adapters": len({r["group"] for r in an["A"]}), "n_rows": len(an["A"]), "results": n_results,
+            "source": "python scripts/reproduce.py forgetting (docs/forgetting.md)"}
+
+
+def draw_calibration(an: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = calibration_table(an)
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfect calibration")
+    ax.plot([t[2] for t in table], [t[3] for t in table], "o-", label="weights-only model (held-out base)")
+    for t in table:
+        ax.annotate(f"n={t[1]}", (t[2], t[3]), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    ax.set(xlabel="predicted P(backdoor survives)", ylabel="observed share that survived", xlim=(0, 1), ylim=(0, 1),
+           title="Calibration, leave one poisoned base out")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def render(results_dir: str | Path, csv_path: str | Path, doc_path: str | Path, figure: str | Path,
+           model_path: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Write the table, the page, its figure and the model file; returns the analysis."""
+    from spectra.io.files import write_text_atomic
+    from spectra.study.tables import load_results
+
+    results = load_results(results_dir)
+    rows = evidence_rows(results)
+    write_table(rows, csv_path)
+    an = analyse(rows)
+    draw_calibration(an, Path(figure))
+    doc = model_document(an, len(results))
+    write_text_atomic(model_path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(doc_path, page(an, rows, doc, csv_path, figure, doc_path))
+    log(f"{len(rows)} rows ({len(an['A'])} MiniLM adapters and stages) → {csv_path}, {doc_path}, {model_path}")
+    return an
+

@@ -1,0 +1,163 @@
+"""The text of ``docs/forgetting.md``: every reading built from the analysis' numbers."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from spectra.forgetting import DEFINITIONS, FEATURES
+from spectra.study.forgetting_stats import (FALSE_PASS_TARGET, GROUPINGS, MIN_AUROC, MODEL_FEATURES, POLICY_MAX_RATIO,
+                                            TARGET_AUROC, calibration_table)
+from spectra.study.forgetting_stats import fmt as _fmt
+
+
+def _rel(path: str | Path, page: str | Path) -> str:
+    return os.path.relpath(Path(path), Path(page).parent)
+
+
+def _counts(rows: list[dict[str, Any]], key: str) -> str:
+    c = Counter(str(r[key]) for r in rows)
+    return ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
+
+
+def _evidence(an: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    A = an["A"]
+    adapters = {r["group"] for r in rows}
+    users = {r["group"] for r in rows if r["recipe"] != "study"}
+    short = [r for r in A if r["stage"] == "trained" and r["epochs"] < 20]
+    return [
+        "## The evidence", "",
+        f"`{Path(an['csv']).name}` holds {len(rows)} labelled rows from {len(adapters)} trained adapters "
+        f"({len(users)} of them users' recipes of the evidence plan, the rest the reproduction study's): "
+        f"{_counts(rows, 'stage')} (stage); {_counts(rows, 'model')} (model).",
+        "",
+        f"The analysis below reads the MiniLM adapters as a user would deploy them — every stage but the γ "
+        f"sweeps — {len(A)} rows from {len({r['group'] for r in A})} adapters: {sum(r['survives'] for r in A)} "
+        f"keep the backdoor (ASR ≥ 50 %, not collapsed), {sum(r['collapsed'] for r in A)} collapsed. By attack: "
+        f"{_counts(A, 'attack')}; by base: {_counts(A, 'base')}; by family: {_counts(A, 'family')}; by learning "
+        f"rate: {_counts(A, 'lr')}; converged by the study's rule: {sum(bool(r['converged']) for r in A)} of "
+        f"{len(A)}; trained under 20 epochs (users' short budgets): {len(short)}.",
+        "",
+    ]
+
+
+def _single(an: dict[str, Any]) -> list[str]:
+    out = ["## Single features", "",
+           "AUROC of each audit number for \"the backdoor survives\" (in-sample; 95 % intervals from a bootstrap "
+           "over adapters). Above 0.5: larger values go with surviving backdoors; below 0.5: the opposite. "
+           "The last column adds the γ-sweep rows (the same adapters with every LoRA scale multiplied by γ).", "",
+           "| feature | definition | AUROC [95 % CI] | with the γ sweeps |", "|---|---|---|---|"]
+    for f in FEATURES:
+        s = an["single"][f]
+        out.append(f"| `{f}` | {DEFINITIONS[f]} | {_fmt(s['auroc'], s['ci'])} | {s['auroc_with_sweeps']:.2f} |")
+    return out + [""]
+
+
+def _held_out(an: dict[str, Any]) -> list[str]:
+    names = {"model": "**weights-only model** (best single feature + logistic fit, both chosen on the training "
+                      "folds)", "multi": f"logistic regression on {', '.join(MODEL_FEATURES)}",
+             "single": "best single feature as a raw score (chosen on the training folds)"}
+    names.update({b: b for b in next(iter(an["cv"].values()))["scores"] if b not in names})
+    head = "| predictor | " + " | ".join(f"leave one {GROUPINGS[k]} out ({len(an['cv'][k]['folds'])})"
+                                         for k in GROUPINGS) + " |"
+    out = ["## Held-out groups", "",
+           "AUROC of out-of-fold scores: each fold's rows are scored by a predictor fitted and chosen on the "
+           "other folds only; the fixed readings need no fitting. Intervals: bootstrap over adapters.", "",
+           head, "|---|" + "---|" * len(GROUPINGS)]
+    for key, label in names.items():
+        out.append(f"| {label} | " + " | ".join(_fmt(*an["cv"][k]["scores"][key]) for k in GROUPINGS) + " |")
+    picks = Counter()
+    for k in GROUPINGS:
+        picks.update(an["cv"][k]["picks"])
+    out += ["", f"The training folds chose {', '.join(f'`{p}` ({n}×)' for p, n in picks.most_common())} as the "
+                f"best single feature."]
+    return out + [""]
+
+
+def _readings(an: dict[str, Any]) -> list[str]:
+    cv = an["cv"]
+    model = {k: cv[k]["scores"]["model"] for k in GROUPINGS}
+    multi = {k: cv[k]["scores"]["multi"] for k in GROUPINGS}
+    worst = min(model, key=lambda k: model[k][0])
+    beats_multi = all(model[k][0] >= multi[k][0] - 0.01 for k in GROUPINGS)
+    weak = [f for f in FEATURES if max(an["single"][f]["auroc"], 1 - an["single"][f]["auroc"]) < 0.7]
+    policy = cv["base"]["scores"][next(b for b in cv["base"]["scores"] if b.startswith("example policy"))]
+    lines = ["## What predicts and what does not", "",
+             f"- **Predicts:** `{an['feature']}` — held out by poisoned base the model scores AUROC "
+             f"{_fmt(*model['base'])}; its weakest grouping is leave one {GROUPINGS[worst]} out, "
+             f"{_fmt(*model[worst])}. The issue's target ({TARGET_AUROC:g} leave-one-group-out) is "
+             + ("met on every grouping." if all(m[0] >= TARGET_AUROC for m in model.values()) else
+                "not met on every grouping: " + ", ".join(f"{GROUPINGS[k]} {m[0]:.2f}" for k, m in model.items()
+                                                         if m[0] < TARGET_AUROC) + "."),
+             "- **A combination adds nothing:** the logistic regression on "
+             f"{', '.join(MODEL_FEATURES)} " + ("does not beat" if beats_multi else "beats") +
+             " the one-feature model on held-out groups ("
+             + ", ".join(f"{GROUPINGS[k]} {multi[k][0]:.2f} against {model[k][0]:.2f}" for k in GROUPINGS) + ").",
+             f"- **Does not predict (|AUROC − 0.5| < 0.2 in-sample):** {', '.join(f'`{f}`' for f in weak) or 'none'}."
+             " The paper's Figure 2 reading (alignment with W_pre's top-k) and Tr's target (the overlap) do not "
+             "tell a surviving backdoor from a removed one here.",
+             f"- **The example policy (σ_pre/σ_Δ ≤ {POLICY_MAX_RATIO:g}) is blind on MiniLM:** it lets "
+             f"{100 * an['policy_false_pass']:.0f} % of the surviving backdoors pass (held-out AUROC "
+             f"{_fmt(*policy)}).", ""]
+    lines += ["### Where it stops holding", "",
+              f"AUROC of `{an['feature']}` inside each stratum (n rows, surviving):", "",
+              "| stratum | n | survive | AUROC |", "|---|---|---|---|"]
+    for (key, value), (n, pos, a) in an["strata"].items():
+        lines.append(f"| {key} = {value} | {n} | {pos} | {a:.2f} |" if math.isfinite(a) else
+                     f"| {key} = {value} | {n} | {pos} | — (one class) |")
+    low = [f"{k} = {v} ({a:.2f})" for (k, v), (n, p, a) in an["strata"].items() if math.isfinite(a) and a < 0.7]
+    lines += ["", "Below 0.7: " + (", ".join(low) if low else "none") + ". There the feature does not separate "
+              "the adapters that remove the backdoor from those that keep it.", ""]
+    return lines
+
+
+def page(an: dict[str, Any], rows: list[dict[str, Any]], doc: dict[str, Any], csv_path: str | Path,
+         figure: str | Path, doc_path: str | Path) -> str:
+    an = {**an, "csv": str(csv_path)}
+    gate = an["gate"]
+    lines = ["# Will the adapter override a backdoor in its base? The evidence for the audit's verdict", "",
+             f"> Generated by `python scripts/reproduce.py forgetting` from {doc['results']} committed results "
+             f"(`docs/study/results/`): the table [`{Path(csv_path).name}`]({_rel(csv_path, doc_path)}), this page, "
+             f"the figure and `spectra/forgetting_model.json`, which `spectra audit` reads. Every number below is "
+             "computed; nothing is typed by hand.", "",
+             "The label: **the backdoor survives** when the fine-tuned model's ASR on the CR test rows is at least "
+             "50 % and the model has not collapsed (predicting one class for nearly every input).", ""]
+    lines += _evidence(an, rows) + _single(an) + _held_out(an) + _readings(an)
+    lines += ["## Calibration", "", f"![calibration]({_rel(figure, doc_path)})", "",
+              "Probabilities of the weights-only model for the rows of a poisoned base it was not fitted on:", "",
+              "| predicted | rows | mean predicted | observed |", "|---|---|---|---|"]
+    lines += [f"| {b} | {n} | {p:.2f} | {o:.2f} |" for b, n, p, o in calibration_table(an)]
+    lines += ["", "## Transfer to SmolLM2 (LLaMA architecture)", "",
+              "The model fitted on every MiniLM row, applied to the SmolLM2 adapters:", "",
+              f"| row | `{an['feature']}` | P(survives) | in MiniLM's range | ASR | survived |", "|---|---|---|---|---|---|"]
+    for t in an["transfer"]:
+        lines.append(f"| {t['row']} | {t['feature']:.2f} | {t['p']:.2f} | {'yes' if t['in_range'] else 'no'} | "
+                     f"{100 * t['asr']:.1f}% | {'yes' if t['survives'] else 'no'} |")
+    ok = sum((t["p"] >= 0.5) == t["survives"] for t in an["transfer"])
+    lines += ["", f"{ok} of {len(an['transfer'])} right; " + (
+        "every row survived, so no AUROC can be computed, and the features lie outside MiniLM's range: the audit "
+        "gives SmolLM2 adapters no validated estimate." if an["transfer"] and all(t["survives"] for t in an["transfer"])
+        else "the audit gives adapters outside MiniLM's range no validated estimate."), ""]
+    lo, hi = an["ranges"][an["feature"]]
+    lines += ["## The verdict `spectra audit` gives", "",
+              f"- Model: P(survives) = logistic({doc['coef'][0]:.3g} · (`{an['feature']}` − {doc['mean'][0]:.3g}) / "
+              f"{doc['scale'][0]:.3g} + {doc['intercept']:.3g}), fitted on {doc['n_rows']} rows from "
+              f"{doc['n_adapters']} adapters.",
+              f"- Validated: **{'yes' if an['validated'] else 'no'}** — {an['note']}.",
+              f"- Scope: bases shaped like all-MiniLM-L6-v2 (`bert-6L-384`), `{an['feature']}` in [{lo:.2f}, {hi:.2f}] "
+              f"(σ_pre/σ_Δ {10 ** lo:.2g}–{10 ** hi:.2g}); outside it the audit says \"no validated estimate\".",
+              f"- A gate threshold from the same evidence: a finding when `{an['feature']}` > {gate['threshold']:.2f} "
+              f"(σ_pre/σ_Δ > {10 ** gate['threshold']:.2g}), chosen so that at most {100 * FALSE_PASS_TARGET:.0f} % of "
+              f"surviving backdoors pass. Chosen on the other bases and measured on each held-out base it let "
+              f"{100 * gate['false_pass']:.0f} % of {gate['n_pos']} surviving backdoors pass and flagged "
+              f"{100 * gate['false_alarm']:.0f} % of {gate['n_neg']} removed ones.", "",
+              "## Not measured here", "",
+              "- PEFT's intruder-dimension count needs the adapters' weights (the results keep the audit's numbers, "
+              "not the adapters); it was run on 2 adapters only, too few to compare.",
+              "- Stable rank of ΔW: the audit does not record ΔW's singular values beyond the first.",
+              f"- Minimum bar for the verdict to be given: leave-one-base-out AUROC ≥ {MIN_AUROC:g} and every "
+              "grouping's 95 % lower bound above 0.5.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,144 @@
+"""The forgetting verdict: features from audit rows, the model's scope, the evidence table."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from spectra.forgetting import FEATURES, adapter_verdict, architecture_key, features, predict, verdict
+
+MODEL = {"features": ["log_ratio_deep"], "mean": [0.2], "scale": [0.3], "coef": [2.6], "intercept": -0.1,
+         "validated": True, "validation": {"poisoned base": {"auroc": 0.89}},
+         "scope": {"architectures": ["bert-6L-384"], "ranges": {"log_ratio_deep": [-0.3, 1.3]}}}
+
+
+def rows(ratios: list[float], layers: list[int], kind: str = "lora") -> list[dict]:
+    return [{"ratio": r, "layer": x, "cos_max_left": 0.1, "cos_max_right": 0.2, "overlap": 0.05,
+             "update_kind": kind} for r, x in zip(ratios, layers)]
+
+
+def test_features_read_the_deeper_half_and_divide_ratios_by_gamma() -> None:
+    f = features(rows([1.0, 10.0, 100.0, 1000.0], [0, 1, 4, 5]))
+    assert f["log_ratio_min"] == 0.0 and f["log_ratio_max"] == 3.0
+    assert f["log_ratio_deep"] == pytest.approx(math.log10(550.0))  # median of the layers ≥ the median layer
+    assert f["cos_max"] == 0.2 and f["overlap_median"] == 0.05
+    assert features(rows([10.0, 100.0], [0, 1]), gamma=10.0)["log_ratio_min"] == 0.0
+    assert features(rows([math.inf], [0]))["log_ratio_min"] == 6.0  # a zero update: the cap, not ∞
+
+
+def test_the_verdict_is_given_only_inside_its_validated_scope() -> None:
+    inside = features(rows([1.0, 1.0], [0, 5]))
+    block = verdict(inside, "bert-6L-384", model=MODEL)
+    assert block["evidence"] == "weights-only" and block["p_survives"] == pytest.approx(predict(MODEL, inside))
+    weak = verdict(features(rows([10.0, 15.0], [0, 5])), "bert-6L-384", model=MODEL)
+    assert weak["p_survives"] > 0.5 > block["p_survives"] and "survive" in weak["estimate"]
+    other = verdict(inside, "llama-30L-576", model=MODEL)
+    assert other["evidence"] == "none" and other["p_survives"] is None and "architecture" in other["reason"]
+    far = verdict(features(rows([500.0, 500.0], [0, 5])), "bert-6L-384", model=MODEL)
+    assert far["p_survives"] is None and "outside the validated range" in far["reason"]
+    failed = verdict(inside, "bert-6L-384", model={**MODEL, "validated": False, "validation_note": "AUROC 0.6"})
+    assert failed["p_survives"] is None and "AUROC 0.6" in failed["reason"]
+    assert adapter_verdict(rows([3.0], [0], kind="full"), "bert-6L-384")["evidence"] == "none"
+
+
+def test_architecture_keys_name_depth_and_width() -> None:
+    assert architecture_key({"model_type": "bert", "num_hidden_layers": 6, "hidden_size": 384}) == "bert-6L-384"
+    assert architecture_key({"model_type": "gpt2", "n_layer": 12, "n_embd": 768}) == "gpt2-12L-768"
+
+
+def test_the_committed_model_file_is_the_one_the_evidence_table_fits() -> None:
+    """spectra/forgetting_model.json and docs/study/forgetting.csv regenerate from the committed
+    results: refitting on the table's rows gives the same coefficients."""
+    import csv
+
+    from spectra.study.forgetting_stats import fit_model
+
+    root = Path(__file__).resolve().parent.parent
+    model = json.loads((root / "spectra" / "forgetting_model.json").read_text())
+    with open(root / "docs" / "study" / "forgetting.csv", encoding="utf-8") as fh:
+        table = [r for r in csv.DictReader(fh) if r["model"] == "minilm" and r["stage"] != "sweep"]
+    for r in table:
+        r["survives"] = r["survives"] == "True"
+        for f in FEATURES:
+            r[f] = float(r[f])
+    fitted, _ = fit_model([r for r in table if all(math.isfinite(r[f]) for f in FEATURES)], FEATURES)
+    assert list(fitted.features) == model["features"]
+    assert fitted.coef.tolist() == pytest.approx(model["coef"], rel=1e-6)
+    assert fitted.intercept == pytest.approx(model["intercept"], rel=1e-6)
+
+
+def test_audit_json_carries_a_forgetting_block_per_adapter(tiny_model_dir, tiny_adapter_dir, tmp_path) -> None:
+    from spectra.audit import audit
+
+    base = tiny_model_dir("bert")
+    adapter = tiny_adapter_dir(base, target_modules=["query", "value"])
+    report = audit(base, [adapter], top_k=4, cache_dir=False)
+    block = report.forgetting()[report.adapters[0]]
+    # a 2-layer test BERT is not the architecture the evidence holds: no extrapolation
+    assert block["evidence"] == "none" and "architecture bert-" in block["reason"]
+    report.write(tmp_path / "out")
+    doc = json.loads((tmp_path / "out" / "audit.json").read_text())
+    assert doc["forgetting"][report.adapters[0]]["estimate"] == "no validated estimate"
+    assert "Will a backdoor in the base survive" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_on_real_minilm_the_audit_gives_a_weights_only_estimate(tmp_path) -> None:
+    """The architecture the evidence holds: a LoRA adapter on all-MiniLM-L6-v2 gets an estimate,
+    and scaling its update down (a weaker adapter) raises P(survives)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    from spectra.audit import audit
+    from spectra.io.zoo import minilm_path
+
+    base = minilm_path()
+    probs = []
+    for name, size in (("strong", 0.15), ("weak", 0.02)):
+        model = get_peft_model(AutoModel.from_pretrained(base), LoraConfig(r=8, lora_alpha=16,
+                                                                           target_modules=["query", "value"]))
+        gen = torch.Generator().manual_seed(0)
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.data = torch.randn(p.shape, generator=gen) * size
+        model.save_pretrained(tmp_path / name)
+        report = audit(str(base), [tmp_path / name], top_k=32, cache_dir=False)
+        block = report.forgetting()[name]
+        assert block["evidence"] == "weights-only", block
+        probs.append(block["p_survives"])
+    assert 0 < probs[0] < probs[1] < 1
+    # ten times weaker again: beyond the weakest adapter of the evidence, so no estimate at all
+    report = audit(str(base), [tmp_path / "weak"], top_k=32, cache_dir=False)
+    far = {**report.forgetting()["weak"]["features"]}
+    far["log_ratio_deep"] += 1.0
+    from spectra.forgetting import verdict
+
+    assert "outside the validated range" in verdict(far, "bert-6L-384")["reason"]
+
+
+def test_auroc_values_and_held_out_scores_from_the_other_folds() -> None:
+    import numpy as np
+
+    from spectra.study.forgetting_stats import auroc, cluster_bootstrap, grouped_cv
+
+    assert auroc([1, 2, 3, 4], [0, 0, 1, 1]) == 1.0 and auroc([1, 1, 1, 1], [0, 1, 0, 1]) == 0.5
+    assert auroc([4, 3, 2, 1], [0, 0, 1, 1]) == 0.0 and math.isnan(auroc([1, 2], [1, 1]))
+    # base "b" stores the feature negated (survives for f ≥ -4): held out, it is still scored by the
+    # direction the other bases chose, so the pooled out-of-fold ranking is not perfect
+    rows = []
+    for base, sign in (("a", 1), ("b", -1), ("c", 1)):
+        for i in range(10):
+            x = float(i)
+            rows.append({"base": base, "group": f"{base}{i}", "survives": (x >= 5) == (sign > 0), "f": sign * x,
+                         **{k: 0.0 for k in FEATURES}})
+    res = grouped_cv(rows, "base", ["f"], multi_features=["f"])
+    single = res["scores"]["single"]
+    y = np.array([r["survives"] for r in rows])
+    in_b = np.array([r["base"] == "b" for r in rows])
+    assert auroc(single[in_b], y[in_b]) == 1.0 and auroc(single[~in_b], y[~in_b]) == 1.0
+    assert auroc(single, y) < 1.0  # the folds' scores are not on one scale: pooling costs rank
+    lo, hi = cluster_bootstrap(lambda idx: float(np.mean(y[idx])), [r["group"] for r in rows], n=200)
+    assert lo < 0.5 < hi
