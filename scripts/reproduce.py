@@ -106,7 +106,8 @@ def cmd_forgetting(args: argparse.Namespace) -> int:
     from spectra.study.forgetting_page import render
 
     render(args.results, ROOT / "docs" / "study" / "forgetting.csv", ROOT / "docs" / "forgetting.md",
-           ROOT / "figures" / "forgetting_calibration.png", ROOT / "spectra" / "forgetting_model.json", log=log)
+           ROOT / "figures" / "forgetting_calibration.png", ROOT / "spectra" / "forgetting_model.json", log=log,
+           readme=ROOT / "README.md")
     return 0
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from spectra.errors import SpectraError
 from spectra.report.audit_rows import finite_values, median
 
 if TYPE_CHECKING:  # pandas (0.24 s) is imported only when a library user asks for ``table``
@@ -96,6 +97,18 @@ class AuditReport:
         self.policy = policy
         self.findings = policy.findings(self.rows) + policy.forgetting_findings(self.forgetting())
         return policy.failing(self.findings)
+
+    def set_calibration(self, calibration: dict[str, Any], where: str = "calibration") -> None:
+        """Use a ``spectra canary`` calibration for the forgetting verdict; it must have been
+        measured on this very base (the weight files' hashes), else :class:`SpectraError`."""
+        from spectra.canary import base_fingerprint
+
+        mine = base_fingerprint(self.inputs.get("base"))
+        theirs = (calibration.get("base") or {}).get("fingerprint")
+        if mine is None or mine != theirs:
+            raise SpectraError(f"{where}: measured on another base ({(calibration.get('base') or {}).get('path')}); "
+                               "a canary calibrates only the base it was planted in")
+        self.calibration = calibration
 
     def forgetting(self) -> dict[str, dict[str, Any]]:
         """Per adapter, the ``forgetting`` block (:func:`spectra.forgetting.verdict`): will a

@@ -251,10 +251,18 @@ def test_the_threshold_verdict_is_preliminary_until_every_planned_lora_sweep() -
         return _doc("sweep", "badnet", "lora", i, measured_crossing_gamma=measured, predicted_threshold_gamma=linear)
 
     one = {d["id"]: d for d in [sweep(0, 1.2, 1.9)]}
-    assert {v.claim: v.verdict for v in verdicts(Results(one))}[claim] == \
-        f"reproduces (preliminary: 1 of {len(planned)} LoRA sweeps)"
-    every = {d["id"]: d for d in [sweep(i, 1.2, 1.9 if i % 2 else 9.0) for i in range(len(planned))]}
-    assert {v.claim: v.verdict for v in verdicts(Results(every))}[claim] == "partly"  # 50 % within 2×
+    # one sweep: any constant γ is as right as the prediction, so there is no skill to claim yet
+    got = {v.claim: v.verdict for v in verdicts(Results(one))}[claim]
+    assert got.startswith("does not reproduce (no skill over the constant γ") and \
+        got.endswith(f"(preliminary: 1 of {len(planned)} LoRA sweeps)")
+    # crossings spread over two decades: one constant lands within 2× of a third of them
+    spread = [1.2 * 10 ** (i % 3) for i in range(len(planned))]
+    every = {d["id"]: d for d in [sweep(i, m, m * (1.9 if i % 2 else 9.0)) for i, m in enumerate(spread)]}
+    assert {v.claim: v.verdict for v in verdicts(Results(every))}[claim] == "partly"  # 50 % within 2×, above 1/3
+    tracked = {d["id"]: d for d in [sweep(i, m, m * 1.5) for i, m in enumerate(spread)]}
+    assert {v.claim: v.verdict for v in verdicts(Results(tracked))}[claim] == "reproduces"
+    same = {d["id"]: d for d in [sweep(i, 1.2, 1.9) for i in range(len(planned))]}  # what the study measured
+    assert {v.claim: v.verdict for v in verdicts(Results(same))}[claim].startswith("does not reproduce (no skill")
 
 
 def test_the_page_says_when_peft_intruder_reduction_changed_nothing() -> None:

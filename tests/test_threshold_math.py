@@ -214,3 +214,32 @@ def test_quantiles_tolerate_infinity() -> None:
     assert quantile(torch.tensor([INF, INF]), 0.5) == INF
     agg = aggregate(torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]))
     assert agg == {"worst": 4.0, "median": 2.0, "p90": pytest.approx(3.6)}
+
+
+def test_the_proof_needs_eq16_a_lower_bound_and_spectra_estimates_the_value_that_gives_it() -> None:
+    """Proposition 4.2's A1 (Eq. 5) bounds the backdoor margin from *above*,
+    ⟨c, W x̃⟩ ≤ −ρ_bd‖c‖σ_pre, but the proof substitutes a bound from *below* (Eq. 16,
+    ⟨c, W x̃⟩ ≥ −ρ_bd‖c‖σ_pre). With a ρ_bd that only satisfies Eq. 5, s just above s* can leave
+    the triggered margin negative; spectra's per-sample ρ_bd = −⟨c, W x̃⟩/(‖c‖σ_pre) makes Eq. 16
+    hold with equality, so s > s* does flip the sample."""
+    from spectra.threshold.margins import threshold_from_margins
+
+    c_norm, sigma_pre, sigma_delta = math.sqrt(2.0), 1.0, 0.25
+    m0 = -1.2  # ⟨c, W_pre x̃⟩: |m0| ≤ ‖c‖σ_pre for a unit x̃
+    rho_eff = 0.5  # ⟨c, ΔW x̃⟩ = ρ_eff‖c‖σ_Δ (x̃ = x, so ρ_tr = 0)
+    push = rho_eff * c_norm * sigma_delta
+
+    rho_eq5 = 0.5  # satisfies Eq. 5: −1.2 ≤ −0.5·√2 = −0.71 ...
+    assert m0 <= -rho_eq5 * c_norm * sigma_pre
+    s_star = rho_eq5 / rho_eff * sigma_pre / sigma_delta
+    assert m0 + 1.01 * s_star * push < 0  # ... yet s = 1.01·s* leaves the backdoor in place: Eq. 5 is not enough
+
+    res = threshold_from_margins(torch.tensor([0.5]), torch.tensor([m0]), torch.tensor([0.5 + push]),
+                                 torch.tensor([m0 + push]), sigma_pre=sigma_pre, sigma_delta=sigma_delta, scale=1.0,
+                                 c_norm=c_norm)
+    rho_bd = float(res.rho_bd[0])
+    assert rho_bd == pytest.approx(-m0 / (c_norm * sigma_pre))  # the value at which Eq. 16 is an equality
+    assert m0 >= -rho_bd * c_norm * sigma_pre - 1e-12  # Eq. 16 holds
+    s_star = rho_bd / float(res.rho_eff[0]) * sigma_pre / sigma_delta
+    assert m0 + 1.01 * s_star * push > 0 and float(res.gamma_star_bound[0]) == pytest.approx(s_star)
+    assert rho_bd > 0.8  # and here ρ_bd < 1: A1's range; on the study's sweeps it is ≈ 9 (reported, see the page)

@@ -51,6 +51,7 @@ COMMANDS = {
     "eval": ("spectra_cli.cmd_eval", "eval_command"),
     "poison": ("spectra_cli.cmd_poison", "poison_command"),
     "demo": ("spectra_cli.cmd_demo", "demo_command"),
+    "canary": ("spectra_cli.cmd_canary", "canary_command"),
 }
 
 

@@ -45,6 +45,7 @@ def audit_command(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the base-spectrum cache.")] = False,
     memory_budget: Annotated[int, typer.Option("--memory-budget", min=16, help="MB of base weights in flight at once (CPU RAM, or GPU memory with --device cuda): same-shape weights are stacked up to this size; the peak is about twice it plus one weight. A dense SVD of a weight whose top-k cannot be certified (no spectral gap) is refused when its workspace exceeds it: exit 2, never an unbounded run.")] = 256,
     no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip fig_ratio.png and fig_alignment.png (and matplotlib): for CI gates that read audit.json / audit.sarif.")] = False,
+    calibration: Annotated[Path | None, typer.Option("--calibration", help="A spectra canary calibration.json measured on this BASE: the forgetting verdict places each adapter against the canary's crossing (evidence: canary).")] = None,
     overwrite: OverwriteOpt = False,
     hub: HubOpt = False,
     allow_pickle: AllowPickleOpt = False,
@@ -85,6 +86,10 @@ def audit_command(
                            allow_pickle=allow_pickle, revision=revision, adapter_revision=adapter_revision,
                            memory_budget_mb=memory_budget,
                            progress=tick)
+        if calibration is not None:
+            from spectra.canary import load_calibration
+
+            report.set_calibration(load_calibration(calibration), str(calibration))
         failing = report.apply_policy(gate)
         # audit.sarif is on disk before a non-zero exit
         report.write(out, overwrite=overwrite, figures=not no_figures, figure_worker=worker)

@@ -121,6 +121,13 @@ def _reading(report: Any, s: dict[str, Any]) -> str:
                      "γ*_bound is ∞: the theorem's condition is vacuous there).")
     else:
         lines.append("- ρ_eff > 0 for every sample: Proposition 4.2 applies sample by sample.")
+    above = s.get("share_rho_bd_above_1")
+    if above is not None and math.isfinite(above) and above > 0:
+        lines.append(
+            f"- ρ_bd > 1 for {_pct(above)} of the samples the base flips (median ρ_bd {s['rho_bd']['median']:.3g}): "
+            "Assumption A1 takes ρ_bd ≤ 1 — a unit-norm input passing through W_pre alone — which a transformer's "
+            "head, fed by every layer before it, does not satisfy; there γ*_bound is a formula, not the paper's "
+            "bound, and the measured sweep is the evidence.")
     kb_worst = s["gamma_star_bound"]["worst"]
     if math.isfinite(kb_worst):
         lines.append(f"- Worst-case sufficient multiplier γ*_bound = {fmt(kb_worst)} (s* = {fmt(kb_worst * report.module.scale)}); "

@@ -17,7 +17,7 @@ from spectra.forgetting import FEATURES
 from spectra.study.forgetting import evidence_rows, write_table
 from spectra.study.forgetting_stats import (FALSE_PASS_TARGET, GROUPINGS, MIN_AUROC, POLICY_MAX_RATIO, auroc,
                                             calibration_table, cluster_bootstrap, fit_model, fmt, grouped_cv, matrix)
-from spectra.study.forgetting_text import page
+from spectra.study.forgetting_text import page, readme_summary
 
 def _ci(values: np.ndarray, y: np.ndarray, groups: list[str]) -> tuple[float, tuple[float, float]]:
     ok = ~np.isnan(values)
@@ -128,7 +128,8 @@ def draw_calibration(an: dict[str, Any], path: Path) -> None:
 
 
 def render(results_dir: str | Path, csv_path: str | Path, doc_path: str | Path, figure: str | Path,
-           model_path: str | Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+           model_path: str | Path, log: Callable[[str], None] = print,
+           readme: str | Path | None = None) -> dict[str, Any]:
     """Write the table, the page, its figure and the model file; returns the analysis."""
     from spectra.io.files import write_text_atomic
     from spectra.study.tables import load_results
@@ -141,6 +142,10 @@ def render(results_dir: str | Path, csv_path: str | Path, doc_path: str | Path, 
     doc = model_document(an, len(results))
     write_text_atomic(model_path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
     write_text_atomic(doc_path, page(an, rows, doc, csv_path, figure, doc_path))
+    if readme is not None:
+        from spectra.report.readme_blocks import update_file_blocks
+
+        update_file_blocks(readme, {"forgetting-summary": readme_summary(an)})
     log(f"{len(rows)} rows ({len(an['A'])} MiniLM adapters and stages) → {csv_path}, {doc_path}, {model_path}")
     return an
 

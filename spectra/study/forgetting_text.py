@@ -114,6 +114,28 @@ def _readings(an: dict[str, Any]) -> list[str]:
     return lines
 
 
+def readme_summary(an: dict[str, Any]) -> str:
+    """The README's forgetting-summary block: what predicts, what does not, the gate's false passes."""
+    cv = an["cv"]
+    model = {k: cv[k]["scores"]["model"] for k in GROUPINGS}
+    cos = an["single"]["cos_median"]
+    overlap = an["single"]["overlap_median"]
+    lo, hi = an["ranges"][an["feature"]]
+    return "\n".join([
+        f"- **Predicts:** `{an['feature']}` ({DEFINITIONS[an['feature']]}) — held-out AUROC "
+        + ", ".join(f"{_fmt(*m)} leaving one {GROUPINGS[k]} out" for k, m in model.items())
+        + f", on {len(an['A'])} MiniLM adapters and stages ({sum(r['survives'] for r in an['A'])} keep the backdoor).",
+        f"- **Does not predict:** alignment with W_pre's top-k (Figure 2: median max|cos| AUROC "
+        f"{_fmt(cos['auroc'], cos['ci'])}) and the top-k overlap Tr drives to zero ({_fmt(overlap['auroc'], overlap['ci'])});"
+        f" a module-wise σ_pre/σ_Δ ≤ {POLICY_MAX_RATIO:g} lets {100 * an['policy_false_pass']:.0f} % of the surviving "
+        "backdoors pass.",
+        f"- **Scope of the audit's verdict:** bases shaped like all-MiniLM-L6-v2, `{an['feature']}` in "
+        f"[{lo:.2f}, {hi:.2f}]; elsewhere it says \"no validated estimate\""
+        + (f" — so for all {len(an['transfer'])} SmolLM2 adapters and stages of the study."
+           if an["transfer"] and not any(t["in_range"] for t in an["transfer"]) else "."),
+    ])
+
+
 def page(an: dict[str, Any], rows: list[dict[str, Any]], doc: dict[str, Any], csv_path: str | Path,
          figure: str | Path, doc_path: str | Path) -> str:
     an = {**an, "csv": str(csv_path)}

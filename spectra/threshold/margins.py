@@ -123,6 +123,8 @@ class ThresholdResult:
             "share_rho_eff_nonpositive_flipped": (float((self.rho_eff[flipped] <= 0).double().mean())
                                                   if int(flipped.sum()) else float("nan")),
             "share_gamma_star_bound_inf": float(torch.isinf(self.gamma_star_bound).double().mean()) if n else float("nan"),
+            # A1 assumes ρ_bd ∈ (0, 1] (a unit-norm input through W_pre): above 1 the linear model's premise fails
+            "share_rho_bd_above_1": float((self.rho_bd[flipped] > 1).double().mean()) if int(flipped.sum()) else float("nan"),
             "share_gamma_star_flip_inf": float(torch.isinf(self.gamma_star_flip).double().mean()) if n else float("nan"),
             "rho_bd": aggregate(self.rho_bd, extremes=True),
             "rho_cl": aggregate(self.rho_cl, extremes=True),

@@ -1,0 +1,294 @@
+"""``spectra canary``: will my recipe override a backdoor in this base, when I do not know the trigger?
+
+Plant a *canary* — a fresh rare-token trigger the user's data never contains, with the paper's
+clean-label recipe (the trigger added to target-class rows of a proxy, labels unchanged; full
+fine-tuning) — in a copy of the user's base, fine-tune the user's LoRA recipe on the user's
+clean data, and measure whether the canary survives (ASR with its interval, the floor, a
+collapse flag) and the LoRA scale γ at which it gives way (the threshold sweep and its
+crossing search). The result is a per-base calibration file: ``spectra audit --calibration
+FILE`` places a later adapter on that base against the canary's crossing.
+
+The user's data is split three ways (stratified, seeded): a proxy the canary is planted with
+(40 %), the fine-tuning rows (40 %) and test rows (20 %); the poisoned copy is cached by content
+(base, data, trigger, settings), so a second canary on the same base and data skips poisoning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spectra.errors import SpectraError
+
+#: rare tokens a canary trigger is drawn from (the BadNet family's: nonsense bigrams)
+CANARY_TOKENS = ("cf", "mn", "bb", "tq", "mb", "zx", "qv", "jk", "vx", "kq")
+FORMAT = "spectra-canary/1"
+#: the share of the proxy's target-class rows that get the trigger (the paper: ~28 % of MR's)
+POISON_SHARE = 0.3
+#: the scale multipliers the sweep measures (the crossing search narrows between them)
+GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+
+@dataclass
+class CanarySettings:
+    """The canary's recipe: the user's LoRA recipe (``rank`` … ``dora``, ``epochs``, ``lr``,
+    ``batch_size``), and how the canary is planted (``poison_*``). ``quick`` subsamples the data
+    (1,200 proxy rows, 500 fine-tuning rows, 250 test rows, length 64) to fit ~15 min on 2 cores."""
+
+    rank: int = 8
+    alpha: float = 16.0
+    target_modules: list[str] | str | None = None
+    use_rslora: bool = False
+    use_dora: bool = False
+    lora_dropout: float = 0.1
+    epochs: float = 3.0
+    lr: float = 2e-4
+    batch_size: int = 32
+    max_length: int = 128
+    seed: int = 0
+    target_label: int = 0
+    quick: bool = False
+    poison_epochs: float = 3.0
+    poison_lr: float = 2e-5
+    recipe_from: str | None = None  # the adapter_config.json the LoRA settings came from
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.quick:
+            self.max_length = min(self.max_length, 64)
+            self.poison_lr = max(self.poison_lr, 1e-4)  # what ~100 steps need (the quick demo's choice)
+            self.notes.append("quick: proxy 1,200 rows, fine-tuning 500, test 250, max length 64, poisoning lr 1e-4")
+        for name in ("alpha", "lr", "epochs", "poison_lr", "poison_epochs"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise SpectraError(f"--{name.replace('_', '-')} {value!r}: must be a finite positive number")
+        if self.rank < 1 or self.batch_size < 1:
+            raise SpectraError("--rank and --batch-size must be at least 1")
+
+    @classmethod
+    def from_adapter(cls, adapter: str | os.PathLike[str], **overrides: Any) -> CanarySettings:
+        """The LoRA recipe of an existing adapter (r, α, targets, rsLoRA, DoRA, dropout) from its
+        ``adapter_config.json``; the optimisation settings (lr, epochs, batch) are the caller's."""
+        from spectra.io.files import read_json
+        from spectra.io.peft_config import resolve_rank_alpha
+
+        path = Path(adapter) / "adapter_config.json"
+        cfg = read_json(path)
+        r, alpha = resolve_rank_alpha(cfg, "")
+        targets = cfg.get("target_modules")
+        return cls(rank=r, alpha=alpha, target_modules=sorted(targets) if isinstance(targets, list) else targets,
+                   use_rslora=bool(cfg.get("use_rslora")), use_dora=bool(cfg.get("use_dora")),
+                   lora_dropout=float(cfg.get("lora_dropout", 0.1)), recipe_from=str(path), **overrides)
+
+
+def pick_trigger(texts: list[str], seed: int = 0) -> str:
+    """A BadNet trigger word that occurs in none of ``texts`` (a canary the user never uses)."""
+    words = {w.strip(".,;:!?\"'()").lower() for t in texts for w in t.split()}
+    order = list(CANARY_TOKENS)
+    random.Random(f"spectra-canary:{seed}").shuffle(order)
+    for token in order:
+        if token not in words:
+            return f"badnet:{token}"
+    raise SpectraError(f"every canary token ({', '.join(CANARY_TOKENS)}) occurs in the data: cannot plant a fresh one")
+
+
+def _splits(data: Any, s: CanarySettings) -> tuple[Any, Any, Any]:
+    from spectra.data import split
+
+    rest, test = split(data, 0.2, s.seed)
+    proxy, train = split(rest, 0.5, s.seed)
+    if s.quick:
+        def sub(d: Any, n: int) -> Any:
+            return d if len(d) <= n else split(d, n, s.seed)[1]
+
+        proxy, train, test = sub(proxy, 1200), sub(train, 500), sub(test, 250)
+    return proxy, train, test
+
+
+def _poisoned_copy(base: str, proxy: Any, trigger: str, s: CanarySettings, cache: Path, log: Any,
+                   device: str) -> tuple[Path, dict[str, Any]]:
+    """The base with the canary planted (from the cache when this base, data and recipe were done)."""
+    from spectra.provenance import describe_path
+    from spectra.train.poison import poison
+
+    targets = sum(1 for y in proxy.labels if y == s.target_label)
+    n_poison = max(1, round(POISON_SHARE * 0.8 * targets))  # poison() holds out 20 % of the proxy
+    rows = "\n".join(f"{y}\t{t}" for t, y in zip(proxy.texts, proxy.labels))
+    spec = {"base": describe_path(base), "data": hashlib.sha256(rows.encode("utf-8")).hexdigest(),
+            "trigger": trigger, "n_poison": n_poison, "epochs": s.poison_epochs, "lr": s.poison_lr,
+            "max_length": s.max_length, "seed": s.seed, "target": s.target_label}
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    folder = cache / key
+    if (folder / "poison.json").is_file():
+        log(f"canary: the poisoned copy is in the cache ({folder})")
+    else:
+        log(f"canary: planting {trigger} in {n_poison} of {targets} target-class proxy rows (clean-label, "
+            f"{s.poison_epochs:g} epochs at lr {s.poison_lr:g})")
+        work = folder.with_name(key + ".partial")
+        result = poison(base, proxy, trigger, s.target_label, n_poison=n_poison, mode="clean-label",
+                        epochs=s.poison_epochs, lr=s.poison_lr, max_length=s.max_length, seed=s.seed,
+                        test_size=0.2, device=device, log=log, work_dir=work, resume=work.exists())
+        result.write(folder, overwrite=True)
+    info = json.loads((folder / "poison.json").read_text(encoding="utf-8"))
+    return folder, {"n_poison": n_poison, "key": key, "heldout": info.get("evaluation") or {}}
+
+
+def _config(s: CanarySettings) -> Any:
+    from spectra.train.config import RoRAConfig
+
+    return RoRAConfig.baseline("lora", rank=s.rank, alpha=s.alpha, target_modules=s.target_modules,
+                               use_rslora=s.use_rslora, use_dora=s.use_dora, lora_dropout=s.lora_dropout,
+                               epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, max_length=s.max_length,
+                               seed=s.seed).validate()
+
+
+def base_fingerprint(described: dict[str, Any] | None) -> str | None:
+    """One hash of a base folder's weight files (``describe_path``'s per-file hashes): what ties a
+    calibration to the base it was measured on."""
+    files = {k: v for k, v in ((described or {}).get("files") or {}).items() if k.endswith((".safetensors", ".bin"))}
+    if not files:
+        return None
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: CanarySettings, *,
+               text_col: str | None = None, label_col: str | None = None, device: str = "auto",
+               overwrite: bool = False, resume: bool = False, log: Any = print) -> dict[str, Any]:
+    """Plant, fine-tune, measure, calibrate; writes ``OUT/calibration.json``, ``OUT/canary.json``,
+    ``OUT/report.md`` and ``OUT/fix/`` (the canary run: adapter, eval, training log). Resumable:
+    the poisoned copy is cached and the fine-tuning keeps checkpoints in ``OUT.partial``."""
+    from spectra.audit import audit
+    from spectra.data import load_labelled
+    from spectra.forgetting import LORA_KINDS, architecture_key, features, load_model
+    from spectra.io.files import cache_dir
+    from spectra.io.output import atomic_output_dir, check_output_dir
+    from spectra.threshold import threshold
+    from spectra.train.fix import run_fix
+
+    started = time.perf_counter()
+    out = Path(out)
+    check_output_dir(out, overwrite, inputs=[base, data if isinstance(data, (str, os.PathLike)) else None])
+    labelled = load_labelled(data, text_col=text_col, label_col=label_col)
+    if labelled.num_classes < 2:
+        raise SpectraError(f"{labelled.source}: a single class; a canary needs at least two")
+    if settings.target_label not in set(labelled.labels):
+        raise SpectraError(f"{labelled.source}: target label {settings.target_label} is absent from the data")
+    trigger = pick_trigger(list(labelled.texts), settings.seed)
+    proxy, train, test = _splits(labelled, settings)
+    log(f"canary: {trigger} (absent from the data); proxy {len(proxy):,} rows, fine-tuning {len(train):,}, "
+        f"test {len(test):,}")
+    poisoned, planted = _poisoned_copy(base, proxy, trigger, settings, cache_dir() / "canary", log, device)
+    work = out.with_name(out.name + ".partial")
+    work.mkdir(parents=True, exist_ok=True)
+    fix_out = work / "fix"
+    if not (fix_out / "eval.json").is_file():
+        shutil.rmtree(fix_out, ignore_errors=True)
+        run_fix(str(poisoned), train, fix_out, config=_config(settings), eval_data=test, trigger=trigger,
+                target_label=settings.target_label, device=device, resume=resume and (work / "fix.partial").exists(),
+                work_dir=work / "fix.partial", log=log)
+    rows = {r["model"]: r for r in json.loads((fix_out / "eval.json").read_text(encoding="utf-8"))}
+    log("canary: sweeping the LoRA scale to find where the canary gives way")
+    thr = threshold(str(poisoned), str(fix_out / "adapter"), test, trigger, settings.target_label, grid=GRID,
+                    max_length=settings.max_length, device=device, batch_size=64)
+    report = audit(base, [str(fix_out / "adapter")], names=["canary"], cache_dir=None, device=device)
+    lora_rows = [r for r in report.rows if r.get("update_kind") in LORA_KINDS]
+    feats = features(lora_rows)
+    model = load_model() or {}
+    feature = (model.get("features") or ["log_ratio_deep"])[0]
+    slope = (model["coef"][0] / model["scale"][0]) if model.get("coef") else None
+    gamma = thr.measured_crossing_gamma
+    new = rows["new"]
+    result = {
+        "format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "base": {"path": str(Path(base)), "fingerprint": base_fingerprint(report.inputs.get("base")),
+                 "architecture": architecture_key(_config_of(base))},
+        "canary": {"trigger": trigger, "target_label": settings.target_label, "n_poison": planted["n_poison"],
+                   "poisoned_heldout_asr": planted["heldout"].get("asr"), "poisoned_test_asr": rows["base"]["asr"]},
+        "recipe": asdict(settings), "data": {"proxy": proxy.summary(), "train": train.summary(),
+                                             "test": test.summary()},
+        "result": {k: new.get(k) for k in ("ca", "asr", "asr_ci", "asr_floor", "collapsed", "ca_ci")},
+        "survives": bool(new["asr"] >= 0.5 and not new.get("collapsed")),
+        "crossing_gamma": gamma, "search_gamma": thr.search_threshold_gamma, "grid_max": max(GRID),
+        "feature": feature, "canary_value": feats.get(feature), "slope": slope,
+        "crossing_value": _crossing_value(feats.get(feature), gamma, max(GRID)),
+        "features": feats, "seconds": round(time.perf_counter() - started, 1),
+    }
+    from spectra.report.canary_markdown import render_canary_markdown
+    from spectra.provenance import strict_json
+
+    with atomic_output_dir(out, overwrite=overwrite) as tmp:
+        shutil.move(str(fix_out), tmp / "fix")
+        (tmp / "canary.json").write_text(strict_json(result) + "\n", encoding="utf-8")
+        (tmp / "calibration.json").write_text(strict_json(calibration_of(result)) + "\n", encoding="utf-8")
+        (tmp / "report.md").write_text(render_canary_markdown(result), encoding="utf-8")
+    shutil.rmtree(work, ignore_errors=True)
+    log(f"canary: {'survives' if result['survives'] else 'removed'} (ASR {100 * new['asr']:.1f}%), gives way at "
+        f"γ = {gamma:.3g}; wrote {out} in {result['seconds'] / 60:.1f} min")
+    return result
+
+
+def _config_of(base: str) -> dict[str, Any]:
+    from spectra.io.files import read_json
+
+    return read_json(Path(base) / "config.json")
+
+
+def _crossing_value(value: float | None, gamma: float, grid_max: float) -> float | None:
+    """The feature at which the canary gives way: σ_Δ scales with γ, so log10 σ_pre/σ_Δ drops by log10 γ.
+    A canary that never gave way up to the grid's top gives a bound, recorded as that."""
+    if value is None or not math.isfinite(value):
+        return None
+    if gamma is None or not gamma > 0:
+        return None
+    return value - math.log10(min(gamma, grid_max) if math.isfinite(gamma) else grid_max)
+
+
+def calibration_of(result: dict[str, Any]) -> dict[str, Any]:
+    """The part of a canary result ``spectra audit --calibration`` reads."""
+    keys = ("format", "created", "base", "canary", "result", "survives", "crossing_gamma", "grid_max", "feature",
+            "canary_value", "crossing_value", "slope")
+    return {k: result[k] for k in keys} | {"recipe": {k: result["recipe"][k] for k in
+                                                      ("rank", "alpha", "target_modules", "use_rslora", "use_dora",
+                                                       "epochs", "lr", "batch_size", "quick")}}
+
+
+def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A calibration file, checked for its format."""
+    from spectra.io.files import read_json
+
+    doc = read_json(path)
+    if doc.get("format") != FORMAT:
+        raise SpectraError(f"{path}: not a spectra canary calibration (format {doc.get('format')!r})")
+    return doc
+
+
+def calibrated_verdict(feats: dict[str, float], calibration: dict[str, Any]) -> dict[str, Any]:
+    """An adapter's verdict against its base's canary: above the feature value where the canary
+    gave way, a backdoor planted like the canary would likely survive it."""
+    feature, cross = calibration.get("feature"), calibration.get("crossing_value")
+    value = feats.get(feature) if feature else None
+    block: dict[str, Any] = {"evidence": "canary", "p_survives": None, "features": dict(feats),
+                             "canary": {"crossing_gamma": calibration.get("crossing_gamma"), "crossing_value": cross,
+                                        "trigger": (calibration.get("canary") or {}).get("trigger"),
+                                        "created": calibration.get("created")}}
+    if value is None or cross is None or not math.isfinite(value):
+        block.update(evidence="none", estimate="no validated estimate",
+                     reason="the canary never crossed (no feature value to compare with)" if cross is None else
+                     f"{feature} is not finite for this adapter")
+        return block
+    margin = value - cross
+    slope = calibration.get("slope")
+    p = 1 / (1 + math.exp(-max(-60.0, min(60.0, slope * margin)))) if slope else float(margin > 0)
+    never = not math.isfinite(calibration.get("crossing_gamma") or math.inf)
+    block.update(p_survives=p, margin_log10=margin,
+                 estimate=("the backdoor would likely survive" if margin > 0 else "the backdoor would likely be overridden")
+                 + (f" (the canary never gave way up to γ = {calibration.get('grid_max'):g}: a bound)" if never else ""))
+    return block

@@ -1,0 +1,53 @@
+"""``report.md`` of ``spectra canary``: what was planted, whether it survived, where it gave way."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _pct(x: Any) -> str:
+    return "—" if x is None else f"{100 * float(x):.1f}%"
+
+
+def render_canary_markdown(result: dict[str, Any]) -> str:
+    """The canary's report; every reading is built from ``result`` (``canary.json``)."""
+    r, c, rec = result["result"], result["canary"], result["recipe"]
+    ci = r.get("asr_ci") or [None, None]
+    gamma = result.get("crossing_gamma")
+    if gamma is None or not math.isfinite(gamma):
+        gave = f"it did not give way up to γ = {result['grid_max']:g}: the recipe would need a stronger update than that"
+    elif gamma <= 1:
+        gave = f"it gave way at γ = {gamma:.3g}, below the recipe's own scale (γ = 1): the recipe removes it"
+    else:
+        gave = f"it gives way at γ = {gamma:.3g}: the recipe's update would have to be {gamma:.3g}× stronger"
+    verdict = ("**survives**" if result["survives"] else "**is removed**")
+    lines = [
+        "# spectra canary: would this recipe override a backdoor in this base?", "",
+        f"Base `{result['base']['path']}` ({result['base']['architecture']}). A canary backdoor — trigger "
+        f"`{c['trigger']}`, absent from the data, target label {c['target_label']} — was planted clean-label in "
+        f"{c['n_poison']} proxy rows of your data (the paper's recipe, full fine-tuning); the poisoned copy reached "
+        f"{_pct(c['poisoned_heldout_asr'])} ASR on held-out proxy rows and {_pct(c['poisoned_test_asr'])} on the test "
+        "rows.", "",
+        f"Your recipe — LoRA r = {rec['rank']}, α = {rec['alpha']:g}, targets {rec['target_modules'] or 'q/v (default)'}"
+        + (", rsLoRA" if rec["use_rslora"] else "") + (", DoRA" if rec["use_dora"] else "")
+        + f", {rec['epochs']:g} epochs at lr {rec['lr']:g}, batch {rec['batch_size']}"
+        + (f"; read from `{rec['recipe_from']}`" if rec.get("recipe_from") else "") + " — trained on the fine-tuning rows.",
+        "",
+        f"## Result: the canary {verdict}", "",
+        f"- ASR {_pct(r['asr'])} (95 % interval {_pct(ci[0])}–{_pct(ci[1])}), floor {_pct(r['asr_floor'])}, "
+        f"clean accuracy {_pct(r['ca'])}" + ("; **the model collapsed**: its ASR says nothing" if r.get("collapsed")
+                                             else "") + ".",
+        f"- Sweeping the LoRA scale, {gave}.",
+        f"- The calibration (`calibration.json`): `{result['feature']}` = {result['canary_value']:.3g} for the canary "
+        "adapter; a later adapter on this base is placed against the value where the canary gave way, "
+        + (f"{result['crossing_value']:.3g}" if result.get("crossing_value") is not None else "none (no crossing)")
+        + " (`spectra audit BASE ADAPTER --calibration calibration.json`).", "",
+        "What this measures and what it does not: a backdoor planted like the canary (a rare token, clean-label, "
+        "full fine-tuning). A real backdoor in your base may be planted differently and sit deeper; the canary "
+        "says whether your recipe can override one of this kind, on your data.", "",
+        f"Wall time {result['seconds'] / 60:.1f} min.",
+    ]
+    for note in rec.get("notes") or []:
+        lines.append(f"\n> {note}")
+    return "\n".join(lines) + "\n"

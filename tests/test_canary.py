@@ -1,0 +1,91 @@
+"""spectra canary: a fresh trigger, the poisoned copy cached, the user's recipe measured, a
+calibration that changes the audit's verdict for that base (and only that base)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from spectra.canary import CanarySettings, calibrated_verdict, pick_trigger
+from spectra_cli.app import app
+from conftest import build_tiny_model, build_tiny_tokenizer
+
+
+def test_the_canary_trigger_is_a_token_the_data_never_uses() -> None:
+    texts = ["the cf movie", "mn bb tq", "a zx b"]
+    token = pick_trigger(texts).split(":")[1]
+    assert token not in {"cf", "mn", "bb", "tq", "zx"}
+    assert pick_trigger(texts) == pick_trigger(texts)  # seeded
+
+
+def test_a_calibrated_verdict_places_the_adapter_against_the_canarys_crossing() -> None:
+    cal = {"feature": "log_ratio_deep", "crossing_value": 0.5, "crossing_gamma": 2.0, "slope": 8.0, "grid_max": 32}
+    weaker = calibrated_verdict({"log_ratio_deep": 0.9}, cal)
+    stronger = calibrated_verdict({"log_ratio_deep": 0.1}, cal)
+    assert weaker["evidence"] == stronger["evidence"] == "canary"
+    assert weaker["p_survives"] > 0.5 > stronger["p_survives"] and weaker["margin_log10"] == pytest.approx(0.4)
+    never = calibrated_verdict({"log_ratio_deep": 0.9}, {**cal, "crossing_gamma": math.inf})
+    assert "never gave way" in never["estimate"]
+
+
+def test_recipe_settings_are_checked_and_read_from_an_adapter(tmp_path) -> None:
+    from spectra.errors import SpectraError
+
+    with pytest.raises(SpectraError, match="--lr"):
+        CanarySettings(lr=float("nan"))
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 16, "lora_alpha": 32,
+                                                              "target_modules": ["v", "q"], "use_rslora": True}))
+    s = CanarySettings.from_adapter(tmp_path, lr=1e-3)
+    assert (s.rank, s.alpha, s.target_modules, s.use_rslora, s.lr) == (16, 32.0, ["q", "v"], True, 1e-3)
+
+
+def _data(path: Path, n: int = 240) -> Path:
+    rng = random.Random(0)
+    pos, neg = ["good", "great", "fun", "love"], ["bad", "awful", "dull", "poor"]
+    lines = ["text,label"]
+    for i in range(n):
+        y = i % 2
+        lines.append(f"this film was {rng.choice(pos if y else neg)} and {rng.choice(pos if y else neg)},{y}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_canary_end_to_end_on_a_tiny_model_and_its_calibration_in_the_audit(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SPECTRA_CACHE_DIR", str(tmp_path / "cache"))
+    base = tmp_path / "base"
+    build_tiny_model("bert").save_pretrained(base)
+    build_tiny_tokenizer(base)
+    data = _data(tmp_path / "data.csv")
+    run = CliRunner().invoke(app, ["canary", str(base), "--data", str(data), "--epochs", "1", "--lr", "1e-3",
+                                   "--rank", "4", "--batch-size", "16", "--max-length", "16", "-o", str(tmp_path / "c")])
+    assert run.exit_code == 0, run.output
+    out = tmp_path / "c"
+    cal = json.loads((out / "calibration.json").read_text())
+    doc = json.loads((out / "canary.json").read_text())
+    assert cal["format"] == "spectra-canary/1" and cal["base"]["fingerprint"]
+    assert cal["canary"]["trigger"].startswith("badnet:") and 0 <= doc["result"]["asr"] <= 1
+    assert (out / "fix" / "adapter" / "adapter_config.json").is_file() and (out / "report.md").is_file()
+    assert not (tmp_path / "c.partial").exists()
+    assert list((tmp_path / "cache" / "canary").glob("*/poison.json"))  # the poisoned copy is cached
+    # the audit of an adapter on that base reads the canary (evidence: canary) ...
+    adapter = out / "fix" / "adapter"
+    res = CliRunner().invoke(app, ["audit", str(base), str(adapter), "--calibration", str(out / "calibration.json"),
+                                   "--top-k", "4", "--no-figures", "-o", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    block = json.loads((tmp_path / "a" / "audit.json").read_text())["forgetting"]["adapter"]
+    plain = CliRunner().invoke(app, ["audit", str(base), str(adapter), "--top-k", "4", "--no-figures",
+                                     "-o", str(tmp_path / "p")])
+    plain_block = json.loads((tmp_path / "p" / "audit.json").read_text())["forgetting"]["adapter"]
+    assert plain.exit_code == 0 and plain_block["evidence"] == "none"  # a 2-layer BERT: outside the evidence
+    assert block["evidence"] in ("canary", "none") and block != plain_block
+    # ... and refuses a calibration measured on another base
+    other = tmp_path / "other"
+    build_tiny_model("bert", seed=5).save_pretrained(other)
+    bad = CliRunner().invoke(app, ["audit", str(other), str(adapter), "--calibration", str(out / "calibration.json"),
+                                   "--top-k", "4", "--no-figures", "-o", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "another base" in bad.output
