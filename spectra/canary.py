@@ -285,10 +285,15 @@ def calibrated_verdict(feats: dict[str, float], calibration: dict[str, Any]) -> 
                      f"{feature} is not finite for this adapter")
         return block
     margin = value - cross
+    never = not math.isfinite(calibration.get("crossing_gamma") or math.inf)
+    if never and margin <= 0:  # stronger than anything the canary was swept to: it says nothing here
+        block.update(evidence="none", estimate="no validated estimate", margin_log10=margin,
+                     reason=f"the canary never gave way up to γ = {calibration.get('grid_max'):g}, and this adapter "
+                            f"is stronger than the canary at that scale ({feature} {value:.3g} against {cross:.3g})")
+        return block
     slope = calibration.get("slope")
     p = 1 / (1 + math.exp(-max(-60.0, min(60.0, slope * margin)))) if slope else float(margin > 0)
-    never = not math.isfinite(calibration.get("crossing_gamma") or math.inf)
     block.update(p_survives=p, margin_log10=margin,
                  estimate=("the backdoor would likely survive" if margin > 0 else "the backdoor would likely be overridden")
-                 + (f" (the canary never gave way up to γ = {calibration.get('grid_max'):g}: a bound)" if never else ""))
+                 + (f" (the canary never gave way up to γ = {calibration.get('grid_max'):g})" if never else ""))
     return block

@@ -13,6 +13,10 @@ DEMO_FULL_MIN = 41.5
 DEMO_FULL_POISON_MIN = 15.0
 #: ``spectra demo --quick`` cold (docs/demo-quick-report.md)
 DEMO_QUICK_MIN = 4.4
+#: ``spectra canary BASE --data cr --quick`` on all-MiniLM-L6-v2, cold (poisoned copy not cached),
+#: whole process, with two 1-thread study workers beside it (2026-12-07): minutes, peak RSS in GB
+CANARY_QUICK_MIN = 5.3
+CANARY_QUICK_RSS_GB = 1.7
 #: ``make test``'s pytest run once the virtual environment exists (`.ci/run`, fresh clone)
 TEST_SUITE_MIN = 2.5
 

@@ -30,7 +30,9 @@ def test_a_calibrated_verdict_places_the_adapter_against_the_canarys_crossing() 
     assert weaker["evidence"] == stronger["evidence"] == "canary"
     assert weaker["p_survives"] > 0.5 > stronger["p_survives"] and weaker["margin_log10"] == pytest.approx(0.4)
     never = calibrated_verdict({"log_ratio_deep": 0.9}, {**cal, "crossing_gamma": math.inf})
-    assert "never gave way" in never["estimate"]
+    assert "never gave way" in never["estimate"] and never["p_survives"] > 0.5
+    beyond = calibrated_verdict({"log_ratio_deep": 0.1}, {**cal, "crossing_gamma": math.inf})
+    assert beyond["evidence"] == "none" and "stronger than the canary" in beyond["reason"]
 
 
 def test_recipe_settings_are_checked_and_read_from_an_adapter(tmp_path) -> None:

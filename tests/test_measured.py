@@ -25,6 +25,10 @@ def test_readme_help_and_reports_state_the_measured_times() -> None:
     assert f"({measured.DEMO_FULL_MIN:g} min in-process" in full and f"({measured.DEMO_QUICK_MIN:g} min" in quick
     poisoning = re.search(r"([\d.]+) of them poisoning the base", readme.split("<!-- demo-full:begin -->")[1])
     assert poisoning and float(poisoning.group(1)) == measured.DEMO_FULL_POISON_MIN
-    text = CliRunner().invoke(app, ["demo", "--help"], terminal_width=200).output
+    canary = (ROOT / "docs" / "canary.md").read_text(encoding="utf-8")
+    assert f"**{measured.CANARY_QUICK_MIN:g} min**" in canary and f"**{measured.CANARY_QUICK_RSS_GB:g} GB**" in canary
+    assert f"{measured.CANARY_QUICK_MIN:g} min" in CliRunner().invoke(app, ["canary", "--help"],
+                                                                      env={"COLUMNS": "400"}).output
+    text = CliRunner().invoke(app, ["demo", "--help"], env={"COLUMNS": "400"}).output
     assert f"{measured.DEMO_FULL_MIN:g} min" in text and f"{measured.DEMO_QUICK_MIN:g}" in text
     assert "~45" not in text and "~5 min" not in text

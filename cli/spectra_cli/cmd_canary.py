@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from spectra.measured import CANARY_QUICK_MIN
 from spectra_cli.common import (
     BatchSizeOpt,
     DeviceOpt,
@@ -40,7 +41,7 @@ def canary_command(
     batch_size: BatchSizeOpt = 32,
     max_length: MaxLengthOpt = 128,
     target_label: TargetLabelOpt = 0,
-    quick: Annotated[bool, typer.Option("--quick", help="Subsample the data (1,200 proxy / 500 train / 250 test rows, length 64): about 15 min on 2 CPU cores for MiniLM.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help=f"Subsample the data (1,200 proxy / 500 train / 250 test rows, length 64): {CANARY_QUICK_MIN:g} min on 2 CPU cores for MiniLM, measured cold.")] = False,
     text_col: TextColOpt = None,
     label_col: LabelColOpt = None,
     seed: SeedOpt = 0,

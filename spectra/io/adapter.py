@@ -364,7 +364,7 @@ def _resolve_peft(folder: Path, config: dict[str, Any], peft_type: str, store: T
             tensors={"weight": key}, source=store, base=base,
         ))
     for s in skipped:
-        warnings.warn(f"{folder}: skipped {s}", stacklevel=3)
+        warnings.warn(f"{folder}: skipped {s}", SpectraWarning, stacklevel=3)
     modules.sort(key=lambda m: natural_key(m.name))
     return Adapter(path=folder, kind="lora", config=config, modules=modules, peft_type=peft_type,
                    base_path=base.path, files=list(store.files), skipped=skipped, notes=notes, _closer=store)

@@ -40,8 +40,12 @@ def render_canary_markdown(result: dict[str, Any]) -> str:
                                              else "") + ".",
         f"- Sweeping the LoRA scale, {gave}.",
         f"- The calibration (`calibration.json`): `{result['feature']}` = {result['canary_value']:.3g} for the canary "
-        "adapter; a later adapter on this base is placed against the value where the canary gave way, "
-        + (f"{result['crossing_value']:.3g}" if result.get("crossing_value") is not None else "none (no crossing)")
+        "adapter; a later adapter on this base is placed against "
+        + (("none: no crossing was found" if result.get("crossing_value") is None else
+            f"the value where the canary gave way, {result['crossing_value']:.3g}") if gamma is None or
+           math.isfinite(gamma) else
+           f"{result['crossing_value']:.3g}, a bound (weaker adapters keep the canary; for stronger ones the canary "
+           "says nothing)")
         + " (`spectra audit BASE ADAPTER --calibration calibration.json`).", "",
         "What this measures and what it does not: a backdoor planted like the canary (a rare token, clean-label, "
         "full fine-tuning). A real backdoor in your base may be planted differently and sit deeper; the canary "

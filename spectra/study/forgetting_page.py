@@ -71,6 +71,13 @@ def analyse(rows: list[dict[str, Any]]) -> dict[str, Any]:
         fp += [sign * float(r[feature]) <= t for r in test if r["survives"]]
         fa += [sign * float(r[feature]) > t for r in test if not r["survives"]]
     threshold = _threshold_for(A, feature, sign)
+    # the default policy's forgetting rule (P(survives) > 0.5 is a finding), on held-out bases
+    oof = cv["base"]["oof_model"]
+    surv = np.array([bool(r["survives"]) for r in A])
+    scored = ~np.isnan(oof)
+    default_rule = {"false_pass": float(np.mean(oof[scored & surv] <= 0.5)) if (scored & surv).any() else math.nan,
+                    "false_alarm": float(np.mean(oof[scored & ~surv] > 0.5)) if (scored & ~surv).any() else math.nan,
+                    "n_pos": int((scored & surv).sum()), "n_neg": int((scored & ~surv).sum())}
     policy_pass = [float(r["log_ratio_max"]) <= math.log10(POLICY_MAX_RATIO) for r in A if r["survives"]]
     transfer = [{"row": r["row"], "feature": float(r[feature]), "p": float(model.predict(matrix([r], [feature]))[0]),
                  "asr": r["asr"], "survives": r["survives"],
@@ -87,7 +94,7 @@ def analyse(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "gate": {"threshold": threshold, "false_pass": float(np.mean(fp)) if fp else math.nan,
                      "false_alarm": float(np.mean(fa)) if fa else math.nan, "n_pos": len(fp), "n_neg": len(fa)},
             "policy_false_pass": float(np.mean(policy_pass)) if policy_pass else math.nan,
-            "transfer": transfer, "strata": strata}
+            "transfer": transfer, "strata": strata, "default_rule": default_rule}
 
 
 def model_document(an: dict[str, Any], n_results: int) -> dict[str, Any]:
@@ -99,6 +106,7 @@ def model_document(an: dict[str, Any], n_results: int) -> dict[str, Any]:
                            for k, v in an["cv"].items()},
             "scope": {"architectures": ["bert-6L-384"], "ranges": {k: list(v) for k, v in an["ranges"].items()},
                       "note": "all-MiniLM-L6-v2 (BERT, 6 layers) poisoned with BadNet/InSent on rt, fine-tuned on CR"},
+            "default_rule": an["default_rule"],
             "gate_threshold": {"feature": an["feature"], "finding_above": an["gate"]["threshold"],
                                "false_pass_held_out": an["gate"]["false_pass"],
                                "false_alarm_held_out": an["gate"]["false_alarm"]},

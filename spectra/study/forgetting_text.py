@@ -129,6 +129,9 @@ def readme_summary(an: dict[str, Any]) -> str:
         f"{_fmt(cos['auroc'], cos['ci'])}) and the top-k overlap Tr drives to zero ({_fmt(overlap['auroc'], overlap['ci'])});"
         f" a module-wise σ_pre/σ_Δ ≤ {POLICY_MAX_RATIO:g} lets {100 * an['policy_false_pass']:.0f} % of the surviving "
         "backdoors pass.",
+        f"- **The default `forgetting` rule** (a finding when P(survives) > 0.5), each poisoned base scored by a "
+        f"model fitted without it: {100 * an['default_rule']['false_pass']:.0f} % of surviving backdoors pass "
+        f"(false passes), {100 * an['default_rule']['false_alarm']:.0f} % of removed ones are flagged.",
         f"- **Scope of the audit's verdict:** bases shaped like all-MiniLM-L6-v2, `{an['feature']}` in "
         f"[{lo:.2f}, {hi:.2f}]; elsewhere it says \"no validated estimate\""
         + (f" — so for all {len(an['transfer'])} SmolLM2 adapters and stages of the study."
@@ -171,6 +174,10 @@ def page(an: dict[str, Any], rows: list[dict[str, Any]], doc: dict[str, Any], cs
               f"- Validated: **{'yes' if an['validated'] else 'no'}** — {an['note']}.",
               f"- Scope: bases shaped like all-MiniLM-L6-v2 (`bert-6L-384`), `{an['feature']}` in [{lo:.2f}, {hi:.2f}] "
               f"(σ_pre/σ_Δ {10 ** lo:.2g}–{10 ** hi:.2g}); outside it the audit says \"no validated estimate\".",
+              f"- The default policy's `forgetting` rule (a finding when P(survives) > 0.5), scored on each poisoned "
+              f"base by a model fitted without it: it lets {100 * an['default_rule']['false_pass']:.0f} % of "
+              f"{an['default_rule']['n_pos']} surviving backdoors pass and flags "
+              f"{100 * an['default_rule']['false_alarm']:.0f} % of {an['default_rule']['n_neg']} removed ones.",
               f"- A gate threshold from the same evidence: a finding when `{an['feature']}` > {gate['threshold']:.2f} "
               f"(σ_pre/σ_Δ > {10 ** gate['threshold']:.2g}), chosen so that at most {100 * FALSE_PASS_TARGET:.0f} % of "
               f"surviving backdoors pass. Chosen on the other bases and measured on each held-out base it let "
