@@ -5,6 +5,7 @@
     python scripts/reproduce.py run --only 'badnet.*lora'  # runs whose id matches a regex
     python scripts/reproduce.py status                   # done / pending per tier, wall time so far
     python scripts/reproduce.py run --plan evidence      # users' recipes: the forgetting verdict's evidence
+    python scripts/reproduce.py run --plan ablation      # {CI} × {Tr} × lr {2e-4, 2e-3}, paired seeds and bases
     python scripts/reproduce.py render                   # docs/reproduction.md + figures/ + README's study block
     python scripts/reproduce.py forgetting               # docs/forgetting.md, docs/study/forgetting.csv, the audit's model
     python scripts/reproduce.py render --demo runs/demo-quick   # … and the README's demo block from that run
@@ -42,10 +43,12 @@ def _select(args: argparse.Namespace):  # noqa: ANN202 - a predicate over Run
 
 def _plan(args: argparse.Namespace, study):  # noqa: ANN001,ANN202 - a Study, a list of Run
     """The runs ``--plan`` names: the reproduction study, or the forgetting-evidence adapters."""
+    from spectra.study.ablation import ablation_plan
     from spectra.study.evidence import evidence_plan
     from spectra.study.plan import study_plan
 
-    return study_plan(study.recipe.lr_grid) if args.plan == "study" else evidence_plan()
+    return {"study": lambda: study_plan(study.recipe.lr_grid), "evidence": evidence_plan,
+            "ablation": ablation_plan}[args.plan]()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -165,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         s = sub.add_parser(name)
         s.add_argument("--results", type=Path, default=RESULTS)
         s.add_argument("--work", type=Path, default=WORK)
-        s.add_argument("--plan", choices=("study", "evidence"), default="study",
-                       help="the reproduction study, or the users' recipes that label the forgetting verdict")
+        s.add_argument("--plan", choices=("study", "evidence", "ablation"), default="study",
+                       help="the reproduction study, the users' recipes that label the forgetting verdict, or the "
+                            "matched-lr ablation of CI and Tr")
         if name == "run":
             s.add_argument("--workers", type=int, default=1)
             s.add_argument("--tier", type=int, action="append")

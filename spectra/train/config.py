@@ -67,8 +67,9 @@ class RoRAConfig:
     top_k: int = 32
     # Pt — post-training rescaling
     pt: bool = True
-    rescale_layers: int | str = 3  # N top blocks, "all" or "none"
+    rescale_layers: int | str = 3  # N top blocks, "half", "all" or "none"
     rescale_factor: float = 1.0
+    rescale_mode: str = "match"  # the paper's Eq. 12 (up or down), or "amplify" (never below the trained scale)
     # LoRA
     rank: int = 8
     alpha: float = 16.0
@@ -148,8 +149,10 @@ class RoRAConfig:
             raise bad("--rescale-factor", self.rescale_factor, "must be a positive number")
         layers = self.rescale_layers
         if isinstance(layers, str):
-            if layers not in ("all", "none"):
-                raise bad("--rescale-layers", layers, "use all, none or a number of top blocks")
+            if layers not in ("all", "none", "half"):
+                raise bad("--rescale-layers", layers, "use all, half, none or a number of top blocks")
+        if self.rescale_mode not in ("match", "amplify"):
+            raise bad("--rescale-mode", self.rescale_mode, "use match (the paper's Eq. 12) or amplify")
         elif layers < 0:
             raise bad("--rescale-layers", layers, "must be ≥ 0 (or all / none)")
         if self.rank < 1:
@@ -215,12 +218,12 @@ def parse_rescale_layers(text: str | int) -> int | str:
     if isinstance(text, int):
         return text
     t = str(text).strip().lower()
-    if t in ("all", "none"):
+    if t in ("all", "none", "half"):
         return t
     try:
         n = int(t)
     except ValueError:
-        raise SpectraError(f"--rescale-layers {text!r}: use all, none or a number of top blocks") from None
+        raise SpectraError(f"--rescale-layers {text!r}: use all, half, none or a number of top blocks") from None
     if n < 0:
         raise SpectraError(f"--rescale-layers {text!r}: must be ≥ 0 (or all / none)")
     return n

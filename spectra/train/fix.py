@@ -194,7 +194,8 @@ def run_fix(
             from spectra.train.rescale import rescale_adapter
 
             t = time.perf_counter()
-            plan = rescale_adapter(base, trained, final, layers=cfg.rescale_blocks(), factor=cfg.rescale_factor)
+            plan = rescale_adapter(base, trained, final, layers=cfg.rescale_blocks(), factor=cfg.rescale_factor,
+                                   mode=cfg.rescale_mode)
             timings["rescale_s"] = time.perf_counter() - t
             plan.table().to_csv(tmp / "rescale.csv", index=False)
             result.rescale = plan

@@ -119,13 +119,19 @@ def count_blocks(base: Any) -> int:
     return max(found) + 1 if found else 0
 
 
+#: Pt's modes: ``match`` is the paper's Eq. 12 (σ_max(s'·B·A) = factor·σ_max(W_pre), which also
+#: *shrinks* an update already stronger than W_pre); ``amplify`` never goes below the trained scale
+RESCALE_MODES = ("match", "amplify")
+
+
 def select_blocks(layers: int | str, n_blocks: int) -> list[int] | None:
-    """Block indices to rescale: the top ``layers`` of ``n_blocks``; ``None`` means all modules."""
+    """Block indices to rescale: the top ``layers`` of ``n_blocks`` (``half``: the top half, rounded
+    up — 3 of MiniLM's 6, 15 of SmolLM2's 30); ``None`` means all modules."""
     if layers == "all":
         return None
     if layers == "none" or layers == 0:
         return []
-    n = int(layers)
+    n = -(-n_blocks // 2) if layers == "half" else int(layers)
     return list(range(max(0, n_blocks - n), n_blocks))
 
 
@@ -139,7 +145,7 @@ def solve_scale(B: torch.Tensor, A: torch.Tensor, sigma_pre: float, factor: floa
     return sigma_ba, factor * sigma_pre / sigma_ba
 
 
-def plan_rescale(base: Any, adapter: Any, layers: int | str = 3, factor: float = 1.0,
+def plan_rescale(base: Any, adapter: Any, layers: int | str = 3, factor: float = 1.0, mode: str = "match",
                  device: str = "cpu") -> RescalePlan:
     """Compute Pt for a saved PEFT adapter resolved against its base.
 
@@ -149,6 +155,8 @@ def plan_rescale(base: Any, adapter: Any, layers: int | str = 3, factor: float =
         layers: rescale the modules of the top ``layers`` blocks; ``"all"`` every LoRA
             module; ``"none"``/0 nothing (the plan then only reports σ's).
         factor: target ``σ_max(s'BA) = factor · σ_max(W_pre)``.
+        mode: ``match`` (the paper: set every chosen module to the target, up or down) or
+            ``amplify`` (only raise: a module already above the target keeps its trained scale).
 
     Returns:
         :class:`RescalePlan` (rows + the rewritten ``adapter_config.json`` dict).
@@ -160,6 +168,8 @@ def plan_rescale(base: Any, adapter: Any, layers: int | str = 3, factor: float =
         raise SpectraError(f"{adapter.path}: Pt rescales PEFT LoRA adapters, not a full fine-tune")
     if not (math.isfinite(factor) and factor > 0):
         raise SpectraError(f"--rescale-factor {factor!r}: must be a positive number")
+    if mode not in RESCALE_MODES:
+        raise SpectraError(f"--rescale-mode {mode!r}: use one of {', '.join(RESCALE_MODES)}")
     config = json.loads(json.dumps(adapter.config))  # deep copy
     n_blocks = count_blocks(base)
     chosen = select_blocks(layers, n_blocks)
@@ -197,6 +207,9 @@ def plan_rescale(base: Any, adapter: Any, layers: int | str = 3, factor: float =
             rescaled=False, scale_after=m.scale, alpha_after=alpha_before,
             sigma_delta_after=abs(m.scale) * sigma_ba,
         )
+        if want and math.isfinite(s_new) and mode == "amplify" and abs(s_new) < abs(m.scale):
+            row.note = "amplify: already above the target, left at the trained scale"
+            want = False  # already at least as strong as asked: amplify-only leaves it as trained
         if want and not math.isfinite(s_new):
             row.note = "B·A = 0 (untrained?): left unchanged"
         elif want:
@@ -248,12 +261,12 @@ def write_rescaled(adapter_dir: str | os.PathLike[str], out_dir: str | os.PathLi
 
 def rescale_adapter(base: str | os.PathLike[str], adapter_dir: str | os.PathLike[str],
                     out_dir: str | os.PathLike[str] | None, layers: int | str = 3, factor: float = 1.0,
-                    allow_pickle: bool = False) -> RescalePlan:
+                    allow_pickle: bool = False, mode: str = "match") -> RescalePlan:
     """Pt on a saved adapter: plan it and (unless ``out_dir`` is None) write the rescaled copy."""
     from spectra.io import load_adapter, open_base
 
     with open_base(base, allow_pickle=allow_pickle) as ckpt, load_adapter(adapter_dir, ckpt, allow_pickle) as ad:
-        plan = plan_rescale(ckpt, ad, layers=layers, factor=factor)
+        plan = plan_rescale(ckpt, ad, layers=layers, factor=factor, mode=mode)
     if out_dir is not None:
         write_rescaled(adapter_dir, out_dir, plan)
     return plan
