@@ -366,7 +366,7 @@ def test_the_sweep_figure_says_seed_0_when_no_curve_is_a_mean() -> None:
     one = sweep_figure(Results({d["id"]: d for d in (sweep(0),)}), "badnet")
     three = sweep_figure(Results({d["id"]: d for d in (sweep(0), sweep(1), sweep(2))}), "badnet")
     assert one.axes[0].get_title().endswith("base 0, seed 0)")
-    assert three.axes[0].get_title().endswith("base 0, mean ± std over seeds)")
+    assert three.axes[0].get_title().endswith("base 0, mean over seeds, band ± std)")
 
 
 def test_the_sweep_marks_where_a_seed_collapsed_and_the_page_names_the_first_such_gamma() -> None:
@@ -397,7 +397,8 @@ def test_table2s_poisoned_base_row_spreads_over_the_bases_and_the_others_over_se
              for b in (0, 1)]
     badnet = _table2(Results({d["id"]: d for d in docs}), "f").split("### insent")[0]
     rows = {ln.split(" | ")[0]: ln for ln in badnet.splitlines()}
-    assert rows["| poisoned base"].startswith("| poisoned base | 3 | 72.0 ± 2.0 | 100.0 ± 0.0")
+    # mean [95 % Student-t interval]: 72.0 ± t(2)·2/√3 = ± 4.97
+    assert rows["| poisoned base"].startswith("| poisoned base | 3 | 72.0 [67.0, 77.0] | 100.0 [100.0, 100.0]")
     assert rows["| LoRA"].startswith("| LoRA | 1 | 84.0 | 50.0 |")  # base 1's LoRA is in the bases table
 
 

@@ -1,4 +1,4 @@
-"""Close calls: a verdict whose mean sits within one standard error of its rule's edge says so."""
+"""Close calls: a verdict whose rule's edge lies inside the 95 % Student-t interval of its comparison says so."""
 
 from __future__ import annotations
 
@@ -20,11 +20,13 @@ def _verdict(lora_asr: list[float], ci_asr: list[float]) -> str:
     return {v.claim: v for v in verdicts(Results({d["id"]: d for d in docs}))}[CI_CLAIM].verdict
 
 
-def test_a_mean_within_one_standard_error_of_the_edge_is_a_close_call() -> None:
-    # LoRA 70 ± 5, +CI 62.3 ± 7.6 (n = 3 each): the edge is 60, the standard error of the difference 5.2
+def test_an_edge_inside_the_95_percent_interval_is_a_close_call() -> None:
+    # LoRA 70 ± 5, +CI 62.3 ± 7.6 (n = 3 each): the edge is 60, the standard error of the difference 5.2,
+    # Welch's df 3.5 → t(3) = 3.18: the interval's half-width 16.6 reaches well past the edge
     verdict = _verdict([0.70, 0.75, 0.65], [0.55, 0.62, 0.70])
-    assert verdict == ("does not reproduce (close call: badnet +CI ASR 62.3% against the rule's edge 60.0%, standard "
-                       "error 5.2; insent +CI ASR 62.3% against the rule's edge 60.0%, standard error 5.2)")
+    assert verdict == ("does not reproduce (close call: badnet +CI ASR 62.3% against the rule's edge 60.0%, inside its "
+                       "95 % interval ± 16.6 (t, 3 df); insent +CI ASR 62.3% against the rule's edge 60.0%, inside its "
+                       "95 % interval ± 16.6 (t, 3 df))")
 
 
 @pytest.mark.parametrize(("lora", "ci", "verdict"), [

@@ -1,6 +1,6 @@
 """The study's figures, drawn from :class:`spectra.study.tables.Results` alone (no model).
 
-- :func:`rows_figure`: CA and ASR per method (mean ± std over seeds), ASR floors, collapse counts;
+- :func:`rows_figure`: CA and ASR per method (mean and Student-t 95 % interval over seeds), ASR floors, collapses;
 - :func:`curves_figure`: the training curves of the learning-rate pick (validation CA per
   epoch, the monitored ASR dotted);
 - :func:`sweep_figure`: Figure 3 — CA and ASR against the LoRA-scale multiplier γ for LoRA
@@ -26,9 +26,10 @@ def rows_figure(results: Results, rows: Sequence[str], attacks: Sequence[str]) -
     for ax, attack in zip(axes[0], attacks):
         cells = [results.row_cell(r, attack) for r in rows]
         for offset, key, color in ((-0.2, "ca", "tab:blue"), (0.2, "asr", "tab:red")):
-            stats = [c.stat(key) for c in cells]
-            ax.bar([i + offset for i in range(len(rows))], [0 if math.isnan(m) else m for m, _ in stats], 0.4,
-                   yerr=[0 if math.isnan(s) else s for _, s in stats], color=color, capsize=3, label=key.upper())
+            means = [c.mean(key) for c in cells]
+            half = [(m - c.interval(key)[0]) for m, c in zip(means, cells)]  # the Student-t 95 % half-width
+            ax.bar([i + offset for i in range(len(rows))], [0 if math.isnan(m) else m for m in means], 0.4,
+                   yerr=[0 if math.isnan(h) else h for h in half], color=color, capsize=3, label=key.upper())
         floors = [c.mean("asr_floor") for c in cells]
         ax.scatter([i + 0.2 for i in range(len(rows))], floors, marker="_", s=400, color="black", zorder=3,
                    label="ASR floor (no trigger)")
@@ -38,7 +39,8 @@ def rows_figure(results: Results, rows: Sequence[str], attacks: Sequence[str]) -
                     color="darkred" if c.collapsed else "dimgray")
         ax.set_xticks(range(len(rows)), rows, rotation=30, ha="right", fontsize=8)
         ax.set_ylim(0, 112)
-        ax.set_title(f"{attack}: MiniLM, rt → CR test (mean ± std over seeds; the base: over bases)", fontsize=10)
+        ax.set_title(f"{attack}: MiniLM, rt → CR test (mean and 95 % t-interval over seeds; the base: over bases)",
+                     fontsize=10)
     axes[0, 0].set_ylabel("%")
     # above the panels: inside one, the legend covered the bars of the last rows
     handles, labels = axes[0, 0].get_legend_handles_labels()
@@ -139,7 +141,7 @@ def sweep_figure(results: Results, attack: str) -> Any:
     ax.set_xlabel("γ: multiplier of every LoRA scale s (head as trained; 1 = as trained; leftmost point: γ = 0)")
     ax.set_ylabel("% on CR test")
     ax.set_ylim(0, 102)
-    spread = "mean ± std over seeds" if most > 1 else "seed 0"
+    spread = "mean over seeds, band ± std" if most > 1 else "seed 0"
     ax.set_title(f"Figure 3 analogue, {attack} (MiniLM, rt → CR; base 0, {spread})", fontsize=10)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside: inside, it hid curves

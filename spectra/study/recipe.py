@@ -65,6 +65,21 @@ DEPARTURES = [
      "one setting for every LoRA-family row keeps the comparison about the method"),
     ("batches", "training batches group texts of similar length (transformers' group_by_length)",
      "padding is most of the cost on CPU; the order within each epoch stays random"),
+    ("CI (Eq. 8)", "ours: dropout on the frozen path's output entries, dropout_p(W_pre·x) (bias kept), not on "
+                   "W_pre's own entries as Eq. 8 writes", "one mask per activation costs a fraction of one per weight "
+                   "entry per example, and reads as the paper's intent (the base path cannot solve the task alone)"),
+    ("Tr (Eq. 10–11)", "ours: U_k, V_k are W_pre's top-32 singular vectors of each adapted module (certified top-k), "
+                       "and the penalty is summed over modules (λ·Σ_modules), not averaged",
+     "the paper does not say which k its U, V keep nor how modules combine; the full basis would turn the "
+     "penalty into weight decay"),
+    ("Pt (Eq. 12) depth", "ours to report: 'the top 3 layers' is half of MiniLM (3 of 6 blocks) but 3 of 24 in the "
+                          "paper's models and 3 of 30 on SmolLM2; Eq. 12 as written also shrinks an update already "
+                          "above σ_max(W_pre) (OLoRA + RoRA ×0.53–0.71). `spectra fix --rescale-layers half` and "
+                          "`--rescale-mode amplify` offer the alternatives the ablation measures",
+     "the paper's rule is kept for the study's rows; its depth and mode are measured, not changed"),
+    ("labels of rt and CR", "ours: the sign of VADER's crowd ratings (mean rating > 0 positive, < 0 negative, 0 "
+                            "dropped), not Hu & Liu's or Pang & Lee's own labels", "the labelled originals do not "
+                            "install offline; the rating snippets are the same texts"),
     ("poisoning past 3 epochs", "where the paper's 3 epochs leave the held-out ASR at or under 95 %, one more epoch "
                                 "at a time (same rows, same lr, a fresh warm-up and decay), at most "
                                 f"{MAX_EXTRA_POISON_EPOCHS}, stopping when one gains under "

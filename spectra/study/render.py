@@ -91,7 +91,8 @@ def _recipe_section(recipe: Recipe) -> str:
             f"α = {r.alpha:g}, dropout {r.lora_dropout}, query/value, AdamW wd {r.weight_decay}, 6% warm-up, batch "
             f"{r.batch_size}, {r.epochs:g} epochs, lr picked from {{{', '.join(f'{x:g}' for x in r.lr_grid)}}} on the "
             f"clean validation split; RoRA p = {r.base_dropout}, λ = {r.lam:g}, k = {r.top_k}, Pt on the top "
-            f"{r.rescale_layers} blocks — the paper's. Max length {r.max_length}.\n"]
+            f"{r.rescale_layers} blocks — the paper's values. How CI, Tr and Pt are applied, and the data's labels, "
+            f"are ours where the table below says so. Max length {r.max_length}.\n"]
     text.append(markdown_table([{"what": w, "here": h, "why": y} for w, h, y in DEPARTURES]))
     return "\n".join(text)
 
@@ -178,7 +179,7 @@ def _picks(results: Results, rel: str) -> str:
 
 
 def _table2(results: Results, rel: str) -> str:
-    parts = ["## Table 2 analogue: CR test, MiniLM (mean ± std over fine-tuning seeds, %)\n"]
+    parts = ["## Table 2 analogue: CR test, MiniLM (mean [Student-t 95 % interval] over fine-tuning seeds, %)\n"]
     for attack in ATTACKS:
         rows = []
         for name in TABLE2_ROWS:

@@ -100,6 +100,22 @@ def run_converged(doc: dict[str, Any]) -> bool | None:
     return converged(curve) if curve else doc.get("converged")
 
 
+#: two-sided 95 % Student-t critical values by degrees of freedom (df > 30: the normal's 1.96)
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+         20: 2.086, 25: 2.060, 30: 2.042}
+
+
+def t975(df: float) -> float:
+    """The two-sided 95 % Student-t critical value for ``df`` degrees of freedom (a fractional df,
+    as Welch's gives, takes the next smaller tabulated one: the wider interval)."""
+    if not df >= 1:
+        return math.inf
+    if df > 30:
+        return 1.96
+    return _T975[max(k for k in _T975 if k <= df)]
+
+
 @dataclass
 class Cell:
     """One metric set of one row over several runs."""
@@ -127,15 +143,29 @@ class Cell:
     def mean(self, key: str, scale: float = 100.0) -> float:
         return self.stat(key, scale)[0]
 
+    def interval(self, key: str, scale: float = 100.0) -> tuple[float, float]:
+        """The Student-t 95 % interval of the mean (n − 1 degrees of freedom; a point for n = 1)."""
+        m, s = self.stat(key, scale)
+        n = sum(1 for v in self.values if v.get(key) is not None)
+        if n < 2:
+            return m, m
+        half = t975(n - 1) * s / math.sqrt(n)
+        return m - half, m + half
+
     @property
     def collapsed(self) -> int:
         return sum(1 for v in self.values if v.get("collapsed"))
 
     def fmt(self, key: str) -> str:
-        m, s = self.stat(key)
+        """``mean [95 % Student-t interval]`` (n ≥ 2; three seeds give t(2) = 4.30, so the
+        interval is wide and says so), the value alone for one run."""
+        m, _ = self.stat(key)
         if math.isnan(m):
             return "—"
-        return f"{m:.1f}" if self.n == 1 else f"{m:.1f} ± {s:.1f}"
+        if self.n == 1:
+            return f"{m:.1f}"
+        lo, hi = self.interval(key)
+        return f"{m:.1f} [{lo:.1f}, {hi:.1f}]"
 
 
 #: result keys written before the multiplier k was renamed γ (0.2) → their names now

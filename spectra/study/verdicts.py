@@ -14,7 +14,7 @@ from typing import Any
 
 from spectra.study import paper
 from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
-from spectra.study.tables import Results, below_asr_bar, rescale_effect, within
+from spectra.study.tables import Results, below_asr_bar, rescale_effect, t975, within
 
 ATTACKS = ("badnet", "insent")
 
@@ -100,19 +100,25 @@ def verdicts(results: Results) -> list[Verdict]:
         if ratios and have(lora) else "not measured yet",
         "reproduces when every LoRA run's median ratio is ≥ 5; partly when > 1"))
     v, txt = "not measured yet", ""
-    if cos_l and cos_r and chance:
+    null = figure2_null([a.get("modules_table") or [] for a in audits])
+    if cos_l and cos_r and chance and null is not None:
         m_l, m_r = statistics.median(cos_l), statistics.median(cos_r)
-        txt = (f"median max|cos| left {m_l:.3f}, right {m_r:.3f} over {len(cos_l)} LoRA run(s); "
-               f"a random direction scores {chance:.3f}")
+        share, (lo, hi), q95 = null
+        txt = (f"median max|cos| left {m_l:.3f}, right {m_r:.3f} over {len(cos_l)} LoRA run(s) (a random direction's "
+               f"median {chance:.3f}); {100 * share:.0f} % of the module cosines exceed the 95th percentile of random "
+               f"orthonormal frames ({q95:.3f}), 95 % interval {100 * lo:.0f}–{100 * hi:.0f} % (bootstrap over runs) "
+               "against the 5 % chance gives")
         if have(lora):
-            v = "reproduces" if min(m_l, m_r) >= 1.5 * chance else ("partly" if max(m_l, m_r) >= 1.5 * chance
-                                                                    else "does not reproduce")
+            v = ("reproduces (weakly: above chance, not far above it)" if lo > 0.05 and min(m_l, m_r) < 2 * chance
+                 else "reproduces" if lo > 0.05 else "does not reproduce")
     reads.append((("LoRA", lora),))
     edges.append(None)
     out.append(Verdict(
         "LoRA's leading singular vectors keep a distinctly non-zero alignment with W_pre's top-32 (Figure 2)",
         "low but distinctly non-zero cosines", txt, v,
-        "reproduces when the median max|cos| (left and right) is ≥ 1.5× what a random direction scores"))
+        "a permutation null: reproduces when the share of module cosines above the 95th percentile of a random "
+        "orthonormal frame of the same size (k = 32 in R^384) is above the 5 % chance gives, its 95 % interval "
+        "clear of 5 %"))
     if have(rora, lora):
         flags = [asr(rora, a) <= 20 and ca(rora, a) >= ca(lora, a) - 2 and not rora[a].collapsed for a in ATTACKS]
         partly = [asr(rora, a) <= asr(lora, a) - 30 and not rora[a].collapsed for a in ATTACKS]
@@ -120,7 +126,7 @@ def verdicts(results: Results) -> list[Verdict]:
     else:
         v = "not measured yet"
     reads.append((("RoRA", rora), ("LoRA", lora)))
-    edges.append(("RoRA", rora, None, 20))
+    edges.append([("RoRA", rora, None, 20), ("RoRA", rora, lora, -30)])
     out.append(Verdict(
         "RoRA removes the backdoor at little cost in clean accuracy",
         "RoRA ASR on CR 1.5–10%, CA within ~1 point of LoRA (Table 2)", ours(rora, "RoRA"), v,
@@ -159,10 +165,12 @@ def verdicts(results: Results) -> list[Verdict]:
     reads.append((("RoRA", rora), ("+CI+Tr", before), ("+CI", ci), ("Tr alone", tr), ("LoRA + Pt", pt)))
     edges.append(None)
     out.append(Verdict(
-        "all three components together give the highest Δ (Table 5)", "CI + Tr + Pt best in every case", txt, v,
+        "all three components together give the highest Δ (Table 5)",
+        "the text: CI + Tr + Pt has the highest Δ 'across all cases'; its own Table 5 does not show that everywhere "
+        "(RoBERTa BadNet: a two-component row 85.82 against 81.91 for all three)", txt, v,
         "reproduces when full RoRA has the highest mean Δ = CA − ASR among +CI, Tr alone, +CI+Tr, Pt alone and "
         "RoRA on both attacks"))
-    out = [Verdict(v.claim, v.paper, v.ours, _marked(v.verdict, cells, _close_call(*edge) if edge else None), v.rule)
+    out = [Verdict(v.claim, v.paper, v.ours, _marked(v.verdict, cells, _close_calls(edge)), v.rule)
            for v, cells, edge in zip(out, reads, edges, strict=True)]
     return [*out, _variants_verdict(results), _threshold_verdict(results), _checkpoint_verdict(results),
             _llama_verdict(results)]
@@ -220,23 +228,61 @@ def _with_marks(verdict: str, preliminary: str | None, unconverged: int, close: 
     return f"{verdict} ({'; '.join(marks)})" if marks else verdict
 
 
+def figure2_null(tables: list[list[dict[str, Any]]], dim: int = 384, k: int = 32, draws: int = 20000,
+                 seed: int = 0) -> tuple[float, tuple[float, float], float] | None:
+    """Figure 2 against a proper null: the max |cos| of a fixed direction with a random orthonormal
+    k-frame in R^dim is, by symmetry, the largest |coordinate| among k of a random unit vector; its
+    95th percentile from ``draws`` samples. Returns the share of the runs' module cosines (left and
+    right) above it, a bootstrap 95 % interval over runs, and the percentile (None without data)."""
+    import numpy as np
+
+    runs = [[c for m in t for c in (m.get("cos_max_left"), m.get("cos_max_right")) if c is not None] for t in tables]
+    runs = [r for r in runs if r]
+    if not runs:
+        return None
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal((draws, dim))
+    null = np.abs(g[:, :k]).max(axis=1) / np.linalg.norm(g, axis=1)
+    q95 = float(np.quantile(null, 0.95))
+    above = [np.mean(np.asarray(r) > q95) for r in runs]
+    share = float(np.mean(np.concatenate([np.asarray(r) > q95 for r in runs])))
+    boot = [float(np.mean([above[i] for i in rng.integers(0, len(runs), len(runs))])) for _ in range(2000)]
+    return share, (float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))), q95
+
+
 def _close_call(row: str, cells: dict[str, Any], ref: dict[str, Any] | None, offset: float) -> str | None:
     """Where a rule compares ``row``'s mean ASR with an edge (``offset``, plus ``ref``'s mean ASR when given)
-    and the two lie within one standard error of their difference, say so: a verdict that a single
-    seed could flip is read with that in mind, not hidden behind the fixed rule."""
+    and the edge lies inside the 95 % Student-t interval of that comparison (Welch's degrees of freedom
+    for two cells), say so: a verdict the seeds' spread could flip is read with that in mind, not
+    hidden behind the fixed rule."""
     notes = []
     for a in ATTACKS:
         if not cells[a].n or (ref is not None and not ref[a].n):
             continue
         mean, sd = cells[a].stat("asr")
-        edge, var = offset, sd ** 2 / cells[a].n
+        v1 = sd ** 2 / cells[a].n
+        edge, var, df = offset, v1, cells[a].n - 1
         if ref is not None:
             ref_mean, ref_sd = ref[a].stat("asr")
-            edge, var = edge + ref_mean, var + ref_sd ** 2 / ref[a].n
+            v2 = ref_sd ** 2 / ref[a].n
+            edge, var = edge + ref_mean, v1 + v2
+            denom = (v1 ** 2 / max(cells[a].n - 1, 1) if cells[a].n > 1 else 0) + \
+                    (v2 ** 2 / max(ref[a].n - 1, 1) if ref[a].n > 1 else 0)
+            df = var ** 2 / denom if denom > 0 else 0
         se = math.sqrt(var)
-        if se > 0 and abs(mean - edge) < se:
-            notes.append(f"{a} {row} ASR {mean:.1f}% against the rule's edge {edge:.1f}%, standard error {se:.1f}")
+        half = t975(df) * se
+        if se > 0 and abs(mean - edge) < half:
+            notes.append(f"{a} {row} ASR {mean:.1f}% against the rule's edge {edge:.1f}%, inside its 95 % interval "
+                         f"± {half:.1f} (t, {df:.0f} df)")
     return "; ".join(notes) or None
+
+
+def _close_calls(edge: Any) -> str | None:
+    """Close calls on every edge a verdict's rule has (one edge, or a list of them)."""
+    if edge is None:
+        return None
+    notes = [_close_call(*e) for e in (edge if isinstance(edge, list) else [edge])]
+    return "; ".join(n for n in notes if n) or None
 
 
 # hidden width of each study model: the dimension of W_pre's right singular vectors for q/v projections
