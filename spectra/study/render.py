@@ -19,6 +19,7 @@ from spectra.report.tables import sweep_gamma
 from spectra.study import paper
 from spectra.study.figures import SWEEP_MARKS
 from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
+from spectra.study.effects import effects_section
 from spectra.study.recipe import ATTACKS, DEPARTURES, Recipe
 from spectra.study.tables import (Cell, Results, below_asr_bar, collapsed_gammas, load_results, rescale_effect,
                                   run_seconds)
@@ -65,6 +66,7 @@ def render_markdown(results: Results, recipe: Recipe, figures_rel: str = "../fig
     lines += ["## Verdicts, claim by claim\n",
               markdown_table([vars(v) for v in verdicts(results)], ["claim", "paper", "ours", "verdict", "rule"])]
     lines += [_table1(results), _picks(results, figures_rel), _table2(results, figures_rel), _ablation(results),
+              effects_section(results),
               _variants(results), _bases(results), _llama(results), _figure3(results, figures_rel),
               _predictor(results, figures_rel), _runs(results)]
     return "\n".join(lines)

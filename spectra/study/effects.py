@@ -1,0 +1,117 @@
+"""What each part of RoRA does: paired differences (same attack, poisoned base and seed), with intervals.
+
+A component's effect is the difference it makes to one run: +CI against LoRA trained with the
+same seed on the same base, Pt against the very adapter it rescaled. Each effect is a mean of
+such paired differences in ASR and in CA (points), with a Student-t 95 % interval and a
+bootstrap one over the pairs, and says whether the two sides were trained at the same learning
+rate — a difference across rates measures the rate too. The matched-lr ablation
+(``reproduce.py run --plan ablation``) fills the cells this table marks as missing.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from spectra.study.tables import Results, t975
+
+#: effect → (treated, control, matched lr?); a side is (method, learning rate, where its evaluation is)
+EFFECTS: tuple[tuple[str, tuple[str, float, str], tuple[str, float, str]], ...] = (
+    ("CI, at 2e-4", ("lora+ci", 2e-4, "new"), ("lora", 2e-4, "new")),
+    ("Tr, at 2e-4", ("lora+tr", 2e-4, "new"), ("lora", 2e-4, "new")),
+    ("CI + Tr, at 2e-4", ("rora", 2e-4, "new-before-rescale"), ("lora", 2e-4, "new")),
+    ("CI, at 2e-3", ("lora+ci", 2e-3, "new"), ("lora", 2e-3, "new")),
+    ("Tr, at 2e-3", ("lora+tr", 2e-3, "new"), ("lora", 2e-3, "new")),
+    ("CI + Tr, at 2e-3", ("rora", 2e-3, "new-before-rescale"), ("lora", 2e-3, "new")),
+    ("Pt (top 3 blocks, match) on LoRA, 2e-4", ("lora", 2e-4, "pt"), ("lora", 2e-4, "new")),
+    ("Pt (top 3 blocks, match) inside RoRA, 2e-3", ("rora", 2e-3, "new"), ("rora", 2e-3, "new-before-rescale")),
+    ("lr 2e-3 against 2e-4, LoRA", ("lora", 2e-3, "new"), ("lora", 2e-4, "new")),
+    ("RoRA at its 2e-3 against LoRA at its 2e-4 (the study's headline, rates differ)",
+     ("rora", 2e-3, "new"), ("lora", 2e-4, "new")),
+)
+BOOTSTRAP = 2000
+
+
+def _evaluation(doc: dict[str, Any], where: str) -> dict[str, Any] | None:
+    if where == "pt":
+        return (doc.get("pt_alone") or {}).get("eval")
+    return (doc.get("eval") or {}).get(where)
+
+
+def _index(results: Results) -> dict[tuple[str, float, str, int, int], dict[str, Any]]:
+    """MiniLM fine-tuning runs of the study's own recipe by (method, lr, attack, base, seed)."""
+    out = {}
+    for doc in results.docs.values():
+        run = doc.get("run") or {}
+        if run.get("kind") != "finetune" or run.get("model", "minilm") != "minilm" or run.get("variant"):
+            continue
+        if doc.get("lr") is None:
+            continue
+        key = (run["method"].replace("-", "+"), round(float(doc["lr"]), 10), run["attack"], run["base_seed"],
+               run["seed"])
+        out.setdefault(key, doc)
+    return out
+
+
+def _interval(diffs: list[float], seed: int = 0) -> tuple[float, tuple[float, float], tuple[float, float]]:
+    """Mean, Student-t 95 % interval, bootstrap 95 % interval (percentile) of paired differences."""
+    import random
+
+    m = statistics.mean(diffs)
+    if len(diffs) < 2:
+        return m, (m, m), (m, m)
+    half = t975(len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    rng = random.Random(seed)
+    boots = sorted(statistics.mean(rng.choices(diffs, k=len(diffs))) for _ in range(BOOTSTRAP))
+    return m, (m - half, m + half), (boots[int(0.025 * BOOTSTRAP)], boots[int(0.975 * BOOTSTRAP) - 1])
+
+
+def effects(results: Results) -> list[dict[str, Any]]:
+    """One row per effect: the pairs found, and the mean paired ASR and CA differences with intervals."""
+    index = _index(results)
+    rows = []
+    for name, (tm, tlr, tw), (cm, clr, cw) in EFFECTS:
+        pairs = []
+        for (method, lr, attack, base, seed), doc in index.items():
+            if method != tm or lr != round(tlr, 10):
+                continue
+            control = index.get((cm, round(clr, 10), attack, base, seed))
+            treated, ref = _evaluation(doc, tw), _evaluation(control, cw) if control else None
+            if treated and ref:
+                pairs.append((attack, base, seed, 100 * (treated["asr"] - ref["asr"]), 100 * (treated["ca"] - ref["ca"])))
+        row: dict[str, Any] = {"effect": name, "matched lr": tlr == clr, "pairs": len(pairs),
+                               "attacks": sorted({p[0] for p in pairs})}
+        if pairs:
+            row["asr"] = _interval([p[3] for p in pairs])
+            row["ca"] = _interval([p[4] for p in pairs])
+        rows.append(row)
+    return rows
+
+
+def _fmt(stat: tuple[float, tuple[float, float], tuple[float, float]] | None, n: int) -> str:
+    if stat is None:
+        return "—"
+    m, t, b = stat
+    if n < 2:
+        return f"{m:+.1f} (one pair)"
+    return f"{m:+.1f} [t {t[0]:+.1f}, {t[1]:+.1f}; bootstrap {b[0]:+.1f}, {b[1]:+.1f}]"
+
+
+def effects_section(results: Results) -> str:
+    """The page's section "What each part of RoRA does", generated from the paired runs."""
+    rows = effects(results)
+    lines = ["## What each part of RoRA does (paired differences)\n",
+             "Each row compares runs that differ in one thing — the same attack, poisoned base and fine-tuning seed "
+             "— or, for Pt, the same adapter before and after it. Differences in points (treated − control), the "
+             "mean with a Student-t 95 % interval and a bootstrap one over the pairs. An effect measured across two "
+             "learning rates also measures the rate; the matched-lr ablation (`python scripts/reproduce.py run "
+             "--plan ablation`) fills the rows still missing.\n",
+             "| effect | same lr | pairs | ΔASR (points) | ΔCA (points) |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['effect']} | {'yes' if r['matched lr'] else '**no**'} | {r['pairs']} | "
+                     f"{_fmt(r.get('asr'), r['pairs'])} | {_fmt(r.get('ca'), r['pairs'])} |")
+    clear = [r for r in rows if r["pairs"] >= 2 and r["matched lr"] and (r["asr"][1][1] < 0 or r["asr"][1][0] > 0)]
+    lines += ["", "Effects on ASR whose Student-t interval excludes 0 at a matched rate: "
+              + (", ".join(f"{r['effect']} ({r['asr'][0]:+.1f})" for r in clear) or "none yet") + ".\n"]
+    return "\n".join(lines)

@@ -1,0 +1,27 @@
+"""Paired effects: a component's difference measured run against run (same attack, base, seed)."""
+
+from __future__ import annotations
+
+import pytest
+from study_support import doc, ev
+
+
+def test_paired_differences_pair_by_seed_and_mark_unmatched_rates() -> None:
+    from spectra.study.effects import effects, effects_section
+    from spectra.study.tables import Results
+
+    docs = []
+    for seed, (lora, ci) in enumerate([(0.70, 0.60), (0.80, 0.72), (0.75, 0.62)]):
+        docs.append(doc("finetune", "badnet", "lora", seed=seed, lr=2e-4, eval={"new": ev(0.84, lora)},
+                        pt_alone={"eval": ev(0.80, lora - 0.5)}))
+        docs.append(doc("finetune", "badnet", "lora+ci", seed=seed, lr=2e-4, eval={"new": ev(0.84, ci)}))
+    docs.append(doc("finetune", "badnet", "lora+ci", seed=7, lr=2e-4, eval={"new": ev(0.84, 0.1)}))  # no twin
+    rows = {r["effect"]: r for r in effects(Results({d["id"]: d for d in docs}))}
+    ci = rows["CI, at 2e-4"]
+    assert ci["pairs"] == 3 and ci["matched lr"]
+    mean, (lo, hi), _ = ci["asr"]
+    assert mean == pytest.approx(-10.333, abs=1e-3) and lo < mean < hi < 0  # t(2) interval of -10, -8, -13
+    assert rows["Pt (top 3 blocks, match) on LoRA, 2e-4"]["asr"][0] == pytest.approx(-50.0)
+    assert not rows["lr 2e-3 against 2e-4, LoRA"]["matched lr"] and rows["CI, at 2e-3"]["pairs"] == 0
+    text = effects_section(Results({d["id"]: d for d in docs}))
+    assert "| CI, at 2e-4 | yes | 3 | -10.3 [t " in text and "CI, at 2e-4 (-10.3)" in text
