@@ -421,12 +421,16 @@ def test_the_checkpoint_verdict_compares_the_spread_over_bases_with_the_spread_o
             "whether the backdoor survives LoRA depends on the poisoned checkpoint"]
 
     assert checkpoint(runs((0.75,), (0.75,))) == "not measured yet"  # one base each
-    # badnet's bases 0.75 / 0.95 (std 14.1 ≥ 2 × 5.8); insent's 0.75 / 0.80 (std 3.5)
-    assert checkpoint(runs((0.75, 0.95), (0.75, 0.80))) == "partly (preliminary: 2 of 3 bases)"
-    assert checkpoint(runs((0.75, 0.95, 0.55), (0.75, 0.95, 0.55))) == "reproduces"
-    assert checkpoint(runs((0.75, 0.76, 0.74), (0.75, 0.76, 0.74))) == "does not reproduce"
+    # two bases: no interval yet (the F(2, 2) reading needs three)
+    assert checkpoint(runs((0.75, 0.95), (0.75, 0.80))) == \
+        "inconclusive at 2 bases × 3 seeds (every interval includes 0) (preliminary: 2 of 3 bases)"
+    # seeds' std 5; bases 0.75 / 0.95 / 0.55 (std 20): F = 16 < F(2,2)'s 97.5 % point 39, the interval includes 0
+    assert checkpoint(runs((0.75, 0.95, 0.55), (0.75, 0.95, 0.55))).startswith("inconclusive at 3 bases")
+    # bases 0.75 / 0.05 / 0.99 (std 49): F = 96, σ²_base/σ²_seed ≥ 96/39 − 1 = 1.5 > 0 on both attacks
+    assert checkpoint(runs((0.75, 0.05, 0.99), (0.75, 0.05, 0.99))) == "reproduces"
+    assert checkpoint(runs((0.75, 0.05, 0.99), (0.75, 0.76, 0.74))) == "partly"
     # a LoRA run whose validation CA was still rising is named in the verdict, as in every other row
-    rising = runs((0.75, 0.95, 0.55), (0.75, 0.95, 0.55))
+    rising = runs((0.75, 0.05, 0.99), (0.75, 0.05, 0.99))
     next(d for d in rising.docs.values() if d["run"]["base_seed"] == 1)["epochs"] = \
         [{"val_ca": v} for v in (0.70, 0.75, 0.80, 0.85)]
     assert checkpoint(rising) == "reproduces (1 of its runs not converged)"

@@ -418,9 +418,11 @@ def _checkpoint_verdict(results: Results) -> Verdict:
     issue's question, after an independent reproduction; the paper has one base per setting.)"""
     claim = "whether the backdoor survives LoRA depends on the poisoned checkpoint (not the paper's claim)"
     paper = "one poisoned base per setting; an independent reproduction found the outcome depends on it"
-    rule = ("reproduces when LoRA's ASR spread over poisoned bases (seed 0 on each) is ≥ 2× its spread over "
-            "fine-tuning seeds (base 0) on both attacks; partly on one")
-    spreads, parts, unconverged = [], [], 0
+    rule = ("a variance-components reading: with one seed per base, Var(ASR over bases) estimates σ²_base + "
+            "σ²_seed and Var(ASR over seeds on base 0) σ²_seed, so F = their ratio is (1 + σ²_base/σ²_seed)·F(df, df). "
+            "Reproduces when the 95 % interval of σ²_base/σ²_seed excludes 0 on both attacks; partly on one; "
+            "inconclusive when it includes 0 everywhere")
+    found, parts, unconverged = [], [], 0
     for a in ATTACKS:
         bases = results.cell("LoRA", a, base_seeds=BASE_SEEDS, seeds=(0,))  # seed 0 on each base, as the bases table
         seeds = results.cell("LoRA", a, seeds=SEEDS)
@@ -428,17 +430,26 @@ def _checkpoint_verdict(results: Results) -> Verdict:
             parts.append(f"{a}: {bases.n} base(s) so far")
             continue
         over_bases, over_seeds = bases.stat("asr")[1], seeds.stat("asr")[1]
-        spreads.append((bases.n, over_bases >= 2 * over_seeds))
+        F = (over_bases / over_seeds) ** 2 if over_seeds > 0 else math.inf
+        lo, hi = (max(0.0, F / _f2_quantile(q, seeds.n - 1) - 1) for q in (0.975, 0.025)) if bases.n == 3 \
+            else (math.nan, math.nan)
+        found.append((bases.n, lo > 0))
         unconverged += bases.not_converged + seeds.not_converged
         values = ", ".join(f"{100 * v['asr']:.1f}" for v in bases.values)
-        parts.append(f"{a}: LoRA ASR {values}% over {bases.n} bases (std {over_bases:.1f}) against std "
-                     f"{over_seeds:.1f} over {seeds.n} seeds")
-    if len(spreads) < len(ATTACKS):
+        parts.append(f"{a}: LoRA ASR {values}% over {bases.n} bases (std {over_bases:.1f}) against std {over_seeds:.1f} "
+                     f"over {seeds.n} seeds; σ²_base/σ²_seed ≈ {max(F - 1, 0):.1f}, 95 % interval [{lo:.1f}, {hi:.1f}]")
+    if len(found) < len(ATTACKS):
         return Verdict(claim, paper, "; ".join(parts), "not measured yet", rule)
-    fewest = min(n for n, _ in spreads)
+    fewest = min(n for n, _ in found)
     preliminary = f"preliminary: {fewest} of {len(BASE_SEEDS)} bases" if fewest < len(BASE_SEEDS) else None
-    return Verdict(claim, paper, "; ".join(parts), _with_marks(_count([flag for _, flag in spreads]), preliminary,
-                                                               unconverged), rule)
+    flags = [flag for _, flag in found]
+    v = _count(flags) if any(flags) else f"inconclusive at {fewest} bases × {len(SEEDS)} seeds (every interval includes 0)"
+    return Verdict(claim, paper, "; ".join(parts), _with_marks(v, preliminary, unconverged), rule)
+
+
+def _f2_quantile(q: float, df2: int) -> float:
+    """The q-quantile of F(2, df2), in closed form: its CDF is 1 − (1 + 2f/df2)^(−df2/2)."""
+    return df2 / 2 * ((1 - q) ** (-2 / df2) - 1)
 
 
 def _llama_verdict(results: Results) -> Verdict:
