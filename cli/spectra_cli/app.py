@@ -52,6 +52,7 @@ COMMANDS = {
     "poison": ("spectra_cli.cmd_poison", "poison_command"),
     "demo": ("spectra_cli.cmd_demo", "demo_command"),
     "canary": ("spectra_cli.cmd_canary", "canary_command"),
+    "scan": ("spectra_cli.cmd_scan", "scan_command"),
 }
 
 

@@ -1,0 +1,1 @@
+"""Fleets: ``spectra scan`` audits many adapters — base spectra once per base, on Ray or in-process."""

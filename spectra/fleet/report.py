@@ -1,0 +1,100 @@
+"""A fleet's verdicts: findings (SARIF, one result per adapter and rule) and ``report.md`` with figures."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+
+def fleet_findings(adapters: list[dict[str, Any]], modules: list[dict[str, Any]], policy: Any) -> list[Any]:
+    """The policy's findings over the fleet: module rules on the module rows, the forgetting rule on
+    the adapters' verdicts (an error row is not a finding: it is reported apart, and fails exit 2's way)."""
+    blocks = {a["id"]: {"p_survives": a.get("forgetting_p_survives")} for a in adapters if a["status"] == "ok"}
+    rows = [{**m, "ratio": m["ratio"] if m.get("ratio") is not None else math.inf} for m in modules]
+    return policy.findings(rows) + policy.forgetting_findings(blocks)
+
+
+def write_reports(out: Path, policy: Any, version: str) -> tuple[list[Any], list[Any]]:
+    """``OUT/fleet.sarif`` and ``OUT/report.md`` from the tables; returns (findings, failing)."""
+    from spectra.fleet.store import read_rows
+    from spectra.io.files import write_text_atomic
+    from spectra.policy import RULES
+    from spectra.provenance import strict_json
+    from spectra.report.sarif import render_sarif
+
+    adapters = read_rows(out, "adapters")
+    modules = read_rows(out, "modules")
+    findings = fleet_findings(adapters, modules, policy)
+    failing = policy.failing(findings)
+    paths = {a["id"]: a["adapter"] for a in adapters}
+    sarif = render_sarif(findings, RULES, policy, paths, version, 1 if failing else 0, command_line="spectra scan")
+    write_text_atomic(out / "fleet.sarif", strict_json(sarif) + "\n")
+    figures = _figures(adapters, out)
+    write_text_atomic(out / "report.md", _markdown(adapters, findings, failing, policy, figures))
+    return findings, failing
+
+
+def _figures(adapters: list[dict[str, Any]], out: Path) -> list[str]:
+    ok = [a for a in adapters if a["status"] == "ok" and a.get("feature_log_ratio_deep") is not None]
+    if not ok:
+        return []
+    try:
+        import seaborn as sns
+    except ImportError:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    frame = pd.DataFrame(ok)
+    frame["base"] = frame["base"].map(lambda b: Path(str(b)).name or str(b))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    sns.histplot(data=frame, x="feature_log_ratio_deep", hue="base" if frame["base"].nunique() > 1 else None,
+                 bins=40, ax=axes[0], element="step")
+    axes[0].set(xlabel="log10 median σ_pre/σ_Δ, deeper half (the forgetting feature)", ylabel="adapters",
+                title="Update strength across the fleet")
+    if frame["forgetting_p_survives"].notna().any():
+        sns.histplot(data=frame.dropna(subset=["forgetting_p_survives"]), x="forgetting_p_survives", bins=20,
+                     ax=axes[1], color="tab:red")
+    axes[1].set(xlabel="P(a planted backdoor survives), where a validated estimate exists", ylabel="adapters",
+                title="Forgetting verdicts", xlim=(0, 1))
+    fig.tight_layout()
+    fig.savefig(out / "fig_fleet.png", dpi=110)
+    plt.close(fig)
+    return ["fig_fleet.png"]
+
+
+def _markdown(adapters: list[dict[str, Any]], findings: list[Any], failing: list[Any], policy: Any,
+              figures: list[str]) -> str:
+    ok = [a for a in adapters if a["status"] == "ok"]
+    errors = [a for a in adapters if a["status"] != "ok"]
+    evidence = Counter(a.get("forgetting_evidence") for a in ok)
+    lines = ["# spectra scan", "",
+             f"{len(adapters):,} adapters: {len(ok):,} audited, {len(errors):,} error rows "
+             f"({sum(1 for a in adapters if a.get('duplicate_of')):,} identical to another and audited once). "
+             f"Forgetting verdicts: {', '.join(f'{k} {v:,}' for k, v in sorted(evidence.items(), key=str))}.", "",
+             f"Policy from {', '.join(policy.sources) or 'defaults'}: {len(findings):,} finding(s), {len(failing):,} at "
+             f"or above {policy.fail_on} — the scan {'fails (exit 1)' if failing else 'passes'}.", ""]
+    lines += [f"![fleet]({f})" for f in figures] + ([""] if figures else [])
+    bases = Counter(str(a.get("base")) for a in adapters)
+    lines += ["## Per base", "", "| base | adapters | audited | errors | P(survives) > 0.5 |", "|---|---|---|---|---|"]
+    for b, n in bases.most_common():
+        rows = [a for a in adapters if str(a.get("base")) == b]
+        high = sum(1 for a in rows if (a.get("forgetting_p_survives") or 0) > 0.5)
+        lines.append(f"| `{b}` | {n:,} | {sum(a['status'] == 'ok' for a in rows):,} | "
+                     f"{sum(a['status'] != 'ok' for a in rows):,} | {high:,} |")
+    worst = sorted((a for a in ok if a.get("forgetting_p_survives") is not None),
+                   key=lambda a: -a["forgetting_p_survives"])[:20]
+    if worst:
+        lines += ["", "## The adapters most likely to leave a backdoor in place", "",
+                  "| adapter | P(survives) | σ_pre/σ_Δ min | median |", "|---|---|---|---|"]
+        lines += [f"| `{a['id']}` | {a['forgetting_p_survives']:.2f} | {a['ratio_min']:.3g} | {a['ratio_median']:.3g} |"
+                  for a in worst]
+    if errors:
+        lines += ["", "## Error rows (first 20)", "", "| adapter | reason |", "|---|---|"]
+        lines += [f"| `{a['id']}` | {str(a.get('error')).replace('|', '/')} |" for a in errors[:20]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,131 @@
+"""spectra scan: a fleet from folders and manifests, a hostile adapter as an error row, resume
+without auditing anything twice, strict outputs, and the Ray path (skipped without Ray)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from spectra_cli.app import app
+
+pytest.importorskip("pyarrow", reason="spectra scan writes Parquet (pyarrow, in the dev and fleet extras)")
+
+
+@pytest.fixture
+def fleet(tiny_model_dir, tiny_adapter_dir, tmp_path) -> tuple[Path, Path]:
+    base = tiny_model_dir("bert")
+    tree = tmp_path / "adapters"
+    for i in range(5):
+        ad = tiny_adapter_dir(base, name=f"a{i}", seed=10 + i, target_modules=["query", "value"])
+        shutil.move(str(ad), tree / "team" / f"a{i}")
+    shutil.copytree(tree / "team" / "a0", tree / "copy-of-a0")  # identical bytes: audited once
+    bad = tree / "hostile"
+    shutil.copytree(tree / "team" / "a1", bad)
+    (bad / "adapter_model.safetensors").write_bytes(b"\xff" * 64)  # corrupt weights
+    other = tiny_model_dir("bert", seed=3, name="wide")  # (the same shapes, so make a mismatch by hand)
+    mismatch = tree / "mismatch"
+    shutil.copytree(tree / "team" / "a2", mismatch)
+    cfg = json.loads((mismatch / "adapter_config.json").read_text())
+    (mismatch / "adapter_config.json").write_text(json.dumps({**cfg, "r": 3}))  # rank 3 in the config, 8 in weights
+    del other
+    return base, tree
+
+
+def run(*args: object) -> object:
+    return CliRunner().invoke(app, ["scan", *map(str, args)])
+
+
+def adapters_table(out: Path) -> list[dict]:
+    from spectra.fleet.store import read_rows
+
+    return read_rows(out, "adapters")
+
+
+def test_a_fleet_from_a_folder_tree_keeps_going_past_bad_adapters(fleet, tmp_path) -> None:
+    base, tree = fleet
+    res = run(tree, "--base", base, "--engine", "local", "--top-k", "4", "-o", tmp_path / "scan")
+    assert res.exit_code == 0, res.output
+    rows = {r["id"]: r for r in adapters_table(tmp_path / "scan")}
+    assert len(rows) == 8
+    assert rows["hostile"]["status"] == "error" and "safetensors" in rows["hostile"]["error"]
+    assert rows["mismatch"]["status"] == "error" and "rank" in rows["mismatch"]["error"]
+    pair = {rows["copy-of-a0"]["duplicate_of"], rows["team/a0"]["duplicate_of"]}  # whichever came first is audited
+    assert pair in ({None, "team/a0"}, {None, "copy-of-a0"}) and \
+        rows["copy-of-a0"]["ratio_min"] == rows["team/a0"]["ratio_min"]
+    assert all(rows[f"team/a{i}"]["status"] == "ok" and rows[f"team/a{i}"]["modules"] == 4 for i in range(5))
+    # a tiny 2-layer BERT is not the evidence's architecture: the verdict says so, per adapter
+    assert rows["team/a0"]["forgetting_evidence"] == "none"
+    import pyarrow.parquet as pq
+
+    modules = pq.read_table(tmp_path / "scan" / "modules").to_pylist()
+    assert Counter(m["adapter"] for m in modules)["team/a3"] == 4
+    sarif = json.loads((tmp_path / "scan" / "fleet.sarif").read_text(),
+                       parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    assert sarif["version"] == "2.1.0"
+    assert "2 error rows" in (tmp_path / "scan" / "report.md").read_text()
+
+
+def test_interrupted_and_resumed_it_audits_each_adapter_exactly_once(fleet, tmp_path, monkeypatch) -> None:
+    base, tree = fleet
+    import spectra.fleet.engine as engine
+
+    calls: list[str] = []
+    real = engine.BaseAuditor.audit
+
+    def counted(self, item_id, adapter, revision=None):  # noqa: ANN001, ANN202
+        calls.append(item_id)
+        return real(self, item_id, adapter, revision)
+
+    monkeypatch.setattr(engine.BaseAuditor, "audit", counted)
+    first = run(tree, "--base", base, "--engine", "local", "--top-k", "4", "--max-errors", "0", "-o", tmp_path / "s")
+    assert first.exit_code == 2 and "--max-errors" in first.output  # stopped at the first error row
+    kept = {r["id"] for r in adapters_table(tmp_path / "s")}
+    assert kept and len(kept) < 8
+    again = run(tree, "--base", base, "--engine", "local", "--top-k", "4", "--resume", "-o", tmp_path / "s")
+    assert again.exit_code == 0, again.output
+    rows = adapters_table(tmp_path / "s")
+    assert len(rows) == 8 and Counter(calls).most_common(1)[0][1] == 1  # nobody audited twice
+    assert run(tree, "--base", base, "-o", tmp_path / "s").exit_code == 2  # no silent overwrite
+
+
+def test_a_manifest_names_ids_and_bases(fleet, tmp_path) -> None:
+    base, tree = fleet
+    orphan = tmp_path / "orphan"
+    shutil.copytree(tree / "team" / "a4", orphan)
+    cfg = json.loads((orphan / "adapter_config.json").read_text())
+    cfg.pop("base_model_name_or_path", None)
+    (orphan / "adapter_config.json").write_text(json.dumps(cfg))
+    manifest = tmp_path / "fleet.csv"
+    manifest.write_text("id,adapter,base\n"
+                        f"alpha,{tree / 'team' / 'a3'},{base}\n"
+                        f"beta,{tree / 'team' / 'a4'},\n"
+                        f"gamma,{orphan},\n")
+    res = run(manifest, "--engine", "local", "--top-k", "4", "-o", tmp_path / "m")
+    assert res.exit_code == 0, res.output
+    rows = {r["id"]: r for r in adapters_table(tmp_path / "m")}
+    assert rows["alpha"]["status"] == "ok"
+    # beta names no base: its adapter_config.json's base_model_name_or_path (the base it was saved from)
+    assert rows["beta"]["status"] == "ok" and Path(rows["beta"]["base"]) == Path(base)
+    # gamma has no base anywhere: an error row that says how to give one
+    assert rows["gamma"]["status"] == "error" and "--base" in rows["gamma"]["error"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the Ray path needs ray (pip install 'spectra-lora[fleet]')")
+def test_the_ray_path_gives_the_local_numbers(fleet, tmp_path) -> None:
+    base, tree = fleet
+    local = run(tree, "--base", base, "--engine", "local", "--top-k", "4", "-o", tmp_path / "l")
+    ray_run = run(tree, "--base", base, "--engine", "ray", "--workers", "2", "--top-k", "4", "-o", tmp_path / "r")
+    assert local.exit_code == ray_run.exit_code == 0, ray_run.output
+    a = {r["id"]: r for r in adapters_table(tmp_path / "l")}
+    b = {r["id"]: r for r in adapters_table(tmp_path / "r")}
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k]["status"] == b[k]["status"]
+        if a[k]["status"] == "ok":
+            assert b[k]["ratio_min"] == pytest.approx(a[k]["ratio_min"], rel=1e-5)
