@@ -129,3 +129,29 @@ def test_the_ray_path_gives_the_local_numbers(fleet, tmp_path) -> None:
         assert a[k]["status"] == b[k]["status"]
         if a[k]["status"] == "ok":
             assert b[k]["ratio_min"] == pytest.approx(a[k]["ratio_min"], rel=1e-5)
+
+
+def test_the_batched_rows_are_the_audits_rows(tiny_model_dir, tiny_adapter_dir) -> None:
+    """The fleet's per-shape batched computation gives the numbers module_row gives one by one."""
+    import torch
+
+    from spectra.audit import _base_spectra, module_row
+    from spectra.fleet.engine import batched_rows
+    from spectra.io import load_adapter, open_base
+
+    base = tiny_model_dir("bert")
+    adapter = tiny_adapter_dir(base, target_modules=["query", "value", "key"])
+    with open_base(base) as ckpt, load_adapter(adapter, ckpt) as ad:
+        mods = list(ad.modules)
+        spectra = _base_spectra(ckpt, {m.base_key: m for m in mods}, 4, False, torch.device("cpu"), torch.float32,
+                                None, 1 << 28, lambda n: None)
+        one = {m.name: module_row("a", m, ckpt, spectra[m.base_key], torch.device("cpu"), torch.float32) for m in mods}
+        many = {r["module"]: r for r in batched_rows("a", mods, spectra, torch.device("cpu"), torch.float32, {})}
+    assert one.keys() == many.keys()
+    for name, row in one.items():
+        assert set(row) == set(many[name])
+        for key, value in row.items():
+            if isinstance(value, float):
+                assert many[name][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (name, key)
+            else:
+                assert many[name][key] == value, (name, key)

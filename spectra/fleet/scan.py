@@ -171,8 +171,11 @@ def _run_ray(groups: dict[str, list[FleetItem]], record: Callable[..., None], *,
 
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, num_cpus=None if address else (workers or os.cpu_count()), include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
+        # address "local" always starts an embedded Ray, never joins a cluster left running on this machine
+        # the embedded Ray listens on loopback only: a scan is no network service
+        extra = {} if address else {"_node_ip_address": "127.0.0.1"}
+        ray.init(address=address or "local", num_cpus=None if address else (workers or os.cpu_count()),
+                 include_dashboard=False, log_to_driver=False, configure_logging=False, **extra)
     n = workers or max(1, int(ray.available_resources().get("CPU", 1)))
     Actor = ray.remote(num_cpus=1)(BaseAuditor)
     seconds = {"base": 0.0, "adapters": 0.0}
@@ -188,15 +191,19 @@ def _run_ray(groups: dict[str, list[FleetItem]], record: Callable[..., None], *,
             spectra_ref = ray.put(warm.spectra)
             seconds["base"] += warm.seconds["base"]
             warm.close()
-            actors = [Actor.remote(base, top_k, cache_dir, "cpu", 256, spectra_ref) for _ in range(min(n, len(items)))]
+            actors = [Actor.remote(base, top_k, cache_dir, "cpu", 256, spectra_ref, 1) for _ in range(min(n, len(items)))]
             queue = list(items[1:])
-            inflight: dict[Any, FleetItem] = {}
+            inflight: dict[Any, tuple[FleetItem, int]] = {}
+            load = [0] * len(actors)  # calls queued per actor: the next adapter goes to the least loaded
             while queue or inflight:
                 while queue and len(inflight) < 2 * len(actors):
                     it = queue.pop(0)
-                    inflight[actors[len(inflight) % len(actors)].audit.remote(it.id, it.adapter, it.revision)] = it
+                    a = load.index(min(load))
+                    load[a] += 1
+                    inflight[actors[a].audit.remote(it.id, it.adapter, it.revision)] = (it, a)
                 ready, _ = ray.wait(list(inflight), num_returns=1)
-                it = inflight.pop(ready[0])
+                it, a = inflight.pop(ready[0])
+                load[a] -= 1
                 try:
                     record(it, *ray.get(ready[0]))
                 except ray.exceptions.RayError as exc:  # a killed or crashed worker: retried on --resume
