@@ -8,12 +8,21 @@ from pathlib import Path
 from typing import Any
 
 
-def fleet_findings(adapters: list[dict[str, Any]], modules: list[dict[str, Any]], policy: Any) -> list[Any]:
-    """The policy's findings over the fleet: module rules on the module rows, the forgetting rule on
-    the adapters' verdicts (an error row is not a finding: it is reported apart, and fails exit 2's way)."""
+def fleet_findings(adapters: list[dict[str, Any]], out: Path, policy: Any) -> list[Any]:
+    """The policy's findings over the fleet: module rules on the module rows, read one Parquet part
+    at a time (a thousand adapters' 210,000 rows held at once took the peak RSS from 0.6 to 1.2 GB),
+    and the forgetting rule on the adapters' verdicts (an error row is not a finding: it is
+    reported apart)."""
+    from spectra.fleet.store import module_parts
+
     blocks = {a["id"]: {"p_survives": a.get("forgetting_p_survives")} for a in adapters if a["status"] == "ok"}
-    rows = [{**m, "ratio": m["ratio"] if m.get("ratio") is not None else math.inf} for m in modules]
-    return policy.findings(rows) + policy.forgetting_findings(blocks)
+    latest = {a["id"] for a in adapters if a["status"] == "ok"}
+    found = []
+    for part in module_parts(out):
+        rows = [{**m, "ratio": m["ratio"] if m.get("ratio") is not None else math.inf} for m in part
+                if m.get("adapter") in latest]
+        found += policy.findings(rows)
+    return found + policy.forgetting_findings(blocks)
 
 
 def write_reports(out: Path, policy: Any, version: str) -> tuple[list[Any], list[Any]]:
@@ -25,8 +34,7 @@ def write_reports(out: Path, policy: Any, version: str) -> tuple[list[Any], list
     from spectra.report.sarif import render_sarif
 
     adapters = read_rows(out, "adapters")
-    modules = read_rows(out, "modules")
-    findings = fleet_findings(adapters, modules, policy)
+    findings = fleet_findings(adapters, out, policy)
     failing = policy.failing(findings)
     paths = {a["id"]: a["adapter"] for a in adapters}
     sarif = render_sarif(findings, RULES, policy, paths, version, 1 if failing else 0, command_line="spectra scan")

@@ -98,6 +98,13 @@ def done_ids(out: Path) -> set[str]:
     return ids
 
 
+def module_parts(out: Path) -> Any:
+    """The module rows, one Parquet part (about 50 adapters' worth) at a time."""
+    _, pq = _pyarrow()
+    for part in sorted((out / "modules").glob("part-*.parquet")):
+        yield pq.read_table(part).to_pylist()
+
+
 def read_rows(out: Path, table: str = "adapters") -> list[dict[str, Any]]:
     """Every row of ``OUT/<table>`` (the latest row per id wins for adapters: a retried error is replaced)."""
     _, pq = _pyarrow()
