@@ -227,7 +227,13 @@ def _update_spectrum(module: Any, base: Any, U_pre: torch.Tensor, Vh_pre: torch.
     A = update.A.to(dev, dtype)
     _check_finite(B, f"{module.name}: lora_B")
     _check_finite(A, f"{module.name}: lora_A")
-    svd = lowrank_svd(B, A, float(update.scale))
+    try:
+        svd = lowrank_svd(B, A, float(update.scale))
+    except (RuntimeError, torch.linalg.LinAlgError) as exc:  # factors so large that the QR overflows
+        raise SpectraError(f"{module.name}: its LoRA factors cannot be decomposed ({type(exc).__name__}); entries this "
+                           "large overflow float32") from None
+    if not bool(torch.isfinite(svd.S).all()):
+        raise SpectraError(f"{module.name}: s·B·A overflows float32 (its singular values are not finite)")
     overlap = {k: float(v) for k, v in subspace_overlap(U_pre, Vh_pre, svd.U, svd.S, svd.Vh).items()}
     return (svd.U.cpu(), svd.S.cpu(), svd.Vh.cpu()), float(torch.linalg.vector_norm(svd.S)), overlap
 
@@ -386,10 +392,13 @@ def _labels(paths: Sequence[str | os.PathLike[str]], names: Sequence[str | None]
     if len(set(chosen)) != len(chosen):
         raise SpectraError(f"adapter names must be distinct (got {', '.join(chosen)})")
     out: list[str] = []
+    taken = set(chosen)
     for name, auto in zip(given, _unique_names(paths)):
-        while not name and auto in chosen:  # a folder name that a given name already took
-            auto += "#"
+        if not name:
+            while auto in taken:  # a folder name that a given name, or an earlier label, already took
+                auto += "#"
         out.append(name or auto)
+        taken.add(out[-1])
     return out
 
 

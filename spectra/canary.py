@@ -173,8 +173,11 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
     from spectra.threshold import threshold
     from spectra.train.fix import run_fix
 
+    from spectra.io.hub import resolve_folder
+
     started = time.perf_counter()
     out = Path(out)
+    base = str(resolve_folder(base, "model"))  # an hf:// base: its snapshot (with its commit) from here on
     check_output_dir(out, overwrite, inputs=[base, data if isinstance(data, (str, os.PathLike)) else None])
     labelled = load_labelled(data, text_col=text_col, label_col=label_col)
     if labelled.num_classes < 2:

@@ -70,17 +70,26 @@ RULES: dict[str, Rule] = {r.id: r for r in (
          "backdoor to it)", lambda row: float(row["ratio"]), "error", evidence="log_ratio_min"),
     Rule("cos", "AlignedUpdate", "max |cos| of ΔW's leading singular vectors with W_pre's top-k above the threshold: "
          "the update's leading directions lie in the base layer's dominant subspaces (Figure 2)",
-         lambda row: max(float(row["cos_max_left"]), float(row["cos_max_right"])), "note", evidence="cos_median"),
+         lambda row: _max_or_nan(row["cos_max_left"], row["cos_max_right"]), "note", evidence="cos_median"),
     Rule("overlap", "OverlappingUpdate", "share of ΔW's energy inside W_pre's top-k subspaces above the threshold "
-         "(what RoRA's Tr penalty drives to zero)", lambda row: float(row["overlap"]), "note",
+         "(what RoRA's Tr penalty drives to zero)", lambda row: _max_or_nan(row["overlap"]), "note",
          evidence="overlap_median"),
     Rule("forgetting", "BackdoorLikelySurvives", "the adapter's forgetting verdict (docs/forgetting.md) estimates "
          "P(a backdoor planted in the base survives this adapter) above the threshold", lambda row: math.nan,
          "warning", level="adapter"),
+    Rule("unaudited", "AdapterNotAudited", "a fleet scan could not audit the adapter (corrupt, hostile, made for "
+         "another base, or its worker was lost): the gate cannot vouch for it", lambda row: math.nan, "error",
+         level="adapter"),
 )}
 #: the rules in force when no policy file sets them: the forgetting verdict, which the study
 #: validated on held-out groups, as a warning (visible in SARIF; fails only --fail-on warning)
-DEFAULT_RULES = {"forgetting": ("warning", 0.5)}
+DEFAULT_RULES = {"forgetting": ("warning", 0.5), "unaudited": ("error", 0.0)}
+
+
+def _max_or_nan(*values: Any) -> float:
+    """The largest value, NaN when any is NaN or missing (``max(0.1, nan)`` is 0.1: a NaN must not hide)."""
+    vals = [float("nan") if v is None else float(v) for v in values]
+    return float("nan") if any(math.isnan(v) for v in vals) else max(vals)
 
 
 @dataclass
@@ -109,7 +118,9 @@ class Finding:
 
     def message(self) -> str:
         what = {"ratio": "σ_pre/σ_Δ", "cos": "max |cos| with W_pre's top-k", "overlap": "top-k overlap",
-                "forgetting": "P(a planted backdoor survives)"}[self.rule]
+                "forgetting": "P(a planted backdoor survives)", "unaudited": "not audited"}[self.rule]
+        if self.rule == "unaudited":
+            return f"{self.adapter}: not audited ({self.module})"
         value = f"{self.value:.4g}" + (" (the update is zero)" if self.rule == "ratio" and math.isinf(self.value) else "")
         return f"{self.adapter} {self.module}: {what} = {value} > {self.threshold:.4g} ({self.rule})"
 
@@ -145,8 +156,9 @@ class Policy:
         or above ``fail_on``), else ``None``: a ``warning`` when a policy file was read (a gate
         that can only pass), a ``note`` when no policy was given at all."""
         floor = SEVERITIES.index(self.fail_on)
+        # "unaudited" fires only in fleet scans (a single audit that cannot run exits 2 instead)
         if any((s.max is not None or s.module_types) and SEVERITIES.index(s.severity) >= floor
-               for s in self.rules.values()):
+               for rid, s in self.rules.items() if rid != "unaudited"):
             return None
         files = [src for src in self.sources if not src.startswith("--")]
         if files:

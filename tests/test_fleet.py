@@ -50,7 +50,8 @@ def adapters_table(out: Path) -> list[dict]:
 def test_a_fleet_from_a_folder_tree_keeps_going_past_bad_adapters(fleet, tmp_path) -> None:
     base, tree = fleet
     res = run(tree, "--base", base, "--engine", "local", "--top-k", "4", "-o", tmp_path / "scan")
-    assert res.exit_code == 0, res.output
+    # the scan goes on past them, and the gate does not pass over adapters it could not audit
+    assert res.exit_code == 1, res.output
     rows = {r["id"]: r for r in adapters_table(tmp_path / "scan")}
     assert len(rows) == 8
     assert rows["hostile"]["status"] == "error" and "safetensors" in rows["hostile"]["error"]
@@ -88,10 +89,13 @@ def test_interrupted_and_resumed_it_audits_each_adapter_exactly_once(fleet, tmp_
     kept = {r["id"] for r in adapters_table(tmp_path / "s")}
     assert kept and len(kept) < 8
     again = run(tree, "--base", base, "--engine", "local", "--top-k", "4", "--resume", "-o", tmp_path / "s")
-    assert again.exit_code == 0, again.output
+    assert again.exit_code == 1, again.output  # the two bad adapters are 'unaudited' findings
     rows = adapters_table(tmp_path / "s")
     assert len(rows) == 8 and Counter(calls).most_common(1)[0][1] == 1  # nobody audited twice
     assert run(tree, "--base", base, "-o", tmp_path / "s").exit_code == 2  # no silent overwrite
+    # --overwrite never deletes an input, whatever -o names
+    gone = run(tree, "--base", base, "--engine", "local", "--overwrite", "-o", tree)
+    assert gone.exit_code == 2 and "input" in gone.output and (tree / "team" / "a0").is_dir()
 
 
 def test_a_manifest_names_ids_and_bases(fleet, tmp_path) -> None:
@@ -107,7 +111,7 @@ def test_a_manifest_names_ids_and_bases(fleet, tmp_path) -> None:
                         f"beta,{tree / 'team' / 'a4'},\n"
                         f"gamma,{orphan},\n")
     res = run(manifest, "--engine", "local", "--top-k", "4", "-o", tmp_path / "m")
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 1, res.output  # gamma could not be audited: a finding
     rows = {r["id"]: r for r in adapters_table(tmp_path / "m")}
     assert rows["alpha"]["status"] == "ok"
     # beta names no base: its adapter_config.json's base_model_name_or_path (the base it was saved from)
@@ -121,7 +125,7 @@ def test_the_ray_path_gives_the_local_numbers(fleet, tmp_path) -> None:
     base, tree = fleet
     local = run(tree, "--base", base, "--engine", "local", "--top-k", "4", "-o", tmp_path / "l")
     ray_run = run(tree, "--base", base, "--engine", "ray", "--workers", "2", "--top-k", "4", "-o", tmp_path / "r")
-    assert local.exit_code == ray_run.exit_code == 0, ray_run.output
+    assert local.exit_code == ray_run.exit_code == 1, ray_run.output  # the hostile and mismatched adapters
     a = {r["id"]: r for r in adapters_table(tmp_path / "l")}
     b = {r["id"]: r for r in adapters_table(tmp_path / "r")}
     assert a.keys() == b.keys()

@@ -96,7 +96,8 @@ def test_sarif_is_valid_and_names_each_breaking_module(pair, tmp_path) -> None:
     assert not errors, errors[:3]
     run_ = sarif["runs"][0]
     assert sarif["version"] == "2.1.0" and run_["tool"]["driver"]["name"] == "spectra"
-    assert {rule["id"] for rule in run_["tool"]["driver"]["rules"]} == {"ratio", "cos", "overlap", "forgetting"}
+    assert {rule["id"] for rule in run_["tool"]["driver"]["rules"]} == {"ratio", "cos", "overlap", "forgetting",
+                                                                         "unaudited"}
     broken = {m for m, v in ratios(tmp_path / "b").items() if v > cut}
     results = run_["results"]
     assert {x["locations"][0]["logicalLocations"][0]["fullyQualifiedName"] for x in results} == broken

@@ -15,13 +15,33 @@ def fleet_findings(adapters: list[dict[str, Any]], out: Path, policy: Any) -> li
     reported apart)."""
     from spectra.fleet.store import module_parts
 
+    from spectra.errors import SpectraError
+    from spectra.policy import Finding
+
     blocks = {a["id"]: {"p_survives": a.get("forgetting_p_survives")} for a in adapters if a["status"] == "ok"}
     latest = {a["id"] for a in adapters if a["status"] == "ok"}
     found = []
+    unmeasurable: dict[str, str] = {}
     for part in module_parts(out):
-        rows = [{**m, "ratio": m["ratio"] if m.get("ratio") is not None else math.inf} for m in part
-                if m.get("adapter") in latest]
-        found += policy.findings(rows)
+        by_adapter: dict[str, list[dict[str, Any]]] = {}
+        for m in part:
+            if m.get("adapter") in latest:
+                # Parquet keeps NaN and ∞ as null: ∞ is a zero update's ratio, a null measure is NaN
+                by_adapter.setdefault(m["adapter"], []).append(
+                    {**m, "ratio": math.inf if m.get("ratio") is None else m["ratio"],
+                     **{k: math.nan for k in ("cos_max_left", "cos_max_right", "overlap") if m.get(k) is None}})
+        for adapter, rows in by_adapter.items():
+            try:
+                found += policy.findings(rows)
+            except SpectraError as exc:  # a rule that cannot be measured is not a pass
+                unmeasurable[adapter] = str(exc)
+    unaudited = policy.rules.get("unaudited")
+    if unaudited is not None and unaudited.max is not None:
+        for a in adapters:
+            reason = a.get("error") if a["status"] != "ok" else unmeasurable.get(a["id"])
+            if reason:
+                found.append(Finding("unaudited", unaudited.severity, a["id"], str(reason)[:300], "adapter", 1.0,
+                                     float(unaudited.max)))
     return found + policy.forgetting_findings(blocks)
 
 

@@ -72,11 +72,19 @@ def scan(sources: list[str], out: str | Path, *, base: str | None = None, top_k:
     """
     import shutil
 
+    from spectra.io.output import check_output_dir, check_output_dir_apart
+
     started = time.perf_counter()
     out = Path(out)
-    if out.exists() and not resume:
+    local_sources = [s for s in sources if not s.startswith("hf://")]
+    check_output_dir_apart(out, local_sources + ([base] if base else []))  # never an input, never the working folder
+    if out.exists() and resume:
+        if not (out / "adapters").is_dir():
+            raise SpectraError(f"{out}: not a spectra scan output (no adapters/ folder); --resume continues a scan")
+    elif out.exists():
         if not overwrite:
             raise SpectraError(f"{out}: output already exists (pass --resume to continue it, --overwrite to replace it)")
+        check_output_dir(out, overwrite=True, inputs=local_sources)
         shutil.rmtree(out)
     items = discover(sources, base)
     if not items:
@@ -195,6 +203,7 @@ def _run_ray(groups: dict[str, list[FleetItem]], record: Callable[..., None], *,
             queue = list(items[1:])
             inflight: dict[Any, tuple[FleetItem, int]] = {}
             load = [0] * len(actors)  # calls queued per actor: the next adapter goes to the least loaded
+            retried: set[str] = set()
             while queue or inflight:
                 while queue and len(inflight) < 2 * len(actors):
                     it = queue.pop(0)
@@ -206,7 +215,14 @@ def _run_ray(groups: dict[str, list[FleetItem]], record: Callable[..., None], *,
                 load[a] -= 1
                 try:
                     record(it, *ray.get(ready[0]))
-                except ray.exceptions.RayError as exc:  # a killed or crashed worker: retried on --resume
+                except ray.exceptions.RayActorError as exc:  # a killed worker: out of the pool, its adapter re-queued once
+                    load[a] = 10 ** 9
+                    if it.id not in retried and any(x < 10 ** 9 for x in load):
+                        retried.add(it.id)
+                        queue.insert(0, it)
+                    else:  # no live worker left (or a second loss): an error row, retried on --resume
+                        record(it, error_row(it.id, it.adapter, base, f"worker lost ({one_line(exc)[:120]})"), [])
+                except ray.exceptions.RayError as exc:
                     record(it, error_row(it.id, it.adapter, base, f"worker lost ({one_line(exc)[:120]})"), [])
             for a in actors:
                 try:

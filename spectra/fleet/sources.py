@@ -75,9 +75,18 @@ def _item(item_id: str, adapter: str, base: str | None, default_base: str | None
     if base and not base.startswith("hf://") and relative_to is not None and not Path(base).is_absolute() \
             and (relative_to / base).exists():
         base = str(relative_to / base)
-    chosen = base or default_base or (None if adapter.startswith("hf://") else _config_base(Path(adapter)))
-    error = None if chosen else ("no base: give --base, a manifest 'base' column, or base_model_name_or_path in "
-                                 "adapter_config.json")
+    chosen = base or default_base
+    error = None
+    if not chosen and not adapter.startswith("hf://"):
+        # the adapter's own config is a hint only: an existing local folder, never a hub download it picks
+        hint = _config_base(Path(adapter))
+        if hint and Path(hint).expanduser().is_dir():
+            chosen = hint
+        elif hint:
+            error = (f"no base: adapter_config.json names {hint!r}, which is not a local folder (a base the adapter "
+                     "names is never fetched); give --base or a manifest 'base' column")
+    if not chosen and error is None:
+        error = "no base: give --base, a manifest 'base' column, or base_model_name_or_path in adapter_config.json"
     return FleetItem(item_id, adapter, chosen, revision or None, error)
 
 

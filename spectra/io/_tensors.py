@@ -285,7 +285,9 @@ class SafetensorsStore(TensorStore):
         return _torch_dtype(self._entry(key)["dtype"])
 
     def get(self, key: str) -> torch.Tensor:
-        """Read one tensor with a positioned ``readinto`` into its own buffer.
+        """Read one tensor: from a small file (:data:`SLURP_BYTES`), a view of the file's bytes read
+        once and kept until :meth:`close` (callers must not write into it); from a larger one, a
+        positioned ``readinto`` into its own buffer.
 
         Deliberately not ``safe_open``: its memory map keeps every page it has touched
         resident for as long as the file is open, so auditing a 2 GB checkpoint held

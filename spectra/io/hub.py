@@ -111,6 +111,9 @@ def download(repo_id: str, revision: str | None, patterns: list[str], what: str)
                            f"({type(exc).__name__}: {msg}); pass a local {what} folder or go online") from None
     import warnings
 
+    from spectra.io.files import protect
+
+    protect(local)  # no output of this process may replace the snapshot it read
     found = snapshot_info(local)
     warnings.warn(f"{HUB_PREFIX}{repo_id}{'@' + revision if revision else ''}: {what} resolved through the Hugging "
                   f"Face hub" + (f" to commit {found['commit']}" if found else "") + f" ({local})", SpectraNotice,

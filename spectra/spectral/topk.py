@@ -220,7 +220,9 @@ def top_singular(
                                 f"{float(r[failed, :k].max() / S[failed, :1].max().clamp_min(1e-30)):.1e} of σ_1; a "
                                 "spectrum with no gap at the top k cannot be certified), so the exact SVD")
             flop += failed.numel() * (_svd_flop(m, n) + 4 * N * small * k)
-            Ue, Se, Vhe = _exact_topk(Wb[failed], k)
+            # one matrix at a time: the budget above bounds one dense SVD's workspace, not a batch's
+            parts = [_exact_topk(Wb[i:i + 1], k) for i in failed.tolist()]
+            Ue, Se, Vhe = (torch.cat([p[j] for p in parts]) for j in range(3))
             le, re = _triplet_residuals(Wb[failed], Ue, Se, Vhe)
             U, S, Vh, left, right = U.clone(), S.clone(), Vh.clone(), left.clone(), right.clone()
             U[failed], S[failed], Vh[failed], left[failed], right[failed] = Ue, Se, Vhe, le, re
