@@ -315,3 +315,20 @@ def test_outputs_and_cache_files_follow_the_umask(pair, tmp_path, monkeypatch) -
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
     cached = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
     assert cached and all(p.stat().st_mode & 0o777 == 0o644 for p in cached)
+
+
+def test_a_signal_during_the_swap_of_an_old_output_waits_for_the_swap(tmp_path) -> None:
+    """SIGTERM between the two renames that replace an old output is delivered after them."""
+    import signal
+
+    from spectra.io.output import _signals_held
+
+    seen: list[int] = []
+    old = signal.signal(signal.SIGTERM, lambda s, f: seen.append(s))
+    try:
+        with _signals_held():
+            signal.raise_signal(signal.SIGTERM)
+            assert seen == []  # held inside the block
+        assert seen == [signal.SIGTERM]  # and delivered after it
+    finally:
+        signal.signal(signal.SIGTERM, old)

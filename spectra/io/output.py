@@ -106,18 +106,24 @@ def atomic_output_dir(out: str | os.PathLike[str], overwrite: bool = False) -> I
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Defer SIGINT and SIGTERM (delivered on exit from the block) around a step that must not
-    be cut in half; a no-op off the main thread or where signals cannot be masked."""
+    """Defer SIGINT and SIGTERM around a step that must not be cut in half: Python runs signal
+    handlers in the main thread whichever thread the kernel gave the signal to (torch's OpenMP
+    threads often get it, so masking the main thread alone is not enough); the handlers installed
+    here only note the signal, which is delivered again, to the previous handler, after the block.
+    A no-op off the main thread."""
     import signal
     import threading
 
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in held}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in caught[:1]:
+            signal.raise_signal(sig)
