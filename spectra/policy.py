@@ -142,6 +142,8 @@ class Policy:
     rules: dict[str, RuleSetting] = field(default_factory=dict)
     fail_on: str = "error"
     sources: list[str] = field(default_factory=list)
+    #: rules in force because no policy set them (:data:`DEFAULT_RULES`), not because a user asked
+    defaults: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.fail_on not in SEVERITIES:
@@ -156,9 +158,10 @@ class Policy:
         or above ``fail_on``), else ``None``: a ``warning`` when a policy file was read (a gate
         that can only pass), a ``note`` when no policy was given at all."""
         floor = SEVERITIES.index(self.fail_on)
-        # "unaudited" fires only in fleet scans (a single audit that cannot run exits 2 instead)
+        # the default rules do not count: "unaudited" fires only in fleet scans, and the forgetting
+        # verdict only inside its validated scope, so neither makes a gate that can fail everywhere
         if any((s.max is not None or s.module_types) and SEVERITIES.index(s.severity) >= floor
-               for rid, s in self.rules.items() if rid != "unaudited"):
+               for rid, s in self.rules.items() if rid not in self.defaults):
             return None
         files = [src for src in self.sources if not src.startswith("--")]
         if files:
@@ -297,6 +300,7 @@ def resolve_policy(path: str | os.PathLike[str] | None = None, *, max_ratio: flo
     for rule_id, (severity, limit) in DEFAULT_RULES.items():
         if rule_id not in policy.rules:
             policy.rules[rule_id] = RuleSetting(max=limit, severity=severity)
+            policy.defaults.add(rule_id)
     return policy
 
 

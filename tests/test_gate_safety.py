@@ -332,3 +332,12 @@ def test_a_signal_during_the_swap_of_an_old_output_waits_for_the_swap(tmp_path) 
         assert seen == [signal.SIGTERM]  # and delivered after it
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def test_default_rules_alone_are_said_to_gate_nothing() -> None:
+    """With --fail-on warning and no policy, the default forgetting rule (a warning) could fail the
+    gate only inside its validated scope: the notice still says nothing is gated everywhere."""
+    from spectra.policy import resolve_policy
+
+    assert resolve_policy(fail_on="warning").inactive_notice()[0] == "note"
+    assert resolve_policy(max_ratio=100.0).inactive_notice() is None
