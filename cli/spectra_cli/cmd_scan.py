@@ -27,10 +27,11 @@ def scan_command(
 ) -> None:
     """Audit a fleet of LoRA adapters: each base's spectra once, adapters streamed, nothing lost.
 
-    A corrupt, hostile or mismatched adapter is an error row with its reason, and the scan goes
-    on. Ctrl-C or a killed worker leaves every finished row in OUT; --resume audits the rest.
-    Exit codes as spectra audit's, for the fleet: 0 no finding at --fail-on, 1 findings, 2 the
-    scan could not run, 3 nothing audited.
+    A corrupt, hostile or mismatched adapter is an error row with its reason and the scan goes
+    on; it is also an 'unaudited' finding (severity error), so the gate never passes over it.
+    Ctrl-C or a killed worker leaves every finished row in OUT; --resume audits the rest. Exit
+    codes as spectra audit's, for the fleet: 0 no finding at --fail-on, 1 findings, 2 the scan
+    could not run, 3 nothing audited.
 
     Examples:
 
