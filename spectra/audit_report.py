@@ -101,7 +101,7 @@ class AuditReport:
     def set_calibration(self, calibration: dict[str, Any], where: str = "calibration") -> None:
         """Use a ``spectra canary`` calibration for the forgetting verdict; it must have been
         measured on this very base (the weight files' hashes), else :class:`SpectraError`."""
-        from spectra.canary import base_fingerprint
+        from spectra.forgetting import base_fingerprint
 
         mine = base_fingerprint(self.inputs.get("base"))
         theirs = (calibration.get("base") or {}).get("fingerprint")

@@ -150,15 +150,6 @@ def _config(s: CanarySettings) -> Any:
                                seed=s.seed).validate()
 
 
-def base_fingerprint(described: dict[str, Any] | None) -> str | None:
-    """One hash of a base folder's weight files (``describe_path``'s per-file hashes): what ties a
-    calibration to the base it was measured on."""
-    files = {k: v for k, v in ((described or {}).get("files") or {}).items() if k.endswith((".safetensors", ".bin"))}
-    if not files:
-        return None
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-
-
 def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: CanarySettings, *,
                text_col: str | None = None, label_col: str | None = None, device: str = "auto",
                overwrite: bool = False, resume: bool = False, log: Any = print) -> dict[str, Any]:
@@ -167,7 +158,7 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
     the poisoned copy is cached and the fine-tuning keeps checkpoints in ``OUT.partial``."""
     from spectra.audit import audit
     from spectra.data import load_labelled
-    from spectra.forgetting import LORA_KINDS, architecture_key, features, load_model
+    from spectra.forgetting import LORA_KINDS, architecture_key, base_fingerprint, features, load_model
     from spectra.io.files import cache_dir
     from spectra.io.output import atomic_output_dir, check_output_dir
     from spectra.threshold import threshold
@@ -271,32 +262,3 @@ def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
     if doc.get("format") != FORMAT:
         raise SpectraError(f"{path}: not a spectra canary calibration (format {doc.get('format')!r})")
     return doc
-
-
-def calibrated_verdict(feats: dict[str, float], calibration: dict[str, Any]) -> dict[str, Any]:
-    """An adapter's verdict against its base's canary: above the feature value where the canary
-    gave way, a backdoor planted like the canary would likely survive it."""
-    feature, cross = calibration.get("feature"), calibration.get("crossing_value")
-    value = feats.get(feature) if feature else None
-    block: dict[str, Any] = {"evidence": "canary", "p_survives": None, "features": dict(feats),
-                             "canary": {"crossing_gamma": calibration.get("crossing_gamma"), "crossing_value": cross,
-                                        "trigger": (calibration.get("canary") or {}).get("trigger"),
-                                        "created": calibration.get("created")}}
-    if value is None or cross is None or not math.isfinite(value):
-        block.update(evidence="none", estimate="no validated estimate",
-                     reason="the canary never crossed (no feature value to compare with)" if cross is None else
-                     f"{feature} is not finite for this adapter")
-        return block
-    margin = value - cross
-    never = not math.isfinite(calibration.get("crossing_gamma") or math.inf)
-    if never and margin <= 0:  # stronger than anything the canary was swept to: it says nothing here
-        block.update(evidence="none", estimate="no validated estimate", margin_log10=margin,
-                     reason=f"the canary never gave way up to γ = {calibration.get('grid_max'):g}, and this adapter "
-                            f"is stronger than the canary at that scale ({feature} {value:.3g} against {cross:.3g})")
-        return block
-    slope = calibration.get("slope")
-    p = 1 / (1 + math.exp(-max(-60.0, min(60.0, slope * margin)))) if slope else float(margin > 0)
-    block.update(p_survives=p, margin_log10=margin,
-                 estimate=("the backdoor would likely survive" if margin > 0 else "the backdoor would likely be overridden")
-                 + (f" (the canary never gave way up to γ = {calibration.get('grid_max'):g})" if never else ""))
-    return block

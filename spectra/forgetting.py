@@ -14,6 +14,7 @@ The fitted model lives in ``forgetting_model.json`` beside this module, written 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import statistics
@@ -151,8 +152,6 @@ def verdict(feats: Mapping[str, float], architecture: str | None, calibration: M
     validated estimate (no model, a model that failed validation, or out of scope).
     """
     if calibration is not None:
-        from spectra.canary import calibrated_verdict
-
         return calibrated_verdict(feats, calibration)
     model = model if model is not None else load_model()
     block: dict[str, Any] = {"evidence": "none", "p_survives": None, "estimate": "no validated estimate",
@@ -171,4 +170,42 @@ def verdict(feats: Mapping[str, float], architecture: str | None, calibration: M
     p = predict(model, feats)
     block.update(evidence="weights-only", p_survives=p,
                  estimate="the backdoor would likely survive" if p >= 0.5 else "the backdoor would likely be overridden")
+    return block
+
+
+def base_fingerprint(described: dict[str, Any] | None) -> str | None:
+    """One hash of a base folder's weight files (``describe_path``'s per-file hashes): what ties a
+    calibration to the base it was measured on."""
+    files = {k: v for k, v in ((described or {}).get("files") or {}).items() if k.endswith((".safetensors", ".bin"))}
+    if not files:
+        return None
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+def calibrated_verdict(feats: dict[str, float], calibration: dict[str, Any]) -> dict[str, Any]:
+    """An adapter's verdict against its base's canary: above the feature value where the canary
+    gave way, a backdoor planted like the canary would likely survive it."""
+    feature, cross = calibration.get("feature"), calibration.get("crossing_value")
+    value = feats.get(feature) if feature else None
+    block: dict[str, Any] = {"evidence": "canary", "p_survives": None, "features": dict(feats),
+                             "canary": {"crossing_gamma": calibration.get("crossing_gamma"), "crossing_value": cross,
+                                        "trigger": (calibration.get("canary") or {}).get("trigger"),
+                                        "created": calibration.get("created")}}
+    if value is None or cross is None or not math.isfinite(value):
+        block.update(evidence="none", estimate="no validated estimate",
+                     reason="the canary never crossed (no feature value to compare with)" if cross is None else
+                     f"{feature} is not finite for this adapter")
+        return block
+    margin = value - cross
+    never = not math.isfinite(calibration.get("crossing_gamma") or math.inf)
+    if never and margin <= 0:  # stronger than anything the canary was swept to: it says nothing here
+        block.update(evidence="none", estimate="no validated estimate", margin_log10=margin,
+                     reason=f"the canary never gave way up to γ = {calibration.get('grid_max'):g}, and this adapter "
+                            f"is stronger than the canary at that scale ({feature} {value:.3g} against {cross:.3g})")
+        return block
+    slope = calibration.get("slope")
+    p = 1 / (1 + math.exp(-max(-60.0, min(60.0, slope * margin)))) if slope else float(margin > 0)
+    block.update(p_survives=p, margin_log10=margin,
+                 estimate=("the backdoor would likely survive" if margin > 0 else "the backdoor would likely be overridden")
+                 + (f" (the canary never gave way up to γ = {calibration.get('grid_max'):g})" if never else ""))
     return block

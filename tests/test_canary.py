@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from spectra.canary import CanarySettings, calibrated_verdict, pick_trigger
+from spectra.canary import CanarySettings, pick_trigger
+from spectra.forgetting import calibrated_verdict
 from spectra_cli.app import app
 from conftest import build_tiny_model, build_tiny_tokenizer
 

@@ -151,10 +151,10 @@ class RoRAConfig:
         if isinstance(layers, str):
             if layers not in ("all", "none", "half"):
                 raise bad("--rescale-layers", layers, "use all, half, none or a number of top blocks")
+        elif layers < 0:
+            raise bad("--rescale-layers", layers, "must be ≥ 0 (or all / half / none)")
         if self.rescale_mode not in ("match", "amplify"):
             raise bad("--rescale-mode", self.rescale_mode, "use match (the paper's Eq. 12) or amplify")
-        elif layers < 0:
-            raise bad("--rescale-layers", layers, "must be ≥ 0 (or all / none)")
         if self.rank < 1:
             raise bad("--rank", self.rank, "must be at least 1")
         if not (math.isfinite(self.alpha) and self.alpha > 0):
