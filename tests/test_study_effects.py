@@ -25,3 +25,18 @@ def test_paired_differences_pair_by_seed_and_mark_unmatched_rates() -> None:
     assert not rows["lr 2e-3 against 2e-4, LoRA"]["matched lr"] and rows["CI, at 2e-3"]["pairs"] == 0
     text = effects_section(Results({d["id"]: d for d in docs}))
     assert "| CI, at 2e-4 | yes | 3 | -10.3 [t " in text and "CI, at 2e-4 (-10.3)" in text
+
+
+def test_users_recipes_stay_off_the_reproduction_page() -> None:
+    """Evidence runs (a variant) share the results folder; the study's tables must not read them
+    (its learning-rate picks are the runs with an explicit rate: a user's 1-epoch run is not one)."""
+    from spectra.study.tables import Results, study_docs
+
+    pick = doc("finetune", "badnet", "lora", lr=2e-4, eval={"new": ev(0.84, 0.75)})
+    pick["run"]["lr"] = 2e-4
+    user = doc("finetune", "badnet", "lora", seed=0, lr=2e-4, eval={"new": ev(0.80, 1.0)})
+    user["run"].update(lr=2e-4, variant="e1-r8-qv")
+    user["id"] += "__e1-r8-qv"
+    docs = {d["id"]: d for d in (pick, user)}
+    assert set(study_docs(docs)) == {pick["id"]}
+    assert Results(study_docs(docs)).picks("lora")[2e-4] is pick

@@ -21,7 +21,7 @@ from spectra.study.figures import SWEEP_MARKS
 from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
 from spectra.study.effects import effects_section
 from spectra.study.recipe import ATTACKS, DEPARTURES, Recipe
-from spectra.study.tables import (Cell, Results, below_asr_bar, collapsed_gammas, load_results, rescale_effect,
+from spectra.study.tables import (Cell, Results, study_docs, below_asr_bar, collapsed_gammas, load_results, rescale_effect,
                                   run_seconds)
 from spectra.study.verdicts import crossing_rows, llama_spectra, verdicts
 
@@ -472,7 +472,7 @@ def render_study(results_dir: str | Path, doc: str | Path, figures: str | Path,
     from spectra.report.style import save_figure
     from spectra.study.figures import curves_figure, predictor_figure, rows_figure, sweep_figure
 
-    results = Results(load_results(results_dir))
+    results = Results(study_docs(load_results(results_dir)))
     figures = Path(figures)
     figures.mkdir(parents=True, exist_ok=True)
     save_figure(rows_figure(results, ("poisoned base", "FFT", "LoRA", "Pt alone (LoRA + Pt)", "+CI", "Tr alone",

@@ -191,6 +191,12 @@ def load_results(folder: str | Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+def study_docs(docs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The reproduction study's own results: the forgetting evidence's users' recipes (runs with a
+    ``variant``) share the results folder but have a page of their own (docs/forgetting.md)."""
+    return {k: v for k, v in docs.items() if not (v.get("run") or {}).get("variant")}
+
+
 class Results:
     """Query the study's results by attack, row, base seed and fine-tuning seed."""
 
