@@ -159,3 +159,16 @@ def test_the_batched_rows_are_the_audits_rows(tiny_model_dir, tiny_adapter_dir) 
                 assert many[name][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (name, key)
             else:
                 assert many[name][key] == value, (name, key)
+
+
+def test_a_scan_leaves_autograd_as_it_found_it(fleet) -> None:
+    """The auditor must not switch gradients off for the whole process (a scan may run beside training)."""
+    import torch
+
+    from spectra.fleet.engine import BaseAuditor
+
+    base, tree = fleet
+    auditor = BaseAuditor(str(base), top_k=4, cache_dir=False)
+    auditor.audit("a", str(tree / "team" / "a0"))
+    auditor.close()
+    assert torch.is_grad_enabled()

@@ -45,7 +45,6 @@ class BaseAuditor:
         self.spectra: dict[str, Any] = dict(spectra or {})
         self.frames: dict[tuple[str, ...], Any] = {}  # stacked base vectors per module group
         self.seconds = {"base": 0.0, "adapters": 0.0}
-        torch.set_grad_enabled(False)
 
     def close(self) -> None:
         self.ckpt.close()
@@ -79,6 +78,13 @@ class BaseAuditor:
         return summary_row(item_id, adapter, self.base, rows, self.architecture), rows
 
     def _rows(self, item_id: str, adapter: str, revision: str | None) -> list[dict[str, Any]]:
+        import torch
+
+        # no autograd graph (not a process-wide switch: the scan may run inside a training process)
+        with torch.no_grad():
+            return self._rows_no_grad(item_id, adapter, revision)
+
+    def _rows_no_grad(self, item_id: str, adapter: str, revision: str | None) -> list[dict[str, Any]]:
         import warnings
 
         from spectra.audit import module_row
