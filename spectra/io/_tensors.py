@@ -243,6 +243,26 @@ def _missing(store: TensorStore, key: str) -> SpectraError:
 SLURP_BYTES = 32 << 20
 
 
+def _read_exact(f: Path, offset: int, size: int, what: str) -> torch.Tensor:
+    """``size`` bytes of ``f`` from ``offset`` into a fresh uint8 tensor (positioned ``readinto``;
+    one read(2) returns at most ~2 GiB); a short read is a truncated file."""
+    raw = torch.empty(size, dtype=torch.uint8)
+    view, got = memoryview(raw.numpy()), 0
+    try:
+        with open(f, "rb", buffering=0) as fh:
+            fh.seek(offset)
+            while got < size:
+                n = fh.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+    except OSError as exc:
+        raise SpectraError(f"{f}: cannot read {what} ({one_line(exc)})") from None
+    if got != size:
+        raise SpectraError(f"{f}: truncated safetensors file ({what}: read {got} of {size} bytes)")
+    return raw
+
+
 class SafetensorsStore(TensorStore):
     """Tensors spread over one or more safetensors files, read one at a time through their validated headers."""
 
@@ -302,20 +322,7 @@ class SafetensorsStore(TensorStore):
         dtype = _torch_dtype(e["dtype"])
         if blob is not None and begin % dtype.itemsize == 0:  # a misaligned tensor is copied out below
             return blob[begin:end].view(dtype).reshape(e["shape"])
-        raw = torch.empty(end - begin, dtype=torch.uint8)
-        view, got = memoryview(raw.numpy()), 0
-        try:
-            with open(f, "rb", buffering=0) as fh:
-                fh.seek(8 + h.header_len + begin)
-                while got < len(view):  # one read(2) returns at most ~2 GiB
-                    n = fh.readinto(view[got:])
-                    if not n:
-                        break
-                    got += n
-        except OSError as exc:
-            raise SpectraError(f"{f}: cannot read tensor {key} ({one_line(exc)})") from None
-        if got != end - begin:
-            raise SpectraError(f"{f}: truncated safetensors file (tensor {key}: read {got} of {end - begin} bytes)")
+        raw = _read_exact(f, 8 + h.header_len + begin, end - begin, f"tensor {key}")
         return raw.view(_torch_dtype(e["dtype"])).reshape(e["shape"])
 
     def close(self) -> None:
@@ -329,20 +336,7 @@ class SafetensorsStore(TensorStore):
         size = max((e["offsets"][1] for e in h.entries.values()), default=0)
         if size > SLURP_BYTES:
             return None
-        raw = torch.empty(size, dtype=torch.uint8)
-        view, got = memoryview(raw.numpy()), 0
-        try:
-            with open(f, "rb", buffering=0) as fh:
-                fh.seek(8 + h.header_len)
-                while got < size:
-                    n = fh.readinto(view[got:])
-                    if not n:
-                        break
-                    got += n
-        except OSError as exc:
-            raise SpectraError(f"{f}: cannot read ({one_line(exc)})") from None
-        if got != size:
-            raise SpectraError(f"{f}: truncated safetensors file (read {got} of {size} bytes of tensor data)")
+        raw = _read_exact(f, 8 + h.header_len, size, "tensor data")
         self._blobs[f] = raw
         return raw
 
