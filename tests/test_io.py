@@ -227,12 +227,18 @@ def test_embedding_lora_matches_peft(bert_base: Path, tmp_path: Path) -> None:
         torch.testing.assert_close(upd.scale * upd.B @ upd.A, ref, atol=1e-6, rtol=0)
 
 
-def test_nan_in_adapter(bert_base: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("one_pass_bytes", [64 << 20, 0])  # the whole adapter in one pass, or tensor by tensor
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nan_in_adapter(bert_base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_pass_bytes: int,
+                        value: float) -> None:
+    import spectra.io.adapter as adapter_module
+
+    monkeypatch.setattr(adapter_module, "ONE_PASS_FINITE_BYTES", one_pass_bytes)
     ad = make_adapter(auto_model("bert", bert_base), tmp_path / "ad", target_modules=["query"])
     bad = "base_model.model.bert.encoder.layer.1.attention.self.query.lora_B.weight"
 
     def poison(t):  # type: ignore[no-untyped-def]
-        t[bad][3, 1] = float("nan")
+        t[bad][3, 1] = value
         return t
 
     rewrite_adapter(ad, poison)

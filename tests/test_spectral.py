@@ -10,6 +10,7 @@ import torch
 from spectra.errors import SpectraError
 from spectra.spectral import (
     alignment,
+    alignment_and_overlap,
     cos_random,
     lowrank_svd,
     subspace_overlap,
@@ -398,6 +399,22 @@ def test_overlap_matches_dense_definition_and_zero_update():
     torch.testing.assert_close(out["overlap_left"][0], (U[:, :k].T @ dW).square().sum() / total)
     torch.testing.assert_close(out["overlap_right"][0], (dW @ V[:, :k]).square().sum() / total)
     assert out["overlap"][1] == 0 and not any(v.isnan().any() for v in out.values())
+
+
+def test_the_fused_statistics_equal_alignment_and_overlap_computed_apart():
+    U, V, k = base_basis()
+    B = torch.randn(3, 50, 4, generator=gen(15), dtype=F64)
+    A = torch.randn(3, 4, 60, generator=gen(16), dtype=F64)
+    B[2] = 0  # a zero update: no direction, no energy
+    d = lowrank_svd(B, A, torch.tensor([1.0, -2.0, 1.0], dtype=F64))
+    U_pre, Vh_pre = U[:, :k].expand(3, -1, -1), V[:, :k].T.expand(3, -1, -1)
+    fused = alignment_and_overlap(U_pre, Vh_pre, d.U, d.S, d.Vh)
+    apart = {**alignment(U_pre, Vh_pre, d.U, d.Vh, S_d=d.S), **subspace_overlap(U_pre, Vh_pre, d.U, d.S, d.Vh)}
+    assert set(fused) == set(apart)
+    for key in apart:
+        torch.testing.assert_close(fused[key], apart[key])
+    assert fused["cos_max_left"][2] == 0 and fused["overlap"][2] == 0
+    assert 0 < float(fused["cos_max_left"][0]) < 1  # a real value, not a degenerate 0 or 1
 
 
 def test_cos_random_chance_level():

@@ -118,7 +118,7 @@ def batched_rows(label: str, mods: list[Any], spectra: dict[str, Any], dev: Any,
     unit-normalised base vectors across calls (a fleet's adapters touch the same modules)."""
     import torch
 
-    from spectra.spectral import alignment, cos_random, lowrank_svd, subspace_overlap
+    from spectra.spectral import alignment_and_overlap, cos_random, lowrank_svd
 
     groups: dict[tuple, list[tuple[Any, Any]]] = {}
     for m in mods:
@@ -143,22 +143,21 @@ def batched_rows(label: str, mods: list[Any], spectra: dict[str, Any], dev: Any,
             Vh_pre = Vh_pre / torch.linalg.vector_norm(Vh_pre, dim=-1, keepdim=True)  # done once per group
             if frames is not None:
                 frames[key] = (U_pre, Vh_pre)
-        cos = alignment(U_pre, Vh_pre, svd.U, svd.Vh, S_d=svd.S)
-        ov = subspace_overlap(U_pre, Vh_pre, svd.U, svd.S, svd.Vh)
-        frob = torch.linalg.vector_norm(svd.S, dim=-1)
+        stats = {k: v.tolist() for k, v in alignment_and_overlap(U_pre, Vh_pre, svd.U, svd.S, svd.Vh).items()}
+        frob = torch.linalg.vector_norm(svd.S, dim=-1).tolist()
+        sigma_delta = svd.S[:, 0].tolist()
         m_, n_ = shape
-        for i, (m, _) in enumerate(members):
+        for i, (m, _) in enumerate(members):  # Python floats from one .tolist() per statistic, not per entry
             S_pre = tops[i][1]
-            sigma_pre, sigma_delta = float(S_pre[0]), float(svd.S[i, 0])
+            sigma_pre, k = float(S_pre[0]), S_pre.numel()
             out.append({
                 "adapter": label, "module": m.name, "layer": m.layer, "module_type": m.module_type,
                 "shape": (m_, n_), "rank": m.rank, "scale": float(m.scale), "update_kind": m.update_kind,
-                "sigma_pre": sigma_pre, "sigma_delta": sigma_delta,
-                "ratio": sigma_pre / sigma_delta if sigma_delta > 0 else float("inf"),
-                "cos_max_left": float(cos["cos_max_left"][i]), "cos_max_right": float(cos["cos_max_right"][i]),
-                **{k: float(v[i]) for k, v in ov.items()},
-                "cos_random_left": cos_random(m_, S_pre.numel()), "cos_random_right": cos_random(n_, S_pre.numel()),
-                "sigma_pre_k": float(S_pre[-1]), "k": S_pre.numel(), "frobenius_delta": float(frob[i]),
+                "sigma_pre": sigma_pre, "sigma_delta": sigma_delta[i],
+                "ratio": sigma_pre / sigma_delta[i] if sigma_delta[i] > 0 else float("inf"),
+                **{key: v[i] for key, v in stats.items()},
+                "cos_random_left": cos_random(m_, k), "cos_random_right": cos_random(n_, k),
+                "sigma_pre_k": float(S_pre[-1]), "k": k, "frobenius_delta": frob[i],
                 "base_key": m.base_key, "spectrum_method": tops[i][3]})
     return out
 

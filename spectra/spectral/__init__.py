@@ -5,7 +5,7 @@ No file I/O (the on-disk cache of base spectra is :mod:`spectra.io.spectrum_cach
 plotting, no CLI. Importing this package imports torch and nothing heavier.
 """
 
-from spectra.spectral.alignment import alignment, cos_random, subspace_overlap
+from spectra.spectral.alignment import alignment, alignment_and_overlap, cos_random, subspace_overlap
 from spectra.spectral.lowrank import SVD, lowrank_svd
 from spectra.spectral.topk import TopK, top_singular
 
@@ -13,6 +13,7 @@ __all__ = [
     "SVD",
     "TopK",
     "alignment",
+    "alignment_and_overlap",
     "cos_random",
     "lowrank_svd",
     "subspace_overlap",

@@ -99,6 +99,34 @@ def subspace_overlap(U_pre: Tensor, Vh_pre: Tensor, U_d: Tensor, S_d: Tensor, Vh
     return {"overlap_left": ol, "overlap_right": orr, "overlap": (ol + orr) / 2}
 
 
+def alignment_and_overlap(U_pre: Tensor, Vh_pre: Tensor, U_d: Tensor, S_d: Tensor, Vh_d: Tensor) -> dict[str, Tensor]:
+    """:func:`alignment` (``j = 1``) and :func:`subspace_overlap` from one projection per side.
+
+    Both statistics read the same ``k × r`` products ``U_preᵀ U_d`` and ``Vh_pre Vh_dᵀ``; a
+    fleet audit computes them once instead of twice, and skips re-normalising the base's
+    vectors, which the caller must pass unit-norm (the fleet caches them so, per module group).
+    Only ``ΔW``'s leading vectors are re-normalised for the cosines, as :func:`alignment` does.
+    Same shapes and keys as the two functions together (``tests/test_spectral.py`` compares).
+    """
+    U_pre, Vh_pre, U_d, S_d, Vh_d = _common(U_pre, Vh_pre, U_d, S_d, Vh_d)
+    left_p = U_pre.mT @ U_d  # (..., k, r)
+    right_p = Vh_pre @ Vh_d.mT  # (..., k, r)
+    tiny = torch.finfo(U_d.dtype).tiny
+    u_norm = torch.linalg.vector_norm(U_d[..., :, 0], dim=-1).clamp_min(tiny)
+    v_norm = torch.linalg.vector_norm(Vh_d[..., 0, :], dim=-1).clamp_min(tiny)
+    energy = S_d.square()
+    total = energy.sum(dim=-1)
+    live_cos = S_d[..., 0] > 0
+    live = total > 0
+    safe = torch.where(live, total, torch.ones_like(total))
+    zero = torch.zeros_like(total)
+    ol = torch.where(live, (left_p.square().sum(dim=-2) * energy).sum(dim=-1) / safe, zero).clamp(0.0, 1.0)
+    orr = torch.where(live, (right_p.square().sum(dim=-2) * energy).sum(dim=-1) / safe, zero).clamp(0.0, 1.0)
+    return {"cos_max_left": torch.where(live_cos, left_p[..., 0].abs().amax(dim=-1) / u_norm, zero),
+            "cos_max_right": torch.where(live_cos, right_p[..., 0].abs().amax(dim=-1) / v_norm, zero),
+            "overlap_left": ol, "overlap_right": orr, "overlap": (ol + orr) / 2}
+
+
 @lru_cache(maxsize=256)
 def cos_random(dim: int, k: int, samples: int = 4096, seed: int = 0) -> float:
     """Expected max |cos| of a uniformly random unit vector against ``k`` orthonormal ones.
