@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -118,6 +119,20 @@ def test_a_manifest_names_ids_and_bases(fleet, tmp_path) -> None:
     assert rows["beta"]["status"] == "ok" and Path(rows["beta"]["base"]) == Path(base)
     # gamma has no base anywhere: an error row that says how to give one
     assert rows["gamma"]["status"] == "error" and "--base" in rows["gamma"]["error"]
+
+
+def test_the_embedded_ray_stays_on_loopback_and_sends_no_usage_statistics(monkeypatch) -> None:
+    import ipaddress
+    import sys
+
+    from spectra.fleet.scan import embedded_ray_options
+
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
+    options = embedded_ray_options()
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+    if sys.platform.startswith("linux"):  # Ray rewrites 127.0.0.1 to the routable address, not 127.0.0.2
+        ip = ipaddress.ip_address(options["_node_ip_address"])
+        assert ip.is_loopback and str(ip) != "127.0.0.1"
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="the Ray path needs ray (pip install 'spectra-lora[fleet]')")

@@ -169,6 +169,24 @@ def _run_local(groups: dict[str, list[FleetItem]], record: Callable[..., None], 
     return seconds
 
 
+#: the embedded Ray's node address on Linux (see :func:`embedded_ray_options`)
+EMBEDDED_NODE_IP = "127.0.0.2"
+
+
+def embedded_ray_options() -> dict[str, Any]:
+    """``ray.init`` options for the embedded Ray: no usage statistics sent anywhere (a scan is
+    an audit, not a telemetry source), and on Linux a node address on loopback. Ray replaces
+    ``127.0.0.1``/``localhost`` with the machine's routable address
+    (``ray._private.services.resolve_ip_for_localhost``) but keeps any other address, and on
+    Linux all of 127.0.0.0/8 is loopback, so the node advertises ``127.0.0.2``. Ray's servers
+    still bind every interface; token authentication (Ray ≥ 2.5x) guards them."""
+    import os
+    import sys
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    return {"_node_ip_address": EMBEDDED_NODE_IP} if sys.platform.startswith("linux") else {}
+
+
 def _run_ray(groups: dict[str, list[FleetItem]], record: Callable[..., None], *, top_k: int, workers: int | None,
              address: str | None, cache_dir: Any, log: Callable[[str], None]) -> dict[str, float]:
     import os
@@ -180,8 +198,7 @@ def _run_ray(groups: dict[str, list[FleetItem]], record: Callable[..., None], *,
     started_here = not ray.is_initialized()
     if started_here:
         # address "local" always starts an embedded Ray, never joins a cluster left running on this machine
-        # the embedded Ray listens on loopback only: a scan is no network service
-        extra = {} if address else {"_node_ip_address": "127.0.0.1"}
+        extra = {} if address else embedded_ray_options()
         ray.init(address=address or "local", num_cpus=None if address else (workers or os.cpu_count()),
                  include_dashboard=False, log_to_driver=False, configure_logging=False, **extra)
     n = workers or max(1, int(ray.available_resources().get("CPU", 1)))
