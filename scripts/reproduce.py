@@ -114,6 +114,14 @@ def cmd_forgetting(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_canary_evidence(args: argparse.Namespace) -> int:
+    from spectra.study.canary_evidence import run_canary_evidence
+
+    written = run_canary_evidence(args.model, args.results, args.work / "canary-evidence", log=log)
+    log(f"canary evidence on {args.model}: {len(written)} runs written to {args.results}")
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from spectra.study.render import render_study
 
@@ -182,8 +190,14 @@ def main(argv: list[str] | None = None) -> int:
                            help="README whose generated blocks (study-summary, demo-*) are rewritten")
             s.add_argument("--demo", type=Path, default=None,
                            help="a finished `spectra demo` output folder: rewrite the README's demo block from it")
+    s = sub.add_parser("canary-evidence", help="users' recipes against a planted quick canary (labels a second "
+                                               "architecture cheaply; spectra.study.canary_evidence)")
+    s.add_argument("--model", choices=("minilm", "smollm2"), default="smollm2")
+    s.add_argument("--results", type=Path, default=RESULTS)
+    s.add_argument("--work", type=Path, default=WORK)
     args = p.parse_args(argv)
-    return {"run": cmd_run, "status": cmd_status, "render": cmd_render, "forgetting": cmd_forgetting}[args.command](args)
+    return {"run": cmd_run, "status": cmd_status, "render": cmd_render, "forgetting": cmd_forgetting,
+            "canary-evidence": cmd_canary_evidence}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -142,3 +142,37 @@ def test_auroc_values_and_held_out_scores_from_the_other_folds() -> None:
     assert auroc(single, y) < 1.0  # the folds' scores are not on one scale: pooling costs rank
     lo, hi = cluster_bootstrap(lambda idx: float(np.mean(y[idx])), [r["group"] for r in rows], n=200)
     assert lo < 0.5 < hi
+
+
+def test_a_canary_evidence_run_becomes_trained_and_sweep_rows(tmp_path, monkeypatch) -> None:
+    """spectra.study.canary_evidence writes a canary run in the study's record shapes; the
+    evidence table reads it like any other run (labels from the canary's own measurements,
+    sweep rows with each ratio divided by γ), labelled with the quick canary's regime."""
+    import spectra.study.records as records
+    from spectra.study.canary_evidence import _documents, run_id
+    from spectra.study.evidence import UserRecipe
+    from spectra.study.forgetting import evidence_rows
+
+    modules = [{"module": f"l{i}.q", "layer": i, "module_type": "q_proj", "ratio": 10.0 * (i + 1),
+                "cos_max_left": 0.2, "cos_max_right": 0.3, "overlap": 0.1, "sigma_pre": 5.0, "sigma_delta": 0.5}
+               for i in range(4)]
+    monkeypatch.setattr(records, "audit_summary", lambda base, adapter, top_k: {"modules_table": modules})
+    (tmp_path / "fix").mkdir()
+    (tmp_path / "fix" / "train_log.csv").write_text("epoch,step,loss,val_ca\n1,10,0.6,0.70\n2,20,0.4,0.80\n"
+                                                    "3,30,0.3,0.80\n")
+    recipe = UserRecipe(2e-4, 3)
+    result = {"seconds": 60.0, "recipe": {"batch_size": 32}, "crossing_gamma": 4.0,
+              "canary": {"poisoned_test_asr": 0.97, "poisoned_copy": str(tmp_path / "poisoned")},
+              "result": {"ca": 0.81, "asr": 0.9, "asr_floor": 0.1, "collapsed": False},
+              "sweep": [{"gamma": g, "ca": 0.8, "asr": a, "asr_floor": 0.1, "collapsed": False}
+                        for g, a in ((0.0, 0.97), (1.0, 0.9), (2.0, 0.7), (4.0, 0.3))]}
+    docs = _documents("smollm2", recipe, result, tmp_path)
+    rows = evidence_rows({d["id"]: d for d in docs})
+    assert [r["stage"] for r in rows] == ["sweep", "sweep", "trained"]
+    trained = rows[-1]
+    assert trained["group"] == run_id("smollm2", recipe) and trained["base"] == "smollm2/canary/b0"
+    assert trained["recipe"] == "canary-quick-e3-r8-qv" and trained["budget"] == "3 epochs at lr 0.0002"
+    assert trained["survives"] and trained["n_modules"] == 4
+    by_gamma = {r["gamma"]: r for r in rows[:2]}
+    assert by_gamma[2.0]["survives"] and not by_gamma[4.0]["survives"]  # ASR 70 % → 30 %
+    assert by_gamma[4.0]["log_ratio_min"] == pytest.approx(trained["log_ratio_min"] - math.log10(4.0))

@@ -83,6 +83,16 @@ def analyse(rows: list[dict[str, Any]]) -> dict[str, Any]:
                  "asr": r["asr"], "survives": r["survives"],
                  "in_range": ranges[feature][0] <= float(r[feature]) <= ranges[feature][1]}
                 for r in rows if r["model"] != "minilm" and r["stage"] != "sweep"]
+    # the transfer figure: the MiniLM model's P(survives) ranks the other architecture's rows how well
+    other = [r for r in rows if r["model"] != "minilm" and math.isfinite(float(r[feature]))]
+    t_rows = [r for r in other if r["stage"] != "sweep"]
+    t_p = model.predict(matrix(t_rows, [feature])) if t_rows else np.array([])
+    transfer_auroc = {"n": len(t_rows), "n_pos": sum(bool(r["survives"]) for r in t_rows),
+                      "models": sorted({r["model"] for r in t_rows}),
+                      "auroc": _ci(np.asarray(t_p, dtype=float), np.array([bool(r["survives"]) for r in t_rows]),
+                                   [r["group"] for r in t_rows]) if t_rows else (math.nan, (math.nan, math.nan)),
+                      "auroc_with_sweeps": auroc(model.predict(matrix(other, [feature])) if other else [],
+                                                 [bool(r["survives"]) for r in other]), "n_with_sweeps": len(other)}
     strata = {}
     for key in ("lr", "family", "stage"):
         for value in sorted({str(r[key]) for r in A}):
@@ -94,7 +104,7 @@ def analyse(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "gate": {"threshold": threshold, "false_pass": float(np.mean(fp)) if fp else math.nan,
                      "false_alarm": float(np.mean(fa)) if fa else math.nan, "n_pos": len(fp), "n_neg": len(fa)},
             "policy_false_pass": float(np.mean(policy_pass)) if policy_pass else math.nan,
-            "transfer": transfer, "strata": strata, "default_rule": default_rule}
+            "transfer": transfer, "transfer_auroc": transfer_auroc, "strata": strata, "default_rule": default_rule}
 
 
 def model_document(an: dict[str, Any], n_results: int) -> dict[str, Any]:

@@ -139,6 +139,25 @@ def readme_summary(an: dict[str, Any]) -> str:
     ])
 
 
+def transfer_reading(an: dict[str, Any]) -> str:
+    """What the transfer rows say, from their numbers: how many the MiniLM model gets right, its
+    AUROC with a bootstrap interval over adapters (when both labels occur), and the scope."""
+    rows, ta = an["transfer"], an.get("transfer_auroc") or {}
+    ok = sum((t["p"] >= 0.5) == t["survives"] for t in rows)
+    inside = sum(t["in_range"] for t in rows)
+    text = f"{ok} of {len(rows)} right at P = 0.5; {inside} of {len(rows)} inside MiniLM's range of `{an['feature']}`. "
+    point, ci = ta.get("auroc", (math.nan, (math.nan, math.nan)))
+    if math.isfinite(point):
+        text += (f"Transfer AUROC MiniLM → SmolLM2: **{_fmt(point, ci)}** on {ta['n']} adapters and stages "
+                 f"({ta['n_pos']} keep the backdoor; 95 % interval by bootstrap over adapters), "
+                 f"{ta['auroc_with_sweeps']:.2f} with the {ta['n_with_sweeps'] - ta['n']} γ-sweep points added. ")
+        text += ("It ranks them as well as on MiniLM, but " if point >= 0.9 else "Below the 0.9 bar: ")
+    else:
+        text += "Only one label occurs among them, so no AUROC can be computed. "
+    return text + ("the audit gives SmolLM2 adapters no validated estimate (its scope is the architecture it was "
+                   "validated on); `spectra canary` calibrates a verdict on such a base.")
+
+
 def page(an: dict[str, Any], rows: list[dict[str, Any]], doc: dict[str, Any], csv_path: str | Path,
          figure: str | Path, doc_path: str | Path) -> str:
     an = {**an, "csv": str(csv_path)}
@@ -161,11 +180,7 @@ def page(an: dict[str, Any], rows: list[dict[str, Any]], doc: dict[str, Any], cs
     for t in an["transfer"]:
         lines.append(f"| {t['row']} | {t['feature']:.2f} | {t['p']:.2f} | {'yes' if t['in_range'] else 'no'} | "
                      f"{100 * t['asr']:.1f}% | {'yes' if t['survives'] else 'no'} |")
-    ok = sum((t["p"] >= 0.5) == t["survives"] for t in an["transfer"])
-    lines += ["", f"{ok} of {len(an['transfer'])} right; " + (
-        "every row survived, so no AUROC can be computed, and the features lie outside MiniLM's range: the audit "
-        "gives SmolLM2 adapters no validated estimate." if an["transfer"] and all(t["survives"] for t in an["transfer"])
-        else "the audit gives adapters outside MiniLM's range no validated estimate."), ""]
+    lines += ["", transfer_reading(an), ""]
     lo, hi = an["ranges"][an["feature"]]
     lines += ["## The verdict `spectra audit` gives", "",
               f"- Model: P(survives) = logistic({doc['coef'][0]:.3g} · (`{an['feature']}` − {doc['mean'][0]:.3g}) / "
