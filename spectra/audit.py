@@ -100,7 +100,7 @@ def _stack_batch(maps: list[Any], modules: dict[str, Any], batch: list[str], sha
 
     The stack lives in ``buffer[0]``, reused from batch to batch (grown when too small): a
     fresh 46 MB tensor is a fresh ``mmap``, and faulting in its pages cost more than the
-    conversion itself (8.5 ms vs ~3 ms per 5632×2048 weight).
+    conversion itself (measured: bench/README.md, "Reading the base").
     """
     need = len(batch) * shape[0] * shape[1]
     if not buffer or buffer[0].numel() < need or buffer[0].dtype != dtype or buffer[0].device != dev:
@@ -203,9 +203,10 @@ def _update_spectrum(module: Any, base: Any, U_pre: torch.Tensor, Vh_pre: torch.
     once; their overlap uses the whole ΔW since only its leading triplets are kept.
     """
     from spectra.io import DenseUpdate, base_weight_for
+    from spectra.io.keys import NEEDS_BASE_KINDS
     from spectra.spectral import lowrank_svd, subspace_overlap, top_singular
 
-    needs_base = module.update_kind in ("dora", "full")
+    needs_base = module.update_kind in NEEDS_BASE_KINDS
     base_weight = base_weight_for(module, base).to(dtype) if needs_base else None
     update = module.load_update(base_weight=base_weight, dtype=dtype)
     U_pre, Vh_pre = U_pre.to(dev, dtype), Vh_pre.to(dev, dtype)

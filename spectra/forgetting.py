@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from spectra.io.keys import SCALED_KINDS
+
 #: the audit features, each a number per adapter (see :func:`features` for the definitions)
 FEATURES = ("log_ratio_min", "log_ratio_median", "log_ratio_max", "log_ratio_deep", "cos_max", "cos_median",
             "overlap_median", "overlap_max")
@@ -125,7 +127,7 @@ def out_of_scope(model: Mapping[str, Any], architecture: str | None, feats: Mapp
 
 
 #: the update kinds the evidence holds (a LoRA-family adapter); a full fine-tune is out of scope
-LORA_KINDS = ("lora", "dora")
+LORA_KINDS = SCALED_KINDS
 
 
 def adapter_verdict(rows: Iterable[Mapping[str, Any]], architecture: str | None,

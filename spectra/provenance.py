@@ -7,6 +7,7 @@ import importlib.metadata
 import math
 import os
 import platform
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,6 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def folder_hashes(folder: str | os.PathLike[str], suffixes: tuple[str, ...] = (".json", ".safetensors", ".bin", ".txt", ".model")) -> dict[str, str]:
-    """SHA-256 of every weight/config file directly inside ``folder``, keyed by file name."""
-    root = Path(folder)
-    if not root.is_dir():
-        return {}
-    return {p.name: file_sha256(p) for p in sorted(root.iterdir()) if p.is_file() and p.suffix in suffixes}
 
 
 def content_hash(path: str | os.PathLike[str], full_limit: int = 64 << 20) -> str:
@@ -66,7 +59,6 @@ def describe_path(path: str | os.PathLike[str] | None,
     p = Path(path)
     if not p.is_dir():
         return {"path": os.fspath(path), "hub_id": True}
-    from spectra.io.hub import snapshot_info
 
     out: dict[str, Any] = {"path": str(p.resolve())}
     hub = snapshot_info(p)  # a huggingface_hub snapshot: which repository and commit
@@ -97,3 +89,16 @@ def json_safe(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # torch.Tensor, numpy arrays and scalars
         return json_safe(obj.tolist())
     return obj
+
+
+#: a huggingface_hub cache snapshot folder: ``…/models--OWNER--NAME/snapshots/COMMIT``
+_SNAPSHOT = re.compile(r"(?:^|/)models--(?P<owner>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<commit>[0-9a-f]{40})$")
+
+
+def snapshot_info(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """``{"repo_id", "commit"}`` when ``folder`` is a huggingface_hub snapshot, else ``None``
+    (read from the path alone: provenance imports no hub code)."""
+    m = _SNAPSHOT.search(Path(folder).as_posix())
+    if m is None:
+        return None
+    return {"repo_id": f"{m['owner']}/{m['name']}", "commit": m["commit"]}

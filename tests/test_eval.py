@@ -121,16 +121,14 @@ def test_triggered_twins_match_apply_trigger() -> None:
     assert sorted(seen[len(data):]) == sorted(expected)  # batches are formed by length; the set is the point
 
 
-def test_evaluation_names_moved_to_spectra_eval_and_stay_importable_from_data_for_a_release() -> None:
-    import spectra.eval.metrics as metrics
-    from spectra.data import evaluate as ev
-    from spectra.data import run_eval as rv
+def test_evaluation_lives_in_spectra_eval_and_the_0_2_aliases_in_data_are_gone() -> None:
+    import spectra.data
+    from spectra.eval.metrics import evaluate
 
-    assert ev is metrics.evaluate and callable(ev)
-    from spectra.eval.pipeline import run_eval
-
-    assert rv is run_eval
-    r = ev(RuleModel(), RuleTokenizer(), rule_data(), "badnet:mn", 0, progress=False)
+    for name in ("evaluate", "run_eval", "predict_logits", "EvalResult", "eval_markdown"):
+        with pytest.raises(AttributeError):
+            getattr(spectra.data, name)  # kept for 0.2 only (CHANGELOG); data sits below eval
+    r = evaluate(RuleModel(), RuleTokenizer(), rule_data(), "badnet:mn", 0, progress=False)
     assert r.asr == 1.0
 
 

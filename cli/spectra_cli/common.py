@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -158,6 +157,3 @@ def internal_error(exc: BaseException) -> None:
     fail(f"internal error ({type(exc).__name__}: {one_line(exc)}); this is a bug in spectra — rerun with "
          "SPECTRA_DEBUG=1 for the traceback and report it")
 
-
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()

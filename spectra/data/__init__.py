@@ -1,11 +1,9 @@
-"""Labelled text, backdoor triggers and CA/ASR evaluation.
+"""Labelled text and backdoor triggers.
 
 ``load_labelled`` / ``split`` (:mod:`spectra.data.datasets`), the built-in corpora
 ``mr``/``cr``/``rt`` (:mod:`spectra.data.builtin`), ``parse_trigger`` / ``apply_trigger``
-(:mod:`spectra.data.triggers`), ``wilson_interval`` (:mod:`spectra.data.stats`) and
-and, for one release, the evaluation names that moved to :mod:`spectra.eval` (``predict_logits``,
-``evaluate``, ``run_eval``, ``EvalResult``, ``eval_markdown``; see CHANGELOG). Names are
-resolved lazily so ``import spectra.data`` stays light.
+(:mod:`spectra.data.triggers`), ``wilson_interval`` (:mod:`spectra.data.stats`). Names are
+resolved lazily so ``import spectra.data`` stays light. Evaluation is :mod:`spectra.eval`.
 """
 
 from __future__ import annotations
@@ -26,11 +24,6 @@ _LAZY = {
     "trigger_rng": "spectra.data.triggers",
     "wilson_interval": "spectra.data.stats",
     "newcombe_interval": "spectra.data.stats",
-    "predict_logits": "spectra.eval.inference",
-    "evaluate": "spectra.eval.metrics",
-    "run_eval": "spectra.eval.pipeline",
-    "EvalResult": "spectra.eval.metrics",
-    "eval_markdown": "spectra.report.eval_markdown",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,10 +32,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from spectra.data.labelled import LabelledData, build_labelled
     from spectra.data.stats import newcombe_interval, wilson_interval
     from spectra.data.triggers import Trigger, apply_trigger, parse_trigger, trigger_rng
-    from spectra.eval.inference import predict_logits
-    from spectra.eval.metrics import EvalResult, evaluate
-    from spectra.eval.pipeline import run_eval
-    from spectra.report.eval_markdown import eval_markdown
 
 
 __getattr__, __all__ = lazy_exports(__name__, _LAZY)

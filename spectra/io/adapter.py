@@ -50,8 +50,6 @@ from spectra.io.keys import (
 from spectra.io.peft_config import check_peft_type, check_variants, init_note, lora_scale
 from spectra.spectral.lowrank import all_finite
 
-UPDATE_KINDS = ("lora", "dora", "full", "embedding")
-
 
 @dataclass
 class LowRankUpdate:

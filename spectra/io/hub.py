@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from spectra.errors import SpectraError, SpectraNotice, one_line
+from spectra.provenance import snapshot_info
 
 #: how a hub repository is named wherever spectra takes a model or adapter path
 HUB_PREFIX = "hf://"
@@ -28,7 +29,6 @@ HUB_PREFIX = "hf://"
 #: ``namespace/name`` as the hub spells repository ids (bare legacy names are not accepted:
 #: a typo in a local path would otherwise turn into a network request)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
-_SNAPSHOT = re.compile(r"(?:^|/)models--(?P<owner>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<commit>[0-9a-f]{40})$")
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -145,10 +145,3 @@ def resolve_folder(path: str | os.PathLike[str], what: str = "model", allow_pick
         return p
     raise missing_local(path, what)
 
-
-def snapshot_info(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """``{"repo_id", "commit"}`` when ``folder`` is a huggingface_hub snapshot, else ``None``."""
-    m = _SNAPSHOT.search(Path(folder).as_posix())
-    if m is None:
-        return None
-    return {"repo_id": f"{m['owner']}/{m['name']}", "commit": m["commit"]}

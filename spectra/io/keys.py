@@ -10,6 +10,16 @@ first component, and under each top-level prefix present in the base.
 from __future__ import annotations
 
 import re
+
+#: what a module's update can be (``Module.update_kind``): PEFT's LoRA factors, DoRA (LoRA plus a
+#: magnitude vector, so its update needs the base weight), a full changed weight, embedding LoRA
+UPDATE_KINDS = ("lora", "dora", "full", "embedding")
+#: updates with a LoRA scale: what Pt rescales and what the forgetting verdict's features read
+SCALED_KINDS = ("lora", "dora")
+#: updates held as an adapter's factors (not a whole weight): what ``--rescale-only`` can touch
+FACTORED_KINDS = ("lora", "dora", "embedding")
+#: updates whose ΔW needs the base weight to be formed (DoRA's normalisation, a full weight's difference)
+NEEDS_BASE_KINDS = ("dora", "full")
 from collections.abc import Iterable, Iterator
 
 PEFT_PREFIXES = ("base_model.model.", "base_model.")

@@ -296,12 +296,13 @@ def _lora_patterns(base: Any, adapters: list[Any]) -> list[str]:
     import re
 
     from spectra.io import load_adapter, open_base
+    from spectra.io.keys import FACTORED_KINDS
 
     names: set[str] = set()
     with open_base(base) as ckpt:
         for path in adapters:
             with load_adapter(path, ckpt) as ad:
-                names |= {m.name for m in ad.modules if m.update_kind in ("lora", "dora", "embedding")}
+                names |= {m.name for m in ad.modules if m.update_kind in FACTORED_KINDS}
     return [f"^{re.escape(n)}$" for n in sorted(names)]
 
 

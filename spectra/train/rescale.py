@@ -44,8 +44,9 @@ from typing import Any
 import torch
 
 from spectra.errors import SpectraError
+from spectra.io.keys import SCALED_KINDS
 
-RESCALABLE_KINDS = ("lora", "dora")
+RESCALABLE_KINDS = SCALED_KINDS
 #: a Pt multiplier s'/s above this is warned about: the study's converged LoRA adapters needed
 #: ×1.0–5.3 on MiniLM, a 30-step one ×23–83 (and collapsed); SmolLM2's converged ones ×27–52
 PT_WARN_MULTIPLIER = 10.0
