@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the research package (reproduction/) is not installed: it lives in the checkout
+    sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "docs" / "study" / "results"
 WORK = ROOT / "runs" / "study"
 
@@ -43,7 +45,7 @@ def _select(args: argparse.Namespace):  # noqa: ANN202 - a predicate over Run
 
 def _plan(args: argparse.Namespace, study):  # noqa: ANN001,ANN202 - a Study, a list of Run
     """The runs ``--plan`` names: the reproduction study, or the forgetting-evidence adapters."""
-    from spectra.study.ablation import ablation_plan
+    from reproduction.ablation import ablation_plan
     from spectra.study.evidence import evidence_plan
     from spectra.study.plan import study_plan
 
@@ -66,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     from spectra.study.execute import Study
-    from spectra.study.runner import run_plan
+    from reproduction.runner import run_plan
 
     study = Study(args.results, args.work, log=log)
     ran = run_plan(study, _plan(args, study), select=_select(args), log=log)
@@ -79,7 +81,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from spectra.study.execute import Study
     from spectra.study.plan import estimate_hours
-    from spectra.study.runner import held
+    from reproduction.runner import held
     from spectra.study.tables import run_seconds
 
     study = Study(args.results, args.work, log=log)
@@ -106,7 +108,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_forgetting(args: argparse.Namespace) -> int:
-    from spectra.study.forgetting_page import render
+    from reproduction.forgetting_page import render
 
     render(args.results, ROOT / "docs" / "study" / "forgetting.csv", ROOT / "docs" / "forgetting.md",
            ROOT / "figures" / "forgetting_calibration.png", ROOT / "spectra" / "forgetting_model.json", log=log,
@@ -115,7 +117,7 @@ def cmd_forgetting(args: argparse.Namespace) -> int:
 
 
 def cmd_canary_evidence(args: argparse.Namespace) -> int:
-    from spectra.study.canary_evidence import run_canary_evidence
+    from reproduction.canary_evidence import run_canary_evidence
 
     written = run_canary_evidence(args.model, args.results, args.work / "canary-evidence", log=log)
     log(f"canary evidence on {args.model}: {len(written)} runs written to {args.results}")
@@ -123,7 +125,7 @@ def cmd_canary_evidence(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from spectra.study.render import render_study
+    from reproduction.render import render_study
 
     render_study(args.results, args.doc, args.figures, log=log, readme=args.readme)
     if args.demo:
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument("--demo", type=Path, default=None,
                            help="a finished `spectra demo` output folder: rewrite the README's demo block from it")
     s = sub.add_parser("canary-evidence", help="users' recipes against a planted quick canary (labels a second "
-                                               "architecture cheaply; spectra.study.canary_evidence)")
+                                               "architecture cheaply; reproduction.canary_evidence)")
     s.add_argument("--model", choices=("minilm", "smollm2"), default="smollm2")
     s.add_argument("--results", type=Path, default=RESULTS)
     s.add_argument("--work", type=Path, default=WORK)

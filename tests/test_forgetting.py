@@ -54,7 +54,7 @@ def test_the_committed_model_file_is_the_one_the_evidence_table_fits() -> None:
     results: refitting on the table's rows gives the same coefficients."""
     import csv
 
-    from spectra.study.forgetting_stats import fit_model
+    from reproduction.forgetting_stats import fit_model
 
     root = Path(__file__).resolve().parent.parent
     model = json.loads((root / "spectra" / "forgetting_model.json").read_text())
@@ -122,7 +122,7 @@ def test_on_real_minilm_the_audit_gives_a_weights_only_estimate(tmp_path) -> Non
 def test_auroc_values_and_held_out_scores_from_the_other_folds() -> None:
     import numpy as np
 
-    from spectra.study.forgetting_stats import auroc, cluster_bootstrap, grouped_cv
+    from reproduction.forgetting_stats import auroc, cluster_bootstrap, grouped_cv
 
     assert auroc([1, 2, 3, 4], [0, 0, 1, 1]) == 1.0 and auroc([1, 1, 1, 1], [0, 1, 0, 1]) == 0.5
     assert auroc([4, 3, 2, 1], [0, 0, 1, 1]) == 0.0 and math.isnan(auroc([1, 2], [1, 1]))
@@ -145,13 +145,13 @@ def test_auroc_values_and_held_out_scores_from_the_other_folds() -> None:
 
 
 def test_a_canary_evidence_run_becomes_trained_and_sweep_rows(tmp_path, monkeypatch) -> None:
-    """spectra.study.canary_evidence writes a canary run in the study's record shapes; the
+    """reproduction.canary_evidence writes a canary run in the study's record shapes; the
     evidence table reads it like any other run (labels from the canary's own measurements,
     sweep rows with each ratio divided by γ), labelled with the quick canary's regime."""
     import spectra.study.records as records
-    from spectra.study.canary_evidence import _documents, run_id
+    from reproduction.canary_evidence import _documents, run_id
     from spectra.study.evidence import UserRecipe
-    from spectra.study.forgetting import evidence_rows
+    from reproduction.forgetting import evidence_rows
 
     modules = [{"module": f"l{i}.q", "layer": i, "module_type": "q_proj", "ratio": 10.0 * (i + 1),
                 "cos_max_left": 0.2, "cos_max_right": 0.3, "overlap": 0.1, "sigma_pre": 5.0, "sigma_delta": 0.5}

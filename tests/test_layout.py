@@ -1,6 +1,7 @@
-"""The layout's rules, checked on the source: no import cycle inside ``spectra/`` (imports
-inside functions count), no library module importing the CLI or typer, and no Python file
-(library, CLI, tests, benchmarks, scripts) longer than 500 lines."""
+"""The layout's rules, checked on the source: every import inside ``spectra/`` goes to the same
+or a lower layer of docs/architecture.md's table (imports inside functions count), no import
+cycle, no library module importing the CLI or typer, and no Python file (library, CLI, tests,
+benchmarks, scripts) longer than 500 lines."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "spectra"
 MAX_LINES = 500
 #: every folder of the project's own Python code (the rule is the project's, not only the library's)
-CODE_FOLDERS = ("spectra", "cli", "tests", "bench", "scripts")
+CODE_FOLDERS = ("spectra", "cli", "tests", "bench", "scripts", "reproduction")
 
 
 def module_name(path: Path) -> str:
@@ -110,6 +111,75 @@ def test_the_cycle_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     assert imports_of(src, {"spectra.audit", "spectra.errors"}, this="spectra.m") == {"spectra.audit", "spectra.errors"}
 
 
+#: docs/architecture.md's layers: a module imports only from its own layer or below
+LAYERS = {
+    0: ("spectra.errors", "spectra.device", "spectra.provenance", "spectra._lazy", "spectra.progress",
+        "spectra.measured", "spectra._version"),
+    1: ("spectra.spectral",),
+    2: ("spectra.io",),
+    3: ("spectra.report",),
+    4: ("spectra.data",),
+    5: ("spectra.eval",),
+    6: ("spectra.audit", "spectra.audit_report", "spectra.forgetting", "spectra.policy", "spectra.threshold",
+        "spectra.defenses"),
+    7: ("spectra.train",),
+    8: ("spectra.study", "spectra.demo", "spectra.canary", "spectra.fleet"),
+    9: ("spectra.testing", "spectra"),  # the package's own __init__ re-exports from every layer
+}
+
+
+def layer_of(module: str) -> int:
+    """The layer of ``module``: that of the longest prefix :data:`LAYERS` names."""
+    best = max((p for ps in LAYERS.values() for p in ps if module == p or module.startswith(p + ".")), key=len,
+               default=None)
+    if best is None:
+        raise KeyError(f"{module} is in no layer of docs/architecture.md (add it to LAYERS and the table)")
+    return next(n for n, ps in LAYERS.items() if best in ps)
+
+
+def upward_imports(g: dict[str, set[str]]) -> list[str]:
+    return [f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})"
+            for a, deps in sorted(g.items()) for b in sorted(deps) if layer_of(b) > layer_of(a)]
+
+
+def test_every_import_goes_to_the_same_or_a_lower_layer() -> None:
+    found = upward_imports(graph())
+    assert not found, "upward imports:\n" + "\n".join(found)
+
+
+def test_the_layer_check_sees_an_upward_import() -> None:
+    assert upward_imports({"spectra.report.x": {"spectra.study.figures"}, "spectra.study.y": {"spectra.io"}}) == [
+        "spectra.report.x (layer 3) imports spectra.study.figures (layer 8)"]
+    assert layer_of("spectra.audit_report") == 6 and layer_of("spectra.io.keys") == 2
+
+
+def test_the_research_package_stays_out_of_the_wheel_and_the_library() -> None:
+    """reproduction/ is research tooling: the wheel's package list does not match it and no
+    library module imports it (the wheel would then need it)."""
+    import fnmatch
+    import tomllib
+
+    find = tomllib.loads((ROOT.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    assert not any(fnmatch.fnmatch("reproduction", pat) for pat in find["include"])
+    assert any(fnmatch.fnmatch("spectra.study", pat) for pat in find["include"])  # the demo's part stays
+    # setuptools' find (not find_namespace) ships only folders with an __init__.py: a folder without
+    # one is missing from the wheel while an editable install still imports it
+    missing = sorted(str(d.relative_to(ROOT.parent)) for d in ROOT.rglob("*") if d.is_dir() and any(d.glob("*.py"))
+                     and not (d / "__init__.py").is_file())
+    assert not missing, f"library folders the wheel would leave out (no __init__.py): {missing}"
+    def top_level_imports(path: Path) -> set[str]:
+        tops = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                tops |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                tops.add((node.module or "").split(".")[0])
+        return tops
+
+    offenders = [name for name, path in modules().items() if "reproduction" in top_level_imports(path)]
+    assert not offenders, f"library modules importing reproduction/: {offenders}"
+
+
 def test_library_never_imports_the_cli() -> None:
     offenders = []
     for name, path in modules().items():
@@ -130,3 +200,21 @@ def code_files() -> list[Path]:
 def test_no_python_file_over_500_lines(path: Path) -> None:
     n = len(path.read_text(encoding="utf-8").splitlines())
     assert n <= MAX_LINES, f"{path.relative_to(ROOT.parent)} has {n} lines (limit {MAX_LINES})"
+
+
+def test_the_wheel_holds_the_product_its_data_and_no_research(tmp_path: Path) -> None:
+    """Build the wheel and list it: every library package (the demo's spectra.study included),
+    the forgetting model the audit reads, the CLI — and nothing of reproduction/ or tests/."""
+    import subprocess
+    import sys
+    import zipfile
+
+    pytest.importorskip("setuptools", reason="building the wheel offline needs setuptools in this environment")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT.parent), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    tops = {n.split("/")[0] for n in names if "dist-info" not in n}
+    assert tops == {"spectra", "spectra_cli"}, tops
+    assert {"spectra/forgetting_model.json", "spectra/study/execute.py", "spectra/demo.py"} <= names
+    assert {str(p.relative_to(ROOT.parent)) for p in ROOT.rglob("*.py")} <= names  # every library module

@@ -43,7 +43,7 @@ def test_amplify_never_shrinks_what_match_shrinks(tiny_model_dir, tiny_adapter_d
 def test_the_ablation_plan_pairs_every_cell_at_both_rates_and_reuses_the_studys_runs() -> None:
     from pathlib import Path
 
-    from spectra.study.ablation import CELLS, PAIRS, RATES, ablation_plan
+    from reproduction.ablation import CELLS, PAIRS, RATES, ablation_plan
     from spectra.study.plan import study_plan
 
     plan = [r for r in ablation_plan() if r.kind == "finetune"]

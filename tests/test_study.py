@@ -134,7 +134,7 @@ def test_cells_average_over_seeds_and_count_collapses() -> None:
 def test_verdicts_follow_the_numbers(lora_asr: float, rora_asr: float, rora_ca: float, lora_v: str,
                                      rora_v: str) -> None:
     from spectra.study.tables import Results
-    from spectra.study.verdicts import verdicts
+    from reproduction.verdicts import verdicts
 
     by = {v.claim: v for v in verdicts(Results(_study(lora_asr, rora_asr, rora_ca)))}
     assert by["LoRA fine-tuning on clean data leaves the backdoor in place"].verdict == lora_v
@@ -205,7 +205,7 @@ def test_readme_blocks_are_rewritten_between_their_markers_only(tmp_path: Path) 
 
 
 def test_the_readme_summary_is_generated_from_the_numbers() -> None:
-    from spectra.study.render import readme_summary
+    from reproduction.render import readme_summary
     from spectra.study.tables import Results
 
     holds = readme_summary(Results(_study(0.99, 0.05, 0.85)))
@@ -217,7 +217,7 @@ def test_the_readme_summary_is_generated_from_the_numbers() -> None:
 
 def test_verdicts_before_three_seeds_are_marked_preliminary() -> None:
     from spectra.study.tables import Results
-    from spectra.study.verdicts import verdicts
+    from reproduction.verdicts import verdicts
 
     docs = {k: v for k, v in _study(0.99, 0.05, 0.85).items() if v["run"]["seed"] == 0}
     by = {v.claim: v.verdict for v in verdicts(Results(docs))}
@@ -229,7 +229,7 @@ def test_verdicts_before_three_seeds_are_marked_preliminary() -> None:
 def test_one_attack_measured_shows_its_numbers_but_no_verdict() -> None:
     """A verdict needs both attacks; the numbers measured so far are shown beside it."""
     from spectra.study.tables import Results
-    from spectra.study.verdicts import verdicts
+    from reproduction.verdicts import verdicts
 
     docs = {k: v for k, v in _study(0.99, 0.05, 0.85).items() if v["run"]["attack"] == "badnet"}
     by = {v.claim: v for v in verdicts(Results(docs))}
@@ -242,7 +242,7 @@ def test_one_attack_measured_shows_its_numbers_but_no_verdict() -> None:
 def test_the_threshold_verdict_is_preliminary_until_every_planned_lora_sweep() -> None:
     from spectra.study.plan import study_plan
     from spectra.study.tables import Results
-    from spectra.study.verdicts import verdicts
+    from reproduction.verdicts import verdicts
 
     planned = [r for r in study_plan() if r.kind == "sweep" and r.method == "lora"]
     claim = "Proposition 4.2's threshold locates where LoRA starts to forget"
@@ -266,7 +266,7 @@ def test_the_threshold_verdict_is_preliminary_until_every_planned_lora_sweep() -
 
 
 def test_the_page_says_when_peft_intruder_reduction_changed_nothing() -> None:
-    from spectra.study.render import _intruder_note
+    from reproduction.render import _intruder_note
     from spectra.study.tables import Results
 
     def run(attack: str, hits: int) -> dict[str, Any]:
@@ -283,7 +283,7 @@ def test_the_page_says_when_peft_intruder_reduction_changed_nothing() -> None:
 
 
 def test_table1_names_a_base_whose_backdoor_is_below_the_papers_bar() -> None:
-    from spectra.study.render import _table1
+    from reproduction.render import _table1
     from spectra.study.tables import Results
 
     def base(asr: float, model: str = "minilm") -> dict[str, Any]:
@@ -306,7 +306,7 @@ def test_table1_names_a_base_whose_backdoor_is_below_the_papers_bar() -> None:
 
 
 def test_the_page_says_how_often_onion_deleted_the_trigger() -> None:
-    from spectra.study.render import _onion_note
+    from reproduction.render import _onion_note
     from spectra.study.tables import Results
 
     def run(attack: str, removed: int, intact: int | None = None) -> dict[str, Any]:
@@ -328,7 +328,7 @@ def test_the_page_says_how_often_onion_deleted_the_trigger() -> None:
 
 
 def test_table1_marks_a_base_resumed_from_a_checkpoint_as_a_lower_bound_on_its_wall() -> None:
-    from spectra.study.render import _table1
+    from reproduction.render import _table1
     from spectra.study.tables import Results
 
     def base(seed: int, resumed: bool) -> dict[str, Any]:
@@ -341,7 +341,7 @@ def test_table1_marks_a_base_resumed_from_a_checkpoint_as_a_lower_bound_on_its_w
 
 
 def test_the_run_table_lists_the_seed_0_run_that_reuses_the_lr_pick_once() -> None:
-    from spectra.study.render import _runs
+    from reproduction.render import _runs
     from spectra.study.tables import Results
 
     curve = [{"val_ca": v} for v in (0.80, 0.86, 0.88, 0.88, 0.88, 0.87)]
@@ -371,7 +371,7 @@ def test_the_sweep_figure_says_seed_0_when_no_curve_is_a_mean() -> None:
 
 def test_the_sweep_marks_where_a_seed_collapsed_and_the_page_names_the_first_such_gamma() -> None:
     from spectra.study.figures import sweep_figure
-    from spectra.study.render import _figure3
+    from reproduction.render import _figure3
     from spectra.study.tables import Results
 
     def sweep(seed: int, collapse_at: float) -> dict[str, Any]:
@@ -389,7 +389,7 @@ def test_the_sweep_marks_where_a_seed_collapsed_and_the_page_names_the_first_suc
 
 
 def test_table2s_poisoned_base_row_spreads_over_the_bases_and_the_others_over_seeds_on_base_0() -> None:
-    from spectra.study.render import _table2
+    from reproduction.render import _table2
     from spectra.study.tables import Results
 
     docs = [_doc("base", "badnet", base_seed=b, downstream_test=_ev(0.70 + 0.02 * b, 1.0)) for b in (0, 1, 2)]
@@ -403,9 +403,9 @@ def test_table2s_poisoned_base_row_spreads_over_the_bases_and_the_others_over_se
 
 
 def test_the_checkpoint_verdict_compares_the_spread_over_bases_with_the_spread_over_seeds() -> None:
-    from spectra.study.render import _gaps_per_base
+    from reproduction.render import _gaps_per_base
     from spectra.study.tables import Results
-    from spectra.study.verdicts import verdicts
+    from reproduction.verdicts import verdicts
 
     def runs(badnet_bases: tuple[float, ...], insent_bases: tuple[float, ...]) -> Results:
         docs = []
@@ -442,7 +442,7 @@ def test_a_verdict_is_marked_by_the_cells_it_reads_and_by_unconverged_runs() -> 
     """RoRA's verdict with 3 LoRA seeds but 1 RoRA seed is marked by RoRA's count; a run that
     had not converged is named in the mark."""
     from spectra.study.tables import Results
-    from spectra.study.verdicts import verdicts
+    from reproduction.verdicts import verdicts
 
     docs = {k: v for k, v in _study(0.99, 0.05, 0.85).items()
             if not (v["run"]["method"] == "rora" and v["run"]["attack"] == "insent" and v["run"]["seed"] > 0)}

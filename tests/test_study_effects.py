@@ -7,7 +7,7 @@ from study_support import doc, ev
 
 
 def test_paired_differences_pair_by_seed_and_mark_unmatched_rates() -> None:
-    from spectra.study.effects import effects, effects_section
+    from reproduction.effects import effects, effects_section
     from spectra.study.tables import Results
 
     docs = []

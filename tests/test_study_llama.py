@@ -26,7 +26,7 @@ def _smollm2(kind: str, method: str = "", **body: Any) -> dict[str, Any]:
 def test_the_llama_verdict_follows_smollm2s_lora_and_rora(lora_asr: float, rora_asr: float, rora_ca: float,
                                                           base_asr: float, verdict: str) -> None:
     from spectra.study.tables import Results
-    from spectra.study.verdicts import verdicts
+    from reproduction.verdicts import verdicts
 
     docs = [_smollm2("base", proxy_heldout=ev(0.89, base_asr), downstream_test=ev(0.75, 0.95)),
             _smollm2("finetune", "lora", eval={"new": ev(0.84, lora_asr)}, converged=True),
@@ -41,7 +41,7 @@ def test_the_llama_verdict_follows_smollm2s_lora_and_rora(lora_asr: float, rora_
 
 def test_the_llama_verdict_waits_for_both_runs() -> None:
     from spectra.study.tables import Results
-    from spectra.study.verdicts import verdicts
+    from reproduction.verdicts import verdicts
 
     lora = _smollm2("finetune", "lora", eval={"new": ev(0.84, 0.9)})
     llama = verdicts(Results({lora["id"]: lora}))[-1]
@@ -51,7 +51,7 @@ def test_the_llama_verdict_waits_for_both_runs() -> None:
 def test_smollm2s_lora_audit_is_read_beside_minilms_with_its_own_chance_level() -> None:
     from spectra.spectral import cos_random
     from spectra.study.tables import Results
-    from spectra.study.verdicts import llama_spectra
+    from reproduction.verdicts import llama_spectra
 
     table = [{"module": "model.layers.0.self_attn.q_proj", "ratio": 49.0}]
     smol = _smollm2("finetune", "lora", eval={"new": ev(0.84, 0.9)},

@@ -11,7 +11,7 @@ def test_a_held_run_reads_as_running_and_its_lock_keeps_the_holders_pid(tmp_path
     import os
 
     from spectra.study.plan import Run
-    from spectra.study.runner import claim, held
+    from reproduction.runner import claim, held
 
     run, locks = Run("finetune", "badnet", 0, "lora", 1), tmp_path / "locks"
     assert not held(locks, run)  # never claimed

@@ -23,7 +23,7 @@ def _pairs(fixed_asr: float, fixed_ca: float = 0.84, skip: str = "") -> list[dic
 
 def _verdict(docs: list[dict[str, Any]]) -> Any:
     from spectra.study.tables import Results
-    from spectra.study.verdicts import verdicts
+    from reproduction.verdicts import verdicts
 
     return {v.claim: v for v in verdicts(Results({d["id"]: d for d in docs}))}[CLAIM]
 
@@ -48,7 +48,7 @@ def test_the_variants_verdict_is_partly_when_one_pair_falls_short_and_waits_for_
 
 
 def test_pt_inside_each_rora_run_names_its_multipliers_and_the_asr_it_moved() -> None:
-    from spectra.study.render import _pt_inside
+    from reproduction.render import _pt_inside
     from spectra.study.tables import Results
 
     shrunk = doc("finetune", "badnet", "olora+rora", eval={"new-before-rescale": ev(0.824, 0.441),

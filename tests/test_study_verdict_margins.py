@@ -10,7 +10,7 @@ CI_CLAIM = "CI alone already reduces ASR (Table 5, SST-2)"
 
 def _verdict(lora_asr: list[float], ci_asr: list[float]) -> str:
     from spectra.study.tables import Results
-    from spectra.study.verdicts import verdicts
+    from reproduction.verdicts import verdicts
 
     docs = []
     for attack in ("badnet", "insent"):

@@ -60,3 +60,9 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
     for row in rows:
         lines.append("| " + " | ".join(fmt(row.get(c), digits) for c in columns) + " |")
     return "\n".join(lines) + "\n"
+
+
+#: what :func:`sweep_figure` draws besides the CA/ASR curves, for every caption under it
+SWEEP_MARKS = ("Thin lines: the ASR floor (the target share on clean non-target inputs). ×: a γ at which at least "
+               "one seed's model collapsed (one class for ≥ 95% of inputs, or CA at the majority share); its ASR "
+               "there reads the class it collapsed to, not the trigger.")

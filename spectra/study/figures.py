@@ -92,10 +92,6 @@ def _mean_curve(sweeps: list[dict[str, Any]], key: str) -> tuple[list[float], li
     return ks, mean, std
 
 
-#: what :func:`sweep_figure` draws besides the CA/ASR curves, for every caption under it
-SWEEP_MARKS = ("Thin lines: the ASR floor (the target share on clean non-target inputs). ×: a γ at which at least "
-               "one seed's model collapsed (one class for ≥ 95% of inputs, or CA at the majority share); its ASR "
-               "there reads the class it collapsed to, not the trigger.")
 
 
 def sweep_figure(results: Results, attack: str) -> Any:

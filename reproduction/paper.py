@@ -64,8 +64,6 @@ TABLE4_CR: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
     },
 }
 
-#: Table 3: per-iteration training time (ms), LoRA vs RoRA, SST-2 BadNet
-TABLE3_MS = {"BERT": (94, 100), "RoBERTa": (90, 105), "LLaMA": (84, 90)}
 
 #: Table 5 (SST-2, RoBERTa and LLaMA) as its text states it (§6.2)
 ABLATION_CLAIMS = [

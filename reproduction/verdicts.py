@@ -12,7 +12,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from spectra.study import paper
+from reproduction import paper
 from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
 from spectra.study.tables import Results, below_asr_bar, rescale_effect, t975, within
 

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from spectra.forgetting import FEATURES
-from spectra.study.forgetting import evidence_rows, write_table
-from spectra.study.forgetting_stats import (FALSE_PASS_TARGET, GROUPINGS, MIN_AUROC, POLICY_MAX_RATIO, auroc,
+from reproduction.forgetting import evidence_rows, write_table
+from reproduction.forgetting_stats import (FALSE_PASS_TARGET, GROUPINGS, MIN_AUROC, POLICY_MAX_RATIO, auroc,
                                             calibration_table, cluster_bootstrap, fit_model, fmt, grouped_cv, matrix)
-from spectra.study.forgetting_text import page, readme_summary
+from reproduction.forgetting_text import page, readme_summary
 
 def _ci(values: np.ndarray, y: np.ndarray, groups: list[str]) -> tuple[float, tuple[float, float]]:
     ok = ~np.isnan(values)

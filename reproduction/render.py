@@ -1,7 +1,7 @@
 """``docs/reproduction.md`` and the study's figures, regenerated from the results JSON alone.
 
 Every number on the page is read from ``docs/study/results/*.json`` and every verdict is
-computed from those numbers (:mod:`spectra.study.verdicts`); a table whose runs have not
+computed from those numbers (:mod:`reproduction.verdicts`); a table whose runs have not
 finished says so instead of showing a partial mean as if it were complete.
 """
 
@@ -16,14 +16,14 @@ from typing import Any
 from spectra.report.tables import fmt_multiplier
 from spectra.report.tables import markdown_table as _markdown_table
 from spectra.report.tables import sweep_gamma
-from spectra.study import paper
-from spectra.study.figures import SWEEP_MARKS
+from reproduction import paper
+from spectra.report.tables import SWEEP_MARKS
 from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
-from spectra.study.effects import effects_section
+from reproduction.effects import effects_section
 from spectra.study.recipe import ATTACKS, DEPARTURES, Recipe
 from spectra.study.tables import (Cell, Results, study_docs, below_asr_bar, collapsed_gammas, load_results, rescale_effect,
                                   run_seconds)
-from spectra.study.verdicts import crossing_rows, llama_spectra, verdicts
+from reproduction.verdicts import crossing_rows, llama_spectra, verdicts
 
 TABLE2_ROWS = ("poisoned base", "FFT", "LoRA", "PiSSA", "DoRA", "OLoRA", "ONION (on LoRA)",
                "PEFT intruder reduction (on LoRA)", "+CI+Tr+Pt (RoRA)")

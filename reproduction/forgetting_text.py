@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from spectra.forgetting import DEFINITIONS, FEATURES
-from spectra.study.forgetting_stats import (FALSE_PASS_TARGET, GROUPINGS, MIN_AUROC, MODEL_FEATURES, POLICY_MAX_RATIO,
+from reproduction.forgetting_stats import (FALSE_PASS_TARGET, GROUPINGS, MIN_AUROC, MODEL_FEATURES, POLICY_MAX_RATIO,
                                             TARGET_AUROC, calibration_table)
-from spectra.study.forgetting_stats import fmt as _fmt
+from reproduction.forgetting_stats import fmt as _fmt
 
 
 def _rel(path: str | Path, page: str | Path) -> str:

@@ -7,7 +7,7 @@ clean-label, 3 epochs at lr 1e-4) and trains a user's recipe on 500 other rows, 
 architecture gets labelled adapters at a cost this project can pay. Each run is written as a
 study result (``{model}__canary__b0__finetune__{method}__s0__lr{lr}__{tag}.json``) with the
 same ``eval``, ``audit`` and ``epochs`` blocks, plus its γ sweep as a ``__sweep__`` result, so
-:func:`spectra.study.forgetting.evidence_rows` reads them like any other run. The audit is
+:func:`reproduction.forgetting.evidence_rows` reads them like any other run. The audit is
 taken against the poisoned copy: the base the adapter was trained on and would be deployed on.
 
 These rows are the quick canary's regime — short data, length 64, a planted (not a
