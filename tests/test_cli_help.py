@@ -41,3 +41,21 @@ def test_every_commands_help_renders(name: str) -> None:
     result = CliRunner().invoke(app, [name, "--help"], terminal_width=80)
     assert result.exit_code == 0, result.output
     assert f"Usage: spectra {name}" in result.output and "Examples" in result.output
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_help_writes_usage_and_types_as_users_type_them(name: str) -> None:
+    """No typer artefacts: arguments in capitals as in the examples (not ``{base}``), no type after
+    a flag (not ``<bool>``), a repeatable option's item type (not ``<list[str]>``)."""
+    import re
+
+    out = CliRunner().invoke(app, [name, "--help"], terminal_width=200).output
+    usage = next(line for line in out.splitlines() if "Usage:" in line)
+    assert "{" not in usage and re.search(r"\[OPTIONS\]( [A-Z_]+(\.\.\.)?| \[[A-Z_]+\])*\s*$", usage), usage
+    options = out[out.index("Options"):]
+    assert "<bool>" not in options and "<list[" not in options, options
+
+
+def test_bracketed_text_in_help_survives_rich_markup() -> None:
+    out = CliRunner().invoke(app, ["audit", "--help"], terminal_width=200).output
+    assert "[tool.spectra]" in out and "Usage: spectra audit [OPTIONS] BASE ADAPTERS..." in out

@@ -13,6 +13,8 @@ import sys
 
 import typer
 
+from spectra_cli.help_format import SpectraCommand
+
 app = typer.Typer(
     name="spectra",
     help="Spectral audit, backdoor-override estimates and RoRA repair for LoRA adapters.",
@@ -74,7 +76,7 @@ def reflowed_help(doc: str | None) -> str | None:
 for _name, (_module, _func) in COMMANDS.items():
     # every listed command must import: a missing module is a packaging bug, not an option
     _callback = getattr(importlib.import_module(_module), _func)
-    app.command(_name, help=reflowed_help(_callback.__doc__))(_callback)
+    app.command(_name, help=reflowed_help(_callback.__doc__), cls=SpectraCommand)(_callback)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,7 +38,7 @@ def audit_command(
     modules: Annotated[list[str] | None, typer.Option("--modules", help="Regex on module names or exact module type; repeatable.")] = None,
     max_ratio: Annotated[float | None, typer.Option("--max-ratio", help="Policy rule 'ratio': a finding when some module's σ_pre/σ_Δ exceeds this (severity error unless --policy says otherwise).")] = None,
     max_cos: Annotated[float | None, typer.Option("--max-cos", help="Policy rule 'cos': a finding when some module's max |cos| exceeds this (severity error unless --policy says otherwise).")] = None,
-    policy: Annotated[Path | None, typer.Option("--policy", help="Policy file: spectra.toml, or a pyproject.toml with [tool.spectra] (default: ./spectra.toml or ./pyproject.toml when they hold one).")] = None,
+    policy: Annotated[Path | None, typer.Option("--policy", help="Policy file: spectra.toml, or a pyproject.toml with \\[tool.spectra] (default: ./spectra.toml or ./pyproject.toml when they hold one).")] = None,
     fail_on: Annotated[str | None, typer.Option("--fail-on", help="Exit 1 on findings of this severity or above: note | warning | error (default: the policy's, else error).")] = None,
     revision: RevisionOpt = None,
     adapter_revision: Annotated[str | None, typer.Option("--adapter-revision", help="Hub revision (branch, tag or commit) of hub-id ADAPTERS.")] = None,
