@@ -113,12 +113,14 @@ def batched_rows(label: str, mods: list[Any], spectra: dict[str, Any], dev: Any,
     """The audit rows of plain LoRA modules, one batched computation per (shape, rank): the same
     numbers :func:`spectra.audit.module_row` gives module by module (``tests/test_fleet.py``
     compares them), at a fraction of the Python and kernel-launch cost — an all-linear adapter of
-    a 30-layer model has 210 modules in 7 shapes. A group whose factors are not all finite is
+    a 30-layer model has 210 modules in 7 shapes — and from r × r algebra instead of ΔW's
+    singular vectors (:func:`~spectra.spectral.projected_statistics`; the QR path for a group with
+    a rank-deficient factor). A group whose factors are not all finite is
     left out, for :func:`module_row` to name the tensor. ``frames`` caches each group's stacked,
     unit-normalised base vectors across calls (a fleet's adapters touch the same modules)."""
     import torch
 
-    from spectra.spectral import alignment_and_overlap, cos_random, lowrank_svd
+    from spectra.spectral import alignment_and_overlap, cos_random, lowrank_svd, projected_statistics
 
     groups: dict[tuple, list[tuple[Any, Any]]] = {}
     for m in mods:
@@ -131,7 +133,6 @@ def batched_rows(label: str, mods: list[Any], spectra: dict[str, Any], dev: Any,
         if not (bool(torch.isfinite(B.sum())) and bool(torch.isfinite(A.sum()))):
             continue
         scale = torch.tensor([float(u.scale) for _, u in members], dtype=dtype, device=dev)
-        svd = lowrank_svd(B, A, scale)
         tops = [spectra[m.base_key] for m, _ in members]
         key = tuple(m.base_key for m, _ in members)
         if frames is not None and key in frames:
@@ -143,9 +144,14 @@ def batched_rows(label: str, mods: list[Any], spectra: dict[str, Any], dev: Any,
             Vh_pre = Vh_pre / torch.linalg.vector_norm(Vh_pre, dim=-1, keepdim=True)  # done once per group
             if frames is not None:
                 frames[key] = (U_pre, Vh_pre)
-        stats = {k: v.tolist() for k, v in alignment_and_overlap(U_pre, Vh_pre, svd.U, svd.S, svd.Vh).items()}
-        frob = torch.linalg.vector_norm(svd.S, dim=-1).tolist()
-        sigma_delta = svd.S[:, 0].tolist()
+        found, ok = projected_statistics(B, A, scale, U_pre, Vh_pre)  # r × r algebra, no singular vectors
+        if not bool(ok.all()):  # a rank-deficient factor somewhere in the group: the QR path, exact for it
+            svd = lowrank_svd(B, A, scale)
+            found = {"S": svd.S, **alignment_and_overlap(U_pre, Vh_pre, svd.U, svd.S, svd.Vh)}
+        S = found.pop("S")
+        stats = {k: v.tolist() for k, v in found.items()}
+        frob = torch.linalg.vector_norm(S, dim=-1).tolist()
+        sigma_delta = S[:, 0].tolist()
         m_, n_ = shape
         for i, (m, _) in enumerate(members):  # Python floats from one .tolist() per statistic, not per entry
             S_pre = tops[i][1]

@@ -5,8 +5,15 @@ No file I/O (the on-disk cache of base spectra is :mod:`spectra.io.spectrum_cach
 plotting, no CLI. Importing this package imports torch and nothing heavier.
 """
 
-from spectra.spectral.alignment import alignment, alignment_and_overlap, cos_random, subspace_overlap
+from spectra.spectral.alignment import (
+    alignment,
+    alignment_and_overlap,
+    cos_random,
+    statistics_from_projections,
+    subspace_overlap,
+)
 from spectra.spectral.lowrank import SVD, lowrank_svd
+from spectra.spectral.projected import projected_statistics
 from spectra.spectral.topk import TopK, top_singular
 
 __all__ = [
@@ -16,6 +23,8 @@ __all__ = [
     "alignment_and_overlap",
     "cos_random",
     "lowrank_svd",
+    "projected_statistics",
+    "statistics_from_projections",
     "subspace_overlap",
     "top_singular",
 ]

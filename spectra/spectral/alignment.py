@@ -109,21 +109,29 @@ def alignment_and_overlap(U_pre: Tensor, Vh_pre: Tensor, U_d: Tensor, S_d: Tenso
     Same shapes and keys as the two functions together (``tests/test_spectral.py`` compares).
     """
     U_pre, Vh_pre, U_d, S_d, Vh_d = _common(U_pre, Vh_pre, U_d, S_d, Vh_d)
-    left_p = U_pre.mT @ U_d  # (..., k, r)
-    right_p = Vh_pre @ Vh_d.mT  # (..., k, r)
     tiny = torch.finfo(U_d.dtype).tiny
     u_norm = torch.linalg.vector_norm(U_d[..., :, 0], dim=-1).clamp_min(tiny)
     v_norm = torch.linalg.vector_norm(Vh_d[..., 0, :], dim=-1).clamp_min(tiny)
+    return statistics_from_projections(U_pre.mT @ U_d, Vh_pre @ Vh_d.mT, S_d, u_norm, v_norm)
+
+
+def statistics_from_projections(left: Tensor, right: Tensor, S_d: Tensor, u_norm: Tensor | float = 1.0,
+                                v_norm: Tensor | float = 1.0) -> dict[str, Tensor]:
+    """:func:`alignment_and_overlap` from its projections ``left = U_preᵀ U_d`` and
+    ``right = Vh_pre Vh_dᵀ`` (each ``(..., k, r)``, unit-norm base vectors) and ΔW's singular
+    values, however they were computed (:func:`spectra.spectral.projected.projected_statistics`
+    never forms ``U_d``). ``u_norm``/``v_norm``: the norms of ΔW's leading vectors (1 when
+    they are orthonormal by construction)."""
     energy = S_d.square()
     total = energy.sum(dim=-1)
     live_cos = S_d[..., 0] > 0
     live = total > 0
     safe = torch.where(live, total, torch.ones_like(total))
     zero = torch.zeros_like(total)
-    ol = torch.where(live, (left_p.square().sum(dim=-2) * energy).sum(dim=-1) / safe, zero).clamp(0.0, 1.0)
-    orr = torch.where(live, (right_p.square().sum(dim=-2) * energy).sum(dim=-1) / safe, zero).clamp(0.0, 1.0)
-    return {"cos_max_left": torch.where(live_cos, left_p[..., 0].abs().amax(dim=-1) / u_norm, zero),
-            "cos_max_right": torch.where(live_cos, right_p[..., 0].abs().amax(dim=-1) / v_norm, zero),
+    ol = torch.where(live, (left.square().sum(dim=-2) * energy).sum(dim=-1) / safe, zero).clamp(0.0, 1.0)
+    orr = torch.where(live, (right.square().sum(dim=-2) * energy).sum(dim=-1) / safe, zero).clamp(0.0, 1.0)
+    return {"cos_max_left": torch.where(live_cos, left[..., 0].abs().amax(dim=-1) / u_norm, zero),
+            "cos_max_right": torch.where(live_cos, right[..., 0].abs().amax(dim=-1) / v_norm, zero),
             "overlap_left": ol, "overlap_right": orr, "overlap": (ol + orr) / 2}
 
 
