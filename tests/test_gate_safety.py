@@ -169,7 +169,7 @@ def test_unusable_ranks_and_scales_are_one_true_line(pair, tmp_path, config, wor
 
 def test_a_nan_measure_stops_the_gate_instead_of_passing(pair) -> None:
     from spectra.errors import SpectraError
-    from spectra.policy import resolve_policy
+    from spectra.audit.policy import resolve_policy
 
     gate = resolve_policy(max_cos=0.5)
     row = {"adapter": "a", "module": "m", "module_type": "query", "ratio": 2.0, "cos_max_left": float("nan"),
@@ -337,7 +337,7 @@ def test_a_signal_during_the_swap_of_an_old_output_waits_for_the_swap(tmp_path) 
 def test_default_rules_alone_are_said_to_gate_nothing() -> None:
     """With --fail-on warning and no policy, the default forgetting rule (a warning) could fail the
     gate only inside its validated scope: the notice still says nothing is gated everywhere."""
-    from spectra.policy import resolve_policy
+    from spectra.audit.policy import resolve_policy
 
     assert resolve_policy(fail_on="warning").inactive_notice()[0] == "note"
     assert resolve_policy(max_ratio=100.0).inactive_notice() is None

@@ -73,7 +73,7 @@ def audit_command(
     with FigureWorker() if not no_figures else contextlib.nullcontext() as worker:
         from spectra.audit import audit
         from spectra.io.output import check_output_dir
-        from spectra.policy import resolve_policy
+        from spectra.audit.policy import resolve_policy
 
         names, paths = split_names(adapters)
         base, *paths = hub_refs([base, *paths], hub)

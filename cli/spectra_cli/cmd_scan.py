@@ -44,7 +44,7 @@ def scan_command(
     from spectra._version import __version__
     from spectra.fleet.report import write_reports
     from spectra.fleet.scan import scan
-    from spectra.policy import resolve_policy
+    from spectra.audit.policy import resolve_policy
 
     gate = resolve_policy(policy, fail_on=fail_on, search_from=Path.cwd())
     con = console()

@@ -16,7 +16,7 @@ def fleet_findings(adapters: list[dict[str, Any]], out: Path, policy: Any) -> li
     from spectra.fleet.store import module_parts
 
     from spectra.errors import SpectraError
-    from spectra.policy import Finding
+    from spectra.audit.policy import Finding
 
     blocks = {a["id"]: {"p_survives": a.get("forgetting_p_survives")} for a in adapters if a["status"] == "ok"}
     latest = {a["id"] for a in adapters if a["status"] == "ok"}
@@ -49,7 +49,7 @@ def write_reports(out: Path, policy: Any, version: str) -> tuple[list[Any], list
     """``OUT/fleet.sarif`` and ``OUT/report.md`` from the tables; returns (findings, failing)."""
     from spectra.fleet.store import read_rows
     from spectra.io.files import write_text_atomic
-    from spectra.policy import RULES
+    from spectra.audit.policy import RULES
     from spectra.provenance import strict_json
     from spectra.report.sarif import render_sarif
 

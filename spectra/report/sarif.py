@@ -33,9 +33,9 @@ def render_sarif(findings: list[Any], rules: dict[str, Any], policy: Any, adapte
     """The SARIF log (a dict ready for ``json.dumps(..., allow_nan=False)``: every number finite).
 
     Args:
-        findings: :class:`spectra.policy.Finding` objects.
-        rules: :data:`spectra.policy.RULES`.
-        policy: the :class:`spectra.policy.Policy` in force.
+        findings: :class:`spectra.audit.policy.Finding` objects.
+        rules: :data:`spectra.audit.policy.RULES`.
+        policy: the :class:`spectra.audit.policy.Policy` in force.
         adapters: adapter label → adapter folder.
         version: spectra's version.
         exit_code: what the gate exits with (recorded in the invocation).

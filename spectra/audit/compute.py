@@ -1,4 +1,4 @@
-"""``spectra.audit``: the per-module spectral audit of one or more adapters against a base.
+"""``spectra.audit.compute``: the per-module spectral audit of one or more adapters against a base.
 
 For every adapted module it reports how strong the update is relative to the base layer
 (σ_max(W_pre) / σ_max(s·ΔW), paper Figure 1) and how much the update points into the base
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from spectra.audit_report import COLUMNS, DEFINITIONS, AuditReport  # noqa: F401 (public here since 0.1)
+from spectra.audit.report import COLUMNS, DEFINITIONS, AuditReport  # noqa: F401 (public here since 0.1)
 from spectra.errors import SpectraError
 
 # --------------------------------------------------------------------------------------
