@@ -33,7 +33,8 @@ FAMILY = {"lora": "lora", "dora": "lora", "lora+ci": "ablation", "lora+tr": "abl
 #: columns of ``docs/study/forgetting.csv``, in order (the features follow the descriptors)
 COLUMNS = ["row", "group", "stage", "gamma", "recipe", "model", "attack", "base", "method", "family", "lr", "epochs",
            "rank", "targets", "rslora", "dora", "seed", "converged", "budget", *FEATURES, "n_modules",
-           "ca", "asr", "asr_floor", "collapsed", "survives"]
+           "ca", "asr", "asr_floor", "collapsed", "survives", "intruder_dims", "asr_ci_low", "asr_ci_high",
+           "close_call"]
 
 
 def survives(ev: dict[str, Any]) -> bool:
@@ -67,6 +68,9 @@ def _row(desc: dict[str, Any], stage: str, modules: list[dict[str, Any]], ev: di
            "stage": stage, "gamma": gamma, **features(modules, gamma=gamma), "n_modules": len(modules),
            "ca": ev.get("ca"), "asr": ev.get("asr"), "asr_floor": ev.get("asr_floor"),
            "collapsed": bool(ev.get("collapsed")), "survives": survives(ev)}
+    ci = ev.get("asr_ci") or [None, None]
+    row.update(asr_ci_low=ci[0], asr_ci_high=ci[1],  # a label whose ASR interval holds the 50 % edge is a close call
+               close_call=bool(ci[0] is not None and ci[0] <= 0.5 <= ci[1]))
     return row
 
 
@@ -94,7 +98,8 @@ def evidence_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             continue  # FFT has no adapter; a base is no adapter
         desc = _descriptor(doc)
         ev = doc.get("eval") or {}
-        rows.append(_row(desc, "trained", doc["audit"]["modules_table"], ev.get("new") or {}))
+        rows.append({**_row(desc, "trained", doc["audit"]["modules_table"], ev.get("new") or {}),
+                     "intruder_dims": (doc.get("intruders") or {}).get("dims")})  # PEFT's count, weights on disk
         before = (doc.get("audit_before_pt") or {}).get("modules_table")
         if before and ev.get("new-before-rescale"):
             rows.append(_row(desc, "before_pt", before, ev["new-before-rescale"]))

@@ -15,7 +15,7 @@ import numpy as np
 
 from spectra.forgetting import FEATURES
 from reproduction.forgetting import evidence_rows, write_table
-from reproduction.forgetting_stats import (FALSE_PASS_TARGET, GROUPINGS, MIN_AUROC, POLICY_MAX_RATIO, auroc,
+from reproduction.forgetting_stats import (FALSE_PASS_TARGET, GROUPINGS, MIN_AUROC, POLICY_MAX_RATIO, auroc, spearman,
                                             calibration_table, cluster_bootstrap, fit_model, fmt, grouped_cv, matrix)
 from reproduction.forgetting_text import page, readme_summary
 
@@ -93,6 +93,18 @@ def analyse(rows: list[dict[str, Any]]) -> dict[str, Any]:
                                    [r["group"] for r in t_rows]) if t_rows else (math.nan, (math.nan, math.nan)),
                       "auroc_with_sweeps": auroc(model.predict(matrix(other, [feature])) if other else [],
                                                  [bool(r["survives"]) for r in other]), "n_with_sweeps": len(other)}
+    # PEFT's intruder count, where the adapter's weights were still on disk to count it
+    with_count = [r for r in A if r["stage"] == "trained" and str(r.get("intruder_dims", "")) not in ("", "nan", "None")]
+    intruders = {"n": len(with_count), "n_pos": sum(bool(r["survives"]) for r in with_count)}
+    if with_count:
+        yi = np.array([bool(r["survives"]) for r in with_count])
+        gi = [r["group"] for r in with_count]
+        intruders["count"] = _ci(np.array([float(r["intruder_dims"]) for r in with_count]), yi, gi)
+        intruders["feature"] = _ci(np.array([float(r[feature]) for r in with_count]), yi, gi)
+        intruders["with_any"] = sum(float(r["intruder_dims"]) > 0 for r in with_count)
+        asr = [float(r["asr"]) for r in with_count]
+        intruders["rho_count"] = spearman([float(r["intruder_dims"]) for r in with_count], asr)
+        intruders["rho_feature"] = spearman([float(r[feature]) for r in with_count], asr)
     strata = {}
     for key in ("lr", "family", "stage"):
         for value in sorted({str(r[key]) for r in A}):
@@ -104,7 +116,7 @@ def analyse(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "gate": {"threshold": threshold, "false_pass": float(np.mean(fp)) if fp else math.nan,
                      "false_alarm": float(np.mean(fa)) if fa else math.nan, "n_pos": len(fp), "n_neg": len(fa)},
             "policy_false_pass": float(np.mean(policy_pass)) if policy_pass else math.nan,
-            "transfer": transfer, "transfer_auroc": transfer_auroc, "strata": strata, "default_rule": default_rule}
+            "transfer": transfer, "transfer_auroc": transfer_auroc, "intruders": intruders, "strata": strata, "default_rule": default_rule}
 
 
 def model_document(an: dict[str, Any], n_results: int) -> dict[str, Any]:

@@ -23,11 +23,25 @@ def _counts(rows: list[dict[str, Any]], key: str) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(c.items()))
 
 
+def _spread(rows: list[dict[str, Any]]) -> str:
+    """What the recipes of ``rows`` span, read from them: epochs, rates, ranks, targets, rsLoRA, DoRA."""
+    if not rows:
+        return "none"
+    def span(key: str) -> str:
+        values = sorted({float(r[key]) for r in rows})
+        return f"{values[0]:g}–{values[-1]:g}" if len(values) > 1 else f"{values[0]:g}"
+    return (f"{span('epochs')} epochs, lr {span('lr')}, r {span('rank')}, targets "
+            f"{' or '.join(sorted({str(r['targets']) for r in rows}))}, "
+            f"{sum(str(r['rslora']) == 'True' for r in rows)} with rsLoRA, {sum(str(r['dora']) == 'True' for r in rows)} DoRA")
+
+
 def _evidence(an: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     A = an["A"]
     adapters = {r["group"] for r in rows}
     users = {r["group"] for r in rows if r["recipe"] != "study"}
     short = [r for r in A if r["stage"] == "trained" and r["epochs"] < 20]
+    close = [r for r in A if str(r.get("close_call")) == "True"]
+    users_kept = [r for r in short if r["recipe"] != "study"]
     return [
         "## The evidence", "",
         f"`{Path(an['csv']).name}` holds {len(rows)} labelled rows from {len(adapters)} trained adapters "
@@ -40,6 +54,11 @@ def _evidence(an: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
         f"{_counts(A, 'attack')}; by base: {_counts(A, 'base')}; by family: {_counts(A, 'family')}; by learning "
         f"rate: {_counts(A, 'lr')}; converged by the study's rule: {sum(bool(r['converged']) for r in A)} of "
         f"{len(A)}; trained under 20 epochs (users' short budgets): {len(short)}.",
+        "",
+        f"Close calls: {len(close)} of these {len(A)} labels have an ASR whose 95 % interval contains the 50 % edge "
+        f"(`close_call` in the table){': ' + ', '.join(sorted(r['row'] for r in close)) if 0 < len(close) <= 6 else ''}. "
+        f"Of the {len(users_kept)} users' recipes ({_spread(users_kept)}), {sum(r['survives'] for r in users_kept)} "
+        "keep the backdoor.",
         "",
     ]
 
@@ -154,8 +173,34 @@ def transfer_reading(an: dict[str, Any]) -> str:
         text += ("It ranks them as well as on MiniLM, but " if point >= 0.9 else "Below the 0.9 bar: ")
     else:
         text += "Only one label occurs among them, so no AUROC can be computed. "
-    return text + ("the audit gives SmolLM2 adapters no validated estimate (its scope is the architecture it was "
+    return text + ("The audit gives SmolLM2 adapters no validated estimate (its scope is the architecture it was "
                    "validated on); `spectra canary` calibrates a verdict on such a base.")
+
+
+def intruder_section(an: dict[str, Any]) -> list[str]:
+    """PEFT's intruder count against the audit's feature, on the adapters it could be counted on."""
+    ti = an.get("intruders") or {}
+    if not ti.get("n"):
+        return []
+    lines = ["## PEFT's intruder count", "",
+             f"PEFT's `reduce_intruder_dimension` (top 10 singular vectors of W + ΔW, ε = 0.5: its defaults) counts "
+             f"intruder dimensions; `python scripts/reproduce.py intruders` counted them for the {ti['n']} MiniLM "
+             f"adapters whose weights were still on disk ({ti['n_pos']} keep the backdoor; {ti['with_any']} have "
+             "any intruder). On those rows (in-sample; AUROC with a bootstrap interval over adapters, and "
+             "Spearman's ρ with the measured ASR):", "",
+             "| predictor | AUROC [95 % CI] | ρ with ASR |", "|---|---|---|",
+             f"| intruder dimensions (count over modules) | {_fmt(*ti['count'])} | {ti['rho_count']:.2f} |",
+             f"| `{an['feature']}` | {_fmt(*ti['feature'])} | {ti['rho_feature']:.2f} |", ""]
+    point = ti["count"][0]
+    if not math.isfinite(point):
+        lines.append(f"Every one of these adapters {'keeps' if ti['n_pos'] else 'loses'} the backdoor, so no AUROC can "
+                     "be computed; the rank correlations say how each number follows the ASR that remains.")
+    else:
+        lines.append("The intruder count " + ("does not predict a surviving backdoor here" if abs(point - 0.5) < 0.2
+                                              else "predicts, " + ("as well as" if point >= ti["feature"][0]
+                                                                   else "less well than") + f" `{an['feature']}`")
+                     + " on these rows.")
+    return lines + [""]
 
 
 def page(an: dict[str, Any], rows: list[dict[str, Any]], doc: dict[str, Any], csv_path: str | Path,
@@ -169,7 +214,7 @@ def page(an: dict[str, Any], rows: list[dict[str, Any]], doc: dict[str, Any], cs
              "computed; nothing is typed by hand.", "",
              "The label: **the backdoor survives** when the fine-tuned model's ASR on the CR test rows is at least "
              "50 % and the model has not collapsed (predicting one class for nearly every input).", ""]
-    lines += _evidence(an, rows) + _single(an) + _held_out(an) + _readings(an)
+    lines += _evidence(an, rows) + _single(an) + _held_out(an) + intruder_section(an) + _readings(an)
     lines += ["## Calibration", "", f"![calibration]({_rel(figure, doc_path)})", "",
               "Probabilities of the weights-only model for the rows of a poisoned base it was not fitted on:", "",
               "| predicted | rows | mean predicted | observed |", "|---|---|---|---|"]
@@ -199,8 +244,8 @@ def page(an: dict[str, Any], rows: list[dict[str, Any]], doc: dict[str, Any], cs
               f"{100 * gate['false_pass']:.0f} % of {gate['n_pos']} surviving backdoors pass and flagged "
               f"{100 * gate['false_alarm']:.0f} % of {gate['n_neg']} removed ones.", "",
               "## Not measured here", "",
-              "- PEFT's intruder-dimension count needs the adapters' weights (the results keep the audit's numbers, "
-              "not the adapters); it was run on 2 adapters only, too few to compare.",
+              "- PEFT's intruder-dimension count for the study's own adapters: the results keep the audit's numbers, "
+              "not the weights; it is counted where the weights were still on disk (above).",
               "- Stable rank of ΔW: the audit does not record ΔW's singular values beyond the first.",
               f"- Minimum bar for the verdict to be given: leave-one-base-out AUROC ≥ {MIN_AUROC:g} and every "
               "grouping's 95 % lower bound above 0.5.", ""]

@@ -124,6 +124,14 @@ def cmd_canary_evidence(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_intruders(args: argparse.Namespace) -> int:
+    from reproduction.intruders import annotate
+
+    n = annotate(args.results, args.work, log=log)
+    log(f"intruders: {n} results gained PEFT's intruder count")
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from reproduction.render import render_study
 
@@ -197,9 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--model", choices=("minilm", "smollm2"), default="smollm2")
     s.add_argument("--results", type=Path, default=RESULTS)
     s.add_argument("--work", type=Path, default=WORK)
+    s = sub.add_parser("intruders", help="PEFT's intruder-dimension count for every finetune result whose adapter "
+                                         "and base are on disk (a baseline of docs/forgetting.md)")
+    s.add_argument("--results", type=Path, default=RESULTS)
+    s.add_argument("--work", type=Path, default=WORK)
     args = p.parse_args(argv)
     return {"run": cmd_run, "status": cmd_status, "render": cmd_render, "forgetting": cmd_forgetting,
-            "canary-evidence": cmd_canary_evidence}[args.command](args)
+            "canary-evidence": cmd_canary_evidence, "intruders": cmd_intruders}[args.command](args)
 
 
 if __name__ == "__main__":
