@@ -18,11 +18,11 @@ from spectra_cli.common import (
     OverwriteOpt,
     RevisionOpt,
     TopKOpt,
-    console,
     error_boundary,
     hub_refs,
     progress,
 )
+from spectra_cli.output import JsonOpt, Output, QuietOpt
 
 
 @error_boundary
@@ -49,6 +49,8 @@ def audit_command(
     overwrite: OverwriteOpt = False,
     hub: HubOpt = False,
     allow_pickle: AllowPickleOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Audit adapters spectrally: σ_pre/σ_Δ (Figure 1) and alignment with W_pre's top-k (Figure 2).
 
@@ -66,6 +68,8 @@ def audit_command(
       spectra audit hf://meta-llama/Llama-3.2-1B hf://org/my-lora --revision main --policy spectra.toml -o audit/
 
       spectra audit ./base before=./lora after=./rora -o compare/     # names in the reports
+
+      spectra audit ./base ./lora -o audit/ --json | jq .findings   # one JSON document on stdout
     """
     from spectra.report.figure_worker import FigureWorker
 
@@ -79,8 +83,8 @@ def audit_command(
         base, *paths = hub_refs([base, *paths], hub)
         check_output_dir(out, overwrite, inputs=[base, *paths])
         gate = resolve_policy(policy, max_ratio=max_ratio, max_cos=max_cos, fail_on=fail_on, search_from=Path.cwd())
-        con = console()
-        with progress("auditing modules", con) as tick:
+        sink = Output(json=json_out, quiet=quiet)
+        with progress("auditing modules", sink.console) as tick:
             report = audit(base, paths, names=names, top_k=top_k, top_j=top_j, device=device, dtype=dtype,
                            exact=exact, modules=modules, cache_dir=False if no_cache else None,
                            allow_pickle=allow_pickle, revision=revision, adapter_revision=adapter_revision,
@@ -93,17 +97,20 @@ def audit_command(
         failing = report.apply_policy(gate)
         # audit.sarif is on disk before a non-zero exit
         report.write(out, overwrite=overwrite, figures=not no_figures, figure_worker=worker)
-        _print_summary(con, report)
-        con.print(f"report: [bold]{out / 'report.md'}[/bold]; findings: [bold]{out / 'audit.sarif'}[/bold]")
+        _print_summary(sink, report)
+        sink.line(f"report: [bold]{out / 'report.md'}[/bold]; findings: [bold]{out / 'audit.sarif'}[/bold]")
         if report.findings:
             colour = "red" if failing else "yellow"
-            con.print(f"[{colour}]policy: {len(report.findings)} finding(s), {len(failing)} at or above "
+            sink.line(f"[{colour}]policy: {len(report.findings)} finding(s), {len(failing)} at or above "
                       f"{gate.fail_on}[/{colour}]")
             for f in report.findings[:10]:
-                con.print(f"  [{f.severity}] {f.message()}", markup=False, highlight=False)
+                sink.line(f"  [{f.severity}] {f.message()}", markup=False)
         notice = gate.inactive_notice()
         if notice is not None:
             typer.echo(f"{notice[0]}: {notice[1]}", err=True)
+        sink.result(command="audit", out=str(out), summary=report.summary_rows(), fail_on=gate.fail_on,
+                    findings=[f.to_dict() for f in report.findings], failing=len(failing))
+        sink.finish(EXIT_FINDINGS if failing else 0)
         if failing:
             raise typer.Exit(EXIT_FINDINGS)
 
@@ -128,13 +135,9 @@ def split_names(args: list[str]) -> tuple[list[str] | None, list[str]]:
     return names, paths  # type: ignore[return-value]
 
 
-def _print_summary(con: object, report: object) -> None:
-    from rich.table import Table
-
-    table = Table(title="spectral audit", show_lines=False)
-    for col in ("adapter", "modules", "σ_pre/σ_Δ median", "σ_pre/σ_Δ min", "max|cos| median L/R", "overlap median"):
-        table.add_column(col)
-    for row in report.summary_rows():  # type: ignore[attr-defined]
-        table.add_row(row["adapter"], str(row["modules"]), f"{row['ratio_median']:.3g}", f"{row['ratio_min']:.3g}",
-                      f"{row['cos_left_median']:.2f} / {row['cos_right_median']:.2f}", f"{row['overlap_median']:.3f}")
-    con.print(table)  # type: ignore[attr-defined]
+def _print_summary(sink: Output, report: object) -> None:
+    sink.table("spectral audit", ("adapter", "modules", "σ_pre/σ_Δ median", "σ_pre/σ_Δ min", "max|cos| median L/R",
+                                  "overlap median"),
+               [(row["adapter"], str(row["modules"]), f"{row['ratio_median']:.3g}", f"{row['ratio_min']:.3g}",
+                 f"{row['cos_left_median']:.2f} / {row['cos_right_median']:.2f}", f"{row['overlap_median']:.3f}")
+                for row in report.summary_rows()])  # type: ignore[attr-defined]

@@ -19,10 +19,10 @@ from spectra_cli.common import (
     SeedOpt,
     TargetLabelOpt,
     TextColOpt,
-    console,
     error_boundary,
     hub_refs,
 )
+from spectra_cli.output import JsonOpt, Output, QuietOpt
 
 
 @error_boundary
@@ -49,6 +49,8 @@ def canary_command(
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     hub: HubOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Would your LoRA recipe override a backdoor in this base, when you do not know its trigger?
 
@@ -75,11 +77,14 @@ def canary_command(
     else:
         settings = CanarySettings(rank=rank, alpha=alpha, target_modules=parse_target_modules(target_modules),
                                   use_rslora=rslora, use_dora=dora, **common)
-    con = console()
+    sink = Output(json=json_out, quiet=quiet)
     result = run_canary(base, data, out, settings, text_col=text_col, label_col=label_col, device=device,
-                        overwrite=overwrite, resume=resume, log=lambda msg: con.print(msg, markup=False, highlight=False))
+                        overwrite=overwrite, resume=resume, log=sink.log)
     r = result["result"]
-    con.print(f"canary {'[red]survives[/red]' if result['survives'] else '[green]is removed[/green]'}: "
+    sink.line(f"canary {'[red]survives[/red]' if result['survives'] else '[green]is removed[/green]'}: "
               f"ASR {100 * r['asr']:.1f}% (floor {100 * r['asr_floor']:.1f}%), CA {100 * r['ca']:.1f}%; gives way at "
               f"γ = {result['crossing_gamma']:.3g}. report: [bold]{out / 'report.md'}[/bold], calibration: "
               f"[bold]{out / 'calibration.json'}[/bold]")
+    sink.result(command="canary", out=str(out), calibration=str(out / "calibration.json"),
+                **{k: result[k] for k in ("survives", "result", "crossing_gamma", "search_gamma", "canary", "seconds")})
+    sink.finish()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from spectra.measured import DEMO_FULL_MIN, DEMO_QUICK_MIN, demo_cached_min
-from spectra_cli.common import OverwriteOpt, SeedOpt, console, error_boundary
+from spectra_cli.common import OverwriteOpt, SeedOpt, error_boundary
+from spectra_cli.output import JsonOpt, Output, QuietOpt
 
 
 @error_boundary
@@ -17,6 +18,8 @@ def demo_command(
     quick: Annotated[bool, typer.Option("--quick", help=f"A {DEMO_QUICK_MIN:g}-minute subset of the same recipe (subsampled data, 5 epochs; measured on 2 CPU cores); its report says what that budget cannot decide.")] = False,
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """The reproduction study's recipe on one attack and seed: poison MiniLM clean-label on rt (BadNet) →
     LoRA and RoRA on CR (20 epochs) → audit → Figure 3 sweep → one report with readings from the numbers.
@@ -29,9 +32,10 @@ def demo_command(
     """
     from spectra.demo import run_demo
 
-    con = console()
-    final = run_demo(out, quick=quick, seed=seed, overwrite=overwrite, log=lambda msg: con.print(msg, highlight=False))
-    _print_summary(con, final)
+    sink = Output(json=json_out, quiet=quiet)
+    final = run_demo(out, quick=quick, seed=seed, overwrite=overwrite, log=sink.log)
+    _print_summary(sink, final)
+    sink.finish()
 
 
 def _pct(value: float | None) -> str:
@@ -43,33 +47,29 @@ demo_command.__doc__ = (demo_command.__doc__ or "").format(full=f"{DEMO_FULL_MIN
                                                             quick=f"{DEMO_QUICK_MIN:g}")
 
 
-def _print_summary(con: Any, final: Path) -> None:
+def _print_summary(sink: Output, final: Path) -> None:
     """The story in one screen: CA/ASR per model, predicted vs measured threshold, where the report is."""
     import json
 
-    from rich.table import Table
-
+    from spectra.report.demo_markdown import demo_readings
     from spectra.report.tables import fmt_multiplier
 
     summary = json.loads((final / "demo.json").read_text(encoding="utf-8"))
     poisoning = summary["poisoning"]
     how = poisoning["mode"] + (f" (fallback from {poisoning['fallback_from']})" if poisoning.get("fallback_from") else "")
-    table = Table(title=f"CR test, trigger {summary['trigger']} → label {summary['target_label']}; base poisoned {how}")
-    for col in ("model", "CA %", "ASR %", "Δ", "ASR floor %", "collapsed"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for row in summary["eval"]:
-        table.add_row(row["model"], _pct(row["ca"]), _pct(row["asr"]), _pct(row["delta"]), _pct(row["asr_floor"]),
-                      "[red]yes[/red]" if row.get("collapsed") else "")
-    con.print(table)
+    sink.table(f"CR test, trigger {summary['trigger']} → label {summary['target_label']}; base poisoned {how}",
+               ("model", "CA %", "ASR %", "Δ", "ASR floor %", "collapsed"),
+               [(row["model"], _pct(row["ca"]), _pct(row["asr"]), _pct(row["delta"]), _pct(row["asr_floor"]),
+                 "[red]yes[/red]" if row.get("collapsed") else "") for row in summary["eval"]],
+               right=("CA %", "ASR %", "Δ", "ASR floor %", "collapsed"))
     for name, t in summary["threshold"].items():
         measured = t.get("measured_crossing_gamma", t["measured_threshold_gamma"])
-        con.print(f"{name}: ASR crosses 50% at γ = "
+        sink.line(f"{name}: ASR crosses 50% at γ = "
                   f"{'never on the grid' if measured is None else fmt_multiplier(measured)} (measured); predicted "
                   f"{fmt_multiplier(t['predicted_threshold_gamma'])} (Prop. 4.2 linear)"
-                  + (f", {fmt_multiplier(t['search_threshold_gamma'])} (search)" if t.get("search_threshold_gamma") is not None else ""),
-                  highlight=False)
-    from spectra.report.demo_markdown import demo_readings
-
+                  + (f", {fmt_multiplier(t['search_threshold_gamma'])} (search)" if t.get("search_threshold_gamma") is not None else ""))
     for sentence in demo_readings(summary):
-        con.print(f"• {sentence}", highlight=False)
-    con.print(f"report: [bold]{final / 'report.md'}[/bold]")
+        sink.line(f"• {sentence}")
+    sink.line(f"report: [bold]{final / 'report.md'}[/bold]")
+    sink.result(command="demo", out=str(final), eval=summary["eval"], threshold=summary["threshold"],
+                readings=demo_readings(summary))

@@ -23,9 +23,9 @@ from spectra_cli.common import (
     TargetLabelOpt,
     TextColOpt,
     TriggerOpt,
-    console,
     error_boundary,
 )
+from spectra_cli.output import JsonOpt, Output, QuietOpt
 
 
 @error_boundary
@@ -48,6 +48,8 @@ def eval_command(
     overwrite: OverwriteOpt = False,
     hub: HubOpt = False,
     allow_pickle: AllowPickleOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Clean accuracy, attack success rate and Δ = CA − ASR, with 95% intervals, the ASR
     floor (non-target texts already predicted as the target without the trigger) and a
@@ -71,36 +73,34 @@ def eval_command(
     adapter = rest[0] if rest else None
     check_output_dir(out, overwrite, inputs=[model, adapter, data])
     trig = parse_trigger(trigger)  # a bad spec fails before any loading
-    con = console()
+    sink = Output(json=json_out, quiet=quiet)
     result = run_eval(model, adapter, data, trig, target_label, scale=scale, head=head, text_col=text_col,
                       label_col=label_col, split_test=split_test, seed=seed, batch_size=batch_size,
                       max_length=max_length, device=device, allow_pickle=allow_pickle,
-                      progress=con.is_terminal)
+                      progress=sink.console.is_terminal)
     result.write(out, overwrite=overwrite)
-    _print_summary(con, result)
-    con.print(f"wrote [bold]{out / 'eval.json'}[/bold] and [bold]{out / 'report.md'}[/bold]")
+    _print_summary(sink, result)
+    sink.line(f"wrote [bold]{out / 'eval.json'}[/bold] and [bold]{out / 'report.md'}[/bold]")
+    sink.result(command="eval", out=str(out), **{k: result.to_dict().get(k) for k in (
+        "ca", "ca_ci", "asr", "asr_ci", "delta", "delta_ci", "asr_floor", "asr_floor_ci", "collapsed", "n_clean",
+        "n_triggered", "warnings")})
+    sink.finish()
 
-def _print_summary(con: Any, r: Any) -> None:
-    from rich.table import Table
-
+def _print_summary(sink: Output, r: Any) -> None:
     def pct(x: float) -> str:
         return f"{100 * x:.1f}%"
 
     def ci(c: Any) -> str:
         return f"[{100 * c[0]:.1f}, {100 * c[1]:.1f}]"
 
-    table = Table(title=f"spectra eval · {r.trigger} → {r.label_text(r.target_label)}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("95% interval", justify="right")
-    table.add_column("n", justify="right")
-    table.add_row("CA", pct(r.ca), ci(r.ca_ci), f"{r.n_clean:,}")
-    table.add_row("ASR", pct(r.asr), ci(r.asr_ci), f"{r.n_triggered:,}")
-    table.add_row("Δ = CA − ASR", f"{100 * r.delta:+.1f} pts", f"[{100 * r.delta_ci[0]:+.1f}, {100 * r.delta_ci[1]:+.1f}]", "")
-    table.add_row("ASR floor", pct(r.asr_floor), ci(r.asr_floor_ci), f"{r.n_triggered:,}")
-    table.add_row("collapsed", "yes" if r.collapsed else "no", "", "")
-    con.print(table)
+    sink.table(f"spectra eval · {r.trigger} → {r.label_text(r.target_label)}", ("metric", "value", "95% interval", "n"),
+               [("CA", pct(r.ca), ci(r.ca_ci), f"{r.n_clean:,}"),
+                ("ASR", pct(r.asr), ci(r.asr_ci), f"{r.n_triggered:,}"),
+                ("Δ = CA − ASR", f"{100 * r.delta:+.1f} pts", f"[{100 * r.delta_ci[0]:+.1f}, {100 * r.delta_ci[1]:+.1f}]", ""),
+                ("ASR floor", pct(r.asr_floor), ci(r.asr_floor_ci), f"{r.n_triggered:,}"),
+                ("collapsed", "yes" if r.collapsed else "no", "", "")],
+               right=("value", "95% interval", "n"))
     from rich.markup import escape
 
     for w in r.warnings:
-        con.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
+        sink.line(f"[yellow]warning:[/yellow] {escape(w)}")

@@ -23,9 +23,9 @@ from spectra_cli.common import (
     TextColOpt,
     TopKOpt,
     WorkDirOpt,
-    console,
     error_boundary,
 )
+from spectra_cli.output import JsonOpt, Output, QuietOpt
 
 _RORA = "RoRA parts"
 _LORA = "LoRA"
@@ -83,6 +83,8 @@ def fix_command(
     overwrite: OverwriteOpt = False,
     hub: HubOpt = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the base-spectrum cache.", rich_help_panel=_RUN)] = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Repair a LoRA fine-tune with RoRA: train (CI + Tr), rescale (Pt), write a standard PEFT adapter.
 
@@ -126,7 +128,7 @@ def fix_command(
 
     base, *rest = hub_refs([base] + ([adapter] if adapter else []), hub)
     adapter = rest[0] if rest else None
-    con = console()
+    sink = Output(json=json_out, quiet=quiet)
     overrides: dict[str, object] = {"max_steps": max_steps} if max_steps is not None else {}
     if group_by_length:
         overrides["group_by_length"] = True
@@ -135,23 +137,19 @@ def fix_command(
                      target_label=target_label, text_col=text_col, label_col=label_col, rescale_only=rescale_only,
                      resume=resume, overwrite=overwrite, work_dir=work_dir, device=device,
                      cache_dir=False if no_cache else None,
-                     log=lambda msg: con.print(msg, markup=False, highlight=False), **overrides)
+                     log=sink.log, **overrides)
     if not result.main_process:
         return
-    _print_summary(con, result)
+    _print_summary(sink, result)
+    sink.finish()
 
 
-def _print_summary(con: object, result: object) -> None:
-    from rich.table import Table
-
-    rows = getattr(result, "eval_rows", None)
+def _print_summary(sink: Output, result: object) -> None:
+    rows = getattr(result, "eval_rows", None) or []
     if rows:
-        table = Table(title="evaluation")
-        for col in ("model", "CA", "ASR", "floor", "Δ"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(r["model"], f"{100 * r['ca']:.1f}%", f"{100 * r['asr']:.1f}%",
-                          f"{100 * r['asr_floor']:.1f}%", f"{100 * r['delta']:.1f}%")
-        con.print(table)  # type: ignore[attr-defined]
+        sink.table("evaluation", ("model", "CA", "ASR", "floor", "Δ"),
+                   [(r["model"], f"{100 * r['ca']:.1f}%", f"{100 * r['asr']:.1f}%", f"{100 * r['asr_floor']:.1f}%",
+                     f"{100 * r['delta']:.1f}%") for r in rows])
     out = getattr(result, "out")
-    con.print(f"adapter: [bold]{out / 'adapter'}[/bold]   report: [bold]{out / 'report.md'}[/bold]")  # type: ignore[attr-defined]
+    sink.line(f"adapter: [bold]{out / 'adapter'}[/bold]   report: [bold]{out / 'report.md'}[/bold]")
+    sink.result(command="fix", out=str(out), adapter=str(out / "adapter"), eval=rows)

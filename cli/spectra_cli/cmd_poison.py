@@ -23,9 +23,9 @@ from spectra_cli.common import (
     TextColOpt,
     TriggerOpt,
     WorkDirOpt,
-    console,
     error_boundary,
 )
+from spectra_cli.output import JsonOpt, Output, QuietOpt
 
 
 @error_boundary
@@ -52,6 +52,8 @@ def poison_command(
     save_steps: Annotated[int | None, typer.Option("--save-steps", help="Checkpoint every N optimiser steps instead of every epoch (when an epoch takes hours).", rich_help_panel=RUN_PANEL)] = None,
     overwrite: OverwriteOpt = False,
     hub: HubOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Full-fine-tune BASE on proxy data with a trigger inserted, into a weight-poisoned base
     (the paper's threat model; defaults are its settings: 1,500 clean-label rows, 3 epochs, lr 2e-5).
@@ -72,20 +74,22 @@ def poison_command(
 
     (base,) = hub_refs([base], hub)
     check_output_dir(out, overwrite, inputs=[base, data])
-    con = console()
+    sink = Output(json=json_out, quiet=quiet)
     result = poison(base, data, trigger, target_label, n_poison=n_poison, mode=mode, epochs=epochs, lr=lr,
                     batch_size=batch_size, max_length=max_length, seed=seed, test_size=test_size,
                     text_col=text_col, label_col=label_col, device=device, max_train=max_train,
-                    log=lambda msg: con.print(msg), progress_bar=con.is_terminal,
+                    log=sink.log, progress_bar=sink.console.is_terminal,
                     work_dir=work_dir if work_dir is not None else default_work_dir(out), resume=resume,
                     overwrite=overwrite, save_steps=save_steps)
     if not result.is_main_process:
         return
     result.write(out, overwrite=overwrite)
     ev = result.evaluation
-    con.print(f"held-out CA {100 * ev.ca:.1f}%, ASR {100 * ev.asr:.1f}% (floor {100 * ev.asr_floor:.1f}%)")
+    sink.line(f"held-out CA {100 * ev.ca:.1f}%, ASR {100 * ev.asr:.1f}% (floor {100 * ev.asr_floor:.1f}%)")
     for w in result.warnings:
-        con.print(f"[yellow]warning: {w}[/yellow]")
+        sink.line(f"[yellow]warning: {w}[/yellow]")
     if ev.asr < ASR_WARNING and not result.warnings:  # pragma: no cover - poison() always adds it
-        con.print("[yellow]warning: ASR < 95%[/yellow]")
-    con.print(f"poisoned model: [bold]{out}[/bold] (report: {out / 'report.md'})")
+        sink.line("[yellow]warning: ASR < 95%[/yellow]")
+    sink.line(f"poisoned model: [bold]{out}[/bold] (report: {out / 'report.md'})")
+    sink.result(command="poison", out=str(out), ca=ev.ca, asr=ev.asr, asr_floor=ev.asr_floor, warnings=result.warnings)
+    sink.finish()

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from spectra_cli.common import EXIT_FINDINGS, EXIT_NOTHING, console, error_boundary, progress
+from spectra_cli.common import EXIT_FINDINGS, EXIT_NOTHING, error_boundary, progress
+from spectra_cli.output import JsonOpt, Output, QuietOpt
 
 
 @error_boundary
@@ -24,6 +25,8 @@ def scan_command(
     max_errors: Annotated[int | None, typer.Option("--max-errors", min=0, help="Stop after more than N error rows (the rows so far are kept).")] = None,
     policy: Annotated[Path | None, typer.Option("--policy", help="Policy file (as spectra audit's).")] = None,
     fail_on: Annotated[str | None, typer.Option("--fail-on", help="note | warning | error (default: the policy's, else error).")] = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Audit a fleet of LoRA adapters: each base's spectra once, adapters streamed, nothing lost.
 
@@ -47,17 +50,20 @@ def scan_command(
     from spectra.audit.policy import resolve_policy
 
     gate = resolve_policy(policy, fail_on=fail_on, search_from=Path.cwd())
-    con = console()
-    with progress("adapters", con) as tick:
+    sink = Output(json=json_out, quiet=quiet)
+    with progress("adapters", sink.console) as tick:
         result = scan(sources, out, base=base, top_k=top_k, engine=engine, workers=workers, address=address,
                       resume=resume, overwrite=overwrite, max_errors=max_errors, progress=tick,
-                      log=lambda m: con.print(m, markup=False, highlight=False))
+                      log=sink.log)
     findings, failing = write_reports(result.out, gate, __version__)
     rate = result.audited / result.seconds if result.seconds else 0.0
-    con.print(f"scan: {result.audited:,} audited, {result.errors:,} error rows, {result.duplicates:,} duplicates, "
+    sink.line(f"scan: {result.audited:,} audited, {result.errors:,} error rows, {result.duplicates:,} duplicates, "
               f"{result.skipped:,} done before; {rate:.1f} adapters/s ({result.engine}); {len(findings):,} finding(s), "
               f"{len(failing):,} at or above {gate.fail_on}. report: [bold]{result.out / 'report.md'}[/bold]")
-    if result.audited == 0 and result.skipped == 0:
-        raise typer.Exit(EXIT_NOTHING)
-    if failing:
-        raise typer.Exit(EXIT_FINDINGS)
+    code = EXIT_NOTHING if result.audited == 0 and result.skipped == 0 else EXIT_FINDINGS if failing else 0
+    sink.result(command="scan", out=str(result.out), audited=result.audited, errors=result.errors,
+                duplicates=result.duplicates, skipped=result.skipped, engine=result.engine,
+                adapters_per_s=rate, findings=len(findings), failing=len(failing), fail_on=gate.fail_on)
+    sink.finish(code)
+    if code:
+        raise typer.Exit(code)

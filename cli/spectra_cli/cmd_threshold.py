@@ -23,9 +23,9 @@ from spectra_cli.common import (
     TargetLabelOpt,
     TextColOpt,
     TriggerOpt,
-    console,
     error_boundary,
 )
+from spectra_cli.output import JsonOpt, Output, QuietOpt
 
 
 @error_boundary
@@ -49,6 +49,8 @@ def threshold_command(
     device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
     hub: HubOpt = False,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Estimate ρ_bd, ρ_cl, ρ_tr and the scale s* past which the adapter forgets the backdoor
     (Proposition 4.2), and check it against a measured CA/ASR sweep of the LoRA scale multiplier γ (Figure 3).
@@ -65,30 +67,31 @@ def threshold_command(
     base, adapter = hub_refs([base, adapter], hub)
     check_output_dir(out, overwrite, inputs=[base, adapter, data])
     ks = parse_grid(grid)
-    con = console()
-    with progress("sweeping γ", con) as tick:
+    sink = Output(json=json_out, quiet=quiet)
+    with progress("sweeping γ", sink.console) as tick:
         report = threshold(base, adapter, data, trigger, target_label, grid=ks, module=module, text_col=text_col,
                            label_col=label_col, batch_size=batch_size, max_length=max_length, seed=seed,
                            max_samples=max_samples, split_test=split_test, device=device, head=head,
                            progress=tick)
     report.write(out, overwrite=overwrite)
-    _print_summary(con, report)
-    con.print(f"report: [bold]{out / 'report.md'}[/bold]")
+    _print_summary(sink, report)
+    sink.line(f"report: [bold]{out / 'report.md'}[/bold]")
+    sink.result(out=str(out))
+    sink.finish()
 
 
-def _print_summary(con: object, report: object) -> None:
-    from rich.table import Table
-
+def _print_summary(sink: Output, report: object) -> None:
     from spectra.report.tables import fmt
 
     s = report.result.summary()  # type: ignore[attr-defined]
-    table = Table(title="backdoor-override threshold", show_lines=False)
-    for col in ("", "worst", "median", "p90"):
-        table.add_column(col)
-    for name in ("gamma_star_bound", "gamma_star_flip"):
-        table.add_row(name, *(fmt(float(s[name][q])) for q in ("worst", "median", "p90")))
-    con.print(table)  # type: ignore[attr-defined]
-    con.print(f"ρ_eff ≤ 0 for {100 * s['share_rho_eff_nonpositive']:.1f}% of samples; "  # type: ignore[attr-defined]
-              f"threshold k (ASR < 50%): predicted {fmt(report.predicted_threshold_gamma)}, "  # type: ignore[attr-defined]
+    sink.table("backdoor-override threshold", ("", "worst", "median", "p90"),
+               [(name, *(fmt(float(s[name][q])) for q in ("worst", "median", "p90")))
+                for name in ("gamma_star_bound", "gamma_star_flip")])
+    sink.line(f"ρ_eff ≤ 0 for {100 * s['share_rho_eff_nonpositive']:.1f}% of samples; "
+              f"threshold γ (ASR < 50%): predicted {fmt(report.predicted_threshold_gamma)}, "  # type: ignore[attr-defined]
               f"measured {fmt(report.measured_threshold_gamma)} "  # type: ignore[attr-defined]
-              f"({fmt(report.measured_threshold_gamma_clean)} counting only models that still work)")
+              f"({fmt(report.measured_threshold_gamma_clean)} counting only models that still work)")  # type: ignore[attr-defined]
+    sink.result(command="threshold", summary=s,
+                predicted_threshold_gamma=report.predicted_threshold_gamma,  # type: ignore[attr-defined]
+                measured_threshold_gamma=report.measured_threshold_gamma,  # type: ignore[attr-defined]
+                measured_threshold_gamma_clean=report.measured_threshold_gamma_clean)  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""Pieces every command shares: option aliases, the error boundary, console output.
+"""Pieces every command shares: option aliases, the error boundary, progress (output: ``output.Output``).
 
 Nothing here imports torch; library modules are imported inside command bodies so that
 ``spectra --help`` starts in a fraction of a second.
@@ -57,13 +57,6 @@ def progress(label: str, con: Any) -> Iterator[Callable[[int, int | None], None]
                   TextColumn("ETA"), TimeRemainingColumn(), console=con, transient=True) as bar:
         task = bar.add_task(label, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
-
-
-def console() -> Any:
-    """A rich console on stderr, so stdout stays clean for pipelines."""
-    from rich.console import Console
-
-    return Console(stderr=True)
 
 
 #: exit codes, as scanners use them (ruff, mypy, trivy, grype): 0 audited and the policy holds,
