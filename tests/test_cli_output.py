@@ -48,3 +48,14 @@ def test_quiet_prints_nothing_and_keeps_the_exit_code_and_files(pair, tmp_path) 
 def test_every_command_takes_json_and_quiet(name: str) -> None:
     out = CliRunner().invoke(app, [name, "--help"], terminal_width=200).output
     assert "--json" in out and "--quiet" in out, name
+
+
+def test_the_moved_audit_modules_keep_their_old_names_for_this_release() -> None:
+    import spectra.audit.policy
+    import spectra.audit.report
+    import spectra.audit_report
+    import spectra.policy
+
+    assert spectra.policy.resolve_policy is spectra.audit.policy.resolve_policy
+    assert spectra.policy.RULES is spectra.audit.policy.RULES and spectra.policy.Policy is spectra.audit.policy.Policy
+    assert spectra.audit_report.AuditReport is spectra.audit.report.AuditReport
