@@ -63,7 +63,9 @@ def _documents(model: str, recipe: UserRecipe, result: dict[str, Any], out: Path
         "id": fid, "run": run, "wall_s": result["seconds"], "lr": recipe.lr, "lr_choice": "the user's recipe",
         "config": cfg, "folder": str(out), "canary": result["canary"],
         "eval": {"base": {"asr": result["canary"]["poisoned_test_asr"]}, "new": new},
-        "epochs": epochs, "converged": converged([e["val_ca"] for e in epochs if e.get("val_ca") is not None]),
+        # the canary's fine-tuning keeps no validation split: no curve, so convergence is unknown (None)
+        "epochs": epochs, "converged": converged(curve) if (curve := [e["val_ca"] for e in epochs
+                                                                       if e.get("val_ca") is not None]) else None,
         "audit": audit_summary(result["canary"]["poisoned_copy"], out / "fix" / "adapter", top_k=32),
     }
     sweep = {"id": run_id(model, recipe, "sweep"), "run": {**run, "kind": "sweep"},
