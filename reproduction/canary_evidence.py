@@ -33,6 +33,15 @@ CANARY_RECIPES: tuple[UserRecipe, ...] = (
     UserRecipe(1e-3, 5, rank=16, rslora=True),
     UserRecipe(5e-4, 10, rank=4),
 )
+#: longer and hotter budgets, for the recipes that may remove a canary (the default set kept it on
+#: MiniLM every time): the labels need both outcomes
+LONG_RECIPES: tuple[UserRecipe, ...] = (
+    UserRecipe(2e-3, 10),
+    UserRecipe(5e-3, 5),
+    UserRecipe(1e-3, 20),
+    UserRecipe(2e-3, 10, rank=16, targets="all"),
+)
+RECIPE_SETS = {"default": CANARY_RECIPES, "long": LONG_RECIPES}
 
 
 def run_id(model: str, recipe: UserRecipe, kind: str = "finetune") -> str:

@@ -119,7 +119,10 @@ def cmd_forgetting(args: argparse.Namespace) -> int:
 def cmd_canary_evidence(args: argparse.Namespace) -> int:
     from reproduction.canary_evidence import run_canary_evidence
 
-    written = run_canary_evidence(args.model, args.results, args.work / "canary-evidence", log=log)
+    from reproduction.canary_evidence import RECIPE_SETS
+
+    written = run_canary_evidence(args.model, args.results, args.work / "canary-evidence",
+                                  recipes=RECIPE_SETS[args.recipes], log=log)
     log(f"canary evidence on {args.model}: {len(written)} runs written to {args.results}")
     return 0
 
@@ -203,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("canary-evidence", help="users' recipes against a planted quick canary (labels a second "
                                                "architecture cheaply; reproduction.canary_evidence)")
     s.add_argument("--model", choices=("minilm", "smollm2"), default="smollm2")
+    s.add_argument("--recipes", choices=("default", "long"), default="default",
+                   help="the users' spread, or longer and hotter budgets that may remove the canary")
     s.add_argument("--results", type=Path, default=RESULTS)
     s.add_argument("--work", type=Path, default=WORK)
     s = sub.add_parser("intruders", help="PEFT's intruder-dimension count for every finetune result whose adapter "
