@@ -103,11 +103,15 @@ def test_readings_refuse_a_verdict_the_budget_cannot_support() -> None:
 def test_console_summary_names_every_model_and_the_crossings(tmp_path: Path) -> None:
     from rich.console import Console
     from spectra_cli.cmd_demo import _print_summary
+    from spectra_cli.output import Output
 
     (tmp_path / "demo.json").write_text(json.dumps(SUMMARY))
-    con = Console(record=True, width=140)
-    _print_summary(con, tmp_path)
-    text = con.export_text()
+    sink = Output()
+    sink.console = Console(record=True, width=140)
+    _print_summary(sink, tmp_path)
+    text = sink.console.export_text()
+    assert sink.payload["command"] == "demo" and [r["model"] for r in sink.payload["eval"]] == \
+        [r["model"] for r in SUMMARY["eval"]]  # the same results reach --json
     assert "clean-label" in text and "86.0" in text and "-13.0" in text
     assert "LoRA: ASR crosses 50% at γ = 5.2 (measured); predicted 150 (Prop. 4.2 linear), 4.8 (search)" in text
     assert "• LoRA keeps the backdoor" in text
