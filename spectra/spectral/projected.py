@@ -11,8 +11,9 @@ and ``AAᵀ = L_A L_Aᵀ``, the thin QRs are ``B = Q_B L_Bᵀ`` and ``Aᵀ = Q_A
 
 The only products over m or n are ``BᵀB``, ``AAᵀ``, ``U_preᵀB`` and ``Vh_pre Aᵀ`` (batched GEMMs);
 everything r × r runs in float64, so the result matches the QR path to float32 rounding for
-any factor a Cholesky factorisation accepts. A rank-deficient factor (PEFT initialises B = 0)
-has no Cholesky factor: ``ok`` is False for it, and the caller takes the QR path there.
+any factor whose Cholesky Q is orthonormal. A rank-deficient factor (PEFT initialises B = 0) has
+no Cholesky factor, and a nearly dependent one loses orthogonality: ``ok`` is False for both, and
+the caller takes the QR path there.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def projected_statistics(B: Tensor, A: Tensor, scale: Tensor, U_pre: Tensor, Vh_
 
     ``stats``: ``S`` (N, r) descending, and :func:`statistics_from_projections`' keys
     (``cos_max_left`` … ``overlap``), in float64; ``ok`` (N,) is False where a Gram matrix has
-    no Cholesky factor (a rank-deficient factor): those rows are not valid.
+    no Cholesky factor (a rank-deficient factor) or its Q is not orthonormal to
+    :data:`ORTHOGONALITY_TOL` (a nearly dependent one): those rows are not valid.
     """
     f64 = torch.float64
     B64, A64 = B.to(f64), A.to(f64)
