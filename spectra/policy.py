@@ -1,4 +1,3 @@
 """Moved to :mod:`spectra.audit.policy` in 0.3; this alias is kept for one release (CHANGELOG)."""
 
 from spectra.audit.policy import *  # noqa: F401,F403
-from spectra.audit.policy import DEFAULT_RULES, RULES, SEVERITIES  # noqa: F401 - constants the star skips if renamed
