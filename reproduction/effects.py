@@ -98,8 +98,11 @@ def _fmt(stat: tuple[float, tuple[float, float], tuple[float, float]] | None, n:
     return f"{m:+.1f} [t {t[0]:+.1f}, {t[1]:+.1f}; bootstrap {b[0]:+.1f}, {b[1]:+.1f}]"
 
 
-def effects_section(results: Results) -> str:
-    """The page's section "What each part of RoRA does", generated from the paired runs."""
+def effects_section(results: Results, pt_grid: list[dict[str, Any]] | None = None) -> str:
+    """The page's section "What each part of RoRA does", generated from the paired runs and the Pt grid
+    (:mod:`reproduction.pt_grid`)."""
+    from reproduction.pt_grid import pt_grid_section
+
     rows = effects(results)
     lines = ["## What each part of RoRA does (paired differences)\n",
              "Each row compares runs that differ in one thing — the same attack, poisoned base and fine-tuning seed "
@@ -113,5 +116,6 @@ def effects_section(results: Results) -> str:
                      f"{_fmt(r.get('asr'), r['pairs'])} | {_fmt(r.get('ca'), r['pairs'])} |")
     clear = [r for r in rows if r["pairs"] >= 2 and r["matched lr"] and (r["asr"][1][1] < 0 or r["asr"][1][0] > 0)]
     lines += ["", "Effects on ASR whose Student-t interval excludes 0 at a matched rate: "
-              + (", ".join(f"{r['effect']} ({r['asr'][0]:+.1f})" for r in clear) or "none yet") + ".\n"]
+              + (", ".join(f"{r['effect']} ({r['asr'][0]:+.1f})" for r in clear) or "none yet") + ".\n",
+              pt_grid_section(pt_grid or [])]
     return "\n".join(lines)

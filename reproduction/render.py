@@ -20,6 +20,7 @@ from reproduction import paper
 from spectra.report.tables import SWEEP_MARKS
 from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
 from reproduction.effects import effects_section
+from reproduction.pt_grid import load_grid
 from spectra.study.recipe import ATTACKS, DEPARTURES, Recipe
 from spectra.study.tables import (Cell, Results, study_docs, below_asr_bar, collapsed_gammas, load_results, rescale_effect,
                                   run_seconds)
@@ -55,7 +56,8 @@ def _paper(table: dict[str, Any], attack: str, key: str | None, models: tuple[st
     return out
 
 
-def render_markdown(results: Results, recipe: Recipe, figures_rel: str = "../figures") -> str:
+def render_markdown(results: Results, recipe: Recipe, figures_rel: str = "../figures",
+                    pt_grid: list[dict[str, Any]] | None = None) -> str:
     plan = study_plan(recipe.lr_grid)
     lines = ["# Reproduction: Luong & Chen (2026) on MiniLM and SmolLM2, rt → CR\n",
              "Every number and every verdict on this page is generated from the run results in "
@@ -66,7 +68,7 @@ def render_markdown(results: Results, recipe: Recipe, figures_rel: str = "../fig
     lines += ["## Verdicts, claim by claim\n",
               markdown_table([vars(v) for v in verdicts(results)], ["claim", "paper", "ours", "verdict", "rule"])]
     lines += [_table1(results), _picks(results, figures_rel), _table2(results, figures_rel), _ablation(results),
-              effects_section(results),
+              effects_section(results, pt_grid),
               _variants(results), _bases(results), _llama(results), _figure3(results, figures_rel),
               _predictor(results, figures_rel), _runs(results)]
     return "\n".join(lines)
@@ -481,7 +483,8 @@ def render_study(results_dir: str | Path, doc: str | Path, figures: str | Path,
     save_figure(predictor_figure(crossing_rows(results)), figures / FIGURES["predictor"])
     for attack in ATTACKS:
         save_figure(sweep_figure(results, attack), figures / f"reproduction_sweep_{attack}.png")
-    Path(doc).write_text(render_markdown(results, Recipe()), encoding="utf-8")
+    grid = load_grid(Path(results_dir).parent / "pt_grid")  # docs/study/pt_grid beside the results
+    Path(doc).write_text(render_markdown(results, Recipe(), pt_grid=grid), encoding="utf-8")
     log(f"wrote {doc} and {len(FIGURES) + len(ATTACKS)} figures in {figures} from {len(results.docs)} results")
     if readme is not None:
         from spectra.report.readme_blocks import update_file_blocks

@@ -7,6 +7,7 @@
     python scripts/reproduce.py run --plan evidence      # users' recipes: the forgetting verdict's evidence
     python scripts/reproduce.py run --plan ablation      # {CI} × {Tr} × lr {2e-4, 2e-3}, paired seeds and bases
     python scripts/reproduce.py render                   # docs/reproduction.md + figures/ + README's study block
+    python scripts/reproduce.py pt-grid --work W         # every adapter on disk under Pt by depth and mode
     python scripts/reproduce.py forgetting               # docs/forgetting.md, docs/study/forgetting.csv, the audit's model
     python scripts/reproduce.py render --demo runs/demo-quick   # … and the README's demo block from that run
 
@@ -135,6 +136,14 @@ def cmd_intruders(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pt_grid(args: argparse.Namespace) -> int:
+    from reproduction.pt_grid import run_grid
+
+    n = run_grid(args.results, args.work, args.out, only=args.only, log=log)
+    log(f"Pt grid: {n} adapters evaluated at every depth and mode, written to {args.out}")
+    return 0
+
+
 def cmd_render(args: argparse.Namespace) -> int:
     from reproduction.render import render_study
 
@@ -214,9 +223,16 @@ def main(argv: list[str] | None = None) -> int:
                                          "and base are on disk (a baseline of docs/forgetting.md)")
     s.add_argument("--results", type=Path, default=RESULTS)
     s.add_argument("--work", type=Path, default=WORK)
+    s = sub.add_parser("pt-grid", help="every MiniLM adapter on disk under Pt at depth {1, 3, half, all} × mode "
+                                       "{match, amplify} (reproduction.pt_grid; the ablation's Pt rows)")
+    s.add_argument("--results", type=Path, default=RESULTS)
+    s.add_argument("--work", type=Path, default=WORK)
+    s.add_argument("--out", type=Path, default=ROOT / "docs" / "study" / "pt_grid")
+    s.add_argument("--only", default=None, help="regex over run ids")
     args = p.parse_args(argv)
     return {"run": cmd_run, "status": cmd_status, "render": cmd_render, "forgetting": cmd_forgetting,
-            "canary-evidence": cmd_canary_evidence, "intruders": cmd_intruders}[args.command](args)
+            "canary-evidence": cmd_canary_evidence, "intruders": cmd_intruders,
+            "pt-grid": cmd_pt_grid}[args.command](args)
 
 
 if __name__ == "__main__":
