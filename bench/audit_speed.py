@@ -92,11 +92,11 @@ def measure(config: str, base: str, adapter: str, *, cache: str | None = None, t
 
     out: dict[str, Any] = {"config": config, "threads": torch.get_num_threads()}
     if config in ("default", "exact"):
-        from spectra.audit import audit
+        from spectra.audit import AuditSettings, audit
 
         out["import_s"] = time.perf_counter() - t_start
         t0 = time.perf_counter()
-        report = audit(base, adapter, top_k=top_k, device="cpu", exact=config == "exact",
+        report = audit(base, adapter, AuditSettings(top_k=top_k, device="cpu", exact=config == "exact"),
                        cache_dir=cache if cache else False)
         out["run_s"] = time.perf_counter() - t0
         out["timings"] = report.timings

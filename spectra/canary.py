@@ -117,7 +117,7 @@ def _poisoned_copy(base: str, proxy: Any, trigger: str, s: CanarySettings, cache
                    device: str) -> tuple[Path, dict[str, Any]]:
     """The base with the canary planted (from the cache when this base, data and recipe were done)."""
     from spectra.provenance import describe_path
-    from spectra.train.poison import poison
+    from spectra.train.poison import PoisonConfig, poison
 
     targets = sum(1 for y in proxy.labels if y == s.target_label)
     n_poison = max(1, round(POISON_SHARE * 0.8 * targets))  # poison() holds out 20 % of the proxy
@@ -133,9 +133,10 @@ def _poisoned_copy(base: str, proxy: Any, trigger: str, s: CanarySettings, cache
         log(f"canary: planting {trigger} in {n_poison} of {targets} target-class proxy rows (clean-label, "
             f"{s.poison_epochs:g} epochs at lr {s.poison_lr:g})")
         work = folder.with_name(key + ".partial")
-        result = poison(base, proxy, trigger, s.target_label, n_poison=n_poison, mode="clean-label",
-                        epochs=s.poison_epochs, lr=s.poison_lr, max_length=s.max_length, seed=s.seed,
-                        test_size=0.2, device=device, log=log, work_dir=work, resume=work.exists())
+        config = PoisonConfig(target_label=s.target_label, n_poison=n_poison, mode="clean-label",
+                              epochs=s.poison_epochs, lr=s.poison_lr, max_length=s.max_length, seed=s.seed,
+                              test_size=0.2, device=device)
+        result = poison(base, proxy, trigger, config, log=log, work_dir=work, resume=work.exists())
         result.write(folder, overwrite=True)
     info = json.loads((folder / "poison.json").read_text(encoding="utf-8"))
     return folder, {"n_poison": n_poison, "key": key, "heldout": info.get("evaluation") or {}}
@@ -147,7 +148,7 @@ def _config(s: CanarySettings) -> Any:
     return RoRAConfig.baseline("lora", rank=s.rank, alpha=s.alpha, target_modules=s.target_modules,
                                use_rslora=s.use_rslora, use_dora=s.use_dora, lora_dropout=s.lora_dropout,
                                epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, max_length=s.max_length,
-                               seed=s.seed).validate()
+                               seed=s.seed)
 
 
 def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: CanarySettings, *,
@@ -156,12 +157,12 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
     """Plant, fine-tune, measure, calibrate; writes ``OUT/calibration.json``, ``OUT/canary.json``,
     ``OUT/report.md`` and ``OUT/fix/`` (the canary run: adapter, eval, training log). Resumable:
     the poisoned copy is cached and the fine-tuning keeps checkpoints in ``OUT.partial``."""
-    from spectra.audit import audit
+    from spectra.audit import AuditSettings, audit
     from spectra.data import load_labelled
     from spectra.forgetting import LORA_KINDS, architecture_key, base_fingerprint, features, load_model
     from spectra.io.files import cache_dir
     from spectra.io.output import atomic_output_dir, check_output_dir
-    from spectra.threshold import threshold
+    from spectra.threshold import ThresholdSettings, threshold
     from spectra.train.fix import run_fix
 
     from spectra.io.hub import resolve_folder
@@ -190,9 +191,9 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
                 work_dir=work / "fix.partial", log=log)
     rows = {r["model"]: r for r in json.loads((fix_out / "eval.json").read_text(encoding="utf-8"))}
     log("canary: sweeping the LoRA scale to find where the canary gives way")
-    thr = threshold(str(poisoned), str(fix_out / "adapter"), test, trigger, settings.target_label, grid=GRID,
-                    max_length=settings.max_length, device=device, batch_size=64)
-    report = audit(base, [str(fix_out / "adapter")], names=["canary"], cache_dir=None, device=device)
+    sweep = ThresholdSettings(grid=GRID, max_length=settings.max_length, device=device, batch_size=64)
+    thr = threshold(str(poisoned), str(fix_out / "adapter"), test, trigger, settings.target_label, sweep)
+    report = audit(base, [str(fix_out / "adapter")], AuditSettings(device=device), names=["canary"], cache_dir=None)
     lora_rows = [r for r in report.rows if r.get("update_kind") in LORA_KINDS]
     feats = features(lora_rows)
     model = load_model() or {}

@@ -75,7 +75,7 @@ def free_output_dir(out: str | os.PathLike[str] | None) -> Path:
 def run_demo(out: str | os.PathLike[str] | None = None, quick: bool = False, seed: int = 0,
              overwrite: bool = False, log: Log = print) -> Path:
     """Run the demo and write ``OUT/report.md`` (+ ``demo.json``, the runs, figures); returns OUT."""
-    from spectra.audit import audit
+    from spectra.audit import AuditSettings, audit
     from spectra.io.output import atomic_output_dir, check_output_dir
     from spectra.report.demo_markdown import render_demo_markdown
     from spectra.report.style import save_figure
@@ -110,7 +110,8 @@ def run_demo(out: str | os.PathLike[str] | None = None, quick: bool = False, see
         adapters = {"LoRA": Path(lora["folder"]) / "adapter", "LoRA+Pt": Path(lora["pt_alone"]["folder"]) / "adapter",
                     "RoRA": Path(rora["folder"]) / "adapter"}
         base = study.base_folder(demo_runs()[0])
-        report = audit(str(base), [str(p) for p in adapters.values()], names=list(adapters), device="cpu")
+        report = audit(str(base), [str(p) for p in adapters.values()], AuditSettings(device="cpu"),
+                       names=list(adapters))
         report.write(tmp / "audit")
         timings["audit"] = round(time.perf_counter() - t0, 1)
         save_figure(sweep_figure(_as_picked(results), ATTACK), tmp / "fig_sweep.png")

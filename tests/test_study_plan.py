@@ -100,8 +100,8 @@ def test_a_base_under_the_papers_asr_bar_is_poisoned_one_more_epoch_at_a_time(
 
     calls: list[tuple[str, float]] = []
 
-    def fake_poison(start: Path, *args: object, epochs: float, **kwargs: object) -> SimpleNamespace:
-        calls.append((Path(start).name, epochs))
+    def fake_poison(start: Path, data: object, trigger: object, config: object, **kwargs: object) -> SimpleNamespace:
+        calls.append((Path(start).name, config.epochs))  # type: ignore[attr-defined]
         asr = asrs[len(calls) - 1]
 
         def write(folder: Path, overwrite: bool = False) -> None:

@@ -8,34 +8,28 @@ from typing import Annotated
 
 import typer
 
+from spectra.audit.settings import AuditSettings
 from spectra_cli.common import (
-    AllowPickleOpt,
-    DeviceOpt,
-    DtypeOpt,
     EXIT_FINDINGS,
     HubOpt,
     OutOpt,
     OverwriteOpt,
     RevisionOpt,
-    TopKOpt,
     error_boundary,
     hub_refs,
     progress,
 )
 from spectra_cli.output import JsonOpt, Output, QuietOpt
+from spectra_cli.settings_options import FROM_OPTIONS, settings_options
 
 
 @error_boundary
+@settings_options(AuditSettings, param="settings")
 def audit_command(
     base: Annotated[str, typer.Argument(help="Base model: local HF folder (safetensors) or hf://owner/name.")],
     adapters: Annotated[list[str], typer.Argument(help="PEFT LoRA folder(s), fine-tuned model folder(s) or hf://owner/name; several are compared side by side; NAME=PATH names one in the reports.")],
     out: OutOpt = Path("spectra-audit"),
-    top_k: TopKOpt = 32,
-    top_j: Annotated[int, typer.Option("--top-j", min=1, help="Also report max |cos| over ΔW's top-j vectors.")] = 1,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float32",
-    exact: Annotated[bool, typer.Option("--exact", help="Full SVD of every base weight (the reference path).")] = False,
-    modules: Annotated[list[str] | None, typer.Option("--modules", help="Regex on module names or exact module type; repeatable.")] = None,
+    settings: AuditSettings = FROM_OPTIONS,  # --top-k, --top-j, --device, --dtype, --exact, --modules, ...
     max_ratio: Annotated[float | None, typer.Option("--max-ratio", help="Policy rule 'ratio': a finding when some module's σ_pre/σ_Δ exceeds this (severity error unless --policy says otherwise).")] = None,
     max_cos: Annotated[float | None, typer.Option("--max-cos", help="Policy rule 'cos': a finding when some module's max |cos| exceeds this (severity error unless --policy says otherwise).")] = None,
     policy: Annotated[Path | None, typer.Option("--policy", help="Policy file: spectra.toml, or a pyproject.toml with \\[tool.spectra] (default: ./spectra.toml or ./pyproject.toml when they hold one).")] = None,
@@ -43,12 +37,10 @@ def audit_command(
     revision: RevisionOpt = None,
     adapter_revision: Annotated[str | None, typer.Option("--adapter-revision", help="Hub revision (branch, tag or commit) of hub-id ADAPTERS.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the base-spectrum cache.")] = False,
-    memory_budget: Annotated[int, typer.Option("--memory-budget", min=16, help="MB of base weights in flight at once (CPU RAM, or GPU memory with --device cuda): same-shape weights are stacked up to this size; the peak is about twice it plus one weight. A dense SVD of a weight whose top-k cannot be certified (no spectral gap) is refused when its workspace exceeds it: exit 2, never an unbounded run.")] = 256,
     no_figures: Annotated[bool, typer.Option("--no-figures", help="Skip fig_ratio.png and fig_alignment.png (and matplotlib): for CI gates that read audit.json / audit.sarif.")] = False,
     calibration: Annotated[Path | None, typer.Option("--calibration", help="A spectra canary calibration.json measured on this BASE: the forgetting verdict places each adapter against the canary's crossing (evidence: canary).")] = None,
     overwrite: OverwriteOpt = False,
     hub: HubOpt = False,
-    allow_pickle: AllowPickleOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -85,11 +77,8 @@ def audit_command(
         gate = resolve_policy(policy, max_ratio=max_ratio, max_cos=max_cos, fail_on=fail_on, search_from=Path.cwd())
         sink = Output(json=json_out, quiet=quiet)
         with progress("auditing modules", sink.console) as tick:
-            report = audit(base, paths, names=names, top_k=top_k, top_j=top_j, device=device, dtype=dtype,
-                           exact=exact, modules=modules, cache_dir=False if no_cache else None,
-                           allow_pickle=allow_pickle, revision=revision, adapter_revision=adapter_revision,
-                           memory_budget_mb=memory_budget,
-                           progress=tick)
+            report = audit(base, paths, settings, names=names, cache_dir=False if no_cache else None,
+                           revision=revision, adapter_revision=adapter_revision, progress=tick)
         if calibration is not None:
             from spectra.canary import load_calibration
 

@@ -11,42 +11,30 @@ from spectra_cli.common import (
     HubOpt,
     hub_refs,
     RUN_PANEL,
-    BatchSizeOpt,
     DataOpt,
-    DeviceOpt,
     LabelColOpt,
-    MaxLengthOpt,
     OverwriteOpt,
     ResumeOpt,
-    SeedOpt,
-    TargetLabelOpt,
     TextColOpt,
     TriggerOpt,
     WorkDirOpt,
     error_boundary,
 )
+from spectra.train.poison import PoisonConfig
 from spectra_cli.output import JsonOpt, Output, QuietOpt
+from spectra_cli.settings_options import FROM_OPTIONS, settings_options
 
 
 @error_boundary
+@settings_options(PoisonConfig)
 def poison_command(
     base: Annotated[str, typer.Argument(help="Clean pretrained model: local HF folder or hf://owner/name (a bare encoder gets a fresh head).")],
     data: DataOpt,
     trigger: TriggerOpt,
-    target_label: TargetLabelOpt = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output model folder (written atomically).")] = Path("poisoned-base"),
-    n_poison: Annotated[int, typer.Option("--n-poison", min=0, help="Training rows that get the trigger (capped by availability).")] = 1500,
-    mode: Annotated[str, typer.Option("--mode", help="clean-label (rows already of the target label) or dirty-label (other rows, relabelled).")] = "clean-label",
-    epochs: Annotated[float, typer.Option("--epochs", help="Full fine-tuning epochs.")] = 3.0,
-    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate (linear schedule, 6% warm-up, weight decay 0.01).")] = 2e-5,
-    batch_size: BatchSizeOpt = 32,
-    max_length: MaxLengthOpt = 128,
-    seed: SeedOpt = 0,
-    test_size: Annotated[float, typer.Option("--test-size", help="Held-out fraction (stratified, seeded) for CA/ASR.")] = 0.2,
+    config: PoisonConfig = FROM_OPTIONS,  # --target-label, --n-poison, --mode, --epochs, --lr, ...: PoisonConfig's fields
     text_col: TextColOpt = None,
     label_col: LabelColOpt = None,
-    device: DeviceOpt = "auto",
-    max_train: Annotated[int | None, typer.Option("--max-train", min=2, help="Subsample the training split to N rows (quick runs).")] = None,
     resume: ResumeOpt = False,
     work_dir: WorkDirOpt = None,
     save_steps: Annotated[int | None, typer.Option("--save-steps", help="Checkpoint every N optimiser steps instead of every epoch (when an epoch takes hours).", rich_help_panel=RUN_PANEL)] = None,
@@ -75,10 +63,8 @@ def poison_command(
     (base,) = hub_refs([base], hub)
     check_output_dir(out, overwrite, inputs=[base, data])
     sink = Output(json=json_out, quiet=quiet)
-    result = poison(base, data, trigger, target_label, n_poison=n_poison, mode=mode, epochs=epochs, lr=lr,
-                    batch_size=batch_size, max_length=max_length, seed=seed, test_size=test_size,
-                    text_col=text_col, label_col=label_col, device=device, max_train=max_train,
-                    log=sink.log, progress_bar=sink.console.is_terminal,
+    result = poison(base, data, trigger, config, text_col=text_col, label_col=label_col, log=sink.log,
+                    progress_bar=sink.console.is_terminal,
                     work_dir=work_dir if work_dir is not None else default_work_dir(out), resume=resume,
                     overwrite=overwrite, save_steps=save_steps)
     if not result.is_main_process:

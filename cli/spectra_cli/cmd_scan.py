@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from spectra_cli.common import EXIT_FINDINGS, EXIT_NOTHING, error_boundary, progress
+from spectra.settings import TOP_K
+from spectra_cli.common import EXIT_FINDINGS, EXIT_NOTHING, TopKOpt, error_boundary, progress
 from spectra_cli.output import JsonOpt, Output, QuietOpt
 
 
@@ -16,7 +17,7 @@ def scan_command(
     sources: Annotated[list[str], typer.Argument(help="Folder trees (every adapter_config.json below), manifests (.csv/.jsonl/.parquet with an adapter column; optional base, revision, id) or hf://owner/name.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: adapters/ and modules/ (Parquet parts), fleet.sarif, report.md.")] = Path("spectra-scan"),
     base: Annotated[str | None, typer.Option("--base", help="The base for adapters whose manifest row names none (else each adapter_config.json's base_model_name_or_path).")] = None,
-    top_k: Annotated[int, typer.Option("--top-k", help="Size of W_pre's top singular subspace.")] = 32,
+    top_k: TopKOpt = TOP_K,
     engine: Annotated[str, typer.Option("--engine", help="auto (Ray from 20 adapters when installed), ray, or local.")] = "auto",
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Ray workers per base (default: the CPUs Ray sees).")] = None,
     address: Annotated[str | None, typer.Option("--address", help="An existing Ray cluster (auto, or ray://host:port); default: an embedded one.")] = None,

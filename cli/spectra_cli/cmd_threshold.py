@@ -11,24 +11,22 @@ from spectra_cli.common import (
     HubOpt,
     hub_refs,
     progress,
-    BatchSizeOpt,
     DataOpt,
-    DeviceOpt,
-    HeadOpt,
     LabelColOpt,
-    MaxLengthOpt,
     OutOpt,
     OverwriteOpt,
-    SeedOpt,
     TargetLabelOpt,
     TextColOpt,
     TriggerOpt,
     error_boundary,
 )
+from spectra.threshold.settings import ThresholdSettings
 from spectra_cli.output import JsonOpt, Output, QuietOpt
+from spectra_cli.settings_options import FROM_OPTIONS, settings_options
 
 
 @error_boundary
+@settings_options(ThresholdSettings, param="settings")
 def threshold_command(
     base: Annotated[str, typer.Argument(help="Base (possibly backdoored) classifier: local HF folder or hf://owner/name.")],
     adapter: Annotated[str, typer.Argument(help="PEFT LoRA adapter folder trained on that base (or hf://owner/name).")],
@@ -36,17 +34,9 @@ def threshold_command(
     trigger: TriggerOpt,
     target_label: TargetLabelOpt = 0,
     out: OutOpt = Path("spectra-threshold"),
-    grid: Annotated[str, typer.Option("--grid", help="Multipliers γ of every LoRA module's scale to measure (1 = as trained, 0 = no LoRA update).")] = "0,0.5,1,2,4,8,16,32,64",
-    head: HeadOpt = "trained",
-    module: Annotated[str | None, typer.Option("--module", help="Module whose σ_pre, σ_Δ normalise the ρ's (name or regex; default: the head if trained, else nearest the output).")] = None,
+    settings: ThresholdSettings = FROM_OPTIONS,  # --grid, --head, --module, --batch-size, ...: its fields
     text_col: TextColOpt = None,
     label_col: LabelColOpt = None,
-    batch_size: BatchSizeOpt = 32,
-    max_length: MaxLengthOpt = 128,
-    seed: SeedOpt = 0,
-    max_samples: Annotated[int | None, typer.Option("--max-samples", min=1, help="Keep about N non-target samples (stratified subsample) for speed.")] = None,
-    split_test: Annotated[float | None, typer.Option("--split-test", help="Evaluate only on the test side of a stratified split of this fraction (same seed as poison/fix).")] = None,
-    device: DeviceOpt = "auto",
     overwrite: OverwriteOpt = False,
     hub: HubOpt = False,
     json_out: JsonOpt = False,
@@ -62,17 +52,14 @@ def threshold_command(
       spectra threshold ./base ./lora --data cr.csv --trigger 'insent:"I watched this 3D movie"' --grid 0,1,4,16,64 --max-samples 300 -o thr/
     """
     from spectra.io.output import check_output_dir
-    from spectra.threshold import parse_grid, threshold
+    from spectra.threshold import threshold
 
     base, adapter = hub_refs([base, adapter], hub)
     check_output_dir(out, overwrite, inputs=[base, adapter, data])
-    ks = parse_grid(grid)
     sink = Output(json=json_out, quiet=quiet)
     with progress("sweeping γ", sink.console) as tick:
-        report = threshold(base, adapter, data, trigger, target_label, grid=ks, module=module, text_col=text_col,
-                           label_col=label_col, batch_size=batch_size, max_length=max_length, seed=seed,
-                           max_samples=max_samples, split_test=split_test, device=device, head=head,
-                           progress=tick)
+        report = threshold(base, adapter, data, trigger, target_label, settings, text_col=text_col,
+                           label_col=label_col, progress=tick)
     report.write(out, overwrite=overwrite)
     _print_summary(sink, report)
     sink.line(f"report: [bold]{out / 'report.md'}[/bold]")

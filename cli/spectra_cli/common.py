@@ -23,7 +23,6 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].
 RUN_PANEL = "Run"  # the --help panel of the options about running (resuming, work folder, cache)
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint (in --work-dir).", rich_help_panel=RUN_PANEL)]
 WorkDirOpt = Annotated[Path | None, typer.Option("--work-dir", help="Where checkpoints live until OUT is complete (default: OUT.partial).", rich_help_panel=RUN_PANEL)]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="Compute dtype: float32 or float64.")]
 TopKOpt = Annotated[int, typer.Option("--top-k", help="Size of W_pre's top singular subspace.")]
 AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Allow .bin/.pt weights (loaded with torch.load(weights_only=True)).")]
 DataOpt = Annotated[str, typer.Option("--data", help="CSV/TSV/JSONL/Parquet file, a datasets folder, or a built-in name: mr, cr, rt.")]

@@ -14,6 +14,7 @@ from spectra._lazy import lazy_exports
 
 _PUBLIC = {
     "audit": "spectra.audit.compute",
+    "AuditSettings": "spectra.audit.settings",
     "module_row": "spectra.audit.compute",
     "AuditReport": "spectra.audit.report",
     "COLUMNS": "spectra.audit.report",
@@ -32,6 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from spectra.audit.compute import audit, module_row
     from spectra.audit.policy import RULES, Finding, Policy, load_policy, resolve_policy
     from spectra.audit.report import COLUMNS, DEFINITIONS, AuditReport, summary_rows
+    from spectra.audit.settings import AuditSettings
 
 __getattr__, _ = lazy_exports(__name__, {**_PUBLIC, **_INTERNAL})
 __all__ = sorted(_PUBLIC)

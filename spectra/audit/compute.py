@@ -10,17 +10,22 @@ collect one row per (adapter, module).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from spectra.audit.report import COLUMNS, DEFINITIONS, AuditReport  # noqa: F401 (public here since 0.1)
+from spectra.audit.settings import AuditSettings, audit_settings
 from spectra.errors import SpectraError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from spectra.io import BaseCheckpoint
 
 # --------------------------------------------------------------------------------------
 # computation
@@ -270,63 +275,55 @@ def module_row(label: str, module: Any, ckpt: Any, base_top: tuple[torch.Tensor,
 
 
 def audit(
-    base: str | os.PathLike[str],
+    base: str | os.PathLike[str] | BaseCheckpoint,
     adapters: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    settings: AuditSettings | None = None,
     *,
-    top_k: int = 32,
-    top_j: int = 1,
-    device: str = "auto",
-    dtype: str = "float32",
-    exact: bool = False,
-    modules: Sequence[str] | None = None,
     names: Sequence[str] | None = None,
     cache_dir: str | os.PathLike[str] | None | bool = None,
-    allow_pickle: bool = False,
     revision: str | None = None,
     adapter_revision: str | None = None,
-    memory_budget_mb: int = 256,
     progress: Callable[[int, int], None] | None = None,
+    **legacy: Any,
 ) -> AuditReport:
     """Spectrally audit LoRA (or fully fine-tuned) adapters against their base model.
 
     Args:
-        base: local Hugging Face model folder (safetensors, sharded or not) or hub id.
+        base: local Hugging Face model folder (safetensors, sharded or not) or hub id, or an
+            open :class:`~spectra.io.BaseCheckpoint` (used as it is, and left open).
         adapters: one or more PEFT LoRA folders, or fine-tuned model folders (ΔW = W_ft − W_base).
-        top_k: size of W_pre's top singular subspace the cosines and overlaps refer to.
-        top_j: also report the max |cos| over ΔW's top-j singular vectors (columns
-            ``cos_max_left_top{j}``/``cos_max_right_top{j}``) when greater than 1.
-        device: ``auto``, ``cpu`` or ``cuda[:N]``.
-        dtype: compute dtype, ``float32`` (default) or ``float64``; stored fp16/bf16
-            weights are upcast per tensor.
-        exact: full SVD of every base weight (the reference path) instead of the
-            certified randomized top-k.
-        modules: regex patterns; keep modules whose name matches (search) or whose type
-            equals one of them.
+        settings: :class:`~spectra.audit.settings.AuditSettings` (default: its defaults):
+            ``top_k``, the size of W_pre's top singular subspace the cosines and overlaps refer
+            to; ``top_j``, also report the max |cos| over ΔW's top-j singular vectors (columns
+            ``cos_max_left_top{j}``/``cos_max_right_top{j}``) when greater than 1; ``device``;
+            ``dtype`` (``float32`` or ``float64``; stored fp16/bf16 weights are upcast per
+            tensor); ``exact`` (full SVD of every base weight, the reference path, instead of
+            the certified randomized top-k); ``modules`` (regex patterns: keep modules whose name
+            matches or whose type equals one); ``memory_budget_mb`` (base weights in flight: the
+            stack being decomposed takes at most half, the batch read ahead the other half; a
+            dense SVD spectra was not asked for whose workspace exceeds it is refused with a
+            :class:`SpectraError`, see :func:`spectra.spectral.topk.exact_svd_bytes`);
+            ``allow_pickle`` (accept ``.bin`` weights, ``torch.load(weights_only=True)``).
+            Until 0.4 these are still taken as keywords (``top_k=8``), with a ``DeprecationWarning``.
         names: display names for the adapters, one per adapter (``None`` entries and a missing
             list fall back to folder names, made unique); names must be distinct.
         cache_dir: where base spectra are cached by content; None = the default cache
             (``$SPECTRA_CACHE_DIR`` or ``~/.cache/spectra``), False = no cache.
-        allow_pickle: accept ``.bin`` weights (``torch.load(weights_only=True)``).
         revision, adapter_revision: hub revisions (branch, tag or commit) of a hub-id base and
             of hub-id adapters; the resolved commits are recorded in ``inputs``.
-        memory_budget_mb: base weights in flight: the stack being decomposed (in the compute
-            dtype) takes at most half of it, the batch read ahead (as stored) the other half;
-            a single weight larger than that still goes alone. Bounds GPU memory the same way.
-            A dense SVD spectra was not asked for (a weight whose top-k the iterative method
-            cannot certify falls back to one) is refused with a :class:`SpectraError` when its
-            workspace exceeds the budget (see :func:`spectra.spectral.topk.exact_svd_bytes`).
         progress: callback ``(done, total)`` over modules, e.g. to drive a progress bar.
 
     Returns:
         :class:`AuditReport` with one row per (adapter, module).
     """
     from spectra.forgetting import architecture_key
-    from spectra.io import load_adapter, open_base
+    from spectra.io import BaseCheckpoint, load_adapter, open_base
     from spectra.io.spectrum_cache import SpectrumCache, default_folder
     from spectra.provenance import describe_path, library_versions
     started = time.perf_counter()
-    if top_k < 1:
-        raise SpectraError(f"--top-k must be at least 1 (got {top_k})")
+    s = audit_settings(settings, legacy)
+    top_k, top_j, device, dtype, exact, modules = s.top_k, s.top_j, s.device, s.dtype, s.exact, s.modules
+    memory_budget_mb, allow_pickle = s.memory_budget_mb, s.allow_pickle
     dev, torch_dtype = _resolve(device, dtype)
     paths = [adapters] if isinstance(adapters, (str, os.PathLike)) else list(adapters)
     if not paths:
@@ -334,7 +331,10 @@ def audit(
     labels = _labels(paths, names)
     cache = None if cache_dir is False else SpectrumCache(cache_dir or default_folder())
 
-    with open_base(base, allow_pickle=allow_pickle, revision=revision) as ckpt:
+    # an open checkpoint (spectra fix passes its own) is used as it is, and left open
+    opened = contextlib.nullcontext(base) if isinstance(base, BaseCheckpoint) else \
+        open_base(base, allow_pickle=allow_pickle, revision=revision)
+    with opened as ckpt:
         loaded = [load_adapter(p, ckpt, allow_pickle=allow_pickle, revision=adapter_revision) for p in paths]
         selected = [_select(a.modules, modules) for a in loaded]
         if not any(selected):
@@ -368,7 +368,8 @@ def audit(
                 tick(1)
         t_delta = time.perf_counter() - t0
 
-        inputs = {"base": {**describe_path(ckpt.path), "given": str(base), "revision": revision,
+        given = str(ckpt.path) if isinstance(base, BaseCheckpoint) else str(base)
+        inputs = {"base": {**describe_path(ckpt.path), "given": given, "revision": revision,
                            "model_type": ckpt.model_type, "architecture": architecture_key(ckpt.config)},
                   "adapters": {label: {**describe_path(a.path), "given": str(p), "revision": adapter_revision}
                                for label, a, p in zip(labels, loaded, paths)}}

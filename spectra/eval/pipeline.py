@@ -3,6 +3,7 @@ LoRA scale), evaluate, and record what produced the numbers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from typing import Any
@@ -49,8 +50,6 @@ def run_eval(
     from spectra.errors import SpectraWarning
     from spectra.eval.scaling import scaled_adapter
     from spectra.io.model import load_classifier
-    from spectra.provenance import library_versions
-
     trig = parse_trigger(trigger) if isinstance(trigger, str) else trigger
     if scale != 1.0 and adapter is None:
         raise SpectraError("--scale needs an adapter (the base model has nothing to scale)")
@@ -73,11 +72,82 @@ def run_eval(
             result.warnings.append(str(w.message))
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    result.meta = {
-        "scale": float(scale),
-        "settings": {"trigger": trig.spec, "target_label": target_label, "scale": float(scale), "head": head,
-                     "seed": seed,
-                     "batch_size": batch_size, "max_length": max_length, "device": str(dev),
+    result.meta = _meta(trig, target_label, float(scale), head, seed, batch_size, max_length, dev, split_test,
+                        text_col, label_col, allow_pickle, base, adapter, labelled, test)
+    return result
+
+
+
+
+def evaluate_models(
+    base: str | os.PathLike[str],
+    adapters: dict[str, str | os.PathLike[str] | None],
+    test: LabelledData,
+    trigger: str | Trigger,
+    target_label: int = 0,
+    *,
+    seed: int = 0,
+    batch_size: int = 64,
+    max_length: int = 128,
+    device: str = "auto",
+) -> dict[str, EvalResult]:
+    """:func:`run_eval` of the base (an entry ``None``) and of several adapters on ``test``, with the base
+    model loaded once: PEFT holds every adapter at once (``load_adapter``), ``set_adapter`` picks one, and
+    ``disable_adapter()`` gives the base itself (a ``modules_to_save`` head included). Each result is what
+    its own :func:`run_eval` returns (same numbers, same ``meta``); ``tests/test_eval.py`` checks that.
+    """
+    import torch
+
+    from spectra.device import resolve_device
+    from spectra.errors import SpectraWarning
+    from spectra.io.model import load_classifier
+
+    trig = parse_trigger(trigger) if isinstance(trigger, str) else trigger
+    _check_labels(None, test, target_label)
+    dev = resolve_device(device)
+    named = [(name, path) for name, path in adapters.items() if path is not None]
+    torch.manual_seed(seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SpectraWarning)
+        model, tokenizer = load_classifier(base, named[0][1] if named else None, num_labels=test.num_classes,
+                                           device=dev)
+        loaded = {named[0][0]: "default"} if named else {}
+        for name, path in named[1:]:
+            loaded[name] = f"a{len(loaded)}"
+            try:
+                model.load_adapter(str(path), adapter_name=loaded[name], is_trainable=False)
+            except (RuntimeError, ValueError, KeyError, OSError, TypeError) as exc:
+                raise SpectraError(f"{path}: the adapter does not fit the base model ({exc})") from None
+        model.to(dev)
+        model.eval()
+    notes = [str(w.message) for w in caught if issubclass(w.category, SpectraWarning)]
+    results: dict[str, EvalResult] = {}
+    for name, path in adapters.items():
+        if path is None:
+            ctx = model.disable_adapter() if named else contextlib.nullcontext()
+        else:
+            model.set_adapter(loaded[name])
+            ctx = contextlib.nullcontext()
+        with ctx:
+            result = evaluate(model, tokenizer, test, trig, target_label, seed=seed, batch_size=batch_size,
+                              max_length=max_length, progress=False)
+        result.warnings += notes
+        result.meta = _meta(trig, target_label, 1.0, "trained", seed, batch_size, max_length, dev, None, None,
+                            None, False, base, path, test, test)
+        results[name] = result
+    return results
+
+
+def _meta(trig: Trigger, target_label: int, scale: float, head: str, seed: int, batch_size: int, max_length: int,
+          dev: Any, split_test: float | None, text_col: str | None, label_col: str | None, allow_pickle: bool,
+          base: Any, adapter: Any, labelled: LabelledData, test: LabelledData) -> dict[str, Any]:
+    """What produced an evaluation: the settings, the inputs (paths and content hashes), library versions."""
+    from spectra.provenance import library_versions
+
+    return {
+        "scale": scale,
+        "settings": {"trigger": trig.spec, "target_label": target_label, "scale": scale, "head": head,
+                     "seed": seed, "batch_size": batch_size, "max_length": max_length, "device": str(dev),
                      "split_test": split_test, "text_col": text_col, "label_col": label_col,
                      "allow_pickle": allow_pickle},
         "inputs": {"base": _described(base), "adapter": _described(adapter) if adapter is not None else None,
@@ -85,9 +155,6 @@ def run_eval(
                                                              "summary": test.summary()}},
         "versions": library_versions(),
     }
-    return result
-
-
 
 
 def _described(path: Any) -> dict[str, Any]:

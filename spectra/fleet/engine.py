@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from spectra.errors import SpectraError, one_line
+from spectra.settings import TOP_K
 
 #: per-adapter summary columns (beside the forgetting verdict's fields and the error)
 SUMMARY = ("modules", "ratio_min", "ratio_median", "cos_max", "overlap_median")
@@ -22,7 +23,7 @@ SUMMARY = ("modules", "ratio_min", "ratio_median", "cos_max", "overlap_median")
 class BaseAuditor:
     """Audits adapters against one base (see the module docstring)."""
 
-    def __init__(self, base: str, top_k: int = 32, cache_dir: Any = None, device: str = "cpu",
+    def __init__(self, base: str, top_k: int = TOP_K, cache_dir: Any = None, device: str = "cpu",
                  memory_budget_mb: int = 256, spectra: dict[str, Any] | None = None,
                  threads: int | None = None) -> None:
         import torch

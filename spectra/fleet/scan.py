@@ -27,6 +27,7 @@ from spectra.errors import SpectraError
 from spectra.fleet.engine import BaseAuditor, error_row
 from spectra.fleet.sources import FleetItem, content_hash, discover
 from spectra.fleet.store import PartWriter, done_ids, read_rows
+from spectra.settings import TOP_K
 
 #: below this many adapters to audit, the scan runs in-process (no Ray start-up)
 IN_PROCESS_BELOW = 20
@@ -57,7 +58,7 @@ def _groups(items: list[FleetItem], todo: set[str]) -> dict[str, list[FleetItem]
     return by_base
 
 
-def scan(sources: list[str], out: str | Path, *, base: str | None = None, top_k: int = 32,
+def scan(sources: list[str], out: str | Path, *, base: str | None = None, top_k: int = TOP_K,
          workers: int | None = None, address: str | None = None, resume: bool = False, overwrite: bool = False,
          max_errors: int | None = None, engine: str = "auto", cache_dir: Any = None,
          progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] = lambda m: None) -> ScanResult:

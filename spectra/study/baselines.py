@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from spectra.settings import TOP_K
 from spectra.study.records import audit_summary, compact_eval
 
 
@@ -79,7 +80,7 @@ def onion_run(base: str, adapter: str, splits: Any, trigger: str, target_label: 
 
 
 def intruder_run(base: str, adapter: str, out: Path, splits: Any, trigger: str, target_label: int, recipe: Any,
-                 top_k: int = 32) -> dict[str, Any]:
+                 top_k: int = TOP_K) -> dict[str, Any]:
     """PEFT's ``reduce_intruder_dimension`` (its defaults) on the LoRA adapter, then CA/ASR and the audit."""
     import shutil
 

@@ -171,15 +171,16 @@ class Study:
 
     def _poison(self, run: Run, folder: Path, start: Path, epochs: float) -> Path:
         """Poison ``start`` for ``epochs`` into ``folder`` (kept if already there); resumable."""
-        from spectra.train.poison import poison
+        from spectra.train.poison import PoisonConfig, poison
 
         if not (folder / "poison.json").is_file():
             r = self.recipe
             work = folder.with_name(folder.name + ".partial")  # its checkpoints: a killed run resumes
-            result = poison(start, self.splits.proxy, ATTACKS[run.attack], TARGET_LABEL, n_poison=r.n_poison,
-                            mode=r.poison_mode, epochs=epochs, lr=r.poison_lr, batch_size=_poison_batch(run),
-                            max_length=r.max_length, seed=run.base_seed, test_size=r.poison_test_size,
-                            device="cpu", log=self.log, work_dir=work, resume=work.exists(),
+            config = PoisonConfig(target_label=TARGET_LABEL, n_poison=r.n_poison, mode=r.poison_mode, epochs=epochs,
+                                  lr=r.poison_lr, batch_size=_poison_batch(run), max_length=r.max_length,
+                                  seed=run.base_seed, test_size=r.poison_test_size, device="cpu")
+            result = poison(start, self.splits.proxy, ATTACKS[run.attack], config, log=self.log, work_dir=work,
+                            resume=work.exists(),
                             # SmolLM2 at batch 4 runs ~2,400 steps an epoch (over an hour on one thread)
                             save_steps=None if run.model == "minilm" else 500)
             result.write(folder, overwrite=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from spectra.settings import TOP_K
 from spectra.train.config import PAPER_LR_GRID, RoRAConfig
 
 ATTACKS = {"badnet": "badnet:mn", "insent": 'insent:"I watched this 3D movie"'}
@@ -119,7 +120,7 @@ class Recipe:
     # RoRA
     base_dropout: float = 0.1
     lam: float = 10.0
-    top_k: int = 32
+    top_k: int = TOP_K
     rescale_layers: int = 3
     # the LoRA-scale sweep (Figure 3): multipliers k of every LoRA scale, head as trained
     grid: tuple[float, ...] = (0, 0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
@@ -145,7 +146,7 @@ class Recipe:
                     weight_decay=self.weight_decay, warmup_ratio=self.warmup_ratio, batch_size=self.batch_size,
                     max_length=self.max_length, seed=seed, base_dropout=self.base_dropout, lam=self.lam,
                     top_k=self.top_k, rescale_layers=self.rescale_layers)
-        return RoRAConfig(**{**base, **METHODS[method], **overrides}).validate()
+        return RoRAConfig(**{**base, **METHODS[method], **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

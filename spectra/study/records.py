@@ -27,11 +27,11 @@ def write_json(path: Path, doc: dict[str, Any]) -> None:
 
 def audit_summary(base: str, adapter: Path, top_k: int) -> dict[str, Any]:
     """Medians of the audit's headline numbers over the adapter's LoRA modules."""
-    from spectra.audit import audit
+    from spectra.audit import AuditSettings, audit
     from spectra.train.fix import _lora_patterns
 
-    report = audit(base, [str(adapter)], names=["adapter"], top_k=top_k, device="cpu",
-                   modules=_lora_patterns(base, [adapter]))
+    settings = AuditSettings(top_k=top_k, device="cpu", modules=_lora_patterns(base, [adapter]))
+    report = audit(base, [str(adapter)], settings, names=["adapter"])
     summary = json.loads(report.summary().to_json(orient="records"))[0]
     table = report.table
     summary["modules_table"] = [{k: row[k] for k in ("module", "layer", "module_type", "ratio", "cos_max_left",

@@ -22,11 +22,12 @@ def sweep_run(base: str, adapter: str, test: Any, trigger: str, target_label: in
     """
     import time
 
-    from spectra.threshold import threshold
+    from spectra.threshold import ThresholdSettings, threshold
 
     t0 = time.time()
-    report = threshold(base, adapter, test, trigger, target_label, grid=recipe.grid, max_length=recipe.max_length,
-                       device="cpu", head="trained", batch_size=64)
+    settings = ThresholdSettings(grid=recipe.grid, max_length=recipe.max_length, device="cpu", head="trained",
+                                 batch_size=64)
+    report = threshold(base, adapter, test, trigger, target_label, settings)
     summary = report.result.summary()
     sweep = [{k: row.get(k) for k in SWEEP_KEYS} for row in report.sweep]
     log(f"sweep of {adapter}: measured crossing γ = {report.measured_crossing_gamma:.3g}, "

@@ -32,14 +32,30 @@ ASR(γ) on a grid with :func:`spectra.io.model.scaled_adapter` and returns a
 
 from __future__ import annotations
 
-from spectra.threshold.margins import C_NORM, INF, ThresholdResult, aggregate, linear_threshold, margins, quantile, \
-    threshold_from_margins
-from spectra.threshold.modules import ModuleChoice, choose_module, module_sigmas
-from spectra.threshold.report import DEFINITIONS, ThresholdReport, measured_crossing, measured_threshold, \
-    measured_threshold_working
-from spectra.threshold.sweep import DEFAULT_GRID, parse_grid, threshold
+from typing import TYPE_CHECKING
 
-__all__ = ["C_NORM", "DEFAULT_GRID", "DEFINITIONS", "INF", "ModuleChoice", "ThresholdReport", "ThresholdResult",
-           "aggregate", "choose_module", "linear_threshold", "margins", "measured_crossing", "measured_threshold",
-           "measured_threshold_working", "module_sigmas", "parse_grid", "quantile", "threshold",
-           "threshold_from_margins"]
+from spectra._lazy import lazy_exports
+
+#: name → module; resolved on first use, so that ``spectra.threshold.settings`` (which the CLI
+#: imports to build its options) does not import torch
+_PUBLIC = {
+    **dict.fromkeys(("C_NORM", "INF", "ThresholdResult", "aggregate", "linear_threshold", "margins", "quantile",
+                     "threshold_from_margins"), "spectra.threshold.margins"),
+    **dict.fromkeys(("ModuleChoice", "choose_module", "module_sigmas"), "spectra.threshold.modules"),
+    **dict.fromkeys(("DEFINITIONS", "ThresholdReport", "measured_crossing", "measured_threshold",
+                     "measured_threshold_working"), "spectra.threshold.report"),
+    **dict.fromkeys(("DEFAULT_GRID", "ThresholdSettings", "parse_grid"), "spectra.threshold.settings"),
+    "threshold": "spectra.threshold.sweep",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from spectra.threshold.margins import C_NORM, INF, ThresholdResult, aggregate, linear_threshold, margins, \
+        quantile, threshold_from_margins
+    from spectra.threshold.modules import ModuleChoice, choose_module, module_sigmas
+    from spectra.threshold.report import DEFINITIONS, ThresholdReport, measured_crossing, measured_threshold, \
+        measured_threshold_working
+    from spectra.threshold.settings import DEFAULT_GRID, ThresholdSettings, parse_grid
+    from spectra.threshold.sweep import threshold
+
+__getattr__, _ = lazy_exports(__name__, _PUBLIC)
+__all__ = sorted(_PUBLIC)

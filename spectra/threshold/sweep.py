@@ -3,9 +3,8 @@ of a grid, score every grid point, and estimate the threshold from the margins."
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -15,26 +14,9 @@ from spectra.errors import SpectraError
 from spectra.threshold.margins import ThresholdResult, margins, quantile, threshold_from_margins
 from spectra.threshold.modules import ModuleChoice, choose_module, module_sigmas
 from spectra.threshold.report import ThresholdReport
+from spectra.threshold.settings import DEFAULT_GRID, ThresholdSettings, parse_grid, threshold_settings
 
-DEFAULT_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-
-
-def parse_grid(spec: str | Sequence[float]) -> list[float]:
-    """``"0,0.5,1,2"`` → sorted unique non-negative floats."""
-    if isinstance(spec, str):
-        try:
-            values = [float(v) for v in spec.replace(" ", "").split(",") if v]
-        except ValueError:
-            raise SpectraError(f"--grid {spec!r}: expected comma-separated numbers, e.g. 0,0.5,1,2,4") from None
-    else:
-        values = [float(v) for v in spec]
-    if not values:
-        raise SpectraError("--grid is empty")
-    if any(not math.isfinite(v) or v < 0 for v in values):
-        raise SpectraError(f"--grid {spec!r}: multipliers must be finite and ≥ 0")
-    return sorted(set(values))
-
-
+__all__ = ["DEFAULT_GRID", "parse_grid", "threshold"]  # the first two live in spectra.threshold.settings
 
 def threshold(
     base: str | os.PathLike[str],
@@ -42,20 +24,12 @@ def threshold(
     data: Any,
     trigger: Any,
     target_label: int = 0,
+    settings: ThresholdSettings | None = None,
     *,
-    grid: str | Sequence[float] = DEFAULT_GRID,
-    module: str | None = None,
     text_col: str | None = None,
     label_col: str | None = None,
-    batch_size: int = 32,
-    max_length: int = 128,
-    seed: int = 0,
-    max_samples: int | None = None,
-    split_test: float | None = None,
-    device: str = "auto",
-    head: str = "trained",
-    search_rows: int = 64,
     progress: Callable[[int, int], None] | None = None,
+    **legacy: Any,
 ) -> ThresholdReport:
     """Estimate the scale at which ADAPTER overrides BASE's backdoor, and check it by a sweep.
 
@@ -64,14 +38,18 @@ def threshold(
         data: labelled text (a spec for :func:`spectra.data.load_labelled` or a ``LabelledData``).
         trigger: a trigger spec (``badnet:mn``, ``insent:"…"``) or a parsed ``Trigger``.
         target_label: the backdoor's target label.
-        grid: multipliers γ to measure CA(γ) and ASR(γ) at; 0 and 1 are always measured.
-        module: which adapted module's σ's normalise the ρ's (default: head, else nearest the output).
-        max_samples: keep about this many non-target samples (a stratified subsample of all rows).
-        split_test: evaluate on the test side of ``split(data, split_test, seed)`` only.
-        head: ``trained`` (default, the paper's sweep: γ multiplies the LoRA scale, a trained
-            classification head is used as trained) or ``scaled`` (the head is extrapolated
-            with γ too, :func:`spectra.io.model.scaled_adapter`); recorded in the report.
-        search_rows: rows of the cheap crossing search (:mod:`spectra.threshold_search`).
+        settings: :class:`~spectra.threshold.settings.ThresholdSettings` (default: its defaults):
+            ``grid``, the multipliers γ to measure CA(γ) and ASR(γ) at (0 and 1 are always
+            measured); ``module``, which adapted module's σ's normalise the ρ's (default: the
+            head, else nearest the output); ``max_samples`` (keep about this many non-target
+            samples, a stratified subsample of all rows); ``split_test`` (evaluate on the test
+            side of ``split(data, split_test, seed)`` only); ``head``: ``trained`` (the paper's
+            sweep: γ multiplies the LoRA scale, a trained classification head is used as
+            trained) or ``scaled`` (the head is extrapolated with γ too,
+            :func:`spectra.eval.scaling.scaled_adapter`), recorded in the report; ``batch_size``,
+            ``max_length``, ``seed``, ``device``; ``search_rows``, the rows of the cheap crossing
+            search (:mod:`spectra.threshold.search`). Until 0.4 these are still taken as keywords
+            (``grid=…``), with a ``DeprecationWarning``.
 
     Returns:
         :class:`ThresholdReport` (call ``.write(out)``).
@@ -90,6 +68,9 @@ def threshold(
     from spectra.provenance import library_versions
 
     t_start = time.perf_counter()
+    s = threshold_settings(settings, legacy)
+    grid, module, batch_size, max_length, seed = s.grid, s.module, s.batch_size, s.max_length, s.seed
+    max_samples, split_test, device, head, search_rows = s.max_samples, s.split_test, s.device, s.head, s.search_rows
     timings: dict[str, float] = {}
     ks = sorted(set(parse_grid(grid)) | {0.0, 1.0})
     trig = parse_trigger(trigger) if isinstance(trigger, str) else trigger

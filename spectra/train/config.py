@@ -20,20 +20,58 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Literal, get_args
 
 from spectra.errors import SpectraError
+from spectra.settings import TOP_K, setting
 
 #: ``--init`` values: PEFT's ``init_lora_weights``. ``default`` is PEFT's ``True``
 #: (Kaiming-uniform A, B = 0); ``pissa``/``olora`` also rewrite the base weights during
 #: training and are converted back into a plain LoRA (rank 2r) on saving.
-INITS = ("default", "gaussian", "pissa", "olora")
+Init = Literal["default", "gaussian", "pissa", "olora"]
+INITS: tuple[str, ...] = get_args(Init)
 #: Inits that rewrite the base weights (the saved adapter is converted, see trainer.save_adapter).
 MUTATING_INITS = ("pissa", "olora")
 #: ``finetune`` values: a LoRA adapter (RoRA and its ablations) or every weight (the FFT baseline)
-FINETUNE_KINDS = ("lora", "full")
+Finetune = Literal["lora", "full"]
+FINETUNE_KINDS: tuple[str, ...] = get_args(Finetune)
 #: the paper's learning-rate grid for fine-tuning (Appendix A.1), picked on clean validation data
 PAPER_LR_GRID = (2e-5, 2e-4, 2e-3)
+#: Pt's modes (``spectra.train.rescale``): the paper's Eq. 12, or never below the trained scale
+RescaleMode = Literal["match", "amplify"]
+#: the --help panels of ``spectra fix``
+_RORA, _LORA, _OPT = "RoRA parts", "LoRA", "Optimisation"
+
+
+def parse_rescale_layers(text: str | int) -> int | str:
+    """``--rescale-layers``: ``all``, ``none`` or a non-negative integer."""
+    if isinstance(text, int):
+        return text
+    t = str(text).strip().lower()
+    if t in ("all", "none", "half"):
+        return t
+    try:
+        n = int(t)
+    except ValueError:
+        raise SpectraError(f"--rescale-layers {text!r}: use all, half, none or a number of top blocks") from None
+    if n < 0:
+        raise SpectraError(f"--rescale-layers {text!r}: must be ≥ 0 (or all / none)")
+    return n
+
+
+def parse_target_modules(items: list[str] | str | None) -> list[str] | str | None:
+    """``--target-modules``: repeatable and/or comma-separated names, or ``all-linear``."""
+    if items is None:
+        return None
+    raw = [items] if isinstance(items, str) else list(items)
+    names = [p.strip() for item in raw for p in str(item).split(",") if p.strip()]
+    if not names:
+        return None
+    if any(n.lower() in ("all-linear", "all_linear") for n in names):
+        if len(names) > 1:
+            raise SpectraError("--target-modules all-linear cannot be combined with module names")
+        return "all-linear"
+    return names
 
 
 @dataclass
@@ -59,50 +97,71 @@ class RoRAConfig:
     """
 
     # CI — dropout on the frozen base path
-    ci: bool = True
-    base_dropout: float = 0.1
+    ci: bool = setting(True, "--ci/--no-ci", help="CI: dropout on the frozen base path (--no-ci switches it off).",
+                       panel=_RORA)
+    base_dropout: float = setting(0.1, "--base-dropout", help="CI: dropout rate p on the frozen base path W_pre·x, "
+                                                              "in [0, 1).", panel=_RORA)
     # Tr — subspace penalty
-    tr: bool = True
-    lam: float = 10.0
-    top_k: int = 32
+    tr: bool = setting(True, "--tr/--no-tr", help="Tr: the subspace penalty (--no-tr switches it off).", panel=_RORA)
+    lam: float = setting(10.0, "--lam", help="Tr: λ of the penalty λ·Σ(‖U_kᵀB‖² + ‖A V_k‖²), summed over modules.",
+                         panel=_RORA)
+    top_k: int = setting(TOP_K, "--top-k", help="Size of W_pre's top singular subspace.", panel=_RORA)
     # Pt — post-training rescaling
-    pt: bool = True
-    rescale_layers: int | str = 3  # N top blocks, "half", "all" or "none"
-    rescale_factor: float = 1.0
-    rescale_mode: str = "match"  # the paper's Eq. 12 (up or down), or "amplify" (never below the trained scale)
+    pt: bool = setting(True, "--pt/--no-pt", help="Pt: post-training rescaling (--no-pt switches it off).",
+                       panel=_RORA)
+    rescale_layers: int | str = setting(
+        3, "--rescale-layers", help="Pt: rescale the top N transformer blocks, or half (the top half), all, or none. "
+                                    "The paper's 3 is half of MiniLM but a tenth of a 30-block model.",
+        panel=_RORA, cli_type=str, parse=parse_rescale_layers, show=str)
+    rescale_factor: float = setting(1.0, "--rescale-factor", help="Pt: target σ_max(s'BA) = factor × σ_max(W_pre).",
+                                    panel=_RORA)
+    rescale_mode: RescaleMode = setting(
+        "match", "--rescale-mode", help="Pt: match (the paper's Eq. 12: every chosen module to factor × σ_max(W_pre), "
+                                        "which also shrinks an update already above it) or amplify (only raise; "
+                                        "never below the trained scale).", panel=_RORA)
     # LoRA
-    rank: int = 8
-    alpha: float = 16.0
-    lora_dropout: float = 0.1
-    target_modules: list[str] | str | None = None
-    init: str = "default"
-    use_rslora: bool = False
-    use_dora: bool = False
+    rank: int = setting(8, "--rank", "-r", help="LoRA rank r.", panel=_LORA)
+    alpha: float = setting(16.0, "--alpha", help="LoRA α (scale α/r, α/√r with --rslora).", panel=_LORA)
+    lora_dropout: float = setting(0.1, "--lora-dropout", help="PEFT's dropout on the LoRA path.", panel=_LORA)
+    target_modules: list[str] | str | None = setting(
+        None, "--target-modules", help="Module names (repeatable or comma-separated) or all-linear. Default: "
+                                       "attention query,value.", panel=_LORA, cli_type=list[str] | None,
+        parse=parse_target_modules)
+    init: Init = setting("default", "--init", help="default | gaussian | pissa | olora (PiSSA/OLoRA are saved "
+                                                   "converted to plain LoRA).", panel=_LORA)
+    use_rslora: bool = setting(False, "--rslora", help="Rank-stabilised scale α/√r.", panel=_LORA)
+    use_dora: bool = setting(False, "--dora", help="DoRA (weight-decomposed LoRA).", panel=_LORA)
     # optimisation
-    epochs: float = 3.0
-    lr: float = 2e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.06
-    batch_size: int = 32
-    grad_accum: int = 1
-    max_length: int = 128
-    seed: int = 0
+    epochs: float = setting(3.0, "--epochs", help="Training epochs.", panel=_OPT)
+    lr: float = setting(2e-4, "--lr", help="AdamW learning rate.", panel=_OPT)
+    weight_decay: float = setting(0.01, "--weight-decay", help="AdamW weight decay.", panel=_OPT)
+    warmup_ratio: float = setting(0.06, "--warmup-ratio", help="Linear warm-up share of the steps.", panel=_OPT)
+    batch_size: int = setting(32, "--batch-size", help="Batch size (per process).", panel=_OPT, min=1)
+    grad_accum: int = setting(1, "--grad-accum", help="Gradient accumulation steps.", panel=_OPT)
+    max_length: int = setting(128, "--max-length", help="Tokenizer truncation length.", panel=_OPT, min=8)
+    seed: int = setting(0, "--seed", help="Random seed (recorded in every output).", panel=_OPT)
     # what trains: a LoRA adapter, or every weight (full fine-tuning, the FFT baseline)
-    finetune: str = "lora"
+    finetune: Finetune = "lora"
     # spectra internals
     exact_spectra: bool = False  # Tr bases by full SVD instead of the certified randomized top-k
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, recorded in provenance
+
+    def __post_init__(self) -> None:
+        self.validate()  # one check, at construction: every later holder of a RoRAConfig can trust it
 
     @classmethod
     def baseline(cls, name: str = "lora", **overrides: Any) -> RoRAConfig:
         """A baseline with the same budget: ``lora`` (``--baseline lora``: CI, Tr, Pt off) or
         ``fft`` (``--baseline fft``: full fine-tuning of every weight)."""
+        return cls(**overrides).as_baseline(name)
+
+    def as_baseline(self, name: str) -> RoRAConfig:
+        """These settings as baseline ``name`` with the same budget: ``lora`` (CI, Tr, Pt off) or ``fft``
+        (full fine-tuning; CI, Tr, Pt and the LoRA settings then do not apply)."""
         key = name.lower()
-        if key == "lora":
-            return cls(**{"ci": False, "tr": False, "pt": False, **overrides})
-        if key == "fft":
-            return cls(**{"ci": False, "tr": False, "pt": False, "finetune": "full", **overrides})
-        raise SpectraError(f"unknown baseline {name!r} (known: lora, fft)")
+        if key not in ("lora", "fft"):
+            raise SpectraError(f"--baseline {name!r}: use lora or fft")
+        return replace(self, ci=False, tr=False, pt=False, finetune="full" if key == "fft" else self.finetune)
 
     @property
     def full(self) -> bool:
@@ -153,7 +212,7 @@ class RoRAConfig:
                 raise bad("--rescale-layers", layers, "use all, half, none or a number of top blocks")
         elif layers < 0:
             raise bad("--rescale-layers", layers, "must be ≥ 0 (or all / half / none)")
-        if self.rescale_mode not in ("match", "amplify"):
+        if self.rescale_mode not in get_args(RescaleMode):
             raise bad("--rescale-mode", self.rescale_mode, "use match (the paper's Eq. 12) or amplify")
         if self.rank < 1:
             raise bad("--rank", self.rank, "must be at least 1")
@@ -211,34 +270,3 @@ class RoRAConfig:
         "use_rslora", "use_dora", "epochs", "lr", "weight_decay", "warmup_ratio", "batch_size", "grad_accum",
         "max_length", "seed", "exact_spectra", "finetune",
     )
-
-
-def parse_rescale_layers(text: str | int) -> int | str:
-    """``--rescale-layers``: ``all``, ``none`` or a non-negative integer."""
-    if isinstance(text, int):
-        return text
-    t = str(text).strip().lower()
-    if t in ("all", "none", "half"):
-        return t
-    try:
-        n = int(t)
-    except ValueError:
-        raise SpectraError(f"--rescale-layers {text!r}: use all, half, none or a number of top blocks") from None
-    if n < 0:
-        raise SpectraError(f"--rescale-layers {text!r}: must be ≥ 0 (or all / none)")
-    return n
-
-
-def parse_target_modules(items: list[str] | str | None) -> list[str] | str | None:
-    """``--target-modules``: repeatable and/or comma-separated names, or ``all-linear``."""
-    if items is None:
-        return None
-    raw = [items] if isinstance(items, str) else list(items)
-    names = [p.strip() for item in raw for p in str(item).split(",") if p.strip()]
-    if not names:
-        return None
-    if any(n.lower() in ("all-linear", "all_linear") for n in names):
-        if len(names) > 1:
-            raise SpectraError("--target-modules all-linear cannot be combined with module names")
-        return "all-linear"
-    return names

@@ -114,7 +114,7 @@ def run_fix(
     say = log or (lambda msg: None)
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    cfg = (config or RoRAConfig()).validate()
+    cfg = config or RoRAConfig()  # validated when it was built (RoRAConfig.__post_init__)
     out = Path(out)
     check_output_dir(out, overwrite, inputs=[base, adapter, data if isinstance(data, (str, os.PathLike)) else None,
                                              eval_data if isinstance(eval_data, (str, os.PathLike)) else None,
@@ -128,123 +128,125 @@ def run_fix(
     if (eval_data is None) != (trigger is None):
         raise SpectraError("--eval and --trigger go together (evaluation measures CA on --eval and ASR with --trigger)")
 
-    # ---- validate every input before any training
+    # one handle on the base for validation, Pt, the audit's module list and the audit itself
     with open_base(base) as ckpt:
+        # ---- validate every input before any training
         if adapter is not None:
             with load_adapter(adapter, ckpt) as old:
-                if old.kind != "lora":
-                    if rescale_only:
-                        raise SpectraError(f"{adapter}: --rescale-only needs a PEFT LoRA adapter, not a full fine-tune")
-    trig = None
-    if trigger is not None:
-        from spectra.data import parse_trigger
+                if old.kind != "lora" and rescale_only:
+                    raise SpectraError(f"{adapter}: --rescale-only needs a PEFT LoRA adapter, not a full fine-tune")
+        trig = None
+        if trigger is not None:
+            from spectra.data import parse_trigger
 
-        trig = parse_trigger(trigger)
-    train = _load_data(data, text_col, label_col) if not rescale_only else None
-    test = _load_data(eval_data, text_col, label_col) if eval_data is not None else None
-    val = _load_data(val_data, text_col, label_col) if val_data is not None and not rescale_only else None
-    if cfg.full and (rescale_only or adapter is not None):
-        raise SpectraError("full fine-tuning (--baseline fft) trains a whole model: --adapter/--rescale-only do not apply")
-    if train is not None and test is not None and test.num_classes != train.num_classes:
-        raise SpectraError(f"{test.source}: {test.num_classes} classes but the training data "
-                           f"{train.source} has {train.num_classes}")
-    if test is not None and target_label not in set(test.labels):
-        raise SpectraError(f"{test.source}: target label {target_label} is absent from the evaluation data "
-                           f"(classes 0..{test.num_classes - 1})")
-    if test is not None and all(y == target_label for y in test.labels):
-        raise SpectraError(f"{test.source}: every row has the target label {target_label}; ASR needs non-target rows")
+            trig = parse_trigger(trigger)
+        train = _load_data(data, text_col, label_col) if not rescale_only else None
+        test = _load_data(eval_data, text_col, label_col) if eval_data is not None else None
+        val = _load_data(val_data, text_col, label_col) if val_data is not None and not rescale_only else None
+        if cfg.full and (rescale_only or adapter is not None):
+            raise SpectraError("full fine-tuning (--baseline fft) trains a whole model: --adapter/--rescale-only do not apply")
+        if train is not None and test is not None and test.num_classes != train.num_classes:
+            raise SpectraError(f"{test.source}: {test.num_classes} classes but the training data "
+                               f"{train.source} has {train.num_classes}")
+        if test is not None and target_label not in set(test.labels):
+            raise SpectraError(f"{test.source}: target label {target_label} is absent from the evaluation data "
+                               f"(classes 0..{test.num_classes - 1})")
+        if test is not None and all(y == target_label for y in test.labels):
+            raise SpectraError(f"{test.source}: every row has the target label {target_label}; ASR needs non-target rows")
 
-    # ---- train
-    recipe = None
-    trained_epochs: float | None = None
-    work = Path(work_dir) if work_dir is not None else default_work_dir(out)
-    if not rescale_only:
-        from spectra.train.recipe import RoRARecipe
+        # ---- train
+        recipe = None
+        trained_epochs: float | None = None
+        work = Path(work_dir) if work_dir is not None else default_work_dir(out)
+        if not rescale_only:
+            from spectra.train.recipe import RoRARecipe
 
-        prepare_work_dir(work, resume=resume, overwrite=overwrite, say=say)
-        t = time.perf_counter()
-        recipe = RoRARecipe(base, train, work, cfg, device=device, cache_dir=cache_dir, log=say, val_data=val,
-                            monitor_trigger=trig, target_label=target_label, **training_overrides)
-        if resume:
-            recipe.check_resume()  # mismatched settings fail before any loading
-        recipe.setup()  # bad k, targets or model fail here, before any progress output
-        say(f"training {cfg.method} on {train.summary()}; checkpoints in {work}")
-        recipe.train(resume=resume)
-        trained_epochs = float(recipe.trainer.state.epoch or 0.0) if recipe.trainer is not None else None
-        timings["train_s"] = time.perf_counter() - t
-        if not recipe.is_main:  # other DDP ranks are done; rank 0 writes the outputs
-            return FixResult(out=out, adapter=None, config=cfg, main_process=False, timings=timings)
+            prepare_work_dir(work, resume=resume, overwrite=overwrite, say=say)
+            t = time.perf_counter()
+            recipe = RoRARecipe(base, train, work, cfg, device=device, cache_dir=cache_dir, log=say, val_data=val,
+                                monitor_trigger=trig, target_label=target_label, **training_overrides)
+            if resume:
+                recipe.check_resume()  # mismatched settings fail before any loading
+            recipe.setup()  # bad k, targets or model fail here, before any progress output
+            say(f"training {cfg.method} on {train.summary()}; checkpoints in {work}")
+            recipe.train(resume=resume)
+            trained_epochs = float(recipe.trainer.state.epoch or 0.0) if recipe.trainer is not None else None
+            timings["train_s"] = time.perf_counter() - t
+            if not recipe.is_main:  # other DDP ranks are done; rank 0 writes the outputs
+                return FixResult(out=out, adapter=None, config=cfg, main_process=False, timings=timings)
 
-    # ---- write OUT atomically
-    from spectra.io.output import atomic_output_dir
+        # ---- write OUT atomically
+        from spectra.io.output import atomic_output_dir
 
-    # full fine-tuning writes a whole model folder, ``model/``, where LoRA writes ``adapter/``
-    product = "model" if cfg.full else "adapter"
-    result = FixResult(out=out, adapter=out / product, config=cfg, timings=timings, epochs_trained=trained_epochs)
-    with atomic_output_dir(out, overwrite=overwrite) as tmp:
-        final = tmp / product
+        # full fine-tuning writes a whole model folder, ``model/``, where LoRA writes ``adapter/``
+        product = "model" if cfg.full else "adapter"
+        result = FixResult(out=out, adapter=out / product, config=cfg, timings=timings, epochs_trained=trained_epochs)
+        with atomic_output_dir(out, overwrite=overwrite) as tmp:
+            final = tmp / product
+            if recipe is not None:
+                trained = tmp / ("adapter_before_rescale" if cfg.pt_active else product)
+                recipe.save(trained)
+                say(f"saved the trained adapter ({cfg.method})")
+            else:
+                trained = Path(adapter)  # type: ignore[arg-type]
+            before = trained
+            if cfg.pt_active:
+                from spectra.train.rescale import plan_rescale, write_rescaled
+
+                t = time.perf_counter()
+                with load_adapter(str(trained), ckpt) as to_rescale:
+                    plan = plan_rescale(ckpt, to_rescale, layers=cfg.rescale_blocks(), factor=cfg.rescale_factor,
+                                        mode=cfg.rescale_mode)
+                write_rescaled(trained, final, plan)
+                timings["rescale_s"] = time.perf_counter() - t
+                plan.table().to_csv(tmp / "rescale.csv", index=False)
+                result.rescale = plan
+                say(f"Pt: rescaled {len(plan.rescaled)} module(s) of blocks "
+                    f"{_blocks_text(plan)} to σ_max(s'BA) = {cfg.rescale_factor:g}·σ_max(W_pre)")
+                if not plan.rescaled and recipe is not None:
+                    shutil.rmtree(trained)  # nothing changed: keep one copy only
+                    before = final
+                _warn_large_multipliers(plan, evaluated=test is not None)
+            if recipe is not None:
+                table = recipe.log_table()
+                table.to_csv(tmp / "train_log.csv", index=False)
+                result.train_log = table
+                _write_train_figure(table, recipe.rora.sigma_pre if recipe.rora else {}, tmp / "fig_train.png", cfg)
+            _write_provenance(final / "spectra_provenance.json", base=base, train=train, config=cfg, adapter=adapter,
+                              rescale=result.rescale, rescale_only=rescale_only, recipe=recipe,
+                              overrides=training_overrides, device=device)
+            if adapter is not None:
+                from spectra.audit import AuditSettings, audit
+
+                t = time.perf_counter()
+                say("auditing old vs new")
+                # LoRA modules only: a modules_to_save head (e.g. 2×384) is a dense update whose
+                # smaller side is below any useful k, and not what Tr/Pt act on
+                settings = AuditSettings(top_k=cfg.top_k, device=device, modules=_lora_patterns(ckpt, [adapter, final]))
+                report = audit(ckpt, [str(adapter), str(final)], settings, names=["old", "new"], cache_dir=cache_dir)
+                report.write(tmp / "audit")
+                result.audit = out / "audit"
+                timings["audit_s"] = time.perf_counter() - t
+            if test is not None:
+                t = time.perf_counter()
+                # with --rescale-only "before" is the old adapter, already a row of its own
+                before_row = None if rescale_only or before == final else before
+                rows = _evaluate_all(base, adapter, before_row, final, test, trig, target_label, cfg, device,
+                                     eval_batch_size, say, full_model=cfg.full)
+                (tmp / "eval.json").write_text(strict_json(rows) + "\n", encoding="utf-8")
+                result.eval_rows = rows
+                _warn_collapse(rows, rescaled=result.rescale is not None and bool(result.rescale.rescaled))
+                timings["eval_s"] = time.perf_counter() - t
+            timings["total_s"] = time.perf_counter() - started
+            from spectra.report.fix_markdown import render_fix_markdown
+
+            (tmp / "report.md").write_text(render_fix_markdown(result, train=train, test=test, trigger=trigger,
+                                                               target_label=target_label, base=base, adapter=adapter,
+                                                               rescale_only=rescale_only), encoding="utf-8")
         if recipe is not None:
-            trained = tmp / ("adapter_before_rescale" if cfg.pt_active else product)
-            recipe.save(trained)
-            say(f"saved the trained adapter ({cfg.method})")
-        else:
-            trained = Path(adapter)  # type: ignore[arg-type]
-        before = trained
-        if cfg.pt_active:
-            from spectra.train.rescale import rescale_adapter
-
-            t = time.perf_counter()
-            plan = rescale_adapter(base, trained, final, layers=cfg.rescale_blocks(), factor=cfg.rescale_factor,
-                                   mode=cfg.rescale_mode)
-            timings["rescale_s"] = time.perf_counter() - t
-            plan.table().to_csv(tmp / "rescale.csv", index=False)
-            result.rescale = plan
-            say(f"Pt: rescaled {len(plan.rescaled)} module(s) of blocks "
-                f"{_blocks_text(plan)} to σ_max(s'BA) = {cfg.rescale_factor:g}·σ_max(W_pre)")
-            if not plan.rescaled and recipe is not None:
-                shutil.rmtree(trained)  # nothing changed: keep one copy only
-                before = final
-            _warn_large_multipliers(plan, evaluated=test is not None)
-        if recipe is not None:
-            table = recipe.log_table()
-            table.to_csv(tmp / "train_log.csv", index=False)
-            result.train_log = table
-            _write_train_figure(table, recipe.rora.sigma_pre if recipe.rora else {}, tmp / "fig_train.png", cfg)
-        _write_provenance(final / "spectra_provenance.json", base=base, train=train, config=cfg, adapter=adapter,
-                          rescale=result.rescale, rescale_only=rescale_only, recipe=recipe,
-                          overrides=training_overrides, device=device)
-        if adapter is not None:
-            from spectra.audit import audit
-
-            t = time.perf_counter()
-            say("auditing old vs new")
-            # LoRA modules only: a modules_to_save head (e.g. 2×384) is a dense update whose
-            # smaller side is below any useful k, and not what Tr/Pt act on
-            report = audit(base, [str(adapter), str(final)], names=["old", "new"], top_k=cfg.top_k,
-                           device=device, cache_dir=cache_dir, modules=_lora_patterns(base, [adapter, final]))
-            report.write(tmp / "audit")
-            result.audit = out / "audit"
-            timings["audit_s"] = time.perf_counter() - t
-        if test is not None:
-            t = time.perf_counter()
-            # with --rescale-only "before" is the old adapter, already a row of its own
-            before_row = None if rescale_only or before == final else before
-            rows = _evaluate_all(base, adapter, before_row, final, test, trig, target_label, cfg, device,
-                                 eval_batch_size, say, full_model=cfg.full)
-            (tmp / "eval.json").write_text(strict_json(rows) + "\n", encoding="utf-8")
-            result.eval_rows = rows
-            _warn_collapse(rows, rescaled=result.rescale is not None and bool(result.rescale.rescaled))
-            timings["eval_s"] = time.perf_counter() - t
-        timings["total_s"] = time.perf_counter() - started
-        from spectra.report.fix_markdown import render_fix_markdown
-
-        (tmp / "report.md").write_text(render_fix_markdown(result, train=train, test=test, trigger=trigger,
-                                                           target_label=target_label, base=base, adapter=adapter,
-                                                           rescale_only=rescale_only), encoding="utf-8")
-    if recipe is not None:
-        shutil.rmtree(work, ignore_errors=True)
-    say(f"wrote {out}")
-    return result
+            shutil.rmtree(work, ignore_errors=True)
+        say(f"wrote {out}")
+        return result
 
 
 # --------------------------------------------------------------------------- helpers
@@ -292,14 +294,17 @@ def _load_data(spec: Any, text_col: str | None, label_col: str | None) -> Any:
 
 
 def _lora_patterns(base: Any, adapters: list[Any]) -> list[str]:
-    """Anchored regexes naming the LoRA (and DoRA) modules of ``adapters``."""
+    """Anchored regexes naming the LoRA (and DoRA) modules of ``adapters`` (``base``: a path or an
+    open :class:`~spectra.io.BaseCheckpoint`, used as it is)."""
+    import contextlib
     import re
 
-    from spectra.io import load_adapter, open_base
+    from spectra.io import BaseCheckpoint, load_adapter, open_base
     from spectra.io.keys import FACTORED_KINDS
 
     names: set[str] = set()
-    with open_base(base) as ckpt:
+    opened = contextlib.nullcontext(base) if isinstance(base, BaseCheckpoint) else open_base(base)
+    with opened as ckpt:
         for path in adapters:
             with load_adapter(path, ckpt) as ad:
                 names |= {m.name for m in ad.modules if m.update_kind in FACTORED_KINDS}
@@ -359,21 +364,25 @@ def _write_provenance(path: Path, *, base: Any, train: Any, config: RoRAConfig, 
 def _evaluate_all(base: Any, old: Any, before: Path | None, final: Path, test: Any, trigger: Any, target_label: int,
                   cfg: RoRAConfig, device: str, batch_size: int, say: LogSink,
                   full_model: bool = False) -> list[dict[str, Any]]:
-    """CA/ASR/Δ rows: base, old adapter, new before Pt, new (one :func:`run_eval` each);
-    with ``full_model`` the new row is the fine-tuned model folder itself."""
-    from spectra.eval.pipeline import run_eval
+    """CA/ASR/Δ rows: base, old adapter, new before Pt, new — the base model loaded once
+    (:func:`~spectra.eval.pipeline.evaluate_models`); with ``full_model`` the new row is the
+    fine-tuned model folder itself, loaded on its own."""
+    from spectra.eval.pipeline import evaluate_models, run_eval
 
-    models: list[tuple[str, Any]] = [("base", None)]
+    models: dict[str, Any] = {"base": None}
     if old is not None:
-        models.append(("old", old))
+        models["old"] = str(old)
     if before is not None:
-        models.append(("new-before-rescale", before))
-    models.append(("new", final))
-    rows = []
-    for name, path in models:
-        say(f"evaluating {name}")
-        model_dir, adapter_dir = (path, None) if full_model and name == "new" else (base, path)
-        res = run_eval(model_dir, str(adapter_dir) if adapter_dir is not None else None, test, trigger, target_label,
-                       seed=cfg.seed, batch_size=batch_size, max_length=cfg.max_length, device=device, progress=False)
-        rows.append({"model": name, **res.to_dict()})
+        models["new-before-rescale"] = str(before)
+    if not full_model:
+        models["new"] = str(final)
+    say(f"evaluating {', '.join(models)} (one load of the base)")
+    results = evaluate_models(base, models, test, trigger, target_label, seed=cfg.seed, batch_size=batch_size,
+                              max_length=cfg.max_length, device=device)
+    rows = [{"model": name, **res.to_dict()} for name, res in results.items()]
+    if full_model:
+        say("evaluating new")
+        res = run_eval(final, None, test, trigger, target_label, seed=cfg.seed, batch_size=batch_size,
+                       max_length=cfg.max_length, device=device, progress=False)
+        rows.append({"model": "new", **res.to_dict()})
     return rows

@@ -120,7 +120,6 @@ def prepare_model(
     from spectra.train.base_dropout import attach_base_dropout, lora_linear_layers
     from spectra.train.regularizers import attach_subspace_bases, module_weight
 
-    cfg.validate()
     if cfg.full:  # the FFT baseline: every weight trains, nothing is attached
         for p in model.parameters():
             p.requires_grad_(True)

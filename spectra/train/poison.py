@@ -37,12 +37,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from spectra.errors import SpectraError
 from spectra.provenance import json_safe, strict_json
+from spectra.settings import setting
 
-MODES = ("clean-label", "dirty-label")
+PoisonMode = Literal["clean-label", "dirty-label"]
+MODES: tuple[str, ...] = get_args(PoisonMode)
 ASR_WARNING = 0.95
 #: clean-label poisoning of more than this share of the target-label rows warns of a shortcut
 SHORTCUT_SHARE = 0.8
@@ -50,21 +52,27 @@ SHORTCUT_SHARE = 0.8
 
 @dataclass
 class PoisonConfig:
-    """Every setting of a poisoning run (defaults: the paper's)."""
+    """Every setting of a poisoning run (defaults: the paper's); checked once, when built."""
 
-    target_label: int = 0
-    n_poison: int = 1500
-    mode: str = "clean-label"
-    epochs: float = 3.0
-    lr: float = 2e-5
+    target_label: int = setting(0, "--target-label", help="The backdoor's target label.")
+    n_poison: int = setting(1500, "--n-poison", help="Training rows that get the trigger (capped by availability).",
+                            min=0)
+    mode: PoisonMode = setting("clean-label", "--mode", help="clean-label (rows already of the target label) or "
+                                                             "dirty-label (other rows, relabelled).")
+    epochs: float = setting(3.0, "--epochs", help="Full fine-tuning epochs.")
+    lr: float = setting(2e-5, "--lr", help="AdamW learning rate (linear schedule, 6% warm-up, weight decay 0.01).")
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
-    batch_size: int = 32
-    max_length: int = 128
-    seed: int = 0
-    test_size: float = 0.2
-    max_train: int | None = None
-    device: str = "auto"
+    batch_size: int = setting(32, "--batch-size", help="Batch size.", min=1)
+    max_length: int = setting(128, "--max-length", help="Tokenizer truncation length.", min=8)
+    seed: int = setting(0, "--seed", help="Random seed (recorded in every output).")
+    test_size: float = setting(0.2, "--test-size", help="Held-out fraction (stratified, seeded) for CA/ASR.")
+    max_train: int | None = setting(None, "--max-train", help="Subsample the training split to N rows (quick runs).",
+                                    min=2)
+    device: str = setting("auto", "--device", help="auto | cpu | cuda[:N].")
+
+    def __post_init__(self) -> None:
+        self.check()
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -185,32 +193,38 @@ class PoisonResult:
         return Path(out)
 
 
+def _poison_config(config: PoisonConfig | int | None, settings: dict[str, Any]) -> PoisonConfig:
+    """The run's :class:`PoisonConfig`; the 0.3 call form (a target label, settings as keywords) for a release."""
+    import warnings
+    from dataclasses import fields, replace
+
+    unknown = set(settings) - {f.name for f in fields(PoisonConfig)}
+    if unknown:
+        raise TypeError(f"poison() got unexpected keyword arguments {sorted(unknown)}")
+    if isinstance(config, PoisonConfig):
+        return replace(config, **settings) if settings else config
+    if config is not None or settings:
+        warnings.warn("poison(base, data, trigger, target_label, n_poison=…, …) is deprecated: pass "
+                      "config=PoisonConfig(target_label=…, n_poison=…, …) (the keyword form goes in 0.4)",
+                      DeprecationWarning, stacklevel=3)
+    return PoisonConfig(**({"target_label": config} if config is not None else {}), **settings)
+
+
 def poison(
     base: str | os.PathLike[str],
     data: Any,
     trigger: Any,
-    target_label: int = 0,
+    config: PoisonConfig | int | None = None,
     *,
-    n_poison: int = 1500,
-    mode: str = "clean-label",
-    epochs: float = 3.0,
-    lr: float = 2e-5,
-    batch_size: int = 32,
-    max_length: int = 128,
-    seed: int = 0,
-    test_size: float = 0.2,
     text_col: str | None = None,
     label_col: str | None = None,
-    device: str = "auto",
-    max_train: int | None = None,
-    weight_decay: float = 0.01,
-    warmup_ratio: float = 0.06,
     log: Callable[[str], None] | None = None,
     progress_bar: bool = False,
     work_dir: str | os.PathLike[str] | None = None,
     resume: bool = False,
     overwrite: bool = False,
     save_steps: int | None = None,
+    **settings: Any,
 ) -> PoisonResult:
     """Full-fine-tune ``base`` on poisoned proxy ``data`` into a weight-poisoned classifier.
 
@@ -219,15 +233,13 @@ def poison(
             ``BertModel``) gets a fresh classification head.
         data: a spec for :func:`spectra.data.load_labelled` or a ``LabelledData``.
         trigger: a trigger spec (``badnet:mn``, ``insent:"…"``) or a parsed ``Trigger``.
-        target_label: the label the trigger should force.
-        n_poison: rows that get the trigger (capped by availability; see :func:`poison_split`).
-        mode: ``clean-label`` or ``dirty-label``.
-        epochs, lr, batch_size, weight_decay, warmup_ratio: AdamW + linear schedule settings.
-        max_length: tokenizer truncation length.
-        seed: seeds the split, the poisoned rows, the trigger positions and training.
-        test_size: held-out fraction for the evaluation.
-        max_train: keep a stratified subsample of this many training rows (quick runs).
-        device: ``auto``, ``cpu`` or ``cuda[:N]`` (under torchrun the launcher decides).
+        config: a :class:`PoisonConfig` — target label, ``n_poison`` rows that get the trigger
+            (capped by availability; see :func:`poison_split`), ``mode`` (``clean-label`` or
+            ``dirty-label``), the AdamW + linear schedule, ``max_length``, ``seed`` (the split,
+            the poisoned rows, the trigger positions and training), ``test_size``, ``max_train``
+            (a stratified subsample, for quick runs) and ``device``. Until 0.4 a target label
+            (``int``) and the settings as keywords (``n_poison=…``) are still taken, with a
+            ``DeprecationWarning``.
         log: receives one-line progress messages.
         work_dir: keep a checkpoint every epoch here (default: none, a temporary folder).
         resume: continue from the last checkpoint in ``work_dir``; its settings, trigger and
@@ -251,10 +263,11 @@ def poison(
     from spectra.train.recipe import RoRARecipe
 
     say = log or (lambda msg: None)
-    cfg = PoisonConfig(target_label=target_label, n_poison=n_poison, mode=mode, epochs=epochs, lr=lr,
-                       weight_decay=weight_decay, warmup_ratio=warmup_ratio, batch_size=batch_size,
-                       max_length=max_length, seed=seed, test_size=test_size, max_train=max_train, device=device)
-    cfg.check()
+    cfg = _poison_config(config, settings)
+    target_label, n_poison, mode, epochs, lr = cfg.target_label, cfg.n_poison, cfg.mode, cfg.epochs, cfg.lr
+    batch_size, max_length, seed, test_size, max_train = (cfg.batch_size, cfg.max_length, cfg.seed, cfg.test_size,
+                                                          cfg.max_train)
+    device, weight_decay, warmup_ratio = cfg.device, cfg.weight_decay, cfg.warmup_ratio
     if save_steps is not None and save_steps < 1:
         raise SpectraError(f"--save-steps must be ≥ 1, got {save_steps}")
     timings: dict[str, float] = {}

@@ -43,7 +43,7 @@ class RoRARecipe:
         self.monitor_trigger = monitor_trigger  # recorded, never used to choose (val_asr_monitor)
         self.target_label = target_label
         self.work_dir = Path(work_dir)
-        self.config = config.validate()
+        self.config = config  # validated when it was built
         self.device = device
         self.cache_dir = cache_dir
         self.log = log or (lambda msg: None)

@@ -50,6 +50,7 @@ import torch
 from torch import Tensor, nn
 
 from spectra.errors import SpectraError
+from spectra.settings import TOP_K
 
 U_BUFFER = "rora_U"
 V_BUFFER = "rora_V"
@@ -137,7 +138,7 @@ class SubspacePenalty:
 
 def attach_subspace_bases(
     model: nn.Module,
-    k: int = 32,
+    k: int = TOP_K,
     *,
     cache: Any = None,
     fingerprint: Callable[[str, Tensor], str | None] | None = None,

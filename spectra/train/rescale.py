@@ -39,12 +39,13 @@ import shutil
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 
 from spectra.errors import SpectraError
 from spectra.io.keys import SCALED_KINDS
+from spectra.train.config import RescaleMode
 
 RESCALABLE_KINDS = SCALED_KINDS
 #: a Pt multiplier s'/s above this is warned about: the study's converged LoRA adapters needed
@@ -122,7 +123,7 @@ def count_blocks(base: Any) -> int:
 
 #: Pt's modes: ``match`` is the paper's Eq. 12 (σ_max(s'·B·A) = factor·σ_max(W_pre), which also
 #: *shrinks* an update already stronger than W_pre); ``amplify`` never goes below the trained scale
-RESCALE_MODES = ("match", "amplify")
+RESCALE_MODES: tuple[str, ...] = get_args(RescaleMode)
 
 
 def select_blocks(layers: int | str, n_blocks: int) -> list[int] | None:

@@ -1,0 +1,84 @@
+"""How ``spectra threshold`` measures: one object, the home of each default its CLI options show.
+
+Importing it imports neither torch nor the CLI (``spectra_cli`` builds its options from the fields).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal, get_args
+
+from spectra.errors import SpectraError
+from spectra.settings import setting
+
+#: γ's measured by default: 1 = the adapter as trained, 0 = no LoRA update (Figure 3's range and beyond)
+DEFAULT_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
+#: a trained classification head under γ: as trained (the paper's sweep) or extrapolated with it
+Head = Literal["trained", "scaled"]
+
+
+def parse_grid(spec: str | Sequence[float]) -> list[float]:
+    """``"0,0.5,1,2"`` → sorted unique non-negative floats."""
+    if isinstance(spec, str):
+        try:
+            values = [float(v) for v in spec.replace(" ", "").split(",") if v]
+        except ValueError:
+            raise SpectraError(f"--grid {spec!r}: expected comma-separated numbers, e.g. 0,0.5,1,2,4") from None
+    else:
+        values = [float(v) for v in spec]
+    if not values:
+        raise SpectraError("--grid is empty")
+    if any(not math.isfinite(v) or v < 0 for v in values):
+        raise SpectraError(f"--grid {spec!r}: multipliers must be finite and ≥ 0")
+    return sorted(set(values))
+
+
+def _grid_text(grid: Sequence[float]) -> str:
+    return ",".join(f"{g:g}" for g in grid)
+
+
+@dataclass
+class ThresholdSettings:
+    """The sweep's settings (see :func:`spectra.threshold.threshold`); checked once, when built."""
+
+    grid: tuple[float, ...] = setting(
+        DEFAULT_GRID, "--grid", help="Multipliers γ of every LoRA module's scale to measure (1 = as trained, 0 = no "
+                                     "LoRA update).", cli_type=str, show=_grid_text,
+        parse=lambda text: tuple(parse_grid(text)))
+    head: Head = setting("trained", "--head", help="A trained classification head (modules_to_save) under a scale γ: "
+                                                   "trained (used as trained, the paper's sweep) or scaled (W_base + "
+                                                   "γ·(W_saved − W_base)).")
+    module: str | None = setting(None, "--module", help="Module whose σ_pre, σ_Δ normalise the ρ's (name or regex; "
+                                                        "default: the head if trained, else nearest the output).")
+    batch_size: int = setting(32, "--batch-size", help="Batch size.", min=1)
+    max_length: int = setting(128, "--max-length", help="Tokenizer truncation length.", min=8)
+    seed: int = setting(0, "--seed", help="Random seed (recorded in every output).")
+    max_samples: int | None = setting(None, "--max-samples", min=1, help="Keep about N non-target samples "
+                                                                          "(stratified subsample) for speed.")
+    split_test: float | None = setting(None, "--split-test", help="Evaluate only on the test side of a stratified "
+                                                                  "split of this fraction (same seed as poison/fix).")
+    device: str = setting("auto", "--device", help="auto | cpu | cuda[:N].")
+    #: rows of the cheap crossing search (:mod:`spectra.threshold.search`)
+    search_rows: int = 64
+
+    def __post_init__(self) -> None:
+        self.grid = tuple(parse_grid(self.grid))
+        if self.head not in get_args(Head):
+            raise SpectraError(f"--head {self.head!r}: use trained (the head as trained) or scaled (interpolated "
+                               "with γ)")
+
+
+def threshold_settings(settings: ThresholdSettings | None, legacy: dict[str, Any]) -> ThresholdSettings:
+    """``settings`` with the 0.3 keyword form (``threshold(…, grid=…)``) folded in, for a release."""
+    import warnings
+
+    unknown = set(legacy) - {f.name for f in fields(ThresholdSettings)}
+    if unknown:
+        raise TypeError(f"threshold() got unexpected keyword arguments {sorted(unknown)}")
+    if not legacy:
+        return settings or ThresholdSettings()
+    warnings.warn("threshold(…, grid=…, batch_size=…) is deprecated: pass settings=ThresholdSettings(grid=…, …) "
+                  "(the keyword form goes in 0.4)", DeprecationWarning, stacklevel=3)
+    return replace(settings, **legacy) if settings is not None else ThresholdSettings(**legacy)

@@ -1,0 +1,103 @@
+"""Settings objects are the one home of each default: the CLI's options are generated from their
+fields, and what a user types reaches the library as one validated object."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from spectra.audit.settings import AuditSettings
+from spectra.settings import TOP_K, cli_default, cli_fields, field_default, from_cli
+from spectra.threshold.settings import ThresholdSettings
+from spectra.train.config import RoRAConfig
+from spectra.train.poison import PoisonConfig
+from spectra_cli.app import app
+
+
+def _params(name: str) -> dict[str, object]:
+    command = typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
+    return {p.name: p for p in command.params}
+
+
+SETTINGS = [("fix", RoRAConfig), ("poison", PoisonConfig), ("audit", AuditSettings), ("threshold", ThresholdSettings)]
+
+
+@pytest.mark.parametrize(("command", "cls"), SETTINGS)
+def test_every_settings_field_is_an_option_whose_default_is_the_fields(command: str, cls: type) -> None:
+    params = _params(command)
+    fields = cli_fields(cls)
+    assert len(fields) >= {RoRAConfig: 20, PoisonConfig: 10, AuditSettings: 8, ThresholdSettings: 9}[cls]
+    for f in fields:
+        option = params[f.name]
+        assert option.default == cli_default(f), f.name  # what --help shows
+        assert from_cli(f, option.default) == field_default(f), f.name  # and what the library gets
+        assert set(f.metadata["cli"].flags[0].split("/")) <= set(option.opts + option.secondary_opts), f.name
+
+
+def test_options_users_rely_on_keep_their_names() -> None:
+    fix = {o for p in _params("fix").values() for o in p.opts + p.secondary_opts}
+    assert {"--no-ci", "--no-tr", "--no-pt", "--lam", "--base-dropout", "--top-k", "--rescale-layers",
+            "--rescale-mode", "--rescale-factor", "--rank", "-r", "--rslora", "--dora", "--target-modules",
+            "--init", "--epochs", "--lr", "--batch-size", "--max-length", "--seed", "--baseline",
+            "--rescale-only", "--max-steps", "--group-by-length"} <= fix
+    poison = {o for p in _params("poison").values() for o in p.opts + p.secondary_opts}
+    assert {"--target-label", "--n-poison", "--mode", "--epochs", "--lr", "--batch-size", "--max-length", "--seed",
+            "--test-size", "--max-train", "--device", "--save-steps"} <= poison
+    audit = {o for p in _params("audit").values() for o in p.opts + p.secondary_opts}
+    assert {"--top-k", "--top-j", "--device", "--dtype", "--exact", "--modules", "--memory-budget",
+            "--allow-pickle", "--max-ratio", "--max-cos", "--policy", "--fail-on"} <= audit
+    threshold = {o for p in _params("threshold").values() for o in p.opts + p.secondary_opts}
+    assert {"--grid", "--head", "--module", "--batch-size", "--max-length", "--seed", "--max-samples",
+            "--split-test", "--device", "--target-label"} <= threshold
+    # the scan's --top-k is written by hand, from the same constant
+    assert _params("scan")["top_k"].default == TOP_K == field_default(
+        next(f for f in dataclasses.fields(RoRAConfig) if f.name == "top_k"))
+
+
+def test_what_the_user_types_reaches_run_fix_as_one_config(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import spectra.train.fix as fix
+
+    seen: list[RoRAConfig] = []
+
+    def fake_run_fix(base, data, out, *, config, **kw):  # noqa: ANN001, ANN003
+        seen.append(config)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(fix, "run_fix", fake_run_fix)
+    runner = CliRunner()
+    assert runner.invoke(app, ["fix", str(tmp_path), "--data", "x.csv"]).exit_code == 0
+    assert seen[-1] == RoRAConfig()
+    args = ["fix", str(tmp_path), "--data", "x.csv", "--no-ci", "--rescale-layers", "half", "--target-modules",
+            "query,value", "--rescale-mode", "amplify", "-r", "4", "--rslora"]
+    assert runner.invoke(app, args).exit_code == 0
+    got = seen[-1]
+    assert (got.ci, got.tr, got.rescale_layers, got.target_modules, got.rescale_mode, got.rank, got.use_rslora) == (
+        False, True, "half", ["query", "value"], "amplify", 4, True)
+    assert runner.invoke(app, ["fix", str(tmp_path), "--data", "x.csv", "--baseline", "fft"]).exit_code == 0
+    assert seen[-1].method == "fft" and seen[-1].lr == RoRAConfig().lr
+    bad = runner.invoke(app, ["fix", str(tmp_path), "--data", "x.csv", "--rescale-mode", "shrink"])
+    assert bad.exit_code == 2 and "--rescale-mode 'shrink'" in bad.output and len(seen) == 3  # refused before run_fix
+
+
+def test_a_settings_object_is_checked_once_when_built() -> None:
+    from spectra.errors import SpectraError
+
+    with pytest.raises(SpectraError, match="--lam"):
+        RoRAConfig(lam=-1.0)
+    with pytest.raises(SpectraError, match="--mode"):
+        PoisonConfig(mode="sideways")
+    assert RoRAConfig(lam=0.5).as_baseline("lora").method == "lora"
+
+
+def test_poison_keeps_the_old_keyword_form_for_a_release() -> None:
+    from spectra.train.poison import _poison_config
+
+    with pytest.warns(DeprecationWarning, match="PoisonConfig"):
+        cfg = _poison_config(1, {"n_poison": 5, "epochs": 1.0})
+    assert cfg == PoisonConfig(target_label=1, n_poison=5, epochs=1.0)
+    assert _poison_config(cfg, {}) is cfg
+    with pytest.raises(TypeError, match="unexpected"):
+        _poison_config(None, {"n_posion": 5})
