@@ -88,6 +88,7 @@ def run_canary_evidence(model: str, results: Path, work: Path, recipes: Sequence
     cached); returns the ids written. Resumable: a finished recipe is skipped, a killed one
     resumes from its checkpoints."""
     from spectra.canary import CanarySettings, run_canary
+    from spectra.train.options import RunOptions
     from spectra.study.records import write_json
 
     written: list[str] = []
@@ -100,7 +101,8 @@ def run_canary_evidence(model: str, results: Path, work: Path, recipes: Sequence
         settings = CanarySettings(rank=recipe.rank, target_modules=TARGETS[recipe.targets],
                                   use_rslora=recipe.rslora, epochs=recipe.epochs, lr=recipe.lr, quick=True)
         out = work / run_id(model, recipe)
-        result = run_canary(str(_model_path(model)), "cr", out, settings, overwrite=True, resume=True, log=log)
+        result = run_canary(str(_model_path(model)), "cr", out, settings,
+                            run=RunOptions(overwrite=True, resume=True, log=log))
         for doc in _documents(model, recipe, result, out):
             write_json(results / f"{doc['id']}.json", doc)
         written.append(run_id(model, recipe))

@@ -27,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from spectra.errors import SpectraError
+from spectra.measured import CANARY_QUICK_MIN
+from spectra.settings import setting
+from spectra.train.config import parse_target_modules
 
 #: rare tokens a canary trigger is drawn from (the BadNet family's: nonsense bigrams)
 CANARY_TOKENS = ("cf", "mn", "bb", "tq", "mb", "zx", "qv", "jk", "vx", "kq")
@@ -43,19 +46,23 @@ class CanarySettings:
     ``batch_size``), and how the canary is planted (``poison_*``). ``quick`` subsamples the data
     (1,200 proxy rows, 500 fine-tuning rows, 250 test rows, length 64) to fit ~15 min on 2 cores."""
 
-    rank: int = 8
-    alpha: float = 16.0
-    target_modules: list[str] | str | None = None
-    use_rslora: bool = False
-    use_dora: bool = False
+    rank: int = setting(8, "--rank", "-r", help="LoRA rank r (without --adapter).")
+    alpha: float = setting(16.0, "--alpha", help="LoRA α (without --adapter).")
+    target_modules: list[str] | str | None = setting(
+        None, "--target-modules", help="Module names or all-linear (without --adapter). Default: attention "
+                                       "query,value.", cli_type=list[str] | None, parse=parse_target_modules)
+    use_rslora: bool = setting(False, "--rslora", help="Rank-stabilised scale α/√r (without --adapter).")
+    use_dora: bool = setting(False, "--dora", help="DoRA (without --adapter).")
     lora_dropout: float = 0.1
-    epochs: float = 3.0
-    lr: float = 2e-4
-    batch_size: int = 32
-    max_length: int = 128
-    seed: int = 0
-    target_label: int = 0
-    quick: bool = False
+    epochs: float = setting(3.0, "--epochs", help="Your training epochs.")
+    lr: float = setting(2e-4, "--lr", help="Your learning rate.")
+    batch_size: int = setting(32, "--batch-size", help="Batch size.", min=1)
+    max_length: int = setting(128, "--max-length", help="Tokenizer truncation length.", min=8)
+    seed: int = setting(0, "--seed", help="Random seed (recorded in every output).")
+    target_label: int = setting(0, "--target-label", help="The backdoor's target label.")
+    quick: bool = setting(False, "--quick", help=f"Subsample the data (1,200 proxy / 500 train / 250 test rows, "
+                                                 f"length 64): {CANARY_QUICK_MIN:g} min on 2 CPU cores for MiniLM, "
+                                                 "measured cold.")
     poison_epochs: float = 3.0
     poison_lr: float = 2e-5
     recipe_from: str | None = None  # the adapter_config.json the LoRA settings came from
@@ -77,6 +84,8 @@ class CanarySettings:
     def from_adapter(cls, adapter: str | os.PathLike[str], **overrides: Any) -> CanarySettings:
         """The LoRA recipe of an existing adapter (r, α, targets, rsLoRA, DoRA, dropout) from its
         ``adapter_config.json``; the optimisation settings (lr, epochs, batch) are the caller's."""
+        for name in ("rank", "alpha", "target_modules", "use_rslora", "use_dora", "lora_dropout"):
+            overrides.pop(name, None)  # the adapter's, not the defaults a settings object carried
         from spectra.io.files import read_json
         from spectra.io.peft_config import resolve_rank_alpha
 
@@ -117,6 +126,7 @@ def _poisoned_copy(base: str, proxy: Any, trigger: str, s: CanarySettings, cache
                    device: str) -> tuple[Path, dict[str, Any]]:
     """The base with the canary planted (from the cache when this base, data and recipe were done)."""
     from spectra.provenance import describe_path
+    from spectra.train.options import RunOptions
     from spectra.train.poison import PoisonConfig, poison
 
     targets = sum(1 for y in proxy.labels if y == s.target_label)
@@ -136,7 +146,7 @@ def _poisoned_copy(base: str, proxy: Any, trigger: str, s: CanarySettings, cache
         config = PoisonConfig(target_label=s.target_label, n_poison=n_poison, mode="clean-label",
                               epochs=s.poison_epochs, lr=s.poison_lr, max_length=s.max_length, seed=s.seed,
                               test_size=0.2, device=device)
-        result = poison(base, proxy, trigger, config, log=log, work_dir=work, resume=work.exists())
+        result = poison(base, proxy, trigger, config, run=RunOptions(log=log, work_dir=work, resume=work.exists()))
         result.write(folder, overwrite=True)
     info = json.loads((folder / "poison.json").read_text(encoding="utf-8"))
     return folder, {"n_poison": n_poison, "key": key, "heldout": info.get("evaluation") or {}}
@@ -152,11 +162,14 @@ def _config(s: CanarySettings) -> Any:
 
 
 def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: CanarySettings, *,
-               text_col: str | None = None, label_col: str | None = None, device: str = "auto",
-               overwrite: bool = False, resume: bool = False, log: Any = print) -> dict[str, Any]:
+               text_col: str | None = None, label_col: str | None = None, run: Any = None,
+               **legacy: Any) -> dict[str, Any]:
     """Plant, fine-tune, measure, calibrate; writes ``OUT/calibration.json``, ``OUT/canary.json``,
     ``OUT/report.md`` and ``OUT/fix/`` (the canary run: adapter, eval, training log). Resumable:
-    the poisoned copy is cached and the fine-tuning keeps checkpoints in ``OUT.partial``."""
+    the poisoned copy is cached and the fine-tuning keeps checkpoints in ``OUT.partial``.
+
+    ``run`` (:class:`~spectra.train.options.RunOptions`): ``device``, ``overwrite``, ``resume`` and
+    ``log`` (default: print); until 0.4 they are still taken as keywords, with a ``DeprecationWarning``."""
     from spectra.audit import AuditSettings, audit
     from spectra.data import load_labelled
     from spectra.forgetting import LORA_KINDS, architecture_key, base_fingerprint, features, load_model
@@ -164,9 +177,12 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
     from spectra.io.output import atomic_output_dir, check_output_dir
     from spectra.threshold import ThresholdSettings, threshold
     from spectra.train.fix import run_fix
+    from spectra.train.options import FixData, RunOptions, split_legacy
 
     from spectra.io.hub import resolve_folder
 
+    _, opts = split_legacy("run_canary", data, run, legacy)
+    device, overwrite, resume, log = opts.device or "auto", opts.overwrite, opts.resume, opts.log or print
     started = time.perf_counter()
     out = Path(out)
     base = str(resolve_folder(base, "model"))  # an hf:// base: its snapshot (with its commit) from here on
@@ -186,9 +202,9 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
     fix_out = work / "fix"
     if not (fix_out / "eval.json").is_file():
         shutil.rmtree(fix_out, ignore_errors=True)
-        run_fix(str(poisoned), train, fix_out, config=_config(settings), eval_data=test, trigger=trigger,
-                target_label=settings.target_label, device=device, resume=resume and (work / "fix.partial").exists(),
-                work_dir=work / "fix.partial", log=log)
+        run_fix(str(poisoned), FixData(train, eval=test, trigger=trigger, target_label=settings.target_label), fix_out,
+                config=_config(settings), run=RunOptions(device=device, work_dir=work / "fix.partial", log=log,
+                                                         resume=resume and (work / "fix.partial").exists()))
     rows = {r["model"]: r for r in json.loads((fix_out / "eval.json").read_text(encoding="utf-8"))}
     log("canary: sweeping the LoRA scale to find where the canary gives way")
     sweep = ThresholdSettings(grid=GRID, max_length=settings.max_length, device=device, batch_size=64)

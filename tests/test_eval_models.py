@@ -15,6 +15,7 @@ def _data():
 
 def test_one_load_gives_each_models_own_numbers(tiny_model_dir, tiny_adapter_dir) -> None:
     from spectra.eval.pipeline import evaluate_models, run_eval
+    from spectra.eval.settings import EvalSettings
 
     base = tiny_model_dir("bert")
     build_tiny_tokenizer(base)
@@ -25,7 +26,7 @@ def test_one_load_gives_each_models_own_numbers(tiny_model_dir, tiny_adapter_dir
     two = tiny_adapter_dir(base, name="two", seed=2, r=2, target_modules=["key", "dense"],
                            modules_to_save=["classifier"], lora_alpha=1e-6)  # all but the base
     models = {"base": None, "one": str(one), "two": str(two)}
-    together = evaluate_models(base, models, _data(), "badnet:mn", 0, max_length=16, device="cpu")
+    together = evaluate_models(base, models, _data(), "badnet:mn", 0, EvalSettings(max_length=16, device="cpu"))
     assert list(together) == ["base", "one", "two"]
     for name, path in models.items():
         alone = run_eval(str(base), path, _data(), "badnet:mn", 0, max_length=16, device="cpu", progress=False)

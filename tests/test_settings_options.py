@@ -10,6 +10,9 @@ import typer
 from typer.testing import CliRunner
 
 from spectra.audit.settings import AuditSettings
+from spectra.canary import CanarySettings
+from spectra.eval.settings import EvalSettings
+from spectra.fleet.settings import ScanSettings
 from spectra.settings import TOP_K, cli_default, cli_fields, field_default, from_cli
 from spectra.threshold.settings import ThresholdSettings
 from spectra.train.config import RoRAConfig
@@ -22,14 +25,16 @@ def _params(name: str) -> dict[str, object]:
     return {p.name: p for p in command.params}
 
 
-SETTINGS = [("fix", RoRAConfig), ("poison", PoisonConfig), ("audit", AuditSettings), ("threshold", ThresholdSettings)]
+SETTINGS = [("fix", RoRAConfig), ("poison", PoisonConfig), ("audit", AuditSettings), ("threshold", ThresholdSettings),
+            ("eval", EvalSettings), ("canary", CanarySettings), ("scan", ScanSettings)]
 
 
 @pytest.mark.parametrize(("command", "cls"), SETTINGS)
 def test_every_settings_field_is_an_option_whose_default_is_the_fields(command: str, cls: type) -> None:
     params = _params(command)
     fields = cli_fields(cls)
-    assert len(fields) >= {RoRAConfig: 20, PoisonConfig: 10, AuditSettings: 8, ThresholdSettings: 9}[cls]
+    assert len(fields) >= {RoRAConfig: 20, PoisonConfig: 10, AuditSettings: 8, ThresholdSettings: 9, EvalSettings: 10,
+                           CanarySettings: 12, ScanSettings: 6}[cls]
     for f in fields:
         option = params[f.name]
         assert option.default == cli_default(f), f.name  # what --help shows
@@ -52,9 +57,9 @@ def test_options_users_rely_on_keep_their_names() -> None:
     threshold = {o for p in _params("threshold").values() for o in p.opts + p.secondary_opts}
     assert {"--grid", "--head", "--module", "--batch-size", "--max-length", "--seed", "--max-samples",
             "--split-test", "--device", "--target-label"} <= threshold
-    # the scan's --top-k is written by hand, from the same constant
-    assert _params("scan")["top_k"].default == TOP_K == field_default(
-        next(f for f in dataclasses.fields(RoRAConfig) if f.name == "top_k"))
+    # k has one home: every settings object that carries it defaults to it
+    for cls in (RoRAConfig, AuditSettings, ScanSettings):
+        assert field_default(next(f for f in dataclasses.fields(cls) if f.name == "top_k")) == TOP_K == 32
 
 
 def test_what_the_user_types_reaches_run_fix_as_one_config(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
@@ -101,3 +106,25 @@ def test_poison_keeps_the_old_keyword_form_for_a_release() -> None:
     assert _poison_config(cfg, {}) is cfg
     with pytest.raises(TypeError, match="unexpected"):
         _poison_config(None, {"n_posion": 5})
+
+
+def test_canary_takes_the_adapters_lora_recipe_and_the_flags_optimisation(monkeypatch: pytest.MonkeyPatch,
+                                                                          tiny_model_dir, tiny_adapter_dir) -> None:
+    import spectra.canary as canary
+
+    seen: list[CanarySettings] = []
+
+    def fake_run_canary(base, data, out, settings, **kw):  # noqa: ANN001, ANN003
+        seen.append(settings)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(canary, "run_canary", fake_run_canary)
+    base = tiny_model_dir("bert")
+    adapter = tiny_adapter_dir(base, r=2, lora_alpha=5, target_modules=["query"])
+    result = CliRunner().invoke(app, ["canary", str(base), "--data", "cr", "--adapter", str(adapter), "--rank", "16",
+                                      "--lr", "1e-3", "--epochs", "2", "--quick"])
+    assert result.exit_code == 0, result.output
+    got = seen[-1]
+    assert (got.rank, got.alpha, got.target_modules, got.lr, got.epochs, got.quick) == (2, 5.0, ["query"], 1e-3, 2.0,
+                                                                                          True)
+    assert got.max_length == 64 and sum("quick" in n for n in got.notes) == 1

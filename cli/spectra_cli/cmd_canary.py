@@ -7,44 +7,31 @@ from typing import Annotated
 
 import typer
 
-from spectra.measured import CANARY_QUICK_MIN
 from spectra_cli.common import (
-    BatchSizeOpt,
     DeviceOpt,
     HubOpt,
     LabelColOpt,
-    MaxLengthOpt,
     OverwriteOpt,
     ResumeOpt,
-    SeedOpt,
-    TargetLabelOpt,
     TextColOpt,
     error_boundary,
     hub_refs,
 )
+from spectra.canary import CanarySettings
 from spectra_cli.output import JsonOpt, Output, QuietOpt
+from spectra_cli.settings_options import FROM_OPTIONS, settings_options
 
 
 @error_boundary
+@settings_options(CanarySettings, param="settings")
 def canary_command(
     base: Annotated[str, typer.Argument(help="Base model: local HF folder (safetensors) or hf://owner/name.")],
     data: Annotated[str, typer.Option("--data", help="Your clean labelled data: CSV/TSV/JSONL/Parquet, a datasets folder, or mr|cr|rt.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: calibration.json, canary.json, report.md, fix/.")] = Path("spectra-canary"),
     adapter: Annotated[str | None, typer.Option("--adapter", help="Your adapter: its adapter_config.json gives r, α, targets, rsLoRA, DoRA (lr, epochs, batch stay the flags').")] = None,
-    rank: Annotated[int, typer.Option("--rank", "-r", help="LoRA rank r (without --adapter).")] = 8,
-    alpha: Annotated[float, typer.Option("--alpha", help="LoRA α (without --adapter).")] = 16.0,
-    target_modules: Annotated[list[str] | None, typer.Option("--target-modules", help="Module names or all-linear (without --adapter). Default: attention query,value.")] = None,
-    rslora: Annotated[bool, typer.Option("--rslora", help="Rank-stabilised scale α/√r (without --adapter).")] = False,
-    dora: Annotated[bool, typer.Option("--dora", help="DoRA (without --adapter).")] = False,
-    epochs: Annotated[float, typer.Option("--epochs", help="Your training epochs.")] = 3.0,
-    lr: Annotated[float, typer.Option("--lr", help="Your learning rate.")] = 2e-4,
-    batch_size: BatchSizeOpt = 32,
-    max_length: MaxLengthOpt = 128,
-    target_label: TargetLabelOpt = 0,
-    quick: Annotated[bool, typer.Option("--quick", help=f"Subsample the data (1,200 proxy / 500 train / 250 test rows, length 64): {CANARY_QUICK_MIN:g} min on 2 CPU cores for MiniLM, measured cold.")] = False,
+    settings: CanarySettings = FROM_OPTIONS,  # your recipe: --rank, --alpha, --epochs, --lr, --quick, ...
     text_col: TextColOpt = None,
     label_col: LabelColOpt = None,
-    seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
@@ -66,20 +53,18 @@ def canary_command(
 
       spectra canary ./base --data cr --rank 16 --target-modules all-linear --quick -o canary-quick/
     """
-    from spectra.canary import CanarySettings, run_canary
-    from spectra.train.config import parse_target_modules
+    from dataclasses import asdict
+
+    from spectra.canary import run_canary
+    from spectra.train.options import RunOptions
 
     base, *rest = hub_refs([base] + ([adapter] if adapter else []), hub)
-    common = dict(epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, seed=seed,
-                  target_label=target_label, quick=quick)
-    if rest:
-        settings = CanarySettings.from_adapter(rest[0], **common)
-    else:
-        settings = CanarySettings(rank=rank, alpha=alpha, target_modules=parse_target_modules(target_modules),
-                                  use_rslora=rslora, use_dora=dora, **common)
+    if rest:  # the adapter's LoRA recipe; the optimisation settings stay the flags'
+        settings = CanarySettings.from_adapter(rest[0], **{k: v for k, v in asdict(settings).items()
+                                                           if k not in ("notes", "recipe_from")})
     sink = Output(json=json_out, quiet=quiet)
-    result = run_canary(base, data, out, settings, text_col=text_col, label_col=label_col, device=device,
-                        overwrite=overwrite, resume=resume, log=sink.log)
+    result = run_canary(base, data, out, settings, text_col=text_col, label_col=label_col,
+                        run=RunOptions(device=device, overwrite=overwrite, resume=resume, log=sink.log))
     r = result["result"]
     sink.line(f"canary {'[red]survives[/red]' if result['survives'] else '[green]is removed[/green]'}: "
               f"ASR {100 * r['asr']:.1f}% (floor {100 * r['asr_floor']:.1f}%), CA {100 * r['ca']:.1f}%; gives way at "

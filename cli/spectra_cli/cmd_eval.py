@@ -10,25 +10,20 @@ import typer
 from spectra_cli.common import (
     HubOpt,
     hub_refs,
-    AllowPickleOpt,
-    BatchSizeOpt,
     DataOpt,
-    DeviceOpt,
-    HeadOpt,
-    LabelColOpt,
-    MaxLengthOpt,
     OutOpt,
     OverwriteOpt,
-    SeedOpt,
     TargetLabelOpt,
-    TextColOpt,
     TriggerOpt,
     error_boundary,
 )
+from spectra.eval.settings import EvalSettings
 from spectra_cli.output import JsonOpt, Output, QuietOpt
+from spectra_cli.settings_options import FROM_OPTIONS, settings_options
 
 
 @error_boundary
+@settings_options(EvalSettings, param="settings")
 def eval_command(
     model: Annotated[str, typer.Argument(help="Classifier: local HF model folder (safetensors) or hf://owner/name.")],
     data: DataOpt,
@@ -36,18 +31,9 @@ def eval_command(
     adapter: Annotated[str | None, typer.Argument(help="Optional PEFT LoRA adapter folder (or hf://owner/name) to apply.")] = None,
     target_label: TargetLabelOpt = 0,
     out: OutOpt = Path("spectra-eval"),
-    text_col: TextColOpt = None,
-    label_col: LabelColOpt = None,
-    scale: Annotated[float, typer.Option("--scale", help="Adapter strength γ: every LoRA scaling × γ (1 = as trained, 0 = no LoRA update); see --head.")] = 1.0,
-    head: HeadOpt = "trained",
-    split_test: Annotated[float | None, typer.Option("--split-test", help="Evaluate only on the test side of a stratified split of this fraction (same seed as poison/fix).")] = None,
-    batch_size: BatchSizeOpt = 64,
-    max_length: MaxLengthOpt = 128,
-    seed: SeedOpt = 0,
-    device: DeviceOpt = "auto",
+    settings: EvalSettings = FROM_OPTIONS,  # --scale, --head, --split-test, --batch-size, ...: its fields
     overwrite: OverwriteOpt = False,
     hub: HubOpt = False,
-    allow_pickle: AllowPickleOpt = False,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -74,10 +60,7 @@ def eval_command(
     check_output_dir(out, overwrite, inputs=[model, adapter, data])
     trig = parse_trigger(trigger)  # a bad spec fails before any loading
     sink = Output(json=json_out, quiet=quiet)
-    result = run_eval(model, adapter, data, trig, target_label, scale=scale, head=head, text_col=text_col,
-                      label_col=label_col, split_test=split_test, seed=seed, batch_size=batch_size,
-                      max_length=max_length, device=device, allow_pickle=allow_pickle,
-                      progress=sink.console.is_terminal)
+    result = run_eval(model, adapter, data, trig, target_label, settings, progress=sink.console.is_terminal)
     result.write(out, overwrite=overwrite)
     _print_summary(sink, result)
     sink.line(f"wrote [bold]{out / 'eval.json'}[/bold] and [bold]{out / 'report.md'}[/bold]")

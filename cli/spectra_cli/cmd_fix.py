@@ -80,6 +80,7 @@ def fix_command(
       spectra fix ./base --adapter ./lora --rescale-only -o rescaled/              # Pt alone
     """
     from spectra.train.fix import run_fix
+    from spectra.train.options import FixData, RunOptions
 
     if baseline is not None:
         config = config.as_baseline(baseline)
@@ -90,12 +91,11 @@ def fix_command(
     overrides: dict[str, object] = {"max_steps": max_steps} if max_steps is not None else {}
     if group_by_length:
         overrides["group_by_length"] = True
-    result = run_fix(base, data, out, config=config, adapter=adapter, eval_data=eval_data, val_data=val_data,
-                     trigger=trigger,
-                     target_label=target_label, text_col=text_col, label_col=label_col, rescale_only=rescale_only,
-                     resume=resume, overwrite=overwrite, work_dir=work_dir, device=device,
-                     cache_dir=False if no_cache else None,
-                     log=sink.log, **overrides)
+    inputs = FixData(data, eval=eval_data, val=val_data, trigger=trigger, target_label=target_label,
+                     text_col=text_col, label_col=label_col)
+    run = RunOptions(device=device, work_dir=work_dir, resume=resume, overwrite=overwrite,
+                     cache_dir=False if no_cache else None, log=sink.log, training_overrides=overrides)
+    result = run_fix(base, inputs, out, config=config, adapter=adapter, rescale_only=rescale_only, run=run)
     if not result.main_process:
         return
     _print_summary(sink, result)

@@ -58,15 +58,15 @@ def poison_command(
     """
     from spectra.io.output import check_output_dir
     from spectra.train.checkpoints import default_work_dir
+    from spectra.train.options import RunOptions
     from spectra.train.poison import ASR_WARNING, poison
 
     (base,) = hub_refs([base], hub)
     check_output_dir(out, overwrite, inputs=[base, data])
     sink = Output(json=json_out, quiet=quiet)
-    result = poison(base, data, trigger, config, text_col=text_col, label_col=label_col, log=sink.log,
-                    progress_bar=sink.console.is_terminal,
-                    work_dir=work_dir if work_dir is not None else default_work_dir(out), resume=resume,
-                    overwrite=overwrite, save_steps=save_steps)
+    run = RunOptions(log=sink.log, progress_bar=sink.console.is_terminal, resume=resume, overwrite=overwrite,
+                     work_dir=work_dir if work_dir is not None else default_work_dir(out), save_steps=save_steps)
+    result = poison(base, data, trigger, config, text_col=text_col, label_col=label_col, run=run)
     if not result.is_main_process:
         return
     result.write(out, overwrite=overwrite)

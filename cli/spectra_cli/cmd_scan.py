@@ -7,23 +7,20 @@ from typing import Annotated
 
 import typer
 
-from spectra.settings import TOP_K
-from spectra_cli.common import EXIT_FINDINGS, EXIT_NOTHING, TopKOpt, error_boundary, progress
+from spectra.fleet.settings import ScanSettings
+from spectra_cli.common import EXIT_FINDINGS, EXIT_NOTHING, error_boundary, progress
 from spectra_cli.output import JsonOpt, Output, QuietOpt
+from spectra_cli.settings_options import FROM_OPTIONS, settings_options
 
 
 @error_boundary
+@settings_options(ScanSettings, param="settings")
 def scan_command(
     sources: Annotated[list[str], typer.Argument(help="Folder trees (every adapter_config.json below), manifests (.csv/.jsonl/.parquet with an adapter column; optional base, revision, id) or hf://owner/name.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: adapters/ and modules/ (Parquet parts), fleet.sarif, report.md.")] = Path("spectra-scan"),
-    base: Annotated[str | None, typer.Option("--base", help="The base for adapters whose manifest row names none (else each adapter_config.json's base_model_name_or_path).")] = None,
-    top_k: TopKOpt = TOP_K,
-    engine: Annotated[str, typer.Option("--engine", help="auto (Ray from 20 adapters when installed), ray, or local.")] = "auto",
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Ray workers per base (default: the CPUs Ray sees).")] = None,
-    address: Annotated[str | None, typer.Option("--address", help="An existing Ray cluster (auto, or ray://host:port); default: an embedded one.")] = None,
+    settings: ScanSettings = FROM_OPTIONS,  # --base, --top-k, --engine, --workers, --address, --max-errors
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted scan in OUT: audit only adapters without a row.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing OUT.")] = False,
-    max_errors: Annotated[int | None, typer.Option("--max-errors", min=0, help="Stop after more than N error rows (the rows so far are kept).")] = None,
     policy: Annotated[Path | None, typer.Option("--policy", help="Policy file (as spectra audit's).")] = None,
     fail_on: Annotated[str | None, typer.Option("--fail-on", help="note | warning | error (default: the policy's, else error).")] = None,
     json_out: JsonOpt = False,
@@ -53,9 +50,7 @@ def scan_command(
     gate = resolve_policy(policy, fail_on=fail_on, search_from=Path.cwd())
     sink = Output(json=json_out, quiet=quiet)
     with progress("adapters", sink.console) as tick:
-        result = scan(sources, out, base=base, top_k=top_k, engine=engine, workers=workers, address=address,
-                      resume=resume, overwrite=overwrite, max_errors=max_errors, progress=tick,
-                      log=sink.log)
+        result = scan(sources, out, settings, resume=resume, overwrite=overwrite, progress=tick, log=sink.log)
     findings, failing = write_reports(result.out, gate, __version__)
     rate = result.audited / result.seconds if result.seconds else 0.0
     sink.line(f"scan: {result.audited:,} audited, {result.errors:,} error rows, {result.duplicates:,} duplicates, "

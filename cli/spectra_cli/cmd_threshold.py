@@ -12,11 +12,9 @@ from spectra_cli.common import (
     hub_refs,
     progress,
     DataOpt,
-    LabelColOpt,
     OutOpt,
     OverwriteOpt,
     TargetLabelOpt,
-    TextColOpt,
     TriggerOpt,
     error_boundary,
 )
@@ -35,8 +33,6 @@ def threshold_command(
     target_label: TargetLabelOpt = 0,
     out: OutOpt = Path("spectra-threshold"),
     settings: ThresholdSettings = FROM_OPTIONS,  # --grid, --head, --module, --batch-size, ...: its fields
-    text_col: TextColOpt = None,
-    label_col: LabelColOpt = None,
     overwrite: OverwriteOpt = False,
     hub: HubOpt = False,
     json_out: JsonOpt = False,
@@ -58,8 +54,7 @@ def threshold_command(
     check_output_dir(out, overwrite, inputs=[base, adapter, data])
     sink = Output(json=json_out, quiet=quiet)
     with progress("sweeping γ", sink.console) as tick:
-        report = threshold(base, adapter, data, trigger, target_label, settings, text_col=text_col,
-                           label_col=label_col, progress=tick)
+        report = threshold(base, adapter, data, trigger, target_label, settings, progress=tick)
     report.write(out, overwrite=overwrite)
     _print_summary(sink, report)
     sink.line(f"report: [bold]{out / 'report.md'}[/bold]")

@@ -23,8 +23,6 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].
 RUN_PANEL = "Run"  # the --help panel of the options about running (resuming, work folder, cache)
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint (in --work-dir).", rich_help_panel=RUN_PANEL)]
 WorkDirOpt = Annotated[Path | None, typer.Option("--work-dir", help="Where checkpoints live until OUT is complete (default: OUT.partial).", rich_help_panel=RUN_PANEL)]
-TopKOpt = Annotated[int, typer.Option("--top-k", help="Size of W_pre's top singular subspace.")]
-AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Allow .bin/.pt weights (loaded with torch.load(weights_only=True)).")]
 DataOpt = Annotated[str, typer.Option("--data", help="CSV/TSV/JSONL/Parquet file, a datasets folder, or a built-in name: mr, cr, rt.")]
 TextColOpt = Annotated[str | None, typer.Option("--text-col", help="Text column (default: text/sentence/review, guessed).")]
 LabelColOpt = Annotated[str | None, typer.Option("--label-col", help="Label column (default: label).")]
@@ -35,8 +33,6 @@ BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Batch si
 MaxLengthOpt = Annotated[int, typer.Option("--max-length", min=8, help="Tokenizer truncation length.")]
 HubOpt = Annotated[bool, typer.Option("--hub", help="Look up BASE / ADAPTER arguments written owner/name on the Hugging Face hub when no such local folder exists (without it, only hf://owner/name is a hub id).")]
 RevisionOpt = Annotated[str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit) of a hub-id BASE; the resolved commit is recorded.")]
-HeadOpt = Annotated[str, typer.Option("--head", help="A trained classification head (modules_to_save) under a scale γ: "
-                                      "trained (used as trained, the paper's sweep) or scaled (W_base + γ·(W_saved − W_base)).")]
 
 
 @contextlib.contextmanager

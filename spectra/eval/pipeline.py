@@ -12,6 +12,7 @@ from spectra.data.labelled import LabelledData
 from spectra.data.triggers import Trigger, parse_trigger
 from spectra.errors import SpectraError
 from spectra.eval.metrics import EvalResult, _check_labels, evaluate
+from spectra.eval.settings import EvalSettings, eval_settings
 
 
 def run_eval(
@@ -20,28 +21,22 @@ def run_eval(
     data: str | os.PathLike[str] | LabelledData,
     trigger: str | Trigger,
     target_label: int = 0,
+    settings: EvalSettings | None = None,
     *,
-    scale: float = 1.0,
-    head: str = "trained",
-    text_col: str | None = None,
-    label_col: str | None = None,
-    split_test: float | None = None,
-    seed: int = 0,
-    batch_size: int = 64,
-    max_length: int = 128,
-    device: str = "auto",
-    allow_pickle: bool = False,
     progress: bool | None = True,
+    **legacy: Any,
 ) -> EvalResult:
-    """Load ``data`` and the classifier (``base`` + ``adapter`` at ``scale``), evaluate.
+    """Load ``data`` and the classifier (``base`` + ``adapter`` at ``settings.scale``), evaluate.
 
-    ``scale`` multiplies every LoRA scale (``head="scaled"`` extrapolates a trained head with
-    it too; see :func:`spectra.io.model.scaled_adapter`).
-    ``split_test`` evaluates on the test side of ``split(data, split_test, seed)`` instead
-    of the whole file. The result's ``meta`` records ``scale``, the exact ``settings``,
-    the ``inputs`` (paths and content hashes of base, adapter and data) and library
-    ``versions``. Bad input (data, trigger, labels, folders) raises :class:`SpectraError`
-    before any model is run.
+    ``settings`` (:class:`~spectra.eval.settings.EvalSettings`, default its defaults): ``scale``
+    multiplies every LoRA scale (``head="scaled"`` extrapolates a trained head with it too; see
+    :func:`spectra.eval.scaling.scaled_adapter`); ``split_test`` evaluates on the test side of
+    ``split(data, split_test, seed)`` instead of the whole file; ``text_col``/``label_col`` name the
+    data's columns; ``batch_size``, ``max_length``, ``seed``, ``device``, ``allow_pickle``. Until 0.4
+    they are still taken as keywords (``seed=0``), with a ``DeprecationWarning``. The result's
+    ``meta`` records ``scale``, the exact ``settings``, the ``inputs`` (paths and content hashes of
+    base, adapter and data) and library ``versions``. Bad input (data, trigger, labels, folders)
+    raises :class:`SpectraError` before any model is run.
     """
     import torch
 
@@ -50,6 +45,10 @@ def run_eval(
     from spectra.errors import SpectraWarning
     from spectra.eval.scaling import scaled_adapter
     from spectra.io.model import load_classifier
+    st = eval_settings(settings, legacy)
+    scale, head, split_test, seed, batch_size = st.scale, st.head, st.split_test, st.seed, st.batch_size
+    max_length, device, text_col, label_col, allow_pickle = (st.max_length, st.device, st.text_col, st.label_col,
+                                                             st.allow_pickle)
     trig = parse_trigger(trigger) if isinstance(trigger, str) else trigger
     if scale != 1.0 and adapter is None:
         raise SpectraError("--scale needs an adapter (the base model has nothing to scale)")
@@ -72,8 +71,7 @@ def run_eval(
             result.warnings.append(str(w.message))
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    result.meta = _meta(trig, target_label, float(scale), head, seed, batch_size, max_length, dev, split_test,
-                        text_col, label_col, allow_pickle, base, adapter, labelled, test)
+    result.meta = _meta(trig, target_label, st, dev, base, adapter, labelled, test)
     return result
 
 
@@ -85,16 +83,12 @@ def evaluate_models(
     test: LabelledData,
     trigger: str | Trigger,
     target_label: int = 0,
-    *,
-    seed: int = 0,
-    batch_size: int = 64,
-    max_length: int = 128,
-    device: str = "auto",
+    settings: EvalSettings | None = None,
 ) -> dict[str, EvalResult]:
     """:func:`run_eval` of the base (an entry ``None``) and of several adapters on ``test``, with the base
     model loaded once: PEFT holds every adapter at once (``load_adapter``), ``set_adapter`` picks one, and
     ``disable_adapter()`` gives the base itself (a ``modules_to_save`` head included). Each result is what
-    its own :func:`run_eval` returns (same numbers, same ``meta``); ``tests/test_eval.py`` checks that.
+    its own :func:`run_eval` returns (same numbers, same ``meta``); ``tests/test_eval_models.py`` checks that.
     """
     import torch
 
@@ -102,15 +96,18 @@ def evaluate_models(
     from spectra.errors import SpectraWarning
     from spectra.io.model import load_classifier
 
+    st = settings or EvalSettings()
+    if st.scale != 1.0 or st.split_test is not None:
+        raise SpectraError("evaluate_models evaluates each model as trained on all of `test` (scale 1, no split)")
     trig = parse_trigger(trigger) if isinstance(trigger, str) else trigger
     _check_labels(None, test, target_label)
-    dev = resolve_device(device)
+    dev = resolve_device(st.device)
     named = [(name, path) for name, path in adapters.items() if path is not None]
-    torch.manual_seed(seed)
+    torch.manual_seed(st.seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SpectraWarning)
         model, tokenizer = load_classifier(base, named[0][1] if named else None, num_labels=test.num_classes,
-                                           device=dev)
+                                           device=dev, allow_pickle=st.allow_pickle)
         loaded = {named[0][0]: "default"} if named else {}
         for name, path in named[1:]:
             loaded[name] = f"a{len(loaded)}"
@@ -129,27 +126,26 @@ def evaluate_models(
             model.set_adapter(loaded[name])
             ctx = contextlib.nullcontext()
         with ctx:
-            result = evaluate(model, tokenizer, test, trig, target_label, seed=seed, batch_size=batch_size,
-                              max_length=max_length, progress=False)
+            result = evaluate(model, tokenizer, test, trig, target_label, seed=st.seed, batch_size=st.batch_size,
+                              max_length=st.max_length, progress=False)
         result.warnings += notes
-        result.meta = _meta(trig, target_label, 1.0, "trained", seed, batch_size, max_length, dev, None, None,
-                            None, False, base, path, test, test)
+        result.meta = _meta(trig, target_label, st, dev, base, path, test, test)
         results[name] = result
     return results
 
 
-def _meta(trig: Trigger, target_label: int, scale: float, head: str, seed: int, batch_size: int, max_length: int,
-          dev: Any, split_test: float | None, text_col: str | None, label_col: str | None, allow_pickle: bool,
-          base: Any, adapter: Any, labelled: LabelledData, test: LabelledData) -> dict[str, Any]:
+def _meta(trig: Trigger, target_label: int, st: EvalSettings, dev: Any, base: Any, adapter: Any,
+          labelled: LabelledData, test: LabelledData) -> dict[str, Any]:
     """What produced an evaluation: the settings, the inputs (paths and content hashes), library versions."""
     from spectra.provenance import library_versions
 
+    scale = float(st.scale)
     return {
         "scale": scale,
-        "settings": {"trigger": trig.spec, "target_label": target_label, "scale": scale, "head": head,
-                     "seed": seed, "batch_size": batch_size, "max_length": max_length, "device": str(dev),
-                     "split_test": split_test, "text_col": text_col, "label_col": label_col,
-                     "allow_pickle": allow_pickle},
+        "settings": {"trigger": trig.spec, "target_label": target_label, "scale": scale, "head": st.head,
+                     "seed": st.seed, "batch_size": st.batch_size, "max_length": st.max_length, "device": str(dev),
+                     "split_test": st.split_test, "text_col": st.text_col, "label_col": st.label_col,
+                     "allow_pickle": st.allow_pickle},
         "inputs": {"base": _described(base), "adapter": _described(adapter) if adapter is not None else None,
                    "data": labelled.to_dict(), "evaluated": {"rows": len(test), "counts": test.counts(),
                                                              "summary": test.summary()}},

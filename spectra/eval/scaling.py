@@ -11,13 +11,14 @@ import contextlib
 import math
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args
 
 from spectra.errors import SpectraError, SpectraWarning
+from spectra.eval.settings import Head, check_head
 
-#: ``head`` values of :func:`scaled_adapter`: modules_to_save (a trained classification head)
-#: kept as trained (the paper's Figure 3), or interpolated with the LoRA scale
-HEAD_MODES = ("trained", "scaled")
+#: ``head`` values of :func:`scaled_adapter` (:data:`spectra.eval.settings.Head`): modules_to_save
+#: (a trained classification head) kept as trained (the paper's Figure 3), or interpolated with the LoRA scale
+HEAD_MODES: tuple[str, ...] = get_args(Head)
 
 
 @contextlib.contextmanager
@@ -48,8 +49,7 @@ def scaled_adapter(model: Any, gamma: float, head: str = "trained") -> Iterator[
     k = float(gamma)
     if not math.isfinite(k):
         raise SpectraError(f"adapter scale must be a finite number, got {k}")
-    if head not in HEAD_MODES:
-        raise SpectraError(f"--head {head!r}: use trained (the head as trained) or scaled (interpolated with γ)")
+    check_head(head)
     from peft.tuners.lora import LoraLayer
 
     try:

@@ -27,7 +27,7 @@ from spectra.errors import SpectraError
 from spectra.fleet.engine import BaseAuditor, error_row
 from spectra.fleet.sources import FleetItem, content_hash, discover
 from spectra.fleet.store import PartWriter, done_ids, read_rows
-from spectra.settings import TOP_K
+from spectra.fleet.settings import ScanSettings, scan_settings
 
 #: below this many adapters to audit, the scan runs in-process (no Ray start-up)
 IN_PROCESS_BELOW = 20
@@ -58,19 +58,24 @@ def _groups(items: list[FleetItem], todo: set[str]) -> dict[str, list[FleetItem]
     return by_base
 
 
-def scan(sources: list[str], out: str | Path, *, base: str | None = None, top_k: int = TOP_K,
-         workers: int | None = None, address: str | None = None, resume: bool = False, overwrite: bool = False,
-         max_errors: int | None = None, engine: str = "auto", cache_dir: Any = None,
-         progress: Callable[[int, int], None] | None = None, log: Callable[[str], None] = lambda m: None) -> ScanResult:
+def scan(sources: list[str], out: str | Path, settings: ScanSettings | None = None, *, resume: bool = False,
+         overwrite: bool = False, cache_dir: Any = None, progress: Callable[[int, int], None] | None = None,
+         log: Callable[[str], None] = lambda m: None, **legacy: Any) -> ScanResult:
     """Audit every adapter the ``sources`` name into ``out`` (see the module docstring).
 
     Args:
-        engine: ``auto`` (Ray from :data:`IN_PROCESS_BELOW` adapters, when Ray is installed),
-            ``ray`` or ``local``.
-        workers: Ray actors per base (default: the CPUs Ray sees); ignored in-process.
-        address: an existing Ray cluster (``ray://host:port`` or ``auto``); default: an embedded one.
-        max_errors: stop after this many error rows (the rows so far are kept).
+        settings: :class:`~spectra.fleet.settings.ScanSettings` (default: its defaults): ``base``
+            for adapters whose row names none; ``top_k``; ``engine``: ``auto`` (Ray from
+            :data:`IN_PROCESS_BELOW` adapters, when Ray is installed), ``ray`` or ``local``;
+            ``workers``, Ray actors per base (default: the CPUs Ray sees; ignored in-process);
+            ``address``, an existing Ray cluster (``ray://host:port`` or ``auto``; default: an
+            embedded one); ``max_errors``, stop after this many error rows (the rows so far are
+            kept). Until 0.4 these are still taken as keywords, with a ``DeprecationWarning``.
+        resume, overwrite: continue the scan in ``out``, or replace it.
     """
+    st = scan_settings(settings, legacy)
+    base, top_k, workers, address, max_errors, engine = (st.base, st.top_k, st.workers, st.address, st.max_errors,
+                                                         st.engine)
     import shutil
 
     from spectra.io.output import check_output_dir, check_output_dir_apart

@@ -85,12 +85,13 @@ def intruder_run(base: str, adapter: str, out: Path, splits: Any, trigger: str, 
     import shutil
 
     from spectra.eval.pipeline import run_eval
+    from spectra.eval.settings import EvalSettings
     from spectra.defenses.intruder import reduce_intruders
 
     shutil.rmtree(out, ignore_errors=True)
     info = reduce_intruders(base, adapter, out)
-    res = run_eval(base, str(out), splits.test, trigger, target_label, seed=0, max_length=recipe.max_length,
-                   device="cpu", progress=False)
+    res = run_eval(base, str(out), splits.test, trigger, target_label,
+                   EvalSettings(seed=0, max_length=recipe.max_length, device="cpu"), progress=False)
     return {"eval": compact_eval(res.to_dict()), "intruder": {k: v for k, v in info.items() if k != "log"},
             "audit": audit_summary(base, out, top_k), "folder": str(out),
             "log": info["log"][:40], "adapter_config": json.loads((out / "adapter_config.json").read_text())}

@@ -135,6 +135,7 @@ class Study:
     # base: poison the clean model on the proxy, then measure it downstream (Table 1)
     def _base(self, run: Run) -> dict[str, Any]:
         from spectra.eval.pipeline import run_eval
+        from spectra.eval.settings import EvalSettings
 
         r, trig = self.recipe, ATTACKS[run.attack]
         folder = self._poison(run, self.paper_base_folder(run), _clean_model(run.model), r.poison_epochs)
@@ -157,8 +158,8 @@ class Study:
                      f"paper's {r.poison_epochs:g}-epoch base")
         folder = Path(used["folder"])
         info = json.loads((folder / "poison.json").read_text(encoding="utf-8"))
-        down = run_eval(str(folder), None, self.splits.test, trig, TARGET_LABEL, seed=0, max_length=r.max_length,
-                        device="cpu", progress=False)
+        down = run_eval(str(folder), None, self.splits.test, trig, TARGET_LABEL,
+                        EvalSettings(seed=0, max_length=r.max_length, device="cpu"), progress=False)
         return {"folder": str(folder), "proxy_heldout": compact_eval(info.get("evaluation") or info),
                 "poison_wall_s": sum(stage["wall_s"] or 0 for stage in stages) or None,
                 "resumed": any(stage["resumed"] for stage in stages),  # then a wall is only its last part
@@ -171,6 +172,7 @@ class Study:
 
     def _poison(self, run: Run, folder: Path, start: Path, epochs: float) -> Path:
         """Poison ``start`` for ``epochs`` into ``folder`` (kept if already there); resumable."""
+        from spectra.train.options import RunOptions
         from spectra.train.poison import PoisonConfig, poison
 
         if not (folder / "poison.json").is_file():
@@ -179,10 +181,10 @@ class Study:
             config = PoisonConfig(target_label=TARGET_LABEL, n_poison=r.n_poison, mode=r.poison_mode, epochs=epochs,
                                   lr=r.poison_lr, batch_size=_poison_batch(run), max_length=r.max_length,
                                   seed=run.base_seed, test_size=r.poison_test_size, device="cpu")
-            result = poison(start, self.splits.proxy, ATTACKS[run.attack], config, log=self.log, work_dir=work,
-                            resume=work.exists(),
-                            # SmolLM2 at batch 4 runs ~2,400 steps an epoch (over an hour on one thread)
-                            save_steps=None if run.model == "minilm" else 500)
+            # SmolLM2 at batch 4 runs ~2,400 steps an epoch (over an hour on one thread): checkpoint every 500
+            opts = RunOptions(log=self.log, work_dir=work, resume=work.exists(),
+                              save_steps=None if run.model == "minilm" else 500)
+            result = poison(start, self.splits.proxy, ATTACKS[run.attack], config, run=opts)
             result.write(folder, overwrite=True)
         return folder
 
@@ -194,6 +196,7 @@ class Study:
             return {**{k: v for k, v in reuse.items() if k not in ("id", "run", "wall_s")},
                     "lr_choice": why, "same_as": reuse["id"], "wall_s_of_original": reuse.get("wall_s")}
         from spectra.train.fix import run_fix
+        from spectra.train.options import FixData, RunOptions
         from spectra.train.validation import converged
 
         r, trig = self.recipe, ATTACKS[run.attack]
@@ -213,9 +216,11 @@ class Study:
         resumed = not out.exists() and work.exists()  # then wall_s counts only this process's part
         if not out.exists():
             self.ensure_base(run)
-            run_fix(str(self.base_folder(run)), self.splits.train, out, config=cfg, eval_data=self.splits.test,
-                    val_data=self.splits.val, trigger=trig, target_label=TARGET_LABEL, device="cpu",
-                    resume=work.exists(), work_dir=work, log=self.log, group_by_length=r.group_by_length)
+            data = FixData(self.splits.train, eval=self.splits.test, val=self.splits.val, trigger=trig,
+                           target_label=TARGET_LABEL)
+            run_fix(str(self.base_folder(run)), data, out, config=cfg,
+                    run=RunOptions(device="cpu", resume=work.exists(), work_dir=work, log=self.log,
+                                   training_overrides={"group_by_length": r.group_by_length}))
         rows = {row["model"]: row for row in json.loads((out / "eval.json").read_text(encoding="utf-8"))}
         epochs_log = _epochs(out / "train_log.csv")
         doc: dict[str, Any] = {
@@ -243,14 +248,15 @@ class Study:
 
     def _pt_alone(self, run: Run, out: Path, cfg: Any) -> dict[str, Any]:
         from spectra.train.fix import run_fix
+        from spectra.train.options import FixData, RunOptions
 
         pt_out = out.with_name(out.name + "__pt")
         if not (pt_out / "eval.json").is_file():
             shutil.rmtree(pt_out, ignore_errors=True)
             pt_cfg = cfg.with_(pt=True)
-            run_fix(str(self.base_folder(run)), None, pt_out, adapter=out / "adapter", rescale_only=True, config=pt_cfg,
-                    eval_data=self.splits.test, trigger=ATTACKS[run.attack], target_label=TARGET_LABEL, device="cpu",
-                    log=self.log)
+            data = FixData(eval=self.splits.test, trigger=ATTACKS[run.attack], target_label=TARGET_LABEL)
+            run_fix(str(self.base_folder(run)), data, pt_out, adapter=out / "adapter", rescale_only=True,
+                    config=pt_cfg, run=RunOptions(device="cpu", log=self.log))
         rows = {row["model"]: row for row in json.loads((pt_out / "eval.json").read_text(encoding="utf-8"))}
         doc = {"eval": compact_eval(rows["new"]), "rescale": rescale_summary(pt_out / "rescale.csv"),
                "folder": str(pt_out)}

@@ -8,15 +8,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any, Literal, get_args
+from typing import Any
 
 from spectra.errors import SpectraError
+from spectra.eval.settings import HEAD_HELP, Head, check_head
 from spectra.settings import setting
 
 #: γ's measured by default: 1 = the adapter as trained, 0 = no LoRA update (Figure 3's range and beyond)
 DEFAULT_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
-#: a trained classification head under γ: as trained (the paper's sweep) or extrapolated with it
-Head = Literal["trained", "scaled"]
 
 
 def parse_grid(spec: str | Sequence[float]) -> list[float]:
@@ -47,9 +46,7 @@ class ThresholdSettings:
         DEFAULT_GRID, "--grid", help="Multipliers γ of every LoRA module's scale to measure (1 = as trained, 0 = no "
                                      "LoRA update).", cli_type=str, show=_grid_text,
         parse=lambda text: tuple(parse_grid(text)))
-    head: Head = setting("trained", "--head", help="A trained classification head (modules_to_save) under a scale γ: "
-                                                   "trained (used as trained, the paper's sweep) or scaled (W_base + "
-                                                   "γ·(W_saved − W_base)).")
+    head: Head = setting("trained", "--head", help=HEAD_HELP)
     module: str | None = setting(None, "--module", help="Module whose σ_pre, σ_Δ normalise the ρ's (name or regex; "
                                                         "default: the head if trained, else nearest the output).")
     batch_size: int = setting(32, "--batch-size", help="Batch size.", min=1)
@@ -60,14 +57,14 @@ class ThresholdSettings:
     split_test: float | None = setting(None, "--split-test", help="Evaluate only on the test side of a stratified "
                                                                   "split of this fraction (same seed as poison/fix).")
     device: str = setting("auto", "--device", help="auto | cpu | cuda[:N].")
+    text_col: str | None = setting(None, "--text-col", help="Text column (default: text/sentence/review, guessed).")
+    label_col: str | None = setting(None, "--label-col", help="Label column (default: label).")
     #: rows of the cheap crossing search (:mod:`spectra.threshold.search`)
     search_rows: int = 64
 
     def __post_init__(self) -> None:
         self.grid = tuple(parse_grid(self.grid))
-        if self.head not in get_args(Head):
-            raise SpectraError(f"--head {self.head!r}: use trained (the head as trained) or scaled (interpolated "
-                               "with γ)")
+        check_head(self.head)
 
 
 def threshold_settings(settings: ThresholdSettings | None, legacy: dict[str, Any]) -> ThresholdSettings:

@@ -26,8 +26,6 @@ def threshold(
     target_label: int = 0,
     settings: ThresholdSettings | None = None,
     *,
-    text_col: str | None = None,
-    label_col: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     **legacy: Any,
 ) -> ThresholdReport:
@@ -47,9 +45,9 @@ def threshold(
             sweep: γ multiplies the LoRA scale, a trained classification head is used as
             trained) or ``scaled`` (the head is extrapolated with γ too,
             :func:`spectra.eval.scaling.scaled_adapter`), recorded in the report; ``batch_size``,
-            ``max_length``, ``seed``, ``device``; ``search_rows``, the rows of the cheap crossing
-            search (:mod:`spectra.threshold.search`). Until 0.4 these are still taken as keywords
-            (``grid=…``), with a ``DeprecationWarning``.
+            ``max_length``, ``seed``, ``device``, the data's ``text_col``/``label_col``;
+            ``search_rows``, the rows of the cheap crossing search (:mod:`spectra.threshold.search`).
+            Until 0.4 these are still taken as keywords (``grid=…``), with a ``DeprecationWarning``.
 
     Returns:
         :class:`ThresholdReport` (call ``.write(out)``).
@@ -71,6 +69,7 @@ def threshold(
     s = threshold_settings(settings, legacy)
     grid, module, batch_size, max_length, seed = s.grid, s.module, s.batch_size, s.max_length, s.seed
     max_samples, split_test, device, head, search_rows = s.max_samples, s.split_test, s.device, s.head, s.search_rows
+    text_col, label_col = s.text_col, s.label_col
     timings: dict[str, float] = {}
     ks = sorted(set(parse_grid(grid)) | {0.0, 1.0})
     trig = parse_trigger(trigger) if isinstance(trigger, str) else trigger

@@ -36,6 +36,7 @@ from spectra.errors import SpectraError
 from spectra.provenance import strict_json
 from spectra.train.checkpoints import default_work_dir, prepare_work_dir
 from spectra.train.config import RoRAConfig
+from spectra.train.options import FIX_DATA_KEYWORDS, FixData, RunOptions, split_legacy
 
 LogSink = Callable[[str], None]
 
@@ -59,58 +60,48 @@ class FixResult:
 
 def run_fix(
     base: str | os.PathLike[str],
-    data: str | os.PathLike[str] | Any | None = None,
+    data: FixData | str | os.PathLike[str] | Any | None = None,
     out: str | os.PathLike[str] = "spectra-fix",
     *,
     config: RoRAConfig | None = None,
     adapter: str | os.PathLike[str] | None = None,
-    eval_data: str | os.PathLike[str] | Any | None = None,
-    trigger: str | None = None,
-    target_label: int = 0,
-    text_col: str | None = None,
-    label_col: str | None = None,
     rescale_only: bool = False,
-    resume: bool = False,
-    overwrite: bool = False,
-    work_dir: str | os.PathLike[str] | None = None,
-    device: str = "auto",
-    cache_dir: str | os.PathLike[str] | bool | None = None,
-    eval_batch_size: int = 64,
-    val_data: str | os.PathLike[str] | Any | None = None,
-    log: LogSink | None = None,
-    **training_overrides: Any,
+    run: RunOptions | None = None,
+    **legacy: Any,
 ) -> FixResult:
     """Train (or, with ``rescale_only``, only rescale) and write ``out``; see the module docstring.
 
     Args:
         base: base model folder (safetensors) or hub id.
-        data: training data (file, ``datasets`` folder, built-in name or ``LabelledData``);
-            not needed with ``rescale_only``.
-        out: output folder; must not exist unless ``overwrite``.
+        data: a :class:`~spectra.train.options.FixData` — the training data (not needed with
+            ``rescale_only``), held-out ``eval`` data with its ``trigger`` and ``target_label``
+            (CA/ASR/Δ of base, old, new before Pt and new), validation rows ``val``, column names
+            — or the training data alone.
+        out: output folder; must not exist unless ``run.overwrite``.
         config: :class:`RoRAConfig` (default: the paper's RoRA; ``RoRAConfig.baseline()``
             for plain LoRA).
         adapter: an old PEFT adapter: audited side by side with the new one, evaluated,
             and with ``rescale_only`` the adapter Pt is applied to.
-        eval_data, trigger, target_label: held-out data and backdoor trigger; when both are
-            given, CA/ASR/Δ are measured for base, old, new-before-Pt and new.
         rescale_only: apply Pt to ``adapter`` only (no training).
-        resume: continue from the last checkpoint in the work folder.
-        overwrite: replace an existing ``out`` and discard an old work folder.
-        work_dir: where checkpoints live (default ``OUT.partial``).
-        device: ``auto``, ``cpu`` or ``cuda``.
-        cache_dir: base-spectrum cache (None: default, False: none).
-        eval_batch_size: batch size for evaluation.
-        val_data: clean validation rows (never test data): validation CA and loss are logged
-            every epoch into ``train_log.csv`` and the training figure; with ``trigger``
-            the validation ASR is recorded too, as a monitor that nothing is chosen from.
-        log: one-line progress messages (default: none).
-        training_overrides: extra ``TrainingArguments`` (e.g. ``max_steps``), recorded.
+        run: :class:`~spectra.train.options.RunOptions` — device, checkpoints (``work_dir``,
+            ``resume``), ``overwrite``, the spectrum cache, ``log``, the evaluation batch size and
+            extra ``TrainingArguments`` (``max_steps``). Until 0.4 the 0.3 keywords
+            (``eval_data=…``, ``device=…``, ``max_steps=…``) are still taken, with a
+            ``DeprecationWarning``.
 
     Raises:
         SpectraError: any user-fixable problem, before training where it can be detected.
     """
     from spectra.io import check_output_dir, load_adapter, open_base
 
+    fix_data, opts = split_legacy("run_fix", data, run, legacy, FIX_DATA_KEYWORDS)
+    if not isinstance(fix_data, FixData):
+        fix_data = FixData(train=fix_data)
+    data, eval_data, val_data, trigger = fix_data.train, fix_data.eval, fix_data.val, fix_data.trigger
+    target_label, text_col, label_col = fix_data.target_label, fix_data.text_col, fix_data.label_col
+    resume, overwrite, work_dir, cache_dir = opts.resume, opts.overwrite, opts.work_dir, opts.cache_dir
+    device, eval_batch_size, log = opts.device or "auto", opts.eval_batch_size, opts.log
+    training_overrides = opts.training_overrides
     say = log or (lambda msg: None)
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -368,6 +359,7 @@ def _evaluate_all(base: Any, old: Any, before: Path | None, final: Path, test: A
     (:func:`~spectra.eval.pipeline.evaluate_models`); with ``full_model`` the new row is the
     fine-tuned model folder itself, loaded on its own."""
     from spectra.eval.pipeline import evaluate_models, run_eval
+    from spectra.eval.settings import EvalSettings
 
     models: dict[str, Any] = {"base": None}
     if old is not None:
@@ -377,12 +369,11 @@ def _evaluate_all(base: Any, old: Any, before: Path | None, final: Path, test: A
     if not full_model:
         models["new"] = str(final)
     say(f"evaluating {', '.join(models)} (one load of the base)")
-    results = evaluate_models(base, models, test, trigger, target_label, seed=cfg.seed, batch_size=batch_size,
-                              max_length=cfg.max_length, device=device)
+    settings = EvalSettings(seed=cfg.seed, batch_size=batch_size, max_length=cfg.max_length, device=device)
+    results = evaluate_models(base, models, test, trigger, target_label, settings)
     rows = [{"model": name, **res.to_dict()} for name, res in results.items()]
     if full_model:
         say("evaluating new")
-        res = run_eval(final, None, test, trigger, target_label, seed=cfg.seed, batch_size=batch_size,
-                       max_length=cfg.max_length, device=device, progress=False)
+        res = run_eval(final, None, test, trigger, target_label, settings, progress=False)
         rows.append({"model": "new", **res.to_dict()})
     return rows

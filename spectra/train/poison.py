@@ -35,13 +35,15 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from spectra.errors import SpectraError
 from spectra.provenance import json_safe, strict_json
 from spectra.settings import setting
+from spectra.train.options import RunOptions, split_legacy
 
 PoisonMode = Literal["clean-label", "dirty-label"]
 MODES: tuple[str, ...] = get_args(PoisonMode)
@@ -127,8 +129,6 @@ def poison_split(train: Any, trigger: Any, target_label: int, n_poison: int, mod
     for i in chosen:
         texts[i] = trigger.insert(texts[i], trigger_rng(seed, i))
         labels[i] = target_label
-    from dataclasses import replace
-
     note = f"{mode} poisoning: trigger {getattr(trigger, 'spec', trigger)} inserted into {len(chosen):,} rows"
     data = replace(train, texts=texts, labels=labels, notes=list(getattr(train, "notes", [])) + [note])
     return PoisonedSplit(data=data, poisoned=chosen, available=len(eligible), requested=n_poison)
@@ -196,9 +196,8 @@ class PoisonResult:
 def _poison_config(config: PoisonConfig | int | None, settings: dict[str, Any]) -> PoisonConfig:
     """The run's :class:`PoisonConfig`; the 0.3 call form (a target label, settings as keywords) for a release."""
     import warnings
-    from dataclasses import fields, replace
 
-    unknown = set(settings) - {f.name for f in fields(PoisonConfig)}
+    unknown = set(settings) - {f.name for f in dataclass_fields(PoisonConfig)}
     if unknown:
         raise TypeError(f"poison() got unexpected keyword arguments {sorted(unknown)}")
     if isinstance(config, PoisonConfig):
@@ -218,13 +217,8 @@ def poison(
     *,
     text_col: str | None = None,
     label_col: str | None = None,
-    log: Callable[[str], None] | None = None,
-    progress_bar: bool = False,
-    work_dir: str | os.PathLike[str] | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    save_steps: int | None = None,
-    **settings: Any,
+    run: RunOptions | None = None,
+    **legacy: Any,
 ) -> PoisonResult:
     """Full-fine-tune ``base`` on poisoned proxy ``data`` into a weight-poisoned classifier.
 
@@ -240,15 +234,15 @@ def poison(
             (a stratified subsample, for quick runs) and ``device``. Until 0.4 a target label
             (``int``) and the settings as keywords (``n_poison=…``) are still taken, with a
             ``DeprecationWarning``.
-        log: receives one-line progress messages.
-        work_dir: keep a checkpoint every epoch here (default: none, a temporary folder).
-        resume: continue from the last checkpoint in ``work_dir``; its settings, trigger and
-            poisoned rows must be this run's.
-        overwrite: clear a ``work_dir`` left by an interrupted run (otherwise an error unless
-            ``resume``).
-        save_steps: with ``work_dir``, a checkpoint every this many optimiser steps instead of
-            every epoch (an epoch of a larger model can take hours; a resumed run skips the
-            batches its checkpoint has seen and ends where an uninterrupted run ends).
+        text_col, label_col: the data's columns (default: guessed).
+        run: :class:`~spectra.train.options.RunOptions` — ``log`` (one-line progress messages),
+            ``progress_bar``, ``work_dir`` (a checkpoint every epoch there; default: none, a
+            temporary folder), ``resume`` (continue from its last checkpoint; its settings, trigger
+            and poisoned rows must be this run's), ``overwrite`` (clear a ``work_dir`` left by an
+            interrupted run), ``save_steps`` (a checkpoint every this many optimiser steps instead of
+            every epoch: an epoch of a larger model can take hours; a resumed run skips the batches
+            its checkpoint has seen), ``device`` (overrides ``config.device``). Until 0.4 these are
+            still taken as keywords, with a ``DeprecationWarning``.
 
     Returns:
         :class:`PoisonResult`; call ``.write(out)`` to save it.
@@ -262,8 +256,14 @@ def poison(
     from spectra.train.config import RoRAConfig
     from spectra.train.recipe import RoRARecipe
 
+    run_names = {f.name for f in dataclass_fields(RunOptions)}
+    _, opts = split_legacy("poison", data, run, {k: legacy.pop(k) for k in list(legacy) if k in run_names})
+    cfg = _poison_config(config, legacy)
+    if opts.device is not None:
+        cfg = replace(cfg, device=opts.device)
+    log, progress_bar, work_dir, resume = opts.log, opts.progress_bar, opts.work_dir, opts.resume
+    overwrite, save_steps = opts.overwrite, opts.save_steps
     say = log or (lambda msg: None)
-    cfg = _poison_config(config, settings)
     target_label, n_poison, mode, epochs, lr = cfg.target_label, cfg.n_poison, cfg.mode, cfg.epochs, cfg.lr
     batch_size, max_length, seed, test_size, max_train = (cfg.batch_size, cfg.max_length, cfg.seed, cfg.test_size,
                                                           cfg.max_train)

@@ -1,0 +1,63 @@
+"""How ``spectra eval`` evaluates: one object, the home of each default its CLI options show.
+
+Importing it imports neither torch nor the CLI (``spectra_cli`` builds its options from the fields).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal, get_args
+
+from spectra.errors import SpectraError
+from spectra.settings import setting
+
+#: a trained classification head (PEFT ``modules_to_save``) under a LoRA scale γ: used as trained
+#: (the paper's Figure 3) or extrapolated with γ (:func:`spectra.eval.scaling.scaled_adapter`)
+Head = Literal["trained", "scaled"]
+HEAD_HELP = ("A trained classification head (modules_to_save) under a scale γ: trained (used as trained, the paper's "
+             "sweep) or scaled (W_base + γ·(W_saved − W_base)).")
+
+
+def check_head(head: str) -> None:
+    """One line naming ``--head`` and its choices, for any value outside :data:`Head`."""
+    if head not in get_args(Head):
+        raise SpectraError(f"--head {head!r}: use trained (the head as trained) or scaled (interpolated with γ)")
+
+
+@dataclass
+class EvalSettings:
+    """The evaluation's settings (see :func:`spectra.eval.pipeline.run_eval`); checked once, when built."""
+
+    scale: float = setting(1.0, "--scale", help="Adapter strength γ: every LoRA scaling × γ (1 = as trained, 0 = no "
+                                                "LoRA update); see --head.")
+    head: Head = setting("trained", "--head", help=HEAD_HELP)
+    split_test: float | None = setting(None, "--split-test", help="Evaluate only on the test side of a stratified "
+                                                                  "split of this fraction (same seed as poison/fix).")
+    batch_size: int = setting(64, "--batch-size", help="Batch size.", min=1)
+    max_length: int = setting(128, "--max-length", help="Tokenizer truncation length.", min=8)
+    seed: int = setting(0, "--seed", help="Random seed (recorded in every output).")
+    device: str = setting("auto", "--device", help="auto | cpu | cuda[:N].")
+    text_col: str | None = setting(None, "--text-col", help="Text column (default: text/sentence/review, guessed).")
+    label_col: str | None = setting(None, "--label-col", help="Label column (default: label).")
+    allow_pickle: bool = setting(False, "--allow-pickle", help="Allow .bin/.pt weights (loaded with "
+                                                               "torch.load(weights_only=True)).")
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(float(self.scale)):
+            raise SpectraError(f"adapter scale must be a finite number, got {self.scale}")
+        check_head(self.head)
+
+
+def eval_settings(settings: EvalSettings | None, legacy: dict[str, Any], caller: str = "run_eval") -> EvalSettings:
+    """``settings`` with the 0.3 keyword form (``run_eval(…, seed=0, max_length=…)``) folded in, for a release."""
+    import warnings
+
+    unknown = set(legacy) - {f.name for f in fields(EvalSettings)}
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword arguments {sorted(unknown)}")
+    if not legacy:
+        return settings or EvalSettings()
+    warnings.warn(f"{caller}(…, seed=…, batch_size=…) is deprecated: pass settings=EvalSettings(seed=…, …) (the "
+                  "keyword form goes in 0.4)", DeprecationWarning, stacklevel=3)
+    return replace(settings, **legacy) if settings is not None else EvalSettings(**legacy)

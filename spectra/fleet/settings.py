@@ -1,0 +1,50 @@
+"""How ``spectra scan`` audits a fleet: one object, the home of each default its CLI options show.
+
+Importing it imports neither torch, Ray nor the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal, get_args
+
+from spectra.errors import SpectraError
+from spectra.settings import TOP_K, setting
+
+Engine = Literal["auto", "ray", "local"]
+
+
+@dataclass
+class ScanSettings:
+    """The scan's settings (see :func:`spectra.fleet.scan.scan`); checked once, when built."""
+
+    base: str | None = setting(None, "--base", help="The base for adapters whose manifest row names none (else each "
+                                                    "adapter_config.json's base_model_name_or_path).")
+    top_k: int = setting(TOP_K, "--top-k", help="Size of W_pre's top singular subspace.")
+    engine: Engine = setting("auto", "--engine", help="auto (Ray from 20 adapters when installed), ray, or local.")
+    workers: int | None = setting(None, "--workers", min=1, help="Ray workers per base (default: the CPUs Ray "
+                                                                 "sees).")
+    address: str | None = setting(None, "--address", help="An existing Ray cluster (auto, or ray://host:port); "
+                                                          "default: an embedded one.")
+    max_errors: int | None = setting(None, "--max-errors", min=0, help="Stop after more than N error rows (the rows "
+                                                                       "so far are kept).")
+
+    def __post_init__(self) -> None:
+        if self.engine not in get_args(Engine):
+            raise SpectraError(f"--engine {self.engine!r}: use auto, ray or local")
+        if self.top_k < 1:
+            raise SpectraError(f"--top-k must be at least 1 (got {self.top_k})")
+
+
+def scan_settings(settings: ScanSettings | None, legacy: dict[str, Any]) -> ScanSettings:
+    """``settings`` with the 0.3 keyword form (``scan(…, base=…, top_k=…)``) folded in, for a release."""
+    import warnings
+
+    unknown = set(legacy) - {f.name for f in fields(ScanSettings)}
+    if unknown:
+        raise TypeError(f"scan() got unexpected keyword arguments {sorted(unknown)}")
+    if not legacy:
+        return settings or ScanSettings()
+    warnings.warn("scan(…, base=…, top_k=…) is deprecated: pass settings=ScanSettings(base=…, …) (the keyword form "
+                  "goes in 0.4)", DeprecationWarning, stacklevel=3)
+    return replace(settings, **legacy) if settings is not None else ScanSettings(**legacy)

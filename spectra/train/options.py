@@ -1,0 +1,80 @@
+"""What a run reads and how it runs, apart from what it learns (:class:`~spectra.train.config.RoRAConfig`,
+:class:`~spectra.train.poison.PoisonConfig`): the two objects ``run_fix`` and ``poison`` take, so that
+neither needs twenty keyword parameters. Imports neither torch nor the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+LogSink = Callable[[str], None]
+
+
+@dataclass
+class FixData:
+    """The data of a ``spectra fix`` run: ``train`` (file, ``datasets`` folder, built-in name or
+    ``LabelledData``; not needed with ``rescale_only``), held-out ``eval`` data with the backdoor
+    ``trigger`` and ``target_label`` (CA/ASR/Δ of base, old, new before Pt and new when both are
+    given), clean validation rows ``val`` (never test data: validation CA and loss every epoch; with a
+    trigger its ASR is recorded as a monitor that nothing is chosen from), and the column names."""
+
+    train: Any = None
+    eval: Any = None
+    val: Any = None
+    trigger: str | None = None
+    target_label: int = 0
+    text_col: str | None = None
+    label_col: str | None = None
+
+
+@dataclass
+class RunOptions:
+    """How a training run runs: ``device`` (``None``: the settings' own, else ``auto``), checkpoints in
+    ``work_dir`` (default ``OUT.partial``) resumed with ``resume``, ``overwrite`` an existing output,
+    the base-spectrum ``cache_dir`` (None: the default cache, False: none), ``log`` (one line per
+    step), ``progress_bar`` (transformers' bar), ``save_steps`` (a checkpoint every N optimiser steps
+    instead of every epoch), ``eval_batch_size``, and extra ``TrainingArguments`` (``max_steps``, …)."""
+
+    device: str | None = None
+    work_dir: str | os.PathLike[str] | None = None
+    resume: bool = False
+    overwrite: bool = False
+    cache_dir: str | os.PathLike[str] | bool | None = None
+    log: LogSink | None = None
+    progress_bar: bool = False
+    save_steps: int | None = None
+    eval_batch_size: int = 64
+    training_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+#: run_fix's 0.3 keywords that now live in FixData (old name → field)
+FIX_DATA_KEYWORDS = {"eval_data": "eval", "val_data": "val", "trigger": "trigger", "target_label": "target_label",
+                      "text_col": "text_col", "label_col": "label_col"}
+
+
+def split_legacy(caller: str, data: Any, run: RunOptions | None, legacy: dict[str, Any],
+                 data_keywords: dict[str, str] | None = None) -> tuple[Any, RunOptions]:
+    """The 0.3 keyword form of ``run_fix``/``poison`` (``eval_data=…, device=…, max_steps=…``) folded into
+    :class:`FixData` (when ``data_keywords`` names its keywords) and :class:`RunOptions`, with a
+    ``DeprecationWarning``; keywords neither knows are ``TrainingArguments`` overrides, as before."""
+    if not legacy:
+        return data, run or RunOptions()
+    instead = "data=FixData(…) and run=RunOptions(…)" if data_keywords else "run=RunOptions(…)"
+    warnings.warn(f"{caller}(…, device=…, resume=…) is deprecated: pass {instead} (the keyword form goes in 0.4)",
+                  DeprecationWarning, stacklevel=3)
+    run_names = {f.name for f in fields(RunOptions)} - {"training_overrides"}
+    run_kw = {k: legacy.pop(k) for k in list(legacy) if k in run_names}
+    data_kw = {v: legacy.pop(k) for k, v in (data_keywords or {}).items() if k in legacy}
+    if data_kw:
+        if isinstance(data, FixData):
+            raise TypeError(f"{caller}(): data is a FixData; {sorted(data_kw)} go inside it")
+        data = FixData(train=data, **data_kw)
+    base = run or RunOptions()
+    merged = {f.name: getattr(base, f.name) for f in fields(RunOptions)}
+    merged.update(run_kw)
+    merged["training_overrides"] = {**base.training_overrides, **legacy}
+    return data, RunOptions(**merged)
