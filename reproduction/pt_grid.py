@@ -42,6 +42,7 @@ def grid_one(base: Path, adapter: Path, test: Any, trigger: str, target_label: i
              as_trained: dict[str, Any], log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Every (depth, mode) variant of ``adapter`` on ``base``: what Pt changed, and its evaluation."""
     from spectra.eval.pipeline import run_eval
+    from spectra.eval.settings import EvalSettings
     from spectra.io import load_adapter, open_base
     from spectra.study.records import compact_eval
     from spectra.train.rescale import plan_rescale, write_rescaled
@@ -58,8 +59,8 @@ def grid_one(base: Path, adapter: Path, test: Any, trigger: str, target_label: i
         if key not in seen:
             with tempfile.TemporaryDirectory(prefix="spectra-pt-grid-") as tmp:
                 folder = write_rescaled(adapter, Path(tmp) / "adapter", plan)
-                res = run_eval(str(base), str(folder), test, trigger, target_label, seed=seed, max_length=max_length,
-                               device="cpu", progress=False)
+                res = run_eval(str(base), str(folder), test, trigger, target_label,
+                               EvalSettings(seed=seed, max_length=max_length, device="cpu"), progress=False)
             seen[key] = compact_eval(res.to_dict())
             log(f"  Pt {depth} {mode}: ASR {seen[key]['asr']:.3f} CA {seen[key]['ca']:.3f} "
                 f"({time.time() - t0:.0f} s)")

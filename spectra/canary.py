@@ -28,7 +28,7 @@ from typing import Any
 
 from spectra.errors import SpectraError
 from spectra.measured import CANARY_QUICK_MIN
-from spectra.settings import setting
+from spectra.settings import batch_size_setting, max_length_setting, seed_setting, setting, target_label_setting
 from spectra.train.config import parse_target_modules
 
 #: rare tokens a canary trigger is drawn from (the BadNet family's: nonsense bigrams)
@@ -56,10 +56,10 @@ class CanarySettings:
     lora_dropout: float = 0.1
     epochs: float = setting(3.0, "--epochs", help="Your training epochs.")
     lr: float = setting(2e-4, "--lr", help="Your learning rate.")
-    batch_size: int = setting(32, "--batch-size", help="Batch size.", min=1)
-    max_length: int = setting(128, "--max-length", help="Tokenizer truncation length.", min=8)
-    seed: int = setting(0, "--seed", help="Random seed (recorded in every output).")
-    target_label: int = setting(0, "--target-label", help="The backdoor's target label.")
+    batch_size: int = batch_size_setting()
+    max_length: int = max_length_setting()
+    seed: int = seed_setting()
+    target_label: int = target_label_setting()
     quick: bool = setting(False, "--quick", help=f"Subsample the data (1,200 proxy / 500 train / 250 test rows, "
                                                  f"length 64): {CANARY_QUICK_MIN:g} min on 2 CPU cores for MiniLM, "
                                                  "measured cold.")
@@ -174,12 +174,11 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
     from spectra.data import load_labelled
     from spectra.forgetting import LORA_KINDS, architecture_key, base_fingerprint, features, load_model
     from spectra.io.files import cache_dir
+    from spectra.io.hub import resolve_folder
     from spectra.io.output import atomic_output_dir, check_output_dir
     from spectra.threshold import ThresholdSettings, threshold
     from spectra.train.fix import run_fix
     from spectra.train.options import FixData, RunOptions, split_legacy
-
-    from spectra.io.hub import resolve_folder
 
     _, opts = split_legacy("run_canary", data, run, legacy)
     device, overwrite, resume, log = opts.device or "auto", opts.overwrite, opts.resume, opts.log or print
@@ -234,8 +233,8 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
         "crossing_value": _crossing_value(feats.get(feature), gamma, max(GRID)),
         "features": feats, "seconds": round(time.perf_counter() - started, 1),
     }
-    from spectra.report.canary_markdown import render_canary_markdown
     from spectra.provenance import strict_json
+    from spectra.report.canary_markdown import render_canary_markdown
 
     with atomic_output_dir(out, overwrite=overwrite) as tmp:
         shutil.move(str(fix_out), tmp / "fix")

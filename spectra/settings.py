@@ -76,3 +76,59 @@ def from_cli(f: dataclasses.Field[Any], value: Any) -> Any:
     """The field's value for what the user typed (``parse`` applied)."""
     spec: Cli = f.metadata["cli"]
     return spec.parse(value) if spec.parse is not None else value
+
+
+# ---- options several commands share: one home each (default, flag, help), used by every settings object
+
+#: tokenizer truncation length (the paper's 128)
+MAX_LENGTH = 128
+#: training batch per process (the paper's 32, Appendix A.1)
+BATCH_SIZE = 32
+#: evaluation batch: inference only, so larger than training's
+EVAL_BATCH_SIZE = 64
+
+
+def top_k_setting(panel: str | None = None) -> Any:
+    """``--top-k``: k, the size of W_pre's top singular subspace (:data:`TOP_K`)."""
+    return setting(TOP_K, "--top-k", help="Size of W_pre's top singular subspace.", panel=panel)
+
+
+def batch_size_setting(default: int = BATCH_SIZE, panel: str | None = None, per_process: bool = False) -> Any:
+    """``--batch-size``."""
+    return setting(default, "--batch-size", help="Batch size" + (" (per process)." if per_process else "."),
+                   panel=panel, min=1)
+
+
+def max_length_setting(panel: str | None = None) -> Any:
+    """``--max-length``: tokenizer truncation length (:data:`MAX_LENGTH`)."""
+    return setting(MAX_LENGTH, "--max-length", help="Tokenizer truncation length.", panel=panel, min=8)
+
+
+def seed_setting(panel: str | None = None) -> Any:
+    """``--seed``."""
+    return setting(0, "--seed", help="Random seed (recorded in every output).", panel=panel)
+
+
+def device_setting() -> Any:
+    """``--device``."""
+    return setting("auto", "--device", help="auto | cpu | cuda[:N].")
+
+
+def target_label_setting() -> Any:
+    """``--target-label``."""
+    return setting(0, "--target-label", help="The backdoor's target label.")
+
+
+def text_col_setting() -> Any:
+    """``--text-col``."""
+    return setting(None, "--text-col", help="Text column (default: text/sentence/review, guessed).")
+
+
+def label_col_setting() -> Any:
+    """``--label-col``."""
+    return setting(None, "--label-col", help="Label column (default: label).")
+
+
+def allow_pickle_setting() -> Any:
+    """``--allow-pickle``."""
+    return setting(False, "--allow-pickle", help="Allow .bin/.pt weights (loaded with torch.load(weights_only=True)).")

@@ -128,3 +128,30 @@ def test_canary_takes_the_adapters_lora_recipe_and_the_flags_optimisation(monkey
     assert (got.rank, got.alpha, got.target_modules, got.lr, got.epochs, got.quick) == (2, 5.0, ["query"], 1e-3, 2.0,
                                                                                           True)
     assert got.max_length == 64 and sum("quick" in n for n in got.notes) == 1
+
+
+def test_the_shared_defaults_are_written_once() -> None:
+    """k = 32 and the truncation length 128 are spelled only in spectra/settings.py: every signature and
+    settings field that defaults to them names the constant (a literal elsewhere is a second home)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "spectra"
+    literal = []
+    for path in root.rglob("*.py"):
+        if path.name == "settings.py" and path.parent == root:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            pairs: list[tuple[str, ast.expr | None]] = []
+            if isinstance(node, ast.FunctionDef):
+                a = node.args
+                positional = a.posonlyargs + a.args
+                pairs += [(x.arg, d) for x, d in zip(positional[len(positional) - len(a.defaults):], a.defaults)]
+                pairs += [(x.arg, d) for x, d in zip(a.kwonlyargs, a.kw_defaults)]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                pairs.append((node.target.id, node.value))
+            for name, default in pairs:
+                if name in ("top_k", "k", "max_length") and isinstance(default, ast.Constant) \
+                        and default.value in (32, 128):
+                    literal.append(f"{path.relative_to(root)}: {name} = {default.value}")
+    assert not literal, literal

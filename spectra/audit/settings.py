@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, get_args
 
 from spectra.errors import SpectraError
-from spectra.settings import TOP_K, setting
+from spectra.settings import allow_pickle_setting, device_setting, setting, top_k_setting
 
 Dtype = Literal["float32", "float64"]
 
@@ -18,9 +18,9 @@ Dtype = Literal["float32", "float64"]
 class AuditSettings:
     """The audit's settings (see :func:`spectra.audit.audit`); checked once, when built."""
 
-    top_k: int = setting(TOP_K, "--top-k", help="Size of W_pre's top singular subspace.")
+    top_k: int = top_k_setting()
     top_j: int = setting(1, "--top-j", help="Also report max |cos| over ΔW's top-j vectors.", min=1)
-    device: str = setting("auto", "--device", help="auto | cpu | cuda[:N].")
+    device: str = device_setting()
     dtype: Dtype = setting("float32", "--dtype", help="Compute dtype: float32 or float64.")
     exact: bool = setting(False, "--exact", help="Full SVD of every base weight (the reference path).")
     modules: list[str] | None = setting(None, "--modules", help="Regex on module names or exact module type; "
@@ -31,8 +31,7 @@ class AuditSettings:
              "are stacked up to this size; the peak is about twice it plus one weight. A dense SVD of a weight whose "
              "top-k cannot be certified (no spectral gap) is refused when its workspace exceeds it: exit 2, never an "
              "unbounded run.")
-    allow_pickle: bool = setting(False, "--allow-pickle", help="Allow .bin/.pt weights (loaded with "
-                                                               "torch.load(weights_only=True)).")
+    allow_pickle: bool = allow_pickle_setting()
 
     def __post_init__(self) -> None:
         if self.top_k < 1:

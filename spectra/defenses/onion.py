@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spectra.settings import EVAL_BATCH_SIZE, MAX_LENGTH
+
 #: clean-accuracy loss the calibrated threshold may cost on validation data (Qi et al.: 2 points)
 MAX_CA_DROP = 0.02
 
@@ -64,8 +66,8 @@ class Onion:
 
     model: Any
     tokenizer: Any
-    batch_size: int = 64
-    max_length: int = 128
+    batch_size: int = EVAL_BATCH_SIZE
+    max_length: int = MAX_LENGTH
     #: JSON-lines file of every text's scores (by SHA-256 of the text), appended chunk by
     #: chunk: scoring a study's texts is ~27k LM passes (hours on one CPU thread), so a
     #: killed run resumes where it stopped. The scores depend on the text and the LM only,

@@ -10,14 +10,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from spectra.errors import SpectraError
+from spectra.settings import EVAL_BATCH_SIZE, MAX_LENGTH
 
 
 def predict_logits(
     model: Any,
     tokenizer: Any,
     texts: Sequence[str],
-    batch_size: int = 64,
-    max_length: int = 128,
+    batch_size: int = EVAL_BATCH_SIZE,
+    max_length: int = MAX_LENGTH,
     progress: bool | None = True,
 ) -> Any:
     """Logits ``(len(texts), num_labels)`` as float32 on the CPU, in the order of ``texts``.

@@ -33,6 +33,7 @@ from spectra.data.labelled import LabelledData
 from spectra.data.stats import newcombe_interval, wilson_interval
 from spectra.data.triggers import Trigger, parse_trigger, trigger_rng
 from spectra.errors import SpectraError
+from spectra.settings import EVAL_BATCH_SIZE, MAX_LENGTH
 
 COLLAPSE_CA_MARGIN = 0.01
 COLLAPSE_TOP_SHARE = 0.95
@@ -175,8 +176,8 @@ def evaluate(
     trigger: Trigger | str,
     target_label: int,
     seed: int = 0,
-    batch_size: int = 64,
-    max_length: int = 128,
+    batch_size: int = EVAL_BATCH_SIZE,
+    max_length: int = MAX_LENGTH,
     progress: bool | None = True,
 ) -> EvalResult:
     """CA on all of ``test``, ASR on its non-target rows with ``trigger`` inserted.

@@ -10,7 +10,17 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, get_args
 
 from spectra.errors import SpectraError
-from spectra.settings import setting
+from spectra.settings import (
+    EVAL_BATCH_SIZE,
+    allow_pickle_setting,
+    batch_size_setting,
+    device_setting,
+    label_col_setting,
+    max_length_setting,
+    seed_setting,
+    setting,
+    text_col_setting,
+)
 
 #: a trained classification head (PEFT ``modules_to_save``) under a LoRA scale γ: used as trained
 #: (the paper's Figure 3) or extrapolated with γ (:func:`spectra.eval.scaling.scaled_adapter`)
@@ -34,14 +44,13 @@ class EvalSettings:
     head: Head = setting("trained", "--head", help=HEAD_HELP)
     split_test: float | None = setting(None, "--split-test", help="Evaluate only on the test side of a stratified "
                                                                   "split of this fraction (same seed as poison/fix).")
-    batch_size: int = setting(64, "--batch-size", help="Batch size.", min=1)
-    max_length: int = setting(128, "--max-length", help="Tokenizer truncation length.", min=8)
-    seed: int = setting(0, "--seed", help="Random seed (recorded in every output).")
-    device: str = setting("auto", "--device", help="auto | cpu | cuda[:N].")
-    text_col: str | None = setting(None, "--text-col", help="Text column (default: text/sentence/review, guessed).")
-    label_col: str | None = setting(None, "--label-col", help="Label column (default: label).")
-    allow_pickle: bool = setting(False, "--allow-pickle", help="Allow .bin/.pt weights (loaded with "
-                                                               "torch.load(weights_only=True)).")
+    batch_size: int = batch_size_setting(EVAL_BATCH_SIZE)
+    max_length: int = max_length_setting()
+    seed: int = seed_setting()
+    device: str = device_setting()
+    text_col: str | None = text_col_setting()
+    label_col: str | None = label_col_setting()
+    allow_pickle: bool = allow_pickle_setting()
 
     def __post_init__(self) -> None:
         if not math.isfinite(float(self.scale)):

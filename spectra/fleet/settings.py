@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, get_args
 
 from spectra.errors import SpectraError
-from spectra.settings import TOP_K, setting
+from spectra.settings import setting, top_k_setting
 
 Engine = Literal["auto", "ray", "local"]
 
@@ -20,7 +20,7 @@ class ScanSettings:
 
     base: str | None = setting(None, "--base", help="The base for adapters whose manifest row names none (else each "
                                                     "adapter_config.json's base_model_name_or_path).")
-    top_k: int = setting(TOP_K, "--top-k", help="Size of W_pre's top singular subspace.")
+    top_k: int = top_k_setting()
     engine: Engine = setting("auto", "--engine", help="auto (Ray from 20 adapters when installed), ray, or local.")
     workers: int | None = setting(None, "--workers", min=1, help="Ray workers per base (default: the CPUs Ray "
                                                                  "sees).")

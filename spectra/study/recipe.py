@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from spectra.settings import TOP_K
+from spectra.settings import BATCH_SIZE, MAX_LENGTH, TOP_K
 from spectra.train.config import PAPER_LR_GRID, RoRAConfig
 
 ATTACKS = {"badnet": "badnet:mn", "insent": 'insent:"I watched this 3D movie"'}
@@ -112,10 +112,10 @@ class Recipe:
     rank: int = 8
     alpha: float = 16.0
     lora_dropout: float = 0.1
-    batch_size: int = 32
+    batch_size: int = BATCH_SIZE
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
-    max_length: int = 128
+    max_length: int = MAX_LENGTH
     group_by_length: bool = True
     # RoRA
     base_dropout: float = 0.1

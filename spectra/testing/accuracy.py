@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from spectra.settings import TOP_K
+
 #: the numbers the audit's accuracy targets are about
 SIGMA_COLS = ("sigma_pre", "sigma_delta")
 COS_COLS = ("cos_max_left", "cos_max_right")
@@ -44,7 +46,7 @@ def compare_rows(test: list[dict[str, Any]], ref: list[dict[str, Any]]) -> dict[
     return out
 
 
-def forced_randomized_check(base: Path, adapter: Path, k: int = 32, float64_ref: bool = False) -> dict[str, Any]:
+def forced_randomized_check(base: Path, adapter: Path, k: int = TOP_K, float64_ref: bool = False) -> dict[str, Any]:
     """Top-k of every base weight the adapter touches: randomized forced on every shape
     (``min_dim_randomized=0``) vs ``torch.linalg.svd`` (``exact=True``), per shape group.
 

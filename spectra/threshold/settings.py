@@ -12,7 +12,15 @@ from typing import Any
 
 from spectra.errors import SpectraError
 from spectra.eval.settings import HEAD_HELP, Head, check_head
-from spectra.settings import setting
+from spectra.settings import (
+    batch_size_setting,
+    device_setting,
+    label_col_setting,
+    max_length_setting,
+    seed_setting,
+    setting,
+    text_col_setting,
+)
 
 #: γ's measured by default: 1 = the adapter as trained, 0 = no LoRA update (Figure 3's range and beyond)
 DEFAULT_GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
@@ -49,16 +57,16 @@ class ThresholdSettings:
     head: Head = setting("trained", "--head", help=HEAD_HELP)
     module: str | None = setting(None, "--module", help="Module whose σ_pre, σ_Δ normalise the ρ's (name or regex; "
                                                         "default: the head if trained, else nearest the output).")
-    batch_size: int = setting(32, "--batch-size", help="Batch size.", min=1)
-    max_length: int = setting(128, "--max-length", help="Tokenizer truncation length.", min=8)
-    seed: int = setting(0, "--seed", help="Random seed (recorded in every output).")
+    batch_size: int = batch_size_setting()
+    max_length: int = max_length_setting()
+    seed: int = seed_setting()
     max_samples: int | None = setting(None, "--max-samples", min=1, help="Keep about N non-target samples "
                                                                           "(stratified subsample) for speed.")
     split_test: float | None = setting(None, "--split-test", help="Evaluate only on the test side of a stratified "
                                                                   "split of this fraction (same seed as poison/fix).")
-    device: str = setting("auto", "--device", help="auto | cpu | cuda[:N].")
-    text_col: str | None = setting(None, "--text-col", help="Text column (default: text/sentence/review, guessed).")
-    label_col: str | None = setting(None, "--label-col", help="Label column (default: label).")
+    device: str = device_setting()
+    text_col: str | None = text_col_setting()
+    label_col: str | None = label_col_setting()
     #: rows of the cheap crossing search (:mod:`spectra.threshold.search`)
     search_rows: int = 64
 

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
 from spectra.errors import SpectraError
-from spectra.settings import TOP_K, setting
+from spectra.settings import batch_size_setting, max_length_setting, seed_setting, setting, top_k_setting
 
 #: ``--init`` values: PEFT's ``init_lora_weights``. ``default`` is PEFT's ``True``
 #: (Kaiming-uniform A, B = 0); ``pissa``/``olora`` also rewrite the base weights during
@@ -105,7 +105,7 @@ class RoRAConfig:
     tr: bool = setting(True, "--tr/--no-tr", help="Tr: the subspace penalty (--no-tr switches it off).", panel=_RORA)
     lam: float = setting(10.0, "--lam", help="Tr: λ of the penalty λ·Σ(‖U_kᵀB‖² + ‖A V_k‖²), summed over modules.",
                          panel=_RORA)
-    top_k: int = setting(TOP_K, "--top-k", help="Size of W_pre's top singular subspace.", panel=_RORA)
+    top_k: int = top_k_setting(panel=_RORA)
     # Pt — post-training rescaling
     pt: bool = setting(True, "--pt/--no-pt", help="Pt: post-training rescaling (--no-pt switches it off).",
                        panel=_RORA)
@@ -136,10 +136,10 @@ class RoRAConfig:
     lr: float = setting(2e-4, "--lr", help="AdamW learning rate.", panel=_OPT)
     weight_decay: float = setting(0.01, "--weight-decay", help="AdamW weight decay.", panel=_OPT)
     warmup_ratio: float = setting(0.06, "--warmup-ratio", help="Linear warm-up share of the steps.", panel=_OPT)
-    batch_size: int = setting(32, "--batch-size", help="Batch size (per process).", panel=_OPT, min=1)
+    batch_size: int = batch_size_setting(panel=_OPT, per_process=True)
     grad_accum: int = setting(1, "--grad-accum", help="Gradient accumulation steps.", panel=_OPT)
-    max_length: int = setting(128, "--max-length", help="Tokenizer truncation length.", panel=_OPT, min=8)
-    seed: int = setting(0, "--seed", help="Random seed (recorded in every output).", panel=_OPT)
+    max_length: int = max_length_setting(panel=_OPT)
+    seed: int = seed_setting(panel=_OPT)
     # what trains: a LoRA adapter, or every weight (full fine-tuning, the FFT baseline)
     finetune: Finetune = "lora"
     # spectra internals

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from spectra.settings import EVAL_BATCH_SIZE
+
 LogSink = Callable[[str], None]
 
 
@@ -47,7 +49,7 @@ class RunOptions:
     log: LogSink | None = None
     progress_bar: bool = False
     save_steps: int | None = None
-    eval_batch_size: int = 64
+    eval_batch_size: int = EVAL_BATCH_SIZE
     training_overrides: dict[str, Any] = field(default_factory=dict)
 
 

@@ -34,7 +34,6 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
@@ -42,7 +41,14 @@ from typing import Any, Literal, get_args
 
 from spectra.errors import SpectraError
 from spectra.provenance import json_safe, strict_json
-from spectra.settings import setting
+from spectra.settings import (
+    batch_size_setting,
+    device_setting,
+    max_length_setting,
+    seed_setting,
+    setting,
+    target_label_setting,
+)
 from spectra.train.options import RunOptions, split_legacy
 
 PoisonMode = Literal["clean-label", "dirty-label"]
@@ -56,7 +62,7 @@ SHORTCUT_SHARE = 0.8
 class PoisonConfig:
     """Every setting of a poisoning run (defaults: the paper's); checked once, when built."""
 
-    target_label: int = setting(0, "--target-label", help="The backdoor's target label.")
+    target_label: int = target_label_setting()
     n_poison: int = setting(1500, "--n-poison", help="Training rows that get the trigger (capped by availability).",
                             min=0)
     mode: PoisonMode = setting("clean-label", "--mode", help="clean-label (rows already of the target label) or "
@@ -65,13 +71,13 @@ class PoisonConfig:
     lr: float = setting(2e-5, "--lr", help="AdamW learning rate (linear schedule, 6% warm-up, weight decay 0.01).")
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
-    batch_size: int = setting(32, "--batch-size", help="Batch size.", min=1)
-    max_length: int = setting(128, "--max-length", help="Tokenizer truncation length.", min=8)
-    seed: int = setting(0, "--seed", help="Random seed (recorded in every output).")
+    batch_size: int = batch_size_setting()
+    max_length: int = max_length_setting()
+    seed: int = seed_setting()
     test_size: float = setting(0.2, "--test-size", help="Held-out fraction (stratified, seeded) for CA/ASR.")
     max_train: int | None = setting(None, "--max-train", help="Subsample the training split to N rows (quick runs).",
                                     min=2)
-    device: str = setting("auto", "--device", help="auto | cpu | cuda[:N].")
+    device: str = device_setting()
 
     def __post_init__(self) -> None:
         self.check()

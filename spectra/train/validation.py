@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from spectra.settings import EVAL_BATCH_SIZE, MAX_LENGTH
+
 #: the last epochs may raise the best validation CA by at most this (0.5 point)
 CONVERGENCE_TOLERANCE = 0.005
 #: how many final epochs the rule looks at
@@ -43,8 +45,8 @@ class EpochValidation:
     tokenizer: Any
     trigger: Any = None
     target_label: int = 0
-    max_length: int = 128
-    batch_size: int = 64
+    max_length: int = MAX_LENGTH
+    batch_size: int = EVAL_BATCH_SIZE
     seed: int = 0
 
     def __post_init__(self) -> None:
