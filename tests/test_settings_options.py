@@ -155,3 +155,21 @@ def test_the_shared_defaults_are_written_once() -> None:
                         and default.value in (32, 128):
                     literal.append(f"{path.relative_to(root)}: {name} = {default.value}")
     assert not literal, literal
+
+
+def test_options_written_by_hand_keep_the_shared_defaults() -> None:
+    """Inputs and run options a command declares itself (``--device`` of fix, ``--target-label`` of
+    threshold, ``--seed`` of demo, …) must show the default of the one shared helper."""
+    import spectra.settings as shared
+
+    helpers = {"device": shared.device_setting(), "seed": shared.seed_setting(),
+               "target_label": shared.target_label_setting(), "text_col": shared.text_col_setting(),
+               "label_col": shared.label_col_setting(), "max_length": shared.max_length_setting(),
+               "allow_pickle": shared.allow_pickle_setting(), "top_k": shared.top_k_setting()}
+    checked = 0
+    for name, command in typer.main.get_command(app).commands.items():  # type: ignore[attr-defined]
+        for param in command.params:
+            if param.name in helpers:
+                assert param.default == helpers[param.name].default, (name, param.name)
+                checked += 1
+    assert checked >= 25
