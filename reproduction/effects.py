@@ -119,3 +119,41 @@ def effects_section(results: Results, pt_grid: list[dict[str, Any]] | None = Non
               + (", ".join(f"{r['effect']} ({r['asr'][0]:+.1f})" for r in clear) or "none yet") + ".\n",
               pt_grid_section(pt_grid or [])]
     return "\n".join(lines)
+
+
+#: pairs per attack and rate in the ablation's design (3 seeds on base 0, one on bases 1 and 2)
+DESIGN_PAIRS = 5
+
+
+def matched_lr_verdict(results: Results) -> tuple[str, str, str, str, str]:
+    """(claim, paper, ours, verdict, rule) for what CI + Tr add at a learning rate LoRA shares — the
+    study's own RoRA-vs-LoRA comparison trains them at different rates (2e-3 against 2e-4)."""
+    rows = {r["effect"]: r for r in effects(results)}
+    claim = "CI + Tr lower ASR against LoRA trained at the same learning rate (matched-lr ablation)"
+    paper_text = ("Table 5 credits CI, Tr and Pt with RoRA's drop; its rows are trained at their own picked rates, "
+                  "so the rate is not held fixed")
+    rule = ("paired differences (same attack, base, seed) of CI + Tr before Pt against LoRA, at 2e-4 and at 2e-3: "
+            "reproduces when the Student-t 95 % interval of ΔASR lies below 0 at both rates, partly at one, does not "
+            "at neither; needs ≥ 2 pairs at each rate; a close call when an interval's bound nearest 0 lies within "
+            "1 point of it")
+    parts, flags, close, thin = [], [], [], []
+    for rate in ("2e-4", "2e-3"):
+        r = rows[f"CI + Tr, at {rate}"]
+        if r["pairs"] < 2:
+            parts.append(f"at {rate}: {r['pairs']} pair(s)")
+            continue
+        mean, (lo, hi), _ = r["asr"]
+        parts.append(f"at {rate}: ΔASR {mean:+.1f} points [t {lo:+.1f}, {hi:+.1f}] over {r['pairs']} pairs "
+                     f"({', '.join(r['attacks'])})")
+        flags.append(hi < 0)
+        if min(abs(lo), abs(hi)) < 1.0:
+            close.append(f"at {rate} the interval ends {min(abs(lo), abs(hi)):.1f} points from 0")
+        if r["pairs"] < 2 * DESIGN_PAIRS:
+            thin.append(f"{r['pairs']} of {2 * DESIGN_PAIRS} pairs at {rate}")
+    ours = "; ".join(parts)
+    if len(flags) < 2:
+        return claim, paper_text, ours, "not measured yet", rule
+    verdict = "reproduces" if all(flags) else "partly" if any(flags) else "does not reproduce"
+    marks = ([f"preliminary: {', '.join(thin)}"] if thin else []) + ([f"close call: {'; '.join(close)}"] if close
+                                                                      else [])
+    return claim, paper_text, ours, verdict + (f" ({'; '.join(marks)})" if marks else ""), rule

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reproduction import paper
+from reproduction.effects import matched_lr_verdict
 from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
 from spectra.study.tables import Results, below_asr_bar, rescale_effect, t975, within
 
@@ -172,8 +173,8 @@ def verdicts(results: Results) -> list[Verdict]:
         "RoRA on both attacks"))
     out = [Verdict(v.claim, v.paper, v.ours, _marked(v.verdict, cells, _close_calls(edge)), v.rule)
            for v, cells, edge in zip(out, reads, edges, strict=True)]
-    return [*out, _variants_verdict(results), _threshold_verdict(results), _checkpoint_verdict(results),
-            _llama_verdict(results)]
+    return [*out, Verdict(*matched_lr_verdict(results)), _variants_verdict(results), _threshold_verdict(results),
+            _checkpoint_verdict(results), _llama_verdict(results)]
 
 
 #: Table 4's LoRA variants: page row name → the paper's key

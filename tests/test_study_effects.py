@@ -40,3 +40,29 @@ def test_users_recipes_stay_off_the_reproduction_page() -> None:
     docs = {d["id"]: d for d in (pick, user)}
     assert set(study_docs(docs)) == {pick["id"]}
     assert Results(study_docs(docs)).picks("lora")[2e-4] is pick
+
+
+def test_the_matched_rate_verdict_reads_the_paired_intervals_at_both_rates() -> None:
+    from reproduction.effects import matched_lr_verdict
+    from spectra.study.tables import Results
+
+    def docs_for(drops: dict[float, list[float]]) -> list[dict]:
+        out = []
+        for lr, ds in drops.items():
+            for seed, d in enumerate(ds):
+                out.append(doc("finetune", "badnet", "lora", seed=seed, lr=lr, eval={"new": ev(0.84, 0.9)}))
+                out.append(doc("finetune", "badnet", "rora", seed=seed, lr=lr,
+                               eval={"new-before-rescale": ev(0.84, 0.9 + d), "new": ev(0.84, 0.1)}))
+        for d in out:
+            d["id"] += f"-{d['lr']}"  # one document per rate
+        return out
+
+    def read(drops: dict[float, list[float]]) -> str:
+        docs = docs_for(drops)
+        return matched_lr_verdict(Results({d["id"]: d for d in docs}))[3]
+
+    assert read({2e-4: [-0.3, -0.4, -0.35], 2e-3: [-0.2, -0.25, -0.3]}).startswith("reproduces (preliminary: 3 of 10")
+    assert read({2e-4: [-0.3, -0.4, -0.35], 2e-3: [0.1, -0.2, 0.05]}).startswith("partly")
+    assert read({2e-4: [0.01, -0.02, 0.0], 2e-3: [0.1, -0.2, 0.05]}).startswith("does not reproduce")
+    assert read({2e-4: [-0.3], 2e-3: [-0.2, -0.25]}) == "not measured yet"
+    assert "close call" in read({2e-4: [-0.015, -0.02, -0.025], 2e-3: [-0.2, -0.25, -0.3]})  # [-3.2, -0.8]
