@@ -99,9 +99,10 @@ def audit_command(
             typer.echo(f"{notice[0]}: {notice[1]}", err=True)
         sink.result(command="audit", out=str(out), summary=report.summary_rows(), fail_on=gate.fail_on,
                     findings=[f.to_dict() for f in report.findings], failing=len(failing))
-        sink.finish(EXIT_FINDINGS if failing else 0)
-        if failing:
-            raise typer.Exit(EXIT_FINDINGS)
+        code = EXIT_FINDINGS if report.exit_code else 0  # decided once, in apply_policy; SARIF records the same
+        sink.finish(code)
+        if code:
+            raise typer.Exit(code)
 
 
 def split_names(args: list[str]) -> tuple[list[str] | None, list[str]]:

@@ -70,16 +70,27 @@ class AuditReport:
     timings: dict[str, float] = field(default_factory=dict)
     policy: Any = None  # spectra.audit.policy.Policy, set by apply_policy
     findings: list[Any] = field(default_factory=list)  # spectra.audit.policy.Finding
+    #: the findings at or above the policy's ``fail_on``: decided once, by :meth:`apply_policy`, and
+    #: read by the CLI's exit code and SARIF's alike
+    failing: list[Any] = field(default_factory=list)
     #: a ``spectra canary`` calibration of this base (``spectra audit --calibration``), else None
     calibration: Any = None
     _table: Any = field(default=None, init=False, repr=False, compare=False)
+    _columns: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def columns(self) -> list[str]:
-        """The table's columns: :data:`COLUMNS`, then any extra an update kind added."""
-        from spectra.report.audit_rows import columns_of
+        """The table's columns: :data:`COLUMNS`, then any extra an update kind added (found once)."""
+        if self._columns is None:
+            from spectra.report.audit_rows import columns_of
 
-        return columns_of(self.rows, COLUMNS)
+            self._columns = columns_of(self.rows, COLUMNS)
+        return self._columns
+
+    @property
+    def exit_code(self) -> int:
+        """1 when a finding fails the gate (:attr:`failing`), else 0 — as the CLI exits and SARIF records."""
+        return 1 if self.failing else 0
 
     @property
     def table(self) -> pd.DataFrame:
@@ -96,7 +107,8 @@ class AuditReport:
         report and SARIF; return those that fail the gate (≥ ``fail_on``)."""
         self.policy = policy
         self.findings = policy.findings(self.rows) + policy.forgetting_findings(self.forgetting())
-        return policy.failing(self.findings)
+        self.failing = policy.failing(self.findings)
+        return self.failing
 
     def set_calibration(self, calibration: dict[str, Any], where: str = "calibration") -> None:
         """Use a ``spectra canary`` calibration for the forgetting verdict; it must have been
@@ -186,9 +198,8 @@ class AuditReport:
         from spectra.report.sarif import render_sarif
 
         policy = self.policy if self.policy is not None else Policy()
-        exit_code = 1 if policy.failing(self.findings) else 0
         adapters = {label: info.get("path", label) for label, info in (self.inputs.get("adapters") or {}).items()}
-        sarif = render_sarif(self.findings, RULES, policy, adapters, __version__, exit_code)
+        sarif = render_sarif(self.findings, RULES, policy, adapters, __version__, self.exit_code)
         top_k = self.settings["top_k"]
         with atomic_output_dir(out, overwrite=overwrite) as tmp:
             handed = figures and figure_worker is not None and figure_worker.send(self.rows, top_k, tmp)
