@@ -11,6 +11,7 @@ import typer
 from spectra.audit.settings import AuditSettings
 from spectra_cli.common import (
     EXIT_FINDINGS,
+    EXIT_OK,
     HubOpt,
     OutOpt,
     OverwriteOpt,
@@ -99,7 +100,7 @@ def audit_command(
             typer.echo(f"{notice[0]}: {notice[1]}", err=True)
         sink.result(command="audit", out=str(out), summary=report.summary_rows(), fail_on=gate.fail_on,
                     findings=[f.to_dict() for f in report.findings], failing=len(failing))
-        code = EXIT_FINDINGS if report.exit_code else 0  # decided once, in apply_policy; SARIF records the same
+        code = EXIT_FINDINGS if report.exit_code else EXIT_OK  # decided once, in apply_policy; SARIF records the same
         sink.finish(code)
         if code:
             raise typer.Exit(code)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from spectra.fleet.settings import ScanSettings
-from spectra_cli.common import EXIT_FINDINGS, EXIT_NOTHING, error_boundary, progress
+from spectra_cli.common import EXIT_FINDINGS, EXIT_NOTHING, EXIT_OK, error_boundary, progress
 from spectra_cli.output import JsonOpt, Output, QuietOpt
 from spectra_cli.settings_options import FROM_OPTIONS, settings_options
 
@@ -56,7 +56,7 @@ def scan_command(
     sink.line(f"scan: {result.audited:,} audited, {result.errors:,} error rows, {result.duplicates:,} duplicates, "
               f"{result.skipped:,} done before; {rate:.1f} adapters/s ({result.engine}); {len(findings):,} finding(s), "
               f"{len(failing):,} at or above {gate.fail_on}. report: [bold]{result.out / 'report.md'}[/bold]")
-    code = EXIT_NOTHING if result.audited == 0 and result.skipped == 0 else EXIT_FINDINGS if failing else 0
+    code = EXIT_NOTHING if result.audited == 0 and result.skipped == 0 else EXIT_FINDINGS if failing else EXIT_OK
     sink.result(command="scan", out=str(result.out), audited=result.audited, errors=result.errors,
                 duplicates=result.duplicates, skipped=result.skipped, engine=result.engine,
                 adapters_per_s=rate, findings=len(findings), failing=len(failing), fail_on=gate.fail_on)

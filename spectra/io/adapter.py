@@ -39,6 +39,7 @@ from spectra.io.files import regular_entries
 from spectra.io.hub import resolve_folder
 from spectra.io.keys import (
     KeyMatcher,
+    UpdateKind,
     is_conv1d,
     module_group,
     module_type,
@@ -102,7 +103,7 @@ class AdaptedModule:
     shape: tuple[int, int]
     rank: int
     scale: float
-    update_kind: str
+    update_kind: UpdateKind  # one of io.keys.UPDATE_KINDS
     module_group: str = "other"
     base_transposed: bool = False
     tensors: dict[str, str] = field(default_factory=dict, repr=False)

@@ -10,10 +10,12 @@ first component, and under each top-level prefix present in the base.
 from __future__ import annotations
 
 import re
+from typing import Literal, get_args
 
 #: what a module's update can be (``Module.update_kind``): PEFT's LoRA factors, DoRA (LoRA plus a
 #: magnitude vector, so its update needs the base weight), a full changed weight, embedding LoRA
-UPDATE_KINDS = ("lora", "dora", "full", "embedding")
+UpdateKind = Literal["lora", "dora", "full", "embedding"]
+UPDATE_KINDS: tuple[str, ...] = get_args(UpdateKind)
 #: updates with a LoRA scale: what Pt rescales and what the forgetting verdict's features read
 SCALED_KINDS = ("lora", "dora")
 #: updates held as an adapter's factors (not a whole weight): what ``--rescale-only`` can touch
