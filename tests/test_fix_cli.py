@@ -112,6 +112,7 @@ def test_rescale_only_and_baseline(setup: dict[str, Path]) -> None:
     assert old_cfg.get("alpha_pattern") in ({}, None)  # the input adapter is untouched
     assert (out / "adapter" / "adapter_model.safetensors").read_bytes() == \
         (setup["old"] / "adapter_model.safetensors").read_bytes()  # weights byte-identical: only alpha changes
+    assert "Pt only: all blocks, factor 1, mode match." in (out / "report.md").read_text()
 
     lora = setup["tmp"] / "lora"
     result = invoke([setup["base"], "--data", setup["train"], "--baseline", "lora", "-o", lora, *QUICK])

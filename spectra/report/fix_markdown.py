@@ -59,13 +59,14 @@ def render_fix_markdown(result: Any, *, train: Any, test: Any, trigger: str | No
     lines += ["- new adapter: `adapter/` (standard PEFT: `PeftModel.from_pretrained(base_model, 'adapter')`)", ""]
 
     lines += ["## Settings", ""]
+    pt_text = f"{_depth(cfg.rescale_layers)}, factor {cfg.rescale_factor:g}, mode {cfg.rescale_mode}"
     if rescale_only:
-        lines += [f"Pt only: top {cfg.rescale_layers} block(s), factor {cfg.rescale_factor:g}.", ""]
+        lines += [f"Pt only: {pt_text}.", ""]
     else:
         lines += [
             f"- method **{cfg.method}** — CI {'on, p=' + format(cfg.base_dropout, 'g') if cfg.ci_active else 'off'}; "
             f"Tr {'on, λ=' + format(cfg.lam, 'g') + ', k=' + str(cfg.top_k) if cfg.tr_active else 'off'}; "
-            f"Pt {'on, top ' + str(cfg.rescale_layers) + ' block(s), factor ' + format(cfg.rescale_factor, 'g') if cfg.pt_active else 'off'}",
+            f"Pt {'on, ' + pt_text if cfg.pt_active else 'off'}",
             f"- LoRA r={cfg.rank}, α={cfg.alpha:g}, dropout {cfg.lora_dropout:g}, targets "
             f"{cfg.target_modules or 'attention query/value (default)'}, init {cfg.init}"
             + (", rsLoRA" if cfg.use_rslora else "") + (", DoRA" if cfg.use_dora else ""),
@@ -130,3 +131,12 @@ def _epochs_text(cfg: Any, result: Any) -> str:
     if trained is not None and trained < cfg.epochs - 1e-6:
         return f"stopped after {trained:.2f} of {cfg.epochs:g} epochs (--max-steps)"
     return f"{cfg.epochs:g} epochs"
+
+
+def _depth(layers: int | str) -> str:
+    """``--rescale-layers`` as a reader says it: "all blocks", "the top half of the blocks", "the top 3 blocks"."""
+    if layers == "all":
+        return "all blocks"
+    if layers == "half":
+        return "the top half of the blocks"
+    return f"the top {layers} block" + ("" if layers == 1 else "s")
