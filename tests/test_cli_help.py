@@ -53,7 +53,7 @@ def test_help_writes_usage_and_types_as_users_type_them(name: str) -> None:
     usage = next(line for line in out.splitlines() if "Usage:" in line)
     assert "{" not in usage and re.search(r"\[OPTIONS\]( [A-Z_]+(\.\.\.)?| \[[A-Z_]+\])*\s*$", usage), usage
     options = out[out.index("Options"):]
-    assert "<bool>" not in options and "<list[" not in options, options
+    assert "<bool>" not in options and "<list[" not in out, out
 
 
 def test_bracketed_text_in_help_survives_rich_markup() -> None:

@@ -1,9 +1,9 @@
 """How ``--help`` writes usage and option types: as users type them.
 
 Typer 0.29 writes a required argument as ``{base}``, every flag as ``<bool>`` and a repeatable
-option as ``<list[str]>``. :class:`SpectraCommand` writes ``BASE ADAPTERS...``, no type after a
-flag (it takes no value), and a repeatable option's item type (``<str>``, the option given once
-per value); everything else is typer's.
+option or variadic argument as ``<list[str]>``. :class:`SpectraCommand` writes ``BASE ADAPTERS...``,
+no type after a flag (it takes no value), a repeatable option's item type (``<str>``, the option given
+once per value) and a variadic argument's as ``<str>...``; everything else is typer's.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ class SpectraCommand(TyperCommand):
                 param.metavar = param.display_type(ctx).replace("list[", "").replace("]", "")
             elif isinstance(param, TyperArgument) and param.metavar is None:
                 param.metavar = _argument_name(param)
+                if param.nargs != 1:  # ADAPTERS...: the item type, repeated — not typer's <list[str]>
+                    item = param.display_type(ctx).replace("list[", "").replace("]", "")
+                    param.display_type_rich = lambda ctx, item=item: f"{item}..."  # type: ignore[method-assign]
         return params
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
