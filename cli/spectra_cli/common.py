@@ -14,23 +14,31 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+import spectra.settings as shared
+
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _shared(setting: Any) -> Any:
+    """A shared setting of :mod:`spectra.settings` (its flag and help) as a typer option: for the
+    commands that declare it by hand rather than through a settings object."""
+    spec = setting.metadata["cli"]
+    return typer.Option(*spec.flags, help=spec.help, min=spec.min)
+
 
 # Reused Annotated aliases keep option names identical across commands.
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output folder (written atomically).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N].")]
+DeviceOpt = Annotated[str, _shared(shared.device_setting())]
 RUN_PANEL = "Run"  # the --help panel of the options about running (resuming, work folder, cache)
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint (in --work-dir).", rich_help_panel=RUN_PANEL)]
 WorkDirOpt = Annotated[Path | None, typer.Option("--work-dir", help="Where checkpoints live until OUT is complete (default: OUT.partial).", rich_help_panel=RUN_PANEL)]
 DataOpt = Annotated[str, typer.Option("--data", help="CSV/TSV/JSONL/Parquet file, a datasets folder, or a built-in name: mr, cr, rt.")]
-TextColOpt = Annotated[str | None, typer.Option("--text-col", help="Text column (default: text/sentence/review, guessed).")]
-LabelColOpt = Annotated[str | None, typer.Option("--label-col", help="Label column (default: label).")]
+TextColOpt = Annotated[str | None, _shared(shared.text_col_setting())]
+LabelColOpt = Annotated[str | None, _shared(shared.label_col_setting())]
 TriggerOpt = Annotated[str, typer.Option("--trigger", help='Trigger spec: badnet:WORD or insent:"SENTENCE".')]
-TargetLabelOpt = Annotated[int, typer.Option("--target-label", help="The backdoor's target label.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (recorded in every output).")]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Batch size.")]
-MaxLengthOpt = Annotated[int, typer.Option("--max-length", min=8, help="Tokenizer truncation length.")]
+TargetLabelOpt = Annotated[int, _shared(shared.target_label_setting())]
+SeedOpt = Annotated[int, _shared(shared.seed_setting())]
 HubOpt = Annotated[bool, typer.Option("--hub", help="Look up BASE / ADAPTER arguments written owner/name on the Hugging Face hub when no such local folder exists (without it, only hf://owner/name is a hub id).")]
 RevisionOpt = Annotated[str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit) of a hub-id BASE; the resolved commit is recorded.")]
 
