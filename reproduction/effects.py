@@ -101,15 +101,22 @@ def _fmt(stat: tuple[float, tuple[float, float], tuple[float, float]] | None, n:
 def effects_section(results: Results, pt_grid: list[dict[str, Any]] | None = None) -> str:
     """The page's section "What each part of RoRA does", generated from the paired runs and the Pt grid
     (:mod:`reproduction.pt_grid`)."""
-    from reproduction.pt_grid import pt_grid_section
+    from reproduction.pt_grid import grid_effects, pt_grid_section
 
     rows = effects(results)
+    # Pt at every depth and mode, on the study-recipe adapters whose weights were on disk: the same
+    # adapter before and after, so the rate is matched by construction (users' recipes: the grid below)
+    for g in grid_effects(pt_grid or []):
+        if g["group"].startswith("the study"):
+            rows.append({"effect": f"Pt ({g['depth']}, {g['mode']}) on the study-recipe adapters on disk",
+                         "matched lr": True, "pairs": g["adapters"], "attacks": [], "asr": g["asr"], "ca": g["ca"]})
     lines = ["## What each part of RoRA does (paired differences)\n",
              "Each row compares runs that differ in one thing — the same attack, poisoned base and fine-tuning seed "
              "— or, for Pt, the same adapter before and after it. Differences in points (treated − control), the "
              "mean with a Student-t 95 % interval and a bootstrap one over the pairs. An effect measured across two "
              "learning rates also measures the rate; the matched-lr ablation (`python scripts/reproduce.py run "
-             "--plan ablation`) fills the rows still missing.\n",
+             "--plan ablation`) fills the rows still missing. The Pt rows by depth and mode come from the Pt grid "
+             "(below), over the adapters of the study's recipe whose weights were on disk.\n",
              "| effect | same lr | pairs | ΔASR (points) | ΔCA (points) |", "|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['effect']} | {'yes' if r['matched lr'] else '**no**'} | {r['pairs']} | "

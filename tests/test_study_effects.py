@@ -66,3 +66,17 @@ def test_the_matched_rate_verdict_reads_the_paired_intervals_at_both_rates() -> 
     assert read({2e-4: [0.01, -0.02, 0.0], 2e-3: [0.1, -0.2, 0.05]}).startswith("does not reproduce")
     assert read({2e-4: [-0.3], 2e-3: [-0.2, -0.25]}) == "not measured yet"
     assert "close call" in read({2e-4: [-0.015, -0.02, -0.025], 2e-3: [-0.2, -0.25, -0.3]})  # [-3.2, -0.8]
+
+
+def test_the_effects_table_carries_pt_by_depth_and_mode_for_the_studys_recipe() -> None:
+    from reproduction.effects import effects_section
+    from spectra.study.tables import Results
+
+    grid = [{"variant": None, "as_trained": {"asr": 0.9, "ca": 0.8},
+             "grid": [{"depth": "all", "mode": m, "blocks": list(range(6)), "n_blocks": 6, "rescaled": 12,
+                       "modules": 12, "same_as_trained": False, "eval": {"asr": a, "ca": 0.78, "collapsed": False}}
+                      for m, a in (("match", 0.3), ("amplify", 0.2))]} for _ in range(2)]
+    text = effects_section(Results({}), grid)
+    assert "| Pt (all 6 blocks, amplify) on the study-recipe adapters on disk | yes | 2 | -70.0 [t " in text
+    users = [{**g, "variant": "e1-r8-qv"} for g in grid]
+    assert "on the study-recipe adapters" not in effects_section(Results({}), users)  # users' recipes: own table
