@@ -22,6 +22,13 @@ _LAZY = {
     "run_eval": ("spectra.eval.pipeline", "run_eval"),
     "poison": ("spectra.train.poison", "poison"),
     "run_demo": ("spectra.demo", "run_demo"),
+    # the settings objects each call takes (every default has its home there; the CLI is generated from them)
+    "AuditSettings": ("spectra.audit.settings", "AuditSettings"),
+    "ThresholdSettings": ("spectra.threshold.settings", "ThresholdSettings"),
+    "EvalSettings": ("spectra.eval.settings", "EvalSettings"),
+    "PoisonConfig": ("spectra.train.poison", "PoisonConfig"),
+    "FixData": ("spectra.train.options", "FixData"),
+    "RunOptions": ("spectra.train.options", "RunOptions"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
