@@ -7,7 +7,10 @@ Rows (``stage``):
 - ``before_pt``: a RoRA-family adapter before Pt (CI+Tr as trained);
 - ``pt``: Pt applied alone to a LoRA-family adapter (the study's "+ Pt" rows);
 - ``sweep``: the adapter a sweep measured with every LoRA scale multiplied by γ (γ ≠ 0, 1):
-  ``ratio`` divides by γ, the alignment measures do not move (they are scale-free).
+  ``ratio`` divides by γ, the alignment measures do not move (they are scale-free);
+- ``pt_grid``: Pt at another depth or mode (``reproduce.py pt-grid``), an adapter a user gets from
+  ``spectra fix --rescale-only --rescale-layers D --rescale-mode M``: each rescaled module's ratio
+  divided by its multiplier.
 
 Every feature is computed from the audit's per-module rows, the numbers ``spectra audit``
 reports for any adapter (:func:`spectra.forgetting.features` is the one definition), so a
@@ -87,8 +90,32 @@ def _pt_modules(doc: dict[str, Any]) -> list[dict[str, Any]] | None:
     return [{**m, "ratio": m["ratio"] / mult[m["module"]]} if m["module"] in mult else m for m in table]
 
 
-def evidence_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every labelled row the results hold (see the module docstring), sorted by row id."""
+def _grid_rows(desc: dict[str, Any], doc: dict[str, Any], grid: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per Pt variant of the grid (:mod:`reproduction.pt_grid`) that changed the adapter: the
+    audit rows of the adapter as trained (RoRA's before its own Pt), each rescaled module's ratio
+    divided by its multiplier — the audit is otherwise scale-free. Variants with equal multipliers
+    (the top half of 6 blocks is the top 3) are one adapter, one row."""
+    table = ((doc.get("audit_before_pt") or doc.get("audit")) or {}).get("modules_table")
+    if not table:
+        return []
+    out, seen = [], set()
+    for variant in grid.get("grid") or []:
+        mult = variant.get("multipliers")
+        key = tuple(sorted((mult or {}).items()))
+        if mult is None or variant.get("same_as_trained") or key in seen:
+            continue
+        seen.add(key)
+        modules = [{**m, "ratio": m["ratio"] / mult[m["module"]]} if m["module"] in mult else m for m in table]
+        row = _row(desc, "pt_grid", modules, variant["eval"])
+        row["row"] += f"@{variant['depth']}-{variant['mode']}"
+        out.append(row)
+    return out
+
+
+def evidence_rows(results: dict[str, dict[str, Any]],
+                  grid: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Every labelled row the results hold (see the module docstring), sorted by row id; with ``grid``
+    (run id → its Pt grid document), a ``pt_grid`` row for each Pt variant of that run's adapter."""
     rows: list[dict[str, Any]] = []
     sweeps = {doc["id"].replace("__sweep__", "__finetune__"): doc for doc in results.values()
               if doc.get("run", {}).get("kind") == "sweep"}
@@ -106,6 +133,8 @@ def evidence_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         pt = _pt_modules(doc)
         if pt is not None and (doc.get("pt_alone") or {}).get("eval"):
             rows.append(_row(desc, "pt", pt, doc["pt_alone"]["eval"]))
+        if grid and doc["id"] in grid:
+            rows += _grid_rows(desc, doc, grid[doc["id"]])
         sweep = sweeps.get(doc["id"])
         if sweep is not None:
             swept = before or doc["audit"]["modules_table"]  # a sweep measures the adapter before Pt

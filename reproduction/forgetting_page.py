@@ -165,7 +165,9 @@ def render(results_dir: str | Path, csv_path: str | Path, doc_path: str | Path, 
     from spectra.study.tables import load_results
 
     results = load_results(results_dir)
-    rows = evidence_rows(results)
+    grid_dir = Path(results_dir).parent / "pt_grid"  # docs/study/pt_grid beside the results
+    grid = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(grid_dir.glob("*.json"))}
+    rows = evidence_rows(results, grid)
     write_table(rows, csv_path)
     an = analyse(rows)
     draw_calibration(an, Path(figure))

@@ -64,13 +64,43 @@ def grid_one(base: Path, adapter: Path, test: Any, trigger: str, target_label: i
             seen[key] = compact_eval(res.to_dict())
             log(f"  Pt {depth} {mode}: ASR {seen[key]['asr']:.3f} CA {seen[key]['ca']:.3f} "
                 f"({time.time() - t0:.0f} s)")
-        multipliers = [r.scale_after / r.scale_before for r in plan.rows if r.rescaled and r.scale_before]
-        blocks = plan.blocks if depth != "all" else list(range(plan.n_blocks))
-        rows.append({"depth": depth, "mode": mode, "blocks": blocks, "n_blocks": plan.n_blocks,
-                     "rescaled": sum(r.rescaled for r in plan.rows), "modules": len(plan.rows),
-                     "multiplier_min": min(multipliers, default=1.0), "multiplier_max": max(multipliers, default=1.0),
-                     "same_as_trained": key == trained, "eval": seen[key]})
+        rows.append({**_plan_row(depth, mode, plan), "same_as_trained": key == trained, "eval": seen[key]})
     return rows
+
+
+def _plan_row(depth: int | str, mode: str, plan: Any) -> dict[str, Any]:
+    """What Pt changed at one depth and mode: the blocks, and each rescaled module's multiplier s'/s
+    (the forgetting table divides the audit's ratio by it: the rescaled adapter's features)."""
+    multipliers = {r.module: r.scale_after / r.scale_before for r in plan.rows if r.rescaled and r.scale_before}
+    return {"depth": depth, "mode": mode, "blocks": plan.blocks if depth != "all" else list(range(plan.n_blocks)),
+            "n_blocks": plan.n_blocks, "rescaled": sum(r.rescaled for r in plan.rows), "modules": len(plan.rows),
+            "multiplier_min": min(multipliers.values(), default=1.0),
+            "multiplier_max": max(multipliers.values(), default=1.0), "multipliers": multipliers}
+
+
+def add_multipliers(out: Path, work: Path, log: Callable[[str], None] = print) -> int:
+    """Give grid documents written before ``multipliers`` was recorded their per-module multipliers,
+    recomputed from the same plans (Pt's plan is deterministic; nothing is evaluated again)."""
+    from spectra.io import load_adapter, open_base
+    from spectra.study.records import write_json
+    from spectra.train.rescale import plan_rescale
+
+    done = 0
+    for path in sorted(out.glob("*.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if all("multipliers" in r for r in doc["grid"]):
+            continue
+        run = doc["run"]
+        base = work / "bases" / f"minilm__{run['attack']}__b{run['base_seed']}__base"
+        with open_base(str(base)) as checkpoint, load_adapter(doc["adapter"], checkpoint) as lora:
+            for row in doc["grid"]:
+                row.update(_plan_row(row["depth"], row["mode"],
+                                     plan_rescale(checkpoint, lora, layers=row["depth"], mode=row["mode"])))
+        write_json(path, doc)
+        done += 1
+    if done:
+        log(f"Pt grid: per-module multipliers added to {done} earlier grid documents")
+    return done
 
 
 def run_grid(results: Path, work: Path, out: Path, *, only: str | None = None,
@@ -99,6 +129,8 @@ def run_grid(results: Path, work: Path, out: Path, *, only: str | None = None,
                 or not (base / "config.json").is_file() or _unrescaled_eval(doc) is None:
             continue
         todo.append((path, doc, base, adapter))
+    if out.is_dir():
+        add_multipliers(out, work, log)
     written = 0
     t_start = time.time()
     for i, (path, doc, base, adapter) in enumerate(todo):

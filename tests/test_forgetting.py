@@ -176,3 +176,30 @@ def test_a_canary_evidence_run_becomes_trained_and_sweep_rows(tmp_path, monkeypa
     by_gamma = {r["gamma"]: r for r in rows[:2]}
     assert by_gamma[2.0]["survives"] and not by_gamma[4.0]["survives"]  # ASR 70 % → 30 %
     assert by_gamma[4.0]["log_ratio_min"] == pytest.approx(trained["log_ratio_min"] - math.log10(4.0))
+
+
+def test_each_pt_variant_is_one_more_labelled_adapter_with_its_ratios_divided() -> None:
+    """The Pt grid's variants join the evidence table: the trained adapter's audit rows with each
+    rescaled module's ratio divided by its multiplier; equal variants and no-ops add no row."""
+    from reproduction.forgetting import evidence_rows
+
+    table = [{**r, "module": f"m{i}"} for i, r in enumerate(rows([100.0, 100.0, 100.0, 100.0], [0, 1, 4, 5]))]
+    doc = {"id": "minilm__badnet__b0__finetune__lora__s0__lr0.002", "lr": 2e-3,
+           "run": {"kind": "finetune", "model": "minilm", "attack": "badnet", "base_seed": 0, "method": "lora",
+                   "seed": 0}, "config": {"epochs": 20, "rank": 8}, "audit": {"modules_table": table},
+           "eval": {"new": {"ca": 0.84, "asr": 0.9}}}
+    grid = {"grid": [
+        {"depth": 1, "mode": "match", "multipliers": {"m3": 10.0}, "same_as_trained": False,
+         "eval": {"ca": 0.8, "asr": 0.6, "asr_ci": [0.55, 0.65]}},
+        {"depth": 3, "mode": "match", "multipliers": {"m2": 10.0, "m3": 10.0}, "same_as_trained": False,
+         "eval": {"ca": 0.8, "asr": 0.2, "collapsed": False}},
+        {"depth": "half", "mode": "match", "multipliers": {"m2": 10.0, "m3": 10.0}, "same_as_trained": False,
+         "eval": {"ca": 0.8, "asr": 0.2}},  # the top 3 again: no second row
+        {"depth": 1, "mode": "amplify", "multipliers": {}, "same_as_trained": True, "eval": {"ca": 0.84, "asr": 0.9}},
+    ]}
+    out = {r["row"]: r for r in evidence_rows({doc["id"]: doc}, {doc["id"]: grid}) if r["stage"] == "pt_grid"}
+    assert sorted(out) == [f"{doc['id']}:pt_grid@1-match", f"{doc['id']}:pt_grid@3-match"]
+    top1, top3 = out[f"{doc['id']}:pt_grid@1-match"], out[f"{doc['id']}:pt_grid@3-match"]
+    assert top1["log_ratio_min"] == pytest.approx(1.0) and top1["survives"] and top1["close_call"] is False
+    assert top3["log_ratio_deep"] == pytest.approx(1.0) and not top3["survives"]  # the deep half: both ÷ 10
+    assert top3["group"] == doc["id"]  # cross-validation keeps the variants with their adapter
