@@ -103,6 +103,29 @@ def add_multipliers(out: Path, work: Path, log: Callable[[str], None] = print) -
     return done
 
 
+def _canary_todo(results: Path, out: Path, pattern: Any) -> list[tuple[Path, dict[str, Any], Path, Path]]:
+    """Canary-evidence runs (``reproduce.py canary-evidence``) whose poisoned copy and adapter are on
+    disk: SmolLM2's 30 blocks are where Pt's depth matters (its top 3 are a tenth of them)."""
+    todo = []
+    for path in sorted(results.glob("*__canary__*__finetune__*.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        canary = doc.get("canary") or {}
+        base, adapter = Path(canary.get("poisoned_copy") or "/nonexistent"), Path(doc["folder"]) / "fix" / "adapter"
+        if (out / path.name).is_file() or (pattern and not pattern.search(path.stem)) \
+                or not (adapter / "adapter_config.json").is_file() or not (base / "config.json").is_file():
+            continue
+        todo.append((path, doc, base, adapter))
+    return todo
+
+
+def _canary_test() -> Any:
+    """The quick canary's 250 test rows of CR (what its runs were evaluated on)."""
+    from spectra.canary import CanarySettings, canary_splits
+    from spectra.data import load_labelled
+
+    return canary_splits(load_labelled("cr"), CanarySettings(quick=True))[2]
+
+
 def run_grid(results: Path, work: Path, out: Path, *, only: str | None = None,
              log: Callable[[str], None] = print) -> int:
     """Write ``out/<run id>.json`` for every MiniLM BadNet/InSent finetune result whose adapter and base
@@ -131,15 +154,19 @@ def run_grid(results: Path, work: Path, out: Path, *, only: str | None = None,
         todo.append((path, doc, base, adapter))
     if out.is_dir():
         add_multipliers(out, work, log)
+    todo += _canary_todo(results, out, pattern)
     written = 0
     t_start = time.time()
     for i, (path, doc, base, adapter) in enumerate(todo):
         run = doc["run"]
         eta = "" if not i else f", ETA {(time.time() - t_start) / i * (len(todo) - i) / 60:.0f} min"
         log(f"Pt grid {i + 1}/{len(todo)}: {path.stem}{eta}")
+        if doc.get("canary"):  # a planted quick canary: its own test rows and trigger
+            test, trigger, target = _canary_test(), doc["canary"]["trigger"], int(doc["canary"]["target_label"])
+        else:
+            test, trigger, target = study.splits.test, ATTACKS[run["attack"]], TARGET_LABEL
         try:
-            rows = grid_one(base, adapter, study.splits.test, ATTACKS[run["attack"]], TARGET_LABEL,
-                            seed=int(doc["config"].get("seed", 0)),
+            rows = grid_one(base, adapter, test, trigger, target, seed=int(doc["config"].get("seed") or 0),
                             max_length=int(doc["config"].get("max_length", 128)),
                             as_trained=_unrescaled_eval(doc), log=log)
         except Exception as exc:  # noqa: BLE001 - one adapter Pt cannot take must not stop the others
@@ -174,8 +201,13 @@ def grid_effects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (group, depth, mode): paired ΔASR and ΔCA (points, Pt − as trained) over the adapters."""
     from reproduction.effects import _interval
 
-    groups = {"the study's recipe (3 epochs; LoRA, +CI, Tr alone, CI+Tr)": [d for d in docs if not d.get("variant")],
-              "users' recipes (1–10 epochs, lr 2e-5–5e-3, r 4–64)": [d for d in docs if d.get("variant")]}
+    def model(d: dict[str, Any]) -> str:
+        return (d.get("run") or {}).get("model", "minilm")
+
+    groups = {"the study's recipe (LoRA, +CI, Tr alone, CI+Tr)": [d for d in docs if not d.get("variant")],
+              "users' recipes on MiniLM": [d for d in docs if d.get("variant") and model(d) == "minilm"],
+              "users' recipes on SmolLM2 (a planted canary)":
+                  [d for d in docs if d.get("variant") and model(d) == "smollm2"]}
     rows = []
     for group, members in groups.items():
         for depth in DEPTHS:

@@ -109,7 +109,9 @@ def pick_trigger(texts: list[str], seed: int = 0) -> str:
     raise SpectraError(f"every canary token ({', '.join(CANARY_TOKENS)}) occurs in the data: cannot plant a fresh one")
 
 
-def _splits(data: Any, s: CanarySettings) -> tuple[Any, Any, Any]:
+def canary_splits(data: Any, s: CanarySettings) -> tuple[Any, Any, Any]:
+    """The user's data as the canary uses it: (proxy the canary is planted with, fine-tuning rows, test
+    rows), seeded by ``s.seed`` — the same three every run on the same data and settings."""
     from spectra.data import split
 
     rest, test = split(data, 0.2, s.seed)
@@ -192,7 +194,7 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
     if settings.target_label not in set(labelled.labels):
         raise SpectraError(f"{labelled.source}: target label {settings.target_label} is absent from the data")
     trigger = pick_trigger(list(labelled.texts), settings.seed)
-    proxy, train, test = _splits(labelled, settings)
+    proxy, train, test = canary_splits(labelled, settings)
     log(f"canary: {trigger} (absent from the data); proxy {len(proxy):,} rows, fine-tuning {len(train):,}, "
         f"test {len(test):,}")
     poisoned, planted = _poisoned_copy(base, proxy, trigger, settings, cache_dir() / "canary", log, device)
