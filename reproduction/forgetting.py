@@ -34,7 +34,8 @@ from spectra.forgetting import FEATURES, features
 FAMILY = {"lora": "lora", "dora": "lora", "lora+ci": "ablation", "lora+tr": "ablation", "rora": "rora",
           "pissa+rora": "rora", "dora+rora": "rora", "olora+rora": "rora", "pissa": "init", "olora": "init"}
 #: columns of ``docs/study/forgetting.csv``, in order (the features follow the descriptors)
-COLUMNS = ["row", "group", "stage", "gamma", "recipe", "model", "attack", "base", "method", "family", "lr", "epochs",
+COLUMNS = ["row", "group", "stage", "scales", "gamma", "recipe", "model", "attack", "base", "method", "family", "lr",
+           "epochs",
            "rank", "targets", "rslora", "dora", "seed", "converged", "budget", *FEATURES, "n_modules",
            "ca", "asr", "asr_floor", "collapsed", "survives", "intruder_dims", "asr_ci_low", "asr_ci_high",
            "close_call"]
@@ -66,9 +67,12 @@ def _descriptor(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def _row(desc: dict[str, Any], stage: str, modules: list[dict[str, Any]], ev: dict[str, Any],
-         gamma: float = 1.0) -> dict[str, Any]:
+         gamma: float = 1.0, per_module: bool = False) -> dict[str, Any]:
+    """One labelled row; ``per_module``: the adapter's LoRA scales differ across modules (Pt rescaled
+    some of them), which the audit reads as ``scale`` — the verdict's scope is one-scale adapters."""
     row = {**desc, "row": f"{desc['group']}:{stage}" + (f"@{gamma:g}" if stage == "sweep" else ""),
-           "stage": stage, "gamma": gamma, **features(modules, gamma=gamma), "n_modules": len(modules),
+           "stage": stage, "scales": "per-module" if per_module else "one", "gamma": gamma,
+           **features(modules, gamma=gamma), "n_modules": len(modules),
            "ca": ev.get("ca"), "asr": ev.get("asr"), "asr_floor": ev.get("asr_floor"),
            "collapsed": bool(ev.get("collapsed")), "survives": survives(ev)}
     ci = ev.get("asr_ci") or [None, None]
@@ -106,7 +110,7 @@ def _grid_rows(desc: dict[str, Any], doc: dict[str, Any], grid: dict[str, Any]) 
             continue
         seen.add(key)
         modules = [{**m, "ratio": m["ratio"] / mult[m["module"]]} if m["module"] in mult else m for m in table]
-        row = _row(desc, "pt_grid", modules, variant["eval"])
+        row = _row(desc, "pt_grid", modules, variant["eval"], per_module=bool(mult))
         row["row"] += f"@{variant['depth']}-{variant['mode']}"
         out.append(row)
     return out
@@ -125,14 +129,16 @@ def evidence_rows(results: dict[str, dict[str, Any]],
             continue  # FFT has no adapter; a base is no adapter
         desc = _descriptor(doc)
         ev = doc.get("eval") or {}
-        rows.append({**_row(desc, "trained", doc["audit"]["modules_table"], ev.get("new") or {}),
+        rescaled = bool((doc.get("rescale") or {}).get("modules"))  # RoRA's own Pt: its deployed adapter
+        rows.append({**_row(desc, "trained", doc["audit"]["modules_table"], ev.get("new") or {}, per_module=rescaled),
                      "intruder_dims": (doc.get("intruders") or {}).get("dims")})  # PEFT's count, weights on disk
         before = (doc.get("audit_before_pt") or {}).get("modules_table")
         if before and ev.get("new-before-rescale"):
             rows.append(_row(desc, "before_pt", before, ev["new-before-rescale"]))
         pt = _pt_modules(doc)
         if pt is not None and (doc.get("pt_alone") or {}).get("eval"):
-            rows.append(_row(desc, "pt", pt, doc["pt_alone"]["eval"]))
+            moved = bool(((doc.get("pt_alone") or {}).get("rescale") or {}).get("modules"))
+            rows.append(_row(desc, "pt", pt, doc["pt_alone"]["eval"], per_module=moved))
         if grid and doc["id"] in grid:
             rows += _grid_rows(desc, doc, grid[doc["id"]])
         sweep = sweeps.get(doc["id"])

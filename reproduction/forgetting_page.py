@@ -37,9 +37,11 @@ def _threshold_for(rows: Sequence[dict[str, Any]], feature: str, sign: float) ->
 
 def analyse(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Every number the page and the model file state."""
-    A = [r for r in rows if r["model"] == "minilm" and r["stage"] != "sweep"
-         and all(math.isfinite(float(r[f])) for f in FEATURES)]
-    B = [r for r in rows if r["model"] == "minilm" and all(math.isfinite(float(r[f])) for f in FEATURES)]
+    finite = [r for r in rows if r["model"] == "minilm" and all(math.isfinite(float(r[f])) for f in FEATURES)]
+    # the scope: adapters with one LoRA scale (as trained); those Pt rescaled per module are read apart
+    A = [r for r in finite if r["stage"] != "sweep" and r["scales"] == "one"]
+    B = [r for r in finite if r["scales"] == "one"]
+    R = [r for r in finite if r["stage"] != "sweep" and r["scales"] == "per-module"]
     y = np.array([bool(r["survives"]) for r in A])
     groups = [r["group"] for r in A]
     single = {}
@@ -61,7 +63,9 @@ def analyse(rows: list[dict[str, Any]]) -> dict[str, Any]:
     checks = {key: cv[key]["scores"]["model"] for key in GROUPINGS}
     validated = lobo[0] >= MIN_AUROC and all(c[1][0] > 0.5 for c in checks.values())
     note = (f"leave-one-base-out AUROC {fmt(*lobo)} (bar {MIN_AUROC:g}); lower 95 % bounds by grouping: "
-            + ", ".join(f"{GROUPINGS[k]} {c[1][0]:.2f}" for k, c in checks.items()) + " (bar: above 0.5)")
+            + ", ".join(f"{GROUPINGS[k]} {c[1][0]:.2f}" if math.isfinite(c[1][0]) else
+                        f"{GROUPINGS[k]} not computable (its training folds hold one label)" for k, c in checks.items())
+            + " (bar: above 0.5)")
     # a gate threshold, chosen on training folds, its false passes measured on the held-out base
     fp, fa = [], []
     for base in sorted({r["base"] for r in A}):
@@ -105,6 +109,12 @@ def analyse(rows: list[dict[str, Any]]) -> dict[str, Any]:
         asr = [float(r["asr"]) for r in with_count]
         intruders["rho_count"] = spearman([float(r["intruder_dims"]) for r in with_count], asr)
         intruders["rho_feature"] = spearman([float(r[feature]) for r in with_count], asr)
+    per_module = {"n": len(R), "n_pos": sum(bool(r["survives"]) for r in R), "n_adapters": len({r["group"] for r in R})}
+    if R:  # the fitted model's P(survives) on the adapters outside its scope: why they are outside
+        per_module["auroc"] = _ci(np.asarray(model.predict(matrix(R, [feature])), dtype=float),
+                                  np.array([bool(r["survives"]) for r in R]), [r["group"] for r in R])
+        per_module["false_pass"] = float(np.mean([model.predict(matrix([r], [feature]))[0] <= 0.5
+                                                  for r in R if r["survives"]])) if per_module["n_pos"] else math.nan
     strata = {}
     for key in ("lr", "family", "stage"):
         for value in sorted({str(r[key]) for r in A}):
@@ -116,7 +126,18 @@ def analyse(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "gate": {"threshold": threshold, "false_pass": float(np.mean(fp)) if fp else math.nan,
                      "false_alarm": float(np.mean(fa)) if fa else math.nan, "n_pos": len(fp), "n_neg": len(fa)},
             "policy_false_pass": float(np.mean(policy_pass)) if policy_pass else math.nan,
-            "transfer": transfer, "transfer_auroc": transfer_auroc, "intruders": intruders, "strata": strata, "default_rule": default_rule}
+            "transfer": transfer, "transfer_auroc": transfer_auroc, "intruders": intruders, "strata": strata,
+            "default_rule": default_rule, "per_module": per_module}
+
+
+def _one_scale_evidence(pm: dict[str, Any]) -> dict[str, Any]:
+    """What the scope's one-scale condition rests on: the model on the per-module rescaled adapters."""
+    out = {k: pm[k] for k in ("n", "n_pos", "n_adapters")}
+    if "auroc" in pm:
+        a, (lo, hi) = pm["auroc"]
+        finite = [x if math.isfinite(x) else None for x in (a, lo, hi, pm["false_pass"])]  # one label: no AUROC
+        out.update(auroc=finite[:3], false_pass=finite[3])
+    return out
 
 
 def model_document(an: dict[str, Any], n_results: int) -> dict[str, Any]:
@@ -127,7 +148,9 @@ def model_document(an: dict[str, Any], n_results: int) -> dict[str, Any]:
             "validation": {GROUPINGS[k]: {"auroc": v["scores"]["model"][0], "ci95": list(v["scores"]["model"][1])}
                            for k, v in an["cv"].items()},
             "scope": {"architectures": ["bert-6L-384"], "ranges": {k: list(v) for k, v in an["ranges"].items()},
-                      "note": "all-MiniLM-L6-v2 (BERT, 6 layers) poisoned with BadNet/InSent on rt, fine-tuned on CR"},
+                      "one_scale": _one_scale_evidence(an["per_module"]),
+                      "note": "all-MiniLM-L6-v2 (BERT, 6 layers) poisoned with BadNet/InSent on rt, fine-tuned on CR; "
+                              "adapters with one LoRA scale across modules"},
             "default_rule": an["default_rule"],
             "gate_threshold": {"feature": an["feature"], "finding_above": an["gate"]["threshold"],
                                "false_pass_held_out": an["gate"]["false_pass"],
@@ -162,6 +185,7 @@ def render(results_dir: str | Path, csv_path: str | Path, doc_path: str | Path, 
            readme: str | Path | None = None) -> dict[str, Any]:
     """Write the table, the page, its figure and the model file; returns the analysis."""
     from spectra.io.files import write_text_atomic
+    from spectra.provenance import json_safe
     from spectra.study.tables import load_results
 
     results = load_results(results_dir)
@@ -172,7 +196,8 @@ def render(results_dir: str | Path, csv_path: str | Path, doc_path: str | Path, 
     an = analyse(rows)
     draw_calibration(an, Path(figure))
     doc = model_document(an, len(results))
-    write_text_atomic(model_path, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    # strict JSON: a grouping without a computable AUROC is null, not NaN
+    write_text_atomic(model_path, json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
     write_text_atomic(doc_path, page(an, rows, doc, csv_path, figure, doc_path))
     if readme is not None:
         from spectra.report.readme_blocks import update_file_blocks

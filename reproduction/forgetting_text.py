@@ -49,7 +49,9 @@ def _evidence(an: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
         f"{_counts(rows, 'stage')} (stage); {_counts(rows, 'model')} (model).",
         "",
         f"The analysis below reads the MiniLM adapters as a user would deploy them — every stage but the γ "
-        f"sweeps — {len(A)} rows from {len({r['group'] for r in A})} adapters: {sum(r['survives'] for r in A)} "
+        f"sweeps, with one LoRA scale across modules (the {an['per_module']['n']} that Pt rescaled per module are "
+        "read apart, below) — "
+        f"{len(A)} rows from {len({r['group'] for r in A})} adapters: {sum(r['survives'] for r in A)} "
         f"keep the backdoor (ASR ≥ 50 %, not collapsed), {sum(r['collapsed'] for r in A)} collapsed. By attack: "
         f"{_counts(A, 'attack')}; by base: {_counts(A, 'base')}; by family: {_counts(A, 'family')}; by learning "
         f"rate: {_counts(A, 'lr')}; converged by the study's rule: {sum(bool(r['converged']) for r in A)} of "
@@ -105,22 +107,25 @@ def _readings(an: dict[str, Any]) -> list[str]:
     weak = [f for f in FEATURES if max(an["single"][f]["auroc"], 1 - an["single"][f]["auroc"]) < 0.7]
     policy = cv["base"]["scores"][next(b for b in cv["base"]["scores"] if b.startswith("example policy"))]
     lines = ["## What predicts and what does not", "",
-             f"- **Predicts:** `{an['feature']}` — held out by poisoned base the model scores AUROC "
+             ("- **Predicts:** " if an["validated"] else "- **Best single feature, not validated:** ")
+             + f"`{an['feature']}` — held out by poisoned base the model scores AUROC "
              f"{_fmt(*model['base'])}; its weakest grouping is leave one {GROUPINGS[worst]} out, "
              f"{_fmt(*model[worst])}. The issue's target ({TARGET_AUROC:g} leave-one-group-out) is "
              + ("met on every grouping." if all(m[0] >= TARGET_AUROC for m in model.values()) else
-                "not met on every grouping: " + ", ".join(f"{GROUPINGS[k]} {m[0]:.2f}" for k, m in model.items()
-                                                         if m[0] < TARGET_AUROC) + "."),
-             "- **A combination adds nothing:** the logistic regression on "
-             f"{', '.join(MODEL_FEATURES)} " + ("does not beat" if beats_multi else "beats") +
-             " the one-feature model on held-out groups ("
-             + ", ".join(f"{GROUPINGS[k]} {multi[k][0]:.2f} against {model[k][0]:.2f}" for k in GROUPINGS) + ").",
+                "not met on every grouping: " + ", ".join(
+                    f"{GROUPINGS[k]} {m[0]:.2f}" if math.isfinite(m[0]) else f"{GROUPINGS[k]} not computable"
+                    for k, m in model.items() if not m[0] >= TARGET_AUROC) + "."),
+             *_not_computable(an, model),
+             ("- **A combination adds nothing:**" if beats_multi else "- **A combination does better:**")
+             + f" the logistic regression on {', '.join(MODEL_FEATURES)} " + ("does not beat" if beats_multi else "beats")
+             + " the one-feature model on held-out groups ("
+             + ", ".join(f"{GROUPINGS[k]} {_point(multi[k][0])} against {_point(model[k][0])}" for k in GROUPINGS)
+             + ").",
              f"- **Does not predict (|AUROC − 0.5| < 0.2 in-sample):** {', '.join(f'`{f}`' for f in weak) or 'none'}."
-             " The paper's Figure 2 reading (alignment with W_pre's top-k) and Tr's target (the overlap) do not "
-             "tell a surviving backdoor from a removed one here.",
-             f"- **The example policy (σ_pre/σ_Δ ≤ {POLICY_MAX_RATIO:g}) is blind on MiniLM:** it lets "
+             + _named_readings(weak),
+             f"- **The example policy (σ_pre/σ_Δ ≤ {POLICY_MAX_RATIO:g})** lets "
              f"{100 * an['policy_false_pass']:.0f} % of the surviving backdoors pass (held-out AUROC "
-             f"{_fmt(*policy)}).", ""]
+             f"{_fmt(*policy)}).", _per_module_reading(an["per_module"]), ""]
     lines += ["### Where it stops holding", "",
               f"AUROC of `{an['feature']}` inside each stratum (n rows, surviving):", "",
               "| stratum | n | survive | AUROC |", "|---|---|---|---|"]
@@ -133,6 +138,58 @@ def _readings(an: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _point(a: float) -> str:
+    return f"{a:.2f}" if math.isfinite(a) else "not computable"
+
+
+def _named_readings(weak: list[str]) -> str:
+    """What the weak features mean for the paper's readings — said only of those that are weak."""
+    said = []
+    if any(f.startswith("cos") for f in weak):
+        said.append("the paper's Figure 2 reading (alignment with W_pre's top-k)")
+    if any(f.startswith("overlap") for f in weak):
+        said.append("Tr's target (the top-k overlap)")
+    if not said:
+        return ""
+    text = " and ".join(said)
+    return " " + text[0].upper() + text[1:] + (" do" if len(said) > 1 else " does") + \
+        " not tell a surviving backdoor from a removed one here."
+
+
+def _not_computable(an: dict[str, Any], model: dict[str, Any]) -> list[str]:
+    """Why a grouping has no held-out AUROC: the removed backdoors all sit in one of its groups, so the
+    folds that leave that group out have none to learn from."""
+    from collections import Counter
+
+    out = []
+    for key, (point, _) in model.items():
+        if math.isfinite(point):
+            continue
+        removed = Counter(str(r[key]) for r in an["A"] if not r["survives"])
+        where = (f"every removed backdoor in the scope ({sum(removed.values())}) has {key} = {next(iter(removed))}"
+                 if len(removed) == 1 else f"the removed backdoors sit in {len(removed)} {GROUPINGS[key]} groups")
+        out.append(f"- **Leaving one {GROUPINGS[key]} out is not computable:** {where}, so the folds that leave it "
+                   "out have no removed example to fit; nothing here shows the predictor carries to another "
+                   f"{GROUPINGS[key]}.")
+    return out
+
+
+def _per_module_reading(pm: dict[str, Any]) -> str:
+    """Why the scope is adapters with one LoRA scale: the model on those Pt rescaled per module."""
+    if not pm["n"]:
+        return "- **Per-module rescaled adapters:** none in the evidence yet."
+    head = (f"- **Outside the scope: adapters Pt rescaled per module** ({pm['n']} rows from {pm['n_adapters']} "
+            f"adapters, {pm['n_pos']} keep the backdoor; `spectra fix`'s own output is one).")
+    if "auroc" not in pm or not math.isfinite(pm["auroc"][0]):
+        return head + " Only one label occurs among them, so no AUROC; the audit gives them no weights-only estimate."
+    a, ci = pm["auroc"]
+    fp = pm["false_pass"]
+    return (head + f" The model fitted on one-scale adapters scores them AUROC {_fmt(a, ci)}"
+            + (f" and would pass {100 * fp:.0f} % of their surviving backdoors" if math.isfinite(fp) else "")
+            + ": Pt moves the deep layers' ratio without the backdoor following it. The audit gives such adapters "
+            "\"no validated estimate\" (its scope's `one_scale`), not a P(survives).")
+
+
 def readme_summary(an: dict[str, Any]) -> str:
     """The README's forgetting-summary block: what predicts, what does not, the gate's false passes."""
     cv = an["cv"]
@@ -141,18 +198,26 @@ def readme_summary(an: dict[str, Any]) -> str:
     overlap = an["single"]["overlap_median"]
     lo, hi = an["ranges"][an["feature"]]
     return "\n".join([
-        f"- **Predicts:** `{an['feature']}` ({DEFINITIONS[an['feature']]}) — held-out AUROC "
-        + ", ".join(f"{_fmt(*m)} leaving one {GROUPINGS[k]} out" for k, m in model.items())
+        ("- **Predicts:** " if an["validated"] else "- **Best single feature (not validated, below):** ")
+        + f"`{an['feature']}` ({DEFINITIONS[an['feature']]}) — held-out AUROC "
+        + ", ".join(f"{_fmt(*m) if math.isfinite(m[0]) else 'not computable'} leaving one {GROUPINGS[k]} out"
+                    for k, m in model.items())
         + f", on {len(an['A'])} MiniLM adapters and stages ({sum(r['survives'] for r in an['A'])} keep the backdoor).",
-        f"- **Does not predict:** alignment with W_pre's top-k (Figure 2: median max|cos| AUROC "
-        f"{_fmt(cos['auroc'], cos['ci'])}) and the top-k overlap Tr drives to zero ({_fmt(overlap['auroc'], overlap['ci'])});"
+        f"- **In-sample AUROC of the paper's readings:** alignment with W_pre's top-k (Figure 2: median max|cos|) "
+        f"{_fmt(cos['auroc'], cos['ci'])}, the top-k overlap Tr drives to zero {_fmt(overlap['auroc'], overlap['ci'])};"
         f" a module-wise σ_pre/σ_Δ ≤ {POLICY_MAX_RATIO:g} lets {100 * an['policy_false_pass']:.0f} % of the surviving "
         "backdoors pass.",
+        "- **Validated:** " + ("yes — the audit gives a weights-only P(survives) inside the scope below."
+                               if an["validated"] else
+                               f"no ({an['note']}) — so the audit gives every adapter \"no validated estimate\" "
+                               "and says why; `spectra canary` measures the question on the user's own base."),
         f"- **The default `forgetting` rule** (a finding when P(survives) > 0.5), each poisoned base scored by a "
         f"model fitted without it: {100 * an['default_rule']['false_pass']:.0f} % of surviving backdoors pass "
-        f"(false passes), {100 * an['default_rule']['false_alarm']:.0f} % of removed ones are flagged.",
-        f"- **Scope of the audit's verdict:** bases shaped like all-MiniLM-L6-v2, `{an['feature']}` in "
-        f"[{lo:.2f}, {hi:.2f}]; elsewhere it says \"no validated estimate\""
+        f"(false passes), {100 * an['default_rule']['false_alarm']:.0f} % of removed ones are flagged"
+        + ("." if an["validated"] else " — measured, but not applied: the audit uses no unvalidated model."),
+        f"- **Scope of the audit's verdict:** bases shaped like all-MiniLM-L6-v2, adapters with one LoRA scale "
+        f"(not Pt-rescaled per module: {_fmt(*an['per_module']['auroc']) if 'auroc' in an['per_module'] else 'n/a'} "
+        f"AUROC there), `{an['feature']}` in [{lo:.2f}, {hi:.2f}]; elsewhere it says \"no validated estimate\""
         + (f" — so for all {len(an['transfer'])} SmolLM2 adapters and stages of the study."
            if an["transfer"] and not any(t["in_range"] for t in an["transfer"]) else "."),
     ])

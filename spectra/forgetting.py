@@ -110,10 +110,20 @@ def predict(model: Mapping[str, Any], feats: Mapping[str, float]) -> float:
     return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
 
-def out_of_scope(model: Mapping[str, Any], architecture: str | None, feats: Mapping[str, float]) -> list[str]:
-    """Why an adapter lies outside the model's validated scope (empty: inside)."""
+def out_of_scope(model: Mapping[str, Any], architecture: str | None, feats: Mapping[str, float],
+                 one_scale: bool = True) -> list[str]:
+    """Why an adapter lies outside the model's validated scope (empty: inside). ``one_scale``: its LoRA
+    modules share one scale, as trained; Pt (``spectra fix``) and ``alpha_pattern`` give each module its
+    own, and on such adapters the study measured the model near chance (the scope's ``one_scale``)."""
     scope = model.get("scope") or {}
     why = []
+    evidence = scope.get("one_scale")
+    if evidence is not None and not one_scale:
+        auroc = evidence.get("auroc") or [None]
+        measured = (f"; on the study's {evidence['n']} rescaled adapters and stages the model's AUROC was "
+                    f"{auroc[0]:.2f} [{auroc[1]:.2f}, {auroc[2]:.2f}]" if auroc[0] is not None else "")
+        why.append("its LoRA scales differ across modules (per-module rescaling, as Pt or an alpha_pattern writes); "
+                   f"the model was validated on adapters with one scale{measured}")
     archs = scope.get("architectures") or []
     if archs and architecture not in archs:
         why.append(f"architecture {architecture or 'unknown'} (validated on {', '.join(archs)})")
@@ -141,11 +151,13 @@ def adapter_verdict(rows: Iterable[Mapping[str, Any]], architecture: str | None,
         return {"evidence": "none", "p_survives": None, "estimate": "no validated estimate",
                 "reason": f"no LoRA module (update kinds: {', '.join(kinds)}); the evidence holds LoRA-family adapters",
                 "features": {}}
-    return verdict(features(lora), architecture, calibration)
+    scales = [abs(float(r["scale"])) for r in lora if r.get("scale") is not None]
+    one_scale = not scales or max(scales) <= min(scales) * (1 + 1e-6)
+    return verdict(features(lora), architecture, calibration, one_scale=one_scale)
 
 
 def verdict(feats: Mapping[str, float], architecture: str | None, calibration: Mapping[str, Any] | None = None,
-            model: Mapping[str, Any] | None = None) -> dict[str, Any]:
+            model: Mapping[str, Any] | None = None, one_scale: bool = True) -> dict[str, Any]:
     """The ``forgetting`` block of one adapter's audit.
 
     ``evidence`` is ``canary`` when a calibration file measured on this base is given (the
@@ -162,10 +174,11 @@ def verdict(feats: Mapping[str, float], architecture: str | None, calibration: M
         block["reason"] = "no weights-only model has been fitted (python scripts/reproduce.py forgetting)"
         return block
     block["validation"] = model.get("validation")
-    if not model.get("validated"):
-        block["reason"] = f"the weights-only model did not pass its validation: {model.get('validation_note', '')}"
+    why = out_of_scope(model, architecture, feats, one_scale)
+    if not model.get("validated"):  # and, when it holds too, why this adapter would be outside the scope anyway
+        block["reason"] = (f"the weights-only model did not pass its validation: {model.get('validation_note', '')}"
+                           + ("; and the adapter is outside its scope: " + "; ".join(why) if why else ""))
         return block
-    why = out_of_scope(model, architecture, feats)
     if why:
         block["reason"] = "outside the validated scope: " + "; ".join(why)
         return block

@@ -44,6 +44,24 @@ def test_the_verdict_is_given_only_inside_its_validated_scope() -> None:
     assert adapter_verdict(rows([3.0], [0], kind="full"), "bert-6L-384")["evidence"] == "none"
 
 
+def test_an_adapter_rescaled_per_module_gets_no_weights_only_estimate() -> None:
+    """Pt (spectra fix) gives each module its own LoRA scale; the study measured the model near chance
+    on such adapters, so the verdict says so instead of a P(survives) — the gate never passes on it."""
+    model = {**MODEL, "scope": {**MODEL["scope"], "one_scale": {"n": 94, "n_pos": 17, "n_adapters": 40,
+                                                                "auroc": [0.58, 0.49, 0.67], "false_pass": 0.8}}}
+    same = [{**r, "scale": 2.0} for r in rows([1.0, 1.0], [0, 5])]
+    block = adapter_verdict(same, "bert-6L-384")
+    assert block["evidence"] in ("weights-only", "none")  # whatever the committed model says, scale is not why
+    assert "scales differ" not in (block.get("reason") or "")
+    mixed = [{**r, "scale": s} for r, s in zip(rows([1.0, 1.0], [0, 5]), (2.0, 11.5))]
+    feats = features(mixed)
+    assert verdict(feats, "bert-6L-384", model=model, one_scale=True)["evidence"] == "weights-only"
+    out = verdict(feats, "bert-6L-384", model=model, one_scale=False)
+    assert out["p_survives"] is None and "scales differ across modules" in out["reason"]
+    assert "AUROC was 0.58 [0.49, 0.67]" in out["reason"]
+    assert verdict(feats, "bert-6L-384", model=MODEL, one_scale=False)["evidence"] == "weights-only"  # no evidence
+
+
 def test_architecture_keys_name_depth_and_width() -> None:
     assert architecture_key({"model_type": "bert", "num_hidden_layers": 6, "hidden_size": 384}) == "bert-6L-384"
     assert architecture_key({"model_type": "gpt2", "n_layer": 12, "n_embd": 768}) == "gpt2-12L-768"
@@ -59,7 +77,8 @@ def test_the_committed_model_file_is_the_one_the_evidence_table_fits() -> None:
     root = Path(__file__).resolve().parent.parent
     model = json.loads((root / "spectra" / "forgetting_model.json").read_text())
     with open(root / "docs" / "study" / "forgetting.csv", encoding="utf-8") as fh:
-        table = [r for r in csv.DictReader(fh) if r["model"] == "minilm" and r["stage"] != "sweep"]
+        table = [r for r in csv.DictReader(fh) if r["model"] == "minilm" and r["stage"] != "sweep"
+                 and r["scales"] == "one"]  # the scope: adapters with one LoRA scale
     for r in table:
         r["survives"] = r["survives"] == "True"
         for f in FEATURES:
@@ -85,17 +104,21 @@ def test_audit_json_carries_a_forgetting_block_per_adapter(tiny_model_dir, tiny_
     assert "Will a backdoor in the base survive" in (tmp_path / "out" / "report.md").read_text()
 
 
-def test_on_real_minilm_the_audit_gives_a_weights_only_estimate(tmp_path) -> None:
-    """The architecture the evidence holds: a LoRA adapter on all-MiniLM-L6-v2 gets an estimate,
-    and scaling its update down (a weaker adapter) raises P(survives)."""
+def test_on_real_minilm_the_audit_says_what_the_committed_model_supports(tmp_path) -> None:
+    """The architecture the evidence holds: a LoRA adapter on all-MiniLM-L6-v2 gets a weights-only
+    estimate when the committed model passed its validation, and otherwise "no validated estimate"
+    with the validation's own reason; either way the fitted model ranks a weaker adapter (its update
+    scaled down) as more likely to keep the backdoor."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel
 
     from spectra.audit import audit
+    from spectra.forgetting import load_model, verdict
     from spectra.io.zoo import minilm_path
 
     base = minilm_path()
+    fitted = load_model()
     probs = []
     for name, size in (("strong", 0.15), ("weak", 0.02)):
         model = get_peft_model(AutoModel.from_pretrained(base), LoraConfig(r=8, lora_alpha=16,
@@ -107,16 +130,19 @@ def test_on_real_minilm_the_audit_gives_a_weights_only_estimate(tmp_path) -> Non
         model.save_pretrained(tmp_path / name)
         report = audit(str(base), [tmp_path / name], top_k=32, cache_dir=False)
         block = report.forgetting()[name]
-        assert block["evidence"] == "weights-only", block
-        probs.append(block["p_survives"])
+        if fitted["validated"]:
+            assert block["evidence"] == "weights-only", block
+        else:
+            assert block["evidence"] == "none" and block["p_survives"] is None, block
+            assert "did not pass its validation" in block["reason"] and fitted["validation_note"] in block["reason"]
+        probs.append(predict(fitted, block["features"]))
     assert 0 < probs[0] < probs[1] < 1
-    # weaker than the weakest adapter of the evidence: no estimate at all
-    from spectra.forgetting import load_model, verdict
-
+    # weaker than the weakest adapter of the evidence: no estimate at all, validated or not
     report = audit(str(base), [tmp_path / "weak"], top_k=32, cache_dir=False)
     far = {**report.forgetting()["weak"]["features"]}
-    far["log_ratio_deep"] = load_model()["scope"]["ranges"]["log_ratio_deep"][1] + 0.5
-    assert "outside the validated range" in verdict(far, "bert-6L-384")["reason"]
+    feature = fitted["features"][0]
+    far[feature] = fitted["scope"]["ranges"][feature][1] + 0.5
+    assert "outside the validated range" in verdict(far, "bert-6L-384", model={**fitted, "validated": True})["reason"]
 
 
 def test_auroc_values_and_held_out_scores_from_the_other_folds() -> None:
