@@ -123,7 +123,7 @@ def out_of_scope(model: Mapping[str, Any], architecture: str | None, feats: Mapp
         measured = (f"; on the study's {evidence['n']} rescaled adapters and stages the model's AUROC was "
                     f"{auroc[0]:.2f} [{auroc[1]:.2f}, {auroc[2]:.2f}]" if auroc[0] is not None else "")
         why.append("its LoRA scales differ across modules (per-module rescaling, as Pt or an alpha_pattern writes); "
-                   f"the model was validated on adapters with one scale{measured}")
+                   f"the model was fitted on adapters with one scale{measured}")
     archs = scope.get("architectures") or []
     if archs and architecture not in archs:
         why.append(f"architecture {architecture or 'unknown'} (validated on {', '.join(archs)})")
