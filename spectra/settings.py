@@ -132,3 +132,19 @@ def label_col_setting() -> Any:
 def allow_pickle_setting() -> Any:
     """``--allow-pickle``."""
     return setting(False, "--allow-pickle", help="Allow .bin/.pt weights (loaded with torch.load(weights_only=True)).")
+
+
+def with_legacy(cls: type, settings: Any, legacy: dict[str, Any], caller: str, stacklevel: int = 3) -> Any:
+    """``settings`` (an instance of settings class ``cls``, or None for its defaults) with the 0.3 keyword
+    form of ``caller`` (``audit(…, top_k=8)``) folded in, for a release: a ``DeprecationWarning`` that
+    points at the caller's line, and a ``TypeError`` for a keyword ``cls`` has no field for."""
+    import warnings
+
+    unknown = set(legacy) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword arguments {sorted(unknown)}")
+    if not legacy:
+        return settings if settings is not None else cls()
+    warnings.warn(f"{caller}(…, {', '.join(f'{k}=…' for k in sorted(legacy))}) is deprecated: pass "
+                  f"settings={cls.__name__}(…) (the keyword form goes in 0.4)", DeprecationWarning, stacklevel=stacklevel)
+    return dataclasses.replace(settings, **legacy) if settings is not None else cls(**legacy)

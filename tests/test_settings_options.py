@@ -173,3 +173,18 @@ def test_options_written_by_hand_keep_the_shared_defaults() -> None:
                 assert param.default == helpers[param.name].default, (name, param.name)
                 checked += 1
     assert checked >= 25
+
+
+def test_the_old_keyword_forms_warn_at_the_callers_line_and_still_work(tmp_path) -> None:
+    from spectra.errors import SpectraError
+    from spectra.eval.pipeline import run_eval
+    from spectra.settings import with_legacy
+
+    with pytest.warns(DeprecationWarning, match=r"run_eval\(…, seed=…\) is deprecated: pass settings=EvalSettings") \
+            as caught, pytest.raises(SpectraError):
+        run_eval(str(tmp_path), None, str(tmp_path / "missing.csv"), "badnet:mn", 0, seed=3)  # fails on the data
+    assert caught[0].filename == __file__  # the warning names the user's call, not spectra's internals
+    assert with_legacy(AuditSettings, None, {}, "audit") == AuditSettings()
+    assert with_legacy(AuditSettings, AuditSettings(top_k=8), {"top_j": 2}, "audit") == AuditSettings(top_k=8, top_j=2)
+    with pytest.raises(TypeError, match="unexpected keyword arguments \\['topk'\\]"):
+        with_legacy(AuditSettings, None, {"topk": 8}, "audit")

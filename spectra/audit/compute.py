@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from spectra.audit.report import COLUMNS, DEFINITIONS, AuditReport  # noqa: F401 (public here since 0.1)
-from spectra.audit.settings import AuditSettings, audit_settings
+from spectra.audit.settings import AuditSettings
 from spectra.errors import SpectraError
+from spectra.settings import with_legacy
 
 if TYPE_CHECKING:  # pragma: no cover
     from spectra.io import BaseCheckpoint
@@ -321,7 +322,7 @@ def audit(
     from spectra.io.spectrum_cache import SpectrumCache, default_folder
     from spectra.provenance import describe_path, library_versions
     started = time.perf_counter()
-    s = audit_settings(settings, legacy)
+    s = with_legacy(AuditSettings, settings, legacy, "audit")
     top_k, top_j, device, dtype, exact, modules = s.top_k, s.top_j, s.device, s.dtype, s.exact, s.modules
     memory_budget_mb, allow_pickle = s.memory_budget_mb, s.allow_pickle
     dev, torch_dtype = _resolve(device, dtype)

@@ -5,8 +5,8 @@ Importing it imports neither torch nor the CLI (``spectra_cli`` builds its optio
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from typing import Any, Literal, get_args
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 from spectra.errors import SpectraError
 from spectra.settings import allow_pickle_setting, device_setting, setting, top_k_setting
@@ -44,18 +44,3 @@ class AuditSettings:
             raise SpectraError(f"--memory-budget must be at least 1 MB (got {self.memory_budget_mb})")
         if self.modules is not None:
             self.modules = list(self.modules)
-
-
-def audit_settings(settings: AuditSettings | None, legacy: dict[str, Any], stacklevel: int = 3) -> AuditSettings:
-    """``settings`` with the 0.3 keyword form (``audit(…, top_k=8)``) folded in, for a release."""
-    import warnings
-
-    names = {f.name for f in fields(AuditSettings)}
-    unknown = set(legacy) - names
-    if unknown:
-        raise TypeError(f"audit() got unexpected keyword arguments {sorted(unknown)}")
-    if not legacy:
-        return settings or AuditSettings()
-    warnings.warn("audit(base, adapters, top_k=…, device=…) is deprecated: pass settings=AuditSettings(top_k=…, "
-                  "device=…) (the keyword form goes in 0.4)", DeprecationWarning, stacklevel=stacklevel)
-    return replace(settings, **legacy) if settings is not None else AuditSettings(**legacy)

@@ -12,7 +12,8 @@ from spectra.data.labelled import LabelledData
 from spectra.data.triggers import Trigger, parse_trigger
 from spectra.errors import SpectraError
 from spectra.eval.metrics import EvalResult, _check_labels, evaluate
-from spectra.eval.settings import EvalSettings, eval_settings
+from spectra.eval.settings import EvalSettings
+from spectra.settings import with_legacy
 
 
 def run_eval(
@@ -45,7 +46,7 @@ def run_eval(
     from spectra.errors import SpectraWarning
     from spectra.eval.scaling import scaled_adapter
     from spectra.io.model import load_classifier
-    st = eval_settings(settings, legacy)
+    st = with_legacy(EvalSettings, settings, legacy, "run_eval")
     scale, head, split_test, seed, batch_size = st.scale, st.head, st.split_test, st.seed, st.batch_size
     max_length, device, text_col, label_col, allow_pickle = (st.max_length, st.device, st.text_col, st.label_col,
                                                              st.allow_pickle)

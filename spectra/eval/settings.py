@@ -6,8 +6,8 @@ Importing it imports neither torch nor the CLI (``spectra_cli`` builds its optio
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
-from typing import Any, Literal, get_args
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 from spectra.errors import SpectraError
 from spectra.settings import (
@@ -56,17 +56,3 @@ class EvalSettings:
         if not math.isfinite(float(self.scale)):
             raise SpectraError(f"adapter scale must be a finite number, got {self.scale}")
         check_head(self.head)
-
-
-def eval_settings(settings: EvalSettings | None, legacy: dict[str, Any], caller: str = "run_eval") -> EvalSettings:
-    """``settings`` with the 0.3 keyword form (``run_eval(…, seed=0, max_length=…)``) folded in, for a release."""
-    import warnings
-
-    unknown = set(legacy) - {f.name for f in fields(EvalSettings)}
-    if unknown:
-        raise TypeError(f"{caller}() got unexpected keyword arguments {sorted(unknown)}")
-    if not legacy:
-        return settings or EvalSettings()
-    warnings.warn(f"{caller}(…, seed=…, batch_size=…) is deprecated: pass settings=EvalSettings(seed=…, …) (the "
-                  "keyword form goes in 0.4)", DeprecationWarning, stacklevel=3)
-    return replace(settings, **legacy) if settings is not None else EvalSettings(**legacy)

@@ -25,9 +25,10 @@ from typing import Any
 
 from spectra.errors import SpectraError
 from spectra.fleet.engine import BaseAuditor, error_row
+from spectra.fleet.settings import ScanSettings
 from spectra.fleet.sources import FleetItem, content_hash, discover
 from spectra.fleet.store import PartWriter, done_ids, read_rows
-from spectra.fleet.settings import ScanSettings, scan_settings
+from spectra.settings import with_legacy
 
 #: below this many adapters to audit, the scan runs in-process (no Ray start-up)
 IN_PROCESS_BELOW = 20
@@ -73,7 +74,7 @@ def scan(sources: list[str], out: str | Path, settings: ScanSettings | None = No
             kept). Until 0.4 these are still taken as keywords, with a ``DeprecationWarning``.
         resume, overwrite: continue the scan in ``out``, or replace it.
     """
-    st = scan_settings(settings, legacy)
+    st = with_legacy(ScanSettings, settings, legacy, "scan")
     base, top_k, workers, address, max_errors, engine = (st.base, st.top_k, st.workers, st.address, st.max_errors,
                                                          st.engine)
     import shutil

@@ -5,8 +5,8 @@ Importing it imports neither torch, Ray nor the CLI.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from typing import Any, Literal, get_args
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 from spectra.errors import SpectraError
 from spectra.settings import setting, top_k_setting
@@ -34,17 +34,3 @@ class ScanSettings:
             raise SpectraError(f"--engine {self.engine!r}: use auto, ray or local")
         if self.top_k < 1:
             raise SpectraError(f"--top-k must be at least 1 (got {self.top_k})")
-
-
-def scan_settings(settings: ScanSettings | None, legacy: dict[str, Any]) -> ScanSettings:
-    """``settings`` with the 0.3 keyword form (``scan(…, base=…, top_k=…)``) folded in, for a release."""
-    import warnings
-
-    unknown = set(legacy) - {f.name for f in fields(ScanSettings)}
-    if unknown:
-        raise TypeError(f"scan() got unexpected keyword arguments {sorted(unknown)}")
-    if not legacy:
-        return settings or ScanSettings()
-    warnings.warn("scan(…, base=…, top_k=…) is deprecated: pass settings=ScanSettings(base=…, …) (the keyword form "
-                  "goes in 0.4)", DeprecationWarning, stacklevel=3)
-    return replace(settings, **legacy) if settings is not None else ScanSettings(**legacy)

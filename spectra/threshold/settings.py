@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass
 
 from spectra.errors import SpectraError
 from spectra.eval.settings import HEAD_HELP, Head, check_head
@@ -73,17 +72,3 @@ class ThresholdSettings:
     def __post_init__(self) -> None:
         self.grid = tuple(parse_grid(self.grid))
         check_head(self.head)
-
-
-def threshold_settings(settings: ThresholdSettings | None, legacy: dict[str, Any]) -> ThresholdSettings:
-    """``settings`` with the 0.3 keyword form (``threshold(…, grid=…)``) folded in, for a release."""
-    import warnings
-
-    unknown = set(legacy) - {f.name for f in fields(ThresholdSettings)}
-    if unknown:
-        raise TypeError(f"threshold() got unexpected keyword arguments {sorted(unknown)}")
-    if not legacy:
-        return settings or ThresholdSettings()
-    warnings.warn("threshold(…, grid=…, batch_size=…) is deprecated: pass settings=ThresholdSettings(grid=…, …) "
-                  "(the keyword form goes in 0.4)", DeprecationWarning, stacklevel=3)
-    return replace(settings, **legacy) if settings is not None else ThresholdSettings(**legacy)

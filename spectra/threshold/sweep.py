@@ -11,10 +11,11 @@ import torch
 from torch import Tensor
 
 from spectra.errors import SpectraError
+from spectra.settings import with_legacy
 from spectra.threshold.margins import ThresholdResult, margins, quantile, threshold_from_margins
 from spectra.threshold.modules import ModuleChoice, choose_module, module_sigmas
 from spectra.threshold.report import ThresholdReport
-from spectra.threshold.settings import DEFAULT_GRID, ThresholdSettings, parse_grid, threshold_settings
+from spectra.threshold.settings import DEFAULT_GRID, ThresholdSettings, parse_grid
 
 __all__ = ["DEFAULT_GRID", "parse_grid", "threshold"]  # the first two live in spectra.threshold.settings
 
@@ -56,17 +57,16 @@ def threshold(
     import warnings
 
     from spectra.data import load_labelled, parse_trigger, split, trigger_rng
-    from spectra.eval.inference import count_over_length, predict_logits
-    from spectra.provenance import describe_path
-    from spectra.io import load_adapter, open_base
     from spectra.device import resolve_device
     from spectra.errors import SpectraWarning
+    from spectra.eval.inference import count_over_length, predict_logits
     from spectra.eval.scaling import scaled_adapter
+    from spectra.io import load_adapter, open_base
     from spectra.io.model import load_classifier
-    from spectra.provenance import library_versions
+    from spectra.provenance import describe_path, library_versions
 
     t_start = time.perf_counter()
-    s = threshold_settings(settings, legacy)
+    s = with_legacy(ThresholdSettings, settings, legacy, "threshold")
     grid, module, batch_size, max_length, seed = s.grid, s.module, s.batch_size, s.max_length, s.seed
     max_samples, split_test, device, head, search_rows = s.max_samples, s.split_test, s.device, s.head, s.search_rows
     text_col, label_col = s.text_col, s.label_col

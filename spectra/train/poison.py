@@ -48,6 +48,7 @@ from spectra.settings import (
     seed_setting,
     setting,
     target_label_setting,
+    with_legacy,
 )
 from spectra.train.options import RunOptions, split_legacy
 
@@ -201,18 +202,10 @@ class PoisonResult:
 
 def _poison_config(config: PoisonConfig | int | None, settings: dict[str, Any]) -> PoisonConfig:
     """The run's :class:`PoisonConfig`; the 0.3 call form (a target label, settings as keywords) for a release."""
-    import warnings
-
-    unknown = set(settings) - {f.name for f in dataclass_fields(PoisonConfig)}
-    if unknown:
-        raise TypeError(f"poison() got unexpected keyword arguments {sorted(unknown)}")
-    if isinstance(config, PoisonConfig):
-        return replace(config, **settings) if settings else config
-    if config is not None or settings:
-        warnings.warn("poison(base, data, trigger, target_label, n_poison=…, …) is deprecated: pass "
-                      "config=PoisonConfig(target_label=…, n_poison=…, …) (the keyword form goes in 0.4)",
-                      DeprecationWarning, stacklevel=3)
-    return PoisonConfig(**({"target_label": config} if config is not None else {}), **settings)
+    if isinstance(config, int) and not isinstance(config, bool):  # poison(base, data, trigger, 0, n_poison=…)
+        settings = {"target_label": config, **settings}
+        config = None
+    return with_legacy(PoisonConfig, config, settings, "poison", stacklevel=4)
 
 
 def poison(
