@@ -66,8 +66,7 @@ def settings_options(cls: type, param: str = "config", exclude: tuple[str, ...] 
                 ordered += generated
             else:
                 ordered.append(p.replace(annotation=hints.get(p.name, p.annotation)))
-        kept = [p for p in ordered if p not in generated]
-        clash = {p.name for p in generated} & {p.name for p in kept}
+        clash = {p.name for p in generated} & (set(signature.parameters) - {param})
         if clash:
             raise TypeError(f"{func.__name__}: {sorted(clash)} are both its own options and {cls.__name__} fields")
         names = {f.name: f for f in cli_fields(cls) if f.name not in exclude}
@@ -82,7 +81,6 @@ def settings_options(cls: type, param: str = "config", exclude: tuple[str, ...] 
         options = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in ordered if p.default is not p.empty]
         wrapper.__signature__ = signature.replace(parameters=positional + options)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}  # type: ignore[attr-defined]
-        wrapper.settings_classes = (*getattr(func, "settings_classes", ()), cls)  # type: ignore[attr-defined]
         return typing.cast(F, wrapper)
 
     return decorate
