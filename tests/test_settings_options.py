@@ -188,3 +188,15 @@ def test_the_old_keyword_forms_warn_at_the_callers_line_and_still_work(tmp_path)
     assert with_legacy(AuditSettings, AuditSettings(top_k=8), {"top_j": 2}, "audit") == AuditSettings(top_k=8, top_j=2)
     with pytest.raises(TypeError, match="unexpected keyword arguments \\['topk'\\]"):
         with_legacy(AuditSettings, None, {"topk": 8}, "audit")
+
+
+def test_a_command_cannot_declare_an_option_its_settings_object_already_has() -> None:
+    from spectra_cli.settings_options import FROM_OPTIONS, settings_options
+
+    def command(base: str, lr: float = 1e-3, config: RoRAConfig = FROM_OPTIONS) -> None:  # --lr twice
+        pass
+
+    with pytest.raises(TypeError, match=r"\['lr'\] are both its own options and RoRAConfig fields"):
+        settings_options(RoRAConfig)(command)
+    with pytest.raises(TypeError, match="no parameter 'settings'"):
+        settings_options(RoRAConfig, param="settings")(command)
