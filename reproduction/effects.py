@@ -31,6 +31,8 @@ EFFECTS: tuple[tuple[str, tuple[str, float, str], tuple[str, float, str]], ...] 
      ("rora", 2e-3, "new"), ("lora", 2e-4, "new")),
 )
 BOOTSTRAP = 2000
+#: fewer pairs than this get the Student-t interval alone
+MIN_BOOTSTRAP = 5
 
 
 def _evaluation(doc: dict[str, Any], where: str) -> dict[str, Any] | None:
@@ -95,6 +97,8 @@ def _fmt(stat: tuple[float, tuple[float, float], tuple[float, float]] | None, n:
     m, t, b = stat
     if n < 2:
         return f"{m:+.1f} (one pair)"
+    if n < MIN_BOOTSTRAP:  # a percentile bootstrap of 2–4 values has a handful of distinct means: not an interval
+        return f"{m:+.1f} [t {t[0]:+.1f}, {t[1]:+.1f}]"
     return f"{m:+.1f} [t {t[0]:+.1f}, {t[1]:+.1f}; bootstrap {b[0]:+.1f}, {b[1]:+.1f}]"
 
 
@@ -113,8 +117,8 @@ def effects_section(results: Results, pt_grid: list[dict[str, Any]] | None = Non
     lines = ["## What each part of RoRA does (paired differences)\n",
              "Each row compares runs that differ in one thing — the same attack, poisoned base and fine-tuning seed "
              "— or, for Pt, the same adapter before and after it. Differences in points (treated − control), the "
-             "mean with a Student-t 95 % interval and a bootstrap one over the pairs. An effect measured across two "
-             "learning rates also measures the rate; the matched-lr ablation (`python scripts/reproduce.py run "
+             "mean with a Student-t 95 % interval and, from 5 pairs on, a bootstrap one over the pairs. An effect "
+             "measured across two learning rates also measures the rate; the matched-lr ablation (`python scripts/reproduce.py run "
              "--plan ablation`) fills the rows still missing. The Pt rows by depth and mode come from the Pt grid "
              "(below), over the adapters of the study's recipe whose weights were on disk.\n",
              "| effect | same lr | pairs | ΔASR (points) | ΔCA (points) |", "|---|---|---|---|---|"]

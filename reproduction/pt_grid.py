@@ -236,7 +236,8 @@ def pt_grid_section(docs: list[dict[str, Any]]) -> str:
             "(RoRA's before its own Pt) as `spectra fix --rescale-only --rescale-layers D --rescale-mode M` would, "
             "and evaluates it; on MiniLM's 6 blocks the top half is the top 3. *match* is the paper's Eq. 12 "
             "(up or down to σ_max(W_pre)); *amplify* never goes below the trained scale. Differences in points, "
-            "Pt − as trained, with Student-t and bootstrap 95 % intervals over the adapters; *removed* counts "
+            "Pt − as trained, with a Student-t 95 % interval over the adapters (and a bootstrap one from 5 on); "
+            "*removed* counts "
             "adapters whose ASR went from ≥ 50 % to below it without collapsing to one class.\n")
     rows = grid_effects(docs)
     if not rows:
