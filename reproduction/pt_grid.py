@@ -232,13 +232,14 @@ def pt_grid_section(docs: list[dict[str, Any]]) -> str:
     from reproduction.effects import _fmt
 
     head = ("### Pt by depth and mode (paired: the same adapter before and after)\n\n"
-            "`python scripts/reproduce.py pt-grid` rescales every MiniLM adapter whose weights are on disk "
-            "(RoRA's before its own Pt) as `spectra fix --rescale-only --rescale-layers D --rescale-mode M` would, "
-            "and evaluates it; on MiniLM's 6 blocks the top half is the top 3. *match* is the paper's Eq. 12 "
-            "(up or down to σ_max(W_pre)); *amplify* never goes below the trained scale. Differences in points, "
-            "Pt − as trained, with a Student-t 95 % interval over the adapters (and a bootstrap one from 5 on); "
-            "*removed* counts "
-            "adapters whose ASR went from ≥ 50 % to below it without collapsing to one class.\n")
+            "`python scripts/reproduce.py pt-grid` rescales every adapter whose weights are on disk (the study's "
+            "and the users' recipes on MiniLM, the canary evidence's on MiniLM and SmolLM2; RoRA's before its own "
+            "Pt) as `spectra fix --rescale-only --rescale-layers D --rescale-mode M` would, and evaluates it. On "
+            "MiniLM's 6 blocks the top half is the top 3 (one row), on SmolLM2's 30 it is 15. *match* is the "
+            "paper's Eq. 12 (up or down to σ_max(W_pre)); *amplify* never goes below the trained scale. "
+            "Differences in points, Pt − as trained, with a Student-t 95 % interval over the adapters (and a "
+            "bootstrap one from 5 on); *removed* counts adapters whose ASR went from ≥ 50 % to below it without "
+            "collapsing to one class.\n")
     rows = grid_effects(docs)
     if not rows:
         return head + "\nNo grid yet: no adapter's weights were on disk when the page was rendered.\n"
@@ -259,4 +260,27 @@ def pt_grid_section(docs: list[dict[str, Any]]) -> str:
                      f"({best['asr'][0]:+.1f} points, CA {best['ca'][0]:+.1f}, {best['collapsed']} of "
                      f"{best['adapters']} collapsed); ASR falls with a Student-t interval below 0 at "
                      f"{len(clear)} of {len(mine)} depth × mode cells.")
-    return "\n".join(lines) + "\n"
+    shrink = _shrink_reading(docs)
+    return "\n".join(lines + ([shrink] if shrink else [])) + "\n"
+
+
+def _shrink_reading(docs: list[dict[str, Any]]) -> str | None:
+    """Eq. 12 read literally lowers a module already above σ_max(W_pre): where match shrank the update
+    (multipliers below 1 somewhere) and amplify did not, what each did to ASR, adapter by adapter."""
+    pairs = []
+    for d in docs:
+        by = {(r["depth"], r["mode"]): r for r in d["grid"]}
+        match, amplify = by.get(("all", "match")), by.get(("all", "amplify"))
+        if match and amplify and match.get("multiplier_min", 1.0) < 1.0:
+            base = d["as_trained"]["asr"]
+            pairs.append((100 * (match["eval"]["asr"] - base), 100 * (amplify["eval"]["asr"] - base)))
+    if not pairs:
+        return None
+    import statistics
+
+    up = sum(m >= 20 for m, _ in pairs)
+    return (f"- **Where match shrinks** (all blocks; {len(pairs)} adapters had a module above σ_max(W_pre), so Eq. 12 "
+            f"lowered it): ASR moved by a median of {statistics.median(m for m, _ in pairs):+.1f} points under match "
+            f"and {statistics.median(a for _, a in pairs):+.1f} under amplify; match raised it by ≥ 20 points on {up} "
+            "of them" + (" — there, rescaling an already-strong update down brought back a backdoor it had "
+                         "overridden." if up else "."))

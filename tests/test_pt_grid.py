@@ -72,3 +72,19 @@ def test_the_table_pairs_each_adapter_with_itself_and_merges_the_half_that_is_th
     assert "| top 1 | match | 3 | 0 | -30.0 [t " in text and "(one pair)" in text
     assert "largest mean ASR drop is all 6 blocks, match (-80.0 points" in text
     assert "No grid yet" in pt_grid_section([])
+
+
+def test_the_page_says_what_match_does_where_it_shrinks_an_update() -> None:
+    from reproduction.pt_grid import pt_grid_section
+
+    def doc(match_asr: float, shrinks: bool) -> dict:
+        rows = [{"depth": "all", "mode": m, "blocks": list(range(6)), "n_blocks": 6, "rescaled": 12, "modules": 12,
+                 "same_as_trained": False, "multiplier_min": 0.4 if (shrinks and m == "match") else 1.5,
+                 "multiplier_max": 2.0, "eval": {"asr": a, "ca": 0.8, "collapsed": False}}
+                for m, a in (("match", match_asr), ("amplify", 0.2))]
+        return {"variant": None, "as_trained": {"asr": 0.3, "ca": 0.8}, "grid": rows}
+
+    text = pt_grid_section([doc(0.9, True), doc(0.95, True), doc(0.1, False)])
+    assert "**Where match shrinks** (all blocks; 2 adapters" in text
+    assert "median of +62.5 points under match and -10.0 under amplify; match raised it by ≥ 20 points on 2" in text
+    assert "Where match shrinks" not in pt_grid_section([doc(0.1, False)])
