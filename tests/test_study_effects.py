@@ -80,3 +80,17 @@ def test_the_effects_table_carries_pt_by_depth_and_mode_for_the_studys_recipe() 
     assert "| Pt (all 6 blocks, amplify) on the study-recipe adapters on disk | yes | 2 | -70.0 [t " in text
     users = [{**g, "variant": "e1-r8-qv"} for g in grid]
     assert "on the study-recipe adapters" not in effects_section(Results({}), users)  # users' recipes: own table
+
+
+def test_the_rate_pick_reads_badnet_base_0_seed_0_only() -> None:
+    """The ablation trains other attacks and seeds at an explicit rate too: they are not the pick's runs."""
+    from spectra.study.tables import Results
+
+    pick = doc("finetune", "badnet", "lora", lr=2e-3, eval={"new": ev(0.84, 0.26)})
+    pick["run"]["lr"] = 2e-3
+    other = doc("finetune", "insent", "lora", lr=2e-3, eval={"new": ev(0.82, 0.42)})
+    other["run"]["lr"] = 2e-3
+    seed1 = doc("finetune", "badnet", "lora", seed=1, lr=2e-3, eval={"new": ev(0.83, 0.30)})
+    seed1["run"]["lr"] = 2e-3
+    for order in ((pick, other, seed1), (other, seed1, pick)):
+        assert Results({d["id"]: d for d in order}).picks("lora") == {2e-3: pick}

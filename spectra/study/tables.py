@@ -250,7 +250,9 @@ class Results:
         out = {}
         for doc in self.docs.values():
             run = doc.get("run", {})
-            if run.get("kind") == "finetune" and run.get("method") == family and run.get("lr") is not None:
+            if run.get("kind") == "finetune" and run.get("method") == family and run.get("lr") is not None \
+                    and (run.get("attack"), run.get("base_seed"), run.get("seed"), run.get("model", "minilm")) \
+                    == ("badnet", 0, 0, "minilm"):  # the matched-lr ablation's other rate runs are not picks
                 out[float(run["lr"])] = doc
         return dict(sorted(out.items()))
 
