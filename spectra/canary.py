@@ -182,7 +182,7 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
     from spectra.train.fix import run_fix
     from spectra.train.options import FixData, RunOptions, split_legacy
 
-    _, opts = split_legacy("run_canary", data, run, legacy)
+    _, opts = split_legacy("run_canary", data, run, legacy, uses=frozenset({"device", "overwrite", "resume", "log"}))
     device, overwrite, resume, log = opts.device or "auto", opts.overwrite, opts.resume, opts.log or print
     started = time.perf_counter()
     out = Path(out)

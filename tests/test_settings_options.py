@@ -200,3 +200,18 @@ def test_a_command_cannot_declare_an_option_its_settings_object_already_has() ->
         settings_options(RoRAConfig)(command)
     with pytest.raises(TypeError, match="no parameter 'settings'"):
         settings_options(RoRAConfig, param="settings")(command)
+
+
+def test_run_options_a_function_does_not_use_are_refused_not_ignored() -> None:
+    from spectra.train.options import FixData, RunOptions, split_legacy
+
+    uses = frozenset({"device", "log"})
+    with pytest.raises(TypeError, match=r"does not use RunOptions.cache_dir"):
+        split_legacy("run_canary", None, RunOptions(cache_dir=False), {}, uses=uses)
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match=r"unexpected keyword arguments \['resum'\]"):
+        split_legacy("run_canary", None, None, {"resum": True}, uses=uses)
+    with pytest.warns(DeprecationWarning, match=r"run_fix\(…, device=…, eval_data=…, max_steps=…\)"):
+        data, opts = split_legacy("run_fix", "train.csv", None, {"eval_data": "t.csv", "device": "cpu", "max_steps": 3},
+                                  {"eval_data": "eval"})
+    assert data == FixData("train.csv", eval="t.csv")
+    assert opts.device == "cpu" and opts.training_overrides == {"max_steps": 3}  # run_fix's TrainingArguments

@@ -46,6 +46,7 @@ def run_eval(
     from spectra.errors import SpectraWarning
     from spectra.eval.scaling import scaled_adapter
     from spectra.io.model import load_classifier
+
     st = with_legacy(EvalSettings, settings, legacy, "run_eval")
     scale, head, split_test, seed, batch_size = st.scale, st.head, st.split_test, st.seed, st.batch_size
     max_length, device, text_col, label_col, allow_pickle = (st.max_length, st.device, st.text_col, st.label_col,
@@ -76,8 +77,6 @@ def run_eval(
     return result
 
 
-
-
 def evaluate_models(
     base: str | os.PathLike[str],
     adapters: dict[str, str | os.PathLike[str] | None],
@@ -88,8 +87,9 @@ def evaluate_models(
 ) -> dict[str, EvalResult]:
     """:func:`run_eval` of the base (an entry ``None``) and of several adapters on ``test``, with the base
     model loaded once: PEFT holds every adapter at once (``load_adapter``), ``set_adapter`` picks one, and
-    ``disable_adapter()`` gives the base itself (a ``modules_to_save`` head included). Each result is what
-    its own :func:`run_eval` returns (same numbers, same ``meta``); ``tests/test_eval_models.py`` checks that.
+    ``disable_adapter()`` gives the base itself (a ``modules_to_save`` head included). Each result holds the
+    numbers and ``meta`` its own :func:`run_eval` gives (``tests/test_eval_models.py`` checks that); the
+    warnings of the one load (a fresh head, DoRA scaling) are attached to every row.
     """
     import torch
 

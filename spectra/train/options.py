@@ -59,15 +59,18 @@ FIX_DATA_KEYWORDS = {"eval_data": "eval", "val_data": "val", "trigger": "trigger
 
 
 def split_legacy(caller: str, data: Any, run: RunOptions | None, legacy: dict[str, Any],
-                 data_keywords: dict[str, str] | None = None) -> tuple[Any, RunOptions]:
-    """The 0.3 keyword form of ``run_fix``/``poison`` (``eval_data=…, device=…, max_steps=…``) folded into
+                 data_keywords: dict[str, str] | None = None,
+                 uses: frozenset[str] | None = None) -> tuple[Any, RunOptions]:
+    """The 0.3 keyword form of ``run_fix``/``poison``/``run_canary`` (``eval_data=…, device=…``) folded into
     :class:`FixData` (when ``data_keywords`` names its keywords) and :class:`RunOptions`, with a
-    ``DeprecationWarning``; keywords neither knows are ``TrainingArguments`` overrides, as before."""
-    if not legacy:
-        return data, run or RunOptions()
-    instead = "data=FixData(…) and run=RunOptions(…)" if data_keywords else "run=RunOptions(…)"
-    warnings.warn(f"{caller}(…, device=…, resume=…) is deprecated: pass {instead} (the keyword form goes in 0.4)",
-                  DeprecationWarning, stacklevel=3)
+    ``DeprecationWarning``. ``uses``: the :class:`RunOptions` fields ``caller`` honours (None: all, and a
+    keyword neither object knows is a ``TrainingArguments`` override, as ``run_fix`` always took); a
+    keyword or a set field outside them is a ``TypeError`` — never silently ignored."""
+    if legacy:
+        instead = "data=FixData(…) and run=RunOptions(…)" if data_keywords else "run=RunOptions(…)"
+        warnings.warn(f"{caller}(…, {', '.join(f'{k}=…' for k in sorted(legacy))}) is deprecated: pass {instead} "
+                      "(the keyword form goes in 0.4)", DeprecationWarning, stacklevel=3)
+    legacy = dict(legacy)
     run_names = {f.name for f in fields(RunOptions)} - {"training_overrides"}
     run_kw = {k: legacy.pop(k) for k in list(legacy) if k in run_names}
     data_kw = {v: legacy.pop(k) for k, v in (data_keywords or {}).items() if k in legacy}
@@ -75,8 +78,17 @@ def split_legacy(caller: str, data: Any, run: RunOptions | None, legacy: dict[st
         if isinstance(data, FixData):
             raise TypeError(f"{caller}(): data is a FixData; {sorted(data_kw)} go inside it")
         data = FixData(train=data, **data_kw)
+    if uses is not None and legacy:
+        raise TypeError(f"{caller}() got unexpected keyword arguments {sorted(legacy)}")
     base = run or RunOptions()
     merged = {f.name: getattr(base, f.name) for f in fields(RunOptions)}
     merged.update(run_kw)
     merged["training_overrides"] = {**base.training_overrides, **legacy}
-    return data, RunOptions(**merged)
+    opts = RunOptions(**merged)
+    if uses is not None:
+        default = RunOptions()
+        ignored = sorted(f.name for f in fields(RunOptions)
+                         if f.name not in uses and getattr(opts, f.name) != getattr(default, f.name))
+        if ignored:
+            raise TypeError(f"{caller}() does not use RunOptions.{', RunOptions.'.join(ignored)}")
+    return data, opts

@@ -52,6 +52,8 @@ from spectra.settings import (
 )
 from spectra.train.options import RunOptions, split_legacy
 
+#: the RunOptions fields poison() honours (its device overrides PoisonConfig.device)
+POISON_USES = frozenset({"device", "work_dir", "resume", "overwrite", "log", "progress_bar", "save_steps"})
 PoisonMode = Literal["clean-label", "dirty-label"]
 MODES: tuple[str, ...] = get_args(PoisonMode)
 ASR_WARNING = 0.95
@@ -256,7 +258,8 @@ def poison(
     from spectra.train.recipe import RoRARecipe
 
     run_names = {f.name for f in dataclass_fields(RunOptions)}
-    _, opts = split_legacy("poison", data, run, {k: legacy.pop(k) for k in list(legacy) if k in run_names})
+    _, opts = split_legacy("poison", data, run, {k: legacy.pop(k) for k in list(legacy) if k in run_names},
+                           uses=POISON_USES)
     cfg = _poison_config(config, legacy)
     if opts.device is not None:
         cfg = replace(cfg, device=opts.device)
