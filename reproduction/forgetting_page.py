@@ -15,6 +15,7 @@ import numpy as np
 
 from spectra.forgetting import FEATURES
 from reproduction.forgetting import evidence_rows, write_table
+from reproduction.pt_grid import load_grid
 from reproduction.forgetting_stats import (FALSE_PASS_TARGET, GROUPINGS, MIN_AUROC, POLICY_MAX_RATIO, auroc, spearman,
                                             calibration_table, cluster_bootstrap, fit_model, fmt, grouped_cv, matrix)
 from reproduction.forgetting_text import page, readme_summary
@@ -189,9 +190,7 @@ def render(results_dir: str | Path, csv_path: str | Path, doc_path: str | Path, 
     from spectra.study.tables import load_results
 
     results = load_results(results_dir)
-    grid_dir = Path(results_dir).parent / "pt_grid"  # docs/study/pt_grid beside the results
-    grid = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(grid_dir.glob("*.json"))}
-    rows = evidence_rows(results, grid)
+    rows = evidence_rows(results, load_grid(Path(results_dir).parent / "pt_grid"))  # docs/study/pt_grid
     write_table(rows, csv_path)
     an = analyse(rows)
     draw_calibration(an, Path(figure))

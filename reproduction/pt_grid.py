@@ -15,6 +15,7 @@ its adapter or poisoned base is no longer on disk (results keep numbers, not wei
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import time
@@ -118,6 +119,7 @@ def _canary_todo(results: Path, out: Path, pattern: Any) -> list[tuple[Path, dic
     return todo
 
 
+@functools.lru_cache(maxsize=1)
 def _canary_test() -> Any:
     """The quick canary's 250 test rows of CR (what its runs were evaluated on)."""
     from spectra.canary import CanarySettings, canary_splits
@@ -180,9 +182,9 @@ def run_grid(results: Path, work: Path, out: Path, *, only: str | None = None,
     return written
 
 
-def load_grid(folder: Path) -> list[dict[str, Any]]:
-    """Every committed grid document in ``folder`` (none yet: an empty list)."""
-    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(folder).glob("*.json"))]
+def load_grid(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every committed grid document in ``folder``, by run id (its file name); none yet: empty."""
+    return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(folder).glob("*.json"))}
 
 
 def _depth_label(depth: int | str, n_blocks: int) -> str:

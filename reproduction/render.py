@@ -483,7 +483,7 @@ def render_study(results_dir: str | Path, doc: str | Path, figures: str | Path,
     save_figure(predictor_figure(crossing_rows(results)), figures / FIGURES["predictor"])
     for attack in ATTACKS:
         save_figure(sweep_figure(results, attack), figures / f"reproduction_sweep_{attack}.png")
-    grid = load_grid(Path(results_dir).parent / "pt_grid")  # docs/study/pt_grid beside the results
+    grid = list(load_grid(Path(results_dir).parent / "pt_grid").values())  # docs/study/pt_grid beside the results
     Path(doc).write_text(render_markdown(results, Recipe(), pt_grid=grid), encoding="utf-8")
     log(f"wrote {doc} and {len(FIGURES) + len(ATTACKS)} figures in {figures} from {len(results.docs)} results")
     if readme is not None:
