@@ -103,7 +103,9 @@ def _readings(an: dict[str, Any]) -> list[str]:
     model = {k: cv[k]["scores"]["model"] for k in GROUPINGS}
     multi = {k: cv[k]["scores"]["multi"] for k in GROUPINGS}
     worst = min(model, key=lambda k: model[k][0])
-    beats_multi = all(model[k][0] >= multi[k][0] - 0.01 for k in GROUPINGS)
+    # where the combination is more than 0.01 better (or worse) held out: only computable groupings count
+    better = [GROUPINGS[k] for k in GROUPINGS if multi[k][0] > model[k][0] + 0.01]
+    worse = [GROUPINGS[k] for k in GROUPINGS if multi[k][0] < model[k][0] - 0.01]
     weak = [f for f in FEATURES if max(an["single"][f]["auroc"], 1 - an["single"][f]["auroc"]) < 0.7]
     policy = cv["base"]["scores"][next(b for b in cv["base"]["scores"] if b.startswith("example policy"))]
     lines = ["## What predicts and what does not", "",
@@ -116,9 +118,12 @@ def _readings(an: dict[str, Any]) -> list[str]:
                     f"{GROUPINGS[k]} {m[0]:.2f}" if math.isfinite(m[0]) else f"{GROUPINGS[k]} not computable"
                     for k, m in model.items() if not m[0] >= TARGET_AUROC) + "."),
              *_not_computable(an, model),
-             ("- **A combination adds nothing:**" if beats_multi else "- **A combination does better:**")
-             + f" the logistic regression on {', '.join(MODEL_FEATURES)} " + ("does not beat" if beats_multi else "beats")
-             + " the one-feature model on held-out groups ("
+             ("- **A combination adds nothing:**" if not better else "- **A combination does better:**" if not worse
+              else "- **A combination is mixed:**")
+             + f" the logistic regression on {', '.join(MODEL_FEATURES)} "
+             + (f"beats the one-feature model leaving one {' / '.join(better)} out" if better
+                else "does not beat the one-feature model on any held-out grouping")
+             + (f", and loses leaving one {' / '.join(worse)} out" if better and worse else "") + " ("
              + ", ".join(f"{GROUPINGS[k]} {_point(multi[k][0])} against {_point(model[k][0])}" for k in GROUPINGS)
              + ").",
              f"- **Does not predict (|AUROC − 0.5| < 0.2 in-sample):** {', '.join(f'`{f}`' for f in weak) or 'none'}."
