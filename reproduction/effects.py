@@ -128,8 +128,30 @@ def effects_section(results: Results, pt_grid: list[dict[str, Any]] | None = Non
     clear = [r for r in rows if r["pairs"] >= 2 and r["matched lr"] and (r["asr"][1][1] < 0 or r["asr"][1][0] > 0)]
     lines += ["", "Effects on ASR whose Student-t interval excludes 0 at a matched rate: "
               + (", ".join(f"{r['effect']} ({r['asr'][0]:+.1f})" for r in clear) or "none yet") + ".\n",
-              pt_grid_section(pt_grid or [])]
+              rebuilt_bases_note(results), pt_grid_section(pt_grid or [])]
     return "\n".join(lines)
+
+
+def rebuilt_bases_note(results: Results) -> str:
+    """Whether the ablation's runs (tier 6) and the study's older ones it pairs them with share a base:
+    the poisoned weights are not committed, so a later session rebuilds a base from its recipe and
+    compares the rebuilt base's held-out evaluation with the committed one (``base_rebuilt``)."""
+    runs = [d for d in results.docs.values() if (d.get("run") or {}).get("tier") == 6
+            and (d.get("run") or {}).get("kind") == "finetune"]
+    checked = [d for d in runs if "base_rebuilt" in d]
+    if not runs:
+        return ""
+    differ = sorted(d["id"] for d in checked if not d["base_rebuilt"].get("identical"))
+    compared = sorted({k for d in checked for k in d["base_rebuilt"].get("compared", [])})
+    text = (f"Same base across sessions: the poisoned weights are not committed, so the ablation's runs trained on "
+            f"bases rebuilt from their recipe and seed. {len(checked)} of its {len(runs)} runs record the check; ")
+    if not checked:
+        return text + "none can say it is the committed base.\n"
+    text += (f"the rebuilt base's held-out evaluation equals the committed one in every compared number "
+             f"({', '.join(compared)}) on {len(checked) - len(differ)} of {len(checked)}")
+    if differ:
+        text += f"; it **differs** for {', '.join(differ)}, whose pairs with older runs are not same-base pairs"
+    return text + ".\n"
 
 
 #: pairs per attack and rate in the ablation's design (3 seeds on base 0, one on bases 1 and 2)

@@ -94,3 +94,22 @@ def test_the_rate_pick_reads_badnet_base_0_seed_0_only() -> None:
     seed1["run"]["lr"] = 2e-3
     for order in ((pick, other, seed1), (other, seed1, pick)):
         assert Results({d["id"]: d for d in order}).picks("lora") == {2e-3: pick}
+
+
+def test_the_page_says_whether_the_ablation_trained_on_the_committed_bases() -> None:
+    from reproduction.effects import rebuilt_bases_note
+    from spectra.study.tables import Results
+
+    same = {"identical": True, "compared": ["asr", "ca"], "differences": {}}
+    other = {"identical": False, "compared": ["asr", "ca"], "differences": {"ca": [0.83, 0.82]}}
+    docs = [doc("finetune", "badnet", "lora", seed=s, lr=2e-3, base_rebuilt=check)
+            for s, check in enumerate([same, same, other])]
+    docs.append(doc("finetune", "badnet", "lora", seed=3, lr=2e-3))  # trained before runs recorded the check
+    older = doc("finetune", "insent", "lora", lr=2e-4)  # the study's own tier-1 run: not the ablation's
+    for d in docs:
+        d["run"]["tier"] = 6
+    text = rebuilt_bases_note(Results({d["id"]: d for d in [*docs, older]}))
+    assert "3 of its 4 runs record the check" in text
+    assert "every compared number (asr, ca) on 2 of 3" in text
+    assert "**differs** for badnet-finetune-lora-b0-s2," in text
+    assert rebuilt_bases_note(Results({older["id"]: older})) == ""

@@ -140,3 +140,46 @@ def test_a_base_counts_the_compute_of_every_poisoning_stage_not_its_last_process
     assert run_seconds({"wall_s": 120.0, "poison_wall_s": 14_574.0}) == 14_574.0
     assert run_seconds({"wall_s": 1_000.0, "poison_wall_s": 900.0}) == 1_000.0  # poisoned and evaluated here
     assert run_seconds({"wall_s": 1_786.6}) == 1_786.6 and run_seconds({}) == 0.0  # fine-tuning runs
+
+
+@pytest.mark.parametrize("rebuilt_asr, identical", [(0.97, True), (0.96, False)])
+def test_a_rebuilt_base_is_compared_with_the_committed_one_and_its_runs_say_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rebuilt_asr: float, identical: bool) -> None:
+    import json
+    import shutil
+    from types import SimpleNamespace
+
+    import spectra.eval.pipeline
+    import spectra.study.execute
+    import spectra.train.poison
+    from spectra.study.execute import REBUILD_FILE, Study
+    from spectra.study.plan import Run
+    from spectra.study.records import write_json
+
+    asrs = iter([0.97, rebuilt_asr])  # first build, then the rebuild on a "fresh machine"
+
+    def fake_poison(start: Path, data: object, trigger: object, config: object, **kwargs: object) -> SimpleNamespace:
+        asr = next(asrs)
+
+        def write(folder: Path, overwrite: bool = False) -> None:
+            folder.mkdir(parents=True)
+            (folder / "poison.json").write_text(json.dumps({"ca": 0.9, "asr": asr, "asr_floor": 0.1,
+                                                            "timings_s": {"total": 60.0}, "poisoning": {}}))
+        return SimpleNamespace(write=write)
+
+    downstream = SimpleNamespace(to_dict=lambda: {"ca": 0.75, "asr": 0.95, "asr_floor": 0.3})
+    monkeypatch.setattr(spectra.train.poison, "poison", fake_poison)
+    monkeypatch.setattr(spectra.eval.pipeline, "run_eval", lambda *a, **k: downstream)
+    monkeypatch.setattr(Study, "splits", SimpleNamespace(proxy="proxy", test="test"))
+    monkeypatch.setattr(spectra.study.execute, "_clean_model", lambda model: tmp_path / f"clean-{model}")
+    log: list[str] = []
+    study = Study(tmp_path / "results", tmp_path / "work", log=log.append)
+    base = Run("base", "badnet", 0, model="smollm2", tier=4)
+    write_json(study.path(base), study.execute(base))
+    shutil.rmtree(study.bases)  # a fresh machine: the result is committed, the weights are not
+
+    study.ensure_base(Run("finetune", "badnet", 0, "lora", 0, model="smollm2", tier=4))
+    check = json.loads((study.paper_base_folder(base) / REBUILD_FILE).read_text())
+    assert check["identical"] is identical and "asr" in check["compared"] and "ca" in check["compared"]
+    assert check["differences"] == ({} if identical else {"asr": [0.97, 0.96]})
+    assert ("identical to the committed result" in log[-1]) is identical

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from spectra.study.plan import Run, lr_picks
-from spectra.study.records import audit_summary, compact_eval, rescale_summary, write_json
+from spectra.study.records import audit_summary, compact_eval, rebuild_check, rescale_summary, write_json
 from spectra.study.recipe import (ATTACKS, LR_FAMILY, MAX_EXTRA_POISON_EPOCHS, MIN_EXTRA_EPOCH_GAIN, TARGET_LABEL,
                                   Recipe, Splits, load_splits)
 from spectra.train.poison import ASR_WARNING
 
 Log = Callable[[str], None]
+#: written beside a rebuilt base's poison.json: how its evaluation compares with the committed one
+REBUILD_FILE = "rebuild.json"
 
 class Study:
     """The study's state on disk: where results and work live, and how each run kind executes."""
@@ -229,6 +231,9 @@ class Study:
             "epochs": epochs_log, "converged": converged([e["val_ca"] for e in epochs_log if "val_ca" in e]),
             "resumed": resumed,
         }
+        rebuilt = self.base_folder(run) / REBUILD_FILE
+        if rebuilt.is_file():  # trained on a rebuilt base: whether it is the committed one
+            doc["base_rebuilt"] = json.loads(rebuilt.read_text(encoding="utf-8"))
         if not cfg.full:
             doc["audit"] = audit_summary(str(self.base_folder(run)), out / "adapter", cfg.top_k)
             if cfg.pt_active:
@@ -289,9 +294,11 @@ class Study:
         for extra in range(1, int(round(used - self.recipe.poison_epochs)) + 1):
             start = self._poison(run, self.more_epochs_folder(run, extra), start, 1.0)
         info = json.loads((folder / "poison.json").read_text(encoding="utf-8"))
-        was = (doc.get("proxy_heldout") or {}).get("asr")
-        now = compact_eval(info.get("evaluation") or info).get("asr")
-        self.log(f"{run.base().id}: rebuilt; held-out ASR {now} (committed result: {was})")
+        check = rebuild_check(doc.get("proxy_heldout") or {}, compact_eval(info.get("evaluation") or info))
+        write_json(folder / REBUILD_FILE, check)
+        same = ("identical to the committed result in " + ", ".join(check["compared"]) if check["identical"]
+                else f"different from the committed result: {check['differences'] or 'nothing to compare'}")
+        self.log(f"{run.base().id}: rebuilt; its held-out evaluation is {same}")
 
     # sweep: Figure 3 and the threshold predictions for one adapter (before Pt)
     def _sweep(self, run: Run) -> dict[str, Any]:

@@ -17,6 +17,18 @@ def compact_eval(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row.get(k) for k in EVAL_KEYS}
 
 
+def rebuild_check(committed: dict[str, Any], rebuilt: dict[str, Any]) -> dict[str, Any]:
+    """Whether a poisoned base rebuilt from its recipe evaluates exactly as the committed one did.
+
+    Runs paired with the study's older runs (same seed, same base) are only paired if the base is
+    the same checkpoint; the weights are not committed, so its held-out evaluation — every
+    number in :data:`EVAL_KEYS` that both sides hold — is the fingerprint compared.
+    """
+    keys = [k for k in EVAL_KEYS if k in committed and k in rebuilt]
+    differences = {k: [committed[k], rebuilt[k]] for k in keys if committed[k] != rebuilt[k]}
+    return {"identical": bool(keys) and not differences, "compared": keys, "differences": differences}
+
+
 def write_json(path: Path, doc: dict[str, Any]) -> None:
     """Write ``doc`` to ``path`` atomically (a temporary sibling, then a rename)."""
     from spectra.io.files import write_text_atomic
