@@ -14,7 +14,7 @@ from typing import Any
 
 from reproduction import paper
 from reproduction.effects import matched_lr_verdict
-from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
+from spectra.study.plan import SEEDS, study_plan
 from spectra.study.tables import Results, below_asr_bar, rescale_effect, t975, within
 
 ATTACKS = ("badnet", "insent")
@@ -117,9 +117,10 @@ def verdicts(results: Results) -> list[Verdict]:
     out.append(Verdict(
         "LoRA's leading singular vectors keep a distinctly non-zero alignment with W_pre's top-32 (Figure 2)",
         "low but distinctly non-zero cosines", txt, v,
-        "a permutation null: reproduces when the share of module cosines above the 95th percentile of a random "
-        "orthonormal frame of the same size (k = 32 in R^384) is above the 5 % chance gives, its 95 % interval "
-        "clear of 5 %"))
+        "a random-frame null (Monte Carlo over random orthonormal frames of the same size, k = 32 in R^384; "
+        "isotropic, not a permutation of the data): reproduces when the share of module cosines above the "
+        "null's 95th percentile is above the 5 % chance gives, its 95 % interval clear of 5 %; 'weakly' when the "
+        "median max|cos| is also under twice a random direction's"))
     if have(rora, lora):
         flags = [asr(rora, a) <= 20 and ca(rora, a) >= ca(lora, a) - 2 and not rora[a].collapsed for a in ATTACKS]
         partly = [asr(rora, a) <= asr(lora, a) - 30 and not rora[a].collapsed for a in ATTACKS]
@@ -127,7 +128,7 @@ def verdicts(results: Results) -> list[Verdict]:
     else:
         v = "not measured yet"
     reads.append((("RoRA", rora), ("LoRA", lora)))
-    edges.append([("RoRA", rora, None, 20), ("RoRA", rora, lora, -30)])
+    edges.append([("RoRA", rora, None, 20), ("RoRA", rora, lora, -30), ("RoRA", rora, lora, -2, "ca")])
     out.append(Verdict(
         "RoRA removes the backdoor at little cost in clean accuracy",
         "RoRA ASR on CR 1.5–10%, CA within ~1 point of LoRA (Table 2)", ours(rora, "RoRA"), v,
@@ -145,7 +146,8 @@ def verdicts(results: Results) -> list[Verdict]:
         "Tr alone is not sufficient (Table 5, SST-2)", "ASR stays at 93–98% under InSent",
         ours(tr, "Tr alone"),
         _count([asr(tr, a) >= asr(lora, a) - 10 for a in ATTACKS]) if have(tr, lora) else "not measured yet",
-        "reproduces when Tr alone stays within 10 points of LoRA's ASR on both attacks"))
+        "reproduces when Tr alone's mean ASR is no more than 10 points below LoRA's on both attacks (at or above "
+        "LoRA's counts: Tr alone leaves the backdoor)"))
     if have(pt, lora):
         v = _count([asr(pt, a) <= asr(lora, a) - 50 and not pt[a].collapsed for a in ATTACKS])
     else:
@@ -171,7 +173,7 @@ def verdicts(results: Results) -> list[Verdict]:
         "(RoBERTa BadNet: a two-component row 85.82 against 81.91 for all three)", txt, v,
         "reproduces when full RoRA has the highest mean Δ = CA − ASR among +CI, Tr alone, +CI+Tr, Pt alone and "
         "RoRA on both attacks"))
-    out = [Verdict(v.claim, v.paper, v.ours, _marked(v.verdict, cells, _close_calls(edge)), v.rule)
+    out = [Verdict(v.claim, v.paper, v.ours, _marked(v.verdict, cells, _close_calls(results, edge)), v.rule)
            for v, cells, edge in zip(out, reads, edges, strict=True)]
     return [*out, Verdict(*matched_lr_verdict(results)), _variants_verdict(results), _threshold_verdict(results),
             _checkpoint_verdict(results), _llama_verdict(results)]
@@ -251,38 +253,67 @@ def figure2_null(tables: list[list[dict[str, Any]]], dim: int = 384, k: int = 32
     return share, (float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))), q95
 
 
-def _close_call(row: str, cells: dict[str, Any], ref: dict[str, Any] | None, offset: float) -> str | None:
-    """Where a rule compares ``row``'s mean ASR with an edge (``offset``, plus ``ref``'s mean ASR when given)
-    and the edge lies inside the 95 % Student-t interval of that comparison (Welch's degrees of freedom
-    for two cells), say so: a verdict the seeds' spread could flip is read with that in mind, not
-    hidden behind the fixed rule."""
+def _pair_key(results: Results, run_id: str) -> tuple[int, int] | None:
+    """(poisoned base, fine-tuning seed) of a study run: what makes two runs a pair."""
+    run = (results.docs.get(run_id) or {}).get("run") or {}
+    return (run["base_seed"], run["seed"]) if "base_seed" in run and "seed" in run else None
+
+
+def _edge_interval(results: Results, cells: Any, ref: Any, metric: str) -> tuple[float, float, float, str] | None:
+    """(mean of row − ref — or of the row alone —, its standard error, degrees of freedom, how it was
+    paired). Runs that share a base and seed are paired (the paired t); cells that do not pair run
+    for run are compared with Welch's t. None without a spread to speak of."""
+    x = {_pair_key(results, i): 100 * v[metric] for i, v in zip(cells.ids, cells.values, strict=True)}
+    if ref is None:
+        d = list(x.values())
+        how = "t"
+    else:
+        y = {_pair_key(results, i): 100 * v[metric] for i, v in zip(ref.ids, ref.values, strict=True)}
+        if None not in x and set(x) == set(y) and len(x) >= 2:
+            d, how = [x[k] - y[k] for k in x], "paired t"
+        else:
+            (m1, s1), (m2, s2) = cells.stat(metric), ref.stat(metric)
+            v1, v2 = s1 ** 2 / cells.n, s2 ** 2 / ref.n
+            denom = (v1 ** 2 / (cells.n - 1) if cells.n > 1 else 0) + (v2 ** 2 / (ref.n - 1) if ref.n > 1 else 0)
+            if denom <= 0:
+                return None
+            return m1 - m2, math.sqrt(v1 + v2), (v1 + v2) ** 2 / denom, "Welch t"
+    if len(d) < 2:
+        return None
+    return statistics.mean(d), statistics.stdev(d) / math.sqrt(len(d)), len(d) - 1, how
+
+
+def _close_call(results: Results, row: str, cells: dict[str, Any], ref: dict[str, Any] | None, offset: float,
+                metric: str = "asr") -> str | None:
+    """Where a rule compares ``row``'s mean ``metric`` (or its difference from ``ref``'s) with an edge
+    (``offset``) and the edge lies inside that comparison's Student-t 95 % interval, say so: a verdict
+    the seeds' spread could flip is read with that in mind, not hidden behind the fixed rule."""
     notes = []
     for a in ATTACKS:
         if not cells[a].n or (ref is not None and not ref[a].n):
             continue
-        mean, sd = cells[a].stat("asr")
-        v1 = sd ** 2 / cells[a].n
-        edge, var, df = offset, v1, cells[a].n - 1
-        if ref is not None:
-            ref_mean, ref_sd = ref[a].stat("asr")
-            v2 = ref_sd ** 2 / ref[a].n
-            edge, var = edge + ref_mean, v1 + v2
-            denom = (v1 ** 2 / max(cells[a].n - 1, 1) if cells[a].n > 1 else 0) + \
-                    (v2 ** 2 / max(ref[a].n - 1, 1) if ref[a].n > 1 else 0)
-            df = var ** 2 / denom if denom > 0 else 0
-        se = math.sqrt(var)
+        got = _edge_interval(results, cells[a], None if ref is None else ref[a], metric)
+        if got is None:
+            continue
+        diff, se, df, how = got
         half = t975(df) * se
-        if se > 0 and abs(mean - edge) < half:
-            notes.append(f"{a} {row} ASR {mean:.1f}% against the rule's edge {edge:.1f}%, inside its 95 % interval "
-                         f"± {half:.1f} (t, {df:.0f} df)")
+        if se > 0 and abs(diff - offset) < half:
+            ref_mean = 0.0 if ref is None else ref[a].mean(metric)
+            notes.append(f"{a} {row} {metric.upper()} {diff + ref_mean:.1f}% against the rule's edge "
+                         f"{offset + ref_mean:.1f}%, inside its 95 % interval ± {half:.1f} ({how}, {_df(df)} df)")
     return "; ".join(notes) or None
 
 
-def _close_calls(edge: Any) -> str | None:
+def _df(df: float) -> str:
+    """Degrees of freedom as printed: whole, or to one decimal where Welch's are fractional."""
+    return f"{df:.0f}" if abs(df - round(df)) < 0.05 else f"{df:.1f}"
+
+
+def _close_calls(results: Results, edge: Any) -> str | None:
     """Close calls on every edge a verdict's rule has (one edge, or a list of them)."""
     if edge is None:
         return None
-    notes = [_close_call(*e) for e in (edge if isinstance(edge, list) else [edge])]
+    notes = [_close_call(results, *e) for e in (edge if isinstance(edge, list) else [edge])]
     return "; ".join(n for n in notes if n) or None
 
 
@@ -417,40 +448,12 @@ def best_constant_gamma(measured: list[float]) -> tuple[float, float]:
 def _checkpoint_verdict(results: Results) -> Verdict:
     """Does the poisoned checkpoint move LoRA's ASR more than the fine-tuning seed does? (The
     issue's question, after an independent reproduction; the paper has one base per setting.)"""
-    claim = "whether the backdoor survives LoRA depends on the poisoned checkpoint (not the paper's claim)"
-    paper = "one poisoned base per setting; an independent reproduction found the outcome depends on it"
-    rule = ("a variance-components reading: with one seed per base, Var(ASR over bases) estimates σ²_base + "
-            "σ²_seed and Var(ASR over seeds on base 0) σ²_seed, so F = their ratio is (1 + σ²_base/σ²_seed)·F(df, df). "
-            "Reproduces when the 95 % interval of σ²_base/σ²_seed excludes 0 on both attacks; partly on one; "
-            "inconclusive when it includes 0 everywhere")
-    found, parts, unconverged = [], [], 0
-    for a in ATTACKS:
-        bases = results.cell("LoRA", a, base_seeds=BASE_SEEDS, seeds=(0,))  # seed 0 on each base, as the bases table
-        seeds = results.cell("LoRA", a, seeds=SEEDS)
-        if bases.n < 2 or seeds.n < 2:
-            parts.append(f"{a}: {bases.n} base(s) so far")
-            continue
-        over_bases, over_seeds = bases.stat("asr")[1], seeds.stat("asr")[1]
-        F = (over_bases / over_seeds) ** 2 if over_seeds > 0 else math.inf
-        lo, hi = (max(0.0, F / _f2_quantile(q, seeds.n - 1) - 1) for q in (0.975, 0.025)) if bases.n == 3 \
-            else (math.nan, math.nan)
-        found.append((bases.n, lo > 0))
-        unconverged += bases.not_converged + seeds.not_converged
-        values = ", ".join(f"{100 * v['asr']:.1f}" for v in bases.values)
-        parts.append(f"{a}: LoRA ASR {values}% over {bases.n} bases (std {over_bases:.1f}) against std {over_seeds:.1f} "
-                     f"over {seeds.n} seeds; σ²_base/σ²_seed ≈ {max(F - 1, 0):.1f}, 95 % interval [{lo:.1f}, {hi:.1f}]")
-    if len(found) < len(ATTACKS):
-        return Verdict(claim, paper, "; ".join(parts), "not measured yet", rule)
-    fewest = min(n for n, _ in found)
-    preliminary = f"preliminary: {fewest} of {len(BASE_SEEDS)} bases" if fewest < len(BASE_SEEDS) else None
-    flags = [flag for _, flag in found]
-    v = _count(flags) if any(flags) else f"inconclusive at {fewest} bases × {len(SEEDS)} seeds (every interval includes 0)"
-    return Verdict(claim, paper, "; ".join(parts), _with_marks(v, preliminary, unconverged), rule)
+    from reproduction.checkpoint import CLAIM, PAPER, RULE, checkpoint_reading
 
-
-def _f2_quantile(q: float, df2: int) -> float:
-    """The q-quantile of F(2, df2), in closed form: its CDF is 1 − (1 + 2f/df2)^(−df2/2)."""
-    return df2 / 2 * ((1 - q) ** (-2 / df2) - 1)
+    r = checkpoint_reading(results)
+    verdict = r["verdict"] if r["verdict"] == "not measured yet" else _with_marks(r["verdict"], r["preliminary"],
+                                                                                   r["unconverged"])
+    return Verdict(CLAIM, PAPER, r["ours"], verdict, RULE)
 
 
 def _llama_verdict(results: Results) -> Verdict:

@@ -372,3 +372,22 @@ def test_newcombe_interval_matches_the_paper_example() -> None:
     # Newcombe (1998), Table II example (56/70 vs 48/80), method 10: 0.0524 to 0.3339.
     lo, hi = newcombe_interval(56 / 70, wilson_interval(56, 70), 48 / 80, wilson_interval(48, 80))
     assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
+
+
+@pytest.mark.parametrize("df, t", [(1, 12.706), (2, 4.303), (3, 3.182), (10, 2.228), (30, 2.042), (45, 2.014),
+                                   (120, 1.980)])
+def test_t_quantile_matches_the_printed_table(df: int, t: float) -> None:
+    from spectra.data.stats import t_quantile
+
+    assert t_quantile(0.975, df) == pytest.approx(t, abs=5e-4)
+    assert t_quantile(0.025, df) == pytest.approx(-t, abs=5e-4)
+
+
+def test_a_fractional_df_lies_between_its_neighbours_and_f_quantiles_are_exact_where_closed_form() -> None:
+    from spectra.data.stats import f_quantile, t_quantile
+
+    assert t_quantile(0.975, 4) < t_quantile(0.975, 3.55) < t_quantile(0.975, 3)
+    # F(2, d) has the closed-form CDF 1 − (1 + 2f/d)^(−d/2)
+    for d, q in ((2, 0.975), (2, 0.025), (7, 0.9)):
+        assert f_quantile(q, 2, d) == pytest.approx(d / 2 * ((1 - q) ** (-2 / d) - 1), rel=1e-9)
+    assert f_quantile(0.95, 3, 10) == pytest.approx(3.708, abs=5e-4)  # printed F table

@@ -402,7 +402,7 @@ def test_table2s_poisoned_base_row_spreads_over_the_bases_and_the_others_over_se
     assert rows["| LoRA"].startswith("| LoRA | 1 | 84.0 | 50.0 |")  # base 1's LoRA is in the bases table
 
 
-def test_the_checkpoint_verdict_compares_the_spread_over_bases_with_the_spread_over_seeds() -> None:
+def test_the_checkpoint_verdict_is_a_one_way_anova_over_bases() -> None:
     from reproduction.render import _gaps_per_base
     from spectra.study.tables import Results
     from reproduction.verdicts import verdicts
@@ -421,12 +421,12 @@ def test_the_checkpoint_verdict_compares_the_spread_over_bases_with_the_spread_o
             "whether the backdoor survives LoRA depends on the poisoned checkpoint"]
 
     assert checkpoint(runs((0.75,), (0.75,))) == "not measured yet"  # one base each
-    # two bases: no interval yet (the F(2, 2) reading needs three)
+    # two bases, groups {75, 70, 80} and {95}: F = 300 / 25 = 12 on (1, 2) df, under F(1, 2)'s 97.5 % point 38.5
     assert checkpoint(runs((0.75, 0.95), (0.75, 0.80))) == \
-        "inconclusive at 2 bases × 3 seeds (every interval includes 0) (preliminary: 2 of 3 bases)"
-    # seeds' std 5; bases 0.75 / 0.95 / 0.55 (std 20): F = 16 < F(2,2)'s 97.5 % point 39, the interval includes 0
+        "inconclusive at 2 bases (every interval includes 0) (preliminary: 2 of 3 bases)"
+    # groups {75, 70, 80}, {95}, {55}: MS_between 400, MS_within 25, F = 16 < F(2, 2)'s 39: includes 0
     assert checkpoint(runs((0.75, 0.95, 0.55), (0.75, 0.95, 0.55))).startswith("inconclusive at 3 bases")
-    # bases 0.75 / 0.05 / 0.99 (std 49): F = 96, σ²_base/σ²_seed ≥ 96/39 − 1 = 1.5 > 0 on both attacks
+    # groups {75, 70, 80}, {5}, {99}: F = 2526.4 / 25 = 101.1, n₀ = 1.4, lower bound (101.1/39 − 1)/1.4 = 1.14 > 0
     assert checkpoint(runs((0.75, 0.05, 0.99), (0.75, 0.05, 0.99))) == "reproduces"
     assert checkpoint(runs((0.75, 0.05, 0.99), (0.75, 0.76, 0.74))) == "partly"
     # a LoRA run whose validation CA was still rising is named in the verdict, as in every other row
@@ -461,3 +461,14 @@ def test_a_verdict_is_marked_by_the_cells_it_reads_and_by_unconverged_runs() -> 
     fft["converged"], fft["epochs"] = False, [{"val_ca": 0.85} for _ in range(6)]  # flat: converged
     by = {v.claim: v.verdict for v in verdicts(Results(docs))}
     assert "not converged" not in by["full fine-tuning forgets more of the backdoor than LoRA"]
+
+
+def test_variance_components_match_a_hand_computed_unbalanced_anova() -> None:
+    from reproduction.checkpoint import variance_components
+
+    vc = variance_components({"0": [75.0, 70.0, 80.0], "1": [5.0], "2": [99.0]})
+    assert vc is not None
+    assert vc["F"] == pytest.approx(2526.4 / 25) and vc["n0"] == pytest.approx(1.4)
+    assert vc["ratio"] == pytest.approx((2526.4 / 25 - 1) / 1.4)
+    assert vc["lo"] == pytest.approx((2526.4 / 25 / 39 - 1) / 1.4) and vc["f_needed"] == pytest.approx(39.0)
+    assert variance_components({"0": [75.0], "1": [80.0]}) is None  # no within-base spread: no reading

@@ -100,20 +100,12 @@ def run_converged(doc: dict[str, Any]) -> bool | None:
     return converged(curve) if curve else doc.get("converged")
 
 
-#: two-sided 95 % Student-t critical values by degrees of freedom (df > 30: the normal's 1.96)
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-         20: 2.086, 25: 2.060, 30: 2.042}
-
-
 def t975(df: float) -> float:
-    """The two-sided 95 % Student-t critical value for ``df`` degrees of freedom (a fractional df,
-    as Welch's gives, takes the next smaller tabulated one: the wider interval)."""
-    if not df >= 1:
-        return math.inf
-    if df > 30:
-        return 1.96
-    return _T975[max(k for k in _T975 if k <= df)]
+    """The two-sided 95 % Student-t critical value for ``df`` degrees of freedom, exact for a
+    fractional df as Welch's gives (infinite without a degree of freedom)."""
+    from spectra.data.stats import t_quantile
+
+    return t_quantile(0.975, df) if df > 0 else math.inf
 
 
 @dataclass
