@@ -31,8 +31,9 @@ EFFECTS: tuple[tuple[str, tuple[str, float, str], tuple[str, float, str]], ...] 
      ("rora", 2e-3, "new"), ("lora", 2e-4, "new")),
 )
 BOOTSTRAP = 2000
-#: fewer pairs than this get the Student-t interval alone
-MIN_BOOTSTRAP = 5
+#: fewer pairs than this get the Student-t interval alone: a percentile bootstrap of a handful of
+#: values under-covers, and more so where several differences are exactly 0 (Pt left the adapter as it was)
+MIN_BOOTSTRAP = 10
 
 
 def _evaluation(doc: dict[str, Any], where: str) -> dict[str, Any] | None:
@@ -81,14 +82,30 @@ def effects(results: Results) -> list[dict[str, Any]]:
             control = index.get((cm, round(clr, 10), attack, base, seed))
             treated, ref = _evaluation(doc, tw), _evaluation(control, cw) if control else None
             if treated and ref:
-                pairs.append((attack, base, seed, 100 * (treated["asr"] - ref["asr"]), 100 * (treated["ca"] - ref["ca"])))
+                pairs.append((attack, base, seed, 100 * (treated["asr"] - ref["asr"]), 100 * (treated["ca"] - ref["ca"]),
+                              _committed_base(doc) and _committed_base(control)))
         row: dict[str, Any] = {"effect": name, "matched lr": tlr == clr, "pairs": len(pairs),
-                               "attacks": sorted({p[0] for p in pairs})}
+                               "attacks": sorted({p[0] for p in pairs}),
+                               "by attack": {a: (statistics.mean(p[3] for p in pairs if p[0] == a),
+                                                 sum(1 for p in pairs if p[0] == a)) for a in sorted({p[0] for p in pairs})},
+                               "unchecked base": sum(1 for p in pairs if not p[5])}
         if pairs:
             row["asr"] = _interval([p[3] for p in pairs])
             row["ca"] = _interval([p[4] for p in pairs])
         rows.append(row)
     return rows
+
+
+def _committed_base(doc: dict[str, Any]) -> bool:
+    """Whether a run trained on the committed poisoned base: the study's own tiers did; an ablation run
+    (tier 6, a later session) did when the base it rebuilt evaluated identically (``base_rebuilt``)."""
+    if (doc.get("run") or {}).get("tier") != 6:
+        return True
+    return bool((doc.get("base_rebuilt") or {}).get("identical"))
+
+
+def _by_attack(row: dict[str, Any]) -> str:
+    return ", ".join(f"{a} {m:+.1f} ({n})" for a, (m, n) in row.get("by attack", {}).items()) or "—"
 
 
 def _fmt(stat: tuple[float, tuple[float, float], tuple[float, float]] | None, n: int) -> str:
@@ -105,26 +122,29 @@ def _fmt(stat: tuple[float, tuple[float, float], tuple[float, float]] | None, n:
 def effects_section(results: Results, pt_grid: list[dict[str, Any]] | None = None) -> str:
     """The page's section "What each part of RoRA does", generated from the paired runs and the Pt grid
     (:mod:`reproduction.pt_grid`)."""
-    from reproduction.pt_grid import grid_effects, pt_grid_section
+    from reproduction.pt_grid import ABLATION_GROUP, grid_effects, pt_grid_section
 
     rows = effects(results)
-    # Pt at every depth and mode, on the study-recipe adapters whose weights were on disk: the same
-    # adapter before and after, so the rate is matched by construction (users' recipes: the grid below)
+    # Pt at every depth and mode, on the ablation's adapters whose weights were on disk, rate by rate: the
+    # same adapter before and after, so the rate is matched by construction (users' recipes: the grid below)
     for g in grid_effects(pt_grid or []):
-        if g["group"].startswith("the study"):
-            rows.append({"effect": f"Pt ({g['depth']}, {g['mode']}) on the study-recipe adapters on disk",
-                         "matched lr": True, "pairs": g["adapters"], "attacks": [], "asr": g["asr"], "ca": g["ca"]})
+        if g["group"].startswith(ABLATION_GROUP):
+            rows.append({"effect": f"Pt ({g['depth']}, {g['mode']}) on {g['group']}", "matched lr": True,
+                         "pairs": g["adapters"], "attacks": [], "asr": g["asr"], "ca": g["ca"],
+                         "by attack": g["by attack"]})
     lines = ["## What each part of RoRA does (paired differences)\n",
              "Each row compares runs that differ in one thing — the same attack, poisoned base and fine-tuning seed "
              "— or, for Pt, the same adapter before and after it. Differences in points (treated − control), the "
              "mean with a Student-t 95 % interval and, from 5 pairs on, a bootstrap one over the pairs. An effect "
              "measured across two learning rates also measures the rate; the matched-lr ablation (`python scripts/reproduce.py run "
-             "--plan ablation`) fills the rows still missing. The Pt rows by depth and mode come from the Pt grid "
-             "(below), over the adapters of the study's recipe whose weights were on disk.\n",
-             "| effect | same lr | pairs | ΔASR (points) | ΔCA (points) |", "|---|---|---|---|---|"]
+             "--plan ablation`) fills the rows still missing. Pairs are pooled over the two attacks (and the three "
+             "bases): the interval treats them as one more source of spread, and the 'by attack' column splits the "
+             "mean ΔASR (pairs). The Pt rows by depth and mode come from the Pt grid (below), over the ablation's "
+             "adapters whose weights were on disk.\n",
+             "| effect | same lr | pairs | ΔASR (points) | ΔASR by attack | ΔCA (points) |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['effect']} | {'yes' if r['matched lr'] else '**no**'} | {r['pairs']} | "
-                     f"{_fmt(r.get('asr'), r['pairs'])} | {_fmt(r.get('ca'), r['pairs'])} |")
+                     f"{_fmt(r.get('asr'), r['pairs'])} | {_by_attack(r)} | {_fmt(r.get('ca'), r['pairs'])} |")
     clear = [r for r in rows if r["pairs"] >= 2 and r["matched lr"] and (r["asr"][1][1] < 0 or r["asr"][1][0] > 0)]
     lines += ["", "Effects on ASR whose Student-t interval excludes 0 at a matched rate: "
               + (", ".join(f"{r['effect']} ({r['asr'][0]:+.1f})" for r in clear) or "none yet") + ".\n",
@@ -167,9 +187,9 @@ def matched_lr_verdict(results: Results) -> tuple[str, str, str, str, str]:
                   "so the rate is not held fixed")
     rule = ("paired differences (same attack, base, seed) of CI + Tr before Pt against LoRA, at 2e-4 and at 2e-3: "
             "reproduces when the Student-t 95 % interval of ΔASR lies below 0 at both rates, partly at one, does not "
-            "at neither; needs ≥ 2 pairs at each rate; a close call when an interval's bound nearest 0 lies within "
-            "1 point of it")
-    parts, flags, close, thin = [], [], [], []
+            "at neither; needs ≥ 2 pairs at each rate; a close call when an interval's upper bound — the one the "
+            "rule reads — lies within 1 point of 0")
+    parts, flags, close, thin, unchecked = [], [], [], [], 0
     for rate in ("2e-4", "2e-3"):
         r = rows[f"CI + Tr, at {rate}"]
         if r["pairs"] < 2:
@@ -179,8 +199,9 @@ def matched_lr_verdict(results: Results) -> tuple[str, str, str, str, str]:
         parts.append(f"at {rate}: ΔASR {mean:+.1f} points [t {lo:+.1f}, {hi:+.1f}] over {r['pairs']} pairs "
                      f"({', '.join(r['attacks'])})")
         flags.append(hi < 0)
-        if min(abs(lo), abs(hi)) < 1.0:
-            close.append(f"at {rate} the interval ends {min(abs(lo), abs(hi)):.1f} points from 0")
+        unchecked += r["unchecked base"]
+        if abs(hi) < 1.0:
+            close.append(f"at {rate} the interval's upper bound is {hi:+.1f}")
         if r["pairs"] < 2 * DESIGN_PAIRS:
             thin.append(f"{r['pairs']} of {2 * DESIGN_PAIRS} pairs at {rate}")
     ours = "; ".join(parts)
@@ -189,4 +210,6 @@ def matched_lr_verdict(results: Results) -> tuple[str, str, str, str, str]:
     verdict = "reproduces" if all(flags) else "partly" if any(flags) else "does not reproduce"
     marks = ([f"preliminary: {', '.join(thin)}"] if thin else []) + ([f"close call: {'; '.join(close)}"] if close
                                                                       else [])
+    if unchecked:  # an ablation run paired with an older one on a base not shown to be the committed one
+        marks.append(f"{unchecked} pair(s) on a rebuilt base not checked against the committed one")
     return claim, paper_text, ours, verdict + (f" ({'; '.join(marks)})" if marks else ""), rule

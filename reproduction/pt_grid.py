@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import tempfile
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -199,6 +200,10 @@ def _top3(row: dict[str, Any]) -> list[int]:
     return list(range(max(0, row["n_blocks"] - 3), row["n_blocks"]))
 
 
+#: the grid's group of the study-recipe adapters on disk: the ablation's runs (the study's own tier-1 weights are gone)
+ABLATION_GROUP = "the ablation's adapters"
+
+
 def grid_effects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (group, depth, mode): paired ΔASR and ΔCA (points, Pt − as trained) over the adapters."""
     from reproduction.effects import _interval
@@ -206,10 +211,14 @@ def grid_effects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def model(d: dict[str, Any]) -> str:
         return (d.get("run") or {}).get("model", "minilm")
 
-    groups = {"the study's recipe (LoRA, +CI, Tr alone, CI+Tr)": [d for d in docs if not d.get("variant")],
-              "users' recipes on MiniLM": [d for d in docs if d.get("variant") and model(d) == "minilm"],
-              "users' recipes on SmolLM2 (a planted canary)":
-                  [d for d in docs if d.get("variant") and model(d) == "smollm2"]}
+    # the ablation's adapters split by learning rate: Pt moves a 2e-4 update and a 2e-3 one in opposite
+    # directions (one is below σ_max(W_pre), the other often above), so a mean over both describes neither
+    ablation = [d for d in docs if not d.get("variant")]
+    groups = {f"{ABLATION_GROUP} at lr {lr:g} ({', '.join(sorted({d['method'] for d in ablation if d['lr'] == lr}))})":
+              [d for d in ablation if d["lr"] == lr] for lr in sorted({d["lr"] for d in ablation})}
+    groups.update({"users' recipes on MiniLM": [d for d in docs if d.get("variant") and model(d) == "minilm"],
+                   "users' recipes on SmolLM2 (a planted canary)":
+                       [d for d in docs if d.get("variant") and model(d) == "smollm2"]})
     rows = []
     for group, members in groups.items():
         for depth in DEPTHS:
@@ -219,7 +228,11 @@ def grid_effects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     continue  # on MiniLM the top half is the top 3: one row, not two equal ones
                 d_asr = [100 * (r["eval"]["asr"] - d["as_trained"]["asr"]) for d, r in cells]
                 d_ca = [100 * (r["eval"]["ca"] - d["as_trained"]["ca"]) for d, r in cells]
+                attacks = [(d.get("run") or {}).get("attack", "?") for d, _ in cells]
+                by_attack = {a: (statistics.mean(x for x, b in zip(d_asr, attacks) if b == a), attacks.count(a))
+                             for a in sorted(set(attacks))}
                 rows.append({"group": group, "depth": _depth_label(depth, cells[0][1]["n_blocks"]), "mode": mode,
+                             "by attack": by_attack,
                              "adapters": len(cells), "unchanged": sum(r["same_as_trained"] for _, r in cells),
                              "collapsed": sum(bool(r["eval"].get("collapsed")) for _, r in cells),
                              "removed": sum(r["eval"]["asr"] < 0.5 <= d["as_trained"]["asr"]
@@ -234,13 +247,13 @@ def pt_grid_section(docs: list[dict[str, Any]]) -> str:
     from reproduction.effects import _fmt
 
     head = ("### Pt by depth and mode (paired: the same adapter before and after)\n\n"
-            "`python scripts/reproduce.py pt-grid` rescales every adapter whose weights are on disk (the study's "
-            "and the users' recipes on MiniLM, the canary evidence's on MiniLM and SmolLM2; RoRA's before its own "
+            "`python scripts/reproduce.py pt-grid` rescales every adapter whose weights are on disk (the ablation's "
+            "runs, by learning rate, and the users' recipes on MiniLM, the canary evidence's on MiniLM and SmolLM2; RoRA's before its own "
             "Pt) as `spectra fix --rescale-only --rescale-layers D --rescale-mode M` would, and evaluates it. On "
             "MiniLM's 6 blocks the top half is the top 3 (one row), on SmolLM2's 30 it is 15. *match* is the "
             "paper's Eq. 12 (up or down to σ_max(W_pre)); *amplify* never goes below the trained scale. "
             "Differences in points, Pt − as trained, with a Student-t 95 % interval over the adapters (and a "
-            "bootstrap one from 5 on); *removed* counts adapters whose ASR went from ≥ 50 % to below it without "
+            "bootstrap one from 10 on); *removed* counts adapters whose ASR went from ≥ 50 % to below it without "
             "collapsing to one class.\n")
     rows = grid_effects(docs)
     if not rows:

@@ -50,7 +50,7 @@ def _doc(asr: float, ca: float, variant: str | None, grid: dict[tuple, tuple[flo
     rows = [{"depth": d, "mode": m, "blocks": [5] if d == 1 else [3, 4, 5] if d in (3, "half") else list(range(6)),
              "n_blocks": 6, "rescaled": 2, "modules": 12, "same_as_trained": False,
              "eval": {"asr": a, "ca": c, "collapsed": a == 0.0}} for (d, m), (a, c) in grid.items()]
-    return {"variant": variant, "as_trained": {"asr": asr, "ca": ca}, "grid": rows}
+    return {"variant": variant, "lr": 2e-3, "method": "lora", "as_trained": {"asr": asr, "ca": ca}, "grid": rows}
 
 
 def test_the_table_pairs_each_adapter_with_itself_and_merges_the_half_that_is_the_top_3() -> None:
@@ -61,7 +61,7 @@ def test_the_table_pairs_each_adapter_with_itself_and_merges_the_half_that_is_th
     docs = [_doc(0.9, 0.8, None, cell(0.6, 0.8)), _doc(0.8, 0.8, None, cell(0.4, 0.79)),
             _doc(0.7, 0.8, None, cell(0.5, 0.78)), _doc(0.9, 0.8, "e1-r8-qv", cell(0.2, 0.7))]
     rows = grid_effects(docs)
-    study = {r["depth"]: r for r in rows if r["group"].startswith("the study")}
+    study = {r["depth"]: r for r in rows if r["group"] == "the ablation's adapters at lr 0.002 (lora)"}
     assert set(study) == {"top 1", "top 3", "all 6 blocks"}  # the top half of 6 blocks is the top 3
     assert study["top 1"]["asr"][0] == pytest.approx(-100 * (0.3 + 0.4 + 0.2) / 3)
     assert study["top 1"]["removed"] == 1 and study["top 1"]["kept_before"] == 3
@@ -72,6 +72,10 @@ def test_the_table_pairs_each_adapter_with_itself_and_merges_the_half_that_is_th
     assert "| top 1 | match | 3 | 0 | -30.0 [t " in text and "(one pair)" in text
     assert "largest mean ASR drop is all 6 blocks, match (-80.0 points" in text
     assert "No grid yet" in pt_grid_section([])
+    # two learning rates are two groups: Pt moves their updates in opposite directions
+    docs[0]["lr"] = 2e-4
+    groups = {r["group"] for r in grid_effects(docs) if r["group"].startswith("the ablation's")}
+    assert groups == {"the ablation's adapters at lr 0.0002 (lora)", "the ablation's adapters at lr 0.002 (lora)"}
 
 
 def test_the_page_says_what_match_does_where_it_shrinks_an_update() -> None:
@@ -82,7 +86,7 @@ def test_the_page_says_what_match_does_where_it_shrinks_an_update() -> None:
                  "same_as_trained": False, "multiplier_min": 0.4 if (shrinks and m == "match") else 1.5,
                  "multiplier_max": 2.0, "eval": {"asr": a, "ca": 0.8, "collapsed": False}}
                 for m, a in (("match", match_asr), ("amplify", 0.2))]
-        return {"variant": None, "as_trained": {"asr": 0.3, "ca": 0.8}, "grid": rows}
+        return {"variant": None, "lr": 2e-3, "method": "lora", "as_trained": {"asr": 0.3, "ca": 0.8}, "grid": rows}
 
     text = pt_grid_section([doc(0.9, True), doc(0.95, True), doc(0.1, False)])
     assert "**Where match shrinks** (all blocks; 2 adapters" in text

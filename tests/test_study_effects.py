@@ -65,21 +65,31 @@ def test_the_matched_rate_verdict_reads_the_paired_intervals_at_both_rates() -> 
     assert read({2e-4: [-0.3, -0.4, -0.35], 2e-3: [0.1, -0.2, 0.05]}).startswith("partly")
     assert read({2e-4: [0.01, -0.02, 0.0], 2e-3: [0.1, -0.2, 0.05]}).startswith("does not reproduce")
     assert read({2e-4: [-0.3], 2e-3: [-0.2, -0.25]}) == "not measured yet"
-    assert "close call" in read({2e-4: [-0.015, -0.02, -0.025], 2e-3: [-0.2, -0.25, -0.3]})  # [-3.2, -0.8]
+    assert "close call: at 2e-4 the interval's upper bound is -0.8" in read(
+        {2e-4: [-0.015, -0.02, -0.025], 2e-3: [-0.2, -0.25, -0.3]})  # [-3.2, -0.8]
+    # [+0.8, +3.2]: its lower bound is near 0, but the rule reads the upper one — no close call
+    assert "close call" not in read({2e-4: [0.015, 0.02, 0.025], 2e-3: [-0.2, -0.25, -0.3]})
+    # ablation runs (tier 6) that never recorded their rebuilt base's check are named
+    docs = docs_for({2e-4: [-0.3, -0.4, -0.35], 2e-3: [-0.2, -0.25, -0.3]})
+    for d in docs:
+        if d["run"]["method"] == "rora":
+            d["run"]["tier"] = 6
+    docs[1]["base_rebuilt"] = {"identical": True}
+    assert "5 pair(s) on a rebuilt base not checked" in matched_lr_verdict(Results({d["id"]: d for d in docs}))[3]
 
 
 def test_the_effects_table_carries_pt_by_depth_and_mode_for_the_studys_recipe() -> None:
     from reproduction.effects import effects_section
     from spectra.study.tables import Results
 
-    grid = [{"variant": None, "as_trained": {"asr": 0.9, "ca": 0.8},
+    grid = [{"variant": None, "lr": 2e-3, "method": "lora", "as_trained": {"asr": 0.9, "ca": 0.8},
              "grid": [{"depth": "all", "mode": m, "blocks": list(range(6)), "n_blocks": 6, "rescaled": 12,
                        "modules": 12, "same_as_trained": False, "eval": {"asr": a, "ca": 0.78, "collapsed": False}}
                       for m, a in (("match", 0.3), ("amplify", 0.2))]} for _ in range(2)]
     text = effects_section(Results({}), grid)
-    assert "| Pt (all 6 blocks, amplify) on the study-recipe adapters on disk | yes | 2 | -70.0 [t " in text
+    assert "| Pt (all 6 blocks, amplify) on the ablation's adapters at lr 0.002 (lora) | yes | 2 | -70.0 [t " in text
     users = [{**g, "variant": "e1-r8-qv"} for g in grid]
-    assert "on the study-recipe adapters" not in effects_section(Results({}), users)  # users' recipes: own table
+    assert "on the ablation's adapters" not in effects_section(Results({}), users)  # users' recipes: own table
 
 
 def test_the_rate_pick_reads_badnet_base_0_seed_0_only() -> None:
