@@ -171,9 +171,14 @@ def draw_calibration(an: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfect calibration")
     ax.plot([t[2] for t in table], [t[3] for t in table], "o-", label="weights-only model (held-out base)")
-    for t in table:
-        ax.annotate(f"n={t[1]}", (t[2], t[3]), textcoords="offset points", xytext=(4, -10), fontsize=7)
-    ax.set(xlabel="predicted P(backdoor survives)", ylabel="observed share that survived", xlim=(0, 1), ylim=(0, 1),
+    ys = [t[3] for t in table]
+    for i, t in enumerate(table):  # below a point whose neighbours are higher, else above-left: off the line
+        low = all(ys[j] > t[3] for j in (i - 1, i + 1) if 0 <= j < len(ys))
+        ax.annotate(f"n={t[1]}", (t[2], t[3]), textcoords="offset points", fontsize=7,
+                    xytext=(0, -12) if low else (-6, 4), ha="center" if low else "right")
+    # a little room past 0 and 1: a bin at a predicted or observed share of 1 is drawn whole
+    ax.set(xlabel="predicted P(backdoor survives)", ylabel="observed share that survived", xlim=(-0.03, 1.03),
+           ylim=(-0.03, 1.05),
            title="Calibration, leave one poisoned base out")
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
