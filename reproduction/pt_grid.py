@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import functools
 import json
-import tempfile
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path

@@ -14,8 +14,10 @@ from typing import Any
 
 from reproduction import paper
 from reproduction.effects import matched_lr_verdict
+from reproduction.margins import close_calls, test_set_close_call
+from spectra.data.stats import wilson_interval
 from spectra.study.plan import SEEDS, study_plan
-from spectra.study.tables import Results, below_asr_bar, rescale_effect, t975, within
+from spectra.study.tables import Results, below_asr_bar, rescale_effect, within
 
 ATTACKS = ("badnet", "insent")
 
@@ -101,6 +103,8 @@ def verdicts(results: Results) -> list[Verdict]:
         if ratios and have(lora) else "not measured yet",
         "reproduces when every LoRA run's median ratio is ≥ 5; partly when > 1"))
     v, txt = "not measured yet", ""
+    from reproduction.figure2 import figure2_null
+
     null = figure2_null([a.get("modules_table") or [] for a in audits])
     if cos_l and cos_r and chance and null is not None:
         m_l, m_r = statistics.median(cos_l), statistics.median(cos_r)
@@ -173,7 +177,7 @@ def verdicts(results: Results) -> list[Verdict]:
         "(RoBERTa BadNet: a two-component row 85.82 against 81.91 for all three)", txt, v,
         "reproduces when full RoRA has the highest mean Δ = CA − ASR among +CI, Tr alone, +CI+Tr, Pt alone and "
         "RoRA on both attacks"))
-    out = [Verdict(v.claim, v.paper, v.ours, _marked(v.verdict, cells, _close_calls(results, edge)), v.rule)
+    out = [Verdict(v.claim, v.paper, v.ours, _marked(v.verdict, cells, close_calls(results, edge)), v.rule)
            for v, cells, edge in zip(out, reads, edges, strict=True)]
     return [*out, Verdict(*matched_lr_verdict(results)), _variants_verdict(results), _threshold_verdict(results),
             _checkpoint_verdict(results), _llama_verdict(results)]
@@ -191,7 +195,7 @@ def _variants_verdict(results: Results) -> Verdict:
     paper_text = "; ".join(f"{model}: ASR {min(d):.0f}–{max(d):.0f} points lower with RoRA" for model, d in drops.items())
     rule = ("reproduces when every variant + RoRA has an ASR ≥ 30 points below the variant's, at CA ≥ the variant's "
             "− 2 points and without collapse, on both attacks; partly when some do")
-    parts, flags, unconverged, missing = [], [], 0, False
+    parts, flags, close, unconverged, missing = [], [], [], 0, False
     for a in ATTACKS:
         pairs = []
         for name in VARIANTS:
@@ -201,6 +205,7 @@ def _variants_verdict(results: Results) -> Verdict:
                 continue
             unconverged += alone.not_converged + fixed.not_converged
             pairs.append(f"{name} {_pct(alone.mean('asr'))} → {_pct(fixed.mean('asr'))}")
+            close += test_set_close_call(f"{a} {name}", alone.values[0], fixed.values[0])
             flags.append(fixed.mean("asr") <= alone.mean("asr") - 30 and fixed.mean("ca") >= alone.mean("ca") - 2
                          and not fixed.collapsed)
         if pairs:
@@ -208,7 +213,8 @@ def _variants_verdict(results: Results) -> Verdict:
     ours = "; ".join(parts) + (" (ASR, one seed per row)" if parts else "")
     if missing or not flags:
         return Verdict(claim, paper_text, ours, "not measured yet", rule)
-    return Verdict(claim, paper_text, ours, _with_marks(_count(flags), None, unconverged), rule)
+    return Verdict(claim, paper_text, ours, _with_marks(_count(flags), None, unconverged, "; ".join(close) or None),
+                   rule)
 
 
 def _marked(verdict: str, cells: tuple[tuple[str, dict[str, Any]], ...], close: str | None = None) -> str:
@@ -229,92 +235,6 @@ def _with_marks(verdict: str, preliminary: str | None, unconverged: int, close: 
     marks = ([preliminary] if preliminary else []) + ([f"{unconverged} of its runs not converged"] if unconverged else [])
     marks += [f"close call: {close}"] if close else []
     return f"{verdict} ({'; '.join(marks)})" if marks else verdict
-
-
-def figure2_null(tables: list[list[dict[str, Any]]], dim: int = 384, k: int = 32, draws: int = 20000,
-                 seed: int = 0) -> tuple[float, tuple[float, float], float] | None:
-    """Figure 2 against a proper null: the max |cos| of a fixed direction with a random orthonormal
-    k-frame in R^dim is, by symmetry, the largest |coordinate| among k of a random unit vector; its
-    95th percentile from ``draws`` samples. Returns the share of the runs' module cosines (left and
-    right) above it, a bootstrap 95 % interval over runs, and the percentile (None without data)."""
-    import numpy as np
-
-    runs = [[c for m in t for c in (m.get("cos_max_left"), m.get("cos_max_right")) if c is not None] for t in tables]
-    runs = [r for r in runs if r]
-    if not runs:
-        return None
-    rng = np.random.default_rng(seed)
-    g = rng.standard_normal((draws, dim))
-    null = np.abs(g[:, :k]).max(axis=1) / np.linalg.norm(g, axis=1)
-    q95 = float(np.quantile(null, 0.95))
-    above = [np.mean(np.asarray(r) > q95) for r in runs]
-    share = float(np.mean(np.concatenate([np.asarray(r) > q95 for r in runs])))
-    boot = [float(np.mean([above[i] for i in rng.integers(0, len(runs), len(runs))])) for _ in range(2000)]
-    return share, (float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))), q95
-
-
-def _pair_key(results: Results, run_id: str) -> tuple[int, int] | None:
-    """(poisoned base, fine-tuning seed) of a study run: what makes two runs a pair."""
-    run = (results.docs.get(run_id) or {}).get("run") or {}
-    return (run["base_seed"], run["seed"]) if "base_seed" in run and "seed" in run else None
-
-
-def _edge_interval(results: Results, cells: Any, ref: Any, metric: str) -> tuple[float, float, float, str] | None:
-    """(mean of row − ref — or of the row alone —, its standard error, degrees of freedom, how it was
-    paired). Runs that share a base and seed are paired (the paired t); cells that do not pair run
-    for run are compared with Welch's t. None without a spread to speak of."""
-    x = {_pair_key(results, i): 100 * v[metric] for i, v in zip(cells.ids, cells.values, strict=True)}
-    if ref is None:
-        d = list(x.values())
-        how = "t"
-    else:
-        y = {_pair_key(results, i): 100 * v[metric] for i, v in zip(ref.ids, ref.values, strict=True)}
-        if None not in x and set(x) == set(y) and len(x) >= 2:
-            d, how = [x[k] - y[k] for k in x], "paired t"
-        else:
-            (m1, s1), (m2, s2) = cells.stat(metric), ref.stat(metric)
-            v1, v2 = s1 ** 2 / cells.n, s2 ** 2 / ref.n
-            denom = (v1 ** 2 / (cells.n - 1) if cells.n > 1 else 0) + (v2 ** 2 / (ref.n - 1) if ref.n > 1 else 0)
-            if denom <= 0:
-                return None
-            return m1 - m2, math.sqrt(v1 + v2), (v1 + v2) ** 2 / denom, "Welch t"
-    if len(d) < 2:
-        return None
-    return statistics.mean(d), statistics.stdev(d) / math.sqrt(len(d)), len(d) - 1, how
-
-
-def _close_call(results: Results, row: str, cells: dict[str, Any], ref: dict[str, Any] | None, offset: float,
-                metric: str = "asr") -> str | None:
-    """Where a rule compares ``row``'s mean ``metric`` (or its difference from ``ref``'s) with an edge
-    (``offset``) and the edge lies inside that comparison's Student-t 95 % interval, say so: a verdict
-    the seeds' spread could flip is read with that in mind, not hidden behind the fixed rule."""
-    notes = []
-    for a in ATTACKS:
-        if not cells[a].n or (ref is not None and not ref[a].n):
-            continue
-        got = _edge_interval(results, cells[a], None if ref is None else ref[a], metric)
-        if got is None:
-            continue
-        diff, se, df, how = got
-        half = t975(df) * se
-        if se > 0 and abs(diff - offset) < half:
-            ref_mean = 0.0 if ref is None else ref[a].mean(metric)
-            notes.append(f"{a} {row} {metric.upper()} {diff + ref_mean:.1f}% against the rule's edge "
-                         f"{offset + ref_mean:.1f}%, inside its 95 % interval ± {half:.1f} ({how}, {_df(df)} df)")
-    return "; ".join(notes) or None
-
-
-def _df(df: float) -> str:
-    """Degrees of freedom as printed: whole, or to one decimal where Welch's are fractional."""
-    return f"{df:.0f}" if abs(df - round(df)) < 0.05 else f"{df:.1f}"
-
-
-def _close_calls(results: Results, edge: Any) -> str | None:
-    """Close calls on every edge a verdict's rule has (one edge, or a list of them)."""
-    if edge is None:
-        return None
-    notes = [_close_call(results, *e) for e in (edge if isinstance(edge, list) else [edge])]
-    return "; ".join(n for n in notes if n) or None
 
 
 # hidden width of each study model: the dimension of W_pre's right singular vectors for q/v projections
@@ -415,7 +335,9 @@ def _threshold_verdict(results: Results) -> Verdict:
         return Verdict("Proposition 4.2's threshold locates where LoRA starts to forget", "s* from ρ_bd/ρ_eff·σ_pre/σ_Δ",
                        "", "not measured yet", "share of LoRA runs whose linear prediction is within 2× of the "
                        "measured crossing: ≥ 80% reproduces, ≥ 50% partly")
-    share = sum(1 for r in ok if r["linear_within_2x"]) / len(ok)
+    hits = sum(1 for r in ok if r["linear_within_2x"])
+    share = hits / len(ok)
+    lo, hi = wilson_interval(hits, len(ok))  # the share over runs is a proportion: Wilson's interval
     # skill over the obvious baseline: the one constant γ that lands within 2× of the most measured
     # crossings (chosen on these very runs, so the constant gets every benefit of the doubt)
     const, const_share = best_constant_gamma([r["measured"] for r in ok])
@@ -423,12 +345,18 @@ def _threshold_verdict(results: Results) -> Verdict:
     if share <= const_share:
         v = f"does not reproduce (no skill over the constant γ = {const:.3g}, within 2× on {const_share:.0%})"
     planned = sum(1 for r in study_plan() if r.kind == "sweep" and r.method == "lora")
-    if len(ok) < planned:  # read from every planned LoRA sweep; until then marked, never final
-        v = f"{v} (preliminary: {len(ok)} of {planned} LoRA sweeps)"
+    marks = [f"preliminary: {len(ok)} of {planned} LoRA sweeps"] if len(ok) < planned else []
+    edges = [e for e in (0.8, 0.5, const_share) if lo < e < hi]
+    if edges:  # an edge the share's interval straddles: more runs could move the verdict across it
+        marks.append("close call: " + ", ".join(f"{e:.0%}" for e in edges) + f" inside the share's 95 % interval "
+                     f"{lo:.0%}–{hi:.0%}")
+    if marks:  # read from every planned LoRA sweep; until then marked, never final
+        v = f"{v} ({'; '.join(marks)})"
     return Verdict("Proposition 4.2's threshold locates where LoRA starts to forget",
                    "a threshold effect in s; RoRA reaches it at smaller s (Figure 3)",
                    f"linear (γ = 0 → 1) prediction within 2× of the measured crossing on {share:.0%} of "
-                   f"{len(ok)} LoRA runs; the best constant γ = {const:.3g} on {const_share:.0%}", v,
+                   f"{len(ok)} LoRA runs (Wilson 95 % {lo:.0%}–{hi:.0%}); the best constant γ = {const:.3g} on "
+                   f"{const_share:.0%}", v,
                    "share of LoRA runs whose linear prediction is within 2× of the measured crossing: ≥ 80% "
                    "reproduces, ≥ 50% partly — and only above the share of the best constant γ (skill over the "
                    "baseline)")
@@ -465,8 +393,8 @@ def _llama_verdict(results: Results) -> Verdict:
     rule = ("reproduces when SmolLM2's LoRA ASR is ≥ 80% and its RoRA ASR ≤ 20% at CA ≥ LoRA's − 2 points, "
             "neither collapsed; partly when one of the two holds")
     lora, rora = (results.cell(row, "badnet", model="smollm2", seeds=(0,)) for row in ("LoRA", "+CI+Tr+Pt (RoRA)"))
-    parts = [f"{name} CA {_pct(c.mean('ca'))}, ASR {_pct(c.mean('asr'))}" + (" (collapsed)" if c.collapsed else "")
-             for name, c in (("LoRA", lora), ("RoRA", rora)) if c.n]
+    parts = [f"{name} CA {_pct(c.mean('ca'))}, ASR {_pct(c.mean('asr'))}{_asr_ci(c)}" +
+             (" (collapsed)" if c.collapsed else "") for name, c in (("LoRA", lora), ("RoRA", rora)) if c.n]
     ours = "SmolLM2-135M, seed 0: " + "; ".join(parts) if parts else ""
     if not (lora.n and rora.n):
         return Verdict(claim, paper_text, ours, "not measured yet", rule)
@@ -476,5 +404,15 @@ def _llama_verdict(results: Results) -> Verdict:
     # a base under the paper's bar (held-out proxy ASR > 95 %) weakens the claim: said beside the verdict
     weak = [f"its poisoned base's held-out ASR is {_pct(100 * d['proxy_heldout']['asr'])}, not above the paper's 95%"
             for d in results.runs("base", "badnet", model="smollm2") if below_asr_bar(d)]
+    close = [f"{name} ASR's interval contains the rule's {edge}%" for name, c, edge in (("LoRA", lora, 80),
+                                                                                       ("RoRA", rora, 20))
+             if (ci := c.values[0].get("asr_ci")) and 100 * ci[0] < edge < 100 * ci[1]]
     return Verdict(claim, paper_text, ours,
-                   _with_marks(verdict, weak[0] if weak else None, lora.not_converged + rora.not_converged), rule)
+                   _with_marks(verdict, weak[0] if weak else None, lora.not_converged + rora.not_converged,
+                               "; ".join(close) or None), rule)
+
+
+def _asr_ci(cell: Any) -> str:
+    """' [lo–hi]': one run's ASR with its Wilson 95 % interval over the triggered test texts (seed spread not in it)."""
+    ci = cell.values[0].get("asr_ci") if cell.n == 1 else None
+    return f" [Wilson {100 * ci[0]:.1f}–{100 * ci[1]:.1f}]" if ci else ""

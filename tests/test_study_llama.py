@@ -77,3 +77,14 @@ def test_smollm2s_lora_audit_is_read_beside_minilms_with_its_own_chance_level() 
     text = llama_spectra(Results({d["id"]: d for d in [smol, rora, *mini]}))
     assert text.endswith("85.0%. With Tr, RoRA's median max|cos| is 4.6e-05; Pt multiplied the same modules by "
                          "46–303×, and its ASR went from 52.8% (+CI+Tr) to 59.6% at CA 86.1% → 84.6%.\n")
+
+
+def test_the_llama_verdict_gives_each_asr_its_interval_and_marks_an_edge_inside_it() -> None:
+    from spectra.study.tables import Results
+    from reproduction.verdicts import verdicts
+
+    lora = _smollm2("finetune", "lora", eval={"new": {**ev(0.84, 0.82), "asr_ci": [0.78, 0.86]}}, converged=True)
+    rora = _smollm2("finetune", "rora", eval={"new": {**ev(0.85, 0.05), "asr_ci": [0.03, 0.08]}}, converged=True)
+    llama = verdicts(Results({d["id"]: d for d in (lora, rora)}))[-1]
+    assert "LoRA CA 84.0%, ASR 82.0% [Wilson 78.0–86.0]" in llama.ours
+    assert llama.verdict == "reproduces (close call: LoRA ASR's interval contains the rule's 80%)"
