@@ -58,3 +58,18 @@ def test_pt_inside_each_rora_run_names_its_multipliers_and_the_asr_it_moved() ->
     text = _pt_inside(Results({shrunk["id"]: shrunk}))
     assert text.endswith("\n\n- badnet: OLoRA + RoRA ×0.534–0.709, ASR 44.1 → 72.5%\n")
     assert "a multiplier below 1 shrinks an update that was already stronger than W_pre" in text
+
+
+def test_a_one_seed_pair_names_an_edge_inside_its_test_set_interval() -> None:
+    from reproduction.margins import test_set_close_call
+    from spectra.data.stats import wilson_interval
+
+    def ev_n(ca_hits: int, asr_hits: int) -> dict:
+        return {"ca": ca_hits / 700, "ca_ci": list(wilson_interval(ca_hits, 700)), "asr": asr_hits / 400,
+                "asr_ci": list(wilson_interval(asr_hits, 400))}
+
+    # ASR 90 % → 62 %: a 28-point drop whose Newcombe interval (about ±6) holds the 30-point edge; CA unchanged
+    near = test_set_close_call("badnet OLoRA", ev_n(588, 360), ev_n(588, 248))
+    assert len(near) == 2 and near[0].startswith("badnet OLoRA's ASR drop +28.0 has the rule's +30 inside")
+    assert "CA change +0.0 has the rule's -2 inside" in near[1]  # ±3.8 points of CA on 700 texts
+    assert not any("ASR" in c for c in test_set_close_call("x", ev_n(588, 360), ev_n(588, 40)))  # 80 points: clear
