@@ -279,6 +279,17 @@ def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
     from spectra.io.files import read_json
 
     doc = read_json(path)
-    if doc.get("format") != FORMAT:
-        raise SpectraError(f"{path}: not a spectra canary calibration (format {doc.get('format')!r})")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise SpectraError(f"{path}: not a spectra canary calibration (format {got!r})")
+    # the verdict computes with these: a hand-edited file gets one line, not a TypeError mid-audit
+    for key in ("slope", "crossing_value", "crossing_gamma", "grid_max", "canary_value"):
+        value = doc.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise SpectraError(f"{path}: {key} = {value!r} is not a finite number")
+    if doc.get("feature") is not None and not isinstance(doc["feature"], str):
+        raise SpectraError(f"{path}: feature = {doc['feature']!r} is not a feature name")
+    if not isinstance(doc.get("base") or {}, dict):
+        raise SpectraError(f"{path}: base must be a table with the base's fingerprint")
     return doc

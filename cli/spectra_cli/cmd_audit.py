@@ -95,7 +95,10 @@ def audit_command(
                       f"{gate.fail_on}[/{colour}]")
             for f in report.findings[:10]:
                 sink.line(f"  [{f.severity}] {f.message()}", markup=False)
-        notice = gate.inactive_notice()
+        blocks = report.forgetting()
+        for why, _ in gate.idle_rules(report.rows, blocks).values():
+            typer.echo(f"warning: {why}", err=True)
+        notice = gate.inactive_notice(report.rows, blocks)
         if notice is not None:
             typer.echo(f"{notice[0]}: {notice[1]}", err=True)
         sink.result(command="audit", out=str(out), summary=report.summary_rows(), fail_on=gate.fail_on,

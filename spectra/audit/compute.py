@@ -242,7 +242,9 @@ def _update_spectrum(module: Any, base: Any, U_pre: torch.Tensor, Vh_pre: torch.
     if not bool(torch.isfinite(svd.S).all()):
         raise SpectraError(f"{module.name}: s·B·A overflows float32 (its singular values are not finite)")
     overlap = {k: float(v) for k, v in subspace_overlap(U_pre, Vh_pre, svd.U, svd.S, svd.Vh).items()}
-    return (svd.U.cpu(), svd.S.cpu(), svd.Vh.cpu()), float(torch.linalg.vector_norm(svd.S)), overlap
+    top = float(svd.S.abs().max()) if svd.S.numel() else 0.0  # ‖S‖ scaled first: σ ~ 1e37 squares to ∞
+    frob = top * float(torch.linalg.vector_norm(svd.S / top)) if top > 0 else 0.0
+    return (svd.U.cpu(), svd.S.cpu(), svd.Vh.cpu()), frob, overlap
 
 
 def module_row(label: str, module: Any, ckpt: Any, base_top: tuple[torch.Tensor, torch.Tensor, torch.Tensor, str],
@@ -272,6 +274,16 @@ def module_row(label: str, module: Any, ckpt: Any, base_top: tuple[torch.Tensor,
     for name, value in cos.items():
         if name not in row:
             row[name] = float(value)
+    if sigma_pre == 0.0:  # a zero base weight has no singular directions: any basis is as good as another
+        import warnings
+
+        from spectra.errors import SpectraWarning
+
+        undefined = [k for k in row if k.startswith(("cos_max", "overlap"))]
+        row.update(dict.fromkeys(undefined, float("nan")))
+        warnings.warn(f"{label} {module.name}: base weight {module.base_key} is zero, so its top-k directions are "
+                      f"arbitrary: {', '.join(undefined)} are undefined (null), and a rule on them cannot pass",
+                      SpectraWarning, stacklevel=2)
     return row
 
 
@@ -338,12 +350,13 @@ def audit(
     with opened as ckpt:
         loaded = [load_adapter(p, ckpt, allow_pickle=allow_pickle, revision=adapter_revision) for p in paths]
         selected = [_select(a.modules, modules) for a in loaded]
-        if not any(selected):
+        if not all(selected):  # one adapter with nothing measured must not ride on another's pass
             from spectra.errors import NothingToAudit
 
+            empty = ", ".join(str(p) for p, s in zip(paths, selected, strict=True) if not s)
             if modules:
-                raise NothingToAudit(f"--modules {modules}: no adapted module matches")
-            raise NothingToAudit(f"{', '.join(str(p) for p in paths)}: no module of a supported kind to audit "
+                raise NothingToAudit(f"--modules {modules}: no adapted module of {empty} matches")
+            raise NothingToAudit(f"{empty}: no module of a supported kind to audit "
                                  "(LoRA, DoRA, embedding LoRA, modules_to_save or full fine-tuning)")
         unique = {m.base_key: m for mods in selected for m in mods}
         total = len(unique) + sum(len(s) for s in selected)

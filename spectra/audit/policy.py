@@ -153,15 +153,44 @@ class Policy:
     def active(self) -> bool:
         return any(s.max is not None or s.module_types for s in self.rules.values())
 
-    def inactive_notice(self) -> tuple[str, str] | None:
+    def idle_rules(self, rows: Any, blocks: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[str, bool]]:
+        """The user's rules that could judge nothing in this audit, each with why: a per-module-type
+        threshold whose type no audited module has (a misspelt ``qurey`` must not pass silently), a
+        ``forgetting`` rule where no adapter had a validated estimate. Per-type keys that match
+        nothing are named too, since a fleet policy may name types another architecture has. Each
+        value: (why, whether the rule judged nothing at all)."""
+        from spectra.report.audit_rows import as_rows
+
+        seen = {str(r.get("module_type", "")) for r in as_rows(rows)}
+        out = {}
+        for rule_id, s in self.rules.items():
+            if rule_id in self.defaults:
+                continue
+            missing = sorted(set(s.module_types) - seen)
+            if RULES[rule_id].level == "module" and missing:
+                judged = s.max is not None or bool(set(s.module_types) & seen)
+                out[rule_id] = (f"rules.{rule_id}.module-types {missing} match no audited module (types here: "
+                                f"{', '.join(sorted(seen)) or 'none'})" + ("" if judged else ", so it judged nothing"),
+                                not judged)
+            if rule_id == "forgetting" and s.max is not None and \
+                    not any(b.get("p_survives") is not None for b in blocks.values()):
+                out[rule_id] = ("rules.forgetting: no adapter had a validated forgetting estimate, so it judged "
+                                "nothing", True)
+        return out
+
+    def inactive_notice(self, rows: Any = (), blocks: Mapping[str, Mapping[str, Any]] | None = None
+                        ) -> tuple[str, str] | None:
         """``(kind, text)`` to print after an audit when no active rule can fail the gate (none at
-        or above ``fail_on``), else ``None``: a ``warning`` when a policy file was read (a gate
-        that can only pass), a ``note`` when no policy was given at all."""
+        or above ``fail_on``, or none that judged anything in ``rows`` / ``blocks``), else ``None``:
+        a ``warning`` when a policy file was read (a gate that can only pass), a ``note`` when no
+        policy was given at all."""
         floor = SEVERITIES.index(self.fail_on)
+        idle = {k for k, (_, nothing) in self.idle_rules(rows, blocks).items() if nothing} if blocks is not None \
+            else set()
         # the default rules do not count: "unaudited" fires only in fleet scans, and the forgetting
         # verdict only inside its validated scope, so neither makes a gate that can fail everywhere
         if any((s.max is not None or s.module_types) and SEVERITIES.index(s.severity) >= floor
-               for rid, s in self.rules.items() if rid not in self.defaults):
+               for rid, s in self.rules.items() if rid not in self.defaults and rid not in idle):
             return None
         files = [src for src in self.sources if not src.startswith("--")]
         if files:
@@ -267,6 +296,8 @@ def _number(value: Any, where: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SpectraError(f"{where}: expected a number, got {value!r}")
+    if isinstance(value, int) and abs(value) > 1e300:  # TOML integers are unbounded; float() would overflow
+        raise SpectraError(f"{where}: {str(value)[:20]}… is too large to be a threshold")
     if not math.isfinite(value):
         raise SpectraError(f"{where}: {value!r} is not a finite number (a NaN or infinite threshold would never fire)")
     return float(value)
@@ -282,7 +313,9 @@ def resolve_policy(path: str | os.PathLike[str] | None = None, *, max_ratio: flo
         policy = load_policy(path)
     elif search_from is not None:
         here = Path(search_from)
-        if (here / "spectra.toml").is_file():
+        # a spectra.toml that is there but is not a readable file (a folder, a dangling link) is an
+        # error, not "no policy": the gate must not fall back to passing everything
+        if os.path.lexists(here / "spectra.toml"):
             policy = load_policy(here / "spectra.toml")
         elif (here / "pyproject.toml").is_file() and _has_tool_table(here / "pyproject.toml"):
             policy = load_policy(here / "pyproject.toml")
@@ -305,5 +338,17 @@ def resolve_policy(path: str | os.PathLike[str] | None = None, *, max_ratio: flo
 
 
 def _has_tool_table(pyproject: Path) -> bool:
+    """Whether ``pyproject`` sets ``tool.spectra`` — parsed, so ``[ tool.spectra ]``, dotted keys and
+    inline tables count. One that does not parse counts when it names spectra at all: then
+    :func:`load_policy` says why it cannot be read, instead of the gate running with no policy."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
     text = pyproject.read_text(encoding="utf-8", errors="replace")
-    return "[tool.spectra" in text
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return "spectra" in text
+    tool = doc.get("tool")
+    return isinstance(tool, dict) and "spectra" in tool

@@ -392,7 +392,7 @@ def _resolve_peft(folder: Path, config: dict[str, Any], peft_type: str, store: T
 
 
 def _lora_module(folder: Path, name: str, roles: dict[str, str], bkey: str, store: TensorStore,
-                 base: BaseCheckpoint, config: dict[str, Any], square_transposed: bool) -> AdaptedModule:
+                 base: BaseCheckpoint, config: dict[str, Any], base_transposed: bool) -> AdaptedModule:
     bshape = tuple(base.shape(bkey))
     embedding = "lora_embedding_A" in roles or "lora_embedding_B" in roles
     a_role, b_role = ("lora_embedding_A", "lora_embedding_B") if embedding else ("lora_A", "lora_B")
@@ -412,9 +412,15 @@ def _lora_module(folder: Path, name: str, roles: dict[str, str], bkey: str, stor
         transposed = False
     else:
         shape = (b_shape[0], a_shape[1])  # (out, in)
-        if len(bshape) != 2 or shape not in (bshape, bshape[::-1]):
+        # the base stores (in, out) only for a Conv1D layer (or where the config says fan_in_fan_out):
+        # anywhere else factors that fit the transposed base are swapped, and PEFT refuses to load them
+        if len(bshape) != 2 or shape != (bshape[::-1] if base_transposed else bshape):
+            if len(bshape) == 2 and shape == bshape[::-1] and not base_transposed:
+                raise SpectraError(f"{folder}: module {name}'s lora_B·lora_A is {shape}, the transpose of base "
+                                   f"{bkey} {tuple(bshape)}, which is not a Conv1D layer and the config does not set "
+                                   "fan_in_fan_out (swapped or transposed factors: PEFT would refuse to load them)")
             raise _shape_error(folder, name, shape, base, bkey)
-        transposed = bshape != shape or (shape[0] == shape[1] and square_transposed)
+        transposed = base_transposed
     try:
         cfg_r, scale = lora_scale(config, name)
     except SpectraError as exc:  # name the adapter's own config file

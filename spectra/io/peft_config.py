@@ -122,14 +122,27 @@ def resolve_rank_alpha(config: dict[str, Any], module_name: str) -> tuple[int, f
     if rank_pattern or alpha_pattern:
         get_pattern_key = pattern_resolver()
         if rank_pattern:
-            key = get_pattern_key(list(rank_pattern.keys()), module_name)
+            key = _pattern_key(get_pattern_key, rank_pattern, module_name, "rank_pattern")
             if key in rank_pattern:
                 r, r_where = rank_pattern[key], f"rank_pattern[{key!r}]"
         if alpha_pattern:
-            key = get_pattern_key(list(alpha_pattern.keys()), module_name)
+            key = _pattern_key(get_pattern_key, alpha_pattern, module_name, "alpha_pattern")
             if key in alpha_pattern:
                 alpha, a_where = alpha_pattern[key], f"alpha_pattern[{key!r}]"
     return _rank(r, r_where), _alpha(alpha, a_where)
+
+
+def _pattern_key(resolve: Callable[[Sequence[str], str], str], pattern: Any, module_name: str, field: str) -> str:
+    """PEFT's pattern key for ``module_name``, or a one-line error for a config PEFT itself would trip
+    over: a pattern that is not a mapping, or a key that is not a valid regular expression."""
+    if not isinstance(pattern, dict):
+        raise SpectraError(f"adapter_config.json: {field} must map module-name patterns to values, "
+                           f"got {type(pattern).__name__}")
+    try:
+        return resolve(list(pattern.keys()), module_name)
+    except re.error as exc:
+        raise SpectraError(f"adapter_config.json: {field} has a key that is not a valid regular expression "
+                           f"({exc})") from None
 
 
 def lora_scale(config: dict[str, Any], module_name: str) -> tuple[int, float]:

@@ -87,7 +87,10 @@ def subspace_overlap(U_pre: Tensor, Vh_pre: Tensor, U_d: Tensor, S_d: Tensor, Vh
         batch shape ``(...)`` in ``[0, 1]``; 0 where ``ΔW = 0``.
     """
     U_pre, Vh_pre, U_d, S_d, Vh_d = _common(U_pre, Vh_pre, U_d, S_d, Vh_d)
-    energy = S_d.square()  # (..., r)
+    # the shares are scale-free: divide by the largest σ first, so that an update near float32's
+    # top (σ ~ 1e37) does not square to ∞ and turn every share into NaN
+    top = S_d.abs().amax(dim=-1, keepdim=True)
+    energy = (S_d / torch.where(top > 0, top, torch.ones_like(top))).square()  # (..., r)
     total = energy.sum(dim=-1)
     left = ((U_pre.mT @ U_d).square().sum(dim=-2) * energy).sum(dim=-1)
     right = ((Vh_pre @ Vh_d.mT).square().sum(dim=-2) * energy).sum(dim=-1)

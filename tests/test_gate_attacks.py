@@ -1,0 +1,151 @@
+"""Inputs an attacker (or a careless user) can hand the gate, found by a hostile review: each of
+these passed the gate (exit 0) or blamed spectra for the user's mistake before its fix."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from test_gate_safety import K, _rewrite_adapter, one_error, run
+
+
+@pytest.fixture
+def pair(tiny_model_dir, tiny_adapter_dir) -> tuple[Path, Path]:
+    base = tiny_model_dir("bert")
+    return base, tiny_adapter_dir(base, target_modules=["query", "value"])
+
+
+def _empty_adapter(adapter: Path, folder: Path) -> Path:
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text((adapter / "adapter_config.json").read_text())
+    save_file({}, folder / "adapter_model.safetensors")
+    return folder
+
+
+def test_an_adapter_with_nothing_to_audit_beside_a_good_one_stops_the_gate(pair, tmp_path) -> None:
+    base, good = pair
+    empty = _empty_adapter(good, tmp_path / "empty")
+    res = run("audit", base, good, empty, "--max-ratio", "100", "-o", tmp_path / "out", *K)
+    assert res.exit_code == 3, res.output  # "nothing was audited" — for that adapter — not a pass
+    assert str(empty) in res.output and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("pyproject", [
+    '[tool]\nspectra = { fail-on = "error", rules = { ratio = { max = 0.0001 } } }\n',  # a dotted inline table
+    '[ tool.spectra ]\nfail-on = "error"\n[ tool.spectra.rules.ratio ]\nmax = 0.0001\n',  # spaces in the header
+])
+def test_a_policy_in_pyproject_is_found_however_its_toml_spells_it(pair, tmp_path, monkeypatch, pyproject) -> None:
+    base, adapter = pair
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "pyproject.toml").write_text(pyproject)
+    monkeypatch.chdir(work)
+    res = run("audit", base, adapter, "-o", tmp_path / "out", *K)
+    assert res.exit_code == 1, res.output  # every ratio is above 0.0001: the policy was read and fired
+
+
+@pytest.mark.parametrize("kind", ["folder", "dangling link"])
+def test_a_spectra_toml_that_is_not_a_readable_file_is_an_error_not_no_policy(pair, tmp_path, monkeypatch,
+                                                                             kind) -> None:
+    base, adapter = pair
+    work = tmp_path / "project"
+    work.mkdir()
+    if kind == "folder":
+        (work / "spectra.toml").mkdir()
+    else:
+        os.symlink(tmp_path / "nowhere.toml", work / "spectra.toml")
+    monkeypatch.chdir(work)
+    one_error(run("audit", base, adapter, "-o", tmp_path / "out", *K), "spectra.toml")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("policy", "words"), [
+    ('[rules.ratio.module-types]\nqurey = 0.0001\n', "rules.ratio.module-types ['qurey'] match no audited module"),
+    ('[rules.forgetting]\nmax = 0.0\nseverity = "error"\n', "rules.forgetting: no adapter had a validated"),
+])
+def test_a_rule_that_judged_nothing_is_named_and_the_gate_says_it_gated_nothing(pair, tmp_path, monkeypatch,
+                                                                               policy, words) -> None:
+    base, adapter = pair
+    (tmp_path / "spectra.toml").write_text(policy)
+    monkeypatch.chdir(tmp_path)
+    res = run("audit", base, adapter, "-o", tmp_path / "out", *K)
+    assert res.exit_code == 0
+    assert f"warning: {words}" in res.output and "so nothing is gated" in res.output, res.output
+
+
+def test_a_fleet_policys_type_for_another_architecture_is_named_but_the_rest_still_gates(pair, tmp_path,
+                                                                                        monkeypatch) -> None:
+    base, adapter = pair
+    (tmp_path / "spectra.toml").write_text('[rules.ratio.module-types]\nq_proj = 5.0\nquery = 0.0001\n')
+    monkeypatch.chdir(tmp_path)
+    res = run("audit", base, adapter, "-o", tmp_path / "out", *K)
+    assert res.exit_code == 1 and "['q_proj'] match no audited module" in res.output
+    assert "nothing is gated" not in res.output
+
+
+def test_lora_factors_fitting_only_the_transposed_linear_weight_are_refused(tiny_model_dir, tiny_adapter_dir,
+                                                                           tmp_path) -> None:
+    base = tiny_model_dir("bert")
+    adapter = tiny_adapter_dir(base, target_modules=["intermediate.dense"])  # (inter, hidden): not square
+    # A' = Bᵀ, B' = Aᵀ: B'·A' = (B·A)ᵀ fits W_preᵀ's shape — PEFT refuses to load it
+    _rewrite_adapter(adapter, lambda t: {k: (t[k.replace("lora_A", "lora_B")].T.contiguous() if "lora_A" in k
+                                             else t[k.replace("lora_B", "lora_A")].T.contiguous()) for k in t})
+    one_error(run("audit", base, adapter, "-o", tmp_path / "out", *K), "transpose", "Conv1D")
+
+
+@pytest.mark.parametrize(("config", "words"), [
+    ({"rank_pattern": ["query"]}, ["rank_pattern", "must map"]),
+    ({"alpha_pattern": {"(": 4}}, ["alpha_pattern", "regular expression"]),
+])
+def test_config_patterns_peft_would_trip_over_are_one_true_line(pair, tmp_path, config, words) -> None:
+    base, adapter = pair
+    _rewrite_adapter(adapter, edit_config=lambda cfg: {**cfg, **config})
+    one_error(run("audit", base, adapter, "-o", tmp_path / "out", *K), "adapter_config.json", *words)
+
+
+def test_a_threshold_too_large_for_a_float_is_one_true_line(pair, tmp_path) -> None:
+    base, adapter = pair
+    policy = tmp_path / "p.toml"
+    policy.write_text(f"[rules.ratio]\nmax = {'9' * 320}\n")
+    one_error(run("audit", base, adapter, "--policy", policy, "-o", tmp_path / "out", *K), "too large")
+
+
+@pytest.mark.parametrize(("edit", "words"), [({"slope": "steep"}, "slope"), ({"feature": 3}, "feature")])
+def test_a_hand_edited_calibration_is_one_true_line(pair, tmp_path, edit, words) -> None:
+    from spectra.canary import FORMAT
+
+    base, adapter = pair
+    cal = tmp_path / "cal.json"
+    cal.write_text(json.dumps({"format": FORMAT, "base": {"fingerprint": "x"}, "feature": "log_ratio_min",
+                               "crossing_value": 0.1, **edit}))
+    one_error(run("audit", base, adapter, "--calibration", cal, "-o", tmp_path / "out", *K), words)
+
+
+def test_an_update_near_float32s_top_still_has_its_overlap(pair, tmp_path) -> None:
+    from spectra.audit import AuditSettings, audit
+
+    base, adapter = pair
+    _rewrite_adapter(adapter, lambda t: {k: (v * 1e37 if "lora_B" in k else v) for k, v in t.items()})
+    rows = audit(str(base), [str(adapter)], AuditSettings(top_k=4, device="cpu"), cache_dir=False).rows
+    assert rows and all(0.0 <= r["overlap"] <= 1.0 for r in rows)  # was NaN: σ² overflowed to ∞
+    assert all(1e36 < r["frobenius_delta"] < 1e39 for r in rows)
+
+
+def test_a_zero_base_weight_leaves_cosines_undefined_and_a_cos_rule_cannot_pass(tiny_model_dir, tiny_adapter_dir,
+                                                                               tmp_path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    base = tiny_model_dir("bert")
+    adapter = tiny_adapter_dir(base, target_modules=["query"])
+    weights = load_file(base / "model.safetensors")
+    key = next(k for k in weights if k.endswith("layer.0.attention.self.query.weight"))
+    weights[key] = weights[key] * 0
+    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    res = run("audit", base, adapter, "--max-cos", "0.99", "-o", tmp_path / "out", *K)
+    one_error(res, "cos rule's measure is NaN")
+    res = run("audit", base, adapter, "--json", "-o", tmp_path / "out2", *K)
+    assert res.exit_code == 0 and "is zero, so its top-k directions are arbitrary" in res.output
