@@ -187,3 +187,13 @@ def test_a_scan_leaves_autograd_as_it_found_it(fleet) -> None:
     auditor.audit("a", str(tree / "team" / "a0"))
     auditor.close()
     assert torch.is_grad_enabled()
+
+
+def test_a_scan_names_rules_that_judged_nothing_as_the_audit_does(fleet, tmp_path, monkeypatch) -> None:
+    base, tree = fleet
+    (tmp_path / "spectra.toml").write_text('[rules.ratio.module-types]\nqurey = 0.0001\n')
+    monkeypatch.chdir(tmp_path)
+    res = run(tree / "team", "--base", base, "--engine", "local", "--top-k", "4", "-o", tmp_path / "scan")
+    assert res.exit_code == 0, res.output  # the typo gates nothing — and the scan says so instead of passing quietly
+    assert "warning: rules.ratio.module-types ['qurey'] match no audited module (types here: query, value)" \
+        in res.output and "so nothing is gated" in res.output

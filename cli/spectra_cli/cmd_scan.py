@@ -43,7 +43,7 @@ def scan_command(
       spectra scan ./adapters -o scan/ --address auto --workers 8      # an existing Ray cluster
     """
     from spectra._version import __version__
-    from spectra.fleet.report import write_reports
+    from spectra.fleet.report import scan_notices, write_reports
     from spectra.fleet.scan import scan
     from spectra.audit.policy import resolve_policy
 
@@ -52,6 +52,8 @@ def scan_command(
     with progress("adapters", sink.console) as tick:
         result = scan(sources, out, settings, resume=resume, overwrite=overwrite, progress=tick, log=sink.log)
     findings, failing = write_reports(result.out, gate, __version__)
+    for kind, text in scan_notices(result.out, gate):
+        typer.echo(f"{kind}: {text}", err=True)
     rate = result.audited / result.seconds if result.seconds else 0.0
     sink.line(f"scan: {result.audited:,} audited, {result.errors:,} error rows, {result.duplicates:,} duplicates, "
               f"{result.skipped:,} done before; {rate:.1f} adapters/s ({result.engine}); {len(findings):,} finding(s), "

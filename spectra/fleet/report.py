@@ -45,6 +45,20 @@ def fleet_findings(adapters: list[dict[str, Any]], out: Path, policy: Any) -> li
     return found + policy.forgetting_findings(blocks)
 
 
+def scan_notices(out: Path, policy: Any) -> list[tuple[str, str]]:
+    """``(kind, text)`` lines to print after a scan, as ``spectra audit`` prints them: rules that judged
+    nothing in this fleet (a module type none of its adapters has, a forgetting rule with no validated
+    estimate), then the notice when no rule could fail the gate."""
+    from spectra.fleet.store import module_types, read_rows
+
+    rows = [{"module_type": t} for t in module_types(out)]
+    blocks = {a["id"]: {"p_survives": a.get("forgetting_p_survives")} for a in read_rows(out, "adapters")
+              if a["status"] == "ok"}
+    notices = [("warning", why) for why, _ in policy.idle_rules(rows, blocks).values()]
+    inactive = policy.inactive_notice(rows, blocks)
+    return notices + ([inactive] if inactive else [])
+
+
 def write_reports(out: Path, policy: Any, version: str) -> tuple[list[Any], list[Any]]:
     """``OUT/fleet.sarif`` and ``OUT/report.md`` from the tables; returns (findings, failing)."""
     from spectra.fleet.store import read_rows

@@ -105,6 +105,15 @@ def module_parts(out: Path) -> Any:
         yield pq.read_table(part).to_pylist()
 
 
+def module_types(out: Path) -> set[str]:
+    """Every module type the fleet's module rows hold (one column read per part)."""
+    _, pq = _pyarrow()
+    seen: set[str] = set()
+    for part in sorted((out / "modules").glob("part-*.parquet")):
+        seen.update(str(t) for t in pq.read_table(part, columns=["module_type"]).column(0).to_pylist())
+    return seen
+
+
 def read_rows(out: Path, table: str = "adapters") -> list[dict[str, Any]]:
     """Every row of ``OUT/<table>`` (the latest row per id wins for adapters: a retried error is replaced)."""
     _, pq = _pyarrow()
