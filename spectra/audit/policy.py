@@ -250,10 +250,7 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     from spectra.io.files import regular_file
 
     p = regular_file(Path(path), "policy file")
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    tomllib = _toml()
     try:
         doc = tomllib.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -341,10 +338,7 @@ def _has_tool_table(pyproject: Path) -> bool:
     """Whether ``pyproject`` sets ``tool.spectra`` — parsed, so ``[ tool.spectra ]``, dotted keys and
     inline tables count. One that does not parse counts when it names spectra at all: then
     :func:`load_policy` says why it cannot be read, instead of the gate running with no policy."""
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    tomllib = _toml()
     text = pyproject.read_text(encoding="utf-8", errors="replace")
     try:
         doc = tomllib.loads(text)
@@ -352,3 +346,12 @@ def _has_tool_table(pyproject: Path) -> bool:
         return "spectra" in text
     tool = doc.get("tool")
     return isinstance(tool, dict) and "spectra" in tool
+
+
+def _toml() -> Any:
+    """The TOML reader: the standard library's from Python 3.11, ``tomli`` before."""
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    return tomllib
