@@ -18,7 +18,7 @@ def fleet_findings(adapters: list[dict[str, Any]], out: Path, policy: Any) -> li
     from spectra.errors import SpectraError
     from spectra.audit.policy import Finding
 
-    blocks = {a["id"]: {"p_survives": a.get("forgetting_p_survives")} for a in adapters if a["status"] == "ok"}
+    blocks = _forgetting_blocks(adapters)
     latest = {a["id"] for a in adapters if a["status"] == "ok"}
     found = []
     unmeasurable: dict[str, str] = {}
@@ -45,6 +45,11 @@ def fleet_findings(adapters: list[dict[str, Any]], out: Path, policy: Any) -> li
     return found + policy.forgetting_findings(blocks)
 
 
+def _forgetting_blocks(adapters: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each audited adapter's forgetting estimate, as the policy's forgetting rule reads it."""
+    return {a["id"]: {"p_survives": a.get("forgetting_p_survives")} for a in adapters if a["status"] == "ok"}
+
+
 def scan_notices(out: Path, policy: Any) -> list[tuple[str, str]]:
     """``(kind, text)`` lines to print after a scan, as ``spectra audit`` prints them: rules that judged
     nothing in this fleet (a module type none of its adapters has, a forgetting rule with no validated
@@ -52,8 +57,7 @@ def scan_notices(out: Path, policy: Any) -> list[tuple[str, str]]:
     from spectra.fleet.store import module_types, read_rows
 
     rows = [{"module_type": t} for t in module_types(out)]
-    blocks = {a["id"]: {"p_survives": a.get("forgetting_p_survives")} for a in read_rows(out, "adapters")
-              if a["status"] == "ok"}
+    blocks = _forgetting_blocks(read_rows(out, "adapters"))
     notices = [("warning", why) for why, _ in policy.idle_rules(rows, blocks).values()]
     inactive = policy.inactive_notice(rows, blocks)
     return notices + ([inactive] if inactive else [])
