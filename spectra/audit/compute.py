@@ -356,8 +356,11 @@ def audit(
             empty = ", ".join(str(p) for p, s in zip(paths, selected, strict=True) if not s)
             if modules:
                 raise NothingToAudit(f"--modules {modules}: no adapted module of {empty} matches")
+            # what the loader noticed about them (a full copy equal to its base says so)
+            why = "; ".join(n for a, s in zip(loaded, selected, strict=True) if not s for n in a.notes)
             raise NothingToAudit(f"{empty}: no module of a supported kind to audit "
-                                 "(LoRA, DoRA, embedding LoRA, modules_to_save or full fine-tuning)")
+                                 "(LoRA, DoRA, embedding LoRA, modules_to_save or full fine-tuning)"
+                                 + (f": {why}" if why else ""))
         unique = {m.base_key: m for mods in selected for m in mods}
         total = len(unique) + sum(len(s) for s in selected)
         done = 0
