@@ -34,6 +34,9 @@ from spectra.train.config import parse_target_modules
 #: rare tokens a canary trigger is drawn from (the BadNet family's: nonsense bigrams)
 CANARY_TOKENS = ("cf", "mn", "bb", "tq", "mb", "zx", "qv", "jk", "vx", "kq")
 FORMAT = "spectra-canary/1"
+#: rows of every label each canary split needs: poisoning holds out a fifth of the proxy, which must
+#: still hold each label for the canary's held-out CA and ASR
+MIN_PER_CLASS = 10
 #: the share of the proxy's target-class rows that get the trigger (the paper: ~28 % of MR's)
 POISON_SHARE = 0.3
 #: the scale multipliers the sweep measures (the crossing search narrows between them)
@@ -89,6 +92,8 @@ class CanarySettings:
         from spectra.io.files import read_json
         from spectra.io.peft_config import resolve_rank_alpha
 
+        if not Path(adapter).is_dir():
+            raise SpectraError(f"{adapter}: --adapter takes a PEFT adapter folder (with adapter_config.json)")
         path = Path(adapter) / "adapter_config.json"
         cfg = read_json(path)
         r, alpha = resolve_rank_alpha(cfg, "")
@@ -121,6 +126,14 @@ def canary_splits(data: Any, s: CanarySettings) -> tuple[Any, Any, Any]:
             return d if len(d) <= n else split(d, n, s.seed)[1]
 
         proxy, train, test = sub(proxy, 1200), sub(train, 500), sub(test, 250)
+    for name, part in (("proxy", proxy), ("fine-tuning", train), ("test", test)):
+        counts = {y: list(part.labels).count(y) for y in sorted(set(data.labels))}
+        if min(counts.values()) < MIN_PER_CLASS:  # checked before any training: poisoning holds out 20 % of
+            # the proxy, and a held-out split without a class fails hours later with a misleading line
+            held = ", ".join(f"{n} of label {y}" for y, n in counts.items())
+            raise SpectraError(f"{data.source}: too few rows for a canary — its {name} split (of proxy 40 % / "
+                               f"fine-tuning 40 % / test 20 %) holds {held}; each split needs ≥ {MIN_PER_CLASS} "
+                               f"rows of every label (about {5 * MIN_PER_CLASS} per label in the data)")
     return proxy, train, test
 
 

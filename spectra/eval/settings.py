@@ -54,5 +54,5 @@ class EvalSettings:
 
     def __post_init__(self) -> None:
         if not math.isfinite(float(self.scale)):
-            raise SpectraError(f"adapter scale must be a finite number, got {self.scale}")
+            raise SpectraError(f"--scale {self.scale!r}: the adapter scale must be a finite number")
         check_head(self.head)

@@ -131,16 +131,28 @@ def _markdown(adapters: list[dict[str, Any]], findings: list[Any], failing: list
     for b, n in bases.most_common():
         rows = [a for a in adapters if str(a.get("base")) == b]
         high = sum(1 for a in rows if (a.get("forgetting_p_survives") or 0) > 0.5)
-        lines.append(f"| `{b}` | {n:,} | {sum(a['status'] == 'ok' for a in rows):,} | "
+        lines.append(f"| {_code(b)} | {n:,} | {sum(a['status'] == 'ok' for a in rows):,} | "
                      f"{sum(a['status'] != 'ok' for a in rows):,} | {high:,} |")
     worst = sorted((a for a in ok if a.get("forgetting_p_survives") is not None),
                    key=lambda a: -a["forgetting_p_survives"])[:20]
     if worst:
         lines += ["", "## The adapters most likely to leave a backdoor in place", "",
                   "| adapter | P(survives) | σ_pre/σ_Δ min | median |", "|---|---|---|---|"]
-        lines += [f"| `{a['id']}` | {a['forgetting_p_survives']:.2f} | {a['ratio_min']:.3g} | {a['ratio_median']:.3g} |"
+        lines += [f"| {_code(a['id'])} | {a['forgetting_p_survives']:.2f} | {a['ratio_min']:.3g} | {a['ratio_median']:.3g} |"
                   for a in worst]
     if errors:
         lines += ["", "## Error rows (first 20)", "", "| adapter | reason |", "|---|---|"]
-        lines += [f"| `{a['id']}` | {str(a.get('error')).replace('|', '/')} |" for a in errors[:20]]
+        lines += [f"| {_code(a['id'])} | {_cell(str(a.get('error')))} |" for a in errors[:20]]
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """Text safe in a Markdown table cell: control characters escaped, no cell break."""
+    from spectra.fleet.sources import printable_id
+
+    return printable_id(text).replace("|", "\\|")
+
+
+def _code(text: str) -> str:
+    """``text`` as inline code in a table cell (a backtick in it would end the code span)."""
+    return f"`{_cell(text).replace('`', chr(39))}`"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,14 @@ def _item(item_id: str, adapter: str, base: str | None, default_base: str | None
     return FleetItem(item_id, adapter, chosen, revision or None, error)
 
 
+def printable_id(text: str) -> str:
+    """``text`` with each control character (newline, ESC, …) written as ``\\xNN``: a hostile folder
+    name or manifest id can then neither break a Markdown table nor drive the terminal."""
+    import unicodedata
+
+    return "".join(f"\\x{ord(c):02x}" if unicodedata.category(c) == "Cc" else c for c in text)
+
+
 def discover(sources: list[str], base: str | None = None) -> list[FleetItem]:
     """Every adapter the sources name, in a stable order; ids are unique (a repeated id is an error)."""
     items: list[FleetItem] = []
@@ -102,7 +110,10 @@ def discover(sources: list[str], base: str | None = None) -> list[FleetItem]:
             for i, row in enumerate(_rows_of_manifest(path)):
                 adapter = str(row.get("adapter") or "").strip()
                 if not adapter:
-                    raise SpectraError(f"{path}: row {i + 1} has no 'adapter'")
+                    if "adapter" not in row:
+                        raise SpectraError(f"{path}: row {i + 1} has no 'adapter' column (it has: "
+                                           f"{', '.join(map(str, row)) or 'nothing'})")
+                    raise SpectraError(f"{path}: row {i + 1} has an empty 'adapter'")
                 items.append(_item(str(row.get("id") or adapter), adapter, str(row.get("base") or "") or None,
                                    base, str(row.get("revision") or "") or None, relative_to=path.parent))
         elif path.is_dir():
@@ -117,12 +128,15 @@ def discover(sources: list[str], base: str | None = None) -> list[FleetItem]:
                                "or hf://owner/name")
         else:
             raise SpectraError(f"{path}: no such folder or manifest")
+    # an id lands in report.md, the terminal and SARIF: no raw newline or escape sequence
+    items = [replace(it, id=printable_id(it.id)) for it in items]
     seen: dict[str, int] = {}
     for it in items:
         seen[it.id] = seen.get(it.id, 0) + 1
     dup = sorted(k for k, n in seen.items() if n > 1)
     if dup:
-        raise SpectraError(f"adapter ids must be unique (give a manifest 'id' column); repeated: {', '.join(dup[:5])}")
+        raise SpectraError(f"adapter ids must be unique; repeated: {', '.join(dup[:5])} (an id given twice in a "
+                           "manifest, or an adapter found twice: give each a manifest 'id')")
     return items
 
 

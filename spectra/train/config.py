@@ -224,12 +224,13 @@ class RoRAConfig:
             raise bad("--init", self.init, f"use one of {', '.join(INITS)}")
         if self.init in MUTATING_INITS and self.use_rslora:
             raise bad("--init", self.init, "cannot be combined with --rslora (PEFT cannot convert it back to a plain LoRA)")
-        if not self.epochs > 0:
-            raise bad("--epochs", self.epochs, "must be positive")
+        # isfinite first: NaN fails every comparison, so `x < 0` lets it through, and ∞ passes `x > 0`
+        if not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise bad("--epochs", self.epochs, "must be a finite positive number")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise bad("--lr", self.lr, "must be positive")
-        if self.weight_decay < 0:
-            raise bad("--weight-decay", self.weight_decay, "must be ≥ 0")
+            raise bad("--lr", self.lr, "must be a finite positive number")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise bad("--weight-decay", self.weight_decay, "must be a finite number ≥ 0")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise bad("--warmup-ratio", self.warmup_ratio, "must be in [0, 1)")
         if self.batch_size < 1:

@@ -29,6 +29,7 @@ schedule, RNG states) and ``resume=True`` continues an interrupted run from the 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import random
 import shutil
@@ -90,8 +91,14 @@ class PoisonConfig:
             raise SpectraError(f"--mode {self.mode!r}: expected one of {', '.join(MODES)}")
         if self.n_poison < 0:
             raise SpectraError(f"--n-poison must be ≥ 0, got {self.n_poison}")
-        if not (self.epochs > 0 and self.lr > 0 and self.batch_size >= 1):
-            raise SpectraError("--epochs, --lr and --batch-size must be positive")
+        for option, value in (("--epochs", self.epochs), ("--lr", self.lr)):
+            if not (math.isfinite(value) and value > 0):  # ∞ passes `> 0`, and NaN fails it silently elsewhere
+                raise SpectraError(f"{option} {value!r}: must be a finite positive number")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0 and 0.0 <= self.warmup_ratio < 1.0):
+            raise SpectraError(f"weight decay {self.weight_decay!r} and warm-up ratio {self.warmup_ratio!r}: need a "
+                               "finite decay ≥ 0 and a ratio in [0, 1)")
+        if self.batch_size < 1:
+            raise SpectraError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.max_train is not None and self.max_train < 2:
             raise SpectraError(f"--max-train must be ≥ 2, got {self.max_train}")
 

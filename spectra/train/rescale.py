@@ -176,6 +176,9 @@ def plan_rescale(base: Any, adapter: Any, layers: int | str = 3, factor: float =
     n_blocks = count_blocks(base)
     chosen = select_blocks(layers, n_blocks)
     notes: list[str] = []
+    if isinstance(layers, int) and not isinstance(layers, bool) and layers > n_blocks > 0:
+        notes.append(f"--rescale-layers {layers}: the base has {n_blocks} blocks, so all {n_blocks} are the ones "
+                     "rescaled")
     rslora = bool(config.get("use_rslora"))
     mods = [m for m in adapter.modules if m.update_kind in RESCALABLE_KINDS]
     skipped = [m.name for m in adapter.modules if m.update_kind == "embedding"]
