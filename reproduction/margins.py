@@ -8,9 +8,11 @@ import math
 import statistics
 from typing import Any
 
+from spectra.study.recipe import ATTACKS as RECIPE_ATTACKS
 from spectra.study.tables import Results, t975
 
-ATTACKS = ("badnet", "insent")
+#: the study's attacks, in the page's order (one home: the recipe)
+ATTACKS = tuple(RECIPE_ATTACKS)
 
 
 def _pair_key(results: Results, run_id: str) -> tuple[int, int] | None:

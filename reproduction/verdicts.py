@@ -17,9 +17,11 @@ from reproduction.effects import matched_lr_verdict
 from reproduction.margins import close_calls, test_set_close_call
 from spectra.data.stats import wilson_interval
 from spectra.study.plan import SEEDS, study_plan
+from spectra.study.recipe import ATTACKS as RECIPE_ATTACKS
 from spectra.study.tables import Results, below_asr_bar, rescale_effect, within
 
-ATTACKS = ("badnet", "insent")
+#: the study's attacks, in the page's order (one home: the recipe)
+ATTACKS = tuple(RECIPE_ATTACKS)
 
 
 @dataclass
