@@ -95,12 +95,8 @@ def audit_command(
                       f"{gate.fail_on}[/{colour}]")
             for f in report.findings[:10]:
                 sink.line(f"  [{f.severity}] {f.message()}", markup=False)
-        blocks = report.forgetting()
-        for why, _ in gate.idle_rules(report.rows, blocks).values():
-            typer.echo(f"warning: {why}", err=True)
-        notice = gate.inactive_notice(report.rows, blocks)
-        if notice is not None:
-            typer.echo(f"{notice[0]}: {notice[1]}", err=True)
+        for kind, text in report.notices:
+            typer.echo(f"{kind}: {text}", err=True)
         sink.result(command="audit", out=str(out), summary=report.summary_rows(), fail_on=gate.fail_on,
                     findings=[f.to_dict() for f in report.findings], failing=len(failing))
         code = EXIT_FINDINGS if report.exit_code else EXIT_OK  # decided once, in apply_policy; SARIF records the same

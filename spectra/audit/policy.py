@@ -178,6 +178,13 @@ class Policy:
                                 "nothing", True)
         return out
 
+    def notices(self, rows: Any, blocks: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]]:
+        """``(kind, text)`` lines to print after an audit or a scan: each rule that judged nothing in
+        ``rows`` / ``blocks`` (:meth:`idle_rules`), then the notice when no rule could fail the gate."""
+        lines = [("warning", why) for why, _ in self.idle_rules(rows, blocks).values()]
+        inactive = self.inactive_notice(rows, blocks)
+        return lines + ([inactive] if inactive else [])
+
     def inactive_notice(self, rows: Any = (), blocks: Mapping[str, Mapping[str, Any]] | None = None
                         ) -> tuple[str, str] | None:
         """``(kind, text)`` to print after an audit when no active rule can fail the gate (none at

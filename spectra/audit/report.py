@@ -70,6 +70,8 @@ class AuditReport:
     timings: dict[str, float] = field(default_factory=dict)
     policy: Any = None  # spectra.audit.policy.Policy, set by apply_policy
     findings: list[Any] = field(default_factory=list)  # spectra.audit.policy.Finding
+    #: (kind, text) lines the policy has to say after this audit (rules that judged nothing), set by apply_policy
+    notices: list[tuple[str, str]] = field(default_factory=list)
     #: the findings at or above the policy's ``fail_on``: decided once, by :meth:`apply_policy`, and
     #: read by the CLI's exit code and SARIF's alike
     failing: list[Any] = field(default_factory=list)
@@ -106,8 +108,10 @@ class AuditReport:
         adapter's forgetting verdict against its ``forgetting`` rule; keep the findings for the
         report and SARIF; return those that fail the gate (≥ ``fail_on``)."""
         self.policy = policy
-        self.findings = policy.findings(self.rows) + policy.forgetting_findings(self.forgetting())
+        blocks = self.forgetting()
+        self.findings = policy.findings(self.rows) + policy.forgetting_findings(blocks)
         self.failing = policy.failing(self.findings)
+        self.notices = policy.notices(self.rows, blocks)  # read from the same verdicts, computed once
         return self.failing
 
     def set_calibration(self, calibration: dict[str, Any], where: str = "calibration") -> None:

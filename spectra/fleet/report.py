@@ -56,11 +56,7 @@ def scan_notices(out: Path, policy: Any) -> list[tuple[str, str]]:
     estimate), then the notice when no rule could fail the gate."""
     from spectra.fleet.store import module_types, read_rows
 
-    rows = [{"module_type": t} for t in module_types(out)]
-    blocks = _forgetting_blocks(read_rows(out, "adapters"))
-    notices = [("warning", why) for why, _ in policy.idle_rules(rows, blocks).values()]
-    inactive = policy.inactive_notice(rows, blocks)
-    return notices + ([inactive] if inactive else [])
+    return policy.notices([{"module_type": t} for t in module_types(out)], _forgetting_blocks(read_rows(out)))
 
 
 def write_reports(out: Path, policy: Any, version: str) -> tuple[list[Any], list[Any]]:
