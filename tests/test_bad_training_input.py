@@ -69,3 +69,13 @@ def test_asking_pt_for_more_blocks_than_the_base_has_says_how_many_it_rescaled(t
     plan = rescale_adapter(base, tiny_adapter_dir(base, target_modules=["query", "value"]), None, layers=100)
     assert plan.blocks == [0, 1]
     assert "--rescale-layers 100: the base has 2 blocks, so all 2 are the ones rescaled" in plan.notes
+
+
+@pytest.mark.parametrize("steps", [0, -1, 2.5])
+def test_the_library_refuses_a_max_steps_transformers_would_ignore(steps) -> None:
+    from spectra.errors import SpectraError
+    from spectra.train.options import RunOptions
+
+    with pytest.raises(SpectraError, match="max-steps"):
+        RunOptions(training_overrides={"max_steps": steps})
+    assert RunOptions(training_overrides={"max_steps": 3}).training_overrides["max_steps"] == 3

@@ -80,7 +80,6 @@ def fix_command(
       spectra fix ./base --adapter ./lora --rescale-only -o rescaled/              # Pt alone
     """
     from spectra.train.fix import run_fix
-    from spectra.errors import SpectraError
     from spectra.train.options import FixData, RunOptions
 
     if baseline is not None:
@@ -89,8 +88,6 @@ def fix_command(
     base, *rest = hub_refs([base] + ([adapter] if adapter else []), hub)
     adapter = rest[0] if rest else None
     sink = Output(json=json_out, quiet=quiet)
-    if max_steps is not None and max_steps < 1:  # transformers reads max_steps ≤ 0 as "no limit"
-        raise SpectraError(f"--max-steps {max_steps}: must be at least 1 (leave it out to train every epoch)")
     overrides: dict[str, object] = {"max_steps": max_steps} if max_steps is not None else {}
     if group_by_length:
         overrides["group_by_length"] = True

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from spectra.errors import SpectraError
 from spectra.settings import EVAL_BATCH_SIZE
 
 LogSink = Callable[[str], None]
@@ -51,6 +52,12 @@ class RunOptions:
     save_steps: int | None = None
     eval_batch_size: int = EVAL_BATCH_SIZE
     training_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        steps = self.training_overrides.get("max_steps")
+        if steps is not None and not (isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1):
+            # transformers reads max_steps ≤ 0 as "no limit": a stop the caller asked for would be ignored
+            raise SpectraError(f"--max-steps {steps!r}: must be an integer ≥ 1 (leave it out to train every epoch)")
 
 
 #: run_fix's 0.3 keywords that now live in FixData (old name → field)
