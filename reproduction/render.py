@@ -75,7 +75,10 @@ def render_markdown(results: Results, recipe: Recipe, figures_rel: str = "../fig
 
 
 def _status(results: Results, plan: list[Any]) -> str:
-    rows = []
+    from reproduction.ablation import ablation_plan  # tier 6: the matched-lr ablation's own runs
+
+    rows, ids = [], {r.id for r in plan}
+    plan = plan + [r for r in ablation_plan() if r.id not in ids]
     for tier in sorted({r.tier for r in plan}):
         runs = [r for r in plan if r.tier == tier]
         done = [r for r in runs if r.id in results.docs]
@@ -83,7 +86,8 @@ def _status(results: Results, plan: list[Any]) -> str:
         rows.append({"tier": tier, "runs done": f"{len(done)}/{len(runs)}", "compute (h, 1 thread each)": f"{hours:.1f}"})
     return "## Where the study stands\n\n" + markdown_table(rows) + (
         "Tiers: 1 = core rows with 3 seeds and the learning-rate pick; 2 = two more poisoned bases; 3 = PiSSA/DoRA/"
-        "OLoRA (+RoRA), ONION, PEFT's intruder reduction; 4 = SmolLM2 (LLaMA architecture).\n")
+        "OLoRA (+RoRA), ONION, PEFT's intruder reduction; 4 = SmolLM2 (LLaMA architecture); 6 = the matched-lr "
+        "ablation's runs beyond those (`--plan ablation`).\n")
 
 
 def _recipe_section(recipe: Recipe) -> str:
