@@ -40,3 +40,13 @@ def ablation_plan() -> list[Any]:
                                         tier=1 if (base == 0 and picked) else 6))
     seen: set[str] = set()
     return [r for r in runs if not (r.id in seen or seen.add(r.id))]
+
+
+def full_plan() -> list[Any]:
+    """The study's plan (tiers 1-4) followed by the ablation's own runs (tier 6), each once."""
+    from spectra.study.plan import study_plan
+    from spectra.study.recipe import Recipe
+
+    plan = study_plan(Recipe().lr_grid)
+    ids = {r.id for r in plan}
+    return plan + [r for r in ablation_plan() if r.id not in ids]

@@ -13,18 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from spectra.report.tables import fmt_multiplier
-from spectra.report.tables import markdown_table as _markdown_table
-from spectra.report.tables import sweep_gamma
 from reproduction import paper
-from spectra.report.tables import SWEEP_MARKS
-from spectra.study.plan import BASE_SEEDS, SEEDS, study_plan
+from reproduction.ablation import full_plan
 from reproduction.effects import effects_section
 from reproduction.pt_grid import load_grid
-from spectra.study.recipe import ATTACKS, DEPARTURES, Recipe
-from spectra.study.tables import (Cell, Results, study_docs, below_asr_bar, collapsed_gammas, load_results, rescale_effect,
-                                  run_seconds)
 from reproduction.verdicts import crossing_rows, llama_spectra, verdicts
+from spectra.report.tables import SWEEP_MARKS, fmt_multiplier, sweep_gamma
+from spectra.report.tables import markdown_table as _markdown_table
+from spectra.study.plan import BASE_SEEDS, SEEDS
+from spectra.study.recipe import ATTACKS, DEPARTURES, Recipe
+from spectra.study.tables import (Cell, Results, below_asr_bar, collapsed_gammas, load_results, rescale_effect,
+                                  run_seconds, study_docs)
 
 TABLE2_ROWS = ("poisoned base", "FFT", "LoRA", "PiSSA", "DoRA", "OLoRA", "ONION (on LoRA)",
                "PEFT intruder reduction (on LoRA)", "+CI+Tr+Pt (RoRA)")
@@ -58,13 +57,12 @@ def _paper(table: dict[str, Any], attack: str, key: str | None, models: tuple[st
 
 def render_markdown(results: Results, recipe: Recipe, figures_rel: str = "../figures",
                     pt_grid: list[dict[str, Any]] | None = None) -> str:
-    plan = study_plan(recipe.lr_grid)
     lines = ["# Reproduction: Luong & Chen (2026) on MiniLM and SmolLM2, rt → CR\n",
              "Every number and every verdict on this page is generated from the run results in "
              "[`docs/study/results/`](study/results/) by `python scripts/reproduce.py render`; "
              "`python scripts/reproduce.py run` runs (or resumes) the study, `status` says what is left. "
              "The recipe and the plan are library code: `spectra/study/`.\n"]
-    lines += [_status(results, plan), _recipe_section(recipe)]
+    lines += [_status(results, full_plan()), _recipe_section(recipe)]
     lines += ["## Verdicts, claim by claim\n",
               markdown_table([vars(v) for v in verdicts(results)], ["claim", "paper", "ours", "verdict", "rule"])]
     lines += [_table1(results), _picks(results, figures_rel), _table2(results, figures_rel), _ablation(results),
@@ -75,10 +73,7 @@ def render_markdown(results: Results, recipe: Recipe, figures_rel: str = "../fig
 
 
 def _status(results: Results, plan: list[Any]) -> str:
-    from reproduction.ablation import ablation_plan  # tier 6: the matched-lr ablation's own runs
-
-    rows, ids = [], {r.id for r in plan}
-    plan = plan + [r for r in ablation_plan() if r.id not in ids]
+    rows = []
     for tier in sorted({r.tier for r in plan}):
         runs = [r for r in plan if r.tier == tier]
         done = [r for r in runs if r.id in results.docs]
@@ -431,12 +426,11 @@ def readme_summary(results: Results) -> str:
     """The README's study paragraph: how far the study is, the poisoned bases, the
     learning-rate picks with their test numbers, and each claim's verdict — all read from
     the results (the README keeps no hand-written reading of the study)."""
-    recipe = Recipe()
-    plan = study_plan(recipe.lr_grid)
+    recipe, plan = Recipe(), full_plan()
     done = sum(r.id in results.docs for r in plan)
-    hours = sum(results.docs[r.id].get("wall_s", 0) for r in plan if r.id in results.docs) / 3600
-    out = [f"- **Study progress:** {done} of {len(plan)} runs done ({hours:.1f} h of 1-thread compute); "
-           "every table on docs/reproduction.md marks what is still pending."]
+    hours = sum(run_seconds(results.docs[r.id]) for r in plan if r.id in results.docs) / 3600
+    out = [f"- **Study progress:** {done} of {len(plan)} runs done, the matched-lr ablation's included ({hours:.1f} "
+           "h of 1-thread compute); every table on docs/reproduction.md marks what is still pending."]
     for attack in ATTACKS:  # one line per attack, one entry per poisoned base
         bases = [doc for doc in results.runs("base", attack) if doc.get("downstream_test", {}).get("ca") is not None]
         if bases:
