@@ -149,3 +149,28 @@ def test_a_zero_base_weight_leaves_cosines_undefined_and_a_cos_rule_cannot_pass(
     one_error(res, "cos rule's measure is NaN")
     res = run("audit", base, adapter, "--json", "-o", tmp_path / "out2", *K)
     assert res.exit_code == 0 and "is zero, so its top-k directions are arbitrary" in res.output
+
+
+def test_a_zero_base_weight_stops_a_scan_with_a_cos_rule_as_it_stops_an_audit(tiny_model_dir, tiny_adapter_dir,
+                                                                             tmp_path) -> None:
+    """scan builds its rows in batches; it gave a zero base weight's module cos 0.27 and overlap 0.11
+    (the basis of a zero matrix is arbitrary), so its gate passed where audit's could not."""
+    from safetensors.torch import load_file, save_file
+
+    base = tiny_model_dir("bert")
+    adapter = tiny_adapter_dir(base, target_modules=["query"])
+    weights = load_file(base / "model.safetensors")
+    key = next(k for k in weights if k.endswith("layer.0.attention.self.query.weight"))
+    weights[key] = weights[key] * 0
+    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    policy = tmp_path / "policy.toml"
+    policy.write_text('fail-on = "note"\n[rules.cos]\nmax = 0.99\n')
+    res = run("scan", adapter, "--base", base, "--engine", "local", "--policy", policy, "--top-k", "4", "-o",
+              tmp_path / "scan")
+    assert res.exit_code == 1, res.output  # was 0: cos 0.27 on a zero weight, under the rule's 0.99
+    report = (tmp_path / "scan" / "report.md").read_text()
+    assert "| error | unaudited |" in report and "query: the cos rule's measure is NaN" in report
+    import pyarrow.parquet as pq
+
+    summary = pq.read_table(tmp_path / "scan" / "adapters").to_pylist()[0]
+    assert summary["cos_max"] is None and summary["overlap_median"] is None  # undefined, not the others' max

@@ -210,7 +210,7 @@ def _update_spectrum(module: Any, base: Any, U_pre: torch.Tensor, Vh_pre: torch.
     """
     from spectra.io import DenseUpdate, base_weight_for
     from spectra.io.keys import NEEDS_BASE_KINDS
-    from spectra.spectral import lowrank_svd, subspace_overlap, top_singular
+    from spectra.spectral import frobenius_from_singular_values, lowrank_svd, subspace_overlap, top_singular
 
     needs_base = module.update_kind in NEEDS_BASE_KINDS
     base_weight = base_weight_for(module, base).to(dtype) if needs_base else None
@@ -242,8 +242,7 @@ def _update_spectrum(module: Any, base: Any, U_pre: torch.Tensor, Vh_pre: torch.
     if not bool(torch.isfinite(svd.S).all()):
         raise SpectraError(f"{module.name}: s·B·A overflows float32 (its singular values are not finite)")
     overlap = {k: float(v) for k, v in subspace_overlap(U_pre, Vh_pre, svd.U, svd.S, svd.Vh).items()}
-    top = float(svd.S.abs().max()) if svd.S.numel() else 0.0  # ‖S‖ scaled first: σ ~ 1e37 squares to ∞
-    frob = top * float(torch.linalg.vector_norm(svd.S / top)) if top > 0 else 0.0
+    frob = float(frobenius_from_singular_values(svd.S))
     return (svd.U.cpu(), svd.S.cpu(), svd.Vh.cpu()), frob, overlap
 
 
@@ -251,13 +250,26 @@ def module_row(label: str, module: Any, ckpt: Any, base_top: tuple[torch.Tensor,
                dev: torch.device, dtype: torch.dtype, top_j: int = 1) -> dict[str, Any]:
     """One audit row: ``module`` of adapter ``label`` against its base weight's top-k
     (``base_top`` = ``(U, S, Vh, how it was computed)``): σ's, ratio, alignment, overlap."""
-    from spectra.spectral import alignment, cos_random
+    from spectra.spectral import alignment
 
-    U_pre, S_pre, Vh_pre, method = base_top
+    U_pre, _, Vh_pre, _ = base_top
     (U_d, S_d, Vh_d), frob, ov = _update_spectrum(module, ckpt, U_pre, Vh_pre, dev, dtype, top_j)
     cos = alignment(U_pre.to(dtype), Vh_pre.to(dtype), U_d, Vh_d, j=top_j, S_d=S_d)
-    sigma_pre = float(S_pre[0])
-    sigma_delta = float(S_d[0]) if S_d.numel() else 0.0
+    stats = {"cos_max_left": float(cos["cos_max_left"]), "cos_max_right": float(cos["cos_max_right"]), **ov}
+    stats.update({name: float(value) for name, value in cos.items() if name not in stats})
+    return assemble_row(label, module, base_top, float(S_d[0]) if S_d.numel() else 0.0, stats, frob)
+
+
+def assemble_row(label: str, module: Any, base_top: tuple[Any, torch.Tensor, Any, str], sigma_delta: float,
+                 stats: dict[str, float], frobenius_delta: float) -> dict[str, Any]:
+    """An audit row from its measured numbers — the one place ``audit`` (:func:`module_row`) and
+    ``scan`` (:func:`spectra.fleet.engine.batched_rows`) build it, so that both give the same
+    keys and the same treatment of a zero base weight: it has no singular directions, so any
+    basis is as good as another and cos and overlap are undefined (NaN, written null)."""
+    from spectra.spectral import cos_random
+
+    _, S_pre, _, method = base_top
+    sigma_pre, k = float(S_pre[0]), S_pre.numel()
     m, n = module.shape
     row = {
         "adapter": label, "module": module.name, "layer": module.layer,
@@ -265,25 +277,21 @@ def module_row(label: str, module: Any, ckpt: Any, base_top: tuple[torch.Tensor,
         "scale": float(module.scale), "update_kind": module.update_kind,
         "sigma_pre": sigma_pre, "sigma_delta": sigma_delta,
         "ratio": sigma_pre / sigma_delta if sigma_delta > 0 else float("inf"),
-        "cos_max_left": float(cos["cos_max_left"]), "cos_max_right": float(cos["cos_max_right"]),
-        **ov,
-        "cos_random_left": cos_random(m, S_pre.numel()), "cos_random_right": cos_random(n, S_pre.numel()),
-        "sigma_pre_k": float(S_pre[-1]), "k": S_pre.numel(), "frobenius_delta": frob,
+        **stats,
+        "cos_random_left": cos_random(m, k), "cos_random_right": cos_random(n, k),
+        "sigma_pre_k": float(S_pre[-1]), "k": k, "frobenius_delta": frobenius_delta,
         "base_key": module.base_key, "spectrum_method": method,
     }
-    for name, value in cos.items():
-        if name not in row:
-            row[name] = float(value)
-    if sigma_pre == 0.0:  # a zero base weight has no singular directions: any basis is as good as another
+    if sigma_pre == 0.0:
         import warnings
 
         from spectra.errors import SpectraWarning
 
-        undefined = [k for k in row if k.startswith(("cos_max", "overlap"))]
+        undefined = [key for key in row if key.startswith(("cos_max", "overlap"))]
         row.update(dict.fromkeys(undefined, float("nan")))
         warnings.warn(f"{label} {module.name}: base weight {module.base_key} is zero, so its top-k directions are "
                       f"arbitrary: {', '.join(undefined)} are undefined (null), and a rule on them cannot pass",
-                      SpectraWarning, stacklevel=2)
+                      SpectraWarning, stacklevel=3)
     return row
 
 

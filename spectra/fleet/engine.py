@@ -121,14 +121,20 @@ def batched_rows(label: str, mods: list[Any], spectra: dict[str, Any], dev: Any,
     unit-normalised base vectors across calls (a fleet's adapters touch the same modules)."""
     import torch
 
-    from spectra.spectral import alignment_and_overlap, cos_random, lowrank_svd, projected_statistics
+    from spectra.audit.compute import assemble_row
+    from spectra.spectral import (
+        alignment_and_overlap,
+        frobenius_from_singular_values,
+        lowrank_svd,
+        projected_statistics,
+    )
 
     groups: dict[tuple, list[tuple[Any, Any]]] = {}
     for m in mods:
         up = m.load_update(dtype=dtype)
         groups.setdefault((tuple(m.shape), m.rank), []).append((m, up))
     out = []
-    for (shape, _), members in groups.items():
+    for members in groups.values():
         B = torch.stack([u.B for _, u in members]).to(dev)
         A = torch.stack([u.A for _, u in members]).to(dev)
         if not (bool(torch.isfinite(B.sum())) and bool(torch.isfinite(A.sum()))):
@@ -151,21 +157,11 @@ def batched_rows(label: str, mods: list[Any], spectra: dict[str, Any], dev: Any,
             found = {"S": svd.S, **alignment_and_overlap(U_pre, Vh_pre, svd.U, svd.S, svd.Vh)}
         S = found.pop("S")
         stats = {k: v.tolist() for k, v in found.items()}
-        frob = torch.linalg.vector_norm(S, dim=-1).tolist()
+        frob = frobenius_from_singular_values(S).tolist()
         sigma_delta = S[:, 0].tolist()
-        m_, n_ = shape
         for i, (m, _) in enumerate(members):  # Python floats from one .tolist() per statistic, not per entry
-            S_pre = tops[i][1]
-            sigma_pre, k = float(S_pre[0]), S_pre.numel()
-            out.append({
-                "adapter": label, "module": m.name, "layer": m.layer, "module_type": m.module_type,
-                "shape": (m_, n_), "rank": m.rank, "scale": float(m.scale), "update_kind": m.update_kind,
-                "sigma_pre": sigma_pre, "sigma_delta": sigma_delta[i],
-                "ratio": sigma_pre / sigma_delta[i] if sigma_delta[i] > 0 else float("inf"),
-                **{key: v[i] for key, v in stats.items()},
-                "cos_random_left": cos_random(m_, k), "cos_random_right": cos_random(n_, k),
-                "sigma_pre_k": float(S_pre[-1]), "k": k, "frobenius_delta": frob[i],
-                "base_key": m.base_key, "spectrum_method": tops[i][3]})
+            out.append(assemble_row(label, m, tops[i], sigma_delta[i], {key: v[i] for key, v in stats.items()},
+                                    frob[i]))
     return out
 
 
@@ -185,10 +181,18 @@ def summary_row(item_id: str, adapter: str, base: str, rows: list[dict[str, Any]
     out = {"id": item_id, "adapter": adapter, "base": base, "status": "ok", "error": None, "modules": len(rows),
            "ratio_min": min(finite) if finite else math.inf,
            "ratio_median": statistics.median(finite) if finite else math.inf,
-           "cos_max": max(max(r["cos_max_left"], r["cos_max_right"]) for r in rows),
-           "overlap_median": statistics.median(r["overlap"] for r in rows),
+           "cos_max": _nan_or(max, [v for r in rows for v in (r["cos_max_left"], r["cos_max_right"])]),
+           "overlap_median": _nan_or(statistics.median, [r["overlap"] for r in rows]),
            "forgetting_evidence": block["evidence"], "forgetting_p_survives": block.get("p_survives"),
            "forgetting_estimate": block["estimate"], "forgetting_reason": block.get("reason")}
     for name, value in (block.get("features") or {}).items():
         out[f"feature_{name}"] = value
     return out
+
+
+def _nan_or(summary: Any, values: list[float]) -> float:
+    """``summary(values)``, or NaN when any value is undefined (a zero base weight's cos): ``max`` and
+    ``median`` would otherwise skip or misplace a NaN and report a number the rows do not have."""
+    import math
+
+    return math.nan if any(math.isnan(v) for v in values) else summary(values)

@@ -136,6 +136,10 @@ def _markdown(adapters: list[dict[str, Any]], findings: list[Any], failing: list
                   "| adapter | P(survives) | σ_pre/σ_Δ min | median |", "|---|---|---|---|"]
         lines += [f"| {_code(a['id'])} | {a['forgetting_p_survives']:.2f} | {a['ratio_min']:.3g} | {a['ratio_median']:.3g} |"
                   for a in worst]
+    if failing:  # the reasons the gate fails, in the report that says it fails
+        lines += ["", f"## Findings at or above {policy.fail_on} (first 20 of {len(failing):,})", "",
+                  "| severity | rule | finding |", "|---|---|---|"]
+        lines += [f"| {f.severity} | {f.rule} | {_cell(f.message())} |" for f in failing[:20]]
     if errors:
         lines += ["", "## Error rows (first 20)", "", "| adapter | reason |", "|---|---|"]
         lines += [f"| {_code(a['id'])} | {_cell(str(a.get('error')))} |" for a in errors[:20]]

@@ -12,7 +12,7 @@ from spectra.spectral.alignment import (
     statistics_from_projections,
     subspace_overlap,
 )
-from spectra.spectral.lowrank import SVD, lowrank_svd
+from spectra.spectral.lowrank import SVD, frobenius_from_singular_values, lowrank_svd
 from spectra.spectral.projected import projected_statistics
 from spectra.spectral.topk import TopK, top_singular
 
@@ -22,6 +22,7 @@ __all__ = [
     "alignment",
     "alignment_and_overlap",
     "cos_random",
+    "frobenius_from_singular_values",
     "lowrank_svd",
     "projected_statistics",
     "statistics_from_projections",

@@ -105,3 +105,12 @@ def lowrank_svd(B: Tensor, A: Tensor, scale: float | Tensor = 1.0) -> SVD:
     scale_t = scale_t.expand(batch)
     sign = torch.where(scale_t < 0, -1.0, 1.0).to(dtype)
     return SVD(U=(Q_B @ U_c) * sign[..., None, None], S=S * scale_t.abs()[..., None], Vh=Vh_c @ Q_A.mT)
+
+
+def frobenius_from_singular_values(S: Tensor) -> Tensor:
+    """‖·‖_F of a matrix from its singular values (over the last dimension, so a batch works):
+    scaled by the largest first, because σ ~ 1e37 squares to ∞ in float32 while the norm itself
+    is finite. A zero spectrum gives 0."""
+    top = S.abs().amax(dim=-1, keepdim=True) if S.shape[-1] else torch.zeros(*S.shape[:-1], 1, dtype=S.dtype)
+    safe = torch.where(top > 0, top, torch.ones_like(top))
+    return (top * torch.linalg.vector_norm(S / safe, dim=-1, keepdim=True)).squeeze(-1)
