@@ -323,3 +323,24 @@ def test_the_sweep_figure_speaks_of_gamma_and_marks_collapsed_points() -> None:
     assert ax.get_xlabel().startswith("γ") and "ASR predicted (linear in γ)" in ax.get_legend_handles_labels()[1]
     marks = [c for c in ax.collections if "collapsed" in str(c.get_label())]
     assert len(marks) == 1 and [tuple(p) for p in marks[0].get_offsets()] == [(16.0, 100.0)]
+
+
+def test_an_untouched_saved_head_is_passed_over_not_used_to_normalise(tmp_path, tiny_setup) -> None:
+    """A head saved in modules_to_save but never trained has σ_Δ = 0: its ρ's were NaN, and the
+    report still read "Proposition 4.2 applies sample by sample"."""
+    import json
+
+    base, _, data = tiny_setup
+    adapter = _adapter_with_trained_head(base, tmp_path / "untouched-head", head_noise=0.0)
+    args = ["--data", data, "--trigger", "badnet:mn", "--target-label", "0", "--device", "cpu", "--batch-size", "16",
+            "--max-length", "16", "--grid", "0,1"]
+    result = _run(["threshold", base, adapter, "-o", tmp_path / "thr", *args])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "thr" / "threshold.json").read_text())
+    assert not doc["module"].endswith("classifier") and doc["sigma_delta"] > 0
+    report = (tmp_path / "thr" / "report.md").read_text()
+    assert "classifier passed over" in report and "nan" not in report
+    assert doc["share_rho_eff_nonpositive"] is not None
+    named = _run(["threshold", base, adapter, "--module", "classifier", "-o", tmp_path / "thr2", *args])
+    assert named.exit_code == 2 and "so ρ's normalised by them are undefined" in named.output
+    assert "bug in spectra" not in named.output and not (tmp_path / "thr2").exists()

@@ -109,7 +109,10 @@ def _reading(report: Any, s: dict[str, Any]) -> str:
     flipped_vacuous = s["share_rho_eff_nonpositive_flipped"]
     among = (f" and {_pct(flipped_vacuous)} of the {s['n_flipped_by_base']:,} the base flips"
              if s["n_flipped_by_base"] else "")
-    if share_vacuous > 0.5 or (flipped_vacuous is not None and flipped_vacuous > 0.5):
+    if share_vacuous is None or not math.isfinite(share_vacuous):  # NaN ρ's compare false everywhere: say so
+        lines.append("- ρ_eff is undefined for some samples (a ρ normalised by a zero σ): Proposition 4.2's condition "
+                     "cannot be checked; read γ*_flip and the measured sweep instead.")
+    elif share_vacuous > 0.5 or (flipped_vacuous is not None and flipped_vacuous > 0.5):
         lines.append(
             f"- ρ_eff = ρ_cl − ρ_tr ≤ 0 for {_pct(share_vacuous)} of the samples{among}: there the adapter's push on "
             "the clean input does not dominate what the trigger changes, so Proposition 4.2's sufficient condition "

@@ -119,7 +119,9 @@ class ThresholdResult:
             "gamma_star_bound": k_b,
             "gamma_star_flip": k_f,
             "s_star": {"bound": _scaled(k_b, self.scale), "flip": _scaled(k_f, self.scale)},
-            "share_rho_eff_nonpositive": float((self.rho_eff <= 0).double().mean()) if n else float("nan"),
+            # a NaN ρ_eff is neither > 0 nor ≤ 0: the share is then undefined, not "none are ≤ 0"
+            "share_rho_eff_nonpositive": (float((self.rho_eff <= 0).double().mean())
+                                          if n and not bool(torch.isnan(self.rho_eff).any()) else float("nan")),
             "share_rho_eff_nonpositive_flipped": (float((self.rho_eff[flipped] <= 0).double().mean())
                                                   if int(flipped.sum()) else float("nan")),
             "share_gamma_star_bound_inf": float(torch.isinf(self.gamma_star_bound).double().mean()) if n else float("nan"),

@@ -96,8 +96,7 @@ def threshold(
     t0 = time.perf_counter()
     with open_base(base) as ckpt:
         with load_adapter(adapter, ckpt) as ad:
-            chosen, why = choose_module(ad.modules, module)
-            sigma_pre, sigma_delta = module_sigmas(chosen, ckpt)
+            chosen, why, sigma_pre, sigma_delta = _module_with_an_update(ad.modules, module, ckpt)
             choice = ModuleChoice(name=chosen.name, module_type=chosen.module_type, layer=chosen.layer,
                                   update_kind=chosen.update_kind, shape=tuple(chosen.shape), rank=int(chosen.rank),
                                   scale=float(chosen.scale), sigma_pre=sigma_pre, sigma_delta=sigma_delta, why=why)
@@ -267,3 +266,27 @@ def _check_base_margins(model: Any, logits: Callable[[list[str]], Tensor], texts
                float((base_t - trig0[: len(sub_t)]).abs().max()) if sub_t else 0.0)
     scale = max(float(base_c.abs().max()) if sub_c else 1.0, 1.0)
     return {"ok": diff <= 1e-4 * scale, "max_abs_diff": diff, "rows_checked": len(sub_c) + len(sub_t), "how": how}
+
+
+def _module_with_an_update(modules: list[Any], pattern: str | None, ckpt: Any) -> tuple[Any, str, float, float]:
+    """:func:`choose_module`'s pick with its σ's, passing over modules whose update is zero (an
+    untouched ``modules_to_save`` head): ρ's normalised by σ_Δ = 0 are undefined, and a report
+    built on them read "Proposition 4.2 applies sample by sample" over NaNs. A ``--module`` the
+    user named is not replaced: a zero update there is an error."""
+    remaining, skipped = list(modules), []
+    while True:
+        chosen, why = choose_module(remaining, pattern)
+        sigma_pre, sigma_delta = module_sigmas(chosen, ckpt)
+        if sigma_delta > 0 and sigma_pre > 0:
+            if skipped:
+                why += f" ({', '.join(skipped)} passed over: σ_max of its update or base weight is 0)"
+            return chosen, why, sigma_pre, sigma_delta
+        if pattern:
+            raise SpectraError(f"--module {pattern}: {chosen.name} has σ_max(W_pre) = {sigma_pre:g} and σ_max(s·ΔW) = "
+                               f"{sigma_delta:g}, so ρ's normalised by them are undefined; name a module the adapter "
+                               "changes")
+        skipped.append(chosen.name)
+        remaining.remove(chosen)
+        if not remaining:
+            raise SpectraError(f"every module the adapter saves has a zero update or a zero base weight "
+                               f"({', '.join(skipped[:4])}{', ...' if len(skipped) > 4 else ''}): nothing to measure")
