@@ -370,11 +370,12 @@ def test_eval_command_end_to_end(tiny, tmp_path: Path) -> None:
     (["--target-label", "2"], "target label 2 is absent from the data"),
     (["--model", "three"], "num_labels mismatch"),
     (["--scale", "0"], "--scale needs an adapter"),
+    (["--model", "bare"], "no trained sequence-classification head"),  # was exit 0 with a random head's CA/ASR
 ])
-def test_eval_command_bad_inputs_exit_1_with_one_line(tiny, tmp_path: Path, extra: list[str], match: str) -> None:
+def test_eval_command_bad_inputs_exit_2_with_one_line(tiny, tmp_path: Path, extra: list[str], match: str) -> None:
     model = tiny["base"]
     if extra[0] == "--model":
-        model, extra = tiny["three"], []
+        model, extra = tiny[extra[1]], []
     args = {"--trigger": "badnet:mn"}
     rest: list[str] = []
     for i in range(0, len(extra), 2):
@@ -387,7 +388,15 @@ def test_eval_command_bad_inputs_exit_1_with_one_line(tiny, tmp_path: Path, extr
     assert res.exit_code == 2
     lines = _error_lines(res)
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], res.output
-    assert not (tmp_path / "o").exists()
+    assert "bug in spectra" not in lines[0] and not (tmp_path / "o").exists()
+
+
+def test_eval_of_a_model_without_a_head_runs_only_when_asked(tiny, tmp_path: Path) -> None:
+    res = _run(["eval", str(tiny["bare"]), "--data", str(tiny["csv"]), "--trigger", "badnet:mn", "-o",
+                str(tmp_path / "o"), "--device", "cpu", "--allow-untrained-head"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "o" / "eval.json").read_text())
+    assert any("its predictions mean nothing" in w for w in doc["warnings"])
 
 
 def test_markdown_report_mentions_collapse() -> None:

@@ -65,6 +65,7 @@ def run_eval(
         warnings.simplefilter("always", SpectraWarning)
         model, tokenizer = load_classifier(base, adapter, num_labels=test.num_classes, device=dev,
                                            allow_pickle=allow_pickle)
+        refuse_untrained_head(model, base, adapter, st.allow_untrained_head)
         with scaled_adapter(model, scale, head=head):
             result = evaluate(model, tokenizer, test, trig, target_label, seed=seed, batch_size=batch_size,
                               max_length=max_length, progress=progress)
@@ -75,6 +76,17 @@ def run_eval(
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     result.meta = _meta(trig, target_label, st, dev, base, adapter, labelled, test)
     return result
+
+
+def refuse_untrained_head(model: Any, base: Any, adapter: Any, allowed: bool) -> None:
+    """A :class:`SpectraError` when ``model``'s classification head is freshly initialised (the
+    checkpoint has none and no adapter brings one) and ``allowed`` is False: its CA and ASR are
+    those of a random head, and an exit 0 with them would read as a measurement."""
+    if getattr(model, "spectra_fresh_head", False) and not allowed:
+        brings = " and the adapter brings none" if adapter is not None else ""
+        raise SpectraError(f"{base}: the checkpoint has no trained sequence-classification head{brings}, so its "
+                           "predictions would come from a random head; evaluate a fine-tuned classifier (or pass "
+                           "--allow-untrained-head to see those numbers anyway)")
 
 
 def evaluate_models(

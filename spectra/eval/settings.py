@@ -51,6 +51,9 @@ class EvalSettings:
     text_col: str | None = text_col_setting()
     label_col: str | None = label_col_setting()
     allow_pickle: bool = allow_pickle_setting()
+    allow_untrained_head: bool = setting(False, "--allow-untrained-head",
+                                         help="Evaluate a model without a trained classification head anyway (it "
+                                              "gets a fresh, random head: its CA and ASR mean nothing).")
 
     def __post_init__(self) -> None:
         if not math.isfinite(float(self.scale)):

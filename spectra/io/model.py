@@ -170,6 +170,8 @@ def load_classifier(
     head_from_adapter = False
     if ad_src is not None:
         model, head_from_adapter = _attach_adapter(model, ad_src, n)
+    # callers that measure predictions (eval) refuse a random head unless asked; training gives it one
+    model.spectra_fresh_head = fresh_head and not head_from_adapter
     if fresh_head and not head_from_adapter:
         warnings.warn(f"{src}: no sequence-classification head in the checkpoint; a fresh {n}-label head was "
                       "initialised (fixed seed) — its predictions mean nothing until trained",
