@@ -41,3 +41,11 @@ def one_line(text: object) -> str:
         if line.strip():
             return " ".join(line.split())
     return type(text).__name__ if isinstance(text, BaseException) else ""
+
+
+def pickle_refused(where: object, what: str) -> SpectraError:
+    """The one message for pickle weights met without ``allow_pickle``: true for every command,
+    since only some of them (audit, eval) offer ``--allow-pickle``."""
+    return SpectraError(f"{where}: {what} pickle (.bin), which can run code, so it is not read by default: save "
+                        "it as safetensors (save_pretrained does by default), or pass --allow-pickle where the "
+                        "command offers it (audit, eval; torch.load weights_only=True)")

@@ -41,7 +41,8 @@ def test_quiet_prints_nothing_and_keeps_the_exit_code_and_files(pair, tmp_path) 
     assert result.exit_code == 0 and result.stdout == "" and "spectral audit" not in (result.stderr or "")
     assert (tmp_path / "q" / "audit.json").is_file()
     both = invoke("audit", base, adapter, "-o", tmp_path / "b", "--quiet", "--json", *K)
-    assert both.exit_code == 2 and not (tmp_path / "b").exists()
+    assert both.exit_code == 0, both.output  # was refused as "a bug in spectra": CI steps pass both
+    assert json.loads(both.stdout)["exit_code"] == 0 and "spectral audit" not in (both.stderr or "")
 
 
 @pytest.mark.parametrize("name", ["audit", "fix", "eval", "threshold", "demo", "canary", "scan", "poison"])

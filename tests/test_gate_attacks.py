@@ -174,3 +174,23 @@ def test_a_zero_base_weight_stops_a_scan_with_a_cos_rule_as_it_stops_an_audit(ti
 
     summary = pq.read_table(tmp_path / "scan" / "adapters").to_pylist()[0]
     assert summary["cos_max"] is None and summary["overlap_median"] is None  # undefined, not the others' max
+
+
+@pytest.mark.parametrize("command", ["threshold", "fix"])
+def test_a_pickle_adapter_is_refused_without_naming_a_flag_the_command_lacks(pair, tmp_path, command) -> None:
+    """The message said 'read only with --allow-pickle' to threshold and fix users, whose commands
+    have no such option ('No such option' when they tried it)."""
+    import torch
+    from safetensors.torch import load_file
+
+    base, adapter = pair
+    st = adapter / "adapter_model.safetensors"
+    torch.save(load_file(st), adapter / "adapter_model.bin")
+    st.unlink()
+    csv = tmp_path / "d.csv"
+    csv.write_text("text,label\n" + "".join(f"good movie {i},{i % 2}\n" for i in range(40)))
+    args = {"threshold": ["threshold", base, adapter, "--data", csv, "--trigger", "badnet:mn"],
+            "fix": ["fix", base, "--rescale-only", "--adapter", adapter]}[command]
+    res = run(*args, "-o", tmp_path / "out")
+    line = one_error(res, "save it as safetensors", "where the command offers it (audit, eval")
+    assert not (tmp_path / "out").exists(), line

@@ -5,7 +5,8 @@ Three modes, chosen by every command's ``--json`` / ``--quiet``:
 - human (default): logs, tables and result lines on stderr through rich, so stdout stays clean;
 - ``--json``: logs stay on stderr; stdout gets exactly one strict JSON document at the end (the
   command's results, the output folder and the exit code) for pipelines to parse;
-- ``--quiet``: nothing but warnings and errors; the exit code and the output files say the rest.
+- ``--quiet``: nothing but warnings and errors; the exit code and the output files say the rest
+  (with ``--json`` too: then stdout still gets the document).
 
 Errors never go through here: the error boundary (``common.error_boundary``) writes them in every mode.
 """
@@ -28,8 +29,8 @@ class Output:
     def __init__(self, *, json: bool = False, quiet: bool = False) -> None:
         from rich.console import Console
 
-        if json and quiet:
-            raise typer.BadParameter("--json and --quiet exclude each other")
+        # --json --quiet: the document on stdout and nothing on stderr but warnings and errors (a CI step's
+        # natural pair; refusing it from here reached the user as "a bug in spectra")
         self.json_mode, self.quiet = json, quiet
         self.console = Console(stderr=True, quiet=quiet)  # also what progress bars draw on
         self.payload: dict[str, Any] = {}

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from spectra.errors import SpectraError, SpectraWarning
+from spectra.errors import SpectraError, SpectraWarning, pickle_refused
 from spectra.io._tensors import TensorStore, check_auditable
 from spectra.io.checkpoint import (
     ADAPTER_CONFIG,
@@ -305,10 +305,7 @@ def _load_peft(folder: Path, base: BaseCheckpoint, allow_pickle: bool) -> Adapte
         store = open_store("safetensors", [st])
     elif binf.is_file():
         if not allow_pickle:
-            raise SpectraError(
-                f"{binf}: pickle adapter weights are read only with --allow-pickle "
-                f"(torch.load weights_only=True) — or save the adapter as safetensors"
-            )
+            raise pickle_refused(binf, "the adapter's weights are")
         store = open_store("pickle", [binf])
     else:
         raise SpectraError(f"{folder}: adapter_config.json but no adapter_model.safetensors")

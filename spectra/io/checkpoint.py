@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from spectra.errors import SpectraError, one_line
+from spectra.errors import SpectraError, one_line, pickle_refused
 from spectra.io._tensors import MappedTensor, PickleStore, SafetensorsStore, TensorStore
 from spectra.io.files import read_json, regular_entries
 from spectra.io.hub import resolve_folder
@@ -56,10 +56,7 @@ def find_weight_files(folder: Path, allow_pickle: bool) -> tuple[str, list[Path]
         return None
     if not allow_pickle:
         names = ", ".join(f.name for f in pickles[:3]) + (", ..." if len(pickles) > 3 else "")
-        raise SpectraError(
-            f"{folder}: only pickle weights found ({names}); pickles can run code, so they are read only "
-            f"with --allow-pickle (torch.load weights_only=True) — or convert them to safetensors"
-        )
+        raise pickle_refused(folder, f"its only weights ({names}) are")
     return "pickle", pickles, weight_map
 
 

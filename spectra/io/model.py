@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spectra.device import resolve_device
-from spectra.errors import SpectraError, SpectraWarning, one_line
+from spectra.errors import SpectraError, SpectraWarning, one_line, pickle_refused
 from spectra.io.hub import looks_like_hub_id, missing_local, resolve_folder
 from spectra.io.files import protect, read_json, regular_entries
 
@@ -43,8 +43,7 @@ def _model_source(base: str | os.PathLike[str], allow_pickle: bool) -> str:
         if not any((path / f).is_file() for f in _SAFE_WEIGHTS):
             if any((path / f).is_file() for f in _PICKLE_WEIGHTS):
                 if not allow_pickle:
-                    raise SpectraError(f"{path}: weights are pickle (.bin) files; pass --allow-pickle to load them "
-                                       "with torch.load(weights_only=True), or convert them to safetensors")
+                    raise pickle_refused(path, "its weights are")
             else:
                 raise SpectraError(f"{path}: no model weights (model.safetensors or model.safetensors.index.json)")
         protect(path)
@@ -70,7 +69,7 @@ def _check_adapter_folder(adapter: str | os.PathLike[str], allow_pickle: bool) -
     if not (path / "adapter_model.safetensors").is_file():
         if (path / "adapter_model.bin").is_file():
             if not allow_pickle:
-                raise SpectraError(f"{path}: adapter weights are a pickle (adapter_model.bin); pass --allow-pickle")
+                raise pickle_refused(path, "its adapter weights (adapter_model.bin) are")
         else:
             raise SpectraError(f"{path}: no adapter weights (adapter_model.safetensors)")
     protect(path)
