@@ -242,3 +242,17 @@ def test_pt_warns_above_its_multiplier_and_the_report_says_when_max_steps_stoppe
     assert result.exit_code == 0, result.output
     report = (out / "report.md").read_text()
     assert "stopped after" in report and "of 3 epochs (--max-steps)" in report and ", 3 epochs," not in report
+
+
+def test_the_fixed_adapter_names_its_base_by_an_absolute_path(setup: dict[str, Path],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given a relative base, PEFT recorded it as given ('base'): from any other folder, `spectra scan`
+    and AutoPeftModel then could not find the base the adapter was trained on."""
+    import json
+
+    monkeypatch.chdir(setup["tmp"])
+    result = invoke(["base", "--data", "train.csv", "--baseline", "lora", "--epochs", "1", "--max-steps", "1",
+                     "--no-cache", "-o", "rel"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((setup["tmp"] / "rel" / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(setup["tmp"] / "base")

@@ -47,7 +47,7 @@ def _model_source(base: str | os.PathLike[str], allow_pickle: bool) -> str:
             else:
                 raise SpectraError(f"{path}: no model weights (model.safetensors or model.safetensors.index.json)")
         protect(path)
-        return str(path)
+        return str(path.absolute())  # what the model records as its name_or_path, and PEFT as the adapter's base
     text = os.fspath(base)
     if looks_like_hub_id(text):  # the snapshot, through huggingface_hub's cache (offline mode honoured)
         return _model_source(resolve_folder(text, "model", allow_pickle), allow_pickle)

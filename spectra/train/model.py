@@ -8,6 +8,7 @@ import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -195,7 +196,9 @@ def load_for_training(base: str | os.PathLike[str], label_names: Sequence[str]) 
 
     from spectra.io.hub import resolve_folder
 
-    source = str(resolve_folder(base, "base model"))  # an hf:// reference becomes its cached snapshot
+    # an hf:// reference becomes its cached snapshot; a local folder its absolute path, which the model
+    # records as its name_or_path and PEFT as the trained adapter's base (a relative one broke elsewhere)
+    source = str(Path(resolve_folder(base, "base model")).absolute())
     n = len(label_names)
     kwargs: dict[str, Any] = dict(num_labels=n, id2label=dict(enumerate(label_names)),
                                   label2id={name: i for i, name in enumerate(label_names)},
