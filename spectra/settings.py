@@ -135,7 +135,7 @@ def allow_pickle_setting() -> Any:
 
 
 def with_legacy(cls: type, settings: Any, legacy: dict[str, Any], caller: str, stacklevel: int = 3) -> Any:
-    """``settings`` (an instance of settings class ``cls``, or None for its defaults) with the 0.3 keyword
+    """``settings`` (an instance of settings class ``cls``, or None for its defaults) with the 0.2 keyword
     form of ``caller`` (``audit(…, top_k=8)``) folded in, for a release: a ``DeprecationWarning`` that
     points at the caller's line, and a ``TypeError`` for a keyword ``cls`` has no field for."""
     import warnings

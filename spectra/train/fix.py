@@ -85,7 +85,7 @@ def run_fix(
         rescale_only: apply Pt to ``adapter`` only (no training).
         run: :class:`~spectra.train.options.RunOptions` — device, checkpoints (``work_dir``,
             ``resume``), ``overwrite``, the spectrum cache, ``log``, the evaluation batch size and
-            extra ``TrainingArguments`` (``max_steps``). Until 0.4 the 0.3 keywords
+            extra ``TrainingArguments`` (``max_steps``). Until 0.4 the 0.2 keywords
             (``eval_data=…``, ``device=…``, ``max_steps=…``) are still taken, with a
             ``DeprecationWarning``.
 

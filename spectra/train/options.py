@@ -60,7 +60,7 @@ class RunOptions:
             raise SpectraError(f"--max-steps {steps!r}: must be an integer ≥ 1 (leave it out to train every epoch)")
 
 
-#: run_fix's 0.3 keywords that now live in FixData (old name → field)
+#: run_fix's 0.2 keywords that now live in FixData (old name → field)
 FIX_DATA_KEYWORDS = {"eval_data": "eval", "val_data": "val", "trigger": "trigger", "target_label": "target_label",
                       "text_col": "text_col", "label_col": "label_col"}
 
@@ -68,7 +68,7 @@ FIX_DATA_KEYWORDS = {"eval_data": "eval", "val_data": "val", "trigger": "trigger
 def split_legacy(caller: str, data: Any, run: RunOptions | None, legacy: dict[str, Any],
                  data_keywords: dict[str, str] | None = None,
                  uses: frozenset[str] | None = None) -> tuple[Any, RunOptions]:
-    """The 0.3 keyword form of ``run_fix``/``poison``/``run_canary`` (``eval_data=…, device=…``) folded into
+    """The 0.2 keyword form of ``run_fix``/``poison``/``run_canary`` (``eval_data=…, device=…``) folded into
     :class:`FixData` (when ``data_keywords`` names its keywords) and :class:`RunOptions`, with a
     ``DeprecationWarning``. ``uses``: the :class:`RunOptions` fields ``caller`` honours (None: all, and a
     keyword neither object knows is a ``TrainingArguments`` override, as ``run_fix`` always took); a
