@@ -56,8 +56,8 @@ def test_explicit_label_map(tmp_path: Path) -> None:
 
 
 def test_jsonl_and_parquet_and_summary_format(tmp_path: Path) -> None:
-    pd = pytest.importorskip("pandas")
-    pytest.importorskip("pyarrow")
+    pd = pytest.importorskip("pandas", reason="the Parquet reader is checked against a file pandas writes")
+    pytest.importorskip("pyarrow", reason="Parquet needs pyarrow (the parquet extra)")
     rows = [{"text": f"t{i}", "label": "pos" if i < 520 else "neg"} for i in range(1000)]
     jl = tmp_path / "d.jsonl"
     jl.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
@@ -79,7 +79,7 @@ def test_integer_labels_keep_their_ids(tmp_path: Path) -> None:
 
 
 def test_datasets_folder_with_classlabel(tmp_path: Path) -> None:
-    datasets = pytest.importorskip("datasets")
+    datasets = pytest.importorskip("datasets", reason="a saved 🤗 datasets folder is made with the datasets package")
     feats = datasets.Features({"sentence": datasets.Value("string"),
                                "label": datasets.ClassLabel(names=["negative", "positive"])})
     ds = datasets.Dataset.from_dict({"sentence": ["x", "y", "z"], "label": [1, 0, 1]}, features=feats)

@@ -170,7 +170,7 @@ def test_a_zero_base_weight_stops_a_scan_with_a_cos_rule_as_it_stops_an_audit(ti
     assert res.exit_code == 1, res.output  # was 0: cos 0.27 on a zero weight, under the rule's 0.99
     report = (tmp_path / "scan" / "report.md").read_text()
     assert "| error | unaudited |" in report and "query: the cos rule's measure is NaN" in report
-    import pyarrow.parquet as pq
+    pq = pytest.importorskip("pyarrow.parquet", reason="spectra scan writes Parquet (pyarrow, in the fleet extra)")
 
     summary = pq.read_table(tmp_path / "scan" / "adapters").to_pylist()[0]
     assert summary["cos_max"] is None and summary["overlap_median"] is None  # undefined, not the others' max

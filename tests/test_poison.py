@@ -287,7 +287,7 @@ def test_poison_bad_inputs_fail_with_one_line(tmp_path, tiny_base, case) -> None
     result = _run(args)
     assert result.exit_code == 2, result.output
     lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "bug in spectra" not in lines[0], result.output
     assert not (tmp_path / "o").exists()
     expected = {"bad_trigger": "badnet", "target_absent": "target label 7", "unknown_column": "stars",
                 "one_class": "one class", "num_labels": "num_labels", "bad_mode": "sideways"}[case]
