@@ -65,8 +65,11 @@ def features(modules: Iterable[Mapping[str, Any]], gamma: float = 1.0) -> dict[s
     if not rows:
         return {name: math.nan for name in FEATURES}
     ratios = [float(m["ratio"]) / gamma for m in rows]
-    cos = [max(float(m.get("cos_max_left") or 0.0), float(m.get("cos_max_right") or 0.0)) for m in rows]
-    overlap = [float(m.get("overlap") or 0.0) for m in rows]
+    # cos and overlap are undefined (NaN/None) for a zero update or a zero base weight: left out, as
+    # the audit's summary leaves them out
+    cos = [max(pair) for pair in ([c for c in (_finite(m.get("cos_max_left")), _finite(m.get("cos_max_right")))
+                                   if c == c] for m in rows) if pair]
+    overlap = [o for o in (_finite(m.get("overlap")) for m in rows) if o == o]
     layers = [m.get("layer") for m in rows]
     known = [int(x) for x in layers if x is not None and not (isinstance(x, float) and math.isnan(x))]
     if known:
@@ -76,8 +79,18 @@ def features(modules: Iterable[Mapping[str, Any]], gamma: float = 1.0) -> dict[s
         deep = ratios
     return {"log_ratio_min": _log_ratio(min(ratios)), "log_ratio_median": _log_ratio(statistics.median(ratios)),
             "log_ratio_max": _log_ratio(max(ratios)), "log_ratio_deep": _log_ratio(statistics.median(deep or ratios)),
-            "cos_max": max(cos), "cos_median": statistics.median(cos), "overlap_median": statistics.median(overlap),
-            "overlap_max": max(overlap)}
+            "cos_max": max(cos, default=math.nan), "cos_median": statistics.median(cos) if cos else math.nan,
+            "overlap_median": statistics.median(overlap) if overlap else math.nan,
+            "overlap_max": max(overlap, default=math.nan)}
+
+
+def _finite(value: Any) -> float:
+    """A measure as a float, NaN when it is missing or not finite."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return out if math.isfinite(out) else math.nan
 
 
 def load_model(path: str | Path | None = None) -> dict[str, Any] | None:

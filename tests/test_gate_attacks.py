@@ -172,8 +172,30 @@ def test_a_zero_base_weight_stops_a_scan_with_a_cos_rule_as_it_stops_an_audit(ti
     assert "| error | unaudited |" in report and "query: the cos rule's measure is NaN" in report
     pq = pytest.importorskip("pyarrow.parquet", reason="spectra scan writes Parquet (pyarrow, in the fleet extra)")
 
-    summary = pq.read_table(tmp_path / "scan" / "adapters").to_pylist()[0]
-    assert summary["cos_max"] is None and summary["overlap_median"] is None  # undefined, not the others' max
+    modules = pq.read_table(tmp_path / "scan" / "modules").to_pylist()
+    zero = next(m for m in modules if "layer.0." in m["module"])
+    assert zero["cos_max_left"] is None and zero["overlap"] is None  # undefined (was 0.27 and 0.11)
+
+
+def test_a_zero_update_has_no_direction_and_the_summaries_and_rules_leave_it_out(pair, tmp_path) -> None:
+    """A module whose update is zero (an untouched saved head, a B of zeros) got cos 0 and overlap 0,
+    which entered the medians; it has no direction, so they are undefined, and a cos rule has
+    nothing there to judge (its ratio, ∞, is what the ratio rule reports)."""
+    from spectra.audit import AuditSettings, audit
+    from spectra.audit.report import summary_rows
+
+    base, adapter = pair
+    _rewrite_adapter(adapter, lambda t: {k: (v * 0 if "lora_B" in k and "layer.0.attention.self.query" in k else v)
+                                         for k, v in t.items()})
+    rows = audit(str(base), [str(adapter)], AuditSettings(top_k=4, device="cpu"), cache_dir=False).rows
+    zero = [r for r in rows if r["sigma_delta"] == 0]
+    assert len(zero) == 1 and all(zero[0][k] != zero[0][k] for k in ("cos_max_left", "cos_max_right", "overlap"))
+    live = [r for r in rows if r["sigma_delta"] > 0]
+    import statistics
+
+    assert summary_rows(rows)[0]["overlap_median"] == pytest.approx(statistics.median(r["overlap"] for r in live))
+    res = run("audit", base, adapter, "--max-cos", "0.999", "-o", tmp_path / "out", *K)
+    assert res.exit_code == 0, res.output  # nothing aligned above 0.999, and the zero update is not an error
 
 
 @pytest.mark.parametrize("command", ["threshold", "fix"])

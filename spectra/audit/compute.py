@@ -264,8 +264,10 @@ def assemble_row(label: str, module: Any, base_top: tuple[Any, torch.Tensor, Any
                  stats: dict[str, float], frobenius_delta: float) -> dict[str, Any]:
     """An audit row from its measured numbers — the one place ``audit`` (:func:`module_row`) and
     ``scan`` (:func:`spectra.fleet.engine.batched_rows`) build it, so that both give the same
-    keys and the same treatment of a zero base weight: it has no singular directions, so any
-    basis is as good as another and cos and overlap are undefined (NaN, written null)."""
+    keys and the same treatment of a zero base weight (it has no singular directions, so any
+    basis is as good as another) and of a zero update (it has no direction at all): cos and
+    overlap are undefined there (NaN, written null). Summaries leave them out; a policy rule on
+    them stops the gate for a zero base weight and has nothing to judge for a zero update."""
     from spectra.spectral import cos_random
 
     _, S_pre, _, method = base_top
@@ -282,6 +284,8 @@ def assemble_row(label: str, module: Any, base_top: tuple[Any, torch.Tensor, Any
         "sigma_pre_k": float(S_pre[-1]), "k": k, "frobenius_delta": frobenius_delta,
         "base_key": module.base_key, "spectrum_method": method,
     }
+    if sigma_delta == 0.0 and sigma_pre > 0.0:  # no update, so no direction: its ratio (∞) says the rest
+        row.update(dict.fromkeys([key for key in row if key.startswith(("cos_max", "overlap"))], float("nan")))
     if sigma_pre == 0.0:
         import warnings
 

@@ -220,6 +220,8 @@ class Policy:
                 if limit is None:
                     continue
                 value = RULES[rule_id].measure(row)
+                if math.isnan(value) and rule_id != "ratio" and row.get("sigma_delta") == 0:
+                    continue  # a zero update has no direction to align: nothing for cos/overlap to judge
                 if math.isnan(value):  # NaN > limit is False: a rule that cannot be measured must not pass
                     raise SpectraError(f"{row['adapter']} {row['module']}: the {rule_id} rule's measure is NaN, so the "
                                        "gate cannot judge it (an update that overflows or a degenerate base weight)")

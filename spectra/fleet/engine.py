@@ -172,27 +172,19 @@ def error_row(item_id: str, adapter: str, base: str | None, reason: str) -> dict
 def summary_row(item_id: str, adapter: str, base: str, rows: list[dict[str, Any]], architecture: str) -> dict[str, Any]:
     """The adapter's fleet row: its headline numbers and its forgetting verdict (flattened)."""
     import math
-    import statistics
 
+    from spectra.audit.report import summary_rows
     from spectra.forgetting import adapter_verdict
 
-    finite = [r["ratio"] for r in rows if math.isfinite(r["ratio"])]
     block = adapter_verdict(rows, architecture)
+    head = summary_rows(rows)[0]  # the audit's own summary: undefined and infinite values left out alike
     out = {"id": item_id, "adapter": adapter, "base": base, "status": "ok", "error": None, "modules": len(rows),
-           "ratio_min": min(finite) if finite else math.inf,
-           "ratio_median": statistics.median(finite) if finite else math.inf,
-           "cos_max": _nan_or(max, [v for r in rows for v in (r["cos_max_left"], r["cos_max_right"])]),
-           "overlap_median": _nan_or(statistics.median, [r["overlap"] for r in rows]),
+           "ratio_min": head["ratio_min"] if head["ratio_min"] == head["ratio_min"] else math.inf,
+           "ratio_median": head["ratio_median"] if head["ratio_median"] == head["ratio_median"] else math.inf,
+           "cos_max": head["cos_max"], "overlap_median": head["overlap_median"],
            "forgetting_evidence": block["evidence"], "forgetting_p_survives": block.get("p_survives"),
            "forgetting_estimate": block["estimate"], "forgetting_reason": block.get("reason")}
     for name, value in (block.get("features") or {}).items():
         out[f"feature_{name}"] = value
     return out
 
-
-def _nan_or(summary: Any, values: list[float]) -> float:
-    """``summary(values)``, or NaN when any value is undefined (a zero base weight's cos): ``max`` and
-    ``median`` would otherwise skip or misplace a NaN and report a number the rows do not have."""
-    import math
-
-    return math.nan if any(math.isnan(v) for v in values) else summary(values)
