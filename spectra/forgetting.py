@@ -68,8 +68,8 @@ def features(modules: Iterable[Mapping[str, Any]], gamma: float = 1.0) -> dict[s
     # cos and overlap are undefined (NaN/None) for a zero update or a zero base weight: left out, as
     # the audit's summary leaves them out
     cos = [max(pair) for pair in ([c for c in (_finite(m.get("cos_max_left")), _finite(m.get("cos_max_right")))
-                                   if c == c] for m in rows) if pair]
-    overlap = [o for o in (_finite(m.get("overlap")) for m in rows) if o == o]
+                                   if not math.isnan(c)] for m in rows) if pair]
+    overlap = [o for o in (_finite(m.get("overlap")) for m in rows) if not math.isnan(o)]
     layers = [m.get("layer") for m in rows]
     known = [int(x) for x in layers if x is not None and not (isinstance(x, float) and math.isnan(x))]
     if known:
