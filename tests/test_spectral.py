@@ -406,7 +406,10 @@ def test_cos_random_chance_level():
     assert cos_random(384, 4) < cos_random(384, 32) < cos_random(384, 128)
     assert cos_random(4096, 32) < v  # more room, less chance overlap
     assert cos_random(384, 32) == v and cos_random(384, 32, seed=1) != v
-    assert cos_random(10, 10) == 1.0
+    # k ≥ dim: the vectors span the space, and chance is the largest coordinate of a random unit
+    # vector (2√2/π in 2-D: a 2-way head's left side), not 1 as it used to return
+    assert abs(cos_random(2, 32, samples=200_000) - 2 * 2 ** 0.5 / math.pi) < 2e-3
+    assert cos_random(10, 32) == cos_random(10, 10) < 1.0
     # closed forms: in R^3 |cos| is uniform on [0, 1]; in R^2 E|cos θ| = 2/π
     assert abs(cos_random(3, 1, samples=200_000) - 0.5) < 2e-3
     assert abs(cos_random(2, 1, samples=200_000) - 2 / math.pi) < 2e-3

@@ -225,8 +225,9 @@ def _update_spectrum(module: Any, base: Any, U_pre: torch.Tensor, Vh_pre: torch.
             m, n = delta.shape
             zeros = (torch.zeros(m, j, dtype=dtype), torch.zeros(j, dtype=dtype), torch.zeros(j, n, dtype=dtype))
             return zeros, 0.0, {"overlap_left": 0.0, "overlap_right": 0.0, "overlap": 0.0}
-        left = float((U_pre.T @ delta).pow(2).sum()) / energy
-        right = float((delta @ Vh_pre.T).pow(2).sum()) / energy
+        # clamped as subspace_overlap clamps: rounding put a 2-row head's (fully contained) share at 1.00000007
+        left = min(1.0, float((U_pre.T @ delta).pow(2).sum()) / energy)
+        right = min(1.0, float((delta @ Vh_pre.T).pow(2).sum()) / energy)
         top = top_singular(delta, j, exact=True)
         svd = (top.U.cpu(), top.S.cpu(), top.Vh.cpu())
         return svd, energy ** 0.5, {"overlap_left": left, "overlap_right": right, "overlap": (left + right) / 2}

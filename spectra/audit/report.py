@@ -45,7 +45,7 @@ DEFINITIONS = {
     "cos_random_left": "expected max |cos| of a random direction in the output dimension against k orthonormal vectors: the chance level for cos_max_left (and k/out is the chance level of overlap_left).",
     "cos_random_right": "the same in the input dimension, for cos_max_right.",
     "sigma_pre_k": "σ_k(W_pre), the k-th singular value: the edge of the subspace the cosines are measured against.",
-    "k": "the subspace size used for this module: --top-k, or min(out, in) for a layer narrower than that (e.g. a 2-way classifier head, whose top-k subspace is then its whole output space and cos_max_left is 1 by construction).",
+    "k": "the subspace size used for this module: --top-k, or min(out, in) for a layer narrower than that (e.g. a 2-way classifier head, whose top-k subspace is then its whole output space: overlap_left is 1 by construction, and cos_max_left is the largest coordinate of a unit vector in that basis, ≥ 1/√2 for 2 classes, against a chance level cos_random_left of about 0.90).",
     "frobenius_delta": "‖s·ΔW‖_F.",
     "rank": "LoRA rank r (min(out, in) for dense updates).",
     "scale": "s, the factor PEFT multiplies B·A by (1 for dense updates).",
