@@ -315,3 +315,18 @@ def test_memory_budget_bounds_every_stacked_batch(tmp_path, monkeypatch):
     roomy = audit(str(base), str(lora), top_k=8, cache_dir=False, memory_budget_mb=64)
     assert len(seen) == 4  # one stack per distinct shape: q/o, k/v, gate/up, down
     pd.testing.assert_series_equal(small.table["sigma_pre"], roomy.table["sigma_pre"], rtol=1e-5)
+
+
+def test_chance_is_read_per_module_size_when_sizes_differ(tiny_model_dir, tiny_adapter_dir, tmp_path) -> None:
+    """One chance line (the median over modules) put a GQA k_proj (fewer output rows, higher chance)
+    above chance when it sat at it; the reading and Figure 2 now use each module type's own level."""
+    from spectra.report.audit_figures import chance_by_type
+    from spectra.report.audit_markdown import render_audit_markdown
+
+    base = tiny_model_dir("llama")
+    adapter = tiny_adapter_dir(base, target_modules=["q_proj", "k_proj"])
+    report = audit(base, adapter, top_k=4, cache_dir=False)
+    levels = chance_by_type(report.rows, "left")
+    assert levels["k_proj"] > levels["q_proj"] + 0.01  # 2 KV heads: a smaller output space
+    text = render_audit_markdown(report, figures=False)
+    assert f"chance levels of {levels['q_proj']:.2f}–{levels['k_proj']:.2f}" in text

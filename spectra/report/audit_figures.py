@@ -52,6 +52,29 @@ def _draw_lines(ax: Any, rows: list[dict[str, Any]], x: list[float], adapter: st
                     color=colours[module_type], label=module_type)
 
 
+def chance_by_type(rows: list[dict[str, Any]], side: str) -> dict[str, float]:
+    """Each module type's chance level (median ``cos_random_<side>``): it depends on the module's
+    size, so one line for all would put a small module (a GQA k_proj's 192 rows: 0.17) above
+    chance when it sits at it (the median over a model's modules: 0.10)."""
+    types = sorted({r["module_type"] for r in rows})
+    out = {t: median(finite_values((r for r in rows if r["module_type"] == t), f"cos_random_{side}")) for t in types}
+    return {t: v for t, v in out.items() if not math.isnan(v)}
+
+
+def _draw_chance(ax: Any, rows: list[dict[str, Any]], side: str, colours: dict[str, Any]) -> None:
+    """The dotted chance line: one for the panel when every module type shares it (within 0.01),
+    else one per type in that type's colour."""
+    chance = chance_by_type(rows, side)
+    if not chance:
+        return
+    if max(chance.values()) - min(chance.values()) < 0.01:
+        ax.axhline(median(list(chance.values())), ls=":", lw=1.2, color="0.3", label="random")
+        return
+    for module_type, level in chance.items():
+        ax.axhline(level, ls=":", lw=1.2, color=colours[module_type])
+    ax.plot([], [], ls=":", lw=1.2, color="0.3", label="random (dotted, each type's colour)")
+
+
 def ratio_figure(table: Any) -> Any:
     """Figure 1: σ_max(W_pre) / σ_max(s·ΔW) per layer and module type, log scale.
 
@@ -99,8 +122,7 @@ def alignment_figure(table: Any, top_k: int) -> Any:
         for row, side in enumerate(("left", "right")):
             ax = axes[row, col]
             _draw_lines(ax, rows, x, adapter, f"cos_max_{side}", colours)
-            chance = median(finite_values((r for r in rows if r["adapter"] == adapter), f"cos_random_{side}"))
-            ax.axhline(chance, ls=":", lw=1.2, color="0.3", label="random")
+            _draw_chance(ax, [r for r in rows if r["adapter"] == adapter], side, colours)
             ax.set_ylim(0, 1.02)
             ax.set_xticks(tick_pos, tick_lab, rotation=0 if len(tick_lab) < 14 else 90, fontsize=8)
             if row == 0:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from spectra.report.audit_rows import finite_values, median
+from spectra.report.audit_figures import chance_by_type
 from spectra.report.tables import markdown_table, provenance_sections
 
 _TABLE_COLUMNS = ["adapter", "module", "layer", "module_type", "shape", "rank", "scale", "sigma_pre",
@@ -74,11 +75,14 @@ def _reading(report: Any) -> str:
     """Two sentences per adapter that say what the numbers mean for backdoor override."""
     lines = []
     for row in report.summary_rows():
-        chance = median(finite_values((r for r in report.rows if r["adapter"] == row["adapter"]), "cos_random_left"))
+        mine = [r for r in report.rows if r["adapter"] == row["adapter"]]
+        levels = sorted(chance_by_type(mine, "left").values()) or [math.nan]
+        chance = (f"a chance level of about {levels[0]:.2f}" if levels[-1] - levels[0] < 0.01 else
+                  f"chance levels of {levels[0]:.2f}–{levels[-1]:.2f} (by module size; Figure 2 draws each)")
         strength = ("weaker than" if row["ratio_median"] > 1 else "at least as strong as")
         lines.append(
             f"- `{row['adapter']}`: the median update is {strength} its base layer "
             f"(σ_pre/σ_Δ median {row['ratio_median']:.3g}); the median max |cos| with W_pre's top-"
             f"{report.settings['top_k']} is {row['cos_left_median']:.2f} (left) / {row['cos_right_median']:.2f} "
-            f"(right) against a chance level of about {chance:.2f}.")
+            f"(right) against {chance}.")
     return "\n".join(lines) + "\n"
