@@ -197,3 +197,16 @@ def test_a_scan_names_rules_that_judged_nothing_as_the_audit_does(fleet, tmp_pat
     assert res.exit_code == 0, res.output  # the typo gates nothing — and the scan says so instead of passing quietly
     assert "warning: rules.ratio.module-types ['qurey'] match no audited module (types here: query, value)" \
         in res.output and "so nothing is gated" in res.output
+
+
+def test_a_fleet_of_error_rows_exits_3_and_its_sarif_says_the_same(fleet, tmp_path) -> None:
+    """The CLI decided 3 ('nothing audited') while fleet.sarif recorded 1 from its own rule; the
+    library now decides the code once and both read it."""
+    base, tree = fleet
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    shutil.copytree(tree / "hostile", only_bad / "hostile")
+    res = run(only_bad, "--base", base, "--engine", "local", "--top-k", "4", "-o", tmp_path / "s")
+    assert res.exit_code == 3, res.output
+    sarif = json.loads((tmp_path / "s" / "fleet.sarif").read_text())
+    assert sarif["runs"][0]["invocations"][0]["exitCode"] == 3

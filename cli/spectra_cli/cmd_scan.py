@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from spectra.fleet.settings import ScanSettings
-from spectra_cli.common import EXIT_FINDINGS, EXIT_NOTHING, EXIT_OK, error_boundary, progress
+from spectra_cli.common import error_boundary, progress
 from spectra_cli.output import JsonOpt, Output, QuietOpt
 from spectra_cli.settings_options import FROM_OPTIONS, settings_options
 
@@ -43,22 +43,23 @@ def scan_command(
       spectra scan ./adapters -o scan/ --address auto --workers 8      # an existing Ray cluster
     """
     from spectra._version import __version__
+    from spectra.audit.policy import resolve_policy
     from spectra.fleet.report import scan_notices, write_reports
     from spectra.fleet.scan import scan
-    from spectra.audit.policy import resolve_policy
 
     gate = resolve_policy(policy, fail_on=fail_on, search_from=Path.cwd())
     sink = Output(json=json_out, quiet=quiet)
     with progress("adapters", sink.console) as tick:
         result = scan(sources, out, settings, resume=resume, overwrite=overwrite, progress=tick, log=sink.log)
-    findings, failing = write_reports(result.out, gate, __version__)
+    verdict = write_reports(result.out, gate, __version__)
+    findings, failing = verdict.findings, verdict.failing
     for kind, text in scan_notices(result.out, gate):
         typer.echo(f"{kind}: {text}", err=True)
     rate = result.audited / result.seconds if result.seconds else 0.0
     sink.line(f"scan: {result.audited:,} audited, {result.errors:,} error rows, {result.duplicates:,} duplicates, "
               f"{result.skipped:,} done before; {rate:.1f} adapters/s ({result.engine}); {len(findings):,} finding(s), "
               f"{len(failing):,} at or above {gate.fail_on}. report: [bold]{result.out / 'report.md'}[/bold]")
-    code = EXIT_NOTHING if result.audited == 0 and result.skipped == 0 else EXIT_FINDINGS if failing else EXIT_OK
+    code = verdict.exit_code  # decided once, in the library: fleet.sarif records the same
     sink.result(command="scan", out=str(result.out), audited=result.audited, errors=result.errors,
                 duplicates=result.duplicates, skipped=result.skipped, engine=result.engine,
                 adapters_per_s=rate, findings=len(findings), failing=len(failing), fail_on=gate.fail_on)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,9 @@ def fleet_findings(adapters: list[dict[str, Any]], out: Path, policy: Any) -> li
     at a time (a thousand adapters' 210,000 rows held at once took the peak RSS from 0.6 to 1.2 GB),
     and the forgetting rule on the adapters' verdicts (an error row is not a finding: it is
     reported apart)."""
-    from spectra.fleet.store import module_parts
-
-    from spectra.errors import SpectraError
     from spectra.audit.policy import Finding
+    from spectra.errors import SpectraError
+    from spectra.fleet.store import module_parts
 
     blocks = _forgetting_blocks(adapters)
     latest = {a["id"] for a in adapters if a["status"] == "ok"}
@@ -59,23 +59,42 @@ def scan_notices(out: Path, policy: Any) -> list[tuple[str, str]]:
     return policy.notices([{"module_type": t} for t in module_types(out)], _forgetting_blocks(read_rows(out)))
 
 
-def write_reports(out: Path, policy: Any, version: str) -> tuple[list[Any], list[Any]]:
-    """``OUT/fleet.sarif`` and ``OUT/report.md`` from the tables; returns (findings, failing)."""
+@dataclass(frozen=True)
+class ScanGate:
+    """The fleet's verdict: every finding, those at or above ``fail_on``, and the exit code —
+    0 pass, 1 findings at ``fail_on``, 3 nothing in the fleet was audited (no adapter, or every
+    one an error row) — decided here once, so ``fleet.sarif`` and the CLI cannot disagree."""
+
+    findings: list[Any]
+    failing: list[Any]
+    exit_code: int
+
+
+def scan_exit_code(adapters: list[dict[str, Any]], failing: list[Any]) -> int:
+    """:class:`ScanGate`'s exit code from the adapter rows and the failing findings."""
+    if not any(a.get("status") == "ok" for a in adapters):
+        return 3
+    return 1 if failing else 0
+
+
+def write_reports(out: Path, policy: Any, version: str) -> ScanGate:
+    """``OUT/fleet.sarif`` and ``OUT/report.md`` from the tables, and the fleet's verdict."""
+    from spectra.audit.policy import RULES
     from spectra.fleet.store import read_rows
     from spectra.io.files import write_text_atomic
-    from spectra.audit.policy import RULES
     from spectra.provenance import strict_json
     from spectra.report.sarif import render_sarif
 
     adapters = read_rows(out, "adapters")
     findings = fleet_findings(adapters, out, policy)
     failing = policy.failing(findings)
+    code = scan_exit_code(adapters, failing)
     paths = {a["id"]: a["adapter"] for a in adapters}
-    sarif = render_sarif(findings, RULES, policy, paths, version, 1 if failing else 0, command_line="spectra scan")
+    sarif = render_sarif(findings, RULES, policy, paths, version, code, command_line="spectra scan")
     write_text_atomic(out / "fleet.sarif", strict_json(sarif) + "\n")
     figures = _figures(adapters, out)
     write_text_atomic(out / "report.md", _markdown(adapters, findings, failing, policy, figures))
-    return findings, failing
+    return ScanGate(findings, failing, code)
 
 
 def _figures(adapters: list[dict[str, Any]], out: Path) -> list[str]:
