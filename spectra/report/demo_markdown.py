@@ -8,10 +8,10 @@ had not settled (the quick budget).
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
+from spectra.provenance import strict_json
 from spectra.report.tables import fmt_multiplier
 from spectra.report.tables import markdown_table
 from spectra.report.tables import SWEEP_MARKS
@@ -155,7 +155,7 @@ def render_demo_markdown(summary: dict[str, Any]) -> str:
               "Pt's multipliers s'/s. " + SWEEP_MARKS + " Definitions and per-sample values: `runs/*sweep*` results "
               "in `results/`.\n",
               "## Settings and timings\n",
-              "```json\n" + json.dumps({"settings": settings, "timings_s": summary["timings_s"]}, indent=2) + "\n```\n"]
+              "```json\n" + strict_json({"settings": settings, "timings_s": summary["timings_s"]}) + "\n```\n"]
     return "\n".join(lines)
 
 

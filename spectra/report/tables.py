@@ -10,14 +10,14 @@ from typing import Any
 def provenance_sections(settings: Any, inputs: Any, versions: dict[str, str],
                         timings: dict[str, float]) -> list[str]:
     """The closing sections every report carries, so a number can be traced to what made it:
-    settings and inputs as JSON, library versions, timings."""
-    import json
+    settings and inputs as JSON (strict: a NaN is null there too), library versions, timings."""
+    from spectra.provenance import strict_json
 
     return [
         "\n## Settings\n",
-        "```json\n" + json.dumps(settings, indent=2, default=str) + "\n```\n",
+        "```json\n" + strict_json(settings) + "\n```\n",
         "## Inputs\n",
-        "```json\n" + json.dumps(inputs, indent=2, default=str) + "\n```\n",
+        "```json\n" + strict_json(inputs) + "\n```\n",
         "## Versions\n",
         "".join(f"- {k}: {v}\n" for k, v in versions.items()),
         "\n## Timings (s)\n",

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
+from spectra.provenance import strict_json
 from spectra.report.tables import fmt, markdown_table, provenance_sections
 from spectra.report.tables import fmt_multiplier
 from spectra.report.tables import sweep_gamma
@@ -80,7 +80,7 @@ def render_threshold_markdown(report: Any) -> str:
         "do not depend on that normalisation (σ's cancel), but they assume margins linear in γ, which a "
         "transformer is not — hence the measured sweep beside them.\n",
         "\n## Checks\n",
-        "```json\n" + json.dumps(report.checks, indent=2, default=str) + "\n```\n",
+        "```json\n" + strict_json(report.checks) + "\n```\n",
     ]
     if report.notes:
         parts += ["## Notes\n", "".join(f"- {n}\n" for n in report.notes)]

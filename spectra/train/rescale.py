@@ -259,7 +259,7 @@ def write_rescaled(adapter_dir: str | os.PathLike[str], out_dir: str | os.PathLi
     if dst.exists():
         raise SpectraError(f"{dst}: already exists")
     shutil.copytree(src, dst)
-    (dst / "adapter_config.json").write_text(json.dumps(plan.config, indent=2, sort_keys=False) + "\n",
+    (dst / "adapter_config.json").write_text(json.dumps(plan.config, indent=2, sort_keys=False, allow_nan=False) + "\n",
                                              encoding="utf-8")
     return dst
 
