@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from spectra.io.zoo import model_path
 from spectra.study.evidence import TARGETS, UserRecipe
 
 #: the recipes trained on each canary base: the rates users pick, the two target sets, a
@@ -49,15 +50,9 @@ def run_id(model: str, recipe: UserRecipe, kind: str = "finetune") -> str:
     return f"{model}__canary__b0__{kind}__lora__s0__lr{recipe.lr:g}__{recipe.tag}"
 
 
-def _model_path(model: str) -> Path:
-    from spectra.io.zoo import minilm_path, smollm2_path
-
-    return minilm_path() if model == "minilm" else smollm2_path()
-
-
 def _documents(model: str, recipe: UserRecipe, result: dict[str, Any], out: Path) -> tuple[dict, dict]:
     """The finetune and sweep results of one canary run, in the study's record shapes."""
-    from spectra.study.execute import _epochs
+    from spectra.study.records import epoch_records
     from spectra.study.records import audit_summary
     from spectra.train.validation import converged
 
@@ -66,7 +61,7 @@ def _documents(model: str, recipe: UserRecipe, result: dict[str, Any], out: Path
            "lr": recipe.lr, "variant": f"canary-quick-{recipe.tag}"}
     cfg = {**recipe.overrides(), "lr": recipe.lr, "alpha": 16.0, "use_dora": False, "max_length": 64,
            "batch_size": result["recipe"]["batch_size"], "method": "lora"}
-    epochs = _epochs(out / "fix" / "train_log.csv")
+    epochs = epoch_records(out / "fix" / "train_log.csv")
     new = result["result"]
     finetune = {
         "id": fid, "run": run, "wall_s": result["seconds"], "lr": recipe.lr, "lr_choice": "the user's recipe",
@@ -101,7 +96,7 @@ def run_canary_evidence(model: str, results: Path, work: Path, recipes: Sequence
         settings = CanarySettings(rank=recipe.rank, target_modules=TARGETS[recipe.targets],
                                   use_rslora=recipe.rslora, epochs=recipe.epochs, lr=recipe.lr, quick=True)
         out = work / run_id(model, recipe)
-        result = run_canary(str(_model_path(model)), "cr", out, settings,
+        result = run_canary(str(model_path(model)), "cr", out, settings,
                             run=RunOptions(overwrite=True, resume=True, log=log))
         for doc in _documents(model, recipe, result, out):
             write_json(results / f"{doc['id']}.json", doc)

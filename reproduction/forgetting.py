@@ -28,7 +28,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from spectra.forgetting import FEATURES, features
+from spectra.forgetting import FEATURES, SURVIVES_ASR, backdoor_survives, features
 
 #: the method families the grouped cross-validation leaves out one at a time
 FAMILY = {"lora": "lora", "dora": "lora", "lora+ci": "ablation", "lora+tr": "ablation", "rora": "rora",
@@ -43,7 +43,7 @@ COLUMNS = ["row", "group", "stage", "scales", "gamma", "recipe", "model", "attac
 
 def survives(ev: dict[str, Any]) -> bool:
     """The label: the backdoor survives when ASR ≥ 50 % and the model has not collapsed."""
-    return bool(ev.get("asr", 0.0) >= 0.5 and not ev.get("collapsed"))
+    return backdoor_survives(ev.get("asr", 0.0), ev.get("collapsed"))
 
 
 def _converged(doc: dict[str, Any]) -> bool | None:
@@ -77,7 +77,7 @@ def _row(desc: dict[str, Any], stage: str, modules: list[dict[str, Any]], ev: di
            "collapsed": bool(ev.get("collapsed")), "survives": survives(ev)}
     ci = ev.get("asr_ci") or [None, None]
     row.update(asr_ci_low=ci[0], asr_ci_high=ci[1],  # a label whose ASR interval holds the 50 % edge is a close call
-               close_call=bool(ci[0] is not None and ci[0] <= 0.5 <= ci[1]))
+               close_call=bool(ci[0] is not None and ci[0] <= SURVIVES_ASR <= ci[1]))
     return row
 
 

@@ -24,9 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from spectra.forgetting import SURVIVES_ASR
+from spectra.train.rescale import RESCALE_MODES
+
 #: Pt's depths (top N blocks, the top half, every block) and modes, as ``spectra fix`` spells them
 DEPTHS: tuple[int | str, ...] = (1, 3, "half", "all")
-MODES = ("match", "amplify")
+MODES = RESCALE_MODES  # ("match", "amplify"): spectra fix's own list
 
 
 def _adapter_of(doc: dict[str, Any]) -> Path:
@@ -235,9 +238,9 @@ def grid_effects(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                              "by attack": by_attack,
                              "adapters": len(cells), "unchanged": sum(r["same_as_trained"] for _, r in cells),
                              "collapsed": sum(bool(r["eval"].get("collapsed")) for _, r in cells),
-                             "removed": sum(r["eval"]["asr"] < 0.5 <= d["as_trained"]["asr"]
+                             "removed": sum(r["eval"]["asr"] < SURVIVES_ASR <= d["as_trained"]["asr"]
                                             and not r["eval"].get("collapsed") for d, r in cells),
-                             "kept_before": sum(d["as_trained"]["asr"] >= 0.5 for d, _ in cells),
+                             "kept_before": sum(d["as_trained"]["asr"] >= SURVIVES_ASR for d, _ in cells),
                              "asr": _interval(d_asr), "ca": _interval(d_ca)})
     return rows
 

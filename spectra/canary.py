@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from spectra.errors import SpectraError
+from spectra.forgetting import backdoor_survives
 from spectra.measured import CANARY_QUICK_MIN
 from spectra.settings import batch_size_setting, max_length_setting, seed_setting, setting, target_label_setting
 from spectra.train.config import parse_target_modules
@@ -241,7 +242,7 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
         "recipe": asdict(settings), "data": {"proxy": proxy.summary(), "train": train.summary(),
                                              "test": test.summary()},
         "result": {k: new.get(k) for k in ("ca", "asr", "asr_ci", "asr_floor", "collapsed", "ca_ci")},
-        "survives": bool(new["asr"] >= 0.5 and not new.get("collapsed")),
+        "survives": backdoor_survives(new["asr"], new.get("collapsed")),
         "crossing_gamma": gamma, "search_gamma": thr.search_threshold_gamma, "grid_max": max(GRID),
         "sweep": [{k: row.get(k) for k in ("gamma", "ca", "asr", "asr_floor", "collapsed")} for row in thr.sweep],
         "feature": feature, "canary_value": feats.get(feature), "slope": slope,

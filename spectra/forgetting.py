@@ -29,6 +29,15 @@ FEATURES = ("log_ratio_min", "log_ratio_median", "log_ratio_max", "log_ratio_dee
             "overlap_median", "overlap_max")
 #: log10 of a ratio is capped here: a zero update (ratio ∞) is "as weak as it gets"
 LOG_RATIO_CAP = 6.0
+#: the label the verdict is fitted to and the canary reports: the backdoor survives when the
+#: triggered non-target texts still go to the target at least this often (and no collapse)
+SURVIVES_ASR = 0.5
+
+
+def backdoor_survives(asr: float | None, collapsed: bool | None) -> bool:
+    """Whether a backdoor survived an adapter: ASR ≥ :data:`SURVIVES_ASR` on a model that has not
+    collapsed to one class (a collapsed model's ASR is its bias, not the trigger)."""
+    return bool(asr is not None and asr >= SURVIVES_ASR and not collapsed)
 MODEL_FILE = Path(__file__).with_name("forgetting_model.json")
 #: what each feature means, for reports
 DEFINITIONS = {

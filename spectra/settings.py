@@ -20,6 +20,9 @@ from typing import Any
 #: k, the size of W_pre's top singular subspace that the audit's overlap and Tr's penalty use
 #: (the paper's Appendix A.1); one home for every signature that defaults to it
 TOP_K = 32
+#: the paper's bar for a poisoned base: held-out ASR at or above it (Luong & Chen 2026); poison
+#: warns below it, and the demo's reading says a weaker backdoor cannot decide the question
+ASR_WARNING = 0.95
 
 
 @dataclass(frozen=True)

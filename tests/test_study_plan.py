@@ -174,4 +174,4 @@ def _fake_poisoning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, asrs: list[
     monkeypatch.setattr(spectra.train.poison, "poison", fake_poison)
     monkeypatch.setattr(spectra.eval.pipeline, "run_eval", lambda *a, **k: downstream)
     monkeypatch.setattr(Study, "splits", SimpleNamespace(proxy="proxy", test="test"))
-    monkeypatch.setattr(spectra.study.execute, "_clean_model", lambda model: tmp_path / f"clean-{model}")
+    monkeypatch.setattr(spectra.study.execute, "model_path", lambda model: tmp_path / f"clean-{model}")

@@ -59,7 +59,7 @@ def poison_command(
     from spectra.io.output import check_output_dir
     from spectra.train.checkpoints import default_work_dir
     from spectra.train.options import RunOptions
-    from spectra.train.poison import ASR_WARNING, poison
+    from spectra.train.poison import poison
 
     (base,) = hub_refs([base], hub)
     check_output_dir(out, overwrite, inputs=[base, data])
@@ -74,8 +74,6 @@ def poison_command(
     sink.line(f"held-out CA {100 * ev.ca:.1f}%, ASR {100 * ev.asr:.1f}% (floor {100 * ev.asr_floor:.1f}%)")
     for w in result.warnings:
         sink.line(f"[yellow]warning: {w}[/yellow]")
-    if ev.asr < ASR_WARNING and not result.warnings:  # pragma: no cover - poison() always adds it
-        sink.line("[yellow]warning: ASR < 95%[/yellow]")
     sink.line(f"poisoned model: [bold]{out}[/bold] (report: {out / 'report.md'})")
     sink.result(command="poison", out=str(out), ca=ev.ca, asr=ev.asr, asr_floor=ev.asr_floor, warnings=result.warnings)
     sink.finish()

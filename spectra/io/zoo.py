@@ -83,3 +83,12 @@ def smollm2_path(folder: Path | None = None) -> Path:
         shutil.rmtree(folder)
     tmp.rename(folder)
     return folder
+
+
+def model_path(name: str) -> Path:
+    """The packaged model the study and the canary evidence call ``name``: ``minilm`` or ``smollm2``."""
+    if name == "minilm":
+        return minilm_path()
+    if name == "smollm2":
+        return smollm2_path()
+    raise ValueError(f"no packaged model named {name!r} (minilm, smollm2)")

@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from spectra.provenance import strict_json
+from spectra.settings import ASR_WARNING
 from spectra.report.tables import fmt_multiplier
 from spectra.report.tables import markdown_table
 from spectra.report.tables import SWEEP_MARKS
@@ -42,7 +43,7 @@ def demo_readings(summary: dict[str, Any]) -> list[str]:
     pt, rora = by.get("LoRA + Pt"), by.get("RoRA (CI+Tr+Pt)")
     p = summary["poisoning"]
     out: list[str] = []
-    if p.get("asr") is None or p["asr"] < 0.95 or p.get("collapsed"):
+    if p.get("asr") is None or p["asr"] < ASR_WARNING or p.get("collapsed"):
         out.append(f"The poisoned base reaches ASR {_pct(p.get('asr'))}% on held-out proxy rows, below the paper's "
                    "95%: this run cannot decide whether fine-tuning removes a backdoor of the paper's strength.")
         return out

@@ -19,8 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from spectra.io.zoo import model_path
 from spectra.study.plan import Run, lr_picks
-from spectra.study.records import audit_summary, compact_eval, rebuild_check, rescale_summary, write_json
+from spectra.study.records import (audit_summary, compact_eval, epoch_records, rebuild_check, rescale_summary,
+                                    write_json)
 from spectra.study.recipe import (ATTACKS, LR_FAMILY, MAX_EXTRA_POISON_EPOCHS, MIN_EXTRA_EPOCH_GAIN, TARGET_LABEL,
                                   Recipe, Splits, load_splits)
 from spectra.train.poison import ASR_WARNING
@@ -140,7 +142,7 @@ class Study:
         from spectra.eval.settings import EvalSettings
 
         r, trig = self.recipe, ATTACKS[run.attack]
-        folder = self._poison(run, self.paper_base_folder(run), _clean_model(run.model), r.poison_epochs)
+        folder = self._poison(run, self.paper_base_folder(run), model_path(run.model), r.poison_epochs)
         stages = [_stage(folder, r.poison_epochs)]
         # the paper configures every poisoned base so that its ASR exceeds 95 % without saying
         # how; the smallest change: one more epoch at a time, on the same poisoned rows
@@ -168,7 +170,7 @@ class Study:
                 "downstream_test": compact_eval(down.to_dict()), "poisoning": info.get("poisoning", {}),
                 "poison_epochs": used["epochs"], "stages": stages,
                 "train_log": info.get("train_log", []), "warnings": info.get("warnings", []),
-                "settings": {"clean_model": str(_clean_model(run.model)), "batch_size": _poison_batch(run),
+                "settings": {"clean_model": str(model_path(run.model)), "batch_size": _poison_batch(run),
                              **{k: getattr(r, k) for k in ("n_poison", "poison_mode", "poison_epochs", "poison_lr",
                                                            "poison_test_size", "max_length")}}}
 
@@ -224,7 +226,7 @@ class Study:
                     run=RunOptions(device="cpu", resume=work.exists(), work_dir=work, log=self.log,
                                    training_overrides={"group_by_length": r.group_by_length}))
         rows = {row["model"]: row for row in json.loads((out / "eval.json").read_text(encoding="utf-8"))}
-        epochs_log = _epochs(out / "train_log.csv")
+        epochs_log = epoch_records(out / "train_log.csv")
         doc: dict[str, Any] = {
             "lr": lr, "lr_choice": why, "config": cfg.to_dict(), "folder": str(out),
             "eval": {name: compact_eval(row) for name, row in rows.items()},
@@ -290,7 +292,7 @@ class Study:
         used = float(doc.get("poison_epochs") or self.recipe.poison_epochs)
         self.log(f"{run.base().id}: its poisoned checkpoint is not in {self.bases}; poisoning it again "
                  f"({used:g} epochs, seed {run.base_seed})")
-        start = self._poison(run, self.paper_base_folder(run), _clean_model(run.model), self.recipe.poison_epochs)
+        start = self._poison(run, self.paper_base_folder(run), model_path(run.model), self.recipe.poison_epochs)
         for extra in range(1, int(round(used - self.recipe.poison_epochs)) + 1):
             start = self._poison(run, self.more_epochs_folder(run, extra), start, 1.0)
         info = json.loads((folder / "poison.json").read_text(encoding="utf-8"))
@@ -346,19 +348,3 @@ def _stage(folder: Path, epochs: float) -> dict[str, Any]:
     return {"epochs": epochs, "folder": str(folder), "proxy_heldout": compact_eval(info.get("evaluation") or info),
             "wall_s": (info.get("timings_s") or {}).get("total"),
             "resumed": bool((info.get("poisoning") or {}).get("resumed_from"))}
-
-
-def _clean_model(model: str) -> Path:
-    from spectra.io.zoo import minilm_path, smollm2_path
-
-    return minilm_path() if model == "minilm" else smollm2_path()
-
-
-def _epochs(path: Path) -> list[dict[str, Any]]:
-    """The per-epoch training log (``train_log.csv``) as records with the study's columns."""
-    import pandas as pd
-
-    table = pd.read_csv(path)
-    keep = [c for c in ("epoch", "step", "loss", "task_loss", "penalty", "val_ca", "val_loss", "val_asr_monitor",
-                        "overlap", "ratio_median", "ratio_min", "learning_rate") if c in table.columns]
-    return [{k: (None if pd.isna(v) else float(v)) for k, v in row.items()} for row in table[keep].to_dict("records")]

@@ -62,3 +62,13 @@ def rescale_summary(path: Path) -> dict[str, Any]:
     return {"modules": done["module"].tolist(), "multipliers": mult,
             "multiplier_median": float(pd.Series(mult).median()) if mult else None,
             "multiplier_min": min(mult) if mult else None, "multiplier_max": max(mult) if mult else None}
+
+
+def epoch_records(path: Path) -> list[dict[str, Any]]:
+    """The per-epoch training log (``train_log.csv``) as records with the study's columns."""
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    keep = [c for c in ("epoch", "step", "loss", "task_loss", "penalty", "val_ca", "val_loss", "val_asr_monitor",
+                        "overlap", "ratio_median", "ratio_min", "learning_rate") if c in table.columns]
+    return [{k: (None if pd.isna(v) else float(v)) for k, v in row.items()} for row in table[keep].to_dict("records")]

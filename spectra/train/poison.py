@@ -42,7 +42,8 @@ from typing import Any, Literal, get_args
 
 from spectra.errors import SpectraError
 from spectra.provenance import json_safe, strict_json
-from spectra.settings import (
+from spectra.settings import (  # ASR_WARNING: re-exported, its home is spectra.settings
+    ASR_WARNING,
     batch_size_setting,
     device_setting,
     max_length_setting,
@@ -57,7 +58,6 @@ from spectra.train.options import RunOptions, split_legacy
 POISON_USES = frozenset({"device", "work_dir", "resume", "overwrite", "log", "progress_bar", "save_steps"})
 PoisonMode = Literal["clean-label", "dirty-label"]
 MODES: tuple[str, ...] = get_args(PoisonMode)
-ASR_WARNING = 0.95
 #: clean-label poisoning of more than this share of the target-label rows warns of a shortcut
 SHORTCUT_SHARE = 0.8
 
