@@ -96,6 +96,7 @@ def test_fix_trains_rescales_audits_and_evaluates(setup: dict[str, Path]) -> Non
     assert float(sig) == pytest.approx(float(torch.linalg.svdvals(layer.get_base_layer().weight.double())[0]), rel=1e-4)
     report = (out / "report.md").read_text()
     assert "## Evaluation" in report and "## Pt: post-training rescaling" in report and "Definitions" in report
+    assert "a saved head (`modules_to_save`) is left out" in report  # the audit here is not spectra audit's
 
     # an existing output is never replaced without --overwrite
     line = one_line_error(invoke([setup["base"], "--data", setup["train"], "-o", out, *QUICK]))

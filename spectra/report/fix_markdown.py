@@ -115,7 +115,9 @@ def render_fix_markdown(result: Any, *, train: Any, test: Any, trigger: str | No
 
     if result.audit is not None:
         lines += ["## Spectral audit, old vs new", "", "See `audit/report.md` (σ_pre/σ_Δ and alignment per module, "
-                  "old and new side by side).", ""]
+                  "old and new side by side). It audits the LoRA (and DoRA) modules only, what Tr and Pt act on: "
+                  "a saved head (`modules_to_save`) is left out, so its numbers and forgetting features differ from "
+                  "`spectra audit BASE ADAPTER`'s, which audits every module.", ""]
 
     lines += ["## Definitions", ""] + [f"- **{k}**: {v}" for k, v in DEFINITIONS.items()] + [""]
     versions = library_versions()
