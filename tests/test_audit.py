@@ -330,3 +330,21 @@ def test_chance_is_read_per_module_size_when_sizes_differ(tiny_model_dir, tiny_a
     assert levels["k_proj"] > levels["q_proj"] + 0.01  # 2 KV heads: a smaller output space
     text = render_audit_markdown(report, figures=False)
     assert f"chance levels of {levels['q_proj']:.2f}–{levels['k_proj']:.2f}" in text
+
+
+def test_the_report_names_the_default_policy_and_says_when_nothing_is_gated(tiny_model_dir, tiny_adapter_dir,
+                                                                           tmp_path, monkeypatch) -> None:
+    """report.md read 'From ; the gate ... passes' with no policy file, while the terminal warned
+    that nothing could fail the gate."""
+    from spectra_cli.app import app
+    from typer.testing import CliRunner
+
+    base = tiny_model_dir("bert")
+    adapter = tiny_adapter_dir(base, target_modules=["query"])
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["audit", str(base), str(adapter), "-o", "out", "--top-k", "4", "--no-cache",
+                                   "--no-figures"])
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "out" / "report.md").read_text()
+    assert "From ;" not in text and "From spectra's defaults" in text
+    assert "> note: no policy rule can fail the gate" in text

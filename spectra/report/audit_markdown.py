@@ -47,10 +47,14 @@ def _policy(report: Any) -> str:
     rules = [{"rule": rid, "max": s.max, "per module type": ", ".join(f"{k} {v:g}" for k, v in s.module_types.items()),
               "severity": s.severity} for rid, s in policy.rules.items()]
     failing = policy.failing(report.findings)
-    parts = ["## Policy\n", f"From {', '.join(policy.sources)}; the gate fails on findings of severity "
+    source = ", ".join(policy.sources) or "spectra's defaults (no --policy, spectra.toml, [tool.spectra] or --max-*)"
+    parts = ["## Policy\n", f"From {source}; the gate fails on findings of severity "
              f"**{policy.fail_on}** or above.\n", markdown_table(rules),
              f"\n**{len(report.findings)} finding(s), {len(failing)} at or above {policy.fail_on}: the gate "
              f"{'fails (exit 1)' if failing else 'passes'}.** Every finding is also in `audit.sarif`.\n"]
+    # what the terminal said after the audit (rules that judged nothing, "nothing is gated"): a pass
+    # read from this file alone must carry it too
+    parts += [f"> {kind}: {text}\n" for kind, text in getattr(report, "notices", [])]
     if report.findings:
         parts.append(markdown_table([{"severity": f.severity, "rule": f.rule, "adapter": f.adapter, "module": f.module,
                                       "value": f.value, "threshold": f.threshold} for f in report.findings[:200]]))
