@@ -63,7 +63,14 @@ def analyse(rows: list[dict[str, Any]]) -> dict[str, Any]:
     lobo = cv["base"]["scores"]["model"]
     checks = {key: cv[key]["scores"]["model"] for key in GROUPINGS}
     validated = lobo[0] >= MIN_AUROC and all(c[1][0] > 0.5 for c in checks.values())
-    note = (f"leave-one-base-out AUROC {fmt(*lobo)} (bar {MIN_AUROC:g}); lower 95 % bounds by grouping: "
+    # what failed first: the reason an adapter's verdict prints must not read as a list of passes
+    failed = ([f"leave-one-base-out AUROC {lobo[0]:.2f} is under its bar {MIN_AUROC:g}"] if lobo[0] < MIN_AUROC else [])
+    failed += [f"the {GROUPINGS[k]} grouping's lower bound is "
+               + (f"{c[1][0]:.2f}, not above 0.5" if math.isfinite(c[1][0]) else
+                  "not computable (its training folds hold one label)")
+               for k, c in checks.items() if not c[1][0] > 0.5]
+    note = ("failed: " + "; ".join(failed) + ". Measured: " if failed else "") + (
+            f"leave-one-base-out AUROC {fmt(*lobo)} (bar {MIN_AUROC:g}); lower 95 % bounds by grouping: "
             + ", ".join(f"{GROUPINGS[k]} {c[1][0]:.2f}" if math.isfinite(c[1][0]) else
                         f"{GROUPINGS[k]} not computable (its training folds hold one label)" for k, c in checks.items())
             + " (bar: above 0.5)")
