@@ -36,10 +36,13 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spectra.errors import SpectraError
 from spectra.io.files import cache_dir, write_bytes_atomic
+
+if TYPE_CHECKING:  # for the annotation only: load_builtin imports what it builds with when it runs
+    from spectra.data.labelled import LabelledData
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,7 @@ LABEL_NAMES = ["neg", "pos"]
 _CACHE_FORMAT = 1
 
 
-def load_builtin(name: str, label_map: dict[Any, int] | None = None):
+def load_builtin(name: str, label_map: dict[Any, int] | None = None) -> LabelledData:
     """Load a built-in corpus (``mr``, ``cr``, ``rt``) as :class:`LabelledData`."""
     from spectra.data.labelled import build_labelled
     from spectra.provenance import file_sha256

@@ -166,6 +166,8 @@ def batched_rows(label: str, mods: list[Any], spectra: dict[str, Any], dev: Any,
 
 
 def error_row(item_id: str, adapter: str, base: str | None, reason: str) -> dict[str, Any]:
+    """The fleet row of an adapter that could not be audited: its id, paths and the one-line reason (an
+    'unaudited' finding)."""
     return {"id": item_id, "adapter": adapter, "base": base, "status": "error", "error": reason}
 
 

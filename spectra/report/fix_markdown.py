@@ -42,6 +42,9 @@ def _pct(x: Any) -> str:
 
 def render_fix_markdown(result: Any, *, train: Any, test: Any, trigger: str | None, target_label: int, base: Any,
                         adapter: Any, rescale_only: bool) -> str:
+    """OUT/report.md of one ``spectra fix`` run: settings, the training log, Pt's table, the evaluation rows,
+    the audit's pointer, definitions and provenance (``result``: its
+    :class:`~spectra.train.fix.FixResult`)."""
     from spectra._version import __version__
     from spectra.provenance import library_versions
     from spectra.report.train_figures import short_module_name

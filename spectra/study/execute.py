@@ -79,6 +79,7 @@ class Study:
         return self.bases / Path(doc["folder"]).name if doc and doc.get("folder") else self.paper_base_folder(run)
 
     def run_folder(self, run: Run) -> Path:
+        """Where a finished run keeps what it wrote (adapter, logs, reports): ``WORK/runs/<run id>``."""
         return self.work / "runs" / run.id
 
     def partial_folder(self, run: Run) -> Path:
@@ -110,6 +111,8 @@ class Study:
         return pick_learning_rate(curves), {f"{lr:g}": c for lr, c in curves.items()}
 
     def resolve_lr(self, run: Run) -> tuple[float, str]:
+        """The learning rate ``run`` trains at and where it came from: the run's own, else its family's pick
+        on MiniLM."""
         if run.lr is not None:
             return float(run.lr), "given"
         if run.model != "minilm":  # no pick on the second architecture: LoRA's rate on MiniLM

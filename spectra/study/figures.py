@@ -19,6 +19,7 @@ from spectra.study.tables import Results, collapsed_gammas
 
 
 def rows_figure(results: Results, rows: Sequence[str], attacks: Sequence[str]) -> Any:
+    """CA and ASR (mean with Student-t 95 % error bars) of the given table rows, one panel per attack."""
     from spectra.report.style import pyplot
 
     plt = pyplot()
@@ -50,6 +51,8 @@ def rows_figure(results: Results, rows: Sequence[str], attacks: Sequence[str]) -
 
 
 def curves_figure(results: Results, families: Sequence[str] = ("lora", "rora", "fft")) -> Any:
+    """Validation CA per epoch of each family's learning-rate pick runs, one panel per family (how the rate
+    was picked)."""
     from spectra.report.style import pyplot
 
     plt = pyplot()

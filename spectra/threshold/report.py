@@ -125,6 +125,8 @@ class ThresholdReport:
         return ks.tolist(), self.result.predicted_asr(ks).tolist()
 
     def to_json(self) -> dict[str, Any]:
+        """``threshold.json``: the summary, the sweep, the module and its σ's, the checks, with the 0.1 key
+        names beside the new ones (:data:`KEY_ALIASES`)."""
         s = self.result.summary()
         out: dict[str, Any] = {
             "gamma_star_bound": s["gamma_star_bound"],

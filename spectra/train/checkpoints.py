@@ -58,6 +58,8 @@ def save_adapter(peft_model: nn.Module, folder: str | os.PathLike[str],
 
 
 def write_run_settings(path: Path, settings: dict[str, Any]) -> None:
+    """Write the settings a run trains with (``run.json``), atomically, so that a resume can check them
+    (:func:`check_resume_settings`)."""
     from spectra.io.files import write_text_atomic
 
     write_text_atomic(path, json.dumps(settings, indent=2, sort_keys=True, default=str) + "\n")
@@ -129,6 +131,7 @@ def prepare_work_dir(work: Path, *, resume: bool, overwrite: bool, say: Callable
 
 
 def last_checkpoint(folder: Path) -> Path | None:
+    """The newest ``checkpoint-N`` folder under ``folder`` (transformers' rule), or None when there is none."""
     from transformers.trainer_utils import get_last_checkpoint
 
     if not folder.is_dir():

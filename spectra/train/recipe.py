@@ -61,6 +61,8 @@ class RoRARecipe:
                 "val_data": self.val_data.to_dict() if self.val_data is not None else None, **self.extra_settings}
 
     def setup(self) -> RoRARecipe:
+        """Build the model, the LoRA/RoRA wrapping, the data and the trainer (checks the data has two
+        classes); returns self."""
         from transformers import set_seed
 
         from spectra.io.spectrum_cache import SpectrumCache, default_folder
@@ -103,6 +105,8 @@ class RoRARecipe:
 
     # ---- train
     def train(self, resume: bool = False) -> Any:
+        """Train, from the last checkpoint with ``resume`` (whose settings must match the run's); a
+        training loss that is not finite stops it. Returns the trainer's output (Pt is a separate step)."""
         assert self.trainer is not None, "call setup() first"
         self.work_dir.mkdir(parents=True, exist_ok=True)
         run_json = self.work_dir / "run.json"

@@ -282,5 +282,6 @@ def log_table(log_history: Sequence[dict[str, Any]]) -> Any:
 
 
 def nan_guard(value: float, what: str) -> None:
+    """Stop training with one line when a loss or penalty stops being finite (a diverged run is not a result)."""
     if not math.isfinite(value):
         raise SpectraError(f"training diverged: {what} is {value} (lower --lr or --lam)")
