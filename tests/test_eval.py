@@ -404,3 +404,19 @@ def test_markdown_report_mentions_collapse() -> None:
     assert isinstance(r, EvalResult)
     md = eval_markdown(r)
     assert "| collapsed | yes |" in md and "collapsed: the model predicts class 0" in md
+
+
+def test_eval_reports_progress_over_both_passes_to_a_callback(tiny, tmp_path: Path) -> None:
+    """The CLI hands evaluate a (done, total) callback — a bar on a terminal, EtaLog lines in a log,
+    nothing under --quiet — where it passed a bool that showed nothing in a log. One count runs over
+    the clean texts and their triggered twins."""
+    from spectra.eval.pipeline import run_eval
+    from spectra.eval.settings import EvalSettings
+
+    seen: list[tuple[int, int]] = []
+    run_eval(tiny["base"], None, tiny["csv"], "badnet:mn", 0, EvalSettings(batch_size=4, device="cpu"),
+             progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(i, 9) for i in range(1, 10)]  # 24 clean texts (6 batches), 12 triggered (3)
+    quiet = _run(["eval", str(tiny["base"]), "--data", str(tiny["csv"]), "--trigger", "badnet:mn", "--device", "cpu",
+                  "--batch-size", "4", "-o", str(tmp_path / "q"), "--quiet"])
+    assert quiet.exit_code == 0 and "predict" not in quiet.output

@@ -16,6 +16,7 @@ from spectra_cli.common import (
     TargetLabelOpt,
     TriggerOpt,
     error_boundary,
+    progress,
 )
 from spectra.eval.settings import EvalSettings
 from spectra_cli.output import JsonOpt, Output, QuietOpt
@@ -60,7 +61,8 @@ def eval_command(
     check_output_dir(out, overwrite, inputs=[model, adapter, data])
     trig = parse_trigger(trigger)  # a bad spec fails before any loading
     sink = Output(json=json_out, quiet=quiet)
-    result = run_eval(model, adapter, data, trig, target_label, settings, progress=sink.console.is_terminal)
+    with progress("predictions (batches)", sink.console) as tick:  # a bar on a terminal, ETA lines in a log
+        result = run_eval(model, adapter, data, trig, target_label, settings, progress=tick)
     result.write(out, overwrite=overwrite)
     _print_summary(sink, result)
     sink.line(f"wrote [bold]{out / 'eval.json'}[/bold] and [bold]{out / 'report.md'}[/bold]")

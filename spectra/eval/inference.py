@@ -6,7 +6,7 @@ the cut is invisible to the model, so every report that inserts triggers says ho
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from spectra.errors import SpectraError
@@ -19,7 +19,7 @@ def predict_logits(
     texts: Sequence[str],
     batch_size: int = EVAL_BATCH_SIZE,
     max_length: int = MAX_LENGTH,
-    progress: bool | None = True,
+    progress: bool | Callable[[int, int], None] | None = True,
 ) -> Any:
     """Logits ``(len(texts), num_labels)`` as float32 on the CPU, in the order of ``texts``.
 
@@ -28,7 +28,9 @@ def predict_logits(
     are formed from texts of similar length (sorted by character count, results put back in
     input order): padding is masked out, so a text's logits do not depend on its batch
     beyond float rounding, and short texts stop paying for the longest one in their batch.
-    A rich progress bar on stderr when ``progress`` and there is more than one batch.
+    A rich progress bar on stderr when ``progress`` is True and there is more than one batch; a
+    callable ``progress`` is called with ``(batches done, batches)`` instead (the CLI's bar on a
+    terminal, lines with an ETA in a log, nothing under ``--quiet``).
     """
     import torch
 
@@ -45,7 +47,8 @@ def predict_logits(
     out: list[torch.Tensor] = []
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     n_batches = (len(texts) + batch_size - 1) // batch_size
-    bar = _progress_bar(n_batches, "predicting") if progress and n_batches > 1 else None
+    tick = progress if callable(progress) else None
+    bar = _progress_bar(n_batches, "predicting") if progress is True and n_batches > 1 else None
     try:
         with torch.no_grad():
             for start in range(0, len(texts), batch_size):
@@ -56,6 +59,8 @@ def predict_logits(
                 out.append(logits.detach().float().cpu())
                 if bar is not None:
                     bar.advance()
+                if tick is not None:
+                    tick(start // batch_size + 1, n_batches)
     finally:
         if bar is not None:
             bar.close()

@@ -24,7 +24,9 @@ with it); :func:`evaluate` runs a loaded model on a test set and scores it; the 
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,7 +180,7 @@ def evaluate(
     seed: int = 0,
     batch_size: int = EVAL_BATCH_SIZE,
     max_length: int = MAX_LENGTH,
-    progress: bool | None = True,
+    progress: bool | Callable[[int, int], None] | None = True,
 ) -> EvalResult:
     """CA on all of ``test``, ASR on its non-target rows with ``trigger`` inserted.
 
@@ -199,8 +201,14 @@ def evaluate(
     nt_idx = [i for i, y in enumerate(test.labels) if y != target_label]
     triggered = [trig.insert(test.texts[i], trigger_rng(seed, i)) for i in nt_idx]
 
-    clean_logits = predict_logits(model, tokenizer, test.texts, batch_size, max_length, progress)
-    trig_logits = predict_logits(model, tokenizer, triggered, batch_size, max_length, progress)
+    first, second = progress, progress
+    if callable(progress):  # one count over both passes: clean texts, then their triggered twins
+        n_clean = math.ceil(len(test.texts) / batch_size)
+        n_all = n_clean + math.ceil(len(triggered) / batch_size)
+        first = lambda done, _: progress(done, n_all)  # noqa: E731
+        second = lambda done, _: progress(n_clean + done, n_all)  # noqa: E731
+    clean_logits = predict_logits(model, tokenizer, test.texts, batch_size, max_length, first)
+    trig_logits = predict_logits(model, tokenizer, triggered, batch_size, max_length, second)
     k = test.num_classes
     if clean_logits.shape[-1] != k:
         raise SpectraError(f"{test.source}: the data has {k} classes but the model outputs {clean_logits.shape[-1]} "

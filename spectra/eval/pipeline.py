@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from spectra.data.labelled import LabelledData
@@ -24,7 +25,7 @@ def run_eval(
     target_label: int = 0,
     settings: EvalSettings | None = None,
     *,
-    progress: bool | None = True,
+    progress: bool | Callable[[int, int], None] | None = True,
     **legacy: Any,
 ) -> EvalResult:
     """Load ``data`` and the classifier (``base`` + ``adapter`` at ``settings.scale``), evaluate.
