@@ -205,8 +205,8 @@ def evaluate(
     if callable(progress):  # one count over both passes: clean texts, then their triggered twins
         n_clean = math.ceil(len(test.texts) / batch_size)
         n_all = n_clean + math.ceil(len(triggered) / batch_size)
-        first = lambda done, _: progress(done, n_all)  # noqa: E731
-        second = lambda done, _: progress(n_clean + done, n_all)  # noqa: E731
+        first = lambda done, _: progress(done, n_all)
+        second = lambda done, _: progress(n_clean + done, n_all)
     clean_logits = predict_logits(model, tokenizer, test.texts, batch_size, max_length, first)
     trig_logits = predict_logits(model, tokenizer, triggered, batch_size, max_length, second)
     k = test.num_classes
