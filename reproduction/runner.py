@@ -63,8 +63,10 @@ def run_plan(study: Study, plan: Sequence[Run], *, select: Callable[[Run], bool]
              poll_s: float = 30.0, max_runs: int | None = None, log: Callable[[str], None] = print) -> int:
     """Execute every selected run of ``plan`` that is not done; returns how many this worker ran."""
     locks, failures = study.work / "locks", study.work / "failures"
+    from spectra.progress import fmt_duration
+
     failed: set[str] = set()
-    ran = 0
+    ran, busy_s = 0, 0.0
     while max_runs is None or ran < max_runs:
         pending = [r for r in plan if select(r) and not study.done(r) and r.id not in failed]
         if not pending:
@@ -76,11 +78,14 @@ def run_plan(study: Study, plan: Sequence[Run], *, select: Callable[[Run], bool]
             with claim(locks, run) as mine:
                 if not mine or study.done(run):
                     continue
-                log(f"▶ {run.id}")
+                log(f"▶ {run.id} ({len(pending)} of the selected runs left)")
                 t0 = time.time()
                 try:
                     study.execute(run)
-                    log(f"✓ {run.id} ({(time.time() - t0) / 60:.1f} min)")
+                    busy_s += time.time() - t0
+                    left = len(pending) - 1  # an upper bound: other workers take some of them
+                    eta = f"; ETA {fmt_duration(busy_s / (ran + 1) * left)} at this worker's pace" if left else ""
+                    log(f"✓ {run.id} ({(time.time() - t0) / 60:.1f} min; {left} left{eta})")
                 except Exception:  # noqa: BLE001 - one failing run must not stop the study
                     failures.mkdir(parents=True, exist_ok=True)
                     (failures / f"{run.id}.txt").write_text(traceback.format_exc(), encoding="utf-8")

@@ -175,3 +175,29 @@ def _fake_poisoning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, asrs: list[
     monkeypatch.setattr(spectra.eval.pipeline, "run_eval", lambda *a, **k: downstream)
     monkeypatch.setattr(Study, "splits", SimpleNamespace(proxy="proxy", test="test"))
     monkeypatch.setattr(spectra.study.execute, "model_path", lambda model: tmp_path / f"clean-{model}")
+
+
+def test_the_runner_logs_what_is_left_and_an_eta(tmp_path) -> None:
+    """A study worker logged each run's name only: no count of what was left, no ETA."""
+    from reproduction.runner import run_plan
+    from spectra.study.plan import Run
+
+    class FakeStudy:
+        work = tmp_path
+        finished: set[str] = set()
+
+        def done(self, run: Run) -> bool:
+            return run.id in self.finished
+
+        def ready(self, run: Run) -> bool:
+            return True
+
+        def execute(self, run: Run) -> None:
+            self.finished.add(run.id)
+
+    plan = [Run("finetune", "badnet", 0, "lora", seed) for seed in (0, 1, 2)]
+    lines: list[str] = []
+    assert run_plan(FakeStudy(), plan, log=lines.append) == 3
+    assert lines[0].endswith("(3 of the selected runs left)")
+    assert "2 left; ETA " in lines[1] and "at this worker's pace" in lines[1]
+    assert lines[-1].endswith("0 left)")
