@@ -420,3 +420,14 @@ def test_eval_reports_progress_over_both_passes_to_a_callback(tiny, tmp_path: Pa
     quiet = _run(["eval", str(tiny["base"]), "--data", str(tiny["csv"]), "--trigger", "badnet:mn", "--device", "cpu",
                   "--batch-size", "4", "-o", str(tmp_path / "q"), "--quiet"])
     assert quiet.exit_code == 0 and "predict" not in quiet.output
+
+
+def test_every_report_spells_a_missing_share_the_same_way() -> None:
+    """Seven copies of the percent and interval formatters: eval's raised TypeError on None and
+    printed 'nan%' for NaN, others printed '—', 'n/a' or '–'."""
+    from spectra.report.tables import fmt_interval, fmt_pct
+
+    assert fmt_pct(0.1234) == "12.3%" and fmt_pct(0.5, suffix="") == "50.0"
+    assert fmt_pct(None) == fmt_pct(float("nan")) == fmt_pct(float("inf")) == "—"
+    assert fmt_interval((0.1, 0.25)) == "[10.0, 25.0]"
+    assert fmt_interval(None) == fmt_interval((float("nan"), 0.2)) == ""

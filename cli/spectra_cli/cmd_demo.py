@@ -39,7 +39,9 @@ def demo_command(
 
 
 def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}"
+    from spectra.report.tables import fmt_pct
+
+    return fmt_pct(value, suffix="")
 
 
 # the times come from one measured source (spectra.measured), never typed here
@@ -63,7 +65,8 @@ def _print_summary(sink: Output, final: Path) -> None:
                  "[red]yes[/red]" if row.get("collapsed") else "") for row in summary["eval"]],
                right=("CA %", "ASR %", "Δ", "ASR floor %", "collapsed"))
     for name, t in summary["threshold"].items():
-        measured = t.get("measured_crossing_gamma", t["measured_threshold_gamma"])
+        # the 0.1 name is the fallback only (a .get default is evaluated even when the new key is there)
+        measured = t["measured_crossing_gamma"] if "measured_crossing_gamma" in t else t["measured_threshold_gamma"]
         sink.line(f"{name}: ASR crosses 50% at γ = "
                   f"{'never on the grid' if measured is None else fmt_multiplier(measured)} (measured); predicted "
                   f"{fmt_multiplier(t['predicted_threshold_gamma'])} (Prop. 4.2 linear)"

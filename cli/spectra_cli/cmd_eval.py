@@ -72,11 +72,8 @@ def eval_command(
     sink.finish()
 
 def _print_summary(sink: Output, r: Any) -> None:
-    def pct(x: float) -> str:
-        return f"{100 * x:.1f}%"
-
-    def ci(c: Any) -> str:
-        return f"[{100 * c[0]:.1f}, {100 * c[1]:.1f}]"
+    from spectra.report.tables import fmt_interval as ci
+    from spectra.report.tables import fmt_pct as pct
 
     sink.table(f"spectra eval · {r.trigger} → {r.label_text(r.target_label)}", ("metric", "value", "95% interval", "n"),
                [("CA", pct(r.ca), ci(r.ca_ci), f"{r.n_clean:,}"),

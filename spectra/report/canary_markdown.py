@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from spectra.report.tables import fmt_pct
 
-def _pct(x: Any) -> str:
-    return "—" if x is None else f"{100 * float(x):.1f}%"
+_pct = fmt_pct
 
 
 def render_canary_markdown(result: dict[str, Any]) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from spectra.provenance import strict_json
 from spectra.settings import ASR_WARNING
-from spectra.report.tables import fmt_multiplier
+from spectra.report.tables import fmt_interval, fmt_multiplier, fmt_pct
 from spectra.report.tables import markdown_table
 from spectra.report.tables import SWEEP_MARKS
 
@@ -29,11 +29,11 @@ RULES = [
 
 
 def _pct(x: Any) -> str:
-    return "–" if x is None else f"{100 * float(x):.1f}"
+    return fmt_pct(x, suffix="", missing="–")
 
 
 def _ci(ci: Any) -> str:
-    return "" if not ci else f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+    return (" " + fmt_interval(ci)) if fmt_interval(ci) else ""
 
 
 def demo_readings(summary: dict[str, Any]) -> list[str]:

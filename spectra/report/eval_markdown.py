@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
+from spectra.report.tables import fmt_interval, fmt_pct
 
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def _ci(ci: Sequence[float]) -> str:
-    return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+_pct, _ci = fmt_pct, fmt_interval
 
 
 def eval_markdown(r: Any) -> str:

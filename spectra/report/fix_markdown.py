@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from spectra.report.tables import fmt_pct
+
 DEFINITIONS = {
     "loss": "training loss per epoch as the Trainer logs it: task loss + Tr penalty",
     "task_loss": "cross-entropy of the classifier (loss − penalty)",
@@ -36,8 +38,7 @@ def _f(x: Any, fmt: str = ".4g") -> str:
     return format(v, fmt)
 
 
-def _pct(x: Any) -> str:
-    return "—" if x is None else f"{100 * float(x):.1f}%"
+_pct = fmt_pct
 
 
 def render_fix_markdown(result: Any, *, train: Any, test: Any, trigger: str | None, target_label: int, base: Any,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from spectra.report.tables import fmt_interval
+
 
 def render_poison_markdown(result: Any) -> str:
     """``report.md`` of a poisoning run."""
@@ -61,7 +63,4 @@ def _loss(v: Any) -> str:
     return "n/a" if v is None else f"{float(v):.4f}"
 
 
-def _ci(ci: Any) -> str:
-    if not ci:
-        return ""
-    return f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+_ci = fmt_interval

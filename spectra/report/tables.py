@@ -66,3 +66,19 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None
 SWEEP_MARKS = ("Thin lines: the ASR floor (the target share on clean non-target inputs). ×: a γ at which at least "
                "one seed's model collapsed (one class for ≥ 95% of inputs, or CA at the majority share); its ASR "
                "there reads the class it collapsed to, not the trigger.")
+
+
+def fmt_pct(x: Any, *, suffix: str = "%", missing: str = "—") -> str:
+    """A share as a percentage with one decimal (``0.123`` → ``12.3%``); ``missing`` for a value that
+    is absent or not finite — every report spells those the same way, and none raises on them."""
+    if x is None or (isinstance(x, (int, float)) and not math.isfinite(float(x))):
+        return missing
+    return f"{100 * float(x):.1f}{suffix}"
+
+
+def fmt_interval(ci: Any, *, missing: str = "") -> str:
+    """A 95 % interval of shares in percent, ``[12.3, 45.6]``; ``missing`` when there is none or a
+    bound is not finite."""
+    if not ci or any(v is None or not math.isfinite(float(v)) for v in ci[:2]):
+        return missing
+    return f"[{100 * float(ci[0]):.1f}, {100 * float(ci[1]):.1f}]"

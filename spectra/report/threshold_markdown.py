@@ -6,17 +6,16 @@ import math
 from typing import Any
 
 from spectra.provenance import strict_json
-from spectra.report.tables import fmt, markdown_table, provenance_sections
+from spectra.report.tables import fmt, fmt_interval, fmt_pct, markdown_table, provenance_sections
 from spectra.report.tables import fmt_multiplier
 from spectra.report.tables import sweep_gamma
 
 
 def _pct(v: Any) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100.0 * v:.1f}%"
+    return fmt_pct(v, missing="n/a")
 
 
-def _ci(ci: Any) -> str:
-    return "" if not ci else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+_ci = fmt_interval
 
 
 def render_threshold_markdown(report: Any) -> str:
