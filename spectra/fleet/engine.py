@@ -24,7 +24,7 @@ class BaseAuditor:
     """Audits adapters against one base (see the module docstring)."""
 
     def __init__(self, base: str, top_k: int = TOP_K, cache_dir: Any = None, device: str = "cpu",
-                 memory_budget_mb: int = 256, spectra: dict[str, Any] | None = None,
+                 memory_budget_mb: int | None = None, spectra: dict[str, Any] | None = None,
                  threads: int | None = None) -> None:
         import torch
 
@@ -38,6 +38,10 @@ class BaseAuditor:
 
         self.base = base
         self.top_k = top_k
+        if memory_budget_mb is None:  # the audit's default: one home (spectra.audit.settings)
+            from spectra.audit.settings import AuditSettings
+
+            memory_budget_mb = AuditSettings().memory_budget_mb
         self.budget = memory_budget_mb << 20
         self.dev, self.dtype = _resolve(device, "float32")
         self.cache = None if cache_dir is False else SpectrumCache(cache_dir or default_folder())

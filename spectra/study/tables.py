@@ -17,6 +17,7 @@ from typing import Any
 
 from spectra.report.tables import sweep_gamma
 from spectra.study.plan import BASE_SEEDS, SEEDS
+from spectra.threshold.report import KEY_ALIASES
 
 #: page rows → (run kind, method, where the evaluation sits in the run's JSON)
 ROWS: dict[str, tuple[str, str, str]] = {
@@ -161,10 +162,9 @@ class Cell:
 
 
 #: result keys written before the multiplier k was renamed γ (0.2) → their names now
-RENAMED = {"measured_crossing_k": "measured_crossing_gamma", "search_threshold_k": "search_threshold_gamma",
-           "predicted_threshold_k": "predicted_threshold_gamma", "measured_threshold_k": "measured_threshold_gamma",
-           "measured_threshold_k_clean": "measured_threshold_gamma_clean", "k_star_flip": "gamma_star_flip",
-           "k_star_bound": "gamma_star_bound", "margins_by_k": "margins_by_gamma"}
+RENAMED = {**KEY_ALIASES,  # threshold.json's own 0.1 names, and the study records' others
+           "measured_crossing_k": "measured_crossing_gamma", "search_threshold_k": "search_threshold_gamma",
+           "margins_by_k": "margins_by_gamma"}
 
 
 def load_results(folder: str | Path) -> dict[str, dict[str, Any]]:
