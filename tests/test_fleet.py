@@ -210,3 +210,18 @@ def test_a_fleet_of_error_rows_exits_3_and_its_sarif_says_the_same(fleet, tmp_pa
     assert res.exit_code == 3, res.output
     sarif = json.loads((tmp_path / "s" / "fleet.sarif").read_text())
     assert sarif["runs"][0]["invocations"][0]["exitCode"] == 3
+
+
+def test_adapter_weights_without_a_config_are_an_error_row_not_skipped(fleet, tmp_path) -> None:
+    """A folder holding adapter_model.safetensors but no adapter_config.json was passed over in
+    silence: that adapter was neither audited nor reported."""
+    base, tree = fleet
+    shipped = tmp_path / "tree"
+    shutil.copytree(tree / "team" / "a3", shipped / "ok")
+    shutil.copytree(tree / "team" / "a4", shipped / "no-config")
+    (shipped / "no-config" / "adapter_config.json").unlink()
+    res = run(shipped, "--base", base, "--engine", "local", "--top-k", "4", "-o", tmp_path / "s")
+    assert res.exit_code == 1, res.output  # the unaudited finding fails the gate
+    rows = {r["id"]: r for r in adapters_table(tmp_path / "s")}
+    assert rows["ok"]["status"] == "ok" and rows["no-config"]["status"] == "error"
+    assert "no adapter_config.json" in rows["no-config"]["error"]

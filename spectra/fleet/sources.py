@@ -25,6 +25,8 @@ from typing import Any
 from spectra.errors import SpectraError
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".parquet")
+#: the file names PEFT saves an adapter's weights under
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,14 @@ def discover(sources: list[str], base: str | None = None) -> list[FleetItem]:
             found = sorted(p.parent for p in path.rglob("adapter_config.json"))
             for folder in found:
                 items.append(_item(os.path.relpath(folder, path), str(folder), None, base))
+            # adapter weights with no config beside them: PEFT cannot load them and the gate cannot
+            # audit them — an error row (an 'unaudited' finding), never a folder passed over in silence
+            configured = set(found)
+            orphans = sorted({p.parent for name in ADAPTER_WEIGHTS for p in path.rglob(name)} - configured)
+            for folder in orphans:
+                items.append(FleetItem(os.path.relpath(folder, path), str(folder), base, None,
+                                       "adapter weights but no adapter_config.json: PEFT cannot load them, so they "
+                                       "cannot be audited"))
         elif path.exists():
             raise SpectraError(f"{path}: a scan source is a folder, a manifest ({', '.join(MANIFEST_SUFFIXES)}) "
                                "or hf://owner/name")
