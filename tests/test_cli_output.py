@@ -60,3 +60,13 @@ def test_the_moved_audit_modules_keep_their_old_names_for_this_release() -> None
     assert spectra.policy.resolve_policy is spectra.audit.policy.resolve_policy
     assert spectra.policy.RULES is spectra.audit.policy.RULES and spectra.policy.Policy is spectra.audit.policy.Policy
     assert spectra.audit_report.AuditReport is spectra.audit.report.AuditReport
+
+
+def test_an_error_under_json_is_a_json_document_too(pair, tmp_path) -> None:
+    """Under --json an error left stdout empty, so `spectra audit … --json | jq` read nothing."""
+    base, _ = pair
+    result = invoke("audit", base, tmp_path / "no-such-adapter", "-o", tmp_path / "o", "--json", *K)
+    assert result.exit_code == 2
+    doc = json.loads(result.stdout)
+    assert doc["exit_code"] == 2 and "no-such-adapter" in doc["error"]
+    assert result.stderr.startswith("error: ")

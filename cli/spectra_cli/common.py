@@ -7,6 +7,7 @@ Nothing here imports torch; library modules are imported inside command bodies s
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -85,9 +86,18 @@ def debug_traceback() -> None:
         traceback.print_exc()
 
 
+#: set by the error boundary while a command that was given --json runs: its errors also reach
+#: stdout as the one JSON document a pipeline parses, instead of an empty stdout
+_JSON_ERRORS: contextvars.ContextVar[bool] = contextvars.ContextVar("spectra_json_errors", default=False)
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> None:
-    """Print one line and exit with ``code``."""
+    """Print one line (and, under ``--json``, ``{"error": …, "exit_code": …}`` on stdout) and exit with ``code``."""
     typer.echo(f"error: {message}", err=True)
+    if _JSON_ERRORS.get():
+        from spectra.provenance import strict_json
+
+        typer.echo(strict_json({"error": message, "exit_code": code}, indent=None))
     raise typer.Exit(code)
 
 
@@ -102,6 +112,7 @@ def error_boundary(func: F) -> F:
 
         from spectra.errors import NothingToAudit, SpectraError, SpectraNotice, SpectraWarning, one_line
 
+        token = _JSON_ERRORS.set(bool(kwargs.get("json_out")))
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("default", SpectraWarning)
@@ -138,6 +149,8 @@ def error_boundary(func: F) -> F:
             raise typer.Exit(130) from None
         except Exception as exc:  # noqa: BLE001 - the boundary: every bug becomes one line and exit 2
             internal_error(exc)
+        finally:
+            _JSON_ERRORS.reset(token)
 
     return wrapper  # type: ignore[return-value]
 
