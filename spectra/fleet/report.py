@@ -111,8 +111,11 @@ def _figures(adapters: list[dict[str, Any]], out: Path) -> list[str]:
     import matplotlib.pyplot as plt
     import pandas as pd
 
+    import textwrap
+
     frame = pd.DataFrame(ok)
-    frame["base"] = frame["base"].map(lambda b: Path(str(b)).name or str(b))
+    # a base's folder name, or the folder above it when that name is a generic one (…/minilm/model)
+    frame["base"] = frame["base"].map(_base_label)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     sns.histplot(data=frame, x="feature_log_ratio_deep", hue="base" if frame["base"].nunique() > 1 else None,
                  bins=40, ax=axes[0], element="step")
@@ -121,12 +124,26 @@ def _figures(adapters: list[dict[str, Any]], out: Path) -> list[str]:
     if frame["forgetting_p_survives"].notna().any():
         sns.histplot(data=frame.dropna(subset=["forgetting_p_survives"]), x="forgetting_p_survives", bins=20,
                      ax=axes[1], color="tab:red")
+    else:  # an empty panel would read as "no adapter at risk"
+        reasons = frame["forgetting_reason"].dropna()
+        why = str(reasons.iloc[0]) if len(reasons) else "no estimate"
+        axes[1].text(0.5, 0.5, "no validated estimate for any adapter:\n" + textwrap.fill(why[:220], 48),
+                     ha="center", va="center", fontsize=8, transform=axes[1].transAxes)
     axes[1].set(xlabel="P(a planted backdoor survives), where a validated estimate exists", ylabel="adapters",
                 title="Forgetting verdicts", xlim=(0, 1))
     fig.tight_layout()
     fig.savefig(out / "fig_fleet.png", dpi=110)
     plt.close(fig)
     return ["fig_fleet.png"]
+
+
+def _base_label(base: Any) -> str:
+    """A short legend label for a base path: its folder name, with the parent's when the name says
+    nothing by itself (a packaged model's ``…/all-MiniLM-L6-v2/model``)."""
+    path = Path(str(base))
+    if path.name.lower() in {"model", "models", "base", "snapshot", "main"} and path.parent.name:
+        return f"{path.parent.name}/{path.name}"
+    return path.name or str(base)
 
 
 def _markdown(adapters: list[dict[str, Any]], findings: list[Any], failing: list[Any], policy: Any,
