@@ -35,6 +35,13 @@ def _panels(plt: Any, n_adapters: int, rows: int = 1, height: float = 3.6) -> tu
     return fig, axes
 
 
+def _legend_outside(ax: Any) -> None:
+    """The module legend to the right of the panels: inside, "best" still covered the first layers'
+    points (seven module types on SmolLM2)."""
+    ax.legend(title="module", fontsize=8, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              borderaxespad=0.0)
+
+
 def _value(row: dict[str, Any], column: str) -> float:
     value = row.get(column)
     value = float("nan") if value is None else float(value)
@@ -100,7 +107,7 @@ def ratio_figure(table: Any) -> Any:
     if finite:
         axes[0, 0].set_ylim(min(0.5, min(finite) / 1.5), max(2.0, max(finite) * 1.5))
     axes[0, 0].set_ylabel(r"$\sigma_{\max}(W_{pre}) / \sigma_{\max}(s\,\Delta W)$")
-    axes[0, -1].legend(title="module", fontsize=8, title_fontsize=8, loc="best")
+    _legend_outside(axes[0, -1])
     fig.suptitle("Spectral ratio per layer (Figure 1)\nabove 1 = the update is weaker than the base layer", fontsize=10)
     fig.tight_layout()
     return fig
@@ -131,7 +138,7 @@ def alignment_figure(table: Any, top_k: int) -> Any:
                 ax.set_xlabel("layer")
         axes[0, 0].set_ylabel(f"left: max |cos| vs top-{top_k}")
         axes[1, 0].set_ylabel(f"right: max |cos| vs top-{top_k}")
-    axes[0, -1].legend(title="module", fontsize=8, title_fontsize=8, loc="best")
+    _legend_outside(axes[0, -1])
     fig.suptitle(f"Alignment of ΔW's leading singular vectors\nwith W_pre's top-{top_k} (Figure 2)", fontsize=10)
     fig.tight_layout()
     return fig
