@@ -73,12 +73,16 @@ def train_figure(table: Any, sigma_pre: Mapping[str, float] | None = None, title
 
 def _validation_panel(ax: Any, table: Any) -> None:
     """(c) clean validation CA per epoch, and the monitored validation ASR (dotted)."""
-    x = table["epoch"]
-    ax.plot(x, 100 * table["val_ca"], "-", marker="o", color="tab:blue", label="validation CA (clean)")
+    # each series over the rows that hold it (a NaN between two points would break the line), and a
+    # margin around 0-100 %: an ASR of 0 drawn on the axis line could not be seen; the "x" marker needs an
+    # edge width of its own (the style sets 0, which left it invisible)
+    ca = table.dropna(subset=["val_ca"])
+    ax.plot(ca["epoch"], 100 * ca["val_ca"], "-", marker="o", color="tab:blue", label="validation CA (clean)")
     if "val_asr_monitor" in table and table["val_asr_monitor"].notna().any():
-        ax.plot(x, 100 * table["val_asr_monitor"], ":", marker="x", color="tab:red",
+        asr = table.dropna(subset=["val_asr_monitor"])
+        ax.plot(asr["epoch"], 100 * asr["val_asr_monitor"], ":", marker="x", markeredgewidth=1.5, color="tab:red",
                 label="validation ASR (monitor only)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(-3, 103)
     ax.set_xlabel("epoch")
     ax.set_ylabel("%")
     ax.set_title("(c) validation curve")
