@@ -20,7 +20,7 @@ from reproduction.pt_grid import load_grid
 from reproduction.verdicts import crossing_rows, llama_spectra, verdicts
 from spectra.report.tables import SWEEP_MARKS, fmt_multiplier, sweep_gamma
 from spectra.report.tables import markdown_table as _markdown_table
-from spectra.study.plan import BASE_SEEDS, SEEDS
+from spectra.study.plan import BASE_SEEDS, SEEDS, VARIANT_NAMES
 from spectra.study.recipe import ATTACKS, DEPARTURES, Recipe
 from spectra.study.tables import (Cell, Results, below_asr_bar, collapsed_gammas, load_results, rescale_effect,
                                   run_seconds, study_docs)
@@ -30,8 +30,10 @@ TABLE2_ROWS = ("poisoned base", "FFT", "LoRA", "PiSSA", "DoRA", "OLoRA", "ONION 
 PAPER_KEY = {"FFT": "fft", "LoRA": "lora", "PiSSA": "pissa", "DoRA": "dora", "OLoRA": "olora",
              "ONION (on LoRA)": "onion", "+CI+Tr+Pt (RoRA)": "rora"}
 ABLATION_ROWS = ("LoRA", "+CI", "Tr alone", "Pt alone (LoRA + Pt)", "+CI+Tr", "+CI+Tr+Pt (RoRA)")
-VARIANT_ROWS = (("LoRA", "lora"), ("+CI+Tr+Pt (RoRA)", "rora"), ("PiSSA", "pissa"), ("PiSSA + RoRA", "pissa+rora"),
-                ("DoRA", "dora"), ("DoRA + RoRA", "dora+rora"), ("OLoRA", "olora"), ("OLoRA + RoRA", "olora+rora"))
+VARIANT_ROWS = (("LoRA", "lora"), ("+CI+Tr+Pt (RoRA)", "rora"),
+                *((row, key) for k, n in VARIANT_NAMES.items() for row, key in ((n, k), (f"{n} + RoRA", f"{k}+rora"))))
+
+
 def markdown_table(rows: Any, columns: Any = None) -> str:
     """A Markdown table followed by a blank line (so the next paragraph is not read as a row)."""
     return _markdown_table(rows, columns) + "\n"

@@ -16,7 +16,7 @@ from reproduction import paper
 from reproduction.effects import matched_lr_verdict
 from reproduction.margins import close_calls, test_set_close_call
 from spectra.data.stats import wilson_interval
-from spectra.study.plan import SEEDS, study_plan
+from spectra.study.plan import SEEDS, VARIANT_NAMES, study_plan
 from spectra.study.recipe import ATTACKS as RECIPE_ATTACKS
 from spectra.study.tables import Results, below_asr_bar, rescale_effect, within
 
@@ -186,7 +186,7 @@ def verdicts(results: Results) -> list[Verdict]:
 
 
 #: Table 4's LoRA variants: page row name → the paper's key
-VARIANTS = {"PiSSA": "pissa", "DoRA": "dora", "OLoRA": "olora"}
+VARIANTS = {name: key for key, name in VARIANT_NAMES.items()}
 
 
 def _variants_verdict(results: Results) -> Verdict:

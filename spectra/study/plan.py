@@ -25,7 +25,9 @@ SEEDS = (0, 1, 2)
 BASE_SEEDS = (0, 1, 2)
 PICK_ATTACK = "badnet"
 CORE_METHODS = ("fft", "lora", "lora+ci", "lora+tr", "rora")
-VARIANTS = ("pissa", "dora", "olora", "pissa+rora", "dora+rora", "olora+rora")
+#: Table 4's LoRA variants (key → the paper's name); each is run alone and with RoRA on top
+VARIANT_NAMES = {"pissa": "PiSSA", "dora": "DoRA", "olora": "OLoRA"}
+VARIANTS = (*VARIANT_NAMES, *(f"{key}+rora" for key in VARIANT_NAMES))
 SWEPT = ("lora", "rora")
 
 
