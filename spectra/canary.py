@@ -258,8 +258,8 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
         (tmp / "calibration.json").write_text(strict_json(calibration_of(result)) + "\n", encoding="utf-8")
         (tmp / "report.md").write_text(render_canary_markdown(result), encoding="utf-8")
     shutil.rmtree(work, ignore_errors=True)
-    log(f"canary: {'survives' if result['survives'] else 'removed'} (ASR {100 * new['asr']:.1f}%), gives way at "
-        f"γ = {gamma:.3g}; wrote {out} in {result['seconds'] / 60:.1f} min")
+    # the verdict itself is the caller's to print (the CLI's result line); the log says where it went
+    log(f"canary: wrote {out} in {result['seconds'] / 60:.1f} min")
     return result
 
 

@@ -231,17 +231,12 @@ def evaluate(
     return result
 
 
-def label_text(r: EvalResult, c: int) -> str:
-    """``"0 (neg)"``, or just ``"0"`` when the class name is its id."""
-    return r.label_text(c)
-
-
 def diagnose(r: EvalResult) -> list[str]:
     """Plain-language warnings: collapse, and an ASR that its floor explains."""
     out = []
     if r.collapsed:
         top = max(range(len(r.predicted_share)), key=lambda c: r.predicted_share[c])
-        out.append(f"collapsed: the model predicts class {label_text(r, top)} for "
+        out.append(f"collapsed: the model predicts class {r.label_text(top)} for "
                    f"{100 * r.predicted_share[top]:.1f}% of clean inputs and CA {100 * r.ca:.1f}% vs. a majority share "
                    f"of {100 * r.majority_share:.1f}%; its ASR says little about the trigger")
     if r.asr_ci[0] <= r.asr_floor_ci[1]:
