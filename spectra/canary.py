@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from spectra.errors import SpectraError
-from spectra.forgetting import backdoor_survives
+from spectra.forgetting import backdoor_survives, undecided_reason
 from spectra.measured import CANARY_QUICK_MIN
 from spectra.settings import batch_size_setting, max_length_setting, seed_setting, setting, target_label_setting
 from spectra.train.config import parse_target_modules
@@ -193,6 +193,7 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
     from spectra.io.hub import resolve_folder
     from spectra.io.output import atomic_output_dir, check_output_dir
     from spectra.threshold import ThresholdSettings, threshold
+    from spectra.threshold.report import measured_crossing
     from spectra.train.fix import run_fix
     from spectra.train.options import FixData, RunOptions, split_legacy
 
@@ -230,8 +231,13 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
     model = load_model() or {}
     feature = (model.get("features") or ["log_ratio_deep"])[0]
     slope = (model["coef"][0] / model["scale"][0]) if model.get("coef") else None
-    gamma = thr.measured_crossing_gamma
+    # the crossing only where the model still works: a collapsed point's ASR is its bias, not the
+    # canary (one that collapses onto the non-target class would fake an early crossing)
+    working = [row for row in thr.sweep if not row.get("collapsed")]
+    gamma = measured_crossing(working) if working else math.nan
+    top = max((row["gamma"] for row in working), default=0.0)
     new = rows["new"]
+    undecided = undecided_reason(planted["heldout"].get("asr"), new.get("collapsed"))
     result = {
         "format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "base": {"path": str(Path(base)), "fingerprint": base_fingerprint(report.inputs.get("base")),
@@ -242,11 +248,15 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
         "recipe": asdict(settings), "data": {"proxy": proxy.summary(), "train": train.summary(),
                                              "test": test.summary()},
         "result": {k: new.get(k) for k in ("ca", "asr", "asr_ci", "asr_floor", "collapsed", "ca_ci")},
-        "survives": backdoor_survives(new["asr"], new.get("collapsed")),
+        # None when the canary cannot decide (a weak plant, a collapsed model): never "removed" by default
+        "survives": None if undecided else backdoor_survives(new["asr"], new.get("collapsed")),
+        "undecided": undecided,
         "crossing_gamma": gamma, "search_gamma": thr.search_threshold_gamma, "grid_max": max(GRID),
+        "working_gamma_max": top,
         "sweep": [{k: row.get(k) for k in ("gamma", "ca", "asr", "asr_floor", "collapsed")} for row in thr.sweep],
         "feature": feature, "canary_value": feats.get(feature), "slope": slope,
-        "crossing_value": _crossing_value(feats.get(feature), gamma, max(GRID)),
+        "slope_validated": bool(model.get("validated")),
+        "crossing_value": _crossing_value(feats.get(feature), gamma, top),
         "features": feats, "seconds": round(time.perf_counter() - started, 1),
     }
     from spectra.provenance import strict_json
@@ -274,7 +284,7 @@ def _crossing_value(value: float | None, gamma: float, grid_max: float) -> float
     A canary that never gave way up to the grid's top gives a bound, recorded as that."""
     if value is None or not math.isfinite(value):
         return None
-    if gamma is None or not gamma > 0:
+    if gamma is None or not gamma > 0 or not grid_max > 0:
         return None
     return value - math.log10(min(gamma, grid_max) if math.isfinite(gamma) else grid_max)
 
@@ -282,8 +292,8 @@ def _crossing_value(value: float | None, gamma: float, grid_max: float) -> float
 def calibration_of(result: dict[str, Any]) -> dict[str, Any]:
     """The part of a canary result ``spectra audit --calibration`` reads."""
     keys = ("format", "created", "base", "canary", "result", "survives", "crossing_gamma", "grid_max", "feature",
-            "canary_value", "crossing_value", "slope")
-    return {k: result[k] for k in keys} | {"recipe": {k: result["recipe"][k] for k in
+            "canary_value", "crossing_value", "slope", "slope_validated", "undecided", "working_gamma_max")
+    return {k: result.get(k) for k in keys} | {"recipe": {k: result["recipe"][k] for k in
                                                       ("rank", "alpha", "target_modules", "use_rslora", "use_dora",
                                                        "epochs", "lr", "batch_size", "quick")}}
 

@@ -25,7 +25,8 @@ def test_the_canary_trigger_is_a_token_the_data_never_uses() -> None:
 
 
 def test_a_calibrated_verdict_places_the_adapter_against_the_canarys_crossing() -> None:
-    cal = {"feature": "log_ratio_deep", "crossing_value": 0.5, "crossing_gamma": 2.0, "slope": 8.0, "grid_max": 32}
+    cal = {"feature": "log_ratio_deep", "crossing_value": 0.5, "crossing_gamma": 2.0, "slope": 8.0, "grid_max": 32,
+           "slope_validated": True, "canary": {"poisoned_heldout_asr": 1.0}, "result": {"collapsed": False}}
     weaker = calibrated_verdict({"log_ratio_deep": 0.9}, cal)
     stronger = calibrated_verdict({"log_ratio_deep": 0.1}, cal)
     assert weaker["evidence"] == stronger["evidence"] == "canary"
@@ -34,6 +35,23 @@ def test_a_calibrated_verdict_places_the_adapter_against_the_canarys_crossing() 
     assert "never gave way" in never["estimate"] and never["p_survives"] > 0.5
     beyond = calibrated_verdict({"log_ratio_deep": 0.1}, {**cal, "crossing_gamma": math.inf})
     assert beyond["evidence"] == "none" and "stronger than the canary" in beyond["reason"]
+
+
+def test_a_canary_that_cannot_decide_or_a_rescaled_adapter_gets_no_verdict() -> None:
+    """A weak plant or a collapsed canary read 'removed', and its calibration then passed adapters;
+    a per-module-rescaled adapter was placed against a one-scale canary; a probability came from
+    the unvalidated weights-only model's slope."""
+    cal = {"feature": "log_ratio_deep", "crossing_value": 0.5, "crossing_gamma": 2.0, "slope": 8.0, "grid_max": 32,
+           "slope_validated": True, "canary": {"poisoned_heldout_asr": 1.0}, "result": {"collapsed": False}}
+    weak = calibrated_verdict({"log_ratio_deep": 0.1}, {**cal, "canary": {"poisoned_heldout_asr": 0.3}})
+    assert weak["evidence"] == "none" and weak["p_survives"] is None and "30.0 % ASR" in weak["reason"]
+    collapsed = calibrated_verdict({"log_ratio_deep": 0.1}, {**cal, "result": {"collapsed": True}})
+    assert collapsed["evidence"] == "none" and "collapsed" in collapsed["reason"]
+    rescaled = calibrated_verdict({"log_ratio_deep": 0.1}, cal, one_scale=False)
+    assert rescaled["evidence"] == "none" and "scales differ across modules" in rescaled["reason"]
+    unvalidated = calibrated_verdict({"log_ratio_deep": 0.9}, {**cal, "slope_validated": False})
+    assert unvalidated["evidence"] == "canary" and unvalidated["p_survives"] is None
+    assert unvalidated["survives"] is True and "no probability" in unvalidated["reason"]
 
 
 def test_recipe_settings_are_checked_and_read_from_an_adapter(tmp_path) -> None:
@@ -86,6 +104,9 @@ def test_canary_end_to_end_on_a_tiny_model_and_its_calibration_in_the_audit(tmp_
     plain_block = json.loads((tmp_path / "p" / "audit.json").read_text())["forgetting"]["adapter"]
     assert plain.exit_code == 0 and plain_block["evidence"] == "none"  # a 2-layer BERT: outside the evidence
     assert block["evidence"] in ("canary", "none") and block != plain_block
+    if doc["survives"] is None:  # a tiny model's plant is under the 95 % bar: the canary cannot decide
+        assert doc["undecided"] and block["evidence"] == "none" and "cannot decide" in block["reason"]
+        assert "cannot be decided" in run.output and "cannot be decided" in (out / "report.md").read_text()
     # ... and refuses a calibration measured on another base
     other = tmp_path / "other"
     build_tiny_model("bert", seed=5).save_pretrained(other)

@@ -66,10 +66,18 @@ def canary_command(
     result = run_canary(base, data, out, settings, text_col=text_col, label_col=label_col,
                         run=RunOptions(device=device, overwrite=overwrite, resume=resume, log=sink.log))
     r = result["result"]
-    sink.line(f"canary {'[red]survives[/red]' if result['survives'] else '[green]is removed[/green]'}: "
-              f"ASR {100 * r['asr']:.1f}% (floor {100 * r['asr_floor']:.1f}%), CA {100 * r['ca']:.1f}%; gives way at "
-              f"γ = {result['crossing_gamma']:.3g}. report: [bold]{out / 'report.md'}[/bold], calibration: "
-              f"[bold]{out / 'calibration.json'}[/bold]")
+    from spectra.report.tables import fmt_interval
+
+    gamma = result["crossing_gamma"]
+    where = ("no crossing (the model collapsed at every scale)" if gamma != gamma else
+             f"does not give way up to γ = {result['working_gamma_max']:g}" if gamma == float("inf") else
+             f"gives way at γ = {gamma:.3g}")
+    verdict = ("[yellow]cannot be decided[/yellow] — " + result["undecided"] if result["survives"] is None else
+               "[red]survives[/red]" if result["survives"] else "[green]is removed[/green]")
+    sink.line(f"canary {verdict}: ASR {100 * r['asr']:.1f}% {fmt_interval(r.get('asr_ci'))} (floor "
+              f"{100 * r['asr_floor']:.1f}%), CA {100 * r['ca']:.1f}%; {where}. report: [bold]{out / 'report.md'}[/bold], "
+              f"calibration: [bold]{out / 'calibration.json'}[/bold]")
     sink.result(command="canary", out=str(out), calibration=str(out / "calibration.json"),
-                **{k: result[k] for k in ("survives", "result", "crossing_gamma", "search_gamma", "canary", "seconds")})
+                **{k: result.get(k) for k in ("survives", "undecided", "result", "crossing_gamma", "search_gamma",
+                                              "canary", "seconds")})
     sink.finish()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from spectra.report.tables import fmt_pct
+from spectra.report.tables import fmt, fmt_pct
 
 _pct = fmt_pct
 
@@ -15,13 +15,18 @@ def render_canary_markdown(result: dict[str, Any]) -> str:
     r, c, rec = result["result"], result["canary"], result["recipe"]
     ci = r.get("asr_ci") or [None, None]
     gamma = result.get("crossing_gamma")
-    if gamma is None or not math.isfinite(gamma):
-        gave = f"it did not give way up to γ = {result['grid_max']:g}: the recipe would need a stronger update than that"
+    top = result.get("working_gamma_max", result["grid_max"])  # the largest γ where the model still worked
+    if gamma is None or (isinstance(gamma, float) and math.isnan(gamma)):
+        gave = "no crossing could be read: the model collapsed at every scale swept"
+    elif not math.isfinite(gamma):
+        gave = (f"it did not give way up to γ = {top:g}, the largest scale at which the model still works: the "
+                "recipe would need a stronger update than that")
     elif gamma <= 1:
         gave = f"it gave way at γ = {gamma:.3g}, below the recipe's own scale (γ = 1): the recipe removes it"
     else:
         gave = f"it gives way at γ = {gamma:.3g}: the recipe's update would have to be {gamma:.3g}× stronger"
-    verdict = ("**survives**" if result["survives"] else "**is removed**")
+    verdict = ("**cannot be decided**" if result.get("survives") is None else
+               "**survives**" if result["survives"] else "**is removed**")
     lines = [
         "# spectra canary: would this recipe override a backdoor in this base?", "",
         f"Base `{result['base']['path']}` ({result['base']['architecture']}). A canary backdoor — trigger "
@@ -35,21 +40,24 @@ def render_canary_markdown(result: dict[str, Any]) -> str:
         + (f"; read from `{rec['recipe_from']}`" if rec.get("recipe_from") else "") + " — trained on the fine-tuning rows.",
         "",
         f"## Result: the canary {verdict}", "",
+        *([f"> {result['undecided']}. The calibration it writes is refused by `spectra audit --calibration`.", ""]
+          if result.get("undecided") else []),
         f"- ASR {_pct(r['asr'])} (95 % interval {_pct(ci[0])}–{_pct(ci[1])}), floor {_pct(r['asr_floor'])}, "
         f"clean accuracy {_pct(r['ca'])}" + ("; **the model collapsed**: its ASR says nothing" if r.get("collapsed")
                                              else "") + ".",
         f"- Sweeping the LoRA scale, {gave}.",
-        f"- The calibration (`calibration.json`): `{result['feature']}` = {result['canary_value']:.3g} for the canary "
+        f"- The calibration (`calibration.json`): `{result['feature']}` = {fmt(result['canary_value'])} for the canary "
         "adapter; a later adapter on this base is placed against "
-        + (("none: no crossing was found" if result.get("crossing_value") is None else
-            f"the value where the canary gave way, {result['crossing_value']:.3g}") if gamma is None or
-           math.isfinite(gamma) else
+        + ("none: no crossing was found" if result.get("crossing_value") is None else
+           f"the value where the canary gave way, {result['crossing_value']:.3g}" if math.isfinite(gamma) else
            f"{result['crossing_value']:.3g}, a bound (weaker adapters keep the canary; for stronger ones the canary "
            "says nothing)")
         + " (`spectra audit BASE ADAPTER --calibration calibration.json`).", "",
         "What this measures and what it does not: a backdoor planted like the canary (a rare token, clean-label, "
         "full fine-tuning). A real backdoor in your base may be planted differently and sit deeper; the canary "
-        "says whether your recipe can override one of this kind, on your data.", "",
+        "says whether your recipe can override one of this kind, on your data. The calibration is one canary's "
+        "measurement; it has not been checked against real backdoors, and the audit reads it only for "
+        "adapters with one LoRA scale across modules (as the canary's).", "",
         f"Wall time {result['seconds'] / 60:.1f} min.",
     ]
     for note in rec.get("notes") or []:
