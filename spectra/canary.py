@@ -141,6 +141,7 @@ def canary_splits(data: Any, s: CanarySettings) -> tuple[Any, Any, Any]:
 def _poisoned_copy(base: str, proxy: Any, trigger: str, s: CanarySettings, cache: Path, log: Any,
                    device: str) -> tuple[Path, dict[str, Any]]:
     """The base with the canary planted (from the cache when this base, data and recipe were done)."""
+    from spectra.forgetting import weights_fingerprint
     from spectra.provenance import describe_path
     from spectra.train.options import RunOptions
     from spectra.train.poison import PoisonConfig, poison
@@ -148,7 +149,10 @@ def _poisoned_copy(base: str, proxy: Any, trigger: str, s: CanarySettings, cache
     targets = sum(1 for y in proxy.labels if y == s.target_label)
     n_poison = max(1, round(POISON_SHARE * 0.8 * targets))  # poison() holds out 20 % of the proxy
     rows = "\n".join(f"{y}\t{t}" for t, y in zip(proxy.texts, proxy.labels))
-    spec = {"base": describe_path(base), "data": hashlib.sha256(rows.encode("utf-8")).hexdigest(),
+    # the base by its full weights' hash (the reports' per-file hashes sample big files): a cached copy
+    # planted in another base must never be reused for this one
+    spec = {"base": describe_path(base), "weights": weights_fingerprint(base),
+            "data": hashlib.sha256(rows.encode("utf-8")).hexdigest(),
             "trigger": trigger, "n_poison": n_poison, "epochs": s.poison_epochs, "lr": s.poison_lr,
             "max_length": s.max_length, "seed": s.seed, "target": s.target_label}
     key = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -188,7 +192,7 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
     ``log`` (default: print); until 0.4 they are still taken as keywords, with a ``DeprecationWarning``."""
     from spectra.audit import AuditSettings, audit
     from spectra.data import load_labelled
-    from spectra.forgetting import LORA_KINDS, architecture_key, base_fingerprint, features, load_model
+    from spectra.forgetting import LORA_KINDS, architecture_key, features, load_model, weights_fingerprint
     from spectra.io.files import cache_dir
     from spectra.io.hub import resolve_folder
     from spectra.io.output import atomic_output_dir, check_output_dir
@@ -240,7 +244,7 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
     undecided = undecided_reason(planted["heldout"].get("asr"), new.get("collapsed"))
     result = {
         "format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "base": {"path": str(Path(base)), "fingerprint": base_fingerprint(report.inputs.get("base")),
+        "base": {"path": str(Path(base)), "fingerprint": weights_fingerprint((report.inputs.get("base") or {}).get("path")),
                  "architecture": architecture_key(_config_of(base))},
         "canary": {"trigger": trigger, "target_label": settings.target_label, "n_poison": planted["n_poison"],
                    "poisoned_heldout_asr": planted["heldout"].get("asr"), "poisoned_test_asr": rows["base"]["asr"],

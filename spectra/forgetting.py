@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import statistics
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -209,6 +210,29 @@ def verdict(feats: Mapping[str, float], architecture: str | None, calibration: M
     block.update(evidence="weights-only", p_survives=p,
                  estimate="the backdoor would likely survive" if p >= 0.5 else "the backdoor would likely be overridden")
     return block
+
+
+#: the prefix of :func:`weights_fingerprint`'s values: a calibration without it was tied to its base by
+#: a sampled hash (before 0.3) and is refused
+FULL_FINGERPRINT = "sha256-full:"
+
+
+def weights_fingerprint(folder: str | os.PathLike[str] | None) -> str | None:
+    """SHA-256 over every weight file of a base folder, each read in full: what ties a canary's
+    calibration (and its cached poisoned copy) to the base it was planted in. The reports'
+    per-file hashes sample files above 64 MiB (size, first and last MiB); a base whose middle
+    differs — a backdoored copy of a clean one — would pass as the same base."""
+    from spectra.provenance import file_sha256
+
+    if folder is None or not Path(folder).is_dir():
+        return None
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin"))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}\0{file_sha256(path)}\n".encode())
+    return FULL_FINGERPRINT + digest.hexdigest()
 
 
 def base_fingerprint(described: dict[str, Any] | None) -> str | None:

@@ -113,3 +113,21 @@ def test_canary_end_to_end_on_a_tiny_model_and_its_calibration_in_the_audit(tmp_
     bad = CliRunner().invoke(app, ["audit", str(other), str(adapter), "--calibration", str(out / "calibration.json"),
                                    "--top-k", "4", "--no-figures", "-o", str(tmp_path / "b")])
     assert bad.exit_code == 2 and "another base" in bad.output
+
+
+def test_a_calibration_is_tied_to_every_byte_of_its_base(tmp_path) -> None:
+    """The fingerprint hashed only the size and the first and last MiB of a weight file above 64 MiB:
+    a copy of the base with other weights in the middle — a backdoored variant — passed as the same."""
+    from spectra.forgetting import FULL_FINGERPRINT, weights_fingerprint
+    from spectra.provenance import content_hash
+
+    base = tmp_path / "base"
+    base.mkdir()
+    weights = base / "model.safetensors"
+    weights.write_bytes(bytes(70 << 20))
+    before, sampled = weights_fingerprint(base), content_hash(weights)
+    with open(weights, "r+b") as fh:  # 4 KiB in the middle
+        fh.seek(35 << 20)
+        fh.write(b"\x01" * 4096)
+    assert content_hash(weights) == sampled  # the reports' hash cannot see it ...
+    assert weights_fingerprint(base) != before and before.startswith(FULL_FINGERPRINT)  # ... the calibration's can

@@ -117,13 +117,17 @@ class AuditReport:
     def set_calibration(self, calibration: dict[str, Any], where: str = "calibration") -> None:
         """Use a ``spectra canary`` calibration for the forgetting verdict; it must have been
         measured on this very base (the weight files' hashes), else :class:`SpectraError`."""
-        from spectra.forgetting import base_fingerprint
+        from spectra.forgetting import FULL_FINGERPRINT, weights_fingerprint
 
-        mine = base_fingerprint(self.inputs.get("base"))
-        theirs = (calibration.get("base") or {}).get("fingerprint")
+        theirs = str((calibration.get("base") or {}).get("fingerprint") or "")
+        if not theirs.startswith(FULL_FINGERPRINT):
+            raise SpectraError(f"{where}: its base fingerprint samples the weight files (a calibration from before "
+                               "0.3), which a base modified in the middle passes; run spectra canary again")
+        mine = weights_fingerprint((self.inputs.get("base") or {}).get("path"))
         if mine is None or mine != theirs:
-            raise SpectraError(f"{where}: measured on another base ({(calibration.get('base') or {}).get('path')}); "
-                               "a canary calibrates only the base it was planted in")
+            raise SpectraError(f"{where}: measured on another base — the full hashes of the weight files differ from "
+                               f"those of the base the canary was planted in ({(calibration.get('base') or {}).get('path')}); "
+                               "a canary calibrates only that base")
         self.calibration = calibration
 
     def forgetting(self) -> dict[str, dict[str, Any]]:
