@@ -216,3 +216,14 @@ def test_a_pickle_adapter_is_refused_without_naming_a_flag_the_command_lacks(pai
     res = run(*args, "-o", tmp_path / "out")
     line = one_error(res, "save it as safetensors", "where the command offers it (audit, eval")
     assert not (tmp_path / "out").exists(), line
+
+
+def test_the_nothing_is_gated_note_is_not_printed_when_the_default_forgetting_rule_can_fail() -> None:
+    """With a canary calibration (an estimate for each adapter) at --fail-on warning, the default
+    forgetting rule failed the gate (exit 1) and the audit then printed 'nothing is gated'."""
+    from spectra.audit.policy import resolve_policy
+
+    policy = resolve_policy(None, fail_on="warning", search_from=None)
+    judged = {"a": {"p_survives": 0.9}}
+    assert policy.inactive_notice([{"module_type": "query"}], judged) is None
+    assert "nothing is gated" in policy.inactive_notice([{"module_type": "query"}], {"a": {"p_survives": None}})[1]

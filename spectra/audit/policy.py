@@ -194,10 +194,13 @@ class Policy:
         floor = SEVERITIES.index(self.fail_on)
         idle = {k for k, (_, nothing) in self.idle_rules(rows, blocks).items() if nothing} if blocks is not None \
             else set()
-        # the default rules do not count: "unaudited" fires only in fleet scans, and the forgetting
-        # verdict only inside its validated scope, so neither makes a gate that can fail everywhere
+        # the default rules count only where they judged something here: "unaudited" fires only in
+        # fleet scans, and the forgetting verdict only where an adapter has an estimate — when one has
+        # (a canary's calibration, a validated model), the default rule can fail this gate
+        judged_by_default = blocks is not None and any(b.get("p_survives") is not None for b in blocks.values())
         if any((s.max is not None or s.module_types) and SEVERITIES.index(s.severity) >= floor
-               for rid, s in self.rules.items() if rid not in self.defaults and rid not in idle):
+               for rid, s in self.rules.items()
+               if rid not in idle and (rid not in self.defaults or (rid == "forgetting" and judged_by_default))):
             return None
         files = [src for src in self.sources if not src.startswith("--")]
         if files:
