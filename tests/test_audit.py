@@ -348,3 +348,16 @@ def test_the_report_names_the_default_policy_and_says_when_nothing_is_gated(tiny
     text = (tmp_path / "out" / "report.md").read_text()
     assert "From ;" not in text and "From spectra's defaults" in text
     assert "> note: no policy rule can fail the gate" in text
+
+
+def test_the_terminal_says_the_forgetting_verdict_even_without_an_estimate(tiny_model_dir, tiny_adapter_dir,
+                                                                           tmp_path) -> None:
+    """report.md and audit.json said 'no validated estimate' with the reason; the terminal said nothing."""
+    from spectra_cli.app import app
+    from typer.testing import CliRunner
+
+    base = tiny_model_dir("bert")
+    adapter = tiny_adapter_dir(base, target_modules=["query"])
+    res = CliRunner().invoke(app, ["audit", str(base), f"mine={adapter}", "-o", str(tmp_path / "o"), "--top-k", "4",
+                                   "--no-cache", "--no-figures"])
+    assert res.exit_code == 0 and "forgetting · mine (none): no validated estimate — " in res.output, res.output

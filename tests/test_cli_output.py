@@ -33,6 +33,8 @@ def test_json_is_one_strict_document_on_stdout_with_the_exit_code(pair, tmp_path
     assert [row["adapter"] for row in doc["summary"]] == ["mine"] and doc["summary"][0]["modules"] == 4
     assert doc["failing"] == len([f for f in doc["findings"] if f["rule"] == "ratio"]) >= 4
     assert "spectral audit" not in result.stdout  # the human table is not mixed into the document
+    # the forgetting verdict and the after-audit notes are in the document too (a pipeline read no word of them)
+    assert doc["forgetting"]["mine"]["estimate"] and isinstance(doc["notices"], list)
 
 
 def test_quiet_prints_nothing_and_keeps_the_exit_code_and_files(pair, tmp_path) -> None:

@@ -77,17 +77,26 @@ def audit_command(
         check_output_dir(out, overwrite, inputs=[base, *paths])
         gate = resolve_policy(policy, max_ratio=max_ratio, max_cos=max_cos, fail_on=fail_on, search_from=Path.cwd())
         sink = Output(json=json_out, quiet=quiet)
+        cal = None
+        if calibration is not None:  # a bad file is refused before minutes of audit, not after
+            from spectra.canary import load_calibration
+
+            cal = load_calibration(calibration)
         with progress("auditing modules", sink.console) as tick:
             report = audit(base, paths, settings, names=names, cache_dir=False if no_cache else None,
                            revision=revision, adapter_revision=adapter_revision, progress=tick)
-        if calibration is not None:
-            from spectra.canary import load_calibration
-
-            report.set_calibration(load_calibration(calibration), str(calibration))
+        if cal is not None:
+            report.set_calibration(cal, str(calibration))
         failing = report.apply_policy(gate)
         # audit.sarif is on disk before a non-zero exit
         report.write(out, overwrite=overwrite, figures=not no_figures, figure_worker=worker)
         _print_summary(sink, report)
+        verdicts = report.forgetting()
+        for label, block in verdicts.items():  # said on the terminal too: a silent gap read as "no risk"
+            p = block.get("p_survives")
+            why = f" — {block['reason']}" if block.get("reason") else ""
+            sink.line(f"forgetting · {label} ({block['evidence']}): "
+                      + (f"P(survives) {p:.2f}, " if p is not None else "") + f"{block['estimate']}{why}", markup=False)
         sink.line(f"report: [bold]{out / 'report.md'}[/bold]; findings: [bold]{out / 'audit.sarif'}[/bold]")
         if report.findings:
             colour = "red" if failing else "yellow"
@@ -98,7 +107,9 @@ def audit_command(
         for kind, text in report.notices:
             typer.echo(f"{kind}: {text}", err=True)
         sink.result(command="audit", out=str(out), summary=report.summary_rows(), fail_on=gate.fail_on,
-                    findings=[f.to_dict() for f in report.findings], failing=len(failing))
+                    findings=[f.to_dict() for f in report.findings], failing=len(failing),
+                    forgetting={label: {k: v for k, v in b.items() if k != "features"} for label, b in verdicts.items()},
+                    notices=[{"kind": kind, "text": text} for kind, text in report.notices])
         code = EXIT_FINDINGS if report.exit_code else EXIT_OK  # decided once, in apply_policy; SARIF records the same
         sink.finish(code)
         if code:
