@@ -48,7 +48,8 @@ GRID = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
 class CanarySettings:
     """The canary's recipe: the user's LoRA recipe (``rank`` … ``dora``, ``epochs``, ``lr``,
     ``batch_size``), and how the canary is planted (``poison_*``). ``quick`` subsamples the data
-    (1,200 proxy rows, 500 fine-tuning rows, 250 test rows, length 64) to fit ~15 min on 2 cores."""
+    (1,200 proxy rows, 500 fine-tuning rows, 250 test rows, length 64): a cold run on MiniLM measured
+    :data:`spectra.measured.CANARY_QUICK_MIN` minutes on 2 cores."""
 
     rank: int = setting(8, "--rank", "-r", help="LoRA rank r (without --adapter).")
     alpha: float = setting(16.0, "--alpha", help="LoRA α (without --adapter).")

@@ -81,8 +81,9 @@ RULES: dict[str, Rule] = {r.id: r for r in (
          "another base, or its worker was lost): the gate cannot vouch for it", lambda row: math.nan, "error",
          level="adapter"),
 )}
-#: the rules in force when no policy file sets them: the forgetting verdict, which the study
-#: validated on held-out groups, as a warning (visible in SARIF; fails only --fail-on warning)
+#: the rules in force when no policy file sets them: the forgetting verdict as a warning (visible in
+#: SARIF; fails only --fail-on warning), which judges only adapters with an estimate — a validated
+#: weights-only model or a canary's calibration — and nothing while neither exists
 DEFAULT_RULES = {"forgetting": ("warning", 0.5), "unaudited": ("error", 0.0)}
 
 
