@@ -135,8 +135,9 @@ def test_an_update_near_float32s_top_still_has_its_overlap(pair, tmp_path) -> No
     assert all(1e36 < r["frobenius_delta"] < 1e39 for r in rows)
 
 
-def test_a_zero_base_weight_leaves_cosines_undefined_and_a_cos_rule_cannot_pass(tiny_model_dir, tiny_adapter_dir,
-                                                                               tmp_path) -> None:
+@pytest.fixture
+def zero_base(tiny_model_dir, tiny_adapter_dir) -> tuple[Path, Path]:
+    """A base whose layer-0 query weight is all zeros, and a query-only adapter on it."""
     from safetensors.torch import load_file, save_file
 
     base = tiny_model_dir("bert")
@@ -145,24 +146,21 @@ def test_a_zero_base_weight_leaves_cosines_undefined_and_a_cos_rule_cannot_pass(
     key = next(k for k in weights if k.endswith("layer.0.attention.self.query.weight"))
     weights[key] = weights[key] * 0
     save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    return base, adapter
+
+
+def test_a_zero_base_weight_leaves_cosines_undefined_and_a_cos_rule_cannot_pass(zero_base, tmp_path) -> None:
+    base, adapter = zero_base
     res = run("audit", base, adapter, "--max-cos", "0.99", "-o", tmp_path / "out", *K)
     one_error(res, "cos rule's measure is NaN")
     res = run("audit", base, adapter, "--json", "-o", tmp_path / "out2", *K)
     assert res.exit_code == 0 and "is zero, so its top-k directions are arbitrary" in res.output
 
 
-def test_a_zero_base_weight_stops_a_scan_with_a_cos_rule_as_it_stops_an_audit(tiny_model_dir, tiny_adapter_dir,
-                                                                             tmp_path) -> None:
+def test_a_zero_base_weight_stops_a_scan_with_a_cos_rule_as_it_stops_an_audit(zero_base, tmp_path) -> None:
     """scan builds its rows in batches; it gave a zero base weight's module cos 0.27 and overlap 0.11
     (the basis of a zero matrix is arbitrary), so its gate passed where audit's could not."""
-    from safetensors.torch import load_file, save_file
-
-    base = tiny_model_dir("bert")
-    adapter = tiny_adapter_dir(base, target_modules=["query"])
-    weights = load_file(base / "model.safetensors")
-    key = next(k for k in weights if k.endswith("layer.0.attention.self.query.weight"))
-    weights[key] = weights[key] * 0
-    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    base, adapter = zero_base
     policy = tmp_path / "policy.toml"
     policy.write_text('fail-on = "note"\n[rules.cos]\nmax = 0.99\n')
     res = run("scan", adapter, "--base", base, "--engine", "local", "--policy", policy, "--top-k", "4", "-o",
