@@ -312,7 +312,7 @@ def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
         got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise SpectraError(f"{path}: not a spectra canary calibration (format {got!r})")
     # the verdict computes with these: a hand-edited file gets one line, not a TypeError mid-audit
-    for key in ("slope", "crossing_value", "crossing_gamma", "grid_max", "canary_value"):
+    for key in ("slope", "crossing_value", "crossing_gamma", "grid_max", "canary_value", "working_gamma_max"):
         value = doc.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not math.isfinite(value)):
@@ -321,4 +321,12 @@ def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise SpectraError(f"{path}: feature = {doc['feature']!r} is not a feature name")
     if not isinstance(doc.get("base") or {}, dict):
         raise SpectraError(f"{path}: base must be a table with the base's fingerprint")
+    if doc.get("slope_validated") is not None and not isinstance(doc["slope_validated"], bool):
+        raise SpectraError(f"{path}: slope_validated = {doc['slope_validated']!r} is not true or false")
+    planted = doc.get("canary") if isinstance(doc.get("canary"), dict) else {}
+    result = doc.get("result") if isinstance(doc.get("result"), dict) else {}
+    undecided = doc.get("undecided") or undecided_reason(planted.get("poisoned_heldout_asr"), result.get("collapsed"))
+    if undecided:  # a gate given a calibration must not run ungated on one that cannot decide
+        raise SpectraError(f"{path}: the canary behind this calibration could not decide ({undecided}); it "
+                           "calibrates nothing")
     return doc

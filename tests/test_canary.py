@@ -93,24 +93,27 @@ def test_canary_end_to_end_on_a_tiny_model_and_its_calibration_in_the_audit(tmp_
     assert (out / "fix" / "adapter" / "adapter_config.json").is_file() and (out / "report.md").is_file()
     assert not (tmp_path / "c.partial").exists()
     assert list((tmp_path / "cache" / "canary").glob("*/poison.json"))  # the poisoned copy is cached
-    # the audit of an adapter on that base reads the canary (evidence: canary) ...
+    # the tiny model collapses under its recipe: the canary cannot decide, and says so everywhere ...
+    assert doc["survives"] is None and "collapsed" in doc["undecided"]
+    assert "cannot be decided" in run.output and "cannot be decided" in (out / "report.md").read_text()
+    # ... and an audit given its calibration refuses it (exit 2) instead of running ungated
     adapter = out / "fix" / "adapter"
     res = CliRunner().invoke(app, ["audit", str(base), str(adapter), "--calibration", str(out / "calibration.json"),
                                    "--top-k", "4", "--no-figures", "-o", str(tmp_path / "a")])
+    assert res.exit_code == 2 and "could not decide" in res.output and not (tmp_path / "a").exists(), res.output
+    # a decided calibration of this base (its numbers set by hand) is read: evidence canary
+    decided = {**cal, "undecided": None, "result": {**cal["result"], "collapsed": False},
+               "canary": {**cal["canary"], "poisoned_heldout_asr": 1.0}, "crossing_value": 0.5, "crossing_gamma": 2.0}
+    (tmp_path / "decided.json").write_text(json.dumps(decided))
+    res = CliRunner().invoke(app, ["audit", str(base), str(adapter), "--calibration", str(tmp_path / "decided.json"),
+                                   "--top-k", "4", "--no-figures", "-o", str(tmp_path / "a2")])
     assert res.exit_code == 0, res.output
-    block = json.loads((tmp_path / "a" / "audit.json").read_text())["forgetting"]["adapter"]
-    plain = CliRunner().invoke(app, ["audit", str(base), str(adapter), "--top-k", "4", "--no-figures",
-                                     "-o", str(tmp_path / "p")])
-    plain_block = json.loads((tmp_path / "p" / "audit.json").read_text())["forgetting"]["adapter"]
-    assert plain.exit_code == 0 and plain_block["evidence"] == "none"  # a 2-layer BERT: outside the evidence
-    assert block["evidence"] in ("canary", "none") and block != plain_block
-    if doc["survives"] is None:  # a tiny model's plant is under the 95 % bar: the canary cannot decide
-        assert doc["undecided"] and block["evidence"] == "none" and "cannot decide" in block["reason"]
-        assert "cannot be decided" in run.output and "cannot be decided" in (out / "report.md").read_text()
+    block = json.loads((tmp_path / "a2" / "audit.json").read_text())["forgetting"]["adapter"]
+    assert block["evidence"] == "canary" and block["survives"] in (True, False)
     # ... and refuses a calibration measured on another base
     other = tmp_path / "other"
     build_tiny_model("bert", seed=5).save_pretrained(other)
-    bad = CliRunner().invoke(app, ["audit", str(other), str(adapter), "--calibration", str(out / "calibration.json"),
+    bad = CliRunner().invoke(app, ["audit", str(other), str(adapter), "--calibration", str(tmp_path / "decided.json"),
                                    "--top-k", "4", "--no-figures", "-o", str(tmp_path / "b")])
     assert bad.exit_code == 2 and "another base" in bad.output
 

@@ -221,7 +221,14 @@ def test_the_nothing_is_gated_note_is_not_printed_when_the_default_forgetting_ru
     forgetting rule failed the gate (exit 1) and the audit then printed 'nothing is gated'."""
     from spectra.audit.policy import resolve_policy
 
+    from spectra.forgetting import calibrated_verdict
+
+    cal = {"feature": "log_ratio_min", "crossing_value": 0.5, "crossing_gamma": 2.0, "slope": 8.0, "grid_max": 32,
+           "slope_validated": False, "canary": {"poisoned_heldout_asr": 1.0}, "result": {"collapsed": False}}
+    weak, strong = calibrated_verdict({"log_ratio_min": 0.9}, cal), calibrated_verdict({"log_ratio_min": 0.1}, cal)
+    assert weak["p_survives"] is None and weak["survives"] is True  # no probability from an unvalidated slope ...
     policy = resolve_policy(None, fail_on="warning", search_from=None)
-    judged = {"a": {"p_survives": 0.9}}
-    assert policy.inactive_notice([{"module_type": "query"}], judged) is None
+    found = policy.forgetting_findings({"weak": weak, "strong": strong})
+    assert [f.adapter for f in found] == ["weak"] and "the canary's sign" in found[0].message()  # ... yet it gates
+    assert policy.failing(found) and policy.inactive_notice([{"module_type": "query"}], {"weak": weak}) is None
     assert "nothing is gated" in policy.inactive_notice([{"module_type": "query"}], {"a": {"p_survives": None}})[1]

@@ -81,6 +81,21 @@ RULES: dict[str, Rule] = {r.id: r for r in (
          "another base, or its worker was lost): the gate cannot vouch for it", lambda row: math.nan, "error",
          level="adapter"),
 )}
+#: the ``module`` of a forgetting finding read from a canary's sign (no validated probability)
+CANARY_SIGN = "(adapter; canary sign)"
+
+
+def forgetting_value(block: Mapping[str, Any]) -> tuple[float, str] | None:
+    """What the ``forgetting`` rule reads from an adapter's verdict, and how: its P(survives), or —
+    under canary evidence without a validated probability — the canary's sign as 1 (survives) or 0
+    (overridden), so that a calibration gates; None when the verdict has no estimate."""
+    if block.get("p_survives") is not None:
+        return float(block["p_survives"]), "(adapter)"
+    if block.get("evidence") == "canary" and block.get("survives") is not None:
+        return float(bool(block["survives"])), CANARY_SIGN
+    return None
+
+
 #: the rules in force when no policy file sets them: the forgetting verdict as a warning (visible in
 #: SARIF; fails only --fail-on warning), which judges only adapters with an estimate — a validated
 #: weights-only model or a canary's calibration — and nothing while neither exists
@@ -122,6 +137,9 @@ class Finding:
                 "forgetting": "P(a planted backdoor survives)", "unaudited": "not audited"}[self.rule]
         if self.rule == "unaudited":
             return f"{self.adapter}: not audited ({self.module})"
+        if self.rule == "forgetting" and self.module == CANARY_SIGN:
+            return (f"{self.adapter}: weaker than its base's canary where the canary gave way, so a backdoor planted "
+                    "like the canary would likely survive it (the canary's sign; no probability) (forgetting)")
         value = f"{self.value:.4g}" + (" (the update is zero)" if self.rule == "ratio" and math.isinf(self.value) else "")
         return f"{self.adapter} {self.module}: {what} = {value} > {self.threshold:.4g} ({self.rule})"
 
@@ -174,7 +192,7 @@ class Policy:
                                 f"{', '.join(sorted(seen)) or 'none'})" + ("" if judged else ", so it judged nothing"),
                                 not judged)
             if rule_id == "forgetting" and s.max is not None and \
-                    not any(b.get("p_survives") is not None for b in blocks.values()):
+                    not any(forgetting_value(b) is not None for b in blocks.values()):
                 out[rule_id] = ("rules.forgetting: no adapter had a validated forgetting estimate, so it judged "
                                 "nothing", True)
         return out
@@ -198,7 +216,7 @@ class Policy:
         # the default rules count only where they judged something here: "unaudited" fires only in
         # fleet scans, and the forgetting verdict only where an adapter has an estimate — when one has
         # (a canary's calibration, a validated model), the default rule can fail this gate
-        judged_by_default = blocks is not None and any(b.get("p_survives") is not None for b in blocks.values())
+        judged_by_default = blocks is not None and any(forgetting_value(b) is not None for b in blocks.values())
         if any((s.max is not None or s.module_types) and SEVERITIES.index(s.severity) >= floor
                for rid, s in self.rules.items()
                if rid not in idle and (rid not in self.defaults or (rid == "forgetting" and judged_by_default))):
@@ -224,7 +242,8 @@ class Policy:
                 if limit is None:
                     continue
                 value = RULES[rule_id].measure(row)
-                if math.isnan(value) and rule_id != "ratio" and row.get("sigma_delta") == 0:
+                if math.isnan(value) and rule_id != "ratio" and row.get("sigma_delta") == 0 and \
+                        (row.get("sigma_pre") or 0) > 0:
                     continue  # a zero update has no direction to align: nothing for cos/overlap to judge
                 if math.isnan(value):  # NaN > limit is False: a rule that cannot be measured must not pass
                     raise SpectraError(f"{row['adapter']} {row['module']}: the {rule_id} rule's measure is NaN, so the "
@@ -235,16 +254,16 @@ class Policy:
         return out
 
     def forgetting_findings(self, blocks: Mapping[str, Mapping[str, Any]]) -> list[Finding]:
-        """An adapter whose forgetting verdict gives P(survives) above the ``forgetting`` rule's
-        threshold (only where the verdict has a validated estimate)."""
+        """An adapter whose forgetting verdict is above the ``forgetting`` rule's threshold: its
+        P(survives) where it has one, or its canary's sign (:func:`forgetting_value`)."""
         setting = self.rules.get("forgetting")
         if setting is None or setting.max is None:
             return []
         out = []
         for label, block in blocks.items():
-            p = block.get("p_survives")
-            if p is not None and p > setting.max:
-                out.append(Finding("forgetting", setting.severity, label, "(adapter)", "adapter", float(p),
+            read = forgetting_value(block)
+            if read is not None and read[0] > setting.max:
+                out.append(Finding("forgetting", setting.severity, label, read[1], "adapter", read[0],
                                    float(setting.max)))
         return out
 

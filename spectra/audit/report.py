@@ -124,7 +124,10 @@ class AuditReport:
             raise SpectraError(f"{where}: its base fingerprint samples the weight files (a calibration from before "
                                "0.3), which a base modified in the middle passes; run spectra canary again")
         mine = weights_fingerprint((self.inputs.get("base") or {}).get("path"))
-        if mine is None or mine != theirs:
+        if mine is None:
+            raise SpectraError(f"{where}: this base's weight files could not be hashed (no local folder with weights), "
+                               "so it cannot be matched with the base the canary was planted in")
+        if mine != theirs:
             raise SpectraError(f"{where}: measured on another base — the full hashes of the weight files differ from "
                                f"those of the base the canary was planted in ({(calibration.get('base') or {}).get('path')}); "
                                "a canary calibrates only that base")
