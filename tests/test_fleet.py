@@ -210,6 +210,7 @@ def test_a_fleet_of_error_rows_exits_3_and_its_sarif_says_the_same(fleet, tmp_pa
     assert res.exit_code == 3, res.output
     sarif = json.loads((tmp_path / "s" / "fleet.sarif").read_text())
     assert sarif["runs"][0]["invocations"][0]["exitCode"] == 3
+    assert "the scan audited nothing (exit 3)" in (tmp_path / "s" / "report.md").read_text()  # it said "exit 1"
 
 
 def test_adapter_weights_without_a_config_are_an_error_row_not_skipped(fleet, tmp_path) -> None:

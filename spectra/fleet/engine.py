@@ -185,8 +185,9 @@ def summary_row(item_id: str, adapter: str, base: str, rows: list[dict[str, Any]
     block = adapter_verdict(rows, architecture)
     head = summary_rows(rows)[0]  # the audit's own summary: undefined and infinite values left out alike
     out = {"id": item_id, "adapter": adapter, "base": base, "status": "ok", "error": None, "modules": len(rows),
-           "ratio_min": head["ratio_min"] if head["ratio_min"] == head["ratio_min"] else math.inf,
-           "ratio_median": head["ratio_median"] if head["ratio_median"] == head["ratio_median"] else math.inf,
+           # no finite ratio (every update zero): ∞, as before
+           "ratio_min": math.inf if math.isnan(head["ratio_min"]) else head["ratio_min"],
+           "ratio_median": math.inf if math.isnan(head["ratio_median"]) else head["ratio_median"],
            "cos_max": head["cos_max"], "overlap_median": head["overlap_median"],
            "forgetting_evidence": block["evidence"], "forgetting_p_survives": block.get("p_survives"),
            "forgetting_estimate": block["estimate"], "forgetting_reason": block.get("reason")}

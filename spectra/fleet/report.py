@@ -69,6 +69,10 @@ class ScanGate:
     failing: list[Any]
     exit_code: int
 
+    def __iter__(self) -> Any:
+        """``findings, failing = write_reports(…)``, the 0.2 tuple form, for this release (goes in 0.4)."""
+        return iter((self.findings, self.failing))
+
 
 def scan_exit_code(adapters: list[dict[str, Any]], failing: list[Any]) -> int:
     """:class:`ScanGate`'s exit code from the adapter rows and the failing findings."""
@@ -93,7 +97,7 @@ def write_reports(out: Path, policy: Any, version: str) -> ScanGate:
     sarif = render_sarif(findings, RULES, policy, paths, version, code, command_line="spectra scan")
     write_text_atomic(out / "fleet.sarif", strict_json(sarif) + "\n")
     figures = _figures(adapters, out)
-    write_text_atomic(out / "report.md", _markdown(adapters, findings, failing, policy, figures))
+    write_text_atomic(out / "report.md", _markdown(adapters, findings, failing, policy, figures, code))
     return ScanGate(findings, failing, code)
 
 
@@ -147,7 +151,7 @@ def _base_label(base: Any) -> str:
 
 
 def _markdown(adapters: list[dict[str, Any]], findings: list[Any], failing: list[Any], policy: Any,
-              figures: list[str]) -> str:
+              figures: list[str], code: int) -> str:
     ok = [a for a in adapters if a["status"] == "ok"]
     errors = [a for a in adapters if a["status"] != "ok"]
     evidence = Counter(a.get("forgetting_evidence") for a in ok)
@@ -156,7 +160,8 @@ def _markdown(adapters: list[dict[str, Any]], findings: list[Any], failing: list
              f"({sum(1 for a in adapters if a.get('duplicate_of')):,} identical to another and audited once). "
              f"Forgetting verdicts: {', '.join(f'{k} {v:,}' for k, v in sorted(evidence.items(), key=str))}.", "",
              f"Policy from {', '.join(policy.sources) or 'defaults'}: {len(findings):,} finding(s), {len(failing):,} at "
-             f"or above {policy.fail_on} — the scan {'fails (exit 1)' if failing else 'passes'}.", ""]
+             f"or above {policy.fail_on} — the scan "
+             + {0: "passes (exit 0)", 1: "fails (exit 1)"}.get(code, f"audited nothing (exit {code})") + ".", ""]
     lines += [f"![fleet]({f})" for f in figures] + ([""] if figures else [])
     bases = Counter(str(a.get("base")) for a in adapters)
     lines += ["## Per base", "", "| base | adapters | audited | errors | P(survives) > 0.5 |", "|---|---|---|---|---|"]
