@@ -397,6 +397,7 @@ def test_eval_of_a_model_without_a_head_runs_only_when_asked(tiny, tmp_path: Pat
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "o" / "eval.json").read_text())
     assert any("its predictions mean nothing" in w for w in doc["warnings"])
+    assert doc["settings"]["allow_untrained_head"] is True  # the numbers say how they were allowed
 
 
 def test_markdown_report_mentions_collapse() -> None:

@@ -231,6 +231,11 @@ def evaluate(
     return result
 
 
+def label_text(r: EvalResult, c: int) -> str:
+    """0.2's module-level form of :meth:`EvalResult.label_text`, kept for this release (goes in 0.4)."""
+    return r.label_text(c)
+
+
 def diagnose(r: EvalResult) -> list[str]:
     """Plain-language warnings: collapse, and an ASR that its floor explains."""
     out = []

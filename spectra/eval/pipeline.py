@@ -159,7 +159,7 @@ def _meta(trig: Trigger, target_label: int, st: EvalSettings, dev: Any, base: An
         "settings": {"trigger": trig.spec, "target_label": target_label, "scale": scale, "head": st.head,
                      "seed": st.seed, "batch_size": st.batch_size, "max_length": st.max_length, "device": str(dev),
                      "split_test": st.split_test, "text_col": st.text_col, "label_col": st.label_col,
-                     "allow_pickle": st.allow_pickle},
+                     "allow_pickle": st.allow_pickle, "allow_untrained_head": st.allow_untrained_head},
         "inputs": {"base": _described(base), "adapter": _described(adapter) if adapter is not None else None,
                    "data": labelled.to_dict(), "evaluated": {"rows": len(test), "counts": test.counts(),
                                                              "summary": test.summary()}},

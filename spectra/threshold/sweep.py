@@ -60,6 +60,7 @@ def threshold(
     from spectra.device import resolve_device
     from spectra.errors import SpectraWarning
     from spectra.eval.inference import count_over_length, predict_logits
+    from spectra.eval.pipeline import refuse_untrained_head
     from spectra.eval.scaling import scaled_adapter
     from spectra.io import load_adapter, open_base
     from spectra.io.model import load_classifier
@@ -111,7 +112,9 @@ def threshold(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SpectraWarning)
         model, tokenizer = load_classifier(base, adapter, num_labels=labelled.num_classes, device=dev)
-    for w in caught:  # a fresh head, DoRA scaling: the report says so
+    # margins of a random head measure nothing (eval refuses it too; threshold has no use for one)
+    refuse_untrained_head(model, base, adapter, allowed=False)
+    for w in caught:  # DoRA scaling and other loader notes: the report says so
         if issubclass(w.category, SpectraWarning):
             notes.append(str(w.message))
         else:
@@ -272,21 +275,28 @@ def _module_with_an_update(modules: list[Any], pattern: str | None, ckpt: Any) -
     """:func:`choose_module`'s pick with its σ's, passing over modules whose update is zero (an
     untouched ``modules_to_save`` head): ρ's normalised by σ_Δ = 0 are undefined, and a report
     built on them read "Proposition 4.2 applies sample by sample" over NaNs. A ``--module`` the
-    user named is not replaced: a zero update there is an error."""
+    user named is not replaced by one it does not match: when none of its matches has an update, that
+    is an error."""
     remaining, skipped = list(modules), []
     while True:
-        chosen, why = choose_module(remaining, pattern)
+        try:
+            chosen, why = choose_module(remaining, pattern)
+        except SpectraError:
+            if not skipped:
+                raise
+            raise SpectraError(f"--module {pattern}: every module it matches ({', '.join(skipped[:4])}) has a zero "
+                               "update or base weight, so ρ's normalised by them are undefined; name a module the "
+                               "adapter changes") from None
         sigma_pre, sigma_delta = module_sigmas(chosen, ckpt)
         if sigma_delta > 0 and sigma_pre > 0:
             if skipped:
                 why += f" ({', '.join(skipped)} passed over: σ_max of its update or base weight is 0)"
             return chosen, why, sigma_pre, sigma_delta
-        if pattern:
-            raise SpectraError(f"--module {pattern}: {chosen.name} has σ_max(W_pre) = {sigma_pre:g} and σ_max(s·ΔW) = "
-                               f"{sigma_delta:g}, so ρ's normalised by them are undefined; name a module the adapter "
-                               "changes")
         skipped.append(chosen.name)
         remaining.remove(chosen)
+        if pattern and chosen.name == pattern:  # an exact name is the user's pick: no other module replaces it
+            raise SpectraError(f"--module {pattern}: σ_max(W_pre) = {sigma_pre:g} and σ_max(s·ΔW) = {sigma_delta:g}, "
+                               "so ρ's normalised by them are undefined; name a module the adapter changes")
         if not remaining:
             raise SpectraError(f"every module the adapter saves has a zero update or a zero base weight "
                                f"({', '.join(skipped[:4])}{', ...' if len(skipped) > 4 else ''}): nothing to measure")
