@@ -66,7 +66,7 @@ def run_plan(study: Study, plan: Sequence[Run], *, select: Callable[[Run], bool]
     from spectra.progress import fmt_duration
 
     failed: set[str] = set()
-    ran, busy_s = 0, 0.0
+    ran, finished, busy_s = 0, 0, 0.0  # ran counts failures too; the pace is of finished runs
     while max_runs is None or ran < max_runs:
         pending = [r for r in plan if select(r) and not study.done(r) and r.id not in failed]
         if not pending:
@@ -83,8 +83,9 @@ def run_plan(study: Study, plan: Sequence[Run], *, select: Callable[[Run], bool]
                 try:
                     study.execute(run)
                     busy_s += time.time() - t0
+                    finished += 1
                     left = len(pending) - 1  # an upper bound: other workers take some of them
-                    eta = f"; ETA {fmt_duration(busy_s / (ran + 1) * left)} at this worker's pace" if left else ""
+                    eta = f"; ETA {fmt_duration(busy_s / finished * left)} at this worker's pace" if left else ""
                     log(f"✓ {run.id} ({(time.time() - t0) / 60:.1f} min; {left} left{eta})")
                 except Exception:  # noqa: BLE001 - one failing run must not stop the study
                     failures.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -69,8 +70,8 @@ def canary_command(
     from spectra.report.tables import fmt_interval
 
     gamma = result["crossing_gamma"]
-    where = ("no crossing (the model collapsed at every scale)" if gamma != gamma else
-             f"does not give way up to γ = {result['working_gamma_max']:g}" if gamma == float("inf") else
+    where = ("no crossing (the model collapsed at every scale)" if math.isnan(gamma) else
+             f"does not give way up to γ = {result['working_gamma_max']:g}" if math.isinf(gamma) else
              f"gives way at γ = {gamma:.3g}")
     verdict = ("[yellow]cannot be decided[/yellow] — " + result["undecided"] if result["survives"] is None else
                "[red]survives[/red]" if result["survives"] else "[green]is removed[/green]")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -70,7 +71,7 @@ def _print_summary(sink: Output, report: object) -> None:
                [(name, *(fmt(float(s[name][q])) for q in ("worst", "median", "p90")))
                 for name in ("gamma_star_bound", "gamma_star_flip")])
     share = s["share_rho_eff_nonpositive"]
-    sink.line((f"ρ_eff ≤ 0 for {100 * share:.1f}% of samples; " if share == share else "ρ_eff undefined; ") +
+    sink.line((f"ρ_eff ≤ 0 for {100 * share:.1f}% of samples; " if not math.isnan(share) else "ρ_eff undefined; ") +
               f"threshold γ (ASR < 50%): predicted {fmt(report.predicted_threshold_gamma)}, "  # type: ignore[attr-defined]
               f"measured {fmt(report.measured_threshold_gamma)} "  # type: ignore[attr-defined]
               f"({fmt(report.measured_threshold_gamma_clean)} counting only models that still work)")  # type: ignore[attr-defined]

@@ -71,9 +71,11 @@ SWEEP_MARKS = ("Thin lines: the ASR floor (the target share on clean non-target 
 def fmt_pct(x: Any, *, suffix: str = "%", missing: str = "—") -> str:
     """A share as a percentage with one decimal (``0.123`` → ``12.3%``); ``missing`` for a value that
     is absent or not finite — every report spells those the same way, and none raises on them."""
-    if x is None or (isinstance(x, (int, float)) and not math.isfinite(float(x))):
+    try:
+        value = float(x)  # numpy scalars too (a float32 NaN printed "nan%")
+    except (TypeError, ValueError):
         return missing
-    return f"{100 * float(x):.1f}{suffix}"
+    return f"{100 * value:.1f}{suffix}" if math.isfinite(value) else missing
 
 
 def fmt_interval(ci: Any, *, missing: str = "") -> str:
