@@ -102,7 +102,9 @@ def evaluate_models(
     model loaded once: PEFT holds every adapter at once (``load_adapter``), ``set_adapter`` picks one, and
     ``disable_adapter()`` gives the base itself (a ``modules_to_save`` head included). Each result holds the
     numbers and ``meta`` its own :func:`run_eval` gives (``tests/test_eval_models.py`` checks that); the
-    warnings of the one load (a fresh head, DoRA scaling) are attached to every row.
+    warnings of the one load (a fresh head, DoRA scaling) are attached to every row. Unlike
+    :func:`run_eval`, a fresh head is not refused here: ``spectra fix`` evaluates the base it trained
+    from beside its adapters, and that base may have no head of its own (its row carries the note).
     """
     import torch
 
