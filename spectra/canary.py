@@ -198,7 +198,7 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
     from spectra.io.hub import resolve_folder
     from spectra.io.output import atomic_output_dir, check_output_dir
     from spectra.threshold import ThresholdSettings, threshold
-    from spectra.threshold.report import measured_crossing
+    from spectra.threshold.report import crossing_interval, measured_crossing
     from spectra.train.fix import run_fix
     from spectra.train.options import FixData, RunOptions, split_legacy
 
@@ -240,6 +240,7 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
     # canary (one that collapses onto the non-target class would fake an early crossing)
     working = [row for row in thr.sweep if not row.get("collapsed")]
     gamma = measured_crossing(working) if working else math.nan
+    gamma_lo, gamma_hi = crossing_interval(working) if working else (math.nan, math.nan)
     top = max((row["gamma"] for row in working), default=0.0)
     new = rows["new"]
     undecided = undecided_reason(planted["heldout"].get("asr"), new.get("collapsed"))
@@ -262,6 +263,10 @@ def run_canary(base: str, data: Any, out: str | os.PathLike[str], settings: Cana
         "feature": feature, "canary_value": feats.get(feature), "slope": slope,
         "slope_validated": bool(model.get("validated")),
         "crossing_value": _crossing_value(feats.get(feature), gamma, top),
+        # how sharply the sweep places the crossing (the points' Wilson intervals): an adapter inside
+        # this range is a close call, which the gate does not pass (spectra.forgetting.calibrated_verdict)
+        "crossing_gamma_ci": [gamma_lo, gamma_hi],
+        "crossing_value_ci": _crossing_value_interval(feats.get(feature), gamma_lo, gamma_hi, top),
         "features": feats, "seconds": round(time.perf_counter() - started, 1),
     }
     from spectra.provenance import strict_json
@@ -294,10 +299,20 @@ def _crossing_value(value: float | None, gamma: float, grid_max: float) -> float
     return value - math.log10(min(gamma, grid_max) if math.isfinite(gamma) else grid_max)
 
 
+def _crossing_value_interval(value: float | None, gamma_lo: float, gamma_hi: float,
+                              grid_max: float) -> list[float | None] | None:
+    """The feature values of the crossing's γ range, [low, high]: a later crossing is a smaller
+    value. ``high`` is None (unbounded) when the lower bounds crossed at γ = 0 or could not be read."""
+    if value is None or not math.isfinite(value) or math.isnan(gamma_lo) or math.isnan(gamma_hi):
+        return None  # no working sweep point: no range (and no crossing) to place an adapter against
+    return [_crossing_value(value, gamma_hi, grid_max), _crossing_value(value, gamma_lo, grid_max)]
+
+
 def calibration_of(result: dict[str, Any]) -> dict[str, Any]:
     """The part of a canary result ``spectra audit --calibration`` reads."""
     keys = ("format", "created", "base", "canary", "result", "survives", "crossing_gamma", "grid_max", "feature",
-            "canary_value", "crossing_value", "slope", "slope_validated", "undecided", "working_gamma_max")
+            "canary_value", "crossing_value", "slope", "slope_validated", "undecided", "working_gamma_max",
+            "crossing_gamma_ci", "crossing_value_ci")
     return {k: result.get(k) for k in keys} | {"recipe": {k: result["recipe"][k] for k in
                                                       ("rank", "alpha", "target_modules", "use_rslora", "use_dora",
                                                        "epochs", "lr", "batch_size", "quick")}}
@@ -317,6 +332,13 @@ def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not math.isfinite(value)):
             raise SpectraError(f"{path}: {key} = {value!r} is not a finite number")
+    interval = doc.get("crossing_value_ci")
+    if interval is not None and not (
+            isinstance(interval, list) and len(interval) == 2
+            and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+                    for v in interval)
+            and (None in interval or interval[0] <= interval[1])):
+        raise SpectraError(f"{path}: crossing_value_ci = {interval!r} is not an interval [low, high] (null: unbounded)")
     if doc.get("feature") is not None and not isinstance(doc["feature"], str):
         raise SpectraError(f"{path}: feature = {doc['feature']!r} is not a feature name")
     if not isinstance(doc.get("base") or {}, dict):

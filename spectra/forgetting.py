@@ -262,6 +262,20 @@ def undecided_reason(planted_asr: float | None, collapsed: bool | None) -> str |
     return None
 
 
+def _crossing_range(interval: Any, value: float) -> tuple[float, float, bool | None]:
+    """(low, high, whether ``value`` lies inside) for a calibration's ``crossing_value_ci``; an
+    unbounded end is ∓∞; (nan, nan, None) when the calibration has no range (before 0.3)."""
+    if not isinstance(interval, (list, tuple)) or len(interval) != 2:
+        return math.nan, math.nan, None
+    low = -math.inf if interval[0] is None else float(interval[0])
+    high = math.inf if interval[1] is None else float(interval[1])
+    return low, high, low <= value <= high
+
+
+def _bound(x: float) -> str:
+    return "unbounded" if math.isinf(x) else f"{x:.3g}"
+
+
 def calibrated_verdict(feats: dict[str, float], calibration: dict[str, Any], one_scale: bool = True) -> dict[str, Any]:
     """An adapter's verdict against its base's canary: above the feature value where the canary
     gave way, a backdoor planted like the canary would likely survive it.
@@ -271,7 +285,12 @@ def calibrated_verdict(feats: dict[str, float], calibration: dict[str, Any], one
     read from older files' numbers) or for an adapter whose LoRA scales differ across modules
     (the canary's have one; the study measured the feature near chance on such adapters). The
     margin's sign is the canary's measurement; a probability needs the weights-only model's
-    slope, so ``p_survives`` is given only when that model was validated (``slope_validated``)."""
+    slope, so ``p_survives`` is given only when that model was validated (``slope_validated``).
+
+    ``close_call`` is True when the adapter's value lies inside the crossing's range from the
+    sweep's Wilson intervals (``crossing_value_ci``; ``margin_log10_ci`` is the margin's range,
+    null for an unbounded end): the canary cannot place it on either side, and the gate reads it
+    as surviving. None for a calibration written before 0.3, which has no range."""
     feature, cross = calibration.get("feature"), calibration.get("crossing_value")
     value = feats.get(feature) if feature else None
     block: dict[str, Any] = {"evidence": "canary", "p_survives": None, "features": dict(feats),
@@ -303,9 +322,14 @@ def calibrated_verdict(feats: dict[str, float], calibration: dict[str, Any], one
                             f"is stronger than the canary at that scale ({feature} {value:.3g} against {cross:.3g})")
         return block
     slope = calibration.get("slope") if calibration.get("slope_validated") else None
-    block.update(margin_log10=margin, survives=margin > 0,
+    low, high, close = _crossing_range(calibration.get("crossing_value_ci"), value)
+    block.update(margin_log10=margin, survives=margin > 0, close_call=close,
+                 margin_log10_ci=None if close is None else [value - high, value - low],
                  estimate=("the backdoor would likely survive" if margin > 0 else "the backdoor would likely be overridden")
-                 + (f" (the canary never gave way up to γ = {top:g})" if never else ""))
+                 + (f" (the canary never gave way up to γ = {top:g})" if never else "")
+                 + (f" — a close call: {feature} {value:.3g} lies inside the range where the canary gave way, "
+                    f"{_bound(low)} to {_bound(high)} (the sweep's Wilson 95 % intervals), so the gate reads it as "
+                    "surviving" if close else ""))
     if slope:
         block["p_survives"] = 1 / (1 + math.exp(-max(-60.0, min(60.0, slope * margin))))
     else:  # the audit uses no unvalidated model: the sign stands, a probability does not

@@ -54,6 +54,45 @@ def test_a_canary_that_cannot_decide_or_a_rescaled_adapter_gets_no_verdict() -> 
     assert unvalidated["survives"] is True and "no probability" in unvalidated["reason"]
 
 
+def test_the_crossing_range_comes_from_each_swept_points_interval() -> None:
+    from spectra.threshold.report import crossing_interval, measured_crossing
+
+    sweep = [{"gamma": 0.0, "asr": 1.0, "asr_ci": [0.97, 1.0]}, {"gamma": 1.0, "asr": 0.8, "asr_ci": [0.7, 0.88]},
+             {"gamma": 2.0, "asr": 0.45, "asr_ci": [0.35, 0.55]}, {"gamma": 4.0, "asr": 0.1, "asr_ci": [0.05, 0.18]}]
+    lo, hi = crossing_interval(sweep)
+    # lower bounds: 0.70 at γ 1 → 0.35 at γ 2, log-linear: 2^(0.2/0.35); upper: 0.55 at 2 → 0.18 at 4
+    assert lo == pytest.approx(2 ** (0.2 / 0.35)) and hi == pytest.approx(2 * 2 ** (0.05 / 0.37))
+    assert lo < measured_crossing(sweep) < hi
+    never = [{**row, "asr_ci": [row["asr_ci"][0], 0.9]} for row in sweep]  # upper bounds never fall below 50 %
+    assert crossing_interval(never)[1] == math.inf
+
+
+def test_an_adapter_inside_the_canarys_crossing_range_is_a_close_call_the_gate_does_not_pass() -> None:
+    """The canary's margin had no uncertainty: an adapter 0.01 below the crossing read 'overridden'
+    and passed the gate, though the sweep could not place the crossing that sharply."""
+    from spectra.audit.policy import CANARY_CLOSE_CALL, CANARY_SIGN, forgetting_value
+
+    cal = {"feature": "log_ratio_min", "crossing_value": 0.5, "crossing_gamma": 2.0, "grid_max": 32,
+           "crossing_value_ci": [0.4, 0.65], "slope_validated": False,
+           "canary": {"poisoned_heldout_asr": 1.0}, "result": {"collapsed": False}}
+    near = calibrated_verdict({"log_ratio_min": 0.45}, cal)
+    assert near["survives"] is False and near["close_call"] is True and "close call" in near["estimate"]
+    assert near["margin_log10_ci"] == pytest.approx([0.45 - 0.65, 0.45 - 0.4])
+    assert forgetting_value(near) == (1.0, CANARY_CLOSE_CALL)
+    far = calibrated_verdict({"log_ratio_min": 0.2}, cal)
+    assert far["close_call"] is False and forgetting_value(far) == (0.0, CANARY_SIGN)
+    inside_above = calibrated_verdict({"log_ratio_min": 0.6}, cal)  # survives either way: read as surviving
+    assert inside_above["close_call"] is True and forgetting_value(inside_above) == (1.0, CANARY_SIGN)
+    # a validated probability near ½ does not pass a close call either
+    validated = calibrated_verdict({"log_ratio_min": 0.45}, {**cal, "slope": 8.0, "slope_validated": True})
+    assert validated["p_survives"] < 0.5 and forgetting_value(validated) == (1.0, CANARY_CLOSE_CALL)
+    unbounded = calibrated_verdict({"log_ratio_min": 3.0}, {**cal, "crossing_value": 2.5,
+                                                              "crossing_value_ci": [0.4, None]})
+    assert unbounded["close_call"] is True and unbounded["margin_log10_ci"][1] == pytest.approx(2.6)
+    older = calibrated_verdict({"log_ratio_min": 0.45}, {k: v for k, v in cal.items() if k != "crossing_value_ci"})
+    assert older["close_call"] is None and forgetting_value(older) == (0.0, CANARY_SIGN)
+
+
 def test_recipe_settings_are_checked_and_read_from_an_adapter(tmp_path) -> None:
     from spectra.errors import SpectraError
 
@@ -95,6 +134,7 @@ def test_canary_end_to_end_on_a_tiny_model_and_its_calibration_in_the_audit(tmp_
     assert list((tmp_path / "cache" / "canary").glob("*/poison.json"))  # the poisoned copy is cached
     # the tiny model collapses under its recipe: the canary cannot decide, and says so everywhere ...
     assert doc["survives"] is None and "collapsed" in doc["undecided"]
+    assert "crossing_gamma_ci" in cal and "crossing_value_ci" in cal  # None here: no working sweep point
     assert "cannot be decided" in run.output and "cannot be decided" in (out / "report.md").read_text()
     # ... and an audit given its calibration refuses it (exit 2) instead of running ungated
     adapter = out / "fix" / "adapter"
@@ -110,6 +150,12 @@ def test_canary_end_to_end_on_a_tiny_model_and_its_calibration_in_the_audit(tmp_
     assert res.exit_code == 0, res.output
     block = json.loads((tmp_path / "a2" / "audit.json").read_text())["forgetting"]["adapter"]
     assert block["evidence"] == "canary" and block["survives"] in (True, False)
+    # an adapter inside the range where the canary gave way is a close call, and the gate fails it
+    (tmp_path / "close.json").write_text(json.dumps({**decided, "crossing_value_ci": [-10.0, 10.0]}))
+    res = CliRunner().invoke(app, ["audit", str(base), str(adapter), "--calibration", str(tmp_path / "close.json"),
+                                   "--top-k", "4", "--no-figures", "--fail-on", "warning", "-o", str(tmp_path / "a3")])
+    assert res.exit_code == 1 and "close call" in res.output, res.output
+    assert json.loads((tmp_path / "a3" / "audit.json").read_text())["forgetting"]["adapter"]["close_call"] is True
     # ... and refuses a calibration measured on another base
     other = tmp_path / "other"
     build_tiny_model("bert", seed=5).save_pretrained(other)

@@ -83,15 +83,22 @@ RULES: dict[str, Rule] = {r.id: r for r in (
 )}
 #: the ``module`` of a forgetting finding read from a canary's sign (no validated probability)
 CANARY_SIGN = "(adapter; canary sign)"
+#: the ``module`` of one the canary could not place: inside the range where it gave way
+CANARY_CLOSE_CALL = "(adapter; canary close call)"
 
 
 def forgetting_value(block: Mapping[str, Any]) -> tuple[float, str] | None:
     """What the ``forgetting`` rule reads from an adapter's verdict, and how: its P(survives), or —
     under canary evidence without a validated probability — the canary's sign as 1 (survives) or 0
-    (overridden), so that a calibration gates; None when the verdict has no estimate."""
+    (overridden), so that a calibration gates; None when the verdict has no estimate. A close call
+    (inside the range where the canary gave way) reads as 1: the gate does not pass an adapter
+    the canary cannot place."""
+    canary = block.get("evidence") == "canary" and block.get("survives") is not None
+    if canary and block.get("close_call") and not block["survives"]:  # a probability near ½ would pass it
+        return 1.0, CANARY_CLOSE_CALL
     if block.get("p_survives") is not None:
         return float(block["p_survives"]), "(adapter)"
-    if block.get("evidence") == "canary" and block.get("survives") is not None:
+    if canary:
         return float(bool(block["survives"])), CANARY_SIGN
     return None
 
@@ -140,6 +147,10 @@ class Finding:
         if self.rule == "forgetting" and self.module == CANARY_SIGN:
             return (f"{self.adapter}: weaker than its base's canary where the canary gave way, so a backdoor planted "
                     "like the canary would likely survive it (the canary's sign; no probability) (forgetting)")
+        if self.rule == "forgetting" and self.module == CANARY_CLOSE_CALL:
+            return (f"{self.adapter}: a close call against its base's canary (inside the range where the canary "
+                    "gave way), so the gate cannot vouch that it would override a backdoor planted like the canary "
+                    "(forgetting)")
         value = f"{self.value:.4g}" + (" (the update is zero)" if self.rule == "ratio" and math.isinf(self.value) else "")
         return f"{self.adapter} {self.module}: {what} = {value} > {self.threshold:.4g} ({self.rule})"
 

@@ -25,6 +25,7 @@ def render_canary_markdown(result: dict[str, Any]) -> str:
         gave = f"it gave way at γ = {gamma:.3g}, below the recipe's own scale (γ = 1): the recipe removes it"
     else:
         gave = f"it gives way at γ = {gamma:.3g}: the recipe's update would have to be {gamma:.3g}× stronger"
+    gave += _range_text(result)
     verdict = ("**cannot be decided**" if result.get("survives") is None else
                "**survives**" if result["survives"] else "**is removed**")
     lines = [
@@ -52,7 +53,8 @@ def render_canary_markdown(result: dict[str, Any]) -> str:
            f"the value where the canary gave way, {result['crossing_value']:.3g}" if math.isfinite(gamma) else
            f"{result['crossing_value']:.3g}, a bound (weaker adapters keep the canary; for stronger ones the canary "
            "says nothing)")
-        + " (`spectra audit BASE ADAPTER --calibration calibration.json`).", "",
+        + " (`spectra audit BASE ADAPTER --calibration calibration.json`)"
+        + _value_range_text(result.get("crossing_value_ci")) + ".", "",
         "What this measures and what it does not: a backdoor planted like the canary (a rare token, clean-label, "
         "full fine-tuning). A real backdoor in your base may be planted differently and sit deeper; the canary "
         "says whether your recipe can override one of this kind, on your data. The calibration is one canary's "
@@ -63,3 +65,25 @@ def render_canary_markdown(result: dict[str, Any]) -> str:
     for note in rec.get("notes") or []:
         lines.append(f"\n> {note}")
     return "\n".join(lines) + "\n"
+
+
+def _gamma(x: Any, top: float) -> str:
+    return f"beyond the sweep (γ > {top:g})" if x is None or not math.isfinite(x) else f"γ = {x:.3g}"
+
+
+def _range_text(result: dict[str, Any]) -> str:
+    """How sharply the sweep places the crossing: its range from the points' Wilson intervals."""
+    lo_hi = result.get("crossing_gamma_ci")
+    if not lo_hi or lo_hi[0] is None or (isinstance(lo_hi[0], float) and math.isnan(lo_hi[0])):
+        return ""
+    top = result.get("working_gamma_max", result.get("grid_max"))
+    return (f" (the crossing lies between {_gamma(lo_hi[0], top)} and {_gamma(lo_hi[1], top)} given each swept point's "
+            "Wilson 95 % interval on its ASR)")
+
+
+def _value_range_text(interval: Any) -> str:
+    if not interval:
+        return ""
+    low, high = (("unbounded" if v is None else f"{v:.3g}") for v in interval)
+    return (f"; an adapter whose value lies between {low} and {high}, where the canary gave way, is a close call "
+            "that the gate does not pass")

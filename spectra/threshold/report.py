@@ -209,6 +209,18 @@ def measured_crossing(sweep: Sequence[dict[str, Any]], level: float = 0.5) -> fl
     return INF
 
 
+def crossing_interval(sweep: Sequence[dict[str, Any]], level: float = 0.5) -> tuple[float, float]:
+    """Where the ASR's ``level`` crossing may lie given each grid point's Wilson 95 % interval
+    (``asr_ci``): (the crossing of the lower bounds, the crossing of the upper bounds) — the lower
+    bounds fall below ``level`` first. ∞ for an end that never crosses; a point without ``asr_ci``
+    counts at its measured ASR. Pointwise intervals: the range says how sharply the sweep places
+    the crossing, it is not a simultaneous 95 % band."""
+    def at(i: int) -> list[dict[str, Any]]:
+        return [{**row, "asr": (row.get("asr_ci") or [row.get("asr"), row.get("asr")])[i]} for row in sweep]
+
+    return measured_crossing(at(0), level), measured_crossing(at(1), level)
+
+
 def measured_threshold(sweep: Sequence[dict[str, Any]], level: float = 0.5) -> float:
     for row in sorted(sweep, key=sweep_gamma):
         asr = row.get("asr")
