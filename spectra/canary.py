@@ -302,10 +302,16 @@ def _crossing_value(value: float | None, gamma: float, grid_max: float) -> float
 def _crossing_value_interval(value: float | None, gamma_lo: float, gamma_hi: float,
                               grid_max: float) -> list[float | None] | None:
     """The feature values of the crossing's γ range, [low, high]: a later crossing is a smaller
-    value. ``high`` is None (unbounded) when the lower bounds crossed at γ = 0 or could not be read."""
-    if value is None or not math.isfinite(value) or math.isnan(gamma_lo) or math.isnan(gamma_hi):
-        return None  # no working sweep point: no range (and no crossing) to place an adapter against
-    return [_crossing_value(value, gamma_hi, grid_max), _crossing_value(value, gamma_lo, grid_max)]
+    value. ``high`` is None (unbounded) when the lower bounds crossed at γ = 0, ``low`` when the
+    upper bounds never crossed; None when there is no range at all."""
+    if value is None or not math.isfinite(value) or not math.isfinite(gamma_lo) or math.isnan(gamma_hi):
+        # no working sweep point, or not even the lower bounds crossed: no range (the verdict's
+        # never-crossed reading, a bound at the sweep's top, applies)
+        return None
+    # upper bounds that never fell below 50 %: the crossing may lie beyond the sweep, so the range
+    # has no lower end (not the sweep's top, which would pass a stronger adapter on a bound)
+    low = _crossing_value(value, gamma_hi, grid_max) if math.isfinite(gamma_hi) else None
+    return [low, _crossing_value(value, gamma_lo, grid_max)]
 
 
 def calibration_of(result: dict[str, Any]) -> dict[str, Any]:
@@ -316,6 +322,16 @@ def calibration_of(result: dict[str, Any]) -> dict[str, Any]:
     return {k: result.get(k) for k in keys} | {"recipe": {k: result["recipe"][k] for k in
                                                       ("rank", "alpha", "target_modules", "use_rslora", "use_dora",
                                                        "epochs", "lr", "batch_size", "quick")}}
+
+
+def _finite_number(value: Any) -> bool:
+    """A JSON number the verdict can compute with (an integer of 400 digits overflows a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -329,14 +345,11 @@ def load_calibration(path: str | os.PathLike[str]) -> dict[str, Any]:
     # the verdict computes with these: a hand-edited file gets one line, not a TypeError mid-audit
     for key in ("slope", "crossing_value", "crossing_gamma", "grid_max", "canary_value", "working_gamma_max"):
         value = doc.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value)):
+        if value is not None and not _finite_number(value):
             raise SpectraError(f"{path}: {key} = {value!r} is not a finite number")
     interval = doc.get("crossing_value_ci")
     if interval is not None and not (
-            isinstance(interval, list) and len(interval) == 2
-            and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
-                    for v in interval)
+            isinstance(interval, list) and len(interval) == 2 and all(v is None or _finite_number(v) for v in interval)
             and (None in interval or interval[0] <= interval[1])):
         raise SpectraError(f"{path}: crossing_value_ci = {interval!r} is not an interval [low, high] (null: unbounded)")
     if doc.get("feature") is not None and not isinstance(doc["feature"], str):

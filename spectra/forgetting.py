@@ -327,9 +327,9 @@ def calibrated_verdict(feats: dict[str, float], calibration: dict[str, Any], one
                  margin_log10_ci=None if close is None else [value - high, value - low],
                  estimate=("the backdoor would likely survive" if margin > 0 else "the backdoor would likely be overridden")
                  + (f" (the canary never gave way up to γ = {top:g})" if never else "")
-                 + (f" — a close call: {feature} {value:.3g} lies inside the range where the canary gave way, "
-                    f"{_bound(low)} to {_bound(high)} (the sweep's Wilson 95 % intervals), so the gate reads it as "
-                    "surviving" if close else ""))
+                 + (f" — a close call: {feature} {value:.3g} lies inside the canary crossing's range, "
+                    f"{_bound(low)} to {_bound(high)} (from the sweep's Wilson 95 % intervals), so the gate reads it "
+                    "as surviving" if close else ""))
     if slope:
         block["p_survives"] = 1 / (1 + math.exp(-max(-60.0, min(60.0, slope * margin))))
     else:  # the audit uses no unvalidated model: the sign stands, a probability does not

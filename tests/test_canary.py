@@ -81,16 +81,33 @@ def test_an_adapter_inside_the_canarys_crossing_range_is_a_close_call_the_gate_d
     assert forgetting_value(near) == (1.0, CANARY_CLOSE_CALL)
     far = calibrated_verdict({"log_ratio_min": 0.2}, cal)
     assert far["close_call"] is False and forgetting_value(far) == (0.0, CANARY_SIGN)
-    inside_above = calibrated_verdict({"log_ratio_min": 0.6}, cal)  # survives either way: read as surviving
-    assert inside_above["close_call"] is True and forgetting_value(inside_above) == (1.0, CANARY_SIGN)
+    inside_above = calibrated_verdict({"log_ratio_min": 0.6}, cal)  # survives by its sign, and a close call
+    assert inside_above["close_call"] is True and forgetting_value(inside_above) == (1.0, CANARY_CLOSE_CALL)
     # a validated probability near ½ does not pass a close call either
     validated = calibrated_verdict({"log_ratio_min": 0.45}, {**cal, "slope": 8.0, "slope_validated": True})
     assert validated["p_survives"] < 0.5 and forgetting_value(validated) == (1.0, CANARY_CLOSE_CALL)
     unbounded = calibrated_verdict({"log_ratio_min": 3.0}, {**cal, "crossing_value": 2.5,
                                                               "crossing_value_ci": [0.4, None]})
     assert unbounded["close_call"] is True and unbounded["margin_log10_ci"][1] == pytest.approx(2.6)
+    # under a policy stricter than ½, a validated probability just above the crossing would pass too
+    above = calibrated_verdict({"log_ratio_min": 0.55}, {**cal, "slope": 8.0, "slope_validated": True})
+    assert 0.5 < above["p_survives"] < 0.7 and forgetting_value(above) == (1.0, CANARY_CLOSE_CALL)
     older = calibrated_verdict({"log_ratio_min": 0.45}, {k: v for k, v in cal.items() if k != "crossing_value_ci"})
     assert older["close_call"] is None and forgetting_value(older) == (0.0, CANARY_SIGN)
+
+
+def test_the_crossing_range_in_the_feature_runs_opposite_to_gamma() -> None:
+    """A later crossing (larger γ) is a smaller feature value: value − log10 γ; an end the sweep
+    cannot bound is None, never the sweep's top (which would pass a stronger adapter on a bound)."""
+    from spectra.canary import _crossing_value_interval
+
+    low, high = _crossing_value_interval(1.0, 2.0, 8.0, 32.0)
+    assert low == pytest.approx(1.0 - math.log10(8.0)) and high == pytest.approx(1.0 - math.log10(2.0))
+    assert _crossing_value_interval(1.0, 2.0, math.inf, 32.0) == [None, pytest.approx(1.0 - math.log10(2.0))]
+    assert _crossing_value_interval(1.0, 0.0, 4.0, 32.0) == [pytest.approx(1.0 - math.log10(4.0)), None]
+    assert _crossing_value_interval(1.0, math.inf, math.inf, 32.0) is None  # never crossed: the bound's reading
+    assert _crossing_value_interval(1.0, math.nan, math.nan, 32.0) is None  # no working point
+    assert _crossing_value_interval(None, 2.0, 8.0, 32.0) is None
 
 
 def test_recipe_settings_are_checked_and_read_from_an_adapter(tmp_path) -> None:
@@ -151,7 +168,9 @@ def test_canary_end_to_end_on_a_tiny_model_and_its_calibration_in_the_audit(tmp_
     block = json.loads((tmp_path / "a2" / "audit.json").read_text())["forgetting"]["adapter"]
     assert block["evidence"] == "canary" and block["survives"] in (True, False)
     # an adapter inside the range where the canary gave way is a close call, and the gate fails it
-    (tmp_path / "close.json").write_text(json.dumps({**decided, "crossing_value_ci": [-10.0, 10.0]}))
+    # (crossing at 10: by its sign the adapter is overridden and would pass; the range holds it)
+    (tmp_path / "close.json").write_text(json.dumps({**decided, "crossing_value": 10.0,
+                                                     "crossing_value_ci": [-10.0, 20.0]}))
     res = CliRunner().invoke(app, ["audit", str(base), str(adapter), "--calibration", str(tmp_path / "close.json"),
                                    "--top-k", "4", "--no-figures", "--fail-on", "warning", "-o", str(tmp_path / "a3")])
     assert res.exit_code == 1 and "close call" in res.output, res.output

@@ -116,7 +116,9 @@ def test_a_threshold_too_large_for_a_float_is_one_true_line(pair, tmp_path) -> N
 
 @pytest.mark.parametrize(("edit", "words"), [({"slope": "steep"}, "slope"), ({"feature": 3}, "feature"),
                                             ({"crossing_value_ci": [0.9, 0.1]}, "crossing_value_ci"),
-                                            ({"crossing_value_ci": "wide"}, "crossing_value_ci")])
+                                            ({"crossing_value_ci": "wide"}, "crossing_value_ci"),
+                                            ({"crossing_value_ci": [0, 10 ** 400]}, "crossing_value_ci"),
+                                            ({"slope": 10 ** 400}, "slope")])
 def test_a_hand_edited_calibration_is_one_true_line(pair, tmp_path, edit, words) -> None:
     from spectra.canary import FORMAT
 

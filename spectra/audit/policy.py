@@ -94,7 +94,7 @@ def forgetting_value(block: Mapping[str, Any]) -> tuple[float, str] | None:
     (inside the range where the canary gave way) reads as 1: the gate does not pass an adapter
     the canary cannot place."""
     canary = block.get("evidence") == "canary" and block.get("survives") is not None
-    if canary and block.get("close_call") and not block["survives"]:  # a probability near ½ would pass it
+    if canary and block.get("close_call"):  # a probability near ½ would pass it under a policy's max
         return 1.0, CANARY_CLOSE_CALL
     if block.get("p_survives") is not None:
         return float(block["p_survives"]), "(adapter)"

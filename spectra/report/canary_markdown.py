@@ -54,7 +54,7 @@ def render_canary_markdown(result: dict[str, Any]) -> str:
            f"{result['crossing_value']:.3g}, a bound (weaker adapters keep the canary; for stronger ones the canary "
            "says nothing)")
         + " (`spectra audit BASE ADAPTER --calibration calibration.json`)"
-        + _value_range_text(result.get("crossing_value_ci")) + ".", "",
+        + _value_range_text(result) + ".", "",
         "What this measures and what it does not: a backdoor planted like the canary (a rare token, clean-label, "
         "full fine-tuning). A real backdoor in your base may be planted differently and sit deeper; the canary "
         "says whether your recipe can override one of this kind, on your data. The calibration is one canary's "
@@ -67,23 +67,30 @@ def render_canary_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _gamma(x: Any, top: float) -> str:
-    return f"beyond the sweep (γ > {top:g})" if x is None or not math.isfinite(x) else f"γ = {x:.3g}"
+def _decided(result: dict[str, Any]) -> bool:
+    return result.get("survives") is not None
 
 
 def _range_text(result: dict[str, Any]) -> str:
     """How sharply the sweep places the crossing: its range from the points' Wilson intervals."""
-    lo_hi = result.get("crossing_gamma_ci")
-    if not lo_hi or lo_hi[0] is None or (isinstance(lo_hi[0], float) and math.isnan(lo_hi[0])):
+    lo, hi = (result.get("crossing_gamma_ci") or [None, None])[:2]
+    if not _decided(result) or lo is None or not math.isfinite(lo):  # not even the lower bounds crossed
         return ""
     top = result.get("working_gamma_max", result.get("grid_max"))
-    return (f" (the crossing lies between {_gamma(lo_hi[0], top)} and {_gamma(lo_hi[1], top)} given each swept point's "
-            "Wilson 95 % interval on its ASR)")
+    upper = f"γ = {hi:.3g}" if hi is not None and math.isfinite(hi) else f"beyond the sweep's top (γ = {top:g})"
+    return (f" (given each swept point's Wilson 95 % interval on its ASR, the crossing lies between γ = {lo:.3g} "
+            f"and {upper})")
 
 
-def _value_range_text(interval: Any) -> str:
-    if not interval:
+def _value_range_text(result: dict[str, Any]) -> str:
+    interval = result.get("crossing_value_ci")
+    if not interval or result.get("crossing_value") is None or not _decided(result):
         return ""
-    low, high = (("unbounded" if v is None else f"{v:.3g}") for v in interval)
-    return (f"; an adapter whose value lies between {low} and {high}, where the canary gave way, is a close call "
-            "that the gate does not pass")
+    low, high = interval
+    where = (f"between {low:.3g} and {high:.3g}" if low is not None and high is not None else
+             f"at or below {high:.3g}" if high is not None else
+             f"at or above {low:.3g}" if low is not None else None)
+    if where is None:
+        return "; the sweep cannot place the crossing (its range is unbounded both ways): every adapter is a close call"
+    return (f"; an adapter whose value lies {where} (the crossing's range) is a close call that the gate does "
+            "not pass")
